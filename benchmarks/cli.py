@@ -1,0 +1,279 @@
+"""The ``tlbench`` command line: ``run``, ``report``, ``list``.
+
+User mistakes (unknown backend/model/strategy/dataset, bad option values) print one line naming the bad
+value and the valid choices, and exit with code 2 — never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import sys
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from tlbench.backends import BACKENDS, BackendError, get_backend_class
+from tlbench.benchmarks.config import DEFAULT_SUITE, RunOptions, SuiteConfig
+from tlbench.benchmarks.strategies import STRATEGIES
+from tlbench.datasets import DatasetError, dataset_usages, parse_dataset_spec
+
+EXIT_USAGE = 2
+DEVICES = ("auto", "cpu", "cuda", "gpu")
+AUGMENTS = ("none", "flip", "crop-flip")
+AMPS = ("", "bf16", "fp16")
+OPTIMIZERS = ("adamw", "sgd")
+
+
+class UsageError(Exception):
+    """A bad command-line value; printed as one line, exit code 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line, exit 2 (argparse prints usage too; keep it short)
+        raise UsageError(message)
+
+
+def _csv(text: str) -> list[str]:
+    return [item.strip() for item in text.split(",") if item.strip()]
+
+
+def _choice_list(label: str, values: list[str], valid: Sequence[str]) -> tuple[str, ...]:
+    for value in values:
+        if value not in valid:
+            raise UsageError(f"unknown {label} {value!r}; expected one of: {', '.join(valid)}")
+    if not values:
+        raise UsageError(f"--{label}s needs at least one value; expected some of: {', '.join(valid)}")
+    return tuple(values)
+
+
+def _positive(name: str, value: int, minimum: int = 1) -> int:
+    if value < minimum:
+        raise UsageError(f"--{name} must be >= {minimum}, got {value}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argparse parser of the ``tlbench`` command."""
+    defaults = SuiteConfig()
+    opts = RunOptions()
+    parser = _Parser(prog="tlbench", description="Compare transfer-learning strategies and frameworks.")
+    sub = parser.add_subparsers(dest="command", parser_class=_Parser)
+
+    run = sub.add_parser("run", help="run a suite (backend × model × strategy × dataset × seed)")
+    run.add_argument("--suite", default=DEFAULT_SUITE, help="suite name; results go to results/<suite> (default: %(default)s)")
+    run.add_argument("--out", type=Path, help="write the suite to this directory instead of results/<suite>")
+    run.add_argument("--backends", default=",".join(defaults.backends), help=f"comma-separated, from: {', '.join(BACKENDS)}")
+    run.add_argument("--models", default=",".join(defaults.models), help="comma-separated model names (per backend namespace)")
+    run.add_argument("--strategies", default=",".join(defaults.strategies), help=f"comma-separated, from: {', '.join(STRATEGIES)}")
+    run.add_argument("--dataset", "--datasets", dest="datasets", default=",".join(defaults.datasets), help="comma-separated dataset specs (see `tlbench list datasets`)")
+    run.add_argument("--seeds", default=",".join(map(str, defaults.seeds)), help="comma-separated integer seeds")
+    run.add_argument("--epochs", type=int, default=opts.epochs)
+    run.add_argument("--image-size", type=int, default=opts.image_size, help="square input side in pixels")
+    run.add_argument("--batch-size", type=int, default=opts.batch_size)
+    run.add_argument("--device", default=opts.device, help="auto (GPU when present), cpu, cuda[:N]")
+    run.add_argument("--weights", default=opts.weights, help="default (backend's pretrained), none, or a local weights file")
+    run.add_argument("--allow-random-init", action="store_true", help="fall back to random init when pretrained weights are unavailable (recorded as pretrained=none)")
+    run.add_argument("--in-chans", type=int, default=opts.in_chans, choices=(1, 3), help="1: adapt the first conv to gray input; 3: replicate gray")
+    run.add_argument("--optimizer", default=opts.optimizer, help=f"one of: {', '.join(OPTIMIZERS)}")
+    run.add_argument("--lr", type=float, default=None, help="head learning rate (default: the strategy's)")
+    run.add_argument("--augment", default=opts.augment, help=f"training augmentation on device: {', '.join(AUGMENTS)}")
+    run.add_argument("--channels-last", action="store_true", help="torch backends: channels-last memory format")
+    run.add_argument("--amp", default=opts.amp, help="mixed precision: bf16 (CPU/GPU) or fp16 (GPU)")
+    run.add_argument("--compile", action="store_true", help="torch backends: torch.compile")
+    run.add_argument("--jit-compile", action="store_true", help="keras backend: XLA jit_compile")
+    run.add_argument("--max-train-images", type=int, default=None, help="train on a stratified subset of this size")
+    run.add_argument("--infer-repeats", type=int, default=opts.infer_repeats, help="timed inference batches (>= 10)")
+    run.add_argument("--cache-dir", default=None, help="dataset cache root (default: $TLBENCH_CACHE or ~/.cache/tlbench)")
+    run.add_argument("--cell-timeout", type=float, default=None, help="kill a cell after this many seconds")
+    run.add_argument("--verbose", "-v", action="store_true", help="stream each cell's log to stderr")
+    run.add_argument("--no-report", action="store_true", help="do not write the summary tables at the end")
+
+    report = sub.add_parser("report", help="write summary tables for a suite directory")
+    report.add_argument("suite_dir", type=Path)
+
+    lister = sub.add_parser("list", help="list backends, models, strategies or datasets")
+    lister.add_argument("what", choices=("backends", "models", "strategies", "datasets"))
+    lister.add_argument("--backend", default=None, help="for `list models`: only this backend")
+    return parser
+
+
+def _validate_models(backends: tuple[str, ...], models: list[str]) -> None:
+    for backend in backends:
+        try:
+            cls = get_backend_class(backend)
+        except BackendError as exc:
+            raise UsageError(str(exc)) from None
+        for model in models:
+            try:
+                validate = getattr(cls, "validate_model", None)
+                if validate is not None:
+                    validate(model)
+                elif model not in cls.available_models():
+                    raise BackendError(f"unknown {backend} model {model!r}; expected one of: {', '.join(cls.available_models())}")
+            except BackendError as exc:
+                raise UsageError(str(exc)) from None
+
+
+def suite_from_args(args: argparse.Namespace) -> SuiteConfig:
+    """Check every value of ``tlbench run`` and build the suite.
+
+    Raises:
+        UsageError: a bad value (message names it and the valid choices).
+    """
+    backends = _choice_list("backend", _csv(args.backends), list(BACKENDS))
+    strategies = _choice_list("strategy", _csv(args.strategies), list(STRATEGIES))
+    models = _csv(args.models)
+    if not models:
+        raise UsageError("--models needs at least one model name")
+    datasets = _csv(args.datasets)
+    if not datasets:
+        raise UsageError("--dataset needs at least one dataset spec")
+    for spec in datasets:
+        try:
+            parse_dataset_spec(spec)
+        except DatasetError as exc:
+            raise UsageError(str(exc)) from None
+    try:
+        seeds = tuple(int(s) for s in _csv(args.seeds))
+    except ValueError:
+        raise UsageError(f"--seeds expects comma-separated integers, got {args.seeds!r}") from None
+    if not seeds:
+        raise UsageError("--seeds needs at least one integer")
+    device = args.device.lower()
+    if device not in DEVICES and not device.startswith("cuda:"):
+        raise UsageError(f"unknown device {args.device!r}; expected one of: {', '.join(DEVICES)}, cuda:N")
+    if device in ("cuda", "gpu") or device.startswith("cuda:"):
+        from tlbench.benchmarks.environment import gpu_names
+
+        if not gpu_names():
+            raise UsageError(f"--device {args.device} requested but no NVIDIA GPU is visible; use --device cpu or auto")
+    for label, value, valid in (("augment", args.augment, AUGMENTS), ("amp", args.amp, AMPS), ("optimizer", args.optimizer, OPTIMIZERS)):
+        if value not in valid:
+            raise UsageError(f"unknown --{label} {value!r}; expected one of: {', '.join(v or '(empty)' for v in valid)}")
+    if args.weights not in ("default", "none") and not os.path.isfile(args.weights):
+        raise UsageError(f"--weights {args.weights!r} is not a file; expected default, none, or a local weights file")
+    if args.lr is not None and not (args.lr > 0 and math.isfinite(args.lr)):
+        raise UsageError(f"--lr must be a positive number, got {args.lr}")
+    options = RunOptions(
+        epochs=_positive("epochs", args.epochs),
+        image_size=_positive("image-size", args.image_size, 16),
+        batch_size=_positive("batch-size", args.batch_size),
+        device=device,
+        weights=os.path.abspath(args.weights) if args.weights not in ("default", "none") else args.weights,
+        allow_random_init=args.allow_random_init,
+        in_chans=args.in_chans,
+        optimizer=args.optimizer,
+        lr=args.lr,
+        augment=args.augment,
+        channels_last=args.channels_last,
+        amp=args.amp,
+        compile=args.compile,
+        jit_compile=args.jit_compile,
+        max_train_images=None if args.max_train_images is None else _positive("max-train-images", args.max_train_images, 2),
+        infer_repeats=_positive("infer-repeats", args.infer_repeats, 10),
+        cache_dir=args.cache_dir,
+    )
+    _validate_models(backends, models)
+    return SuiteConfig(
+        name=args.suite, backends=backends, models=tuple(models), strategies=strategies,
+        datasets=tuple(datasets), seeds=seeds, options=options,
+    )  # fmt: skip
+
+
+def _print_cell(index: int, total: int, record: dict[str, Any]) -> None:
+    name = f"{record['backend']}/{record['model']}/{record['strategy']}/{record['dataset']}/s{record['seed']}"
+    if record.get("status") == "ok":
+        detail = (
+            f"accuracy={record['accuracy']:.3f} train={record['train_images_per_s']:.1f} img/s "
+            f"infer={record['infer_images_per_s']:.1f} img/s wall={record['wall_s']:.1f} s"
+        )
+    else:
+        detail = f"FAILED: {record.get('error')}"
+    print(f"[{index}/{total}] {name}: {detail}", file=sys.stderr, flush=True)
+
+
+def command_run(args: argparse.Namespace) -> int:
+    from tlbench.benchmarks.report import write_report
+    from tlbench.benchmarks.runner import RESULTS_FILE, run_suite
+    from tlbench.benchmarks.results import cell_key, latest_by_cell, load_results
+
+    suite = suite_from_args(args)
+    out_dir = args.out if args.out is not None else Path("results") / suite.name
+    total = len(suite.cells())
+    print(f"tlbench: suite {suite.name!r}: {total} cell(s) -> {out_dir}", file=sys.stderr, flush=True)
+    produced = run_suite(suite, out_dir, timeout_s=args.cell_timeout, stream=args.verbose, on_result=_print_cell)
+    if len(produced) < total:
+        print(f"tlbench: {total - len(produced)} cell(s) already finished in {out_dir} (resumed)", file=sys.stderr)
+    if not args.no_report:
+        paths = write_report(out_dir)
+        print(paths["md"].read_text())
+        print(f"tlbench: wrote {', '.join(str(p) for p in paths.values())}", file=sys.stderr)
+    wanted = {cell_key(asdict(c)) for c in suite.cells()}
+    latest = latest_by_cell(load_results(out_dir / RESULTS_FILE))
+    failed = [r for r in latest if cell_key(r) in wanted and r.get("status") != "ok"]
+    if failed:
+        print(f"tlbench: {len(failed)} of {total} cell(s) failed; see the error column and cells/*/log.txt", file=sys.stderr)
+        return 1
+    return 0
+
+
+def command_report(args: argparse.Namespace) -> int:
+    from tlbench.benchmarks.report import write_report
+
+    if not args.suite_dir.is_dir():
+        raise UsageError(f"suite directory {str(args.suite_dir)!r} does not exist; expected a directory made by `tlbench run`")
+    try:
+        paths = write_report(args.suite_dir)
+    except FileNotFoundError as exc:
+        raise UsageError(str(exc)) from None
+    print(paths["md"].read_text())
+    return 0
+
+
+def command_list(args: argparse.Namespace) -> int:
+    if args.what == "backends":
+        for name, target in BACKENDS.items():
+            print(f"{name:12s} {target}")
+    elif args.what == "strategies":
+        for strategy in STRATEGIES.values():
+            print(f"{strategy.name:17s} {strategy.summary}")
+    elif args.what == "datasets":
+        for usage in dataset_usages():
+            print(usage)
+    else:
+        names = [args.backend] if args.backend else list(BACKENDS)
+        _choice_list("backend", names, list(BACKENDS))
+        for name in names:
+            try:
+                models = get_backend_class(name).available_models()
+            except BackendError as exc:
+                print(f"{name}: (unavailable: {exc})")
+                continue
+            print(f"{name}: {', '.join(models)}")
+    return 0
+
+
+COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {"run": command_run, "report": command_report, "list": command_list}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``tlbench`` console script; returns the exit code."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+        if args.command is None:
+            parser.print_help()
+            return EXIT_USAGE
+        return COMMANDS[args.command](args)
+    except UsageError as exc:
+        print(f"tlbench: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("tlbench: interrupted; finished cells are kept in results.jsonl", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

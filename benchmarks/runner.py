@@ -1,0 +1,144 @@
+"""Run a suite: every cell in its own subprocess, results appended as they finish, resumable.
+
+Layout of a suite directory::
+
+    suite.json           the matrix and run options
+    environment.json     versions, CPU/GPU, threads, git sha (written once per run invocation)
+    results.jsonl        one JSON record per finished cell attempt (append-only)
+    cells/<cell_id>/     log.txt, predictions.npz, curve.json (per-cell artifacts)
+    summary.{md,csv,tex} tables made by ``tlbench report``
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any, Callable
+
+from tlbench.benchmarks.cell import empty_record
+from tlbench.benchmarks.config import CellConfig, SuiteConfig
+from tlbench.benchmarks.environment import environment_record
+from tlbench.benchmarks.results import append_result, cell_id, cell_key, latest_by_cell, load_results, write_json_atomic
+
+RESULTS_FILE = "results.jsonl"
+
+
+def completed_cells(records: list[dict[str, Any]], options_hash: str) -> set[tuple]:
+    """Keys of cells whose latest record is ``ok`` and was made with the same run options."""
+    return {
+        cell_key(r) for r in latest_by_cell(records) if r.get("status") == "ok" and r.get("options_hash") == options_hash
+    }
+
+
+def cell_command(cell: CellConfig, suite: SuiteConfig, cell_dir: Path, result_file: Path, progress: bool) -> list[str]:
+    """The subprocess command line that runs one cell."""
+    command = [
+        sys.executable, "-m", "tlbench.benchmarks.cell",
+        "--cell", json.dumps(asdict(cell)), "--options", json.dumps(asdict(suite.options)),
+        "--cell-dir", str(cell_dir), "--result-file", str(result_file),
+    ]  # fmt: skip
+    if progress:
+        command.append("--progress")
+    return command
+
+
+def run_cell_subprocess(
+    cell: CellConfig, suite: SuiteConfig, out_dir: Path, timeout_s: float | None = None, stream: bool = False
+) -> dict[str, Any]:
+    """Run ``cell`` in a fresh Python process and return its record (a ``failed`` one if the process died).
+
+    Args:
+        cell: the cell.
+        suite: its suite (for run options).
+        out_dir: suite directory; the cell's log and artifacts go to ``cells/<cell_id>/``.
+        timeout_s: kill the cell after this many seconds (recorded as failed).
+        stream: also copy the cell's log to this process' stderr.
+    """
+    cell_dir = out_dir / "cells" / cell_id(cell.backend, cell.model, cell.strategy, cell.dataset, cell.seed)
+    cell_dir.mkdir(parents=True, exist_ok=True)
+    result_file = cell_dir / "result.json"
+    result_file.unlink(missing_ok=True)
+    log_path = cell_dir / "log.txt"
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2")}
+    start = time.perf_counter()
+    with open(log_path, "w") as log:
+        process = subprocess.Popen(
+            cell_command(cell, suite, cell_dir, result_file, progress=stream),
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, text=True, bufsize=1,
+        )  # fmt: skip
+        assert process.stdout is not None
+        deadline = None if timeout_s is None else start + timeout_s
+        timed_out = False
+        for line in process.stdout:
+            log.write(line)
+            log.flush()
+            if stream:
+                sys.stderr.write(line)
+            if deadline is not None and time.perf_counter() > deadline:
+                process.kill()
+                timed_out = True
+                break
+        try:
+            returncode = process.wait(timeout=None if deadline is None else max(1.0, deadline - time.perf_counter()))
+        except subprocess.TimeoutExpired:
+            process.kill()
+            returncode = process.wait()
+            timed_out = True
+    if result_file.is_file() and not timed_out:
+        record = json.loads(result_file.read_text())
+        result_file.unlink()
+        return record
+    record = empty_record(cell, suite.options)
+    record["status"] = "failed"
+    record["wall_s"] = time.perf_counter() - start
+    if timed_out:
+        record["error"] = f"cell timed out after {timeout_s:.0f} s"
+    else:
+        tail = [ln.strip() for ln in log_path.read_text().splitlines() if ln.strip()][-1:] or ["no output"]
+        record["error"] = f"cell process exited with code {returncode}: {tail[0]}"[:500]
+    return record
+
+
+def run_suite(
+    suite: SuiteConfig,
+    out_dir: Path,
+    timeout_s: float | None = None,
+    stream: bool = False,
+    on_result: Callable[[int, int, dict[str, Any]], None] | None = None,
+    cell_runner: Callable[..., dict[str, Any]] = run_cell_subprocess,
+) -> list[dict[str, Any]]:
+    """Run every unfinished cell of ``suite``, appending each record to ``out_dir/results.jsonl``.
+
+    Cells already finished (``ok``) with the same run options are skipped: re-running a suite resumes it.
+    A failing cell is recorded with ``status="failed"`` and its error; the others go on.
+
+    Args:
+        suite: the matrix and options.
+        out_dir: suite directory (created).
+        timeout_s: per-cell time limit.
+        stream: copy each cell's log to stderr while it runs.
+        on_result: called as ``on_result(index, total, record)`` after each cell.
+        cell_runner: function running one cell (tests substitute an in-process runner).
+
+    Returns:
+        The records produced by this call (skipped cells excluded).
+    """
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(out_dir / "suite.json", suite.to_dict())
+    write_json_atomic(out_dir / "environment.json", environment_record(suite.backends))
+    results_path = out_dir / RESULTS_FILE
+    done = completed_cells(load_results(results_path), suite.options.fingerprint())
+    todo = [c for c in suite.cells() if cell_key(asdict(c)) not in done]
+    produced = []
+    for index, cell in enumerate(todo, 1):
+        record = cell_runner(cell, suite, out_dir, timeout_s=timeout_s, stream=stream)
+        append_result(results_path, record)
+        produced.append(record)
+        if on_result is not None:
+            on_result(index, len(todo), record)
+    return produced

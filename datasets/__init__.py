@@ -1,0 +1,68 @@
+"""Datasets: every source becomes per-split uint8 NHWC arrays + int labels + class names, cached on disk.
+
+A dataset spec is ``KIND`` or ``KIND:ARGUMENT`` (``digits``, ``folder:PATH``, ``medmnist:PATH.npz``...). The
+registry maps a kind to ``"module:factory"``; factories parse and check the argument (cheaply, no decoding)
+and return a ``DatasetSource``.
+"""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+
+from tlbench.datasets.base import SPLITS, ArrayDataset, DatasetError, DatasetSource, ResizePolicy, Split
+from tlbench.datasets.cache import default_cache_dir, load_or_build
+
+#: kind -> (factory "module:function", usage shown by ``tlbench list datasets``)
+DATASETS: dict[str, tuple[str, str]] = {
+    "digits": ("tlbench.datasets.digits:make_source", "digits — scikit-learn handwritten digits, 10 classes, offline"),
+}
+
+__all__ = [
+    "DATASETS",
+    "SPLITS",
+    "ArrayDataset",
+    "DatasetError",
+    "DatasetSource",
+    "ResizePolicy",
+    "Split",
+    "dataset_usages",
+    "load_dataset",
+    "parse_dataset_spec",
+]
+
+
+def dataset_usages() -> list[str]:
+    """One usage line per dataset kind."""
+    return [usage for _, usage in DATASETS.values()]
+
+
+def parse_dataset_spec(spec: str) -> DatasetSource:
+    """Parse and check a dataset spec without decoding any image.
+
+    Raises:
+        DatasetError: unknown kind or bad argument (one line naming the value and what was expected).
+    """
+    kind, sep, argument = spec.partition(":")
+    if kind not in DATASETS:
+        raise DatasetError(
+            f"unknown dataset {spec!r}; expected one of: {', '.join(DATASETS)} (see `tlbench list datasets`)"
+        )
+    module_name, factory_name = DATASETS[kind][0].split(":")
+    factory = getattr(importlib.import_module(module_name), factory_name)
+    return factory(spec, argument if sep else None)
+
+
+def load_dataset(
+    spec: str, policy: ResizePolicy, cache_dir: Path | str | None = None, progress: bool = False
+) -> ArrayDataset:
+    """Load ``spec`` resized with ``policy``, from the on-disk cache when present.
+
+    Args:
+        spec: dataset spec string.
+        policy: the model's resize policy.
+        cache_dir: cache root (default: ``$TLBENCH_CACHE/datasets`` or ``~/.cache/tlbench/datasets``).
+        progress: show a progress bar while building.
+    """
+    source = parse_dataset_spec(spec)
+    return load_or_build(source, policy, Path(cache_dir) if cache_dir else default_cache_dir(), progress=progress)
