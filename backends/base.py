@@ -165,7 +165,12 @@ class Backend(abc.ABC):
 
     @abc.abstractmethod
     def apply_strategy(self, strategy: Strategy, optim: OptimConfig) -> ParamCounts:
-        """Freeze/unfreeze with the framework's primitive and create the optimizer for ``strategy``."""
+        """Freeze/unfreeze with the framework's primitive and create a fresh optimizer for ``strategy``.
+
+        May be called again during training (two-phase fine-tuning: the runner first applies a head-only
+        variant of the strategy for ``strategy.head_warmup_epochs`` epochs, then the strategy itself); the
+        weights are kept, only trainability and the optimizer change.
+        """
 
     # ---- training and inference --------------------------------------------------------------------
     @abc.abstractmethod
@@ -178,7 +183,11 @@ class Backend(abc.ABC):
 
     @abc.abstractmethod
     def extract_features(self, images: np.ndarray) -> np.ndarray:
-        """Pooled backbone features ``(N, D)`` float32 for a uint8 batch, in inference mode."""
+        """Frozen-backbone features for a uint8 batch, in inference mode, float32 ``(N, ...)``.
+
+        Whatever ``train_head_step``/``predict_head_proba`` consume: pooled ``(N, D)`` for a linear head, the
+        spatial map ``(N, h, w, C)`` for a fully-convolutional head.
+        """
 
     @abc.abstractmethod
     def train_head_step(self, features: np.ndarray, labels: np.ndarray) -> None:

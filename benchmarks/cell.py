@@ -36,7 +36,7 @@ from tlbench.backends import BackendError, ModelSpec, OptimConfig, get_backend_c
 from tlbench.benchmarks.config import CellConfig, RunOptions
 from tlbench.benchmarks.metrics import classification_metrics
 from tlbench.benchmarks.results import RESULT_COLUMNS, write_json_atomic
-from tlbench.benchmarks.strategies import Strategy, get_strategy
+from tlbench.benchmarks.strategies import Strategy, get_strategy, head_only
 from tlbench.benchmarks.timing import SyncTimer, measure_latency
 from tlbench.datasets import ArrayDataset, DatasetError, ResizePolicy, Split, load_dataset
 from tlbench.datasets.splitting import stratified_indices
@@ -169,11 +169,15 @@ class CellRun:
             self.log("WARNING: pretrained weights unavailable; random init (allowed by --allow-random-init)")
         lr = opts.lr if opts.lr is not None else strategy.head_lr
         strategy_run = Strategy(**{**strategy.to_dict(), "head_lr": lr})
-        counts = backend.apply_strategy(
-            strategy_run, OptimConfig(head_lr=lr, optimizer=opts.optimizer, augment=opts.augment, seed=cell.seed)
-        )
+        self.optim = OptimConfig(head_lr=lr, optimizer=opts.optimizer, augment=opts.augment, seed=cell.seed)
+        counts = backend.apply_strategy(strategy_run, self.optim)
         self.record.update(trainable_params=counts.trainable, total_params=counts.total)
         epochs = max(opts.epochs, strategy.min_epochs)
+        self.warmup_epochs = min(strategy.head_warmup_epochs, epochs - 1) if strategy.train_backbone != "none" else 0
+        self.strategy_run = strategy_run
+        if self.warmup_epochs:
+            backend.apply_strategy(head_only(strategy_run), self.optim)
+            self.log(f"two-phase: head alone for {self.warmup_epochs} epoch(s), then {strategy.name}")
         self.record["epochs"] = epochs
         self.log(f"{cell.backend}/{cell.model} {strategy.name}: {counts.trainable:,}/{counts.total:,} params trainable, {epochs} epochs")
 
@@ -221,6 +225,8 @@ class CellRun:
         timed_images, timed_s, elapsed = 0, 0.0, 0.0
         val_labels = np.asarray(val.labels)
         for epoch in range(epochs):
+            if epoch == self.warmup_epochs and epoch > 0:
+                backend.apply_strategy(self.strategy_run, self.optim)  # phase 2: unfreeze, fresh optimizer
             batches = self._epoch_batches(rng, len(train))
             epoch_timer, steady_timer = SyncTimer(backend.synchronize), SyncTimer(backend.synchronize)
             warm = opts.warmup_steps if epoch == 0 else 0
@@ -255,7 +261,7 @@ class CellRun:
         with val_timer:
             val_feats = predict_in_batches(backend.extract_features, val.images, bs)
         self.record["feature_extract_s"] = extract_timer.seconds
-        self.record["feature_dim"] = int(train_feats.shape[1])
+        self.record["feature_dim"] = int(np.prod(train_feats.shape[1:]))
         self.log(f"features {train_feats.shape} extracted in {extract_timer.seconds:.2f} s (train split)")
         train_labels, val_labels = np.asarray(train.labels), np.asarray(val.labels)
         head_s, elapsed = 0.0, extract_timer.seconds + val_timer.seconds

@@ -6,7 +6,7 @@ Keras). Adding a strategy means adding a row to ``STRATEGIES``, not a subclass.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Literal
 
 TrainBackbone = Literal["none", "last_k", "all"]
@@ -80,14 +80,20 @@ STRATEGIES: dict[str, Strategy] = {
         ),
         Strategy(
             name="full_finetune",
-            summary="all layers trainable from pretrained init; backbone LR = 0.1 x head LR",
+            summary="head trained alone for 1 epoch, then all layers with backbone LR = 0.1 x head LR",
             pretrained=True,
             train_backbone="all",
             backbone_lr_scale=0.1,
             head_lr=1e-3,
+            head_warmup_epochs=1,
         ),
     )
 }
+
+
+def head_only(strategy: Strategy) -> Strategy:
+    """The head-only phase of a two-phase strategy (its warm-up epochs)."""
+    return replace(strategy, name=f"{strategy.name}:head_warmup", train_backbone="none", last_k_stages=0)
 
 
 def get_strategy(name: str) -> Strategy:
