@@ -234,6 +234,7 @@ class TorchBackend(Backend):
         else:
             raise BackendError(f"unknown optimizer {optim.optimizer!r}; expected adamw or sgd")
         self._frozen_bn_eval = strategy.frozen_bn_eval
+        model.eval()  # the next train step re-enters train mode with this strategy's frozen BatchNorm in eval
         total = sum(p.numel() for p in model.parameters())
         trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
         return ParamCounts(trainable=trainable, total=total)
