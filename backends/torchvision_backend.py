@@ -260,6 +260,13 @@ class TorchvisionBackend(TorchBackend):
             )
 
     @classmethod
+    def validate_weights(cls, model_name: str, weights: str) -> None:
+        """Raise ``BackendError`` if ``weights`` names no weights enum member of ``model_name`` (used by the CLI)."""
+        cls.validate_model(model_name)
+        if _is_enum_request(weights):
+            weights_enum(model_name, weights)
+
+    @classmethod
     def framework_versions(cls) -> dict[str, str]:
         return {"torch": torch.__version__, "torchvision": torchvision.__version__}
 
