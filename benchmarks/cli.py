@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import re
 import sys
 from dataclasses import asdict
 from pathlib import Path
@@ -24,6 +25,8 @@ DEVICES = ("auto", "cpu", "cuda", "gpu")
 AUGMENTS = ("none", "flip", "crop-flip")
 AMPS = ("", "bf16", "fp16")
 OPTIMIZERS = ("adamw", "sgd")
+#: a backend's named weights (torchvision enum members: ``IMAGENET1K_V1``, ``ResNet50_Weights.IMAGENET1K_V2``)
+WEIGHTS_NAME = re.compile(r"(?:[A-Za-z0-9]+_Weights\.)?[A-Z][A-Z0-9_]*")
 
 
 class UsageError(Exception):
@@ -73,7 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--image-size", type=int, default=opts.image_size, help="square input side in pixels")
     run.add_argument("--batch-size", type=int, default=opts.batch_size)
     run.add_argument("--device", default=opts.device, help="auto (GPU when present), cpu, cuda[:N]")
-    run.add_argument("--weights", default=opts.weights, help="default (backend's pretrained), none, or a local weights file")
+    run.add_argument("--weights", default=opts.weights, help="default (backend's pretrained), none, a local weights file, or a weights name (torchvision: IMAGENET1K_V1...)")
     run.add_argument("--allow-random-init", action="store_true", help="fall back to random init when pretrained weights are unavailable (recorded as pretrained=none)")
     run.add_argument("--in-chans", type=int, default=opts.in_chans, choices=(1, 3), help="1: adapt the first conv to gray input; 3: replicate gray")
     run.add_argument("--optimizer", default=opts.optimizer, help=f"one of: {', '.join(OPTIMIZERS)}")
@@ -99,7 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _validate_models(backends: tuple[str, ...], models: list[str]) -> None:
+def _validate_models(backends: tuple[str, ...], models: list[str], weights: str = "default") -> None:
     for backend in backends:
         try:
             cls = get_backend_class(backend)
@@ -114,6 +117,14 @@ def _validate_models(backends: tuple[str, ...], models: list[str]) -> None:
                     raise BackendError(f"unknown {backend} model {model!r}; expected one of: {', '.join(cls.available_models())}")
             except BackendError as exc:
                 raise UsageError(str(exc)) from None
+            if WEIGHTS_NAME.fullmatch(weights) and not os.path.isfile(weights):
+                validate_weights = getattr(cls, "validate_weights", None)
+                if validate_weights is None:
+                    raise UsageError(f"--weights {weights!r} is a weights name, but backend {backend!r} takes only default, none or a file")
+                try:
+                    validate_weights(model, weights)
+                except BackendError as exc:
+                    raise UsageError(str(exc)) from None
 
 
 def suite_from_args(args: argparse.Namespace) -> SuiteConfig:
@@ -152,8 +163,10 @@ def suite_from_args(args: argparse.Namespace) -> SuiteConfig:
     for label, value, valid in (("augment", args.augment, AUGMENTS), ("amp", args.amp, AMPS), ("optimizer", args.optimizer, OPTIMIZERS)):
         if value not in valid:
             raise UsageError(f"unknown --{label} {value!r}; expected one of: {', '.join(v or '(empty)' for v in valid)}")
-    if args.weights not in ("default", "none") and not os.path.isfile(args.weights):
-        raise UsageError(f"--weights {args.weights!r} is not a file; expected default, none, or a local weights file")
+    weights = "default" if args.weights == "DEFAULT" else args.weights
+    weights_is_file = weights not in ("default", "none") and os.path.isfile(weights)
+    if weights not in ("default", "none") and not weights_is_file and not WEIGHTS_NAME.fullmatch(weights):
+        raise UsageError(f"--weights {weights!r} is not a file; expected default, none, a local weights file or a weights name")
     if args.lr is not None and not (args.lr > 0 and math.isfinite(args.lr)):
         raise UsageError(f"--lr must be a positive number, got {args.lr}")
     options = RunOptions(
@@ -161,7 +174,7 @@ def suite_from_args(args: argparse.Namespace) -> SuiteConfig:
         image_size=_positive("image-size", args.image_size, 16),
         batch_size=_positive("batch-size", args.batch_size),
         device=device,
-        weights=os.path.abspath(args.weights) if args.weights not in ("default", "none") else args.weights,
+        weights=os.path.abspath(weights) if weights_is_file else weights,
         allow_random_init=args.allow_random_init,
         in_chans=args.in_chans,
         optimizer=args.optimizer,
@@ -175,7 +188,7 @@ def suite_from_args(args: argparse.Namespace) -> SuiteConfig:
         infer_repeats=_positive("infer-repeats", args.infer_repeats, 10),
         cache_dir=args.cache_dir,
     )
-    _validate_models(backends, models)
+    _validate_models(backends, models, options.weights)
     return SuiteConfig(
         name=args.suite, backends=backends, models=tuple(models), strategies=strategies,
         datasets=tuple(datasets), seeds=seeds, options=options,
