@@ -22,6 +22,7 @@ import argparse
 import json
 import math
 import os
+import pickle
 import platform
 import resource
 import sys
@@ -43,6 +44,10 @@ from tlbench.datasets.splitting import stratified_indices
 
 #: test images saved per cell for the prediction grid
 SAMPLE_IMAGES = 16
+#: environment variable that makes every cell keep its trained weights (``cells/<id>/weights.pkl``)
+SAVE_WEIGHTS_ENV = "TLBENCH_SAVE_WEIGHTS"
+#: file name of the pickled trained state inside a cell directory
+WEIGHTS_FILE = "weights.pkl"
 
 
 def empty_record(cell: CellConfig, options: RunOptions) -> dict[str, Any]:
@@ -309,6 +314,35 @@ class CellRun:
         )  # fmt: skip
         os.replace(tmp, self.cell_dir / "predictions.npz")
         write_json_atomic(self.cell_dir / "curve.json", self.curve)
+        write_json_atomic(self.cell_dir / "confusion_matrix.json", confusion_record(labels, probs, class_names))
+        if save_weights_requested():
+            save_weights(self.backend, self.cell_dir / WEIGHTS_FILE)
+
+
+def confusion_record(labels: np.ndarray, probs: np.ndarray, class_names: list[str]) -> dict[str, Any]:
+    """The test confusion matrix of the tested (best-epoch) weights: ``matrix[true][predicted]`` counts."""
+    num_classes = probs.shape[1]
+    matrix = np.zeros((num_classes, num_classes), dtype=np.int64)
+    np.add.at(matrix, (np.asarray(labels, dtype=np.int64), probs.argmax(axis=1)), 1)
+    return {"class_names": list(class_names), "matrix": matrix.tolist()}
+
+
+def save_weights_requested() -> bool:
+    """Whether ``TLBENCH_SAVE_WEIGHTS`` asks every cell to keep its trained weights (for ``tlbench explain``)."""
+    return os.environ.get(SAVE_WEIGHTS_ENV, "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def save_weights(backend, path: Path) -> None:
+    """Pickle the backend's ``snapshot()`` (the tested best-epoch state) to ``path``, atomically.
+
+    The state is whatever the backend's ``snapshot`` returns (a torch state dict, a list of Keras arrays...),
+    so saving needs no framework import here; ``tlbench explain`` gives it back to the same backend's
+    ``restore`` after building the same architecture.
+    """
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "wb") as handle:
+        pickle.dump(backend.snapshot(), handle, protocol=pickle.HIGHEST_PROTOCOL)
+    os.replace(tmp, path)
 
 
 def one_line_error(exc: BaseException) -> str:

@@ -1,19 +1,28 @@
-"""Tables from stored results: ``summary.md`` (GitHub Markdown), ``summary.csv``, ``summary.tex``.
+"""Reports from stored results: ``summary.md``, ``summary.csv``, ``summary.tex``, ``report.html`` and PNG plots.
 
-Everything is made from ``results.jsonl`` (and ``environment.json``) alone: no model is rebuilt.
+Everything is made from the suite directory alone (``results.jsonl``, ``environment.json``, ``suite.json`` and
+the per-cell artifacts in ``cells/<cell_id>/``): no model is rebuilt, nothing is retrained.
+
+Tables pivot configurations (dataset, model, strategy) against backends. A value over several seeds reads
+``mean ± h (n=k)`` where ``h`` is the half-width of the 95 % Student-t interval; a single seed's accuracy and
+ROC-AUC read ``value [low, high]``, the 95 % percentile-bootstrap interval over the stored test predictions
+(1,000 resamples, fixed seed). Failed cells show ``failed`` and are listed with their one-line reason.
 """
 
 from __future__ import annotations
 
 import json
 import math
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
+import numpy as np
 import pandas as pd
 from tabulate import tabulate
 
-from tlbench.benchmarks.results import RESULT_COLUMNS, latest_by_cell, load_results
+from tlbench.benchmarks.results import RESULT_COLUMNS, cell_id, latest_by_cell, load_results
+from tlbench.benchmarks.stats import BOOTSTRAP_METRICS, BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED, bootstrap_metric_ci, t_interval
 
 #: columns of the per-cell table in Markdown/LaTeX (the CSV has every column)
 CELL_TABLE_COLUMNS = [
@@ -22,11 +31,31 @@ CELL_TABLE_COLUMNS = [
     "infer_latency_ms_p90", "time_to_best_s", "wall_s", "peak_rss_mb", "trainable_params", "error",
 ]  # fmt: skip
 
-METRIC_COLUMNS = {"accuracy", "balanced_accuracy", "macro_f1", "roc_auc", "pr_auc"}
+METRIC_COLUMNS = {"accuracy", "balanced_accuracy", "macro_f1", "roc_auc", "pr_auc", "val_accuracy"}
 THROUGHPUT_COLUMNS = {"train_images_per_s", "infer_images_per_s"}
 
-#: pivots written to the summary: (title, value column)
-PIVOTS = [("Test accuracy", "accuracy"), ("Train images/s", "train_images_per_s")]
+#: human headers, with units, for the Markdown/LaTeX/HTML tables (the CSV keeps the column names)
+HEADERS = {
+    "accuracy": "accuracy", "balanced_accuracy": "balanced acc.", "macro_f1": "macro-F1", "roc_auc": "ROC-AUC",
+    "pr_auc": "PR-AUC", "train_images_per_s": "train (images/s)", "infer_images_per_s": "inference (images/s)",
+    "infer_latency_ms_p50": "latency p50 (ms)", "infer_latency_ms_p90": "latency p90 (ms)",
+    "time_to_best_s": "time to best (s)", "wall_s": "wall (s)", "peak_rss_mb": "peak RSS (MiB)",
+    "peak_device_mb": "peak GPU (MiB)", "trainable_params": "trainable params",
+}  # fmt: skip
+
+#: the three comparison pivots: (title, value columns); ``peak_device_mb`` is dropped when no cell has it
+PIVOTS = [
+    ("Accuracy and training throughput", ["accuracy", "train_images_per_s"]),
+    ("ROC-AUC and inference throughput", ["roc_auc", "infer_images_per_s"]),
+    ("Time to best epoch and peak memory", ["time_to_best_s", "peak_rss_mb", "peak_device_mb"]),
+]
+
+ROW_KEYS = ["dataset", "model", "strategy"]
+CI_NOTE = (
+    "`mean ± h (n=k)`: mean over k seeds ± half-width of the 95 % Student-t interval; "
+    f"`value [low, high]`: single seed, 95 % percentile-bootstrap interval over the test images "
+    f"({BOOTSTRAP_RESAMPLES:,} resamples, seed {BOOTSTRAP_SEED}); `failed`: no seed finished (reasons below)."
+)
 
 
 def significant(value: float, digits: int = 3) -> str:
@@ -57,6 +86,12 @@ def format_value(column: str, value: Any) -> str:
     return str(value)
 
 
+def header(column: str) -> str:
+    """The table header of ``column`` (with its unit)."""
+    return HEADERS.get(column, column)
+
+
+# ---- loading -----------------------------------------------------------------------------------------------
 def results_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
     """The latest record per cell as a DataFrame with every result column (extra keys kept after them)."""
     latest = latest_by_cell(records)
@@ -68,35 +103,137 @@ def results_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
     return frame[RESULT_COLUMNS + extra]
 
 
-def formatted(frame: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
-    """Selected columns, each value formatted as text."""
-    out = pd.DataFrame({c: [format_value(c, v) for v in frame[c]] for c in columns if c in frame})
-    return out
+def record_cell_dir(suite_dir: Path, record: dict[str, Any]) -> Path:
+    """The artifact directory ``cells/<cell_id>/`` of a record."""
+    return suite_dir / "cells" / cell_id(record["backend"], record["model"], record["strategy"], record["dataset"], int(record["seed"]))
 
 
-def pivot(frame: pd.DataFrame, value: str) -> pd.DataFrame:
-    """Rows (dataset, model, strategy), columns backend; the mean over seeds of ``value`` for ``ok`` cells.
+@dataclass(frozen=True)
+class Predictions:
+    """A cell's stored test predictions (``predictions.npz``)."""
 
-    Cells that failed show ``failed``; cells with no record show nothing.
+    probs: np.ndarray
+    labels: np.ndarray
+    class_names: list[str]
+    sample_indices: np.ndarray
+    sample_images: np.ndarray
+
+
+def load_predictions(suite_dir: Path, record: dict[str, Any]) -> Predictions | None:
+    """The stored predictions of a record's cell, or ``None`` when the cell saved none (failed, or older run)."""
+    path = record_cell_dir(suite_dir, record) / "predictions.npz"
+    if not path.is_file():
+        return None
+    with np.load(path, allow_pickle=False) as data:
+        return Predictions(
+            probs=data["probs"].astype(np.float64), labels=data["labels"].astype(np.int64),
+            class_names=[str(c) for c in data["class_names"]], sample_indices=data["sample_indices"],
+            sample_images=data["sample_images"],
+        )  # fmt: skip
+
+
+def load_curve(suite_dir: Path, record: dict[str, Any]) -> list[dict[str, float]]:
+    """The per-epoch curve of a record's cell (``curve.json``), empty when absent."""
+    path = record_cell_dir(suite_dir, record) / "curve.json"
+    return json.loads(path.read_text()) if path.is_file() else []
+
+
+# ---- cell summaries ------------------------------------------------------------------------------------------
+def summarize_values(column: str, values: list[float], bootstrap: Callable[[str], Any] | None = None) -> str:
+    """Text for one pivot cell from the values of its ``ok`` seeds.
+
+    Args:
+        column: the result column (decides the rounding).
+        values: one value per ok seed (``None``/``nan`` ignored).
+        bootstrap: for a single seed, ``bootstrap(column)`` returns an ``Interval`` (or ``None``) from the
+            stored predictions; used for accuracy and ROC-AUC.
     """
-    index = ["dataset", "model", "strategy"]
-    ok = frame[frame["status"] == "ok"].copy()
-    ok[value] = pd.to_numeric(ok[value], errors="coerce")
-    table = ok.pivot_table(index=index, columns="backend", values=value, aggfunc="mean", dropna=False)
+    finite = [float(v) for v in values if v is not None and math.isfinite(float(v))]
+    if not finite:
+        return ""
+    if len(finite) == 1:
+        text = format_value(column, finite[0])
+        interval = bootstrap(column) if bootstrap is not None and column in BOOTSTRAP_METRICS else None
+        if interval is not None and interval.defined:
+            text += f" [{format_value(column, interval.low)}, {format_value(column, interval.high)}]"
+        return text
+    interval = t_interval(finite)
+    return f"{format_value(column, interval.estimate)} ± {_format_half_width(column, interval.half_width)} (n={interval.n})"
+
+
+def _format_half_width(column: str, half: float) -> str:
+    if column in THROUGHPUT_COLUMNS:
+        return significant(half, 2)
+    return format_value(column, half)
+
+
+class Summarizer:
+    """Pivot cells of a suite, with bootstrap intervals computed once per cell and metric."""
+
+    def __init__(self, frame: pd.DataFrame, suite_dir: Path | None) -> None:
+        self.frame = frame
+        self.suite_dir = suite_dir
+        self._cache: dict[tuple, Any] = {}
+
+    def _bootstrap(self, record: dict[str, Any]) -> Callable[[str], Any]:
+        def compute(column: str):
+            key = (record["backend"], record["model"], record["strategy"], record["dataset"], record["seed"], column)
+            if key not in self._cache:
+                preds = load_predictions(self.suite_dir, record) if self.suite_dir is not None else None
+                self._cache[key] = None if preds is None else bootstrap_metric_ci(column, preds.labels, preds.probs)
+            return self._cache[key]
+
+        return compute
+
+    def cell_text(self, group: pd.DataFrame, column: str) -> str:
+        """Text of one (configuration, backend) group of records for ``column``."""
+        ok = group[group["status"] == "ok"]
+        failed = len(group) - len(ok)
+        if ok.empty:
+            return "failed" if failed else ""
+        values = [None if pd.isna(v) else float(v) for v in ok[column]]
+        boot = self._bootstrap(ok.iloc[0].to_dict()) if len(ok) == 1 else None
+        text = summarize_values(column, values, boot)
+        if failed:
+            text = f"{text} ({failed} failed)".strip()
+        return text
+
+    def pivot(self, columns: list[str]) -> pd.DataFrame:
+        """Rows (dataset, model, strategy) in order of appearance, a column per backend × value column."""
+        frame = self.frame
+        backends = list(dict.fromkeys(frame["backend"]))
+        rows = list(dict.fromkeys(tuple(r) for r in frame[ROW_KEYS].itertuples(index=False)))
+        groups = {key: g for key, g in frame.groupby(ROW_KEYS + ["backend"], sort=False)}
+        table: dict[str, list[str]] = {key: [row[i] for row in rows] for i, key in enumerate(ROW_KEYS)}
+        for backend in backends:
+            for column in columns:
+                label = f"{backend}: {header(column)}" if len(backends) > 1 else header(column)
+                cells = []
+                for row in rows:
+                    group = groups.get((*row, backend))
+                    cells.append("" if group is None else self.cell_text(group, column))
+                table[label] = cells
+        return pd.DataFrame(table)
+
+
+def pivot_columns(frame: pd.DataFrame, columns: list[str]) -> list[str]:
+    """``columns`` without ``peak_device_mb`` when no cell measured device memory."""
+    return [c for c in columns if c != "peak_device_mb" or pd.to_numeric(frame[c], errors="coerce").notna().any()]
+
+
+def formatted(frame: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
+    """Selected columns, each value formatted as text, under their human headers."""
+    return pd.DataFrame({header(c): [format_value(c, v) for v in frame[c]] for c in columns if c in frame})
+
+
+def failed_cells(frame: pd.DataFrame) -> pd.DataFrame:
+    """Cells whose latest attempt failed, with their one-line reason."""
     failed = frame[frame["status"] != "ok"]
-    all_keys = frame[index + ["backend"]].drop_duplicates()
-    text = pd.DataFrame(index=pd.MultiIndex.from_frame(all_keys[index].drop_duplicates()), columns=sorted(frame["backend"].unique()), dtype=object)
-    for _, row in all_keys.iterrows():
-        key = tuple(row[i] for i in index)
-        if key in table.index and row["backend"] in table.columns and not pd.isna(table.loc[key, row["backend"]]):
-            text.loc[key, row["backend"]] = format_value(value, float(table.loc[key, row["backend"]]))
-        elif ((failed[index + ["backend"]] == row.values).all(axis=1)).any():
-            text.loc[key, row["backend"]] = "failed"
-        else:
-            text.loc[key, row["backend"]] = ""
-    return text.reset_index()
+    columns = ["backend", "model", "strategy", "dataset", "seed", "error"]
+    return pd.DataFrame({c: [format_value(c, v) for v in failed[c]] for c in columns})
 
 
+# ---- rendering -------------------------------------------------------------------------------------------------
 def _markdown(frame: pd.DataFrame) -> str:
     return tabulate(frame.values.tolist(), headers=list(frame.columns), tablefmt="github", disable_numparse=True)
 
@@ -116,50 +253,104 @@ def environment_line(suite_dir: Path) -> str:
     return f"Measured on {env.get('cpu')} ({env.get('cpu_count')} CPUs), {gpus}; {packages}; git {env.get('git_sha')}."
 
 
-def render_markdown(frame: pd.DataFrame, suite_name: str, env_line: str) -> str:
-    """The whole ``summary.md`` text."""
+@dataclass(frozen=True)
+class ReportTables:
+    """Every table of a report, as text DataFrames (rendered to Markdown, LaTeX and HTML)."""
+
+    pivots: list[tuple[str, pd.DataFrame]]
+    cells: pd.DataFrame
+    failed: pd.DataFrame
+
+
+def build_tables(frame: pd.DataFrame, suite_dir: Path | None) -> ReportTables:
+    """The pivots (with intervals), the all-cells table and the failed-cells table of ``frame``."""
+    summarizer = Summarizer(frame, suite_dir)
+    pivots = [(title, summarizer.pivot(pivot_columns(frame, columns))) for title, columns in PIVOTS]
+    return ReportTables(pivots=pivots, cells=formatted(frame, CELL_TABLE_COLUMNS), failed=failed_cells(frame))
+
+
+def render_markdown(tables: ReportTables, suite_name: str, env_line: str, images: dict[str, Path] | None = None) -> str:
+    """The whole ``summary.md`` text (images linked relative to the suite directory)."""
     parts = [f"# tlbench suite `{suite_name}`", ""]
     if env_line:
         parts += [env_line, ""]
-    for title, value in PIVOTS:
-        parts += [f"## {title} — strategy × backend", "", _markdown(pivot(frame, value)), ""]
-    parts += ["## All cells", "", _markdown(formatted(frame, CELL_TABLE_COLUMNS)), ""]
+    for title, table in tables.pivots:
+        parts += [f"## {title} — strategy × backend", "", _markdown(table), ""]
+    parts += [CI_NOTE, ""]
+    if not tables.failed.empty:
+        parts += ["## Failed cells", "", _markdown(tables.failed), ""]
+    parts += ["## All cells", "", _markdown(tables.cells.drop(columns=["error"])), ""]
+    if images:
+        parts += ["## Plots", ""]
+        parts += [f"![{title}]({path.as_posix()})" for title, path in images.items()]
+        parts += [""]
     return "\n".join(parts)
 
 
-def render_latex(frame: pd.DataFrame) -> str:
+def render_latex(tables: ReportTables) -> str:
     """The whole ``summary.tex`` text (booktabs tables)."""
     parts = []
-    for title, value in PIVOTS:
-        parts += [f"% {title} -- strategy x backend", _latex(pivot(frame, value)), ""]
-    columns = [c for c in CELL_TABLE_COLUMNS if c != "error"]
-    parts += ["% All cells", _latex(formatted(frame, columns)), ""]
+    for title, table in tables.pivots:
+        parts += [f"% {title} -- strategy x backend", _latex(table), ""]
+    if not tables.failed.empty:
+        parts += ["% Failed cells", _latex(tables.failed), ""]
+    parts += ["% All cells", _latex(tables.cells.drop(columns=["error"])), ""]
     return "\n".join(parts)
 
 
-def write_report(suite_dir: Path) -> dict[str, Path]:
-    """Write ``summary.md``, ``summary.csv`` and ``summary.tex`` for the suite in ``suite_dir``.
+def csv_frame(frame: pd.DataFrame) -> pd.DataFrame:
+    """Every column of every latest record, nested values (dicts, lists) as JSON text."""
+    out = frame.copy()
+    for column in out.columns:
+        if out[column].map(lambda v: isinstance(v, (dict, list))).any():
+            out[column] = out[column].map(lambda v: json.dumps(v, sort_keys=True) if isinstance(v, (dict, list)) else v)
+    return out
+
+
+def suite_name_of(suite_dir: Path) -> str:
+    """The suite's name from ``suite.json``, else the directory name."""
+    suite_json = suite_dir / "suite.json"
+    if suite_json.is_file():
+        return json.loads(suite_json.read_text()).get("name", suite_dir.name)
+    return suite_dir.name
+
+
+def write_report(suite_dir: Path, plots: bool = True) -> dict[str, Path]:
+    """Write the tables, plots and the HTML report of the suite in ``suite_dir``.
+
+    Args:
+        suite_dir: a directory made by ``tlbench run``.
+        plots: also draw the PNG plots (``plots/*.png``) and embed them in the HTML report.
 
     Returns:
-        The written paths by format.
+        The written paths: ``md``, ``csv``, ``tex``, ``html`` and one ``png:<name>`` per plot.
 
     Raises:
         FileNotFoundError: ``suite_dir`` holds no ``results.jsonl`` records.
     """
+    suite_dir = Path(suite_dir)
     records = load_results(suite_dir / "results.jsonl")
     if not records:
         raise FileNotFoundError(f"{suite_dir} holds no results.jsonl records; expected a suite directory made by `tlbench run`")
     frame = results_frame(records)
-    suite_name = suite_dir.name
-    suite_json = suite_dir / "suite.json"
-    if suite_json.is_file():
-        suite_name = json.loads(suite_json.read_text()).get("name", suite_name)
-    paths = {"md": suite_dir / "summary.md", "csv": suite_dir / "summary.csv", "tex": suite_dir / "summary.tex"}
-    paths["md"].write_text(render_markdown(frame, suite_name, environment_line(suite_dir)))
-    csv_frame = frame.copy()
-    for column in csv_frame.columns:
-        if csv_frame[column].map(lambda v: isinstance(v, (dict, list))).any():
-            csv_frame[column] = csv_frame[column].map(lambda v: json.dumps(v) if isinstance(v, (dict, list)) else v)
-    csv_frame.to_csv(paths["csv"], index=False)
-    paths["tex"].write_text(render_latex(frame))
+    tables = build_tables(frame, suite_dir)
+    images: dict[str, Path] = {}
+    if plots:
+        from tlbench.benchmarks.plots import draw_suite_plots
+
+        images = draw_suite_plots(frame, suite_dir, suite_dir / "plots")
+    relative = {title: path.relative_to(suite_dir) for title, path in images.items()}
+    name, env_line = suite_name_of(suite_dir), environment_line(suite_dir)
+    paths = {
+        "md": suite_dir / "summary.md", "csv": suite_dir / "summary.csv", "tex": suite_dir / "summary.tex",
+        "html": suite_dir / "report.html",
+    }  # fmt: skip
+    paths["md"].write_text(render_markdown(tables, name, env_line, relative))
+    csv_frame(frame).to_csv(paths["csv"], index=False)
+    paths["tex"].write_text(render_latex(tables))
+    from tlbench.benchmarks.html_report import render_html
+
+    paths["html"].write_text(render_html(tables, name, env_line, images, CI_NOTE))
+    for title, path in images.items():
+        paths[f"png:{path.stem}"] = path
     return paths
