@@ -336,6 +336,16 @@ class TorchBackend(Backend):
     def restore(self, state: Any) -> None:
         self._require_model().load_state_dict(state)
 
+    def save_weights(self, path: str) -> None:
+        """Write the model's state dict (CPU tensors, loadable with ``torch.load(weights_only=True)``) to ``path``.
+
+        The file is written beside ``path`` and renamed into place, so a crash never leaves half a checkpoint.
+        """
+        state = OrderedDict((k, v.detach().cpu()) for k, v in self._require_model().state_dict().items())
+        tmp = f"{path}.tmp"
+        torch.save(state, tmp)
+        os.replace(tmp, path)
+
     def synchronize(self) -> None:
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
