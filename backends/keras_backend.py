@@ -1,0 +1,474 @@
+"""Keras 3 backend on TensorFlow: a ``keras.applications`` backbone with a fully-convolutional head.
+
+Model (seed 003): ``keras.applications.<App>(include_top=False)`` built for any input size, followed by the
+FCN head ``Conv2D(256, 1x1) → ReLU → Dropout(0.5) → Conv2D(num_classes, 1x1) → GlobalAveragePooling2D →
+softmax`` (no Flatten/Dense, so one model takes any input size ≥ 32 px). The head outputs logits; the softmax
+is applied by ``predict_*`` and folded into the training loss (``from_logits=True``) for numerical stability.
+
+Inputs: the runner's shared uint8 NHWC arrays, cast to float32 on device and normalized by the application's
+own ``preprocess_input`` (VGG16/ResNet50: caffe-style BGR mean subtraction; MobileNetV2: [-1, 1];
+DenseNet121: ImageNet mean/std; EfficientNetB0: identity, the model normalizes inside). The runner feeds the
+same numpy batches to every backend, so no ``tf.data`` pipeline is used: a batch becomes a device tensor in
+the ``tf.function`` call, augmentation (``RandomFlip``/``RandomZoom`` preprocessing layers) runs on device.
+
+Weights (``ModelSpec.weights``): ``"default"`` → ``weights="imagenet"`` (Keras looks in its cache
+``$KERAS_HOME/models``, default ``~/.keras/models``, first and downloads only when the file is missing);
+when that fails, random init if ``allow_random_init`` (recorded ``pretrained="none"``), else a one-line
+``BackendError``. A local ``.weights.h5`` (Keras 3 ``save_weights``) or legacy ``.h5`` (e.g. Keras'
+``*_notop.h5`` ImageNet files) is loaded into the backbone. ``"none"`` or ``spec.pretrained == False`` →
+random init. ``python -m tlbench.backends.keras_port`` converts a torchvision vgg16 checkpoint into such a file.
+
+Strategies map to ``layer.trainable`` per stage (see ``keras_models``). A frozen backbone is called with
+``training=False`` (the Keras transfer-learning guide's way), so its BatchNorm layers stay in inference mode;
+in a partly trainable backbone Keras 3 keeps every BatchNorm layer with ``trainable=False`` in inference mode
+too, which is ``frozen_bn_eval``. Learning rates: two optimizers, one for the head (``strategy.head_lr``) and
+one for the backbone (``head_lr × strategy.backbone_lr_scale``). Every ``apply_strategy`` call resets
+trainability, builds fresh optimizers and fresh ``tf.function`` steps (re-traced for the new variable lists).
+
+TensorFlow and Keras are imported lazily (in ``__init__``): the CLI parent process uses only the
+classmethods, which read the framework-free model table and package metadata.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from importlib import metadata
+from typing import Any
+
+import numpy as np
+
+from tlbench.backends.base import Backend, BackendError, BuildInfo, DataConfig, ModelSpec, OptimConfig, ParamCounts
+from tlbench.backends.keras_models import KERAS_MODELS, MIN_IMAGE_SIZE, KerasModelInfo, model_info
+from tlbench.benchmarks.strategies import Strategy
+
+#: channels of the FCN head's hidden 1×1 convolution
+HEAD_HIDDEN_CHANNELS = 256
+#: dropout rate between the head's two 1×1 convolutions (seeds 000 and 002 use 0.5)
+HEAD_DROPOUT = 0.5
+#: ``crop-flip`` zooms in by up to this fraction of the side: kept area 50–100 %, like the torch backends' crop
+CROP_ZOOM_FRACTION = 1.0 - 0.5**0.5
+AUGMENTS = ("none", "flip", "crop-flip")
+#: weight file suffixes ``Model.load_weights`` reads
+WEIGHT_SUFFIXES = (".weights.h5", ".h5", ".hdf5")
+
+
+def import_tensorflow_keras() -> tuple[Any, Any]:
+    """Import TensorFlow and Keras quietly, with Keras on the TensorFlow backend.
+
+    Raises:
+        BackendError: Keras was already loaded with another backend in this process.
+    """
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+    import keras
+    import tensorflow as tf
+
+    if keras.backend.backend() != "tensorflow":
+        raise BackendError(f"keras backend needs KERAS_BACKEND=tensorflow, but Keras runs on {keras.backend.backend()!r}")
+    return tf, keras
+
+
+def configure_device(tf: Any, requested: str) -> str:
+    """Make only the requested device visible to TensorFlow (GPU memory growth on) and name it.
+
+    Args:
+        tf: the ``tensorflow`` module.
+        requested: ``auto``, ``cpu``, ``gpu``/``cuda`` or ``cuda:N``.
+
+    Returns:
+        ``"/CPU:0"`` or ``"/GPU:0"`` (the selected GPU is the only visible one).
+
+    Raises:
+        BackendError: unknown device string, or a GPU requested that TensorFlow does not see.
+    """
+    req = (requested or "auto").lower()
+    gpus = tf.config.list_physical_devices("GPU")
+    if req not in ("auto", "cpu", "gpu", "cuda") and not req.startswith("cuda:"):
+        raise BackendError(f"unknown device {requested!r}; expected auto, cpu, cuda or cuda:N")
+    if req == "cpu" or (req == "auto" and not gpus):
+        _set_visible(tf, [])
+        return "/CPU:0"
+    if not gpus:
+        raise BackendError(f"device {requested!r} requested but TensorFlow sees no GPU; use --device cpu or auto")
+    index = int(req.split(":", 1)[1]) if req.startswith("cuda:") else 0
+    if not 0 <= index < len(gpus):
+        raise BackendError(f"device {requested!r} requested but TensorFlow sees {len(gpus)} GPU(s)")
+    _set_visible(tf, [gpus[index]])
+    try:
+        tf.config.experimental.set_memory_growth(gpus[index], True)
+    except RuntimeError:  # the GPU was already initialized by an earlier backend in this process
+        pass
+    return "/GPU:0"
+
+
+def _set_visible(tf: Any, devices: list[Any]) -> None:
+    try:
+        tf.config.set_visible_devices(devices, "GPU")
+    except RuntimeError:  # devices already initialized in this process (tests build several backends)
+        pass
+
+
+def keras_cache_dir() -> str:
+    """Where ``keras.utils.get_file`` keeps downloaded application weights."""
+    return os.path.join(os.environ.get("KERAS_HOME") or os.path.join(os.path.expanduser("~"), ".keras"), "models")
+
+
+def check_image_size(model_name: str, image_size: int) -> None:
+    """Raise ``BackendError`` when ``image_size`` is below what the backbone's five stride-2 stages need."""
+    if image_size < MIN_IMAGE_SIZE:
+        raise BackendError(f"keras model {model_name!r} needs --image-size >= {MIN_IMAGE_SIZE}, got {image_size}")
+
+
+class KerasBackend(Backend):
+    """``Backend`` over ``keras.applications`` backbones with an FCN head, trained by custom ``tf.function`` steps."""
+
+    name = "keras"
+
+    def __init__(self, device: str = "cpu") -> None:
+        super().__init__(device)
+        self._tf, self._keras = import_tensorflow_keras()
+        self.device = configure_device(self._tf, device)
+        self.spec: ModelSpec | None = None
+        self.info: KerasModelInfo | None = None
+        self.backbone: Any = None
+        self.head: Any = None
+        self.head_optimizer: Any = None
+        self.backbone_optimizer: Any = None
+        self.backbone_trains = False
+        self.jit_compile = False
+        self._preprocess: Any = None
+        self._augmenter: Any = None
+        self._state_vars: list[Any] = []
+        self._total_params = 0
+        self._loss_steps = 0
+        self._loss_sum = self._tf.Variable(0.0, dtype=self._tf.float32, trainable=False)
+        self._train_fn: Any = None
+        self._train_head_fn: Any = None
+        self._prepare_train_fn: Any = None
+        self._predict_fn: Any = None
+        self._features_fn: Any = None
+        self._predict_head_fn: Any = None
+
+    # ---- discovery (no TensorFlow import) ------------------------------------------------------------
+    @classmethod
+    def available_models(cls) -> list[str]:
+        return list(KERAS_MODELS)
+
+    @classmethod
+    def validate_model(cls, model_name: str) -> None:
+        """Raise ``BackendError`` (listing the valid names) if ``model_name`` is not a keras model."""
+        model_info(model_name)
+
+    @classmethod
+    def framework_versions(cls) -> dict[str, str]:
+        versions = {}
+        for label, distributions in (("tensorflow", ("tensorflow", "tensorflow-cpu", "tf-nightly")), ("keras", ("keras",))):
+            for dist in distributions:
+                try:
+                    versions[label] = metadata.version(dist)
+                    break
+                except metadata.PackageNotFoundError:
+                    continue
+        return versions
+
+    def default_data_config(self, model_name: str, image_size: int) -> DataConfig:
+        model_info(model_name)
+        check_image_size(model_name, image_size)
+        return DataConfig(image_size=image_size, crop_pct=1.0, interpolation="bilinear")
+
+    # ---- model -----------------------------------------------------------------------------------------
+    def build(self, spec: ModelSpec) -> BuildInfo:
+        info = model_info(spec.name)
+        check_image_size(spec.name, spec.image_size)
+        if spec.in_chans != 3:
+            raise BackendError(
+                f"keras backend takes --in-chans 3 (gray replicated to RGB), got {spec.in_chans}: "
+                "keras.applications' weights and preprocess_input are RGB-only"
+            )
+        tf, keras = self._tf, self._keras
+        seed = int(spec.options.get("seed", 0))
+        keras.utils.set_random_seed(seed)
+        policy = self._dtype_policy(spec.options.get("amp", ""))
+        previous_policy = keras.config.dtype_policy()
+        keras.config.set_dtype_policy(policy)
+        try:
+            backbone, source = self._create_backbone(info, spec)
+            head = self._create_head(int(backbone.output_shape[-1]), spec.num_classes, seed)
+        finally:
+            keras.config.set_dtype_policy(previous_policy)
+        self.spec, self.info, self.backbone, self.head = spec, info, backbone, head
+        self.jit_compile = bool(spec.options.get("jit_compile", False))
+        self._preprocess = getattr(keras.applications, info.module).preprocess_input
+        self._state_vars = list(backbone.weights) + list(head.weights)
+        backbone.trainable, head.trainable = True, True
+        self._total_params = sum(int(np.prod(v.shape)) for v in backbone.trainable_weights + head.trainable_weights)
+        self.stage_layer_names()  # fails early if a weighted layer belongs to no stage
+        self._make_inference_functions()
+        return BuildInfo(
+            pretrained=source,
+            data_config=self.default_data_config(spec.name, spec.image_size),
+            dtype="float32" if policy == "float32" else "bfloat16-mixed",
+            device=self.device,
+            extra={"jit_compile": self.jit_compile, "keras_application": info.application, "head": "fcn-1x1"},
+        )
+
+    @staticmethod
+    def _dtype_policy(amp: Any) -> str:
+        if not amp:
+            return "float32"
+        if amp in (True, "bf16", "bfloat16"):
+            return "mixed_bfloat16"
+        raise BackendError(f"keras backend supports --amp bf16 only (mixed_bfloat16), got {amp!r}")
+
+    def _create_backbone(self, info: KerasModelInfo, spec: ModelSpec) -> tuple[Any, str]:
+        app = getattr(self._keras.applications, info.application)
+
+        def make(weights: str | None) -> Any:
+            return app(include_top=False, weights=weights, input_shape=(None, None, 3))
+
+        if not spec.pretrained or spec.weights == "none":
+            return make(None), "none"
+        if spec.weights != "default":
+            return self._from_file(info, spec.weights, make), f"file:{spec.weights}"
+        try:
+            return make("imagenet"), f"imagenet:keras.applications.{info.application}"
+        except Exception as exc:  # offline downloads fail with URL/OS/HTTP errors of many types
+            if spec.allow_random_init:
+                return make(None), "none"
+            raise BackendError(
+                f"no pretrained weights for keras model {spec.name!r} (offline and not in the Keras cache "
+                f"{keras_cache_dir()}: {type(exc).__name__}); pass --weights PATH or --allow-random-init"
+            ) from exc
+
+    def _from_file(self, info: KerasModelInfo, path: str, make: Any) -> Any:
+        expected = f"a Keras .weights.h5/.h5 file of keras.applications.{info.application}(include_top=False)"
+        if not os.path.isfile(path):
+            raise BackendError(f"weights file {path!r} does not exist; expected {expected}")
+        if not path.endswith(WEIGHT_SUFFIXES):
+            raise BackendError(f"weights file {path!r} is not a Keras weights file; expected {expected}")
+        model = make(None)
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("error", UserWarning)  # Keras only warns (UserWarning) when it skips variables
+                model.load_weights(path)
+        except Exception as exc:  # h5py, shape mismatch and skipped-variable warnings come in many types
+            message = " ".join(str(exc).split())[:200]
+            raise BackendError(f"weights file {path!r} does not load: expected {expected} ({type(exc).__name__}: {message})") from exc
+        return model
+
+    def _create_head(self, channels: int, num_classes: int, seed: int) -> Any:
+        layers = self._keras.layers
+        inputs = self._keras.Input((None, None, channels), name="features")
+        x = layers.Conv2D(HEAD_HIDDEN_CHANNELS, 1, name="head_conv1x1_hidden")(inputs)
+        x = layers.ReLU(name="head_relu")(x)
+        x = layers.Dropout(HEAD_DROPOUT, seed=seed, name="head_dropout")(x)
+        x = layers.Conv2D(num_classes, 1, name="head_conv1x1_classes")(x)
+        x = layers.GlobalAveragePooling2D(name="head_gap")(x)
+        logits = layers.Activation("linear", dtype="float32", name="head_logits")(x)  # float32 under mixed precision
+        return self._keras.Model(inputs, logits, name="fcn_head")
+
+    def stage_layer_names(self) -> list[list[str]]:
+        """Names of the backbone's weighted layers grouped into ordered stages, stem first.
+
+        Raises:
+            BackendError: a weighted layer matches no stage pattern (the table is out of date for this Keras).
+        """
+        info, backbone = self._require_model()
+        stages: list[list[str]] = [[] for _ in info.stages]
+        for layer in backbone.layers:
+            if not layer.weights:
+                continue
+            index = info.stage_of(layer.name)
+            if index is None:
+                raise BackendError(f"keras model {info.name!r}: layer {layer.name!r} belongs to no stage of the tlbench table")
+            stages[index].append(layer.name)
+        return stages
+
+    # ---- strategies ------------------------------------------------------------------------------------
+    def apply_strategy(self, strategy: Strategy, optim: OptimConfig) -> ParamCounts:
+        info, backbone = self._require_model()
+        stages = self.stage_layer_names()
+        if strategy.train_backbone == "all":
+            trainable_stages = set(range(len(stages)))
+        elif strategy.train_backbone == "last_k":
+            k = strategy.last_k_stages
+            if not 0 < k <= len(stages):
+                raise BackendError(f"strategy {strategy.name!r}: last_k_stages={k} but keras model {info.name!r} has {len(stages)} stages")
+            trainable_stages = set(range(len(stages) - k, len(stages)))
+        else:
+            trainable_stages = set()
+        if optim.augment not in AUGMENTS:
+            raise BackendError(f"unknown augment {optim.augment!r}; expected one of: {', '.join(AUGMENTS)}")
+        backbone.trainable = bool(trainable_stages)  # recursive reset of every layer's flag
+        if trainable_stages:
+            for layer in backbone.layers:
+                index = info.stage_of(layer.name)
+                layer.trainable = index is None or index in trainable_stages
+        self.head.trainable = True
+        self.backbone_trains = bool(trainable_stages)
+        head_vars, backbone_vars = list(self.head.trainable_weights), list(backbone.trainable_weights)
+        self.head_optimizer = self._optimizer(optim, strategy.head_lr)
+        self.head_optimizer.build(head_vars)
+        self.backbone_optimizer = None
+        if backbone_vars:
+            self.backbone_optimizer = self._optimizer(optim, strategy.head_lr * strategy.backbone_lr_scale)
+            self.backbone_optimizer.build(backbone_vars)
+        self._augmenter = self._make_augmenter(optim.augment, optim.seed)
+        self._make_train_functions(head_vars, backbone_vars)
+        trainable = sum(int(np.prod(v.shape)) for v in head_vars + backbone_vars)
+        return ParamCounts(trainable=trainable, total=self._total_params)
+
+    def _optimizer(self, optim: OptimConfig, learning_rate: float) -> Any:
+        optimizers = self._keras.optimizers
+        if optim.optimizer == "adamw":
+            return optimizers.AdamW(learning_rate=learning_rate, weight_decay=optim.weight_decay)
+        if optim.optimizer == "sgd":
+            return optimizers.SGD(learning_rate=learning_rate, momentum=optim.momentum, weight_decay=optim.weight_decay)
+        raise BackendError(f"unknown optimizer {optim.optimizer!r}; expected adamw or sgd")
+
+    def _make_augmenter(self, augment: str, seed: int) -> Any:
+        if augment == "none":
+            return None
+        layers = self._keras.layers
+        steps = [layers.RandomFlip("horizontal", seed=seed)]
+        if augment == "crop-flip":
+            steps.append(layers.RandomZoom(height_factor=(-CROP_ZOOM_FRACTION, 0.0), fill_mode="reflect", seed=seed + 1))
+        return self._keras.Sequential(steps, name=f"augment_{augment.replace('-', '_')}")
+
+    # ---- tf.function steps -----------------------------------------------------------------------------
+    def _image_spec(self) -> Any:
+        return self._tf.TensorSpec([None, None, None, 3], self._tf.uint8)
+
+    def _make_inference_functions(self) -> None:
+        tf, backbone, head, preprocess = self._tf, self.backbone, self.head, self._preprocess
+        jit = self.jit_compile
+
+        @tf.function(input_signature=[self._image_spec()], jit_compile=jit)
+        def predict(images: Any) -> Any:
+            features = backbone(preprocess(tf.cast(images, tf.float32)), training=False)
+            return tf.nn.softmax(tf.cast(head(features, training=False), tf.float32))
+
+        @tf.function(input_signature=[self._image_spec()], jit_compile=jit)
+        def features(images: Any) -> Any:
+            return tf.cast(backbone(preprocess(tf.cast(images, tf.float32)), training=False), tf.float32)
+
+        @tf.function(input_signature=[tf.TensorSpec([None, None, None, None], tf.float32)], jit_compile=jit)
+        def predict_head(feats: Any) -> Any:
+            return tf.nn.softmax(tf.cast(head(feats, training=False), tf.float32))
+
+        self._predict_fn, self._features_fn, self._predict_head_fn = predict, features, predict_head
+
+    def _make_train_functions(self, head_vars: list[Any], backbone_vars: list[Any]) -> None:
+        tf, backbone, head, preprocess = self._tf, self.backbone, self.head, self._preprocess
+        augmenter, loss_sum = self._augmenter, self._loss_sum
+        head_opt, backbone_opt = self.head_optimizer, self.backbone_optimizer
+        backbone_trains, n_head = self.backbone_trains, len(head_vars)
+        loss_fn = self._keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+        label_spec = tf.TensorSpec([None], tf.int64)
+
+        @tf.function(input_signature=[self._image_spec()])  # random ops stay outside XLA
+        def prepare_train(images: Any) -> Any:
+            x = tf.cast(images, tf.float32)
+            if augmenter is not None:
+                x = augmenter(x, training=True)
+            return preprocess(x)
+
+        def apply_gradients(loss: Any, tape: Any) -> None:
+            grads = tape.gradient(loss, head_vars + backbone_vars)
+            head_opt.apply(grads[:n_head], head_vars)
+            if backbone_opt is not None:
+                backbone_opt.apply(grads[n_head:], backbone_vars)
+            loss_sum.assign_add(tf.cast(loss, tf.float32))
+
+        @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32), label_spec], jit_compile=self.jit_compile)
+        def train(x: Any, labels: Any) -> None:
+            with tf.GradientTape() as tape:
+                features = backbone(x, training=backbone_trains)
+                if not backbone_trains:
+                    features = tf.stop_gradient(features)
+                loss = loss_fn(labels, head(features, training=True))
+            apply_gradients(loss, tape)
+
+        @tf.function(input_signature=[tf.TensorSpec([None, None, None, None], tf.float32), label_spec], jit_compile=self.jit_compile)
+        def train_head(feats: Any, labels: Any) -> None:
+            with tf.GradientTape() as tape:
+                loss = loss_fn(labels, head(feats, training=True))
+            grads = tape.gradient(loss, head_vars)
+            head_opt.apply(grads, head_vars)
+            loss_sum.assign_add(tf.cast(loss, tf.float32))
+
+        self._prepare_train_fn, self._train_fn, self._train_head_fn = prepare_train, train, train_head
+
+    # ---- training and inference --------------------------------------------------------------------------
+    def train_step(self, images: np.ndarray, labels: np.ndarray) -> None:
+        self._require_strategy()
+        x = self._prepare_train_fn(np.ascontiguousarray(images, dtype=np.uint8))
+        self._train_fn(x, np.asarray(labels, dtype=np.int64))
+        self._loss_steps += 1
+
+    def train_head_step(self, features: np.ndarray, labels: np.ndarray) -> None:
+        self._require_strategy()
+        self._train_head_fn(np.asarray(features, dtype=np.float32), np.asarray(labels, dtype=np.int64))
+        self._loss_steps += 1
+
+    def predict_proba(self, images: np.ndarray) -> np.ndarray:
+        self._require_model()
+        return self._predict_fn(np.ascontiguousarray(images, dtype=np.uint8)).numpy()
+
+    def extract_features(self, images: np.ndarray) -> np.ndarray:
+        self._require_model()
+        return self._features_fn(np.ascontiguousarray(images, dtype=np.uint8)).numpy()
+
+    def predict_head_proba(self, features: np.ndarray) -> np.ndarray:
+        self._require_model()
+        return self._predict_head_fn(np.asarray(features, dtype=np.float32)).numpy()
+
+    def pop_train_loss(self) -> float:
+        mean = float(self._loss_sum.numpy()) / max(1, self._loss_steps)
+        self._loss_sum.assign(0.0)
+        self._loss_steps = 0
+        return mean
+
+    # ---- state, device ------------------------------------------------------------------------------------
+    def snapshot(self) -> Any:
+        """Copies of every backbone and head variable (BatchNorm moving statistics included)."""
+        self._require_model()
+        return [v.numpy().copy() for v in self._state_vars]
+
+    def restore(self, state: Any) -> None:
+        self._require_model()
+        for variable, value in zip(self._state_vars, state, strict=True):
+            variable.assign(value)
+
+    def synchronize(self) -> None:
+        """Wait for queued device work: ``sync_devices`` on GPU, and a read-back of the on-device loss sum."""
+        if self.device.startswith("/GPU"):
+            self._tf.test.experimental.sync_devices()
+        self._loss_sum.numpy()
+
+    def reset_peak_memory(self) -> None:
+        if self.device.startswith("/GPU"):
+            self._tf.config.experimental.reset_memory_stats("GPU:0")
+
+    def peak_device_memory_mb(self) -> float | None:
+        if self.device.startswith("/GPU"):
+            return self._tf.config.experimental.get_memory_info("GPU:0")["peak"] / 2**20
+        return None
+
+    def device_name(self) -> str | None:
+        if not self.device.startswith("/GPU"):
+            return None
+        gpus = self._tf.config.get_visible_devices("GPU")
+        details = self._tf.config.experimental.get_device_details(gpus[0]) if gpus else {}
+        return details.get("device_name") or "GPU"
+
+    def _require_model(self) -> tuple[KerasModelInfo, Any]:
+        if self.backbone is None or self.info is None:
+            raise RuntimeError("build() must be called first")
+        return self.info, self.backbone
+
+    def _require_strategy(self) -> None:
+        self._require_model()
+        if self._train_fn is None:
+            raise RuntimeError("apply_strategy() must be called before training")
