@@ -1,0 +1,111 @@
+"""keras backend strategies: after training, exactly the intended weights (and BatchNorm statistics) changed.
+
+VGG16 (no BatchNorm, the seeds' model) and MobileNetV2 (BatchNorm in every stage) at 32 px, random init.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from tlbench.backends.base import ModelSpec, OptimConfig
+from tlbench.backends.keras_backend import KerasBackend
+from tlbench.benchmarks.strategies import STRATEGIES, Strategy, head_only
+
+SIZE = 32
+X = np.random.default_rng(1).integers(0, 256, (4, SIZE, SIZE, 3), dtype=np.uint8)
+Y = np.array([0, 1, 2, 0])
+
+
+def build(name: str, pretrained: bool = True) -> KerasBackend:
+    backend = KerasBackend("cpu")
+    backend.build(ModelSpec(name=name, num_classes=3, image_size=SIZE, weights="none", pretrained=pretrained, options={"seed": 0}))
+    return backend
+
+
+def variables(backend: KerasBackend) -> dict[str, np.ndarray]:
+    """Every backbone and head variable by path (BatchNorm moving statistics included)."""
+    return {v.path: v.numpy().copy() for v in list(backend.backbone.weights) + list(backend.head.weights)}
+
+
+def expected_trainable_layers(backend: KerasBackend, strategy: Strategy) -> set[str]:
+    stages = backend.stage_layer_names()
+    if strategy.train_backbone == "all":
+        return {layer for stage in stages for layer in stage}
+    if strategy.train_backbone == "last_k":
+        return {layer for stage in stages[-strategy.last_k_stages :] for layer in stage}
+    return set()
+
+
+def train_once(backend: KerasBackend, strategy: Strategy) -> None:
+    if strategy.cache_features:
+        backend.train_head_step(backend.extract_features(X), Y)
+    else:
+        backend.train_step(X, Y)
+    assert np.isfinite(backend.pop_train_loss())
+
+
+def check_changes(backend: KerasBackend, before: dict[str, np.ndarray], strategy: Strategy, label: str) -> None:
+    after = variables(backend)
+    trainable_layers = expected_trainable_layers(backend, strategy)
+    stats = 0
+    for path, value in before.items():
+        layer = path.split("/")[0]
+        changed = not np.array_equal(value, after[path])
+        if path.endswith(("moving_mean", "moving_variance")):
+            stats += 1
+            # frozen BatchNorm runs in inference mode (statistics untouched); trainable BatchNorm updates them,
+            # except when the backbone only extracts features (linear_probe, head warm-up)
+            assert changed == (layer in trainable_layers and backend.backbone_trains), f"{label}: {path} changed={changed}"
+        elif path.startswith("fcn_head") or layer.startswith("head_"):
+            assert changed, f"{label}: head variable {path} did not train"
+        else:
+            assert changed == (layer in trainable_layers), f"{label}: {path} changed={changed}"
+    if backend.info.name == "mobilenet_v2":
+        assert stats > 0
+
+
+# MobileNetV2 scratch/full_finetune train everything like the second phase of the two-phase test below
+CASES = [("vgg16", s) for s in STRATEGIES] + [("mobilenet_v2", "linear_probe"), ("mobilenet_v2", "partial_finetune")]
+
+
+@pytest.mark.parametrize(("name", "strategy_name"), CASES)
+def test_a_train_step_changes_exactly_the_intended_weights(name, strategy_name):
+    strategy = STRATEGIES[strategy_name]
+    backend = build(name, pretrained=strategy.pretrained)
+    counts = backend.apply_strategy(strategy, OptimConfig(seed=0))
+    layers = expected_trainable_layers(backend, strategy)
+    expected = sum(int(np.prod(w.shape)) for w in backend.backbone.trainable_weights if w.path.split("/")[0] in layers)
+    assert counts.trainable == expected + backend.head.count_params()
+    assert {w.path.split("/")[0] for w in backend.backbone.trainable_weights} == layers
+    before = variables(backend)
+    train_once(backend, strategy)
+    check_changes(backend, before, strategy, strategy_name)
+
+
+def test_full_finetune_two_phases_retrace_after_unfreezing():
+    strategy = STRATEGIES["full_finetune"]
+    backend = build("mobilenet_v2")
+    backend.apply_strategy(strategy, OptimConfig(seed=0))  # what the runner does first (records the counts)
+    warmup = head_only(strategy)
+    counts = backend.apply_strategy(warmup, OptimConfig(seed=0))
+    assert counts.trainable == backend.head.count_params() and not backend.backbone_trains
+    before = variables(backend)
+    train_once(backend, warmup)
+    check_changes(backend, before, warmup, "head warm-up")  # backbone (weights and BN statistics) untouched
+    counts = backend.apply_strategy(strategy, OptimConfig(seed=0))  # phase 2: everything, fresh optimizers
+    assert counts.trainable == counts.total and backend.backbone_trains
+    assert backend.backbone_optimizer is not None and int(backend.backbone_optimizer.iterations) == 0
+    before = variables(backend)
+    train_once(backend, strategy)
+    check_changes(backend, before, strategy, "phase 2")
+    assert int(backend.head_optimizer.iterations) == 1 and int(backend.backbone_optimizer.iterations) == 1
+
+
+def test_partial_finetune_freezes_vgg16_blocks_1_to_5_minus_k():
+    backend = build("vgg16")
+    for k in (1, 2, 4):
+        strategy = Strategy(**{**STRATEGIES["partial_finetune"].to_dict(), "last_k_stages": k})
+        backend.apply_strategy(strategy, OptimConfig())
+        frozen = sorted({layer.name.split("_")[0] for layer in backend.backbone.layers if layer.weights and not layer.trainable})
+        assert frozen == [f"block{b}" for b in range(1, 6 - k)]
