@@ -1,12 +1,15 @@
 """Backends: the framework-free contract (``base``) and a lazy registry of implementations.
 
 The registry maps a backend name to ``"module:Class"``; the module is imported only when that backend is
-asked for, so importing ``tlbench.backends`` never imports torch or TensorFlow.
+asked for, so importing ``tlbench.backends`` never imports torch or TensorFlow. Extra backends (third-party
+plugins, test doubles) are added with the environment variable ``TLBENCH_BACKENDS="name=module:Class,..."``,
+which cell subprocesses inherit.
 """
 
 from __future__ import annotations
 
 import importlib
+import os
 
 from tlbench.backends.base import Backend, BackendError, BuildInfo, DataConfig, ModelSpec, OptimConfig, ParamCounts
 
@@ -15,6 +18,20 @@ BACKENDS: dict[str, str] = {
     "torchvision": "tlbench.backends.torchvision_backend:TorchvisionBackend",
     "keras": "tlbench.backends.keras_backend:KerasBackend",
 }
+
+
+def _plugin_backends(text: str) -> dict[str, str]:
+    """Parse ``name=module:Class`` entries (comma-separated) from ``TLBENCH_BACKENDS``."""
+    entries = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        name, sep, target = item.partition("=")
+        if not sep or ":" not in target:
+            raise ValueError(f"TLBENCH_BACKENDS entry {item!r} is malformed; expected name=module:Class")
+        entries[name.strip()] = target.strip()
+    return entries
+
+
+BACKENDS.update(_plugin_backends(os.environ.get("TLBENCH_BACKENDS", "")))
 
 __all__ = [
     "BACKENDS",

@@ -15,10 +15,11 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Callable
+from typing import IO, Any, Callable
 
 from tlbench.benchmarks.cell import empty_record
 from tlbench.benchmarks.config import CellConfig, SuiteConfig
@@ -71,24 +72,16 @@ def run_cell_subprocess(
             cell_command(cell, suite, cell_dir, result_file, progress=stream),
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, text=True, bufsize=1,
         )  # fmt: skip
-        assert process.stdout is not None
-        deadline = None if timeout_s is None else start + timeout_s
+        pump = threading.Thread(target=_copy_lines, args=(process.stdout, log, stream), daemon=True)
+        pump.start()
         timed_out = False
-        for line in process.stdout:
-            log.write(line)
-            log.flush()
-            if stream:
-                sys.stderr.write(line)
-            if deadline is not None and time.perf_counter() > deadline:
-                process.kill()
-                timed_out = True
-                break
         try:
-            returncode = process.wait(timeout=None if deadline is None else max(1.0, deadline - time.perf_counter()))
+            returncode = process.wait(timeout=timeout_s)
         except subprocess.TimeoutExpired:
             process.kill()
             returncode = process.wait()
             timed_out = True
+        pump.join()
     if result_file.is_file() and not timed_out:
         record = json.loads(result_file.read_text())
         result_file.unlink()
@@ -102,6 +95,15 @@ def run_cell_subprocess(
         tail = [ln.strip() for ln in log_path.read_text().splitlines() if ln.strip()][-1:] or ["no output"]
         record["error"] = f"cell process exited with code {returncode}: {tail[0]}"[:500]
     return record
+
+
+def _copy_lines(source: IO[str], log: IO[str], stream: bool) -> None:
+    """Copy a child's output to its log file (and to stderr when streaming) until EOF."""
+    for line in source:
+        log.write(line)
+        log.flush()
+        if stream:
+            sys.stderr.write(line)
 
 
 def run_suite(
