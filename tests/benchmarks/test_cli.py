@@ -1,0 +1,66 @@
+"""CLI: every user mistake is one line naming the bad value and the choices, exit code 2, no traceback."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from tlbench.benchmarks.cli import main
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["run", "--backends", "tensorflow"], "unknown backend 'tensorflow'; expected one of: timm, torchvision, keras"),
+        (["run", "--strategies", "linear_probe,finetune"], "unknown strategy 'finetune'; expected one of: scratch, linear_probe, partial_finetune, full_finetune"),
+        (["run", "--dataset", "imagenet"], "unknown dataset 'imagenet'; expected one of: digits"),
+        (["run", "--models", "resnet_9000"], "unknown timm model 'resnet_9000'"),
+        (["run", "--seeds", "0,one"], "--seeds expects comma-separated integers, got '0,one'"),
+        (["run", "--epochs", "0"], "--epochs must be >= 1, got 0"),
+        (["run", "--image-size", "8"], "--image-size must be >= 16, got 8"),
+        (["run", "--batch-size", "-4"], "--batch-size must be >= 1, got -4"),
+        (["run", "--device", "tpu"], "unknown device 'tpu'; expected one of: auto, cpu, cuda, gpu, cuda:N"),
+        (["run", "--augment", "mixup"], "unknown --augment 'mixup'; expected one of: none, flip, crop-flip"),
+        (["run", "--amp", "int8"], "unknown --amp 'int8'; expected one of: (empty), bf16, fp16"),
+        (["run", "--weights", "/nonexistent/w.pth"], "--weights '/nonexistent/w.pth' is not a file; expected default, none, a local weights file or a weights name"),
+        (["run", "--weights", "IMAGENET1K_V1"], "--weights 'IMAGENET1K_V1' is a weights name, but backend 'timm' takes only default, none or a file"),
+        (["run", "--lr", "-1"], "--lr must be a positive number, got -1.0"),
+        (["run", "--epochs", "three"], "argument --epochs: invalid int value: 'three'"),
+        (["report", "/nonexistent/suite"], "suite directory '/nonexistent/suite' does not exist"),
+        (["list", "everything"], "argument what: invalid choice: 'everything'"),
+        (["frobnicate"], "invalid choice: 'frobnicate'"),
+    ],
+)
+def test_usage_errors_are_one_line_exit_2(argv, message, capsys):
+    assert main(argv) == 2
+    captured = capsys.readouterr()
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1, captured.err
+    assert lines[0].startswith("tlbench: error: ")
+    assert message in lines[0]
+    assert "Traceback" not in captured.err + captured.out
+
+
+def test_report_on_directory_without_results(tmp_path, capsys):
+    assert main(["report", str(tmp_path)]) == 2
+    assert "holds no results.jsonl records" in capsys.readouterr().err
+
+
+def test_list_subcommands(capsys):
+    assert main(["list", "strategies"]) == 0
+    out = capsys.readouterr().out
+    assert [line.split()[0] for line in out.splitlines()] == ["scratch", "linear_probe", "partial_finetune", "full_finetune"]
+    assert main(["list", "backends"]) == 0
+    assert [line.split()[0] for line in capsys.readouterr().out.splitlines()][:3] == ["timm", "torchvision", "keras"]
+    assert main(["list", "datasets"]) == 0
+    assert "digits" in capsys.readouterr().out
+    assert main(["list", "models", "--backend", "timm"]) == 0
+    assert capsys.readouterr().out.startswith("timm: tf_efficientnet_lite0")
+
+
+def test_console_script_usage_error_has_no_traceback():
+    proc = subprocess.run([sys.executable, "-m", "tlbench", "run", "--backends", "nope"], capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == "tlbench: error: unknown backend 'nope'; expected one of: timm, torchvision, keras"
