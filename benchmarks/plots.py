@@ -74,7 +74,6 @@ def _ok(frame: pd.DataFrame) -> pd.DataFrame:
 
 def _save(fig, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.tight_layout()
     fig.savefig(path, dpi=DPI, bbox_inches="tight")
     _pyplot().close(fig)
     return path
@@ -92,7 +91,7 @@ def pareto_plot(frame: pd.DataFrame, x_column: str, x_label: str, path: Path) ->
     backends = list(dict.fromkeys(frame["backend"]))
     strategies = list(dict.fromkeys(frame["strategy"]))
     colors = _palette(backends)
-    fig, axes = plt.subplots(1, len(datasets), figsize=(6.4 * len(datasets), 4.8), squeeze=False)
+    fig, axes = plt.subplots(layout="constrained", nrows=1, ncols=len(datasets), figsize=(6.4 * len(datasets), 4.8), squeeze=False)
     for ax, dataset in zip(axes[0], datasets):
         sub = ok[ok["dataset"] == dataset]
         grouped = sub.groupby(["backend", "strategy", "model"], sort=False)
@@ -111,6 +110,7 @@ def pareto_plot(frame: pd.DataFrame, x_column: str, x_label: str, path: Path) ->
         ax.plot([xs[i] for i in front], [ys[i] for i in front], "--", color="0.4", linewidth=1, zorder=0)
         ax.scatter([xs[i] for i in front], [ys[i] for i in front], s=220, facecolors="none", edgecolors="0.2", linewidths=1.2, zorder=3)
         ax.set_xscale("log")
+        _plain_log_ticks(ax)
         ax.set_xlabel(x_label)
         ax.set_ylabel("test accuracy")
         ax.set_title(f"{dataset}: accuracy vs {x_label}")
@@ -121,6 +121,17 @@ def pareto_plot(frame: pd.DataFrame, x_column: str, x_label: str, path: Path) ->
     axes[0][-1].legend(handles=handles, loc="center left", bbox_to_anchor=(1.02, 0.5), fontsize=9, frameon=False)
     fig.text(0.01, -0.02, "one point per configuration: mean over seeds, bars: min..max over seeds", fontsize=8, color="0.4")
     return _save(fig, path)
+
+
+def _plain_log_ticks(ax) -> None:
+    """Log-axis ticks as plain numbers (``300``, not ``3×10²``), minor labels only when few majors show."""
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+    from tlbench.benchmarks.report import significant
+
+    ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda value, _: significant(value) if value > 0 else ""))
+    ax.xaxis.set_minor_formatter(NullFormatter())
 
 
 def roc_pr_curves(labels: np.ndarray, probs: np.ndarray) -> dict[str, np.ndarray]:
@@ -168,7 +179,7 @@ def roc_pr_plot(frame: pd.DataFrame, suite_dir: Path, path: Path) -> Path | None
         return None
     datasets = list(dict.fromkeys(row["dataset"] for row, _ in curves))
     colors = _palette(list(dict.fromkeys(row["label"] for row, _ in curves)))
-    fig, axes = plt.subplots(2, len(datasets), figsize=(6.0 * len(datasets), 10.0), squeeze=False)
+    fig, axes = plt.subplots(layout="constrained", nrows=2, ncols=len(datasets), figsize=(6.0 * len(datasets), 10.0), squeeze=False)
     for col, dataset in enumerate(datasets):
         roc_ax, pr_ax = axes[0][col], axes[1][col]
         for row, curve in curves:
@@ -210,7 +221,7 @@ def training_curves_plot(frame: pd.DataFrame, suite_dir: Path, path: Path) -> Pa
     datasets = list(dict.fromkeys(row["dataset"] for row, _ in runs))
     labels = list(dict.fromkeys(row["label"] for row, _ in runs))
     colors = _palette(labels)
-    fig, axes = plt.subplots(len(datasets), 2, figsize=(12.8, 4.4 * len(datasets)), squeeze=False)
+    fig, axes = plt.subplots(layout="constrained", nrows=len(datasets), ncols=2, figsize=(12.8, 4.4 * len(datasets)), squeeze=False)
     for r, dataset in enumerate(datasets):
         shown: set[str] = set()
         for row, curve in runs:
@@ -259,7 +270,7 @@ def confusion_plot(frame: pd.DataFrame, suite_dir: Path, path: Path) -> Path | N
             panels.append((row, preds))
     if not panels:
         return None
-    fig, axes = plt.subplots(1, len(panels), figsize=(5.6 * len(panels), 5.2), squeeze=False)
+    fig, axes = plt.subplots(layout="constrained", nrows=1, ncols=len(panels), figsize=(5.6 * len(panels), 5.2), squeeze=False)
     for ax, (row, preds) in zip(axes[0], panels):
         matrix = confusion_matrix_of(preds)
         rates = matrix / np.clip(matrix.sum(axis=1, keepdims=True), 1, None)
@@ -293,7 +304,7 @@ def prediction_grid_plot(frame: pd.DataFrame, suite_dir: Path, path: Path) -> Pa
     if not rows:
         return None
     cols = min(GRID_IMAGES, max(len(p.sample_indices) for _, p in rows))
-    fig, axes = plt.subplots(len(rows), cols, figsize=(1.7 * cols, 2.1 * len(rows) + 0.3), squeeze=False)
+    fig, axes = plt.subplots(layout="constrained", nrows=len(rows), ncols=cols, figsize=(1.7 * cols, 2.1 * len(rows) + 0.3), squeeze=False)
     for r, (row, preds) in enumerate(rows):
         picks = np.linspace(0, len(preds.sample_indices) - 1, min(cols, len(preds.sample_indices))).astype(int)
         for c in range(cols):

@@ -57,7 +57,7 @@ def make_suite(root: Path, with_artifacts: bool = True, accuracy_shift: float = 
         if with_artifacts:
             cell_dir = root / "cells" / cell_id(backend, "m", strategy, "digits", seed)
             cell_dir.mkdir(parents=True, exist_ok=True)
-            rng = np.random.default_rng(100 + i)
+            rng = np.random.default_rng(100 + i + int(round(accuracy_shift * 1000)))
             images = rng.integers(0, 256, (8, 16, 16, 3), dtype=np.uint8)
             np.savez_compressed(
                 cell_dir / "predictions.npz", probs=probs, labels=labels, class_names=np.array(BASE["class_names"]),
