@@ -116,10 +116,11 @@ class TimmBackend(TorchBackend):
     def _from_file(self, spec: ModelSpec, path: str, source: str, in_chans: int) -> tuple[nn.Module, str]:
         state = read_state_dict(path)
         model = timm.create_model(spec.name, pretrained=False, num_classes=spec.num_classes, in_chans=3)
-        load_backbone_weights(model, state, self.classifier_prefixes(model), source)
+        head_loaded = load_backbone_weights(model, state, self.classifier_prefixes(model), source)
         if in_chans == 1:
             model = self._to_single_channel(model, spec)
-        model.reset_classifier(spec.num_classes)
+        if not head_loaded:
+            model.reset_classifier(spec.num_classes)
         return model, source
 
     @staticmethod

@@ -64,11 +64,29 @@ def read_state_dict(path: str) -> "OrderedDict[str, torch.Tensor]":
     return OrderedDict((k.removeprefix("module."), v) for k, v in obj.items())
 
 
-def load_backbone_weights(model: nn.Module, state: "OrderedDict[str, torch.Tensor]", classifier_prefixes: list[str], source: str) -> None:
-    """Load ``state`` into ``model``'s backbone (classifier excluded: a new head is made afterwards).
+def _map_state(target: "OrderedDict[str, torch.Tensor]", src: "OrderedDict[str, torch.Tensor]") -> "OrderedDict[str, torch.Tensor] | None":
+    """``src`` keyed like ``target``: by name when the key sets agree, else positionally; ``None`` if shapes differ."""
+    if set(src) == set(target):
+        pairs = [(k, k, src[k]) for k in target]
+    elif len(src) == len(target):
+        pairs = [(tk, sk, sv) for tk, (sk, sv) in zip(target, src.items())]
+    else:
+        return None
+    if any(tuple(target[tk].shape) != tuple(sv.shape) for tk, _, sv in pairs):
+        return None
+    return OrderedDict((tk, sv) for tk, _, sv in pairs)
+
+
+def load_backbone_weights(model: nn.Module, state: "OrderedDict[str, torch.Tensor]", classifier_prefixes: list[str], source: str) -> bool:
+    """Load ``state`` into ``model``: the whole checkpoint when it fits, else its backbone only.
 
     Keys are matched by name when the two key sets agree, otherwise positionally (same order, same shapes),
-    which is how checkpoints saved from other implementations of the same architecture load.
+    which is how checkpoints saved from other implementations of the same architecture load. When the
+    checkpoint's classifier has the model's shape (e.g. ImageNet weights into a 1000-class model) it is loaded
+    too; otherwise the model keeps its freshly initialized head.
+
+    Returns:
+        ``True`` if the classifier was loaded from the checkpoint as well.
 
     Raises:
         BackendError: neither by-name nor positional mapping fits (names the first mismatch).
@@ -77,34 +95,33 @@ def load_backbone_weights(model: nn.Module, state: "OrderedDict[str, torch.Tenso
     def is_head(key: str) -> bool:
         return any(key == p or key.startswith(p + ".") for p in classifier_prefixes)
 
+    whole = _map_state(model.state_dict(), state)
+    if whole is not None:
+        model.load_state_dict(whole)
+        return True
     target = OrderedDict((k, v) for k, v in model.state_dict().items() if not is_head(k))
     # the source's head is its last weight/bias entries when names differ; drop keys with head names first
     src = OrderedDict((k, v) for k, v in state.items() if not is_head(k))
     if set(src) != set(target) and len(src) == len(target) + 2:
         src = OrderedDict(list(src.items())[:-2])  # positional source whose classifier weight+bias trail
-    if set(src) == set(target):
-        mapped = src
-    elif len(src) == len(target):
-        mapped = OrderedDict()
+    if set(src) != set(target) and len(src) == len(target):
         for (tk, tv), (sk, sv) in zip(target.items(), src.items()):
             if tuple(tv.shape) != tuple(sv.shape):
                 raise BackendError(
                     f"weights {source!r}: tensor {sk!r} has shape {tuple(sv.shape)} but the model's {tk!r} expects "
                     f"{tuple(tv.shape)}; is it a checkpoint of the same architecture?"
                 )
-            mapped[tk] = sv
-    else:
-        raise BackendError(
-            f"weights {source!r}: {len(src)} backbone tensors but the model has {len(target)}; "
-            "expected a checkpoint of the same architecture"
-        )
-    for key, value in mapped.items():
-        if tuple(value.shape) != tuple(target[key].shape):
-            raise BackendError(f"weights {source!r}: {key!r} has shape {tuple(value.shape)}, expected {tuple(target[key].shape)}")
-    missing, unexpected = model.load_state_dict(mapped, strict=False)
-    missing = [k for k in missing if not is_head(k)]
-    if missing or unexpected:
-        raise BackendError(f"weights {source!r}: missing {missing[:3]} unexpected {list(unexpected)[:3]}")
+    mapped = _map_state(target, src)
+    if mapped is None:
+        if len(src) != len(target):
+            raise BackendError(
+                f"weights {source!r}: {len(src)} backbone tensors but the model has {len(target)}; "
+                "expected a checkpoint of the same architecture"
+            )
+        bad = next(k for k in target if tuple(target[k].shape) != tuple(src[k].shape))
+        raise BackendError(f"weights {source!r}: {bad!r} has shape {tuple(src[bad].shape)}, expected {tuple(target[bad].shape)}")
+    model.load_state_dict(mapped, strict=False)
+    return False
 
 
 class TorchBackend(Backend):
@@ -252,7 +269,8 @@ class TorchBackend(Backend):
 
     def to_input(self, images: np.ndarray) -> torch.Tensor:
         """uint8 NHWC numpy → normalized float NCHW tensor on the device (gray → 1 channel if in_chans=1)."""
-        x = torch.from_numpy(np.ascontiguousarray(images)).to(self.device, non_blocking=True)
+        # memory-mapped cache slices are read-only; torch wants a writable buffer (copies only then)
+        x = torch.from_numpy(np.require(images, np.uint8, ["C_CONTIGUOUS", "WRITEABLE"])).to(self.device, non_blocking=True)
         if self.spec is not None and self.spec.in_chans == 1:
             x = x[..., :1]
         x = x.permute(0, 3, 1, 2).float()
