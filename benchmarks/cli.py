@@ -96,6 +96,14 @@ def build_parser() -> argparse.ArgumentParser:
     report = sub.add_parser("report", help="write summary tables for a suite directory")
     report.add_argument("suite_dir", type=Path)
 
+    explain = sub.add_parser("explain", help="feature maps (and Grad-CAM) of one cell's model on one stored test image")
+    explain.add_argument("suite_dir", type=Path)
+    explain.add_argument("--cell", default=None, help="cell id, i.e. the name of its cells/ directory (default: the most accurate cell)")
+    explain.add_argument("--image", type=int, default=0, help="index of the cell's stored test image (default: %(default)s)")
+    explain.add_argument("--stages", type=int, default=4, help="backbone stages to show, 1..8 (default: %(default)s)")
+    explain.add_argument("--device", default="cpu", help="cpu (default), cuda or auto")
+    explain.add_argument("--out", type=Path, default=None, help="PNG path (default: <suite>/explain/<cell>__img<N>.png)")
+
     lister = sub.add_parser("list", help="list backends, models, strategies or datasets")
     lister.add_argument("what", choices=("backends", "models", "strategies", "datasets"))
     lister.add_argument("--backend", default=None, help="for `list models`: only this backend")
@@ -245,6 +253,24 @@ def command_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def command_explain(args: argparse.Namespace) -> int:
+    """``tlbench explain``: draw one cell's stage feature maps (and Grad-CAM) for one stored test image."""
+    from tlbench.benchmarks.explain import ExplainError, default_output, draw_explanation, explain_cell
+
+    if not args.suite_dir.is_dir():
+        raise UsageError(f"suite directory {str(args.suite_dir)!r} does not exist; expected a directory made by `tlbench run`")
+    if args.out is not None and args.out.suffix.lower() != ".png":
+        raise UsageError(f"--out {str(args.out)!r} must end in .png")
+    try:
+        explanation = explain_cell(args.suite_dir, args.cell, args.image, args.stages, args.device)
+    except ExplainError as exc:
+        raise UsageError(str(exc)) from None
+    path = draw_explanation(explanation, args.out or default_output(args.suite_dir, explanation, args.image))
+    stages = ", ".join(f"{n} {m.shape[0]}x{m.shape[1]}" for n, m in zip(explanation.stage_names, explanation.stage_maps))
+    print(f"tlbench: {explanation.cell} image {args.image} ({explanation.weights_source} weights; stages {stages}) -> {path}")
+    return 0
+
+
 def command_list(args: argparse.Namespace) -> int:
     if args.what == "backends":
         for name, target in BACKENDS.items():
@@ -268,7 +294,9 @@ def command_list(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {"run": command_run, "report": command_report, "list": command_list}
+COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "run": command_run, "report": command_report, "explain": command_explain, "list": command_list,
+}  # fmt: skip
 
 
 def main(argv: Sequence[str] | None = None) -> int:
