@@ -1,0 +1,27 @@
+# The two commands of the README, both idempotent on a fresh clone:
+#   make bench   set up .venv (once) and run the default suite: prints the table, writes results/default/
+#   make test    set up .venv (once) and run the test suite
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.tlbench-installed
+
+.PHONY: setup bench test clean
+
+setup: $(STAMP)
+
+# reinstall when the dependency list changes
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip setuptools wheel
+	$(BIN)/python -m pip install --quiet -e '.[all,test]'
+	touch $@
+
+bench: setup
+	$(BIN)/tlbench run $(ARGS)
+
+test: setup
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+clean:
+	rm -rf $(VENV) build *.egg-info
