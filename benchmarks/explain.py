@@ -152,7 +152,8 @@ def build_backend(record: dict[str, Any], options: RunOptions, weights_path: Pat
             with open(weights_path, "rb") as handle:
                 backend.restore(pickle.load(handle))
         except Exception as exc:  # a truncated pickle or a state of another architecture
-            raise ExplainError(f"weights file {str(weights_path)!r} does not fit the cell's model ({type(exc).__name__}: {exc})") from None
+            reason = " ".join(str(exc).split())[:200]
+            raise ExplainError(f"weights file {str(weights_path)!r} does not fit the cell's model ({type(exc).__name__}: {reason})") from None
         return backend, "trained"
     return backend, info.pretrained
 
