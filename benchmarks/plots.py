@@ -127,10 +127,8 @@ def _plain_log_ticks(ax) -> None:
     """Log-axis ticks as plain numbers (``300``, not ``3×10²``), minor labels only when few majors show."""
     from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
-    from tlbench.benchmarks.report import significant
-
     ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
-    ax.xaxis.set_major_formatter(FuncFormatter(lambda value, _: significant(value) if value > 0 else ""))
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}" if value > 0 else ""))
     ax.xaxis.set_minor_formatter(NullFormatter())
 
 
