@@ -106,11 +106,12 @@ def test_explain_without_saved_weights_uses_the_recorded_pretrained_backbone(tmp
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--cell", "nope"], "unknown cell 'nope' in {suite}; expected one of: timm__m__scratch__digits__s0, timm__m__linear_probe__digits__s1"),
+        (["--cell", "nope"], "unknown cell 'nope' in {suite}; expected one of: timm__m__scratch__digits__s0, timm__m__linear_probe__digits__s1, timm__m__linear_probe__digits__s2"),
         (["--cell", "timm__m__linear_probe__digits__s1"], "cell 'timm__m__linear_probe__digits__s1' failed (BackendError: boom); expected a finished cell"),
         (["--cell", "timm__m__scratch__digits__s0", "--image", "9"], "--image 9 is out of range for cell 'timm__m__scratch__digits__s0'; expected 0..3 (stored test images)"),
         (["--cell", "timm__m__scratch__digits__s0"], "cell timm/scratch trained from scratch and saved no weights; re-run it with TLBENCH_SAVE_WEIGHTS=1 to explain it"),
         (["--stages", "0"], "--stages 0 is out of range; expected 1..8"),
+        (["--cell", "timm__m__linear_probe__digits__s2", "--device", "tpu"], "unknown device 'tpu'; expected auto, cpu, cuda or cuda:N"),
         (["--out", "x.jpg"], "--out 'x.jpg' must end in .png"),
     ],
 )
@@ -118,6 +119,7 @@ def test_cli_explain_bad_requests_are_one_line_exit_2(tmp_path, capsys, args, me
     suite = tmp_path / "suite"
     _write_cell(suite, "timm", "m", "scratch")
     _write_cell(suite, "timm", "m", "linear_probe", status="failed", seed=1)
+    _write_cell(suite, "timm", "m", "linear_probe", seed=2)
     assert main(["explain", str(suite), *args]) == 2
     err = capsys.readouterr().err
     assert err == f"tlbench: error: {message.format(suite=suite)}\n"
