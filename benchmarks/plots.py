@@ -52,6 +52,14 @@ def pareto_front(xs: Sequence[float], ys: Sequence[float]) -> list[int]:
     return sorted(front, key=lambda i: (float(xs[i]), float(ys[i])))
 
 
+def short_dataset(spec: str) -> str:
+    """A dataset spec for titles: paths reduced to their last component (``medmnist:breastmnist.npz``)."""
+    kind, sep, rest = str(spec).partition(":")
+    if not sep or "/" not in rest:
+        return str(spec)
+    return f"{kind}:{Path(rest.split(':')[0]).name}"
+
+
 def _labels(frame: pd.DataFrame) -> pd.Series:
     """``backend/strategy`` (plus ``/model`` when the suite has several models) for each row."""
     label = frame["backend"].astype(str) + "/" + frame["strategy"].astype(str)
@@ -113,7 +121,7 @@ def pareto_plot(frame: pd.DataFrame, x_column: str, x_label: str, path: Path) ->
         _plain_log_ticks(ax)
         ax.set_xlabel(x_label)
         ax.set_ylabel("test accuracy")
-        ax.set_title(f"{dataset}: accuracy vs {x_label}")
+        ax.set_title(f"{short_dataset(dataset)}: accuracy vs {x_label}")
         ax.grid(True, which="both", alpha=0.3)
     handles = [plt.Line2D([], [], color=colors[b], marker="o", linestyle="none", label=f"backend {b}") for b in backends]
     handles += [plt.Line2D([], [], color="0.3", marker=MARKERS[i % len(MARKERS)], linestyle="none", label=s) for i, s in enumerate(strategies)]
@@ -188,8 +196,8 @@ def roc_pr_plot(frame: pd.DataFrame, suite_dir: Path, path: Path) -> Path | None
             pr_ax.plot(curve["recall"], curve["precision"], color=colors[row["label"]], label=f"{row['label']} (AP {ap})")
         roc_ax.plot([0, 1], [0, 1], ":", color="0.6", linewidth=1)
         suffix = " (macro one-vs-rest)" if _num_classes(frame, dataset) > 2 else ""
-        roc_ax.set(xlabel="false positive rate", ylabel="true positive rate", title=f"{dataset}: ROC{suffix}", xlim=(0, 1), ylim=(0, 1.02))
-        pr_ax.set(xlabel="recall", ylabel="precision", title=f"{dataset}: precision-recall{suffix}", xlim=(0, 1), ylim=(0, 1.02))
+        roc_ax.set(xlabel="false positive rate", ylabel="true positive rate", title=f"{short_dataset(dataset)}: ROC{suffix}", xlim=(0, 1), ylim=(0, 1.02))
+        pr_ax.set(xlabel="recall", ylabel="precision", title=f"{short_dataset(dataset)}: precision-recall{suffix}", xlim=(0, 1), ylim=(0, 1.02))
         for ax, loc in ((roc_ax, "lower right"), (pr_ax, "lower left")):
             ax.legend(loc=loc, fontsize=8)
             ax.grid(True, alpha=0.3)
@@ -231,8 +239,8 @@ def training_curves_plot(frame: pd.DataFrame, suite_dir: Path, path: Path) -> Pa
             style = dict(color=colors[row["label"]], marker="o", markersize=3, linewidth=1.2, alpha=0.85)
             axes[r][0].plot(epochs, [e["val_accuracy"] for e in curve], label=label, **style)
             axes[r][1].plot(epochs, [e["train_loss"] for e in curve], label=label, **style)
-        axes[r][0].set(xlabel="epoch", ylabel="validation accuracy", title=f"{dataset}: validation accuracy")
-        axes[r][1].set(xlabel="epoch", ylabel="train loss (cross-entropy)", title=f"{dataset}: train loss")
+        axes[r][0].set(xlabel="epoch", ylabel="validation accuracy", title=f"{short_dataset(dataset)}: validation accuracy")
+        axes[r][1].set(xlabel="epoch", ylabel="train loss (cross-entropy)", title=f"{short_dataset(dataset)}: train loss")
         axes[r][1].set_yscale("log")
         for ax in axes[r]:
             ax.grid(True, alpha=0.3)
@@ -282,7 +290,7 @@ def confusion_plot(frame: pd.DataFrame, suite_dir: Path, path: Path) -> Path | N
                 for j in range(n):
                     ax.text(j, i, str(matrix[i, j]), ha="center", va="center", fontsize=8, color="white" if rates[i, j] > 0.5 else "black")
         ax.set(xlabel="predicted", ylabel="true")
-        ax.set_title(f"{row['dataset']}: best {row['backend']} cell\n{row['strategy']} seed {row['seed']} (accuracy {_fmt_metric(row['accuracy'])})", fontsize=10)
+        ax.set_title(f"{short_dataset(row['dataset'])}: best {row['backend']} cell\n{row['strategy']} seed {row['seed']} (accuracy {_fmt_metric(row['accuracy'])})", fontsize=10)
         fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="fraction of true class")
     return _save(fig, path)
 
@@ -320,7 +328,7 @@ def prediction_grid_plot(frame: pd.DataFrame, suite_dir: Path, path: Path) -> Pa
             ax.set_title(f"pred {name(predicted)}\ntrue {name(true)}", fontsize=8, color="#c00000" if wrong else "black")
             if wrong:
                 ax.add_patch(plt.Rectangle((-0.5, -0.5), image.shape[1], image.shape[0], fill=False, edgecolor="#c00000", linewidth=3))
-        axes[r][0].text(-0.15, 0.5, f"{row['dataset']}\n{row['backend']}/{row['strategy']}\nseed {row['seed']}", transform=axes[r][0].transAxes, ha="right", va="center", fontsize=8)
+        axes[r][0].text(-0.15, 0.5, f"{short_dataset(row['dataset'])}\n{row['backend']}/{row['strategy']}\nseed {row['seed']}", transform=axes[r][0].transAxes, ha="right", va="center", fontsize=8)
     fig.suptitle("Test predictions of the best cell per backend (red: wrong)", fontsize=10)
     return _save(fig, path)
 

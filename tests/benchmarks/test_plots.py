@@ -78,3 +78,10 @@ def test_no_ok_cell_draws_nothing(tmp_path):
     frame = results_frame(load_results(suite / "results.jsonl"))
     frame["status"] = "failed"
     assert plots.draw_suite_plots(frame, suite, suite / "plots") == {}
+
+
+def test_short_dataset_keeps_names_and_shortens_paths():
+    assert plots.short_dataset("digits") == "digits"
+    assert plots.short_dataset("medmnist:/data/x/breastmnist.npz") == "medmnist:breastmnist.npz"
+    assert plots.short_dataset("csv:/data/img:/data/labels.csv") == "csv:img"
+    assert plots.short_dataset("medmnist:breastmnist") == "medmnist:breastmnist"
