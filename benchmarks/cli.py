@@ -203,16 +203,15 @@ def suite_from_args(args: argparse.Namespace) -> SuiteConfig:
     )  # fmt: skip
 
 
-def _print_cell(index: int, total: int, record: dict[str, Any]) -> None:
+def cell_summary(record: dict[str, Any]) -> str:
+    """One line about a finished cell: its identity and its headline figures or its error."""
     name = f"{record['backend']}/{record['model']}/{record['strategy']}/{record['dataset']}/s{record['seed']}"
     if record.get("status") == "ok":
-        detail = (
-            f"accuracy={record['accuracy']:.3f} train={record['train_images_per_s']:.1f} img/s "
+        return (
+            f"{name}: accuracy={record['accuracy']:.3f} train={record['train_images_per_s']:.1f} img/s "
             f"infer={record['infer_images_per_s']:.1f} img/s wall={record['wall_s']:.1f} s"
         )
-    else:
-        detail = f"FAILED: {record.get('error')}"
-    print(f"[{index}/{total}] {name}: {detail}", file=sys.stderr, flush=True)
+    return f"{name}: FAILED: {record.get('error')}"
 
 
 def command_run(args: argparse.Namespace) -> int:
@@ -224,7 +223,17 @@ def command_run(args: argparse.Namespace) -> int:
     out_dir = args.out if args.out is not None else Path("results") / suite.name
     total = len(suite.cells())
     print(f"tlbench: suite {suite.name!r}: {total} cell(s) -> {out_dir}", file=sys.stderr, flush=True)
-    produced = run_suite(suite, out_dir, timeout_s=args.cell_timeout, stream=args.verbose, on_result=_print_cell)
+    from tqdm import tqdm
+
+    # a bar over cells on a terminal (not while cell logs stream to it); plain lines otherwise
+    with tqdm(total=total, unit="cell", file=sys.stderr, disable=args.verbose or not sys.stderr.isatty()) as bar:
+
+        def on_result(index: int, todo: int, record: dict[str, Any]) -> None:
+            bar.n = total - todo + index
+            bar.refresh()
+            tqdm.write(f"[{index}/{todo}] {cell_summary(record)}", file=sys.stderr)
+
+        produced = run_suite(suite, out_dir, timeout_s=args.cell_timeout, stream=args.verbose, on_result=on_result)
     if len(produced) < total:
         print(f"tlbench: {total - len(produced)} cell(s) already finished in {out_dir} (resumed)", file=sys.stderr)
     if not args.no_report:
