@@ -118,6 +118,7 @@ def pareto_plot(frame: pd.DataFrame, x_column: str, x_label: str, path: Path) ->
         ax.plot([xs[i] for i in front], [ys[i] for i in front], "--", color="0.4", linewidth=1, zorder=0)
         ax.scatter([xs[i] for i in front], [ys[i] for i in front], s=220, facecolors="none", edgecolors="0.2", linewidths=1.2, zorder=3)
         ax.set_xscale("log")
+        ax.margins(x=0.12, y=0.1)  # markers and error caps never sit on the frame
         _plain_log_ticks(ax)
         ax.set_xlabel(x_label)
         ax.set_ylabel("test accuracy")
@@ -324,7 +325,7 @@ def prediction_grid_plot(frame: pd.DataFrame, suite_dir: Path, path: Path) -> Pa
             predicted, true = int(preds.probs[index].argmax()), int(preds.labels[index])
             ax.imshow(image[..., 0] if image.shape[-1] == 1 else image, cmap="gray" if image.shape[-1] == 1 else None)
             wrong = predicted != true
-            name = lambda i: _short(preds.class_names[i], 10) if i < len(preds.class_names) else str(i)  # noqa: E731
+            name = lambda i: _short(preds.class_names[i], 18) if i < len(preds.class_names) else str(i)  # noqa: E731
             ax.set_title(f"pred {name(predicted)}\ntrue {name(true)}", fontsize=8, color="#c00000" if wrong else "black")
             if wrong:
                 ax.add_patch(plt.Rectangle((-0.5, -0.5), image.shape[1], image.shape[0], fill=False, edgecolor="#c00000", linewidth=3))
