@@ -16,6 +16,22 @@ from tlbench.datasets.cache import default_cache_dir, load_or_build
 #: kind -> (factory "module:function", usage shown by ``tlbench list datasets``)
 DATASETS: dict[str, tuple[str, str]] = {
     "digits": ("tlbench.datasets.digits:make_source", "digits — scikit-learn handwritten digits, 10 classes, offline"),
+    "folder": (
+        "tlbench.datasets.folder:make_source",
+        "folder:PATH — ImageFolder tree PATH/{train,val,test}/<class>/*; missing val/test carved from train (seeded, stratified)",
+    ),
+    "medmnist": (
+        "tlbench.datasets.medmnist:make_source",
+        "medmnist:PATH.npz | medmnist:NAME — MedMNIST v2 npz (official splits); NAME (e.g. breastmnist) downloads once, MD5-checked",
+    ),
+    "csv": (
+        "tlbench.datasets.csv_labels:make_source",
+        "csv:IMAGES_DIR:LABELS.csv[?image=COL&label=COL&split=COL] — ISIC-style image,label CSV; missing images reported",
+    ),
+    "hymenoptera": (
+        "tlbench.datasets.hymenoptera:make_source",
+        "hymenoptera — PyTorch tutorial ants/bees (downloaded once; val used as test, val carved from train)",
+    ),
 }
 
 __all__ = [

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import abc
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -83,3 +84,17 @@ class DatasetSource(abc.ABC):
     @abc.abstractmethod
     def build(self, policy: ResizePolicy, progress: bool = False) -> ArrayDataset:
         """Decode every image once and resize it with ``policy``; returns in-memory arrays."""
+
+    def build_to(self, policy: ResizePolicy, directory: Path, progress: bool = False) -> ArrayDataset:
+        """Like ``build``, but a source may stream its images into ``directory/<split>_images.npy``.
+
+        The cache calls this with an empty staging directory. Sources whose data can exceed RAM override it
+        and return splits whose ``images`` are memory maps of those files (so nothing is held in memory);
+        the default builds in memory.
+
+        Args:
+            policy: the resize policy.
+            directory: empty staging directory of the cache entry being built.
+            progress: show progress while decoding.
+        """
+        return self.build(policy, progress=progress)

@@ -20,7 +20,7 @@ import numpy as np
 from tlbench.datasets.base import SPLITS, ArrayDataset, DatasetSource, ResizePolicy, Split
 
 #: bump when the decoding/resizing code changes in a way that changes the bytes
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2
 
 
 def default_cache_dir() -> Path:
@@ -41,19 +41,60 @@ def entry_dir(source: DatasetSource, policy: ResizePolicy, cache_dir: Path | Non
     return root / f"{source.slug}-{policy.key()}-{cache_key(source, policy)[:16]}"
 
 
+def images_path(directory: Path, split: str) -> Path:
+    """Path of a split's image array inside a cache entry (or its staging directory)."""
+    return directory / f"{split}_images.npy"
+
+
+def open_images_for_writing(directory: Path, split: str, count: int, image_size: int, suffix: str = "") -> np.ndarray:
+    """Create ``<split>_images<suffix>.npy`` as a writable ``(count, S, S, 3)`` uint8 memory map.
+
+    Loaders fill it image by image, so building a dataset never needs it all in RAM.
+    """
+    path = directory / f"{split}_images{suffix}.npy"
+    return np.lib.format.open_memmap(path, mode="w+", dtype=np.uint8, shape=(count, image_size, image_size, 3))
+
+
+def _is_file_backed_by(array: np.ndarray, path: Path) -> bool:
+    base = array
+    while base is not None and not isinstance(base, np.memmap):
+        base = getattr(base, "base", None)
+    filename = getattr(base, "filename", None)
+    return filename is not None and Path(filename).resolve() == path.resolve()
+
+
+def write_entry(dataset: ArrayDataset, tmp: Path) -> None:
+    """Write ``dataset``'s arrays and ``meta.json`` into the staging directory ``tmp``.
+
+    Image arrays that are already memory maps of ``tmp/<split>_images.npy`` (streamed by ``build_to``) are
+    left in place, not copied.
+    """
+    for name, split in dataset.splits.items():
+        target = images_path(tmp, name)
+        if not _is_file_backed_by(split.images, target):  # streamed arrays were flushed by their writer
+            np.save(target, np.ascontiguousarray(split.images, dtype=np.uint8))
+        np.save(tmp / f"{name}_labels.npy", np.asarray(split.labels, dtype=np.int64))
+    meta = {"name": dataset.name, "class_names": dataset.class_names, "splits": list(dataset.splits), **dataset.meta}
+    (tmp / "meta.json").write_text(json.dumps(meta, indent=1, default=str))
+
+
+def _staging_dir(directory: Path) -> Path:
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
+
+
+def _commit(tmp: Path, directory: Path) -> None:
+    if directory.exists():
+        shutil.rmtree(directory)
+    os.replace(tmp, directory)
+
+
 def save_dataset(dataset: ArrayDataset, directory: Path) -> None:
     """Write ``dataset`` to ``directory`` atomically (temp dir + rename)."""
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
+    tmp = _staging_dir(directory)
     try:
-        for name, split in dataset.splits.items():
-            np.save(tmp / f"{name}_images.npy", np.ascontiguousarray(split.images, dtype=np.uint8))
-            np.save(tmp / f"{name}_labels.npy", np.asarray(split.labels, dtype=np.int64))
-        meta = {"name": dataset.name, "class_names": dataset.class_names, "splits": list(dataset.splits), **dataset.meta}
-        (tmp / "meta.json").write_text(json.dumps(meta, indent=1, default=str))
-        if directory.exists():
-            shutil.rmtree(directory)
-        os.replace(tmp, directory)
+        write_entry(dataset, tmp)
+        _commit(tmp, directory)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -89,7 +130,15 @@ def load_or_build(
     if cached is not None:
         cached.meta["cache_hit"] = True
         return cached
-    save_dataset(source.build(policy, progress=progress), directory)
+    tmp = _staging_dir(directory)
+    try:
+        dataset = source.build_to(policy, tmp, progress=progress)
+        write_entry(dataset, tmp)
+        del dataset  # release the memory maps before the rename
+        _commit(tmp, directory)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     loaded = load_cached(directory)
     assert loaded is not None, f"cache entry {directory} unreadable right after writing it"
     loaded.meta["cache_hit"] = False

@@ -2,18 +2,37 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
-from sklearn.model_selection import train_test_split
 
 
 def stratified_indices(labels: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Split ``range(len(labels))`` into (kept, carved) with ``fraction`` carved, stratified by label.
 
-    Falls back to a plain seeded split when a class has a single member (stratification impossible).
-    Both index arrays are sorted so the cached arrays keep the source order.
+    The carved count is ``ceil(fraction * n)`` (scikit-learn's rule), raised to the number of classes and
+    capped so every class can keep a member, so that small datasets still get every class on both sides.
+    Falls back to a plain seeded split when stratification is impossible (a class with a single member, or
+    fewer images than twice the number of classes). Both index arrays are sorted so the cached arrays keep
+    the source order.
+
+    Raises:
+        ValueError: fewer than two labels, or ``fraction`` outside (0, 1).
     """
-    indices = np.arange(len(labels))
+    from sklearn.model_selection import train_test_split  # slow import (~2 s): only when carving
+
+    labels = np.asarray(labels)
+    n = len(labels)
+    if not 0.0 < fraction < 1.0:
+        raise ValueError(f"carve fraction must be in (0, 1), got {fraction}")
+    if n < 2:
+        raise ValueError(f"cannot split {n} image(s); expected at least 2")
+    indices = np.arange(n)
     _, counts = np.unique(labels, return_counts=True)
-    stratify = labels if counts.min() >= 2 else None
-    kept, carved = train_test_split(indices, test_size=fraction, random_state=seed, stratify=stratify)
+    classes = len(counts)
+    carve = min(max(1, math.ceil(fraction * n)), n - 1)
+    stratify = labels if counts.min() >= 2 and n >= 2 * classes else None
+    if stratify is not None:
+        carve = min(max(carve, classes), n - classes)
+    kept, carved = train_test_split(indices, test_size=carve, random_state=seed, stratify=stratify)
     return np.sort(kept), np.sort(carved)

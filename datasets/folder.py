@@ -1,0 +1,279 @@
+"""``folder:PATH`` — an ImageFolder tree: ``PATH/<split>/<class>/...image files``.
+
+Splits come from subfolders named ``train`` (or ``training``), ``val``/``valid``/``validation`` and
+``test``/``testing`` (any case). A missing val (or test) split is carved from train by a seeded stratified
+split (``CARVE_SEED``; ``VAL_FRACTION``/``TEST_FRACTION`` of train), recorded in ``meta["carved_splits"]``.
+Without any split folder, ``PATH/<class>/`` is the whole dataset and val and test are both carved.
+
+Class names are the class folder names, sorted, identical in every split. Image files are found recursively
+inside each class folder by extension (every extension Pillow registers); hidden files and OS junk
+(``.DS_Store``, ``Thumbs.db``, ``desktop.ini``, ``__MACOSX``) are ignored silently; other files are ignored
+and listed in the log. Scanning reads the directory tree only (no decoding), so ``parse`` stays cheap and
+every layout problem fails there, before any work: missing path, no class folder, a single class, an empty
+class folder, class folders differing between splits.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from tlbench.datasets.base import SPLITS, ArrayDataset, DatasetError, DatasetSource, ResizePolicy
+from tlbench.datasets.imagefiles import LabelledFiles, check_classes_present, decode_splits
+from tlbench.datasets.progress import log
+from tlbench.datasets.splitting import stratified_indices
+
+CARVE_SEED = 0
+VAL_FRACTION = 0.1
+TEST_FRACTION = 0.2
+SPLIT_ALIASES: dict[str, tuple[str, ...]] = {
+    "train": ("train", "training"),
+    "val": ("val", "valid", "validation"),
+    "test": ("test", "testing"),
+}
+JUNK_NAMES = {"thumbs.db", "desktop.ini", "__macosx", "ehthumbs.db", "icon\r"}
+IMAGE_EXTENSIONS = frozenset(ext.lower() for ext in Image.registered_extensions())
+#: ignored (non-image) files listed in the log
+MAX_IGNORED_EXAMPLES = 5
+
+
+def is_hidden(name: str) -> bool:
+    """Hidden files and OS junk that are never data (``.DS_Store``, ``Thumbs.db``...)."""
+    return name.startswith(".") or name.lower() in JUNK_NAMES
+
+
+def is_image_name(name: str) -> bool:
+    """Whether the file extension is one Pillow can decode."""
+    return os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS
+
+
+@dataclass
+class FileEntry:
+    """One image file: path, size and mtime (the cache key uses all three)."""
+
+    path: str
+    size: int
+    mtime_ns: int
+
+
+@dataclass
+class ScannedTree:
+    """Result of scanning a folder tree (no decoding)."""
+
+    root: Path
+    class_names: list[str]
+    #: split -> class index -> files (sorted by path)
+    files: dict[str, list[list[FileEntry]]]
+    #: split folder name used for each present split
+    split_dirs: dict[str, str]
+    ignored: list[str] = field(default_factory=list)
+    hidden: int = 0
+
+
+def _walk_images(directory: Path, tree: ScannedTree) -> list[FileEntry]:
+    entries: list[FileEntry] = []
+    stack = [directory]
+    while stack:
+        current = stack.pop()
+        try:
+            children = sorted(os.scandir(current), key=lambda e: e.name)
+        except OSError as exc:
+            raise DatasetError(f"cannot list {current}: {exc.strerror or exc}; expected a readable folder") from None
+        for child in children:
+            if is_hidden(child.name):
+                tree.hidden += 1
+            elif child.is_dir():
+                stack.append(Path(child.path))
+            elif not child.is_file():
+                tree.ignored.append(child.path)
+            elif is_image_name(child.name):
+                stat = child.stat()
+                entries.append(FileEntry(child.path, stat.st_size, stat.st_mtime_ns))
+            else:
+                tree.ignored.append(child.path)
+    return sorted(entries, key=lambda e: e.path)
+
+
+def _subdirs(directory: Path) -> list[str]:
+    try:
+        return sorted(e.name for e in os.scandir(directory) if e.is_dir() and not is_hidden(e.name))
+    except OSError as exc:
+        raise DatasetError(f"cannot list {directory}: {exc.strerror or exc}; expected a readable folder") from None
+
+
+def find_split_dirs(root: Path) -> dict[str, str]:
+    """Map split name -> folder name among ``root``'s subfolders (case-insensitive aliases).
+
+    Raises:
+        DatasetError: two folders claim the same split, or split folders exist but no train folder.
+    """
+    found: dict[str, str] = {}
+    for name in _subdirs(root):
+        for split, aliases in SPLIT_ALIASES.items():
+            if name.lower() in aliases:
+                if split in found:
+                    raise DatasetError(f"{root} has both {found[split]}/ and {name}/ for the {split} split; expected one")
+                found[split] = name
+    if found and "train" not in found:
+        present = ", ".join(f"{d}/" for d in found.values())
+        raise DatasetError(f"{root} has {present} but no train/ folder; expected train/ (with optional val/, test/) or class folders directly")
+    return found
+
+
+def scan_tree(root: Path) -> ScannedTree:
+    """List the classes and image files of an ImageFolder tree and check its layout.
+
+    Raises:
+        DatasetError: one line naming the path and what was expected.
+    """
+    if not root.exists():
+        raise DatasetError(f"dataset folder {root} does not exist; expected an ImageFolder directory")
+    if not root.is_dir():
+        raise DatasetError(f"{root} is not a directory; expected an ImageFolder directory (PATH/train/<class>/...)")
+    split_dirs = find_split_dirs(root)
+    split_paths = {split: root / name for split, name in split_dirs.items()} or {"train": root}
+    train_classes = _subdirs(split_paths["train"])
+    if not train_classes:
+        raise DatasetError(f"{split_paths['train']} has no class folders; expected one subfolder per class")
+    if len(train_classes) < 2:
+        raise DatasetError(f"{split_paths['train']} has a single class folder {train_classes[0]!r}; expected at least two classes")
+    tree = ScannedTree(root=root, class_names=train_classes, files={}, split_dirs=split_dirs or {"train": "."})
+    for split, path in split_paths.items():
+        classes = _subdirs(path)
+        if split != "train":
+            missing = [c for c in train_classes if c not in classes]
+            extra = [c for c in classes if c not in train_classes]
+            if missing:
+                raise DatasetError(f"class {missing[0]!r} has no folder in {path}; expected the same class folders as {split_paths['train']}: {', '.join(train_classes)}")
+            if extra:
+                raise DatasetError(f"{path} has class folder {extra[0]!r} absent from {split_paths['train']}; expected the classes {', '.join(train_classes)}")
+        per_class = []
+        for class_name in train_classes:
+            entries = _walk_images(path / class_name, tree)
+            if not entries:
+                raise DatasetError(f"class folder {path / class_name} has no image files; expected at least one image ({', '.join(sorted(IMAGE_EXTENSIONS & {'.png', '.jpg', '.jpeg', '.tif', '.bmp'}))}...)")
+            per_class.append(entries)
+        tree.files[split] = per_class
+    return tree
+
+
+def tree_fingerprint(tree: ScannedTree) -> str:
+    """Digest of every image file's relative path, size and mtime, and of the split layout."""
+    digest = hashlib.sha256()
+    for split in sorted(tree.files):
+        for class_name, entries in zip(tree.class_names, tree.files[split]):
+            for entry in entries:
+                rel = os.path.relpath(entry.path, tree.root)
+                digest.update(f"{split}|{class_name}|{rel}|{entry.size}|{entry.mtime_ns}\n".encode())
+    return digest.hexdigest()
+
+
+def carve_splits(files: dict[str, LabelledFiles], seed: int = CARVE_SEED) -> tuple[dict[str, LabelledFiles], list[str]]:
+    """Complete ``files`` to train/val/test by seeded stratified carving from train.
+
+    Test is carved first (``TEST_FRACTION`` of train), then val (``VAL_FRACTION`` of the original train),
+    so the carved sizes do not depend on which splits were present.
+
+    Returns:
+        The three splits and the names of the carved ones.
+    """
+    carved: list[str] = []
+    train = files["train"]
+    fractions = {"test": TEST_FRACTION, "val": VAL_FRACTION}
+    total = len(train.paths)
+    for split in ("test", "val"):
+        if split in files:
+            continue
+        fraction = fractions[split] * total / len(train.paths)
+        kept, taken = stratified_indices(train.labels, fraction, seed)
+        files[split] = LabelledFiles([train.paths[i] for i in taken], train.labels[taken])
+        train = LabelledFiles([train.paths[i] for i in kept], train.labels[kept])
+        carved.append(split)
+    files["train"] = train
+    return {name: files[name] for name in SPLITS}, sorted(carved, key=SPLITS.index)
+
+
+def tree_files(tree: ScannedTree) -> dict[str, LabelledFiles]:
+    """Per split, the file paths in class order with their labels."""
+    out = {}
+    for split, per_class in tree.files.items():
+        paths = [entry.path for entries in per_class for entry in entries]
+        labels = np.concatenate([np.full(len(entries), index, dtype=np.int64) for index, entries in enumerate(per_class)])
+        out[split] = LabelledFiles(paths, labels)
+    return out
+
+
+class FolderSource(DatasetSource):
+    """An ImageFolder tree (see the module docstring).
+
+    Args:
+        spec: the dataset spec it came from.
+        root: the folder.
+        rename_splits: e.g. ``{"val": "test"}`` to use a source's val folder as the test split (hymenoptera).
+        source_label: what ``meta["source"]`` says.
+    """
+
+    slug = "folder"
+
+    def __init__(self, spec: str, root: Path, rename_splits: dict[str, str] | None = None, source_label: str | None = None) -> None:
+        super().__init__(spec)
+        self.root = Path(root)
+        self.rename_splits = dict(rename_splits or {})
+        self.source_label = source_label or f"folder:{self.root}"
+        self.tree = scan_tree(self.root)
+        self.slug = "folder-" + "".join(c if c.isalnum() else "_" for c in self.root.name)[:40]
+
+    def fingerprint(self) -> str:
+        renames = ",".join(f"{a}>{b}" for a, b in sorted(self.rename_splits.items()))
+        carve = f"seed{CARVE_SEED}-val{VAL_FRACTION}-test{TEST_FRACTION}"
+        return f"folder|{tree_fingerprint(self.tree)}|{renames}|{carve}"
+
+    def _split_files(self) -> tuple[dict[str, LabelledFiles], list[str]]:
+        files = tree_files(self.tree)
+        files = {self.rename_splits.get(name, name): part for name, part in files.items()}
+        return carve_splits(files)
+
+    def build(self, policy: ResizePolicy, progress: bool = False) -> ArrayDataset:
+        return self._build(policy, None, progress)
+
+    def build_to(self, policy: ResizePolicy, directory: Path, progress: bool = False) -> ArrayDataset:
+        return self._build(policy, directory, progress)
+
+    def _build(self, policy: ResizePolicy, directory: Path | None, progress: bool) -> ArrayDataset:
+        files, carved = self._split_files()
+        tree = self.tree
+        log(
+            f"{self.spec}: {sum(len(f.paths) for f in files.values())} image files, classes {', '.join(tree.class_names)}; "
+            + ", ".join(f"{name} {len(part.paths)}" for name, part in files.items())
+            + (f" (carved from train: {', '.join(carved)})" if carved else "")
+        )
+        if tree.ignored:
+            log(f"{self.spec}: ignored {len(tree.ignored)} non-image file(s), e.g. {', '.join(tree.ignored[:MAX_IGNORED_EXAMPLES])}")
+        splits, report = decode_splits(files, policy, directory, progress, self.spec)
+        check_classes_present(splits, tree.class_names, self.spec)
+        meta = {
+            "source": self.source_label,
+            "split_folders": {self.rename_splits.get(k, k): v for k, v in tree.split_dirs.items()},
+            "carved_splits": ",".join(carved),
+            "carve_seed": CARVE_SEED if carved else None,
+            "ignored_files": len(tree.ignored),
+            "hidden_files": tree.hidden,
+            **report.meta(),
+        }
+        return ArrayDataset(name=self.spec, class_names=list(tree.class_names), splits=splits, meta=meta)
+
+
+def make_source(spec: str, argument: str | None) -> FolderSource:
+    """Factory used by the dataset registry: ``folder:PATH``.
+
+    Raises:
+        DatasetError: no path given, or a layout problem (see ``scan_tree``).
+    """
+    if not argument:
+        raise DatasetError(f"dataset {spec!r} needs a path; expected folder:PATH (an ImageFolder directory)")
+    return FolderSource(spec, Path(argument).expanduser())

@@ -1,0 +1,183 @@
+"""Decode labelled image files into per-split uint8 arrays: process pool, progress, skipped files.
+
+Shared by the ``folder:``, ``csv:`` and ``hymenoptera`` sources. Images are decoded by a pool of worker
+processes (one per usable core, ``TLBENCH_DATA_WORKERS`` overrides) in source order and, when the cache gives
+a staging directory, written straight into memory-mapped ``.npy`` files, so a dataset larger than RAM still
+builds. Unusable files are skipped, counted and listed (first few) in the log and in ``meta``.
+"""
+
+from __future__ import annotations
+
+import functools
+import multiprocessing
+import os
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from tlbench.datasets.base import DatasetError, ResizePolicy, Split
+from tlbench.datasets.cache import images_path, open_images_for_writing
+from tlbench.datasets.decode import Decoded, decode_file
+from tlbench.datasets.progress import log, progress_bar
+
+#: skipped files listed in the log and in ``meta["skipped_examples"]``
+MAX_SKIPPED_EXAMPLES = 10
+#: below this many files the pool's start-up costs more than it saves
+MIN_FILES_FOR_POOL = 64
+#: images copied per step when compacting a split after skips
+_COPY_CHUNK = 256
+
+
+@dataclass(frozen=True)
+class LabelledFiles:
+    """The files of one split, in order, with their int labels."""
+
+    paths: list[str]
+    labels: np.ndarray
+
+
+@dataclass
+class DecodeReport:
+    """What decoding found: ``skipped`` holds ``(path, reason)`` pairs, in source order."""
+
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+    gray_images: int = 0
+    decoded_images: int = 0
+
+    def meta(self) -> dict[str, object]:
+        """Provenance fields recorded in ``ArrayDataset.meta``."""
+        return {
+            "gray_to_rgb": self.gray_images > 0,
+            "gray_images": self.gray_images,
+            "skipped_images": len(self.skipped),
+            "skipped_examples": [f"{path}: {reason}" for path, reason in self.skipped[:MAX_SKIPPED_EXAMPLES]],
+        }
+
+
+def data_workers() -> int:
+    """Worker processes for decoding: ``$TLBENCH_DATA_WORKERS`` or the number of usable cores.
+
+    Raises:
+        DatasetError: ``TLBENCH_DATA_WORKERS`` is not a positive integer.
+    """
+    value = os.environ.get("TLBENCH_DATA_WORKERS", "").strip()
+    if value:
+        if not value.isdigit() or int(value) < 1:
+            raise DatasetError(f"TLBENCH_DATA_WORKERS={value!r}; expected a positive integer")
+        return int(value)
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - macOS/Windows
+        return os.cpu_count() or 1
+
+
+def _pool_context() -> multiprocessing.context.BaseContext:
+    # fork on Linux (like torch's DataLoader): workers only run Pillow/numpy code, and unlike spawn/forkserver
+    # it does not re-import the caller's __main__ (a script without a __main__ guard would recurse);
+    # elsewhere spawn, the platform default
+    return multiprocessing.get_context("fork" if sys.platform.startswith("linux") else "spawn")
+
+
+def _decoded_stream(paths: list[str], policy: ResizePolicy, workers: int) -> Iterator[Decoded]:
+    decode = functools.partial(decode_file, policy=policy)
+    if workers <= 1 or len(paths) < MIN_FILES_FOR_POOL:
+        yield from map(decode, paths)
+        return
+    chunksize = max(1, min(32, len(paths) // (workers * 8)))
+    with _pool_context().Pool(workers) as pool:
+        yield from pool.imap(decode, paths, chunksize=chunksize)
+
+
+def _compact(directory: Path, split: str, partial: np.ndarray, keep: np.ndarray, image_size: int) -> np.ndarray:
+    kept = np.flatnonzero(keep)
+    out = open_images_for_writing(directory, split, len(kept), image_size)
+    for start in range(0, len(kept), _COPY_CHUNK):
+        rows = kept[start : start + _COPY_CHUNK]
+        out[start : start + len(rows)] = partial[rows]
+    out.flush()
+    return out
+
+
+def decode_splits(
+    files: dict[str, LabelledFiles],
+    policy: ResizePolicy,
+    directory: Path | None,
+    progress: bool,
+    desc: str,
+) -> tuple[dict[str, Split], DecodeReport]:
+    """Decode and resize every file of every split.
+
+    Args:
+        files: split name -> its labelled files.
+        policy: the resize policy.
+        directory: staging directory of the cache entry (arrays are streamed there as memory maps), or
+            ``None`` to build in memory.
+        progress: show a progress bar (or log lines when stderr is not a terminal).
+        desc: label of the progress reports (e.g. the dataset spec).
+
+    Returns:
+        The splits (skipped files removed) and the decoding report.
+    """
+    size = policy.image_size
+    report = DecodeReport()
+    workers = data_workers()
+    all_paths = [path for part in files.values() for path in part.paths]
+    total = len(all_paths)
+    bar = progress_bar(total, f"caching {desc}", progress)
+    outputs: dict[str, np.ndarray] = {}
+    keeps: dict[str, np.ndarray] = {}
+    for name, part in files.items():
+        shape = (len(part.paths), size, size, 3)
+        outputs[name] = np.empty(shape, np.uint8) if directory is None else open_images_for_writing(directory, name, len(part.paths), size, ".partial")
+        keeps[name] = np.ones(len(part.paths), dtype=bool)
+    owners = [(name, i) for name, part in files.items() for i in range(len(part.paths))]
+    try:
+        for (name, i), path, decoded in zip(owners, all_paths, _decoded_stream(all_paths, policy, workers)):
+            if decoded.array is None:
+                keeps[name][i] = False
+                report.skipped.append((path, decoded.reason))
+            else:
+                outputs[name][i] = decoded.array
+                report.gray_images += int(decoded.gray)
+                report.decoded_images += 1
+            bar.update(1)
+    finally:
+        bar.close()
+    splits = {name: _finish_split(name, outputs[name], keeps[name], files[name].labels, directory, size) for name in files}
+    if report.skipped:
+        log(f"{desc}: skipped {len(report.skipped)} of {total} image files; first ones:")
+        for path, reason in report.skipped[:MAX_SKIPPED_EXAMPLES]:
+            log(f"  skipped {path}: {reason}")
+    return splits, report
+
+
+def _finish_split(name: str, images: np.ndarray, keep: np.ndarray, labels: np.ndarray, directory: Path | None, size: int) -> Split:
+    labels = np.asarray(labels, dtype=np.int64)[keep]
+    if directory is None:
+        return Split(images=images if keep.all() else images[keep], labels=labels)
+    partial_path = directory / f"{name}_images.partial.npy"
+    if keep.all():
+        images.flush()
+        del images
+        os.replace(partial_path, images_path(directory, name))
+    else:
+        _compact(directory, name, images, keep, size)
+        del images
+        partial_path.unlink()
+    return Split(images=np.load(images_path(directory, name), mmap_mode="r"), labels=labels)
+
+
+def check_classes_present(splits: dict[str, Split], class_names: list[str], desc: str) -> None:
+    """Fail when skipping left a split without any image of some class.
+
+    Raises:
+        DatasetError: naming the split and the class.
+    """
+    for name, split in splits.items():
+        present = set(np.unique(np.asarray(split.labels)).tolist())
+        for index, class_name in enumerate(class_names):
+            if index not in present:
+                raise DatasetError(f"{desc}: split {name!r} has no readable image of class {class_name!r}; every split needs every class")
