@@ -60,6 +60,8 @@ def fetch(url: str, target: Path, md5: str | None, offline_hint: str) -> Path:
         if md5 is not None and (actual := file_md5(tmp)) != md5:
             raise DatasetError(f"download of {url} has MD5 {actual}, expected {md5}; retry, or {offline_hint}")
         os.replace(tmp, target)
+    except DatasetError:
+        raise
     except (urllib.error.URLError, OSError, ValueError) as exc:
         reason = getattr(exc, "reason", None) or exc
         raise DatasetError(f"cannot download {url} ({' '.join(str(reason).split())}); offline? {offline_hint}") from None

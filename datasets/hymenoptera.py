@@ -23,8 +23,12 @@ URL = "https://download.pytorch.org/tutorial/hymenoptera_data.zip"
 ROOT_NAME = "hymenoptera_data"
 
 
-def ensure_extracted(url: str = URL, target_dir: Path | None = None) -> Path:
+def ensure_extracted(url: str | None = None, target_dir: Path | None = None) -> Path:
     """The unpacked ``hymenoptera_data`` folder, downloading and unpacking it first when absent.
+
+    Args:
+        url: where to download from (default ``URL``).
+        target_dir: where to keep it (default ``$TLBENCH_CACHE/downloads``).
 
     Raises:
         DatasetError: offline without a cached copy, or a zip without ``hymenoptera_data/train``.
@@ -33,7 +37,7 @@ def ensure_extracted(url: str = URL, target_dir: Path | None = None) -> Path:
     root = base / ROOT_NAME
     if (root / "train").is_dir():
         return root
-    archive = fetch(url, base / "hymenoptera_data.zip", None, "download it yourself and use folder:PATH/hymenoptera_data")
+    archive = fetch(url or URL, base / "hymenoptera_data.zip", None, "download it yourself and use folder:PATH/hymenoptera_data")
     tmp = Path(tempfile.mkdtemp(prefix=".hymenoptera.", dir=base))
     try:
         with zipfile.ZipFile(archive) as zipped:

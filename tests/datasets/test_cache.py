@@ -1,0 +1,84 @@
+"""The array cache: streamed memory-mapped entries, atomic writes, keys, progress reporting."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tlbench.datasets import ArrayDataset, DatasetSource, ResizePolicy, Split
+from tlbench.datasets.cache import load_cached, load_or_build, open_images_for_writing
+from tlbench.datasets.progress import LineProgress, NoProgress, progress_bar
+
+
+class StreamingSource(DatasetSource):
+    """Writes its train images through ``build_to``'s memory maps; ``fail`` raises mid-build."""
+
+    slug = "stream"
+
+    def __init__(self, version: str = "1", fail: bool = False) -> None:
+        super().__init__("stream")
+        self.version, self.fail, self.calls = version, fail, 0
+
+    def fingerprint(self) -> str:
+        return f"stream-{self.version}"
+
+    def build(self, policy: ResizePolicy, progress: bool = False) -> ArrayDataset:
+        raise AssertionError("the cache must call build_to")
+
+    def build_to(self, policy: ResizePolicy, directory: Path, progress: bool = False) -> ArrayDataset:
+        self.calls += 1
+        size = policy.image_size
+        splits = {}
+        for index, name in enumerate(("train", "val", "test")):
+            images = open_images_for_writing(directory, name, 4, size)
+            images[:] = index * 10 + np.arange(4, dtype=np.uint8)[:, None, None, None]
+            if self.fail and name == "val":
+                raise RuntimeError("disk full")
+            images.flush()
+            splits[name] = Split(images=images, labels=np.array([0, 1, 0, 1]))
+        return ArrayDataset(name="stream", class_names=["a", "b"], splits=splits, meta={"skipped_images": 0})
+
+
+def test_streamed_arrays_are_kept_in_place_and_loaded_memory_mapped(tmp_path: Path) -> None:
+    source = StreamingSource()
+    dataset = load_or_build(source, ResizePolicy(8), tmp_path)
+    assert isinstance(dataset.splits["test"].images, np.memmap)
+    assert dataset.splits["test"].images[:, 0, 0, 0].tolist() == [20, 21, 22, 23]
+    entry = Path(dataset.meta["cache_dir"])
+    assert sorted(p.name for p in entry.iterdir()) == sorted(
+        [f"{s}_{k}.npy" for s in ("train", "val", "test") for k in ("images", "labels")] + ["meta.json"]
+    )
+    assert json.loads((entry / "meta.json").read_text())["class_names"] == ["a", "b"]
+    again = load_or_build(source, ResizePolicy(8), tmp_path)
+    assert again.meta["cache_hit"] is True and source.calls == 1
+    changed = load_or_build(StreamingSource(version="2"), ResizePolicy(8), tmp_path)
+    assert changed.meta["cache_hit"] is False and Path(changed.meta["cache_dir"]) != entry
+
+
+def test_failed_build_leaves_no_entry(tmp_path: Path) -> None:
+    with pytest.raises(RuntimeError, match="disk full"):
+        load_or_build(StreamingSource(fail=True), ResizePolicy(8), tmp_path)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_incomplete_entry_is_rebuilt(tmp_path: Path) -> None:
+    source = StreamingSource()
+    entry = Path(load_or_build(source, ResizePolicy(8), tmp_path).meta["cache_dir"])
+    (entry / "meta.json").unlink()
+    assert load_cached(entry) is None
+    rebuilt = load_or_build(source, ResizePolicy(8), tmp_path)
+    assert rebuilt.meta["cache_hit"] is False and source.calls == 2
+
+
+def test_line_progress_logs_each_quarter(capsys: pytest.CaptureFixture[str]) -> None:
+    bar = LineProgress(8, "caching x")
+    for _ in range(8):
+        bar.update(1)
+    bar.close()
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert [line.split("] ", 1)[1].split(" (")[0] for line in lines] == [f"caching x: {n}/8 images" for n in (2, 4, 6, 8)]
+    assert isinstance(progress_bar(8, "x", enabled=False), NoProgress)
+    assert isinstance(progress_bar(8, "x", enabled=True), LineProgress)  # stderr is captured: not a terminal
