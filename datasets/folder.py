@@ -106,6 +106,13 @@ def _subdirs(directory: Path) -> list[str]:
         raise DatasetError(f"cannot list {directory}: {exc.strerror or exc}; expected a readable folder") from None
 
 
+def _count_hidden(directory: Path) -> int:
+    try:
+        return sum(1 for entry in os.scandir(directory) if is_hidden(entry.name))
+    except OSError:
+        return 0
+
+
 def find_split_dirs(root: Path) -> dict[str, str]:
     """Map split name -> folder name among ``root``'s subfolders (case-insensitive aliases).
 
@@ -143,6 +150,7 @@ def scan_tree(root: Path) -> ScannedTree:
     if len(train_classes) < 2:
         raise DatasetError(f"{split_paths['train']} has a single class folder {train_classes[0]!r}; expected at least two classes")
     tree = ScannedTree(root=root, class_names=train_classes, files={}, split_dirs=split_dirs or {"train": "."})
+    tree.hidden = sum(_count_hidden(directory) for directory in {root, *split_paths.values()})
     for split, path in split_paths.items():
         classes = _subdirs(path)
         if split != "train":

@@ -173,10 +173,14 @@ class MedMNISTSource(DatasetSource):
         finally:
             bar.close()
         log(f"{self.spec}: " + ", ".join(f"{name} {len(split)}" for name, split in splits.items()) + f" images of {self.side_px} px, {self.num_classes} classes")
+        official = dict(zip(SPLITS, MEDMNIST_INFO[self.flag]["n_samples"])) if self.flag else None
+        if official is not None and official != self.sizes:
+            log(f"{self.spec}: split sizes differ from the official {self.flag} ({', '.join(f'{k} {v}' for k, v in official.items())})")
         meta = {
             "source": f"medmnist:{self.path}",
             "medmnist_flag": self.flag,
             "source_image_px": self.side_px,
+            "official_split_sizes": official,
             "gray_to_rgb": gray,
             "carved_splits": "",
             "skipped_images": 0,

@@ -76,6 +76,7 @@ def test_bad_files_are_skipped_counted_and_logged(tmp_path: Path, capsys: pytest
     dataset = load_dataset(f"folder:{root}", POLICY, tmp_path / "cache")
     assert len(dataset.splits["train"]) == 9  # 8 good + the gray one; 3 bad skipped
     meta = dataset.meta
+    (root / "train" / ".DS_Store").write_bytes(b"")  # split-level junk is not counted twice: built already
     assert meta["skipped_images"] == 3 and meta["ignored_files"] == 1 and meta["hidden_files"] == 2
     assert meta["gray_to_rgb"] is True and meta["gray_images"] == 1
     reasons = "\n".join(meta["skipped_examples"])
@@ -184,3 +185,4 @@ def test_real_chest_xray_folder_parses_with_official_counts(shared_data: Path) -
     counts = {split: [len(files) for files in per_class] for split, per_class in source.tree.files.items()}
     assert source.tree.class_names == ["NORMAL", "PNEUMONIA"]
     assert counts == {"train": [1341, 3875], "test": [234, 390]}
+    assert source.tree.hidden == 3  # the stray .DS_Store files at the root, train/ and test/

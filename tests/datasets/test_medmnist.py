@@ -122,3 +122,10 @@ def test_named_dataset_md5_mismatch_and_offline(tmp_path: Path, monkeypatch: pyt
 def test_real_files_have_their_official_split_sizes(shared_data: Path, name: str, sizes: dict, class_names: list) -> None:
     source = parse_dataset_spec(f"medmnist:{shared_data / (name + '.npz')}")
     assert source.sizes == sizes and source.class_names == class_names and source.side_px == 28
+
+
+def test_split_sizes_differing_from_the_official_ones_are_noted(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = write_npz(tmp_path / "pneumoniamnist.npz")
+    dataset = parse_dataset_spec(f"medmnist:{path}").build(POLICY)
+    assert dataset.meta["official_split_sizes"] == {"train": 4708, "val": 524, "test": 624}
+    assert "split sizes differ from the official pneumoniamnist (train 4708, val 524, test 624)" in capsys.readouterr().err
