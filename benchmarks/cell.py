@@ -157,7 +157,7 @@ class CellRun:
             name=cell.model,
             num_classes=dataset.num_classes,
             image_size=opts.image_size,
-            weights=opts.weights,
+            weights=opts.weights_for(cell.backend),
             pretrained=strategy.pretrained,
             allow_random_init=opts.allow_random_init,
             in_chans=opts.in_chans,

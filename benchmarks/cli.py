@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from tlbench.backends import BACKENDS, BackendError, get_backend_class
-from tlbench.benchmarks.config import DEFAULT_SUITE, RunOptions, SuiteConfig
+from tlbench.benchmarks.config import DEFAULT_SUITE, RunOptions, SuiteConfig, format_weights_map, parse_weights_map
 from tlbench.benchmarks.strategies import STRATEGIES
 from tlbench.datasets import DatasetError, dataset_usages, parse_dataset_spec
 
@@ -76,7 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--image-size", type=int, default=opts.image_size, help="square input side in pixels")
     run.add_argument("--batch-size", type=int, default=opts.batch_size)
     run.add_argument("--device", default=opts.device, help="auto (GPU when present), cpu, cuda[:N]")
-    run.add_argument("--weights", default=opts.weights, help="default (backend's pretrained), none, a local weights file, or a weights name (torchvision: IMAGENET1K_V1...)")
+    run.add_argument("--weights", default=opts.weights, help="default (backend's pretrained), none, a local weights file, or a weights name (torchvision: IMAGENET1K_V1...); per backend: keras=FILE,torchvision=FILE (unnamed backends get default)")
     run.add_argument("--allow-random-init", action="store_true", help="fall back to random init when pretrained weights are unavailable (recorded as pretrained=none)")
     run.add_argument("--in-chans", type=int, default=opts.in_chans, choices=(1, 3), help="1: adapt the first conv to gray input; 3: replicate gray")
     run.add_argument("--optimizer", default=opts.optimizer, help=f"one of: {', '.join(OPTIMIZERS)}")
@@ -135,6 +135,33 @@ def _validate_models(backends: tuple[str, ...], models: list[str], weights: str 
                     raise UsageError(str(exc)) from None
 
 
+def _weights_value(value: str, label: str | None = None) -> str:
+    """Check one weights value; files become absolute paths (cells run in other working directories)."""
+    value = "default" if value == "DEFAULT" else value
+    if value in ("default", "none"):
+        return value
+    if os.path.isfile(value):
+        return os.path.abspath(value)
+    if not WEIGHTS_NAME.fullmatch(value):
+        label = label or f"--weights {value!r}"
+        raise UsageError(f"{label} is not a file; expected default, none, a local weights file or a weights name")
+    return value
+
+
+def _weights_option(text: str, backends: Sequence[str]) -> str:
+    """Check ``--weights``: one value for every backend, or a ``backend=VALUE,...`` map over ``--backends``."""
+    try:
+        mapping = parse_weights_map(text)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    if mapping is None:
+        return _weights_value(text)
+    for name in mapping:
+        if name not in backends:
+            raise UsageError(f"--weights names backend {name!r}, which is not in --backends; expected some of: {', '.join(backends)}")
+    return format_weights_map({name: _weights_value(value, f"--weights {name}={value!r}") for name, value in mapping.items()})
+
+
 def suite_from_args(args: argparse.Namespace) -> SuiteConfig:
     """Check every value of ``tlbench run`` and build the suite.
 
@@ -171,10 +198,7 @@ def suite_from_args(args: argparse.Namespace) -> SuiteConfig:
     for label, value, valid in (("augment", args.augment, AUGMENTS), ("amp", args.amp, AMPS), ("optimizer", args.optimizer, OPTIMIZERS)):
         if value not in valid:
             raise UsageError(f"unknown --{label} {value!r}; expected one of: {', '.join(v or '(empty)' for v in valid)}")
-    weights = "default" if args.weights == "DEFAULT" else args.weights
-    weights_is_file = weights not in ("default", "none") and os.path.isfile(weights)
-    if weights not in ("default", "none") and not weights_is_file and not WEIGHTS_NAME.fullmatch(weights):
-        raise UsageError(f"--weights {weights!r} is not a file; expected default, none, a local weights file or a weights name")
+    weights = _weights_option(args.weights, backends)
     if args.lr is not None and not (args.lr > 0 and math.isfinite(args.lr)):
         raise UsageError(f"--lr must be a positive number, got {args.lr}")
     options = RunOptions(
@@ -182,7 +206,7 @@ def suite_from_args(args: argparse.Namespace) -> SuiteConfig:
         image_size=_positive("image-size", args.image_size, 16),
         batch_size=_positive("batch-size", args.batch_size),
         device=device,
-        weights=os.path.abspath(weights) if weights_is_file else weights,
+        weights=weights,
         allow_random_init=args.allow_random_init,
         in_chans=args.in_chans,
         optimizer=args.optimizer,
@@ -196,7 +220,8 @@ def suite_from_args(args: argparse.Namespace) -> SuiteConfig:
         infer_repeats=_positive("infer-repeats", args.infer_repeats, 10),
         cache_dir=args.cache_dir,
     )
-    _validate_models(backends, models, options.weights)
+    for backend in backends:
+        _validate_models((backend,), models, options.weights_for(backend))
     return SuiteConfig(
         name=args.suite, backends=backends, models=tuple(models), strategies=strategies,
         datasets=tuple(datasets), seeds=seeds, options=options,

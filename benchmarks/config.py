@@ -5,10 +5,45 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+import os
+import re
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 DEFAULT_SUITE = "default"
+
+
+#: one ``backend=value`` entry of a per-backend ``--weights`` map
+_WEIGHTS_ENTRY = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)=(.+)")
+
+
+def parse_weights_map(text: str) -> dict[str, str] | None:
+    """Parse a per-backend weights map ``"name=value,name=value"``; ``None`` when ``text`` is a single value.
+
+    A single value (``default``, ``none``, a path, a weights name) contains no ``name=`` entry; an existing
+    file whose path happens to contain ``=`` is also a single value.
+
+    Raises:
+        ValueError: a map with a malformed or repeated entry (the message quotes it).
+    """
+    items = [item.strip() for item in text.split(",")]
+    if not any(_WEIGHTS_ENTRY.fullmatch(item) for item in items) or os.path.isfile(text):
+        return None
+    mapping: dict[str, str] = {}
+    for item in items:
+        match = _WEIGHTS_ENTRY.fullmatch(item)
+        if match is None:
+            raise ValueError(f"--weights entry {item!r} is malformed; expected backend=VALUE (e.g. keras=vgg16.weights.h5)")
+        name, value = match.group(1), match.group(2).strip()
+        if name in mapping:
+            raise ValueError(f"--weights names backend {name!r} twice")
+        mapping[name] = value
+    return mapping
+
+
+def format_weights_map(mapping: dict[str, str]) -> str:
+    """The inverse of ``parse_weights_map``."""
+    return ",".join(f"{name}={value}" for name, value in mapping.items())
 
 
 @dataclass(frozen=True)
@@ -30,7 +65,7 @@ class RunOptions:
     ``digits`` finishes in well under 5 minutes on a 2-core CPU (see README).
     """
 
-    epochs: int = 3
+    epochs: int = 5
     image_size: int = 64
     batch_size: int = 32
     device: str = "auto"
@@ -49,6 +84,17 @@ class RunOptions:
     infer_warmup: int = 3
     infer_repeats: int = 10
     cache_dir: str | None = None
+
+    def weights_for(self, backend: str) -> str:
+        """The weights value that applies to ``backend``.
+
+        ``weights`` is either one value for every backend (``default``, ``none``, a file, a weights name) or a
+        per-backend map ``"keras=vgg16.weights.h5,torchvision=vgg16.pth"`` (see ``parse_weights_map``), so that
+        frameworks can start from the same pretrained weights in their own file formats; a backend the map
+        does not name gets ``default``.
+        """
+        mapping = parse_weights_map(self.weights)
+        return self.weights if mapping is None else mapping.get(backend, "default")
 
     def fingerprint(self) -> str:
         """Hash of the options that change results (not where the cache lives)."""

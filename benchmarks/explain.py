@@ -140,7 +140,7 @@ def build_backend(record: dict[str, Any], options: RunOptions, weights_path: Pat
     trained = weights_path is not None
     spec = ModelSpec(
         name=record["model"], num_classes=int(record["num_classes"]), image_size=int(record.get("image_size") or options.image_size),
-        weights="none" if trained else options.weights, pretrained=strategy.pretrained and not trained,
+        weights="none" if trained else options.weights_for(record["backend"]), pretrained=strategy.pretrained and not trained,
         allow_random_init=options.allow_random_init, in_chans=options.in_chans, options={"seed": int(record["seed"])},
     )  # fmt: skip
     try:

@@ -43,7 +43,7 @@ class FakeBackend(Backend):
         self.w = rng.normal(0, 0.01, (self.dim, spec.num_classes))
         self.b = np.zeros(spec.num_classes)
         self.losses: list[float] = []
-        return BuildInfo(pretrained="none" if not spec.pretrained else "fake:init", data_config=self.default_data_config(spec.name, spec.image_size), dtype="float64", device="cpu")
+        return BuildInfo(pretrained="none" if not spec.pretrained else ("fake:init" if spec.weights == "default" else f"fake:{spec.weights}"), data_config=self.default_data_config(spec.name, spec.image_size), dtype="float64", device="cpu")
 
     def apply_strategy(self, strategy: Strategy, optim: OptimConfig) -> ParamCounts:
         self.lr = strategy.head_lr * 50

@@ -1,0 +1,75 @@
+"""Run options: per-backend weights maps, option fingerprints."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+
+import pytest
+
+from tlbench.benchmarks.cli import build_parser, suite_from_args
+from tlbench.benchmarks.config import RunOptions, SuiteConfig, format_weights_map, parse_weights_map
+from tlbench.benchmarks.results import load_results
+from tlbench.benchmarks.runner import run_suite
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("default", None),
+        ("none", None),
+        ("/data/w.pth", None),
+        ("IMAGENET1K_V1", None),
+        ("keras=/w/vgg16.weights.h5", {"keras": "/w/vgg16.weights.h5"}),
+        ("keras=a.weights.h5, torchvision=b.pth", {"keras": "a.weights.h5", "torchvision": "b.pth"}),
+        ("torchvision=IMAGENET1K_V1,timm=none", {"torchvision": "IMAGENET1K_V1", "timm": "none"}),
+    ],
+)
+def test_parse_weights_map(text, expected):
+    assert parse_weights_map(text) == expected
+    if expected is not None:
+        assert parse_weights_map(format_weights_map(expected)) == expected
+
+
+def test_an_existing_file_with_equals_in_its_name_is_one_value(tmp_path):
+    path = tmp_path / "lr=0.1.pth"
+    path.write_bytes(b"x")
+    assert parse_weights_map(str(path)) is None
+    assert RunOptions(weights=str(path)).weights_for("keras") == str(path)
+
+
+def test_weights_for_each_backend():
+    options = RunOptions(weights="keras=/w/a.weights.h5,torchvision=none")
+    assert options.weights_for("keras") == "/w/a.weights.h5"
+    assert options.weights_for("torchvision") == "none"
+    assert options.weights_for("timm") == "default"  # not named: the backend's own default
+    assert RunOptions(weights="/w/b.pth").weights_for("timm") == "/w/b.pth"
+    assert RunOptions().fingerprint() != options.fingerprint()
+
+
+def test_cli_makes_map_paths_absolute(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "vgg.pth").write_bytes(b"x")
+    args = build_parser().parse_args(["run", "--backends", "timm,torchvision", "--models", "resnet18", "--weights", "torchvision=vgg.pth,timm=none"])
+    options = suite_from_args(args).options
+    assert options.weights == f"torchvision={tmp_path / 'vgg.pth'},timm=none"
+    assert options.weights_for("torchvision") == str(tmp_path / "vgg.pth")
+    assert options.weights_for("timm") == "none"
+
+
+def test_each_cell_builds_with_its_backends_weights(fake_backend, cache_dir, tmp_path, monkeypatch):
+    from tlbench import backends
+
+    monkeypatch.setenv("TLBENCH_BACKENDS", "fake=fake_backend:FakeBackend,fake2=fake_backend:FakeBackend")
+    monkeypatch.setitem(backends.BACKENDS, "fake2", "fake_backend:FakeBackend")
+    options = RunOptions(epochs=1, image_size=16, batch_size=64, device="cpu", infer_warmup=1, cache_dir=str(cache_dir))
+    suite = SuiteConfig(name="w", backends=("fake", "fake2"), models=("softmax",), strategies=("scratch", "linear_probe"),
+                        datasets=("digits",), seeds=(0,), options=replace(options, weights="fake=/w/a.pth"))  # fmt: skip
+    out = tmp_path / "suite"
+    run_suite(suite, out)
+    pretrained = {(r["backend"], r["strategy"]): r["pretrained"] for r in load_results(out / "results.jsonl")}
+    assert pretrained == {
+        ("fake", "scratch"): "none", ("fake", "linear_probe"): "fake:/w/a.pth",
+        ("fake2", "scratch"): "none", ("fake2", "linear_probe"): "fake:init",
+    }  # fmt: skip
+    assert json.loads((out / "suite.json").read_text())["options"]["weights"] == "fake=/w/a.pth"
