@@ -132,12 +132,23 @@ def pareto_plot(frame: pd.DataFrame, x_column: str, x_label: str, path: Path) ->
     return _save(fig, path)
 
 
+def _plain_number(value: float) -> str:
+    """A tick label: ``500``, ``2000``, then ``10k``/``20k``/``1M`` so neighbouring labels never run together."""
+    if value <= 0:
+        return ""
+    if value >= 1e6:
+        return f"{value / 1e6:g}M"
+    if value >= 1e4:
+        return f"{value / 1e3:g}k"
+    return f"{value:g}"
+
+
 def _plain_log_ticks(ax) -> None:
     """Log-axis ticks as plain numbers (``300``, not ``3×10²``), minor labels only when few majors show."""
     from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
     ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
-    ax.xaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}" if value > 0 else ""))
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda value, _: _plain_number(value)))
     ax.xaxis.set_minor_formatter(NullFormatter())
 
 

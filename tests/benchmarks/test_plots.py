@@ -85,3 +85,9 @@ def test_short_dataset_keeps_names_and_shortens_paths():
     assert plots.short_dataset("medmnist:/data/x/breastmnist.npz") == "medmnist:breastmnist.npz"
     assert plots.short_dataset("csv:/data/img:/data/labels.csv") == "csv:img"
     assert plots.short_dataset("medmnist:breastmnist") == "medmnist:breastmnist"
+
+
+def test_log_tick_labels_are_plain_and_short():
+    from tlbench.benchmarks.plots import _plain_number
+
+    assert [_plain_number(v) for v in (0, 200, 500, 2000, 5000, 10000, 20000, 1.5e6)] == ["", "200", "500", "2000", "5000", "10k", "20k", "1.5M"]
