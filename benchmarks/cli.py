@@ -110,8 +110,9 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _validate_models(backends: tuple[str, ...], models: list[str], weights: str = "default") -> None:
+def _validate_models(backends: tuple[str, ...], models: list[str], options: RunOptions) -> None:
     for backend in backends:
+        weights = options.weights_for(backend)
         try:
             cls = get_backend_class(backend)
         except BackendError as exc:
@@ -136,12 +137,18 @@ def _validate_models(backends: tuple[str, ...], models: list[str], weights: str 
 
 
 def _weights_value(value: str, label: str | None = None) -> str:
-    """Check one weights value; files become absolute paths (cells run in other working directories)."""
+    """Check one weights value.
+
+    A file inside the working directory is kept relative to it (cells run there too), so committed results name
+    no machine-specific path; a file elsewhere becomes absolute.
+    """
     value = "default" if value == "DEFAULT" else value
     if value in ("default", "none"):
         return value
     if os.path.isfile(value):
-        return os.path.abspath(value)
+        path = os.path.abspath(value)
+        inside = os.path.relpath(path)
+        return inside if not inside.startswith(os.pardir) else path
     if not WEIGHTS_NAME.fullmatch(value):
         label = label or f"--weights {value!r}"
         raise UsageError(f"{label} is not a file; expected default, none, a local weights file or a weights name")
@@ -220,8 +227,7 @@ def suite_from_args(args: argparse.Namespace) -> SuiteConfig:
         infer_repeats=_positive("infer-repeats", args.infer_repeats, 10),
         cache_dir=args.cache_dir,
     )
-    for backend in backends:
-        _validate_models((backend,), models, options.weights_for(backend))
+    _validate_models(backends, models, options)
     return SuiteConfig(
         name=args.suite, backends=backends, models=tuple(models), strategies=strategies,
         datasets=tuple(datasets), seeds=seeds, options=options,

@@ -47,14 +47,20 @@ def test_weights_for_each_backend():
     assert RunOptions().fingerprint() != options.fingerprint()
 
 
-def test_cli_makes_map_paths_absolute(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    (tmp_path / "vgg.pth").write_bytes(b"x")
-    args = build_parser().parse_args(["run", "--backends", "timm,torchvision", "--models", "resnet18", "--weights", "torchvision=vgg.pth,timm=none"])
+def test_cli_keeps_paths_inside_the_working_directory_relative_and_others_absolute(tmp_path, monkeypatch):
+    work = tmp_path / "work"
+    (work / "ckpt").mkdir(parents=True)
+    (work / "ckpt" / "vgg.pth").write_bytes(b"x")
+    (tmp_path / "outside.pth").write_bytes(b"x")
+    monkeypatch.chdir(work)
+    args = build_parser().parse_args(["run", "--backends", "timm,torchvision", "--models", "resnet18",
+                                      "--weights", f"torchvision={work / 'ckpt' / 'vgg.pth'},timm=../outside.pth"])  # fmt: skip
     options = suite_from_args(args).options
-    assert options.weights == f"torchvision={tmp_path / 'vgg.pth'},timm=none"
-    assert options.weights_for("torchvision") == str(tmp_path / "vgg.pth")
-    assert options.weights_for("timm") == "none"
+    assert options.weights == f"torchvision=ckpt/vgg.pth,timm={tmp_path / 'outside.pth'}"
+    assert options.weights_for("torchvision") == "ckpt/vgg.pth"
+    assert options.weights_for("timm") == str(tmp_path / "outside.pth")
+    args = build_parser().parse_args(["run", "--weights", "./ckpt/vgg.pth"])
+    assert suite_from_args(args).options.weights == "ckpt/vgg.pth"
 
 
 def test_each_cell_builds_with_its_backends_weights(fake_backend, cache_dir, tmp_path, monkeypatch):
