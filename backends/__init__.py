@@ -1,55 +1,105 @@
-"""Backends: the framework-free contract (``base``) and a lazy registry of implementations.
+"""Backends: the framework-free contract (``base``), typed options (``options``) and a lazy registry.
 
-The registry maps a backend name to ``"module:Class"``; the module is imported only when that backend is
-asked for, so importing ``tlbench.backends`` never imports torch or TensorFlow. Extra backends (third-party
-plugins, test doubles) are added with the environment variable ``TLBENCH_BACKENDS="name=module:Class,..."``,
-which cell subprocesses inherit.
+One registry row per backend (``BackendEntry``) says everything the rest of tlbench needs about it without
+importing its framework: where the class lives, which pip extra installs it, which distributions to record in
+``environment.json`` and which typed options it takes. Importing ``tlbench.backends`` never imports torch or
+TensorFlow; the module of a backend is imported only when that backend is asked for. Extra backends
+(third-party plugins, test doubles) are added with ``TLBENCH_BACKENDS="name=module:Class,..."`` (they take the
+common options only), which cell subprocesses inherit.
 """
 
 from __future__ import annotations
 
 import importlib
 import os
+from dataclasses import dataclass
 
-from tlbench.backends.base import Backend, BackendError, BuildInfo, DataConfig, ModelSpec, OptimConfig, ParamCounts
+from tlbench.backends.base import Backend, BackendError, BuildInfo, DataConfig, ModelSpec, ParamCounts
+from tlbench.backends.options import BackendOptions, KerasOptions, OptionsError, TorchOptions
 
-BACKENDS: dict[str, str] = {
-    "timm": "tlbench.backends.timm_backend:TimmBackend",
-    "torchvision": "tlbench.backends.torchvision_backend:TorchvisionBackend",
-    "keras": "tlbench.backends.keras_backend:KerasBackend",
+
+@dataclass(frozen=True)
+class BackendEntry:
+    """One registered backend.
+
+    Attributes:
+        name: registry name (``--backends``).
+        target: ``"module:Class"`` of the ``Backend`` subclass, imported lazily.
+        extra: the pip extra that installs its framework (``pip install 'tlbench[EXTRA]'``).
+        packages: distributions whose versions ``environment.json`` records.
+        options: its typed options class (framework-free).
+    """
+
+    name: str
+    target: str
+    extra: str
+    packages: tuple[str, ...]
+    options: type[BackendOptions] = BackendOptions
+
+
+REGISTRY: dict[str, BackendEntry] = {
+    entry.name: entry
+    for entry in (
+        BackendEntry("timm", "tlbench.backends.timm_backend:TimmBackend", "timm", ("torch", "torchvision", "timm"), TorchOptions),
+        BackendEntry("torchvision", "tlbench.backends.torchvision_backend:TorchvisionBackend", "torch", ("torch", "torchvision"), TorchOptions),
+        BackendEntry("keras", "tlbench.backends.keras_backend:KerasBackend", "keras", ("tensorflow", "tensorflow-cpu", "keras"), KerasOptions),
+    )
 }
 
 
-def _plugin_backends(text: str) -> dict[str, str]:
+def _plugin_entries(text: str) -> dict[str, BackendEntry]:
     """Parse ``name=module:Class`` entries (comma-separated) from ``TLBENCH_BACKENDS``."""
     entries = {}
     for item in filter(None, (part.strip() for part in text.split(","))):
         name, sep, target = item.partition("=")
         if not sep or ":" not in target:
             raise ValueError(f"TLBENCH_BACKENDS entry {item!r} is malformed; expected name=module:Class")
-        entries[name.strip()] = target.strip()
+        name = name.strip()
+        entries[name] = BackendEntry(name, target.strip(), extra=name, packages=())
     return entries
 
 
-BACKENDS.update(_plugin_backends(os.environ.get("TLBENCH_BACKENDS", "")))
+REGISTRY.update(_plugin_entries(os.environ.get("TLBENCH_BACKENDS", "")))
 
 __all__ = [
-    "BACKENDS",
+    "REGISTRY",
     "Backend",
+    "BackendEntry",
     "BackendError",
+    "BackendOptions",
     "BuildInfo",
     "DataConfig",
+    "KerasOptions",
     "ModelSpec",
-    "OptimConfig",
+    "OptionsError",
     "ParamCounts",
+    "TorchOptions",
+    "backend_entry",
     "backend_names",
     "get_backend_class",
+    "register_backend",
 ]
 
 
 def backend_names() -> list[str]:
     """Names of all registered backends."""
-    return list(BACKENDS)
+    return list(REGISTRY)
+
+
+def backend_entry(name: str) -> BackendEntry:
+    """The registry row of ``name``.
+
+    Raises:
+        KeyError: ``name`` is not registered (the message lists the valid names).
+    """
+    if name not in REGISTRY:
+        raise KeyError(f"unknown backend {name!r}; expected one of: {', '.join(REGISTRY)}")
+    return REGISTRY[name]
+
+
+def register_backend(entry: BackendEntry) -> None:
+    """Add (or replace) a registry row in this process (cell subprocesses need ``TLBENCH_BACKENDS`` too)."""
+    REGISTRY[entry.name] = entry
 
 
 def get_backend_class(name: str) -> type[Backend]:
@@ -59,20 +109,13 @@ def get_backend_class(name: str) -> type[Backend]:
         KeyError: ``name`` is not registered (the message lists the valid names).
         BackendError: the backend's framework is not installed (the message names the pip extra).
     """
-    if name not in BACKENDS:
-        raise KeyError(f"unknown backend {name!r}; expected one of: {', '.join(BACKENDS)}")
-    module_name, class_name = BACKENDS[name].split(":")
+    entry = backend_entry(name)
+    module_name, class_name = entry.target.split(":")
     try:
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as exc:
         missing = exc.name or "?"
-        if missing.startswith("tlbench"):
+        if missing.startswith("tlbench") or missing == module_name:
             raise
-        raise BackendError(
-            f"backend {name!r} needs the package {missing!r}; install it with: pip install 'tlbench[{_extra(name)}]'"
-        ) from exc
+        raise BackendError(f"backend {name!r} needs the package {missing!r}; install it with: pip install 'tlbench[{entry.extra}]'") from exc
     return getattr(module, class_name)
-
-
-def _extra(name: str) -> str:
-    return {"torchvision": "torch"}.get(name, name)

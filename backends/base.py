@@ -1,30 +1,40 @@
 """The framework-free ``Backend`` contract.
 
-A backend wraps one deep-learning framework. The runner (``tlbench.benchmarks.cell``) drives every backend
-through the same calls, on the same uint8 NHWC arrays, so that differences in the results are differences
-between frameworks and strategies, not between data pipelines:
+A backend wraps one deep-learning framework. The cell procedure drives every backend through the same calls,
+on the same uint8 NHWC arrays, so that differences in the results are differences between frameworks and
+strategies, not between data pipelines:
 
 1. ``build(spec)`` creates the model and reports where its weights came from and how its inputs must be
-   resized (``DataConfig``);
-2. ``apply_strategy(strategy, optim)`` freezes what the strategy freezes, with the framework's own primitive,
-   and builds the optimizer; it returns the trainable/total parameter counts;
-3. full-network strategies call ``train_step`` per batch and ``predict_proba`` for evaluation; the
-   ``linear_probe`` strategy calls ``extract_features`` once per split and then ``train_head_step`` /
-   ``predict_head_proba`` on the cached features;
-4. ``synchronize()`` is called before every clock read, ``snapshot``/``restore`` keep the best epoch.
+   resized (``DataConfig``); ``stages()`` then names its backbone stages, stem first;
+2. ``tlbench.plan.make_plan`` turns the strategy and those stages into a ``TrainingPlan``; the backend applies
+   each phase with ``apply_phase`` (its own freezing primitive, param groups per stage learning rate,
+   BatchNorm modes, regularizers) and rejects in one line what it cannot honour;
+3. one training loop calls ``train_step`` / ``predict_proba`` on ``inputs="images"`` (the whole network) or
+   ``inputs="features"`` (the head alone, on ``extract_features`` output cached once);
+4. ``synchronize()`` is called before every clock read, ``snapshot``/``restore`` keep the best epoch,
+   ``save_weights``/``load_weights`` persist trained weights in the framework's own safe format.
 
-Nothing here imports a framework: backends import theirs lazily, inside their own module.
+This module imports no framework and nothing from ``tlbench.benchmarks``: backends import their framework
+lazily, inside their own module.
 """
 
 from __future__ import annotations
 
 import abc
+import os
+import re
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 
-from tlbench.benchmarks.strategies import Strategy
+from tlbench.backends.options import BackendOptions
+from tlbench.plan import PhasePlan
+
+Inputs = Literal["images", "features"]
+
+#: a backend's named weights (torchvision enum members: ``IMAGENET1K_V1``, ``ResNet50_Weights.IMAGENET1K_V2``)
+WEIGHTS_NAME = re.compile(r"(?:[A-Za-z0-9]+_Weights\.)?[A-Z][A-Z0-9_]*")
 
 
 @dataclass(frozen=True)
@@ -36,12 +46,13 @@ class ModelSpec:
         num_classes: number of output classes of the new head.
         image_size: square input side in pixels.
         weights: ``"default"`` (the backend's pretrained weights: online hub or offline package/cache),
-            ``"none"`` (random init), or a path to a local weights file.
+            ``"none"`` (random init), a path to a local weights file, or a weights name.
         pretrained: whether the strategy wants pretrained weights at all (``scratch`` does not).
         allow_random_init: when pretrained weights cannot be found, fall back to random init (recorded as
             ``pretrained="none"``) instead of failing.
         in_chans: 3 (gray replicated to RGB) or 1 (first convolution adapted to one channel).
-        options: backend-specific run options (``channels_last``, ``amp``, ``compile``, ``jit_compile``...).
+        seed: seed of the head's initialization, dropout and augmentation.
+        options: the backend's typed options (``TorchOptions``, ``KerasOptions``...), already validated.
     """
 
     name: str
@@ -51,7 +62,8 @@ class ModelSpec:
     pretrained: bool = True
     allow_random_init: bool = False
     in_chans: int = 3
-    options: dict[str, Any] = field(default_factory=dict)
+    seed: int = 0
+    options: BackendOptions = field(default_factory=BackendOptions)
 
 
 @dataclass(frozen=True)
@@ -84,34 +96,20 @@ class BuildInfo:
         data_config: the model's input policy.
         dtype: compute dtype used for training/inference (``float32``, ``bfloat16``...).
         device: the device the model runs on (``cpu``, ``cuda:0``, ``/GPU:0``...).
-        extra: backend-specific facts recorded in the results (``memory_format``, ``compiled``...).
+        facts: backend-specific facts, recorded together in the ``backend_facts`` column
+            (``memory_format``, ``compiled``, ``head``...).
     """
 
     pretrained: str
     data_config: DataConfig
     dtype: str
     device: str
-    extra: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class OptimConfig:
-    """Optimizer settings handed to ``apply_strategy``.
-
-    ``head_lr`` applies to the new classifier; backbone parameters use ``head_lr * strategy.backbone_lr_scale``.
-    """
-
-    head_lr: float = 1e-3
-    weight_decay: float = 1e-4
-    optimizer: str = "adamw"
-    momentum: float = 0.9
-    augment: str = "none"
-    seed: int = 0
+    facts: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
 class ParamCounts:
-    """Trainable and total parameter counts after a strategy was applied."""
+    """Trainable and total parameter counts after a phase was applied."""
 
     trainable: int
     total: int
@@ -124,26 +122,44 @@ class BackendError(RuntimeError):
 class Backend(abc.ABC):
     """One framework behind the runner's uniform calls.
 
-    Subclasses set ``name`` and implement every abstract method. Arrays in and out are numpy: images are
-    uint8 ``(N, H, W, 3)`` (or ``(N, H, W, 1)`` when ``in_chans == 1``), labels int64 ``(N,)``,
-    probabilities float32 ``(N, num_classes)``.
+    Subclasses set ``name`` and ``weights_suffix`` and implement every abstract method. Arrays in and out are
+    numpy: images are uint8 ``(N, H, W, 3)`` (or ``(N, H, W, 1)`` when ``in_chans == 1``), labels int64
+    ``(N,)``, probabilities float32 ``(N, num_classes)``, features float32 ``(N, ...)``.
     """
 
     name: ClassVar[str] = ""
+    #: file suffix of ``save_weights`` files (``.pth`` for torch state dicts, ``.weights.h5`` for Keras)
+    weights_suffix: ClassVar[str] = ".weights"
 
     def __init__(self, device: str = "cpu") -> None:
         """Create a backend bound to a device.
 
         Args:
-            device: ``"cpu"``, ``"cuda"``/``"gpu"`` or ``"auto"`` (GPU when present, CPU otherwise).
+            device: ``"cpu"``, ``"cuda"``/``"gpu"``/``"cuda:N"`` or ``"auto"`` (GPU when present, CPU otherwise).
         """
         self.requested_device = device
 
-    # ---- discovery -------------------------------------------------------------------------------
+    # ---- discovery (classmethods: no model is built) ----------------------------------------------------
     @classmethod
     @abc.abstractmethod
     def available_models(cls) -> list[str]:
-        """Model names this backend can build (offline-ready ones first)."""
+        """Model names this backend lists (offline-ready ones first)."""
+
+    @classmethod
+    def validate_model(cls, model_name: str) -> None:
+        """Raise ``BackendError`` (listing valid names) if this backend cannot build ``model_name``."""
+        if model_name not in cls.available_models():
+            raise BackendError(f"unknown {cls.name} model {model_name!r}; expected one of: {', '.join(cls.available_models())}")
+
+    @classmethod
+    def validate_weights(cls, model_name: str, weights: str) -> None:
+        """Raise ``BackendError`` if ``weights`` (``default``, ``none``, a file or a name) cannot apply to ``model_name``.
+
+        The base implementation accepts ``default``, ``none`` and existing files, and rejects weights names.
+        """
+        if weights in ("default", "none") or os.path.isfile(weights):
+            return
+        raise BackendError(f"--weights {weights!r} is a weights name, but backend {cls.name!r} takes only default, none or a file")
 
     @classmethod
     @abc.abstractmethod
@@ -151,10 +167,13 @@ class Backend(abc.ABC):
         """Versions of the framework packages this backend uses, e.g. ``{"torch": "2.14.1"}``."""
 
     @abc.abstractmethod
-    def default_data_config(self, model_name: str, image_size: int) -> DataConfig:
-        """The input policy of ``model_name`` without building it (used to prepare the dataset cache)."""
+    def default_data_config(self, model_name: str, image_size: int, weights: str = "default") -> DataConfig:
+        """The input policy of ``model_name`` with ``weights`` without building it (to prepare the dataset cache).
 
-    # ---- model -----------------------------------------------------------------------------------
+        It must be the policy ``build`` reports for the same model and weights.
+        """
+
+    # ---- model -----------------------------------------------------------------------------------------
     @abc.abstractmethod
     def build(self, spec: ModelSpec) -> BuildInfo:
         """Create the model with a fresh ``spec.num_classes`` head.
@@ -164,52 +183,78 @@ class Backend(abc.ABC):
         """
 
     @abc.abstractmethod
-    def apply_strategy(self, strategy: Strategy, optim: OptimConfig) -> ParamCounts:
-        """Freeze/unfreeze with the framework's primitive and create a fresh optimizer for ``strategy``.
+    def stages(self) -> list[str]:
+        """Names of the built model's backbone stages, stem first (the head is not a stage)."""
 
-        May be called again during training (two-phase fine-tuning: the runner first applies a head-only
-        variant of the strategy for ``strategy.head_warmup_epochs`` epochs, then the strategy itself); the
-        weights are kept, only trainability and the optimizer change.
+    @abc.abstractmethod
+    def apply_phase(self, phase: PhasePlan) -> ParamCounts:
+        """Apply one phase of a training plan; weights are kept, trainability and optimizers change.
+
+        Sets each stage's trainability and BatchNorm mode, builds a fresh optimizer with one learning rate
+        per stage (and the head's), and installs the phase's regularizers.
+
+        Raises:
+            BackendError: the plan does not match ``stages()`` or asks for something this backend cannot do.
         """
 
-    # ---- training and inference --------------------------------------------------------------------
     @abc.abstractmethod
-    def train_step(self, images: np.ndarray, labels: np.ndarray) -> None:
-        """One optimizer step on a uint8 batch. The loss is accumulated on device, read by ``pop_train_loss``."""
+    def applied_learning_rates(self) -> dict[str, float | None]:
+        """The learning rates the framework's optimizer(s) actually hold, read back from them.
+
+        Returns:
+            ``{"head": lr, <stage>: lr or None when the stage is frozen}``, stages in ``stages()`` order. Tests
+            compare it with the plan, so a backend cannot silently ignore a per-stage learning rate.
+        """
+
+    # ---- training and inference ----------------------------------------------------------------------
+    @abc.abstractmethod
+    def train_step(self, batch: np.ndarray, labels: np.ndarray, inputs: Inputs = "images") -> None:
+        """One optimizer step on a uint8 image batch, or on cached features through the head alone.
+
+        The loss is accumulated on device and read by ``pop_train_loss``.
+        """
 
     @abc.abstractmethod
-    def predict_proba(self, images: np.ndarray) -> np.ndarray:
-        """Class probabilities for a uint8 batch, in inference mode."""
+    def predict_proba(self, batch: np.ndarray, inputs: Inputs = "images") -> np.ndarray:
+        """Class probabilities for a uint8 image batch or a batch of cached features, in inference mode."""
 
     @abc.abstractmethod
     def extract_features(self, images: np.ndarray) -> np.ndarray:
         """Frozen-backbone features for a uint8 batch, in inference mode, float32 ``(N, ...)``.
 
-        Whatever ``train_head_step``/``predict_head_proba`` consume: pooled ``(N, D)`` for a linear head, the
-        spatial map ``(N, h, w, C)`` for a fully-convolutional head.
+        Whatever ``train_step``/``predict_proba`` consume with ``inputs="features"``: pooled ``(N, D)`` for a
+        linear head, the spatial map ``(N, h, w, C)`` for a fully-convolutional head.
         """
-
-    @abc.abstractmethod
-    def train_head_step(self, features: np.ndarray, labels: np.ndarray) -> None:
-        """One optimizer step of the classifier head alone, on cached features."""
-
-    @abc.abstractmethod
-    def predict_head_proba(self, features: np.ndarray) -> np.ndarray:
-        """Class probabilities from cached features through the head alone."""
 
     @abc.abstractmethod
     def pop_train_loss(self) -> float:
         """Mean training loss over the steps since the last call (synchronizes), then reset."""
 
-    # ---- state, device -----------------------------------------------------------------------------
+    # ---- state -----------------------------------------------------------------------------------------
     @abc.abstractmethod
     def snapshot(self) -> Any:
-        """A copy of the trainable state (to keep the best epoch)."""
+        """An in-memory copy of the model state (to keep the best epoch)."""
 
     @abc.abstractmethod
     def restore(self, state: Any) -> None:
         """Put back a state made by ``snapshot``."""
 
+    @abc.abstractmethod
+    def save_weights(self, path: str) -> None:
+        """Write the model's weights to ``path`` in the framework's own safe format, atomically.
+
+        torch: a state dict loadable with ``torch.load(weights_only=True)``; Keras: ``.weights.h5``. Never pickle.
+        """
+
+    @abc.abstractmethod
+    def load_weights(self, path: str) -> None:
+        """Load weights written by ``save_weights`` into the built model (same architecture and head).
+
+        Raises:
+            BackendError: the file is missing or does not fit the model (one line naming it).
+        """
+
+    # ---- device ------------------------------------------------------------------------------------------
     @abc.abstractmethod
     def synchronize(self) -> None:
         """Block until all queued device work is finished (call before reading a clock)."""
@@ -225,3 +270,13 @@ class Backend(abc.ABC):
     def device_name(self) -> str | None:
         """Human-readable accelerator name (e.g. ``NVIDIA H100``), ``None`` on CPU."""
         return None
+
+    # ---- helpers for subclasses --------------------------------------------------------------------------
+    def check_phase(self, phase: PhasePlan) -> None:
+        """Raise ``BackendError`` when ``phase`` was planned for other stages than this model's."""
+        names = self.stages()
+        planned = [stage.name for stage in phase.stages]
+        if planned != names:
+            raise BackendError(f"plan phase {phase.name!r} names stages {planned} but the model has {names}")
+        if phase.optimizer.name not in ("adamw", "sgd"):
+            raise BackendError(f"backend {self.name!r} has no optimizer {phase.optimizer.name!r}; expected adamw or sgd")

@@ -18,12 +18,14 @@ when that fails, random init if ``allow_random_init`` (recorded ``pretrained="no
 ``*_notop.h5`` ImageNet files) is loaded into the backbone. ``"none"`` or ``spec.pretrained == False`` →
 random init. ``python -m tlbench.backends.keras_port`` converts a torchvision vgg16 checkpoint into such a file.
 
-Strategies map to ``layer.trainable`` per stage (see ``keras_models``). A frozen backbone is called with
+A plan phase maps to ``layer.trainable`` per stage (see ``keras_models``). A frozen backbone is called with
 ``training=False`` (the Keras transfer-learning guide's way), so its BatchNorm layers stay in inference mode;
 in a partly trainable backbone Keras 3 keeps every BatchNorm layer with ``trainable=False`` in inference mode
-too, which is ``frozen_bn_eval``. Learning rates: two optimizers, one for the head (``strategy.head_lr``) and
-one for the backbone (``head_lr × strategy.backbone_lr_scale``). Every ``apply_strategy`` call resets
-trainability, builds fresh optimizers and fresh ``tf.function`` steps (re-traced for the new variable lists).
+too, which is the plan's ``bn_train=False`` for frozen stages (training the statistics of a frozen stage is
+rejected: Keras cannot do it). Learning rates: one optimizer per distinct learning rate of the phase (the
+head's and each stage's, so layer-wise decay is data). L2-SP penalties are added to the loss inside the
+``tf.function`` step. Every ``apply_phase`` call resets trainability, builds fresh optimizers and fresh
+``tf.function`` steps (re-traced for the new variable lists).
 
 TensorFlow and Keras are imported lazily (in ``__init__``): the CLI parent process uses only the
 classmethods, which read the framework-free model table and package metadata.
@@ -38,9 +40,10 @@ from typing import Any
 
 import numpy as np
 
-from tlbench.backends.base import Backend, BackendError, BuildInfo, DataConfig, ModelSpec, OptimConfig, ParamCounts
+from tlbench.backends.base import Backend, BackendError, BuildInfo, DataConfig, Inputs, ModelSpec, ParamCounts
 from tlbench.backends.keras_models import KERAS_MODELS, MIN_IMAGE_SIZE, KerasModelInfo, model_info
-from tlbench.benchmarks.strategies import Strategy
+from tlbench.backends.options import KerasOptions
+from tlbench.plan import PhasePlan
 
 #: channels of the FCN head's hidden 1×1 convolution
 HEAD_HIDDEN_CHANNELS = 256
@@ -48,7 +51,6 @@ HEAD_HIDDEN_CHANNELS = 256
 HEAD_DROPOUT = 0.5
 #: ``crop-flip`` zooms in by up to this fraction of the side: kept area 50–100 %, like the torch backends' crop
 CROP_ZOOM_FRACTION = 1.0 - 0.5**0.5
-AUGMENTS = ("none", "flip", "crop-flip")
 #: weight file suffixes ``Model.load_weights`` reads
 WEIGHT_SUFFIXES = (".weights.h5", ".h5", ".hdf5")
 
@@ -124,6 +126,7 @@ class KerasBackend(Backend):
     """``Backend`` over ``keras.applications`` backbones with an FCN head, trained by custom ``tf.function`` steps."""
 
     name = "keras"
+    weights_suffix = ".weights.h5"
 
     def __init__(self, device: str = "cpu") -> None:
         super().__init__(device)
@@ -133,8 +136,6 @@ class KerasBackend(Backend):
         self.info: KerasModelInfo | None = None
         self.backbone: Any = None
         self.head: Any = None
-        self.head_optimizer: Any = None
-        self.backbone_optimizer: Any = None
         self.backbone_trains = False
         self.jit_compile = False
         self._preprocess: Any = None
@@ -144,6 +145,12 @@ class KerasBackend(Backend):
         self._loss_steps = 0
         self._loss_sum = self._tf.Variable(0.0, dtype=self._tf.float32, trainable=False)
         self._train_fn: Any = None
+        self._groups: list[tuple[Any, list[Any]]] = []
+        self._anchors: dict[str, Any] = {}
+        self._l2sp: list[tuple[Any, Any]] = []
+        self._head_l2: list[Any] = []
+        self._l2sp_alpha = 0.0
+        self._head_l2_beta = 0.0
         self._train_head_fn: Any = None
         self._prepare_train_fn: Any = None
         self._predict_fn: Any = None
@@ -172,7 +179,7 @@ class KerasBackend(Backend):
                     continue
         return versions
 
-    def default_data_config(self, model_name: str, image_size: int) -> DataConfig:
+    def default_data_config(self, model_name: str, image_size: int, weights: str = "default") -> DataConfig:
         model_info(model_name)
         check_image_size(model_name, image_size)
         return DataConfig(image_size=image_size, crop_pct=1.0, interpolation="bilinear")
@@ -187,9 +194,10 @@ class KerasBackend(Backend):
                 "keras.applications' weights and preprocess_input are RGB-only"
             )
         tf, keras = self._tf, self._keras
-        seed = int(spec.options.get("seed", 0))
+        options = spec.options if isinstance(spec.options, KerasOptions) else KerasOptions(amp=spec.options.amp)
+        seed = spec.seed
         keras.utils.set_random_seed(seed)
-        policy = self._dtype_policy(spec.options.get("amp", ""))
+        policy = self._dtype_policy(options.amp)
         previous_policy = keras.config.dtype_policy()
         keras.config.set_dtype_policy(policy)
         try:
@@ -198,7 +206,8 @@ class KerasBackend(Backend):
         finally:
             keras.config.set_dtype_policy(previous_policy)
         self.spec, self.info, self.backbone, self.head = spec, info, backbone, head
-        self.jit_compile = bool(spec.options.get("jit_compile", False))
+        self._anchors = {}
+        self.jit_compile = options.jit_compile
         self._preprocess = getattr(keras.applications, info.module).preprocess_input
         self._state_vars = list(backbone.weights) + list(head.weights)
         backbone.trainable, head.trainable = True, True
@@ -210,14 +219,14 @@ class KerasBackend(Backend):
             data_config=self.default_data_config(spec.name, spec.image_size),
             dtype="float32" if policy == "float32" else "bfloat16-mixed",
             device=self.device,
-            extra={"jit_compile": self.jit_compile, "keras_application": info.application, "head": "fcn-1x1"},
+            facts={"jit_compile": self.jit_compile, "keras_application": info.application, "head": "fcn-1x1"},
         )
 
     @staticmethod
     def _dtype_policy(amp: Any) -> str:
         if not amp:
             return "float32"
-        if amp in (True, "bf16", "bfloat16"):
+        if amp == "bf16":
             return "mixed_bfloat16"
         raise BackendError(f"keras backend supports --amp bf16 only (mixed_bfloat16), got {amp!r}")
 
@@ -285,21 +294,21 @@ class KerasBackend(Backend):
             stages[index].append(layer.name)
         return stages
 
-    # ---- strategies ------------------------------------------------------------------------------------
-    def apply_strategy(self, strategy: Strategy, optim: OptimConfig) -> ParamCounts:
+    # ---- plan phases -----------------------------------------------------------------------------------
+    def stages(self) -> list[str]:
+        info, _ = self._require_model()
+        return [label for label, _ in info.stages]
+
+    def apply_phase(self, phase: PhasePlan) -> ParamCounts:
         info, backbone = self._require_model()
-        stages = self.stage_layer_names()
-        if strategy.train_backbone == "all":
-            trainable_stages = set(range(len(stages)))
-        elif strategy.train_backbone == "last_k":
-            k = strategy.last_k_stages
-            if not 0 < k <= len(stages):
-                raise BackendError(f"strategy {strategy.name!r}: last_k_stages={k} but keras model {info.name!r} has {len(stages)} stages")
-            trainable_stages = set(range(len(stages) - k, len(stages)))
-        else:
-            trainable_stages = set()
-        if optim.augment not in AUGMENTS:
-            raise BackendError(f"unknown augment {optim.augment!r}; expected one of: {', '.join(AUGMENTS)}")
+        self.check_phase(phase)
+        for stage in phase.stages:
+            if stage.bn_train and not stage.trainable:
+                raise BackendError(
+                    f"keras backend cannot update the BatchNorm statistics of frozen stage {stage.name!r} "
+                    "(Keras runs BatchNorm layers with trainable=False in inference mode)"
+                )
+        trainable_stages = {index for index, stage in enumerate(phase.stages) if stage.trainable}
         backbone.trainable = bool(trainable_stages)  # recursive reset of every layer's flag
         if trainable_stages:
             for layer in backbone.layers:
@@ -307,25 +316,66 @@ class KerasBackend(Backend):
                 layer.trainable = index is None or index in trainable_stages
         self.head.trainable = True
         self.backbone_trains = bool(trainable_stages)
-        head_vars, backbone_vars = list(self.head.trainable_weights), list(backbone.trainable_weights)
-        self.head_optimizer = self._optimizer(optim, strategy.head_lr)
-        self.head_optimizer.build(head_vars)
-        self.backbone_optimizer = None
-        if backbone_vars:
-            self.backbone_optimizer = self._optimizer(optim, strategy.head_lr * strategy.backbone_lr_scale)
-            self.backbone_optimizer.build(backbone_vars)
-        self._augmenter = self._make_augmenter(optim.augment, optim.seed)
-        self._make_train_functions(head_vars, backbone_vars)
+        head_vars = list(self.head.trainable_weights)
+        by_lr: dict[float, list[Any]] = {phase.head_lr: list(head_vars)}
+        backbone_vars = []
+        for layer in backbone.layers:
+            index = info.stage_of(layer.name)
+            if index is None or index not in trainable_stages:
+                continue
+            for variable in layer.trainable_weights:
+                by_lr.setdefault(phase.stages[index].lr, []).append(variable)
+                backbone_vars.append(variable)
+        self._groups = []
+        for lr, variables in by_lr.items():
+            optimizer = self._optimizer(phase, lr)
+            optimizer.build(variables)
+            self._groups.append((optimizer, variables))
+        self._regularizer_terms(phase, head_vars, backbone_vars)
+        self._augmenter = self._make_augmenter(phase.augment, self.spec.seed if self.spec else 0)
+        self._make_train_functions()
         trainable = sum(int(np.prod(v.shape)) for v in head_vars + backbone_vars)
         return ParamCounts(trainable=trainable, total=self._total_params)
 
-    def _optimizer(self, optim: OptimConfig, learning_rate: float) -> Any:
-        optimizers = self._keras.optimizers
-        if optim.optimizer == "adamw":
-            return optimizers.AdamW(learning_rate=learning_rate, weight_decay=optim.weight_decay)
-        if optim.optimizer == "sgd":
-            return optimizers.SGD(learning_rate=learning_rate, momentum=optim.momentum, weight_decay=optim.weight_decay)
-        raise BackendError(f"unknown optimizer {optim.optimizer!r}; expected adamw or sgd")
+    def applied_learning_rates(self) -> dict[str, float | None]:
+        info, backbone = self._require_model()
+        lr_of = {}
+        for optimizer, variables in self._groups:
+            rate = float(np.asarray(optimizer.learning_rate))
+            lr_of.update({v.path: rate for v in variables})
+        head = {lr_of.get(v.path) for v in self.head.trainable_weights}
+        rates: dict[str, float | None] = {"head": head.pop() if len(head) == 1 else None}
+        for index, (label, _) in enumerate(info.stages):
+            found = {
+                lr_of.get(v.path) for layer in backbone.layers if info.stage_of(layer.name) == index for v in layer.weights
+                if v.trainable
+            } or {None}  # fmt: skip
+            if len(found) != 1:
+                raise RuntimeError(f"variables of stage {label!r} have several learning rates: {sorted(map(str, found))}")
+            rates[label] = found.pop()
+        return rates
+
+    def _regularizer_terms(self, phase: PhasePlan, head_vars: list[Any], backbone_vars: list[Any]) -> None:
+        """L2-SP anchors (the backbone's weights when first asked for: the pretrained ones, since no earlier
+        phase trains the backbone) and the head's L2 penalty for this phase."""
+        regs = phase.regularizers
+        self._l2sp = []
+        if regs.l2sp_alpha > 0:
+            for variable in backbone_vars:
+                key = variable.path
+                if key not in self._anchors:
+                    self._anchors[key] = self._tf.constant(variable.numpy())
+                self._l2sp.append((variable, self._anchors[key]))
+        self._l2sp_alpha, self._head_l2_beta = regs.l2sp_alpha, regs.head_l2_beta
+        self._head_l2 = list(head_vars) if regs.head_l2_beta > 0 else []
+
+    def _optimizer(self, phase: PhasePlan, learning_rate: float) -> Any:
+        optimizers, opt = self._keras.optimizers, phase.optimizer
+        if opt.name == "adamw":
+            return optimizers.AdamW(learning_rate=learning_rate, weight_decay=opt.weight_decay)
+        if opt.name == "sgd":
+            return optimizers.SGD(learning_rate=learning_rate, momentum=opt.momentum, weight_decay=opt.weight_decay or None)
+        raise BackendError(f"unknown optimizer {opt.name!r}; expected adamw or sgd")
 
     def _make_augmenter(self, augment: str, seed: int) -> Any:
         if augment == "none":
@@ -359,11 +409,13 @@ class KerasBackend(Backend):
 
         self._predict_fn, self._features_fn, self._predict_head_fn = predict, features, predict_head
 
-    def _make_train_functions(self, head_vars: list[Any], backbone_vars: list[Any]) -> None:
+    def _make_train_functions(self) -> None:
         tf, backbone, head, preprocess = self._tf, self.backbone, self.head, self._preprocess
-        augmenter, loss_sum = self._augmenter, self._loss_sum
-        head_opt, backbone_opt = self.head_optimizer, self.backbone_optimizer
-        backbone_trains, n_head = self.backbone_trains, len(head_vars)
+        augmenter, loss_sum, groups = self._augmenter, self._loss_sum, list(self._groups)
+        backbone_trains = self.backbone_trains
+        all_vars = [v for _, variables in groups for v in variables]
+        l2sp, alpha = list(self._l2sp), self._l2sp_alpha
+        head_l2, beta = list(self._head_l2), self._head_l2_beta
         loss_fn = self._keras.losses.SparseCategoricalCrossentropy(from_logits=True)
         label_spec = tf.TensorSpec([None], tf.int64)
 
@@ -374,12 +426,20 @@ class KerasBackend(Backend):
                 x = augmenter(x, training=True)
             return preprocess(x)
 
+        def penalty() -> Any:
+            total = tf.constant(0.0, tf.float32)
+            if l2sp:
+                total += alpha * tf.add_n([tf.reduce_sum(tf.square(tf.cast(v, tf.float32) - v0)) for v, v0 in l2sp])
+            if head_l2:
+                total += beta * tf.add_n([tf.reduce_sum(tf.square(tf.cast(v, tf.float32))) for v in head_l2])
+            return total
+
         def apply_gradients(loss: Any, tape: Any) -> None:
-            grads = tape.gradient(loss, head_vars + backbone_vars)
-            head_opt.apply(grads[:n_head], head_vars)
-            if backbone_opt is not None:
-                backbone_opt.apply(grads[n_head:], backbone_vars)
-            loss_sum.assign_add(tf.cast(loss, tf.float32))
+            grads = tape.gradient(loss, all_vars)
+            start = 0
+            for optimizer, variables in groups:
+                optimizer.apply(grads[start : start + len(variables)], variables)
+                start += len(variables)
 
         @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32), label_spec], jit_compile=self.jit_compile)
         def train(x: Any, labels: Any) -> None:
@@ -388,41 +448,39 @@ class KerasBackend(Backend):
                 if not backbone_trains:
                     features = tf.stop_gradient(features)
                 loss = loss_fn(labels, head(features, training=True))
-            apply_gradients(loss, tape)
+                total = loss + penalty()
+            apply_gradients(total, tape)
+            loss_sum.assign_add(tf.cast(loss, tf.float32))
 
         @tf.function(input_signature=[tf.TensorSpec([None, None, None, None], tf.float32), label_spec], jit_compile=self.jit_compile)
         def train_head(feats: Any, labels: Any) -> None:
             with tf.GradientTape() as tape:
                 loss = loss_fn(labels, head(feats, training=True))
-            grads = tape.gradient(loss, head_vars)
-            head_opt.apply(grads, head_vars)
+                total = loss + penalty()
+            apply_gradients(total, tape)
             loss_sum.assign_add(tf.cast(loss, tf.float32))
 
         self._prepare_train_fn, self._train_fn, self._train_head_fn = prepare_train, train, train_head
 
     # ---- training and inference --------------------------------------------------------------------------
-    def train_step(self, images: np.ndarray, labels: np.ndarray) -> None:
-        self._require_strategy()
-        x = self._prepare_train_fn(np.ascontiguousarray(images, dtype=np.uint8))
-        self._train_fn(x, np.asarray(labels, dtype=np.int64))
+    def train_step(self, batch: np.ndarray, labels: np.ndarray, inputs: Inputs = "images") -> None:
+        self._require_phase()
+        y = np.asarray(labels, dtype=np.int64)
+        if inputs == "features":
+            self._train_head_fn(np.asarray(batch, dtype=np.float32), y)
+        else:
+            self._train_fn(self._prepare_train_fn(np.ascontiguousarray(batch, dtype=np.uint8)), y)
         self._loss_steps += 1
 
-    def train_head_step(self, features: np.ndarray, labels: np.ndarray) -> None:
-        self._require_strategy()
-        self._train_head_fn(np.asarray(features, dtype=np.float32), np.asarray(labels, dtype=np.int64))
-        self._loss_steps += 1
-
-    def predict_proba(self, images: np.ndarray) -> np.ndarray:
+    def predict_proba(self, batch: np.ndarray, inputs: Inputs = "images") -> np.ndarray:
         self._require_model()
-        return self._predict_fn(np.ascontiguousarray(images, dtype=np.uint8)).numpy()
+        if inputs == "features":
+            return self._predict_head_fn(np.asarray(batch, dtype=np.float32)).numpy()
+        return self._predict_fn(np.ascontiguousarray(batch, dtype=np.uint8)).numpy()
 
     def extract_features(self, images: np.ndarray) -> np.ndarray:
         self._require_model()
         return self._features_fn(np.ascontiguousarray(images, dtype=np.uint8)).numpy()
-
-    def predict_head_proba(self, features: np.ndarray) -> np.ndarray:
-        self._require_model()
-        return self._predict_head_fn(np.asarray(features, dtype=np.float32)).numpy()
 
     def pop_train_loss(self) -> float:
         mean = float(self._loss_sum.numpy()) / max(1, self._loss_steps)
@@ -440,6 +498,34 @@ class KerasBackend(Backend):
         self._require_model()
         for variable, value in zip(self._state_vars, state, strict=True):
             variable.assign(value)
+
+    def save_weights(self, path: str) -> None:
+        """Write backbone + head weights as one Keras ``.weights.h5`` (HDF5, no pickle), atomically."""
+        self._require_model()
+        if not path.endswith(".weights.h5"):
+            raise BackendError(f"keras weights path {path!r} must end in .weights.h5")
+        tmp = path[: -len(".weights.h5")] + ".tmp.weights.h5"
+        self._combined().save_weights(tmp)
+        os.replace(tmp, path)
+
+    def load_weights(self, path: str) -> None:
+        """Load a file written by ``save_weights`` into the built backbone + head."""
+        self._require_model()
+        if not os.path.isfile(path):
+            raise BackendError(f"weights file {path!r} does not exist; expected a .weights.h5 written by tlbench")
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("error", UserWarning)
+                self._combined().load_weights(path)
+        except Exception as exc:  # h5py and shape errors come in many types
+            message = " ".join(str(exc).split())[:200]
+            raise BackendError(f"weights file {path!r} does not fit keras model {self.info.name!r} with this head ({type(exc).__name__}: {message})") from exc
+
+    def _combined(self) -> Any:
+        """Backbone and head as one functional model (shares their variables), for weights files."""
+        keras = self._keras
+        inputs = keras.Input((None, None, 3), name="image")
+        return keras.Model(inputs, self.head(self.backbone(inputs)), name=f"tlbench_{self.info.name}")
 
     def synchronize(self) -> None:
         """Wait for queued device work: ``sync_devices`` on GPU, and a read-back of the on-device loss sum."""
@@ -468,7 +554,7 @@ class KerasBackend(Backend):
             raise RuntimeError("build() must be called first")
         return self.info, self.backbone
 
-    def _require_strategy(self) -> None:
+    def _require_phase(self) -> None:
         self._require_model()
         if self._train_fn is None:
-            raise RuntimeError("apply_strategy() must be called before training")
+            raise RuntimeError("apply_phase() must be called before training")

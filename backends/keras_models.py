@@ -13,9 +13,7 @@ import re
 from dataclasses import dataclass
 
 from tlbench.backends.base import BackendError
-
-#: smallest input side every listed ``keras.applications`` backbone accepts (five stride-2 stages)
-MIN_IMAGE_SIZE = 32
+from tlbench.backends.options import KERAS_MIN_IMAGE_SIZE as MIN_IMAGE_SIZE
 
 
 @dataclass(frozen=True)

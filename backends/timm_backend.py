@@ -73,7 +73,13 @@ class TimmBackend(TorchBackend):
     def framework_versions(cls) -> dict[str, str]:
         return {**super().framework_versions(), "timm": timm.__version__}
 
-    def default_data_config(self, model_name: str, image_size: int) -> DataConfig:
+    @classmethod
+    def validate_weights(cls, model_name: str, weights: str) -> None:
+        """timm takes ``default``, ``none`` or a local state-dict file (no weights names)."""
+        cls.validate_model(model_name)
+        super().validate_weights(model_name, weights)
+
+    def default_data_config(self, model_name: str, image_size: int, weights: str = "default") -> DataConfig:
         model = timm.create_model(model_name, pretrained=False)
         return self._config_of(model, image_size)
 

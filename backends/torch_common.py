@@ -2,9 +2,10 @@
 
 A subclass only says how to create a model, where its classifier is, how its backbone splits into ordered
 stages and how to get pooled features; this module does the rest of the ``Backend`` contract: uint8 →
-normalized tensor conversion on device, freezing with ``requires_grad`` per strategy (frozen BatchNorm in eval
-mode), optimizer param groups (backbone LR = head LR × scale), train/predict steps with optional bf16/fp16
-autocast, channels-last and ``torch.compile``, snapshots, ``torch.cuda.synchronize`` and peak memory.
+normalized tensor conversion on device, applying a plan phase with ``requires_grad`` per stage (BatchNorm of
+stages the plan keeps in eval mode), one optimizer param group per stage learning rate, L2-SP penalties,
+train/predict steps on images or cached features with optional bf16/fp16 autocast, channels-last and
+``torch.compile``, snapshots, safe state-dict files, ``torch.cuda.synchronize`` and peak memory.
 
 This module imports torch at import time; it is only ever imported through the lazy backend registry.
 """
@@ -20,8 +21,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from tlbench.backends.base import Backend, BackendError, BuildInfo, DataConfig, ModelSpec, OptimConfig, ParamCounts
-from tlbench.benchmarks.strategies import Strategy
+from tlbench.backends.base import Backend, BackendError, BuildInfo, DataConfig, Inputs, ModelSpec, ParamCounts
+from tlbench.backends.options import TorchOptions
+from tlbench.plan import PhasePlan
 
 _BN_TYPES = (nn.modules.batchnorm._BatchNorm,)
 
@@ -124,8 +126,25 @@ def load_backbone_weights(model: nn.Module, state: "OrderedDict[str, torch.Tenso
     return False
 
 
+def stage_label(names: list[str], index: int) -> str:
+    """A readable name for a stage from its parameter names: their common module path (``layer1``,
+    ``features.3``), else the distinct top-level modules joined with ``+`` (``conv1+bn1``)."""
+    parts = [name.split(".")[:-1] for name in names]
+    common: list[str] = []
+    for level in zip(*parts):
+        if len(set(level)) != 1:
+            break
+        common.append(level[0])
+    if common:
+        return ".".join(common)
+    heads = list(dict.fromkeys(p[0] for p in parts if p))
+    return "+".join(heads) if heads and len(heads) <= 3 else f"stage{index}"
+
+
 class TorchBackend(Backend):
     """``Backend`` for any torch ``nn.Module`` classifier; subclasses supply the model-specific hooks."""
+
+    weights_suffix = ".pth"
 
     def __init__(self, device: str = "cpu") -> None:
         super().__init__(device)
@@ -134,8 +153,8 @@ class TorchBackend(Backend):
         self.optimizer: torch.optim.Optimizer | None = None
         self.data_config: DataConfig | None = None
         self.spec: ModelSpec | None = None
+        self.options = TorchOptions()
         self.autocast_dtype: torch.dtype | None = None
-        self.channels_last = False
         self.augment = "none"
         self._generator = torch.Generator(device="cpu")
         self._loss_sum = torch.zeros((), device=self.device)
@@ -143,6 +162,13 @@ class TorchBackend(Backend):
         self._mean: torch.Tensor | None = None
         self._std: torch.Tensor | None = None
         self._forward: Any = None
+        self._stages: list[tuple[str, list[str]]] = []
+        self._eval_bn: set[str] = set()
+        self._l2sp_alpha = 0.0
+        self._head_l2_beta = 0.0
+        self._pretrained_backbone: dict[str, torch.Tensor] = {}
+        self._l2sp_params: list[tuple[nn.Parameter, torch.Tensor]] = []
+        self._head_params: list[nn.Parameter] = []
 
     # ---- hooks for subclasses -------------------------------------------------------------------------
     @abc.abstractmethod
@@ -182,90 +208,137 @@ class TorchBackend(Backend):
         return versions
 
     def build(self, spec: ModelSpec) -> BuildInfo:
-        torch.manual_seed(int(spec.options.get("seed", 0)))
+        options = spec.options if isinstance(spec.options, TorchOptions) else TorchOptions(amp=spec.options.amp)
+        torch.manual_seed(spec.seed)
         model, source = self.create_model(spec)
-        self.spec = spec
+        self.spec, self.options = spec, options
         self.data_config = self.model_data_config(model, spec)
-        self.channels_last = bool(spec.options.get("channels_last", False))
-        self.autocast_dtype = self._autocast_dtype(spec.options.get("amp", False))
+        self.autocast_dtype = self._autocast_dtype(options.amp)
         model = model.to(self.device)
-        if self.channels_last:
+        if options.channels_last:
             model = model.to(memory_format=torch.channels_last)
         self.model = model
         in_chans = 1 if spec.in_chans == 1 else 3
         mean = torch.tensor(self.data_config.mean[:in_chans], device=self.device).view(1, in_chans, 1, 1)
         std = torch.tensor(self.data_config.std[:in_chans], device=self.device).view(1, in_chans, 1, 1)
         self._mean, self._std = mean * 255.0, std * 255.0
-        self._forward = model
-        compiled = bool(spec.options.get("compile", False))
-        if compiled:
-            self._forward = torch.compile(model)
+        self._forward = torch.compile(model) if options.compile else model
+        stage_names = self.stage_parameter_names(model)
+        labels = [stage_label(names, i) for i, names in enumerate(stage_names)]
+        labels = [label if labels.count(label) == 1 else f"{label}#{i}" for i, label in enumerate(labels)]
+        self._stages = list(zip(labels, stage_names))
+        self._pretrained_backbone = {}
         dtype = "float32" if self.autocast_dtype is None else f"{str(self.autocast_dtype).removeprefix('torch.')}-autocast"
         return BuildInfo(
             pretrained=source,
             data_config=self.data_config,
             dtype=dtype,
             device=str(self.device),
-            extra={"memory_format": "channels_last" if self.channels_last else "contiguous", "compiled": compiled},
+            facts={"memory_format": "channels_last" if options.channels_last else "contiguous", "compiled": options.compile},
         )
 
-    def _autocast_dtype(self, amp: Any) -> torch.dtype | None:
+    def _autocast_dtype(self, amp: str) -> torch.dtype | None:
         if not amp:
             return None
-        if isinstance(amp, str) and amp in ("fp16", "float16"):
+        if amp == "fp16":
             if self.device.type != "cuda":
                 raise BackendError("--amp fp16 needs a CUDA device; on CPU use --amp bf16")
             return torch.float16
-        return torch.bfloat16
+        if amp == "bf16":
+            return torch.bfloat16
+        raise BackendError(f"unknown --amp {amp!r}; expected bf16 or fp16")
 
-    def apply_strategy(self, strategy: Strategy, optim: OptimConfig) -> ParamCounts:
+    def stages(self) -> list[str]:
+        self._require_model()
+        return [label for label, _ in self._stages]
+
+    def apply_phase(self, phase: PhasePlan) -> ParamCounts:
         model = self._require_model()
-        self._generator.manual_seed(optim.seed)
-        self.augment = optim.augment
+        self.check_phase(phase)
         head_prefixes = self.classifier_prefixes(model)
-        stages = self.stage_parameter_names(model)
-        if strategy.train_backbone == "all":
-            trainable_backbone = {n for stage in stages for n in stage}
-        elif strategy.train_backbone == "last_k":
-            k = strategy.last_k_stages
-            if not 0 < k <= len(stages):
-                raise BackendError(f"strategy {strategy.name!r}: last_k_stages={k} but the model has {len(stages)} stages")
-            trainable_backbone = {n for stage in stages[-k:] for n in stage}
-        else:
-            trainable_backbone = set()
-        head_params, backbone_params = [], []
-        for name, param in model.named_parameters():
+        params = dict(model.named_parameters())
+        stage_of = {name: index for index, (_, names) in enumerate(self._stages) for name in names}
+        groups: dict[float, list[nn.Parameter]] = {}
+        head_params: list[nn.Parameter] = []
+        trainable_backbone: list[tuple[str, nn.Parameter]] = []
+        for name, param in params.items():
             is_head = any(name == p or name.startswith(p + ".") for p in head_prefixes)
-            param.requires_grad_(is_head or name in trainable_backbone)
+            stage = phase.stages[stage_of[name]] if name in stage_of else None
+            trains = is_head or (stage is not None and stage.trainable)
+            param.requires_grad_(trains)
             if is_head:
                 head_params.append(param)
-            elif name in trainable_backbone:
-                backbone_params.append(param)
-        groups = [{"params": head_params, "lr": strategy.head_lr}]
-        if backbone_params:
-            groups.append({"params": backbone_params, "lr": strategy.head_lr * strategy.backbone_lr_scale})
-        if optim.optimizer == "sgd":
-            self.optimizer = torch.optim.SGD(groups, lr=strategy.head_lr, momentum=optim.momentum, weight_decay=optim.weight_decay)
-        elif optim.optimizer == "adamw":
-            self.optimizer = torch.optim.AdamW(groups, lr=strategy.head_lr, weight_decay=optim.weight_decay)
+                groups.setdefault(phase.head_lr, []).append(param)
+            elif trains:
+                trainable_backbone.append((name, param))
+                groups.setdefault(stage.lr, []).append(param)
+        opt = phase.optimizer
+        param_groups = [{"params": ps, "lr": lr} for lr, ps in groups.items()]
+        if opt.name == "sgd":
+            self.optimizer = torch.optim.SGD(param_groups, lr=phase.head_lr, momentum=opt.momentum, weight_decay=opt.weight_decay)
         else:
-            raise BackendError(f"unknown optimizer {optim.optimizer!r}; expected adamw or sgd")
-        self._frozen_bn_eval = strategy.frozen_bn_eval
-        model.eval()  # the next train step re-enters train mode with this strategy's frozen BatchNorm in eval
+            self.optimizer = torch.optim.AdamW(param_groups, lr=phase.head_lr, weight_decay=opt.weight_decay)
+        self._eval_bn = self._bn_modules_in_eval(model, phase, stage_of)
+        self._install_regularizers(phase, head_params, trainable_backbone)
+        self.augment = phase.augment
+        self._generator.manual_seed(self.spec.seed if self.spec else 0)
+        model.eval()  # the next train step re-enters train mode with this phase's BatchNorm modes
         total = sum(p.numel() for p in model.parameters())
         trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
         return ParamCounts(trainable=trainable, total=total)
 
+    def applied_learning_rates(self) -> dict[str, float | None]:
+        model = self._require_model()
+        if self.optimizer is None:
+            raise RuntimeError("apply_phase() must be called first")
+        lr_of = {id(p): group["lr"] for group in self.optimizer.param_groups for p in group["params"]}
+        params = dict(model.named_parameters())
+        head = [n for n in params if any(n == p or n.startswith(p + ".") for p in self.classifier_prefixes(model))]
+        rates: dict[str, float | None] = {"head": _single_rate({lr_of.get(id(params[n])) for n in head}, "head")}
+        for label, names in self._stages:
+            rates[label] = _single_rate({lr_of.get(id(params[n])) for n in names}, label)
+        return rates
+
+    def _bn_modules_in_eval(self, model: nn.Module, phase: PhasePlan, stage_of: dict[str, int]) -> set[str]:
+        """Names of BatchNorm modules whose stage the phase keeps in inference mode."""
+        names = set()
+        for module_name, module in model.named_modules():
+            if not isinstance(module, _BN_TYPES):
+                continue
+            owned = [f"{module_name}.{p}" for p, _ in module.named_parameters(recurse=False)]
+            indices = {stage_of[n] for n in owned if n in stage_of}
+            if indices and not any(phase.stages[i].bn_train for i in indices):
+                names.add(module_name)
+        return names
+
+    def _install_regularizers(self, phase: PhasePlan, head_params: list[nn.Parameter], backbone: list[tuple[str, nn.Parameter]]) -> None:
+        """L2-SP toward the weights the backbone had when first asked for (the pretrained ones: no earlier phase
+        trains the backbone), and an L2 penalty on the head."""
+        regs = phase.regularizers
+        self._l2sp_alpha, self._head_l2_beta = regs.l2sp_alpha, regs.head_l2_beta
+        self._l2sp_params = []
+        if regs.l2sp_alpha > 0:
+            for name, param in backbone:
+                if name not in self._pretrained_backbone:
+                    self._pretrained_backbone[name] = param.detach().clone()
+                self._l2sp_params.append((param, self._pretrained_backbone[name]))
+        self._head_params = head_params if regs.head_l2_beta > 0 else []
+
+    def _penalty(self) -> torch.Tensor | None:
+        terms = []
+        if self._l2sp_params:
+            terms.append(self._l2sp_alpha * sum(((p - p0) ** 2).sum() for p, p0 in self._l2sp_params))
+        if self._head_params:
+            terms.append(self._head_l2_beta * sum((p**2).sum() for p in self._head_params))
+        return sum(terms) if terms else None
+
     def _train_mode(self) -> None:
-        """``model.train()``, but BatchNorm layers whose parameters are all frozen stay in eval mode."""
+        """``model.train()``, with the BatchNorm layers the current phase freezes kept in eval mode."""
         model = self._require_model()
         model.train()
-        if getattr(self, "_frozen_bn_eval", True):
-            for module in model.modules():
-                if isinstance(module, _BN_TYPES):
-                    params = list(module.parameters(recurse=False))
-                    if params and not any(p.requires_grad for p in params):
-                        module.eval()
+        for name, module in model.named_modules():
+            if name in self._eval_bn:
+                module.eval()
 
     def to_input(self, images: np.ndarray) -> torch.Tensor:
         """uint8 NHWC numpy → normalized float NCHW tensor on the device (gray → 1 channel if in_chans=1)."""
@@ -275,9 +348,12 @@ class TorchBackend(Backend):
             x = x[..., :1]
         x = x.permute(0, 3, 1, 2).float()
         x = (x - self._mean) / self._std
-        if self.channels_last:
+        if self.options.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         return x
+
+    def _features_input(self, features: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(np.require(features, np.float32, ["C_CONTIGUOUS", "WRITEABLE"])).to(self.device)
 
     def _augment(self, x: torch.Tensor) -> torch.Tensor:
         if self.augment in ("flip", "crop-flip"):
@@ -292,29 +368,23 @@ class TorchBackend(Backend):
             return torch.autocast(device_type=self.device.type, enabled=False)
         return torch.autocast(device_type=self.device.type, dtype=self.autocast_dtype)
 
-    def train_step(self, images: np.ndarray, labels: np.ndarray) -> None:
+    def train_step(self, batch: np.ndarray, labels: np.ndarray, inputs: Inputs = "images") -> None:
         model = self._require_model()
+        if self.optimizer is None:
+            raise RuntimeError("apply_phase() must be called before training")
         if not model.training:
             self._train_mode()
-        x = self._augment(self.to_input(images))
         y = torch.from_numpy(np.asarray(labels, dtype=np.int64)).to(self.device)
-        with self._autocast():
-            loss = nn.functional.cross_entropy(self._forward(x), y)
-        self._step(loss)
-
-    def train_head_step(self, features: np.ndarray, labels: np.ndarray) -> None:
-        model = self._require_model()
-        if not model.training:
-            self._train_mode()
-        f = torch.from_numpy(np.asarray(features, dtype=np.float32)).to(self.device)
-        y = torch.from_numpy(np.asarray(labels, dtype=np.int64)).to(self.device)
-        loss = nn.functional.cross_entropy(self.head_logits(model, f), y)
-        self._step(loss)
-
-    def _step(self, loss: torch.Tensor) -> None:
-        assert self.optimizer is not None, "apply_strategy() must be called before training"
+        if inputs == "features":
+            logits = self.head_logits(model, self._features_input(batch))
+        else:
+            with self._autocast():
+                logits = self._forward(self._augment(self.to_input(batch)))
+        loss = nn.functional.cross_entropy(logits.float(), y)
+        penalty = self._penalty()
+        total = loss if penalty is None else loss + penalty
         self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        total.backward()
         self.optimizer.step()
         self._loss_sum += loss.detach().float()
         self._loss_steps += 1
@@ -326,11 +396,14 @@ class TorchBackend(Backend):
         return mean
 
     @torch.inference_mode()
-    def predict_proba(self, images: np.ndarray) -> np.ndarray:
+    def predict_proba(self, batch: np.ndarray, inputs: Inputs = "images") -> np.ndarray:
         model = self._require_model()
         model.eval()
-        with self._autocast():
-            logits = self._forward(self.to_input(images))
+        if inputs == "features":
+            logits = self.head_logits(model, self._features_input(batch))
+        else:
+            with self._autocast():
+                logits = self._forward(self.to_input(batch))
         return torch.softmax(logits.float(), dim=1).cpu().numpy()
 
     @torch.inference_mode()
@@ -340,13 +413,6 @@ class TorchBackend(Backend):
         with self._autocast():
             feats = self.pooled_features(model, self.to_input(images))
         return feats.float().cpu().numpy()
-
-    @torch.inference_mode()
-    def predict_head_proba(self, features: np.ndarray) -> np.ndarray:
-        model = self._require_model()
-        model.eval()
-        f = torch.from_numpy(np.asarray(features, dtype=np.float32)).to(self.device)
-        return torch.softmax(self.head_logits(model, f).float(), dim=1).cpu().numpy()
 
     def snapshot(self) -> Any:
         return {k: v.detach().clone() for k, v in self._require_model().state_dict().items()}
@@ -363,6 +429,16 @@ class TorchBackend(Backend):
         tmp = f"{path}.tmp"
         torch.save(state, tmp)
         os.replace(tmp, path)
+
+    def load_weights(self, path: str) -> None:
+        """Load a state dict written by ``save_weights`` (``weights_only=True``; keys and shapes must match)."""
+        model = self._require_model()
+        state = read_state_dict(path)
+        try:
+            model.load_state_dict(state)
+        except RuntimeError as exc:
+            first = " ".join(str(exc).split())[:200]
+            raise BackendError(f"weights file {path!r} does not fit {type(model).__name__}: {first}") from exc
 
     def synchronize(self) -> None:
         if self.device.type == "cuda":
@@ -386,6 +462,12 @@ class TorchBackend(Backend):
         if self.model is None:
             raise RuntimeError("build() must be called first")
         return self.model
+
+def _single_rate(rates: set[float | None], where: str) -> float | None:
+    """The one learning rate of a stage's parameters (``None``: frozen, not in the optimizer)."""
+    if len(rates) != 1:
+        raise RuntimeError(f"parameters of {where!r} have several learning rates: {sorted(map(str, rates))}")
+    return next(iter(rates))
 
 
 def _random_resized_crop(x: torch.Tensor, generator: torch.Generator, scale: tuple[float, float] = (0.5, 1.0)) -> torch.Tensor:

@@ -270,18 +270,17 @@ class TorchvisionBackend(TorchBackend):
     def framework_versions(cls) -> dict[str, str]:
         return {"torch": torch.__version__, "torchvision": torchvision.__version__}
 
-    def default_data_config(self, model_name: str, image_size: int) -> DataConfig:
-        """Input policy from the model's DEFAULT weights' ``transforms()`` metadata (no download)."""
+    def default_data_config(self, model_name: str, image_size: int, weights: str = "default") -> DataConfig:
+        """Input policy from the ``transforms()`` metadata of the requested weights (no download).
+
+        A weights name (``IMAGENET1K_V1``) decides both the resize crop and the normalization, exactly as
+        ``build`` will; files and ``none`` use the DEFAULT weights' policy.
+        """
         self.validate_model(model_name)
-        return data_config_from_weights(weights_enum(model_name), image_size)
+        return data_config_from_weights(weights_for_config(model_name, weights), image_size)
 
     def model_data_config(self, model: nn.Module, spec: ModelSpec) -> DataConfig:
-        return data_config_from_weights(self._weights_for_config(spec), spec.image_size)
-
-    def _weights_for_config(self, spec: ModelSpec) -> Any:
-        if _is_enum_request(spec.weights):
-            return weights_enum(spec.name, spec.weights)
-        return weights_enum(spec.name)
+        return data_config_from_weights(weights_for_config(spec.name, spec.weights), spec.image_size)
 
     # ---- model ------------------------------------------------------------------------------------------
     def create_model(self, spec: ModelSpec) -> tuple[nn.Module, str]:
@@ -381,6 +380,13 @@ class TorchvisionBackend(TorchBackend):
 
     def head_logits(self, model: nn.Module, features: torch.Tensor) -> torch.Tensor:
         return model.get_submodule(final_linear_name(model))(features)
+
+
+def weights_for_config(model_name: str, weights: str) -> Any:
+    """The weights enum member whose transforms define the input policy of ``model_name`` with ``weights``."""
+    if _is_enum_request(weights):
+        return weights_enum(model_name, weights)
+    return weights_enum(model_name)
 
 
 def _under(name: str, prefix: str) -> bool:

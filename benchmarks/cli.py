@@ -9,24 +9,21 @@ from __future__ import annotations
 import argparse
 import math
 import os
-import re
 import sys
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from tlbench.backends import BACKENDS, BackendError, get_backend_class
-from tlbench.benchmarks.config import DEFAULT_SUITE, RunOptions, SuiteConfig, format_weights_map, parse_weights_map
-from tlbench.benchmarks.strategies import STRATEGIES
+from tlbench.backends import REGISTRY, BackendError, OptionsError, backend_entry, get_backend_class
+from tlbench.backends.base import WEIGHTS_NAME
+from tlbench.backends.options import options_from_flags
+from tlbench.benchmarks.running.config import DEFAULT_SUITE, RunOptions, SuiteConfig, format_weights_map, parse_weights_map
 from tlbench.datasets import DatasetError, dataset_usages, parse_dataset_spec
+from tlbench.plan import AUGMENTS, OPTIMIZERS
+from tlbench.strategies import STRATEGIES
 
 EXIT_USAGE = 2
 DEVICES = ("auto", "cpu", "cuda", "gpu")
-AUGMENTS = ("none", "flip", "crop-flip")
-AMPS = ("", "bf16", "fp16")
-OPTIMIZERS = ("adamw", "sgd")
-#: a backend's named weights (torchvision enum members: ``IMAGENET1K_V1``, ``ResNet50_Weights.IMAGENET1K_V2``)
-WEIGHTS_NAME = re.compile(r"(?:[A-Za-z0-9]+_Weights\.)?[A-Z][A-Z0-9_]*")
 
 
 class UsageError(Exception):
@@ -67,7 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run a suite (backend × model × strategy × dataset × seed)")
     run.add_argument("--suite", default=DEFAULT_SUITE, help="suite name; results go to results/<suite> (default: %(default)s)")
     run.add_argument("--out", type=Path, help="write the suite to this directory instead of results/<suite>")
-    run.add_argument("--backends", default=",".join(defaults.backends), help=f"comma-separated, from: {', '.join(BACKENDS)}")
+    run.add_argument("--backends", default=",".join(defaults.backends), help=f"comma-separated, from: {', '.join(REGISTRY)}")
     run.add_argument("--models", default=",".join(defaults.models), help="comma-separated model names (per backend namespace)")
     run.add_argument("--strategies", default=",".join(defaults.strategies), help=f"comma-separated, from: {', '.join(STRATEGIES)}")
     run.add_argument("--dataset", "--datasets", dest="datasets", default=",".join(defaults.datasets), help="comma-separated dataset specs (see `tlbench list datasets`)")
@@ -83,7 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--lr", type=float, default=None, help="head learning rate (default: the strategy's)")
     run.add_argument("--augment", default=opts.augment, help=f"training augmentation on device: {', '.join(AUGMENTS)}")
     run.add_argument("--channels-last", action="store_true", help="torch backends: channels-last memory format")
-    run.add_argument("--amp", default=opts.amp, help="mixed precision: bf16 (CPU/GPU) or fp16 (GPU)")
+    run.add_argument("--amp", default="", help="mixed precision: bf16 (CPU/GPU) or fp16 (GPU)")
     run.add_argument("--compile", action="store_true", help="torch backends: torch.compile")
     run.add_argument("--jit-compile", action="store_true", help="keras backend: XLA jit_compile")
     run.add_argument("--max-train-images", type=int, default=None, help="train on a stratified subset of this size")
@@ -111,29 +108,38 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _validate_models(backends: tuple[str, ...], models: list[str], options: RunOptions) -> None:
+    """Every model and weights value through each backend's own ``validate_model``/``validate_weights``."""
     for backend in backends:
         weights = options.weights_for(backend)
         try:
             cls = get_backend_class(backend)
+            for model in models:
+                cls.validate_model(model)
+                cls.validate_weights(model, weights)
         except BackendError as exc:
             raise UsageError(str(exc)) from None
-        for model in models:
-            try:
-                validate = getattr(cls, "validate_model", None)
-                if validate is not None:
-                    validate(model)
-                elif model not in cls.available_models():
-                    raise BackendError(f"unknown {backend} model {model!r}; expected one of: {', '.join(cls.available_models())}")
-            except BackendError as exc:
-                raise UsageError(str(exc)) from None
-            if WEIGHTS_NAME.fullmatch(weights) and not os.path.isfile(weights):
-                validate_weights = getattr(cls, "validate_weights", None)
-                if validate_weights is None:
-                    raise UsageError(f"--weights {weights!r} is a weights name, but backend {backend!r} takes only default, none or a file")
-                try:
-                    validate_weights(model, weights)
-                except BackendError as exc:
-                    raise UsageError(str(exc)) from None
+
+
+def _backend_options(backends: tuple[str, ...], args: argparse.Namespace, device: str, image_size: int, in_chans: int) -> dict[str, dict]:
+    """One typed options object per backend from the flags, each validated against the run's settings.
+
+    Raises:
+        UsageError: a flag the backend does not take, or a combination it cannot honour (one line).
+    """
+    from tlbench.benchmarks.running.environment import gpu_names
+
+    flags = {"amp": args.amp, "channels_last": args.channels_last, "compile": args.compile, "jit_compile": args.jit_compile}
+    gpu_visible = bool(gpu_names()) if device in ("auto", "cuda", "gpu") or device.startswith("cuda:") else False
+    result = {}
+    for backend in backends:
+        entry = backend_entry(backend)
+        try:
+            typed = options_from_flags(backend, entry.options, flags)
+            typed.validate(backend, device=device, image_size=image_size, in_chans=in_chans, gpu_visible=gpu_visible)
+        except OptionsError as exc:
+            raise UsageError(str(exc)) from None
+        result[backend] = typed.to_dict()
+    return result
 
 
 def _weights_value(value: str, label: str | None = None) -> str:
@@ -175,7 +181,7 @@ def suite_from_args(args: argparse.Namespace) -> SuiteConfig:
     Raises:
         UsageError: a bad value (message names it and the valid choices).
     """
-    backends = _choice_list("backend", _csv(args.backends), list(BACKENDS))
+    backends = _choice_list("backend", _csv(args.backends), list(REGISTRY))
     strategies = _choice_list("strategy", _csv(args.strategies), list(STRATEGIES))
     models = _csv(args.models)
     if not models:
@@ -198,19 +204,22 @@ def suite_from_args(args: argparse.Namespace) -> SuiteConfig:
     if device not in DEVICES and not device.startswith("cuda:"):
         raise UsageError(f"unknown device {args.device!r}; expected one of: {', '.join(DEVICES)}, cuda:N")
     if device in ("cuda", "gpu") or device.startswith("cuda:"):
-        from tlbench.benchmarks.environment import gpu_names
+        from tlbench.benchmarks.running.environment import gpu_names
 
         if not gpu_names():
             raise UsageError(f"--device {args.device} requested but no NVIDIA GPU is visible; use --device cpu or auto")
-    for label, value, valid in (("augment", args.augment, AUGMENTS), ("amp", args.amp, AMPS), ("optimizer", args.optimizer, OPTIMIZERS)):
+    for label, value, valid in (("augment", args.augment, AUGMENTS), ("optimizer", args.optimizer, OPTIMIZERS)):
         if value not in valid:
             raise UsageError(f"unknown --{label} {value!r}; expected one of: {', '.join(v or '(empty)' for v in valid)}")
     weights = _weights_option(args.weights, backends)
     if args.lr is not None and not (args.lr > 0 and math.isfinite(args.lr)):
         raise UsageError(f"--lr must be a positive number, got {args.lr}")
+    if args.cell_timeout is not None and not (args.cell_timeout > 0 and math.isfinite(args.cell_timeout)):
+        raise UsageError(f"--cell-timeout must be a positive number of seconds, got {args.cell_timeout}")
+    image_size = _positive("image-size", args.image_size, 16)
     options = RunOptions(
         epochs=_positive("epochs", args.epochs),
-        image_size=_positive("image-size", args.image_size, 16),
+        image_size=image_size,
         batch_size=_positive("batch-size", args.batch_size),
         device=device,
         weights=weights,
@@ -219,10 +228,7 @@ def suite_from_args(args: argparse.Namespace) -> SuiteConfig:
         optimizer=args.optimizer,
         lr=args.lr,
         augment=args.augment,
-        channels_last=args.channels_last,
-        amp=args.amp,
-        compile=args.compile,
-        jit_compile=args.jit_compile,
+        backend_options=_backend_options(backends, args, device, image_size, args.in_chans),
         max_train_images=None if args.max_train_images is None else _positive("max-train-images", args.max_train_images, 2),
         infer_repeats=_positive("infer-repeats", args.infer_repeats, 10),
         cache_dir=args.cache_dir,
@@ -238,17 +244,18 @@ def cell_summary(record: dict[str, Any]) -> str:
     """One line about a finished cell: its identity and its headline figures or its error."""
     name = f"{record['backend']}/{record['model']}/{record['strategy']}/{record['dataset']}/s{record['seed']}"
     if record.get("status") == "ok":
-        return (
-            f"{name}: accuracy={record['accuracy']:.3f} train={record['train_images_per_s']:.1f} img/s "
-            f"infer={record['infer_images_per_s']:.1f} img/s wall={record['wall_s']:.1f} s"
-        )
+        if record.get("train_images_per_s") is not None:
+            train = f"train={record['train_images_per_s']:.1f} img/s"
+        else:
+            train = f"features={record.get('feature_extract_images_per_s') or float('nan'):.1f} img/s"
+        return f"{name}: accuracy={record['accuracy']:.3f} {train} infer={record['infer_images_per_s']:.1f} img/s wall={record['wall_s']:.1f} s"
     return f"{name}: FAILED: {record.get('error')}"
 
 
 def command_run(args: argparse.Namespace) -> int:
-    from tlbench.benchmarks.report import write_report
-    from tlbench.benchmarks.runner import RESULTS_FILE, run_suite
-    from tlbench.benchmarks.results import cell_key, latest_by_cell, load_results
+    from tlbench.benchmarks.reporting.report import write_report
+    from tlbench.benchmarks.running.runner import RESULTS_FILE, run_suite
+    from tlbench.benchmarks.running.results import cell_key, latest_by_cell, load_results
 
     suite = suite_from_args(args)
     out_dir = args.out if args.out is not None else Path("results") / suite.name
@@ -281,7 +288,7 @@ def command_run(args: argparse.Namespace) -> int:
 
 
 def command_report(args: argparse.Namespace) -> int:
-    from tlbench.benchmarks.report import write_report
+    from tlbench.benchmarks.reporting.report import write_report
 
     if not args.suite_dir.is_dir():
         raise UsageError(f"suite directory {str(args.suite_dir)!r} does not exist; expected a directory made by `tlbench run`")
@@ -295,7 +302,7 @@ def command_report(args: argparse.Namespace) -> int:
 
 def command_explain(args: argparse.Namespace) -> int:
     """``tlbench explain``: draw one cell's stage feature maps (and Grad-CAM) for one stored test image."""
-    from tlbench.benchmarks.explain import ExplainError, default_output, draw_explanation, explain_cell
+    from tlbench.benchmarks.reporting.explain import ExplainError, default_output, draw_explanation, explain_cell
 
     if not args.suite_dir.is_dir():
         raise UsageError(f"suite directory {str(args.suite_dir)!r} does not exist; expected a directory made by `tlbench run`")
@@ -313,7 +320,7 @@ def command_explain(args: argparse.Namespace) -> int:
 
 def command_list(args: argparse.Namespace) -> int:
     if args.what == "backends":
-        for name, target in BACKENDS.items():
+        for name, target in REGISTRY.items():
             print(f"{name:12s} {target}")
     elif args.what == "strategies":
         for strategy in STRATEGIES.values():
@@ -322,8 +329,8 @@ def command_list(args: argparse.Namespace) -> int:
         for usage in dataset_usages():
             print(usage)
     else:
-        names = [args.backend] if args.backend else list(BACKENDS)
-        _choice_list("backend", names, list(BACKENDS))
+        names = [args.backend] if args.backend else list(REGISTRY)
+        _choice_list("backend", names, list(REGISTRY))
         for name in names:
             try:
                 models = get_backend_class(name).available_models()

@@ -14,6 +14,8 @@ except ImportError:  # pragma: no cover - CI installs every extra
     pass
 
 SUPPORT = Path(__file__).parent / "support"
+if str(SUPPORT) not in sys.path:  # shared test helpers (report_suite, plans, fake_backend) import by name
+    sys.path.insert(0, str(SUPPORT))
 SHARED_DATA = Path(os.environ.get("TLBENCH_SHARED_DATA") or Path(__file__).resolve().parents[2] / "shared" / "data")
 
 
@@ -25,7 +27,7 @@ def fake_backend(monkeypatch: pytest.MonkeyPatch) -> str:
     monkeypatch.setenv("TLBENCH_BACKENDS", "fake=fake_backend:FakeBackend")
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(SUPPORT), os.environ.get("PYTHONPATH", "")])))
     monkeypatch.syspath_prepend(str(SUPPORT))
-    monkeypatch.setitem(backends.BACKENDS, "fake", "fake_backend:FakeBackend")
+    monkeypatch.setitem(backends.REGISTRY, "fake", backends.BackendEntry("fake", "fake_backend:FakeBackend", "fake", ()))
     return "fake"
 
 

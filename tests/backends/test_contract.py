@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import inspect
+from dataclasses import replace
 
 import numpy as np
 import pytest
+from plans import phase
 
-from tlbench.backends import BACKENDS, Backend, BackendError, ModelSpec, OptimConfig, get_backend_class
-from tlbench.benchmarks.strategies import STRATEGIES, head_only
+from tlbench.backends import REGISTRY, Backend, BackendError, ModelSpec, get_backend_class
+from tlbench.plan import make_plan
+from tlbench.strategies import STRATEGIES
 
 #: a small model each backend can build offline at 32 px
 SMALL_MODEL = {"timm": "resnet18", "torchvision": "resnet18", "keras": "vgg16"}
@@ -21,7 +24,7 @@ def backend_name(request) -> str:
 
 
 def test_every_registered_backend_is_covered():
-    assert set(SMALL_MODEL) == set(BACKENDS) - {"fake"}
+    assert set(SMALL_MODEL) == set(REGISTRY) - {"fake"}
 
 
 def test_registry_unknown_name():
@@ -52,9 +55,10 @@ def test_build_transfer_train_predict(backend_name, strategy_name):
     b = get_backend_class(backend_name)("cpu")
     config = b.default_data_config(SMALL_MODEL[backend_name], 32)
     assert config.image_size == 32 and 0 < config.crop_pct <= 1
-    info = b.build(ModelSpec(SMALL_MODEL[backend_name], NUM_CLASSES, 32, weights="none", pretrained=strategy.pretrained, options={"seed": 0}))
+    info = b.build(ModelSpec(SMALL_MODEL[backend_name], NUM_CLASSES, 32, weights="none", pretrained=strategy.pretrained, seed=0))
     assert info.pretrained == "none" and info.device.lower().startswith(("cpu", "/cpu", "/job"))
-    counts = b.apply_strategy(strategy, OptimConfig(seed=0))
+    assert len(b.stages()) >= 4 and len(set(b.stages())) == len(b.stages())
+    counts = b.apply_phase(phase(b, strategy))
     assert 0 < counts.trainable <= counts.total
     if strategy.train_backbone == "none":
         assert counts.trainable < counts.total / 10
@@ -64,9 +68,9 @@ def test_build_transfer_train_predict(backend_name, strategy_name):
     if strategy.cache_features:
         feats = b.extract_features(x)
         assert feats.shape[0] == 6 and feats.dtype == np.float32
-        before = b.predict_head_proba(feats)
-        b.train_head_step(feats, y)
-        after = b.predict_head_proba(feats)
+        before = b.predict_proba(feats, "features")
+        b.train_step(feats, y, "features")
+        after = b.predict_proba(feats, "features")
         # the head alone on cached features computes what the whole model computes
         np.testing.assert_allclose(after, b.predict_proba(x), rtol=1e-4, atol=1e-5)
     else:
@@ -85,8 +89,8 @@ def test_build_transfer_train_predict(backend_name, strategy_name):
 
 def test_snapshot_restore_round_trip(backend_name):
     b = get_backend_class(backend_name)("cpu")
-    b.build(ModelSpec(SMALL_MODEL[backend_name], NUM_CLASSES, 32, weights="none", pretrained=False, options={"seed": 0}))
-    b.apply_strategy(STRATEGIES["scratch"], OptimConfig(seed=0))
+    b.build(ModelSpec(SMALL_MODEL[backend_name], NUM_CLASSES, 32, weights="none", pretrained=False, seed=0))
+    b.apply_phase(phase(b, "scratch"))
     x, y = _images(6)
     state = b.snapshot()
     reference = b.predict_proba(x)
@@ -97,13 +101,75 @@ def test_snapshot_restore_round_trip(backend_name):
 
 
 def test_two_phase_reapply(backend_name):
-    full = STRATEGIES["full_finetune"]
     b = get_backend_class(backend_name)("cpu")
-    b.build(ModelSpec(SMALL_MODEL[backend_name], NUM_CLASSES, 32, weights="none", options={"seed": 0}))
-    warm = b.apply_strategy(head_only(full), OptimConfig(seed=0))
+    b.build(ModelSpec(SMALL_MODEL[backend_name], NUM_CLASSES, 32, weights="none", seed=0))
+    plan = make_plan(STRATEGIES["full_finetune"], b.stages(), epochs=3)
+    assert [p.name for p in plan.phases] == ["head_warmup", "main"]
+    warm = b.apply_phase(plan.phases[0])
     x, y = _images(6)
     b.train_step(x, y)
-    unfrozen = b.apply_strategy(full, OptimConfig(seed=0))
+    unfrozen = b.apply_phase(plan.phases[1])
     assert unfrozen.trainable > warm.trainable and unfrozen.total == warm.total
     b.train_step(x, y)
     assert np.isfinite(b.pop_train_loss())
+
+
+def test_layer_wise_lr_decay_is_plan_data(backend_name):
+    """Per-stage learning rates come from the plan alone; the framework's optimizers hold exactly those."""
+    b = get_backend_class(backend_name)("cpu")
+    b.build(ModelSpec(SMALL_MODEL[backend_name], NUM_CLASSES, 32, weights="none", seed=0))
+    decayed = replace(STRATEGIES["full_finetune"], layer_decay=0.5, backbone_lr_scale=1.0)
+    main = phase(b, decayed, head_lr=1e-2)
+    b.apply_phase(main)
+    applied = b.applied_learning_rates()
+    stages = b.stages()
+    assert list(applied) == ["head", *stages]
+    assert applied["head"] == pytest.approx(1e-2)
+    n = len(stages)
+    for index, name in enumerate(stages):  # stage next to the head: x0.5, the stem: x0.5**n
+        assert applied[name] == pytest.approx(1e-2 * 0.5 ** (n - index), rel=1e-6), name
+    partial = phase(b, "partial_finetune")
+    b.apply_phase(partial)
+    applied = b.applied_learning_rates()
+    assert [applied[s] is None for s in stages] == [not p.trainable for p in partial.stages]
+    x, y = _images(6)
+    b.train_step(x, y)  # the re-applied phase trains
+    assert np.isfinite(b.pop_train_loss())
+
+
+def test_plan_for_other_stages_is_rejected(backend_name):
+    b = get_backend_class(backend_name)("cpu")
+    b.build(ModelSpec(SMALL_MODEL[backend_name], NUM_CLASSES, 32, weights="none", seed=0))
+    wrong = make_plan(STRATEGIES["scratch"], ["a", "b"], epochs=1).phases[0]
+    with pytest.raises(BackendError, match="names stages"):
+        b.apply_phase(wrong)
+
+
+def test_weights_files_round_trip_in_the_native_safe_format(backend_name, tmp_path):
+    b = get_backend_class(backend_name)("cpu")
+    spec = ModelSpec(SMALL_MODEL[backend_name], NUM_CLASSES, 32, weights="none", pretrained=False, seed=0)
+    b.build(spec)
+    b.apply_phase(phase(b, "scratch"))
+    x, y = _images(6)
+    b.train_step(x, y)
+    path = tmp_path / f"w{b.weights_suffix}"
+    b.save_weights(str(path))
+    assert path.is_file() and not list(tmp_path.glob("*tmp*"))
+    if backend_name != "keras":
+        import torch
+
+        torch.load(path, weights_only=True)  # a plain state dict: no code runs on load
+    else:
+        import h5py
+
+        with h5py.File(path) as handle:  # HDF5, not a pickle
+            assert len(handle.keys()) > 0
+    other = get_backend_class(backend_name)("cpu")
+    other.build(replace(spec, seed=1))
+    assert not np.allclose(other.predict_proba(x), b.predict_proba(x))
+    other.load_weights(str(path))
+    np.testing.assert_allclose(other.predict_proba(x), b.predict_proba(x), rtol=1e-5, atol=1e-6)
+    bad = tmp_path / f"bad{b.weights_suffix}"
+    bad.write_bytes(b"not weights")
+    with pytest.raises(BackendError, match="bad"):
+        other.load_weights(str(bad))

@@ -19,7 +19,7 @@ from tlbench.backends import get_backend_class
 from tlbench.backends.base import BackendError, DataConfig, ModelSpec, OptimConfig
 from tlbench.backends.keras_backend import KerasBackend, check_image_size, keras_cache_dir
 from tlbench.backends.keras_models import KERAS_MODELS, model_info
-from tlbench.benchmarks.strategies import STRATEGIES
+from tlbench.strategies import STRATEGIES
 
 SIZE = 32
 

@@ -10,7 +10,7 @@ import pytest
 
 from tlbench.backends.base import ModelSpec, OptimConfig
 from tlbench.backends.keras_backend import KerasBackend
-from tlbench.benchmarks.strategies import STRATEGIES, Strategy, head_only
+from tlbench.strategies import STRATEGIES, Strategy, head_only
 
 SIZE = 32
 X = np.random.default_rng(1).integers(0, 256, (4, SIZE, SIZE, 3), dtype=np.uint8)

@@ -9,7 +9,7 @@ from PIL import Image
 from sklearn.datasets import load_sample_images
 
 from tlbench.backends import BackendError, ModelSpec, OptimConfig, get_backend_class
-from tlbench.benchmarks.strategies import STRATEGIES, head_only
+from tlbench.strategies import STRATEGIES, head_only
 from tlbench.datasets.base import ResizePolicy
 from tlbench.datasets.resize import resize_image
 

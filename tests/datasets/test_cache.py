@@ -48,9 +48,11 @@ def test_streamed_arrays_are_kept_in_place_and_loaded_memory_mapped(tmp_path: Pa
     assert isinstance(dataset.splits["test"].images, np.memmap)
     assert dataset.splits["test"].images[:, 0, 0, 0].tolist() == [20, 21, 22, 23]
     entry = Path(dataset.meta["cache_dir"])
+    assert entry.parent == tmp_path / "datasets"
     assert sorted(p.name for p in entry.iterdir()) == sorted(
-        [f"{s}_{k}.npy" for s in ("train", "val", "test") for k in ("images", "labels")] + ["meta.json"]
+        [f"{s}_{k}.npy" for s in ("train", "val", "test") for k in ("images", "labels", "hashes")] + ["meta.json"]
     )
+    assert dataset.splits["train"].content_hashes.shape == (4, 16) and dataset.splits["train"].names is None
     assert json.loads((entry / "meta.json").read_text())["class_names"] == ["a", "b"]
     again = load_or_build(source, ResizePolicy(8), tmp_path)
     assert again.meta["cache_hit"] is True and source.calls == 1
@@ -61,7 +63,7 @@ def test_streamed_arrays_are_kept_in_place_and_loaded_memory_mapped(tmp_path: Pa
 def test_failed_build_leaves_no_entry(tmp_path: Path) -> None:
     with pytest.raises(RuntimeError, match="disk full"):
         load_or_build(StreamingSource(fail=True), ResizePolicy(8), tmp_path)
-    assert list(tmp_path.iterdir()) == []
+    assert list((tmp_path / "datasets").iterdir()) == []
 
 
 def test_incomplete_entry_is_rebuilt(tmp_path: Path) -> None:

@@ -21,7 +21,9 @@ def make_images(directory: Path, count: int = 10, ext: str = ".jpg") -> list[tup
         name = f"ISIC_{i:07d}"
         sub = directory / ("part1" if i < count // 2 else "part2")
         sub.mkdir(parents=True, exist_ok=True)
-        Image.new("RGB", (24, 20), COLORS[label]).save(sub / f"{name}{ext}", quality=95)
+        image = Image.new("RGB", (24, 20), COLORS[label])
+        image.paste((i * 12 % 256, 0, 0), (0, 0, 24, 2))  # a distinct top band: no two images are identical
+        image.save(sub / f"{name}{ext}", quality=95)
         rows.append((name, label))
     return rows
 

@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tlbench.benchmarks.cli import main as cli_main
 from tlbench.datasets import DatasetError, ResizePolicy, load_dataset, parse_dataset_spec
 from tlbench.datasets.cache import entry_dir
 from tlbench.datasets.folder import TEST_FRACTION, VAL_FRACTION
@@ -19,16 +18,22 @@ POLICY = ResizePolicy(16)
 COLORS = {"cats": (220, 40, 40), "dogs": (40, 40, 220)}
 
 
-def make_image(path: Path, color: tuple[int, int, int], size: int = 24, mode: str = "RGB") -> None:
+def make_image(path: Path, color: tuple[int, int, int], size: int = 24, mode: str = "RGB", mark: int | None = None) -> None:
+    """A flat image; ``mark`` paints a top band of that gray level so that marked images all differ."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    Image.new("RGB", (size, size), color).convert(mode).save(path)
+    image = Image.new("RGB", (size, size), color)
+    if mark is not None:
+        image.paste((mark % 256, mark // 256, 0), (0, 0, size, 2))
+    image.convert(mode).save(path)
 
 
 def make_tree(root: Path, counts: dict[str, int], classes: dict[str, tuple[int, int, int]] = COLORS) -> Path:
+    """``root/<split>/<class>/<class>_NNN.png``, every image distinct (see ``make_image``)."""
+    marks = iter(range(1, 10**6))
     for split, count in counts.items():
         for name, color in classes.items():
             for i in range(count):
-                make_image(root / split / name / f"{name}_{i:03d}.png", color)
+                make_image(root / split / name / f"{name}_{i:03d}.png", color, mark=next(marks))
     return root
 
 
@@ -93,7 +98,7 @@ def test_class_left_without_readable_images_is_fatal(tmp_path: Path) -> None:
         path.write_bytes(b"broken")
     with pytest.raises(DatasetError, match="split 'test' has no readable image of class 'dogs'"):
         load_dataset(f"folder:{root}", POLICY, tmp_path / "cache")
-    assert not any((tmp_path / "cache").glob("folder-*"))  # no half-written entry
+    assert not any((tmp_path / "cache" / "datasets").glob("folder-*"))  # no half-written entry
 
 
 @pytest.mark.parametrize(
@@ -173,6 +178,8 @@ def test_bad_worker_count_is_rejected(tmp_path: Path, monkeypatch: pytest.Monkey
 
 
 def test_cli_rejects_a_missing_folder_in_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from tlbench.benchmarks.cli import main as cli_main  # here: the other dataset tests need no CLI
+
     missing = tmp_path / "nowhere"
     code = cli_main(["run", "--out", str(tmp_path / "out"), "--dataset", f"folder:{missing}", "--backends", "timm"])
     err = capsys.readouterr().err.strip()
@@ -186,3 +193,46 @@ def test_real_chest_xray_folder_parses_with_official_counts(shared_data: Path) -
     assert source.tree.class_names == ["NORMAL", "PNEUMONIA"]
     assert counts == {"train": [1341, 3875], "test": [234, 390]}
     assert source.tree.hidden == 3  # the stray .DS_Store files at the root, train/ and test/
+
+
+def test_symbolic_link_loops_are_skipped_counted_and_logged(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    root = make_tree(tmp_path / "data", {"train": 3, "val": 1, "test": 1})
+    cats, dogs = root / "train" / "cats", root / "train" / "dogs"
+    os.symlink("self.png", cats / "self.png")  # a -> a
+    os.symlink("ping", dogs / "pong")  # a -> b -> a
+    os.symlink("pong", dogs / "ping")
+    os.symlink("..", cats / "up")  # a folder cycle: back to train/
+    os.symlink("loop", root / "train" / "loop")  # a loop beside the class folders
+    with pytest.raises(OSError, match="Too many levels of symbolic links"):
+        (cats / "self.png").stat()  # really a loop
+    source = parse_dataset_spec(f"folder:{root}")
+    assert source.tree.class_names == ["cats", "dogs"]
+    dataset = load_dataset(f"folder:{root}", POLICY, tmp_path / "cache")
+    assert len(dataset.splits["train"]) == 6
+    meta = dataset.meta
+    assert meta["symlink_loops"] == 5 and meta["skipped_images"] == 5
+    reasons = "\n".join(meta["skipped_examples"])
+    assert f"{cats / 'self.png'}: symbolic link loop or unreadable entry (Too many levels of symbolic links)" in reasons
+    assert f"{cats / 'up'}: symbolic link loop (leads back to a folder already listed)" in reasons
+    assert str(dogs / "ping") in reasons and str(dogs / "pong") in reasons and str(root / "train" / "loop") in reasons
+    err = capsys.readouterr().err
+    assert f"skipped {cats / 'self.png'}: symbolic link loop" in err and "Traceback" not in err
+
+
+def test_a_file_name_that_is_not_utf8_is_fingerprinted_and_named(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    root = make_tree(tmp_path / "data", {"train": 3, "val": 1, "test": 1})
+    cats = os.fsencode(root / "train" / "cats")
+    Image.new("RGB", (24, 24), (1, 2, 3)).save(os.path.join(cats, b"caf\xe9.png"), format="PNG")  # Latin-1 name
+    with open(os.path.join(cats, b"bad\xff.png"), "wb") as handle:
+        handle.write(b"not a png")
+    with pytest.raises(UnicodeEncodeError):
+        os.fsdecode(os.path.join(cats, b"caf\xe9.png")).encode()  # what the fingerprint used to do
+    dataset = load_dataset(f"folder:{root}", POLICY, tmp_path / "cache")
+    assert len(dataset.splits["train"]) == 7
+    assert "train/cats/caf\\xe9.png" in dataset.splits["train"].names
+    assert dataset.meta["skipped_examples"] == [f"{root}/train/cats/bad\\xff.png: not an image Pillow can identify (empty, corrupt or another file type)"]
+    assert "bad\\xff.png" in capsys.readouterr().err
+    again = load_dataset(f"folder:{root}", POLICY, tmp_path / "cache")
+    assert again.meta["cache_hit"] is True
+    os.utime(os.path.join(cats, b"caf\xe9.png"), ns=(0, 10**18))  # the odd name takes part in the fingerprint
+    assert load_dataset(f"folder:{root}", POLICY, tmp_path / "cache").meta["cache_hit"] is False

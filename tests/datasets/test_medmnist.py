@@ -55,7 +55,8 @@ def test_npz_builds_with_its_own_splits(tmp_path: Path, rgb: bool, label_shape: 
         ({"val_labels": np.array([0.5, 1.0])}, "non-integer"),
         ({"train_images": np.zeros((6, 28, 28), np.float32)}, "expected uint8"),
         ({"test_images": np.zeros((4, 32, 32), np.uint8)}, "image sizes differ"),
-        ({"val_labels": np.array([2, 1]), "test_labels": np.array([0, 1, 0, 1])}, "class 2 appears in val/test but not in train_labels"),
+        ({"train_labels": np.array([0, 2, 0, 2, 0, 2]), "val_labels": np.array([1, 1])}, "class 1 appears in val/test but not in train_labels"),
+        ({"val_labels": np.array([2, 1]), "test_labels": np.array([0, 1, 0, 1])}, "val_labels has label 2 out of range; expected 0..1"),
         ({"train_labels": np.zeros(6, np.int64), "val_labels": np.zeros(2, np.int64), "test_labels": np.zeros(4, np.int64)}, "single class"),
     ],
 )

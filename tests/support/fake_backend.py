@@ -1,25 +1,28 @@
 """A numpy-only ``Backend`` for runner tests: softmax regression on 4×4 mean-pooled pixels.
 
-Special model names drive failure tests: ``raise`` raises in ``build``; ``crash`` kills the process
-(``os._exit(3)``) as a segfault or OOM kill would; ``slow`` sleeps 30 s per train step.
+Its "backbone" is one parameter-free stage (the pooling), so every plan phase trains the head alone. Special
+model names drive failure tests: ``raise`` raises in ``build``; ``crash`` kills the process (``os._exit(3)``)
+as a segfault or OOM kill would; ``slow`` sleeps 30 s per train step.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from typing import Any
 
 import numpy as np
 
-from tlbench.backends.base import Backend, BackendError, BuildInfo, DataConfig, ModelSpec, OptimConfig, ParamCounts
-from tlbench.benchmarks.strategies import Strategy
+from tlbench.backends.base import Backend, BackendError, BuildInfo, DataConfig, Inputs, ModelSpec, ParamCounts
+from tlbench.plan import PhasePlan
 
 GRID = 4
 
 
 class FakeBackend(Backend):
     name = "fake"
+    weights_suffix = ".json"
 
     @classmethod
     def available_models(cls) -> list[str]:
@@ -29,7 +32,7 @@ class FakeBackend(Backend):
     def framework_versions(cls) -> dict[str, str]:
         return {"numpy": np.__version__}
 
-    def default_data_config(self, model_name: str, image_size: int) -> DataConfig:
+    def default_data_config(self, model_name: str, image_size: int, weights: str = "default") -> DataConfig:
         return DataConfig(image_size=image_size, crop_pct=1.0, interpolation="bilinear", mean=(0.5,) * 3, std=(0.5,) * 3)
 
     def build(self, spec: ModelSpec) -> BuildInfo:
@@ -38,15 +41,22 @@ class FakeBackend(Backend):
         if spec.name == "crash":
             os._exit(3)
         self.spec = spec
-        rng = np.random.default_rng(int(spec.options.get("seed", 0)))
+        rng = np.random.default_rng(spec.seed)
         self.dim = GRID * GRID * 3
         self.w = rng.normal(0, 0.01, (self.dim, spec.num_classes))
         self.b = np.zeros(spec.num_classes)
         self.losses: list[float] = []
-        return BuildInfo(pretrained="none" if not spec.pretrained else ("fake:init" if spec.weights == "default" else f"fake:{spec.weights}"), data_config=self.default_data_config(spec.name, spec.image_size), dtype="float64", device="cpu")
+        self.phases: list[PhasePlan] = []
+        source = "none" if not spec.pretrained else ("fake:init" if spec.weights == "default" else f"fake:{spec.weights}")
+        return BuildInfo(pretrained=source, data_config=self.default_data_config(spec.name, spec.image_size), dtype="float64", device="cpu")
 
-    def apply_strategy(self, strategy: Strategy, optim: OptimConfig) -> ParamCounts:
-        self.lr = strategy.head_lr * 50
+    def stages(self) -> list[str]:
+        return ["pool"]
+
+    def apply_phase(self, phase: PhasePlan) -> ParamCounts:
+        self.check_phase(phase)
+        self.phases.append(phase)
+        self.lr = phase.head_lr * 50
         return ParamCounts(trainable=self.w.size + self.b.size, total=self.w.size + self.b.size)
 
     def extract_features(self, images: np.ndarray) -> np.ndarray:
@@ -61,22 +71,19 @@ class FakeBackend(Backend):
         e = np.exp(z)
         return e / e.sum(axis=1, keepdims=True)
 
-    def train_head_step(self, features: np.ndarray, labels: np.ndarray) -> None:
-        p = self._proba(features)
+    def train_step(self, batch: np.ndarray, labels: np.ndarray, inputs: Inputs = "images") -> None:
+        if inputs == "images":
+            if self.spec.name == "slow":
+                time.sleep(30)
+            batch = self.extract_features(batch)
+        p = self._proba(batch)
         self.losses.append(float(-np.log(p[np.arange(len(labels)), labels] + 1e-12).mean()))
         p[np.arange(len(labels)), labels] -= 1
-        self.w -= self.lr * features.T @ p / len(labels)
+        self.w -= self.lr * batch.T @ p / len(labels)
         self.b -= self.lr * p.mean(axis=0)
 
-    def train_step(self, images: np.ndarray, labels: np.ndarray) -> None:
-        if self.spec.name == "slow":
-            time.sleep(30)
-        self.train_head_step(self.extract_features(images), labels)
-
-    def predict_proba(self, images: np.ndarray) -> np.ndarray:
-        return self._proba(self.extract_features(images)).astype(np.float32)
-
-    def predict_head_proba(self, features: np.ndarray) -> np.ndarray:
+    def predict_proba(self, batch: np.ndarray, inputs: Inputs = "images") -> np.ndarray:
+        features = self.extract_features(batch) if inputs == "images" else batch
         return self._proba(features).astype(np.float32)
 
     def pop_train_loss(self) -> float:
@@ -89,6 +96,15 @@ class FakeBackend(Backend):
 
     def restore(self, state: Any) -> None:
         self.w, self.b = state[0].copy(), state[1].copy()
+
+    def save_weights(self, path: str) -> None:
+        with open(path, "w") as handle:
+            json.dump({"w": self.w.tolist(), "b": self.b.tolist()}, handle)
+
+    def load_weights(self, path: str) -> None:
+        with open(path) as handle:
+            data = json.load(handle)
+        self.w, self.b = np.asarray(data["w"]), np.asarray(data["b"])
 
     def synchronize(self) -> None:
         return None

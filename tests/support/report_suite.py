@@ -7,8 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
-from tlbench.benchmarks.metrics import classification_metrics
-from tlbench.benchmarks.results import append_result, cell_id
+from tlbench.benchmarks.running.metrics import classification_metrics
+from tlbench.benchmarks.running.results import append_result, cell_id
 
 BASE = {
     "model": "m", "dataset": "digits", "pretrained": "imagenet:x", "device": "cpu", "dtype": "float32",

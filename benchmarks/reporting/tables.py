@@ -1,0 +1,275 @@
+"""The report's tables from stored results: pivots with intervals, all cells, failed cells; Markdown/LaTeX text.
+
+Made from the suite directory alone (``results.jsonl``, ``environment.json`` and the per-cell artifacts read
+through ``running.artifacts``): no model is rebuilt, nothing is retrained.
+
+Tables pivot configurations (dataset, model, strategy) against backends. A value over several seeds reads
+``mean ± h (n=k)`` where ``h`` is the half-width of the 95 % Student-t interval; a single seed's accuracy and
+ROC-AUC read ``value [low, high]``, the 95 % percentile-bootstrap interval over the stored test predictions
+(1,000 resamples, fixed seed). Failed cells show ``failed`` and are listed with their one-line reason.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import pandas as pd
+from tabulate import tabulate
+
+from tlbench.benchmarks.running.artifacts import load_predictions
+from tlbench.benchmarks.running.results import RESULT_COLUMNS, latest_by_cell
+from tlbench.benchmarks.reporting.stats import BOOTSTRAP_METRICS, BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED, bootstrap_metric_ci, t_interval
+
+#: columns of the per-cell table in Markdown/LaTeX (the CSV has every column)
+CELL_TABLE_COLUMNS = [
+    "backend", "model", "strategy", "dataset", "seed", "status", "pretrained", "accuracy", "balanced_accuracy",
+    "macro_f1", "roc_auc", "pr_auc", "train_images_per_s", "infer_images_per_s", "infer_latency_ms_p50",
+    "infer_latency_ms_p90", "time_to_best_s", "wall_s", "peak_rss_mb", "trainable_params", "error",
+]  # fmt: skip
+
+METRIC_COLUMNS = {"accuracy", "balanced_accuracy", "macro_f1", "roc_auc", "pr_auc", "val_accuracy"}
+THROUGHPUT_COLUMNS = {"train_images_per_s", "infer_images_per_s"}
+
+#: human headers, with units, for the Markdown/LaTeX/HTML tables (the CSV keeps the column names)
+HEADERS = {
+    "accuracy": "accuracy", "balanced_accuracy": "balanced acc.", "macro_f1": "macro-F1", "roc_auc": "ROC-AUC",
+    "pr_auc": "PR-AUC", "train_images_per_s": "train (images/s)", "infer_images_per_s": "inference (images/s)",
+    "infer_latency_ms_p50": "latency p50 (ms)", "infer_latency_ms_p90": "latency p90 (ms)",
+    "time_to_best_s": "time to best (s)", "wall_s": "wall (s)", "peak_rss_mb": "peak RSS (MiB)",
+    "peak_device_mb": "peak GPU (MiB)", "trainable_params": "trainable params",
+}  # fmt: skip
+
+#: the three comparison pivots: (title, value columns); ``peak_device_mb`` is dropped when no cell has it
+PIVOTS = [
+    ("Accuracy and training throughput", ["accuracy", "train_images_per_s"]),
+    ("ROC-AUC and inference throughput", ["roc_auc", "infer_images_per_s"]),
+    ("Time to best epoch and peak memory", ["time_to_best_s", "peak_rss_mb", "peak_device_mb"]),
+]
+
+ROW_KEYS = ["dataset", "model", "strategy"]
+CI_NOTE = (
+    "`mean ± h (n=k)`: mean over k seeds ± half-width of the 95 % Student-t interval; "
+    f"`value [low, high]`: single seed, 95 % percentile-bootstrap interval over the test images "
+    f"({BOOTSTRAP_RESAMPLES:,} resamples, seed {BOOTSTRAP_SEED}); `failed`: no seed finished (reasons below)."
+)
+
+
+def significant(value: float, digits: int = 3) -> str:
+    """``value`` rounded to ``digits`` significant digits, without scientific notation for usual ranges."""
+    if value == 0:
+        return "0"
+    magnitude = int(math.floor(math.log10(abs(value))))
+    rounded = round(value, digits - 1 - magnitude)
+    return f"{rounded:.{max(0, digits - 1 - magnitude)}f}"
+
+
+def format_value(column: str, value: Any) -> str:
+    """Human formatting: metrics to 3 decimals, throughput to 3 significant digits, times to 0.1 s."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return ""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return str(value)
+    if column in METRIC_COLUMNS:
+        return f"{value:.3f}"
+    if column in THROUGHPUT_COLUMNS:
+        return significant(float(value))
+    if column.endswith("_params") or column in ("seed", "epochs", "batch_size", "image_size"):
+        return f"{int(value):,}" if column.endswith("_params") else str(int(value))
+    if column.endswith("_ms_p50") or column.endswith("_ms_p90"):
+        return f"{value:.1f}"
+    if column.endswith("_s") or column.endswith("_mb"):
+        return f"{value:.1f}"
+    return str(value)
+
+
+def header(column: str) -> str:
+    """The table header of ``column`` (with its unit)."""
+    return HEADERS.get(column, column)
+
+
+# ---- loading -----------------------------------------------------------------------------------------------
+def results_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
+    """The latest record per cell as a DataFrame with every result column (extra keys kept after them)."""
+    latest = latest_by_cell(records)
+    frame = pd.DataFrame(latest)
+    for column in RESULT_COLUMNS:
+        if column not in frame:
+            frame[column] = None
+    extra = [c for c in frame.columns if c not in RESULT_COLUMNS]
+    return frame[RESULT_COLUMNS + extra]
+
+
+# ---- cell summaries ------------------------------------------------------------------------------------------
+def summarize_values(column: str, values: list[float], bootstrap: Callable[[str], Any] | None = None) -> str:
+    """Text for one pivot cell from the values of its ``ok`` seeds.
+
+    Args:
+        column: the result column (decides the rounding).
+        values: one value per ok seed (``None``/``nan`` ignored).
+        bootstrap: for a single seed, ``bootstrap(column)`` returns an ``Interval`` (or ``None``) from the
+            stored predictions; used for accuracy and ROC-AUC.
+    """
+    finite = [float(v) for v in values if v is not None and math.isfinite(float(v))]
+    if not finite:
+        return ""
+    if len(finite) == 1:
+        text = format_value(column, finite[0])
+        interval = bootstrap(column) if bootstrap is not None and column in BOOTSTRAP_METRICS else None
+        if interval is not None and interval.defined:
+            text += f" [{format_value(column, interval.low)}, {format_value(column, interval.high)}]"
+        return text
+    interval = t_interval(finite)
+    return f"{format_value(column, interval.estimate)} ± {_format_half_width(column, interval.half_width)} (n={interval.n})"
+
+
+def _format_half_width(column: str, half: float) -> str:
+    if column in THROUGHPUT_COLUMNS:
+        return significant(half, 2)
+    return format_value(column, half)
+
+
+class Summarizer:
+    """Pivot cells of a suite, with bootstrap intervals computed once per cell and metric."""
+
+    def __init__(self, frame: pd.DataFrame, suite_dir: Path | None) -> None:
+        self.frame = frame
+        self.suite_dir = suite_dir
+        self._cache: dict[tuple, Any] = {}
+
+    def _bootstrap(self, record: dict[str, Any]) -> Callable[[str], Any]:
+        def compute(column: str):
+            key = (record["backend"], record["model"], record["strategy"], record["dataset"], record["seed"], column)
+            if key not in self._cache:
+                preds = load_predictions(self.suite_dir, record) if self.suite_dir is not None else None
+                self._cache[key] = None if preds is None else bootstrap_metric_ci(column, preds.labels, preds.probs)
+            return self._cache[key]
+
+        return compute
+
+    def cell_text(self, group: pd.DataFrame, column: str) -> str:
+        """Text of one (configuration, backend) group of records for ``column``."""
+        ok = group[group["status"] == "ok"]
+        failed = len(group) - len(ok)
+        if ok.empty:
+            return "failed" if failed else ""
+        values = [None if pd.isna(v) else float(v) for v in ok[column]]
+        boot = self._bootstrap(ok.iloc[0].to_dict()) if len(ok) == 1 else None
+        text = summarize_values(column, values, boot)
+        if failed:
+            text = f"{text} ({failed} failed)".strip()
+        return text
+
+    def pivot(self, columns: list[str]) -> pd.DataFrame:
+        """Rows (dataset, model, strategy) in order of appearance, a column per backend × value column."""
+        frame = self.frame
+        backends = list(dict.fromkeys(frame["backend"]))
+        rows = list(dict.fromkeys(tuple(r) for r in frame[ROW_KEYS].itertuples(index=False)))
+        groups = {key: g for key, g in frame.groupby(ROW_KEYS + ["backend"], sort=False)}
+        table: dict[str, list[str]] = {key: [row[i] for row in rows] for i, key in enumerate(ROW_KEYS)}
+        for backend in backends:
+            for column in columns:
+                label = f"{backend}: {header(column)}" if len(backends) > 1 else header(column)
+                cells = []
+                for row in rows:
+                    group = groups.get((*row, backend))
+                    cells.append("" if group is None else self.cell_text(group, column))
+                table[label] = cells
+        return pd.DataFrame(table)
+
+
+def pivot_columns(frame: pd.DataFrame, columns: list[str]) -> list[str]:
+    """``columns`` without ``peak_device_mb`` when no cell measured device memory."""
+    return [c for c in columns if c != "peak_device_mb" or pd.to_numeric(frame[c], errors="coerce").notna().any()]
+
+
+def formatted(frame: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
+    """Selected columns, each value formatted as text, under their human headers."""
+    return pd.DataFrame({header(c): [format_value(c, v) for v in frame[c]] for c in columns if c in frame})
+
+
+def failed_cells(frame: pd.DataFrame) -> pd.DataFrame:
+    """Cells whose latest attempt failed, with their one-line reason."""
+    failed = frame[frame["status"] != "ok"]
+    columns = ["backend", "model", "strategy", "dataset", "seed", "error"]
+    return pd.DataFrame({c: [format_value(c, v) for v in failed[c]] for c in columns})
+
+
+# ---- rendering -------------------------------------------------------------------------------------------------
+def _markdown(frame: pd.DataFrame) -> str:
+    return tabulate(frame.values.tolist(), headers=list(frame.columns), tablefmt="github", disable_numparse=True)
+
+
+def _latex(frame: pd.DataFrame) -> str:
+    return tabulate(frame.values.tolist(), headers=list(frame.columns), tablefmt="latex_booktabs", disable_numparse=True)
+
+
+def environment_line(suite_dir: Path) -> str:
+    """One line describing where the numbers were measured."""
+    path = suite_dir / "environment.json"
+    if not path.is_file():
+        return ""
+    env = json.loads(path.read_text())
+    gpus = ", ".join(env.get("gpus") or []) or "no GPU"
+    packages = ", ".join(f"{k} {v}" for k, v in env.get("packages", {}).items())
+    return f"Measured on {env.get('cpu')} ({env.get('cpu_count')} CPUs), {gpus}; {packages}; git {env.get('git_sha')}."
+
+
+@dataclass(frozen=True)
+class ReportTables:
+    """Every table of a report, as text DataFrames (rendered to Markdown, LaTeX and HTML)."""
+
+    pivots: list[tuple[str, pd.DataFrame]]
+    cells: pd.DataFrame
+    failed: pd.DataFrame
+
+
+def build_tables(frame: pd.DataFrame, suite_dir: Path | None) -> ReportTables:
+    """The pivots (with intervals), the all-cells table and the failed-cells table of ``frame``."""
+    summarizer = Summarizer(frame, suite_dir)
+    pivots = [(title, summarizer.pivot(pivot_columns(frame, columns))) for title, columns in PIVOTS]
+    return ReportTables(pivots=pivots, cells=formatted(frame, CELL_TABLE_COLUMNS), failed=failed_cells(frame))
+
+
+def render_markdown(tables: ReportTables, suite_name: str, env_line: str, images: dict[str, Path] | None = None) -> str:
+    """The whole ``summary.md`` text (images linked relative to the suite directory)."""
+    parts = [f"# tlbench suite `{suite_name}`", ""]
+    if env_line:
+        parts += [env_line, ""]
+    for title, table in tables.pivots:
+        parts += [f"## {title} — strategy × backend", "", _markdown(table), ""]
+    parts += [CI_NOTE, ""]
+    if not tables.failed.empty:
+        parts += ["## Failed cells", "", _markdown(tables.failed), ""]
+    parts += ["## All cells", "", _markdown(tables.cells.drop(columns=["error"])), ""]
+    if images:
+        parts += ["## Plots", ""]
+        parts += [f"![{title}]({path.as_posix()})" for title, path in images.items()]
+        parts += [""]
+    return "\n".join(parts)
+
+
+def render_latex(tables: ReportTables) -> str:
+    """The whole ``summary.tex`` text (booktabs tables)."""
+    parts = []
+    for title, table in tables.pivots:
+        parts += [f"% {title} -- strategy x backend", _latex(table), ""]
+    if not tables.failed.empty:
+        parts += ["% Failed cells", _latex(tables.failed), ""]
+    parts += ["% All cells", _latex(tables.cells.drop(columns=["error"])), ""]
+    return "\n".join(parts)
+
+
+def csv_frame(frame: pd.DataFrame) -> pd.DataFrame:
+    """Every column of every latest record, nested values (dicts, lists) as JSON text."""
+    out = frame.copy()
+    for column in out.columns:
+        if out[column].map(lambda v: isinstance(v, (dict, list))).any():
+            out[column] = out[column].map(lambda v: json.dumps(v, sort_keys=True) if isinstance(v, (dict, list)) else v)
+    return out
+
+

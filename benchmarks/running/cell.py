@@ -1,0 +1,230 @@
+"""Run one cell of the matrix: load the data, build, plan, train, test, time, write artifacts.
+
+The runner executes this module in a fresh subprocess per cell (``python -m tlbench.benchmarks.running.cell``)
+so that frameworks never share a process and a crash costs one cell only; tests run the same ``CellRun``
+in-process (``runner.run_cell_inprocess``). The result record is written to ``--result-file``; the parent
+appends it to the suite's ``results.jsonl``.
+
+The procedure is the same for every strategy and backend: dataset (decoded once, same bytes for every
+backend) → ``Backend.build`` → ``make_plan(strategy, backend.stages(), options)`` → ``train_plan`` (the one
+training loop) → test metrics with the best-validation weights → a separate inference timing loop →
+artifacts (``artifacts.py``). Measurements are described in the README ("What is measured").
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import random
+import resource
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from tlbench.backends import BackendError, ModelSpec, get_backend_class
+from tlbench.backends.base import Backend
+from tlbench.backends.options import OptionsError
+from tlbench.benchmarks.running import artifacts
+from tlbench.benchmarks.running.config import CellConfig, RunOptions
+from tlbench.benchmarks.running.metrics import classification_metrics
+from tlbench.benchmarks.running.results import check_record, empty_record, write_json_atomic
+from tlbench.benchmarks.running.timing import measure_latency
+from tlbench.benchmarks.running.training import Inputs, batch_slices, predict_in_batches, train_plan
+from tlbench.datasets import ArrayDataset, DatasetError, ResizePolicy, Split, load_dataset
+from tlbench.datasets.splitting import stratified_indices
+from tlbench.plan import PlanError, make_plan
+from tlbench.strategies import get_strategy
+
+#: full test batches cycled by the inference timing loop
+INFER_BATCHES = 8
+
+
+def peak_rss_mb() -> float:
+    """Peak resident set size of this process in MiB (``ru_maxrss``; KiB on Linux, bytes on macOS)."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / (2**20 if platform.system() == "Darwin" else 2**10)
+
+
+def subset_train(dataset: ArrayDataset, limit: int | None, seed: int) -> Split:
+    """The train split, or a stratified subset of ``limit`` images (fixed by ``seed``)."""
+    train = dataset.splits["train"]
+    if limit is None or limit >= len(train):
+        return train
+    _, keep = stratified_indices(np.asarray(train.labels), limit / len(train), seed)
+    return Split(images=np.asarray(train.images[keep]), labels=np.asarray(train.labels[keep]))
+
+
+def in_memory(images: np.ndarray, max_fraction_of_ram: float = 0.25) -> np.ndarray:
+    """Load a memory-mapped array into RAM when it is small enough, so batches are plain copies."""
+    try:
+        import psutil
+
+        budget = psutil.virtual_memory().available * max_fraction_of_ram
+    except Exception:  # pragma: no cover - psutil is a core dependency
+        budget = 0
+    return np.asarray(images) if images.nbytes <= budget else images
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python's and numpy's global generators (frameworks are seeded by ``Backend.build``)."""
+    random.seed(seed)
+    np.random.seed(seed)
+
+
+class CellRun:
+    """State of one cell's run; ``run()`` returns the result record."""
+
+    def __init__(self, cell: CellConfig, options: RunOptions, cell_dir: Path, progress: bool = False) -> None:
+        self.cell = cell
+        self.options = options
+        self.cell_dir = cell_dir
+        self.progress = progress
+        self.record = empty_record(cell, options)
+        self.backend: Backend | None = None
+
+    def log(self, message: str) -> None:
+        """One line to the cell log (stderr of the subprocess)."""
+        print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+    def run(self) -> dict[str, Any]:
+        """Run the cell; every failure becomes a ``failed`` record with a one-line error."""
+        wall_start = time.perf_counter()
+        try:
+            self._run()
+            self.record["status"] = "ok"
+        except Exception as exc:  # every failure becomes a record; the suite goes on
+            traceback.print_exc(file=sys.stderr)
+            self.record["status"] = "failed"
+            self.record["error"] = one_line_error(exc)
+        self.record["wall_s"] = time.perf_counter() - wall_start
+        self.record["peak_rss_mb"] = peak_rss_mb()
+        return check_record(self.record)
+
+    # ---- the procedure ---------------------------------------------------------------------------------
+    def _run(self) -> None:
+        cell, opts, record = self.cell, self.options, self.record
+        strategy = get_strategy(cell.strategy)
+        seed_everything(cell.seed)
+        backend = get_backend_class(cell.backend)(opts.device)
+        self.backend = backend
+        record["framework_versions"] = backend.framework_versions()
+        weights = opts.weights_for(cell.backend)
+
+        data_config = backend.default_data_config(cell.model, opts.image_size, weights)
+        policy = ResizePolicy(data_config.image_size, data_config.crop_pct, data_config.interpolation)
+        self.log(f"dataset {cell.dataset} at {policy.key()}")
+        dataset = load_dataset(cell.dataset, policy, opts.cache_dir, progress=self.progress)
+        meta = dict(dataset.meta)
+        record["duplicates"] = meta.pop("duplicates", None)
+        record["dataset_meta"] = {k: v for k, v in meta.items() if k != "skipped_examples"}
+        record["skipped_images"] = int(dataset.meta.get("skipped_images", 0))
+        record["num_classes"] = dataset.num_classes
+        record["class_names"] = dataset.class_names
+        train = subset_train(dataset, opts.max_train_images, cell.seed)
+        train = Split(images=in_memory(train.images), labels=np.asarray(train.labels))
+        val, test = dataset.splits["val"], dataset.splits["test"]
+        record["split_sizes"] = {"train": len(train), "val": len(val), "test": len(test)}
+
+        spec = ModelSpec(
+            name=cell.model, num_classes=dataset.num_classes, image_size=opts.image_size, weights=weights,
+            pretrained=strategy.pretrained, allow_random_init=opts.allow_random_init, in_chans=opts.in_chans,
+            seed=cell.seed, options=opts.options_for(cell.backend),
+        )  # fmt: skip
+        info = backend.build(spec)
+        record.update(pretrained=info.pretrained, dtype=info.dtype, backend_facts=info.facts or None)
+        gpu = backend.device_name()
+        record["device"] = f"{info.device} ({gpu})" if gpu else info.device
+        if strategy.pretrained and info.pretrained == "none":
+            self.log("WARNING: pretrained weights unavailable; random init (allowed by --allow-random-init)")
+        try:
+            plan = make_plan(
+                strategy, backend.stages(), epochs=opts.epochs, head_lr=opts.lr, optimizer=opts.optimizer,
+                augment=opts.augment, seed=cell.seed,
+            )  # fmt: skip
+        except PlanError as exc:
+            raise BackendError(str(exc)) from None
+        record["epochs"] = plan.epochs
+        record["plan"] = plan.describe()
+        self.log(f"{cell.backend}/{cell.model} {strategy.name}: {plan.describe()}")
+
+        backend.reset_peak_memory()
+        outcome = train_plan(
+            backend, plan, Inputs(train.images, train.labels), Inputs(val.images, np.asarray(val.labels)),
+            opts.batch_size, opts.warmup_steps, self.log,
+        )  # fmt: skip
+        counts = outcome.counts
+        record.update(
+            trainable_params=counts.trainable if counts else None, total_params=counts.total if counts else None,
+            val_accuracy=outcome.best_val_accuracy, best_epoch=outcome.best_epoch,
+            time_to_best_s=outcome.time_to_best_s, train_s=outcome.train_s,
+            train_images_per_s=outcome.main_images_per_s(),
+            train_first_steps_s=sum(p.first_steps_s for p in outcome.phases) or None,
+            phase_images_per_s={p.name: p.images_per_s for p in outcome.phases if p.inputs == "images"} or None,
+            feature_extract_s=outcome.feature_extract_s,
+            feature_extract_images_per_s=outcome.feature_extract_images_per_s,
+            feature_dim=outcome.feature_dim,
+        )  # fmt: skip
+
+        test_labels = np.asarray(test.labels)
+        test_probs = predict_in_batches(backend.predict_proba, test.images, opts.batch_size)
+        record.update(classification_metrics(test_labels, test_probs))
+        latencies = self._measure_inference(backend, test)
+        record["peak_device_mb"] = backend.peak_device_memory_mb()
+        self._save_artifacts(outcome.curve, test, test_labels, test_probs, dataset.class_names, latencies)
+
+    def _measure_inference(self, backend: Backend, test: Split) -> tuple[float, ...]:
+        """The separate inference timing loop over full test batches; returns the raw latencies."""
+        opts = self.options
+        bs = min(opts.batch_size, len(test))
+        batches = [np.asarray(test.images[s]) for s in batch_slices(len(test), bs) if s.stop - s.start == bs][:INFER_BATCHES]
+        stats = measure_latency(
+            backend.predict_proba, batches, backend.synchronize,
+            warmup=opts.infer_warmup, repeats=opts.infer_repeats, min_time_s=opts.infer_min_time_s,
+        )  # fmt: skip
+        self.record.update(
+            infer_images_per_s=stats.images_per_s, infer_latency_ms_p50=stats.latency_ms_p50,
+            infer_latency_ms_p90=stats.latency_ms_p90, infer_batch_size=stats.batch_size,
+            infer_repeats=stats.repeats, infer_timed_s=stats.timed_s, infer_latency_cv=stats.latency_cv,
+        )  # fmt: skip
+        return stats.latencies_ms
+
+    def _save_artifacts(self, curve, test: Split, labels: np.ndarray, probs: np.ndarray, class_names: list[str], latencies) -> None:
+        directory = self.cell_dir
+        artifacts.write_predictions(directory, probs, labels, class_names, test.images)
+        artifacts.write_curve(directory, curve)
+        artifacts.write_latencies(directory, latencies, int(self.record["infer_batch_size"] or 0))
+        if artifacts.save_weights_requested() and self.backend is not None:
+            self.backend.save_weights(str(artifacts.weights_path(directory, self.backend.weights_suffix)))
+
+
+def one_line_error(exc: BaseException) -> str:
+    """``Type: message`` on one line (user errors keep their own message without the type)."""
+    message = " ".join(str(exc).split()) or type(exc).__name__
+    if isinstance(exc, (BackendError, DatasetError, OptionsError, PlanError, KeyError)):
+        return message.strip("'\"")
+    return f"{type(exc).__name__}: {message}"[:500]
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the per-cell subprocess."""
+    parser = argparse.ArgumentParser(prog="python -m tlbench.benchmarks.running.cell")
+    parser.add_argument("--cell", required=True, help="CellConfig as JSON")
+    parser.add_argument("--options", required=True, help="RunOptions as JSON")
+    parser.add_argument("--cell-dir", required=True, type=Path)
+    parser.add_argument("--result-file", required=True, type=Path)
+    parser.add_argument("--progress", action="store_true")
+    args = parser.parse_args(argv)
+    cell = CellConfig(**json.loads(args.cell))
+    options = RunOptions.from_dict(json.loads(args.options))
+    record = CellRun(cell, options, args.cell_dir, progress=args.progress).run()
+    write_json_atomic(args.result_file, record)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

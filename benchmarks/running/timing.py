@@ -1,0 +1,116 @@
+"""Honest timers: synchronize the device before every clock read; medians and percentiles over repeats."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+
+
+class SyncTimer:
+    """Accumulates wall seconds of device work; ``sync`` is called before each clock read.
+
+    Usage::
+
+        timer = SyncTimer(backend.synchronize)
+        with timer:
+            ...  # queued device work
+        timer.seconds
+    """
+
+    def __init__(self, sync: Callable[[], None]) -> None:
+        self.sync = sync
+        self.seconds = 0.0
+        self._start: float | None = None
+
+    def __enter__(self) -> "SyncTimer":
+        self.sync()
+        self._start = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.sync()
+        assert self._start is not None
+        self.seconds += time.perf_counter() - self._start
+        self._start = None
+
+
+@dataclass(frozen=True)
+class LatencyStats:
+    """Per-batch latency statistics of an inference loop.
+
+    Attributes:
+        batch_size: images per batch.
+        repeats: timed batches.
+        latency_ms_p50, latency_ms_p90: median and 90th percentile batch latency.
+        latency_cv: coefficient of variation (std / mean) of the batch latencies: the spread of the window.
+        images_per_s: ``batch_size / median latency``.
+        timed_s: seconds covered by the timed batches.
+        latencies_ms: every timed latency (kept in the cell's artifacts).
+    """
+
+    batch_size: int
+    repeats: int
+    latency_ms_p50: float
+    latency_ms_p90: float
+    images_per_s: float
+    latency_cv: float = 0.0
+    timed_s: float = 0.0
+    latencies_ms: tuple[float, ...] = ()
+
+
+def measure_latency(
+    run_batch: Callable[[np.ndarray], object],
+    batches: list[np.ndarray],
+    sync: Callable[[], None],
+    warmup: int = 3,
+    repeats: int = 10,
+    min_time_s: float = 0.0,
+    max_repeats: int = 100_000,
+) -> LatencyStats:
+    """Time ``run_batch`` per batch after ``warmup`` untimed calls: at least ``repeats`` calls *and* ``min_time_s``.
+
+    Batches are cycled. Throughput is ``batch_size / median latency`` (batches all have ``batch_size``
+    images; the caller passes full batches only).
+
+    Args:
+        run_batch: runs inference on one uint8 batch (its result is discarded).
+        batches: pre-sliced, already decoded uint8 batches of equal size.
+        sync: device synchronize, called before every clock read.
+        warmup: untimed calls first (allocator, kernels selection, compilation).
+        repeats: timed calls; at least 10.
+        min_time_s: keep timing until the timed calls cover at least this many seconds (optimum-benchmark's
+            rule: short windows on a CPU move ±30 % between runs).
+        max_repeats: upper bound of timed calls.
+    """
+    if not batches:
+        raise ValueError("measure_latency needs at least one batch")
+    repeats = max(10, repeats)
+    for i in range(warmup):
+        run_batch(batches[i % len(batches)])
+    times: list[float] = []
+    total = 0.0
+    while len(times) < repeats or (total < min_time_s and len(times) < max_repeats):
+        batch = batches[len(times) % len(batches)]
+        sync()
+        start = time.perf_counter()
+        run_batch(batch)
+        sync()
+        elapsed = time.perf_counter() - start
+        times.append(elapsed)
+        total += elapsed
+    values = np.asarray(times)
+    batch_size = len(batches[0])
+    p50, p90 = np.percentile(values, [50, 90])
+    return LatencyStats(
+        batch_size=batch_size,
+        repeats=len(values),
+        latency_ms_p50=float(p50 * 1e3),
+        latency_ms_p90=float(p90 * 1e3),
+        images_per_s=float(batch_size / p50),
+        latency_cv=float(values.std() / values.mean()) if values.mean() > 0 else 0.0,
+        timed_s=float(total),
+        latencies_ms=tuple(float(t * 1e3) for t in values),
+    )

@@ -1,0 +1,195 @@
+"""The one training loop: run a ``TrainingPlan``'s phases on images or cached features, keep the best epoch.
+
+Every strategy goes through ``train_plan``: a probe is a phase on features, two-phase fine-tuning is a
+head-only phase then the main phase, LP-FT is a probe phase then the main phase. Per epoch the loop shuffles
+(seeded), steps, validates, and snapshots the weights when validation accuracy improves; at the end the best
+epoch's weights are restored (the ones tested; never selected on test).
+
+Timing (see README "What is measured"): the clock is read only after ``backend.synchronize()``. In each image
+phase the first ``warmup_steps`` steps are excluded from throughput (allocator warm-up, kernel selection,
+tf.function tracing and XLA/torch.compile happen there after every ``apply_phase``) and reported apart as
+``first_steps_s``; validation is excluded from throughput but included in ``time_to_best_s``. Feature
+extraction is timed on its own, so a probe reports extraction images/s and head seconds, never one inflated
+images/s.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+
+from tlbench.backends.base import Backend, ParamCounts
+from tlbench.benchmarks.running.timing import SyncTimer
+from tlbench.plan import TrainingPlan
+
+
+@dataclass
+class Inputs:
+    """One split as the loop sees it: uint8 images (array or memory map) and int labels."""
+
+    images: np.ndarray
+    labels: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+@dataclass
+class PhaseTiming:
+    """What one phase measured."""
+
+    name: str
+    inputs: str
+    epochs: int
+    trainable_params: int
+    steady_images: int = 0
+    steady_s: float = 0.0
+    first_steps_s: float = 0.0
+
+    @property
+    def images_per_s(self) -> float | None:
+        """Steady-state training throughput of the phase (``None`` when nothing was timed)."""
+        return self.steady_images / self.steady_s if self.steady_s > 0 else None
+
+
+@dataclass
+class TrainOutcome:
+    """Everything the loop measured; the backend holds the restored best weights."""
+
+    curve: list[dict[str, Any]] = field(default_factory=list)
+    phases: list[PhaseTiming] = field(default_factory=list)
+    best_epoch: int | None = None
+    best_val_accuracy: float | None = None
+    time_to_best_s: float | None = None
+    train_s: float = 0.0
+    feature_extract_s: float | None = None
+    feature_extract_images: int = 0
+    feature_dim: int | None = None
+    counts: ParamCounts | None = None
+
+    @property
+    def feature_extract_images_per_s(self) -> float | None:
+        """Images/s of the one-off feature extraction (train + val splits)."""
+        if not self.feature_extract_s:
+            return None
+        return self.feature_extract_images / self.feature_extract_s
+
+    def main_images_per_s(self) -> float | None:
+        """Training images/s of the last image phase (the strategy's own trainability), ``None`` for probes."""
+        image_phases = [p for p in self.phases if p.inputs == "images" and p.images_per_s is not None]
+        return image_phases[-1].images_per_s if image_phases else None
+
+
+def batch_slices(n: int, batch_size: int) -> list[slice]:
+    """Contiguous slices covering ``range(n)`` in batches."""
+    return [slice(i, min(i + batch_size, n)) for i in range(0, n, batch_size)]
+
+
+def predict_in_batches(predict: Callable[[np.ndarray], np.ndarray], data: np.ndarray, batch_size: int) -> np.ndarray:
+    """Concatenate ``predict`` over batches of ``data`` (images or features)."""
+    return np.concatenate([predict(np.asarray(data[s])) for s in batch_slices(len(data), batch_size)], axis=0)
+
+
+def epoch_batches(rng: np.random.Generator, n: int, batch_size: int) -> list[np.ndarray]:
+    """A shuffled epoch's index batches; a trailing 1-sample batch is dropped (it breaks train-mode BatchNorm)."""
+    order = rng.permutation(n)
+    batches = [order[s] for s in batch_slices(n, batch_size)]
+    if len(batches) > 1 and len(batches[-1]) < 2:
+        batches.pop()
+    return batches
+
+
+def log_loss(labels: np.ndarray, probs: np.ndarray) -> float:
+    """Mean cross-entropy of ``probs`` at the true labels."""
+    picked = np.clip(probs[np.arange(len(labels)), labels], 1e-12, 1.0)
+    return float(-np.log(picked).mean())
+
+
+def train_plan(
+    backend: Backend,
+    plan: TrainingPlan,
+    train: Inputs,
+    val: Inputs,
+    batch_size: int,
+    warmup_steps: int = 2,
+    log: Callable[[str], None] = lambda message: None,
+) -> TrainOutcome:
+    """Run every phase of ``plan`` on ``backend`` and restore the weights of the best validation epoch.
+
+    Args:
+        backend: a built backend.
+        plan: the training plan (``make_plan`` over ``backend.stages()``).
+        train: the training split.
+        val: the validation split (epoch selection).
+        batch_size: images (or feature vectors) per step.
+        warmup_steps: untimed steps at the start of each image phase.
+        log: one-line progress messages.
+
+    Returns:
+        The curve, per-phase timings and the best epoch; the backend holds its weights.
+    """
+    rng = np.random.default_rng(plan.seed)
+    outcome = TrainOutcome()
+    val_labels = np.asarray(val.labels)
+    train_labels = np.asarray(train.labels)
+    features: dict[str, np.ndarray] = {}
+    best_state: Any = None
+    elapsed = 0.0
+    epoch_number = 0
+    for phase in plan.phases:
+        counts = backend.apply_phase(phase)
+        outcome.counts = counts
+        log(f"{phase.describe()}: {counts.trainable:,}/{counts.total:,} params trainable")
+        timing = PhaseTiming(phase.name, phase.inputs, phase.epochs, counts.trainable)
+        outcome.phases.append(timing)
+        if phase.inputs == "features" and not features:
+            extract = SyncTimer(backend.synchronize)
+            with extract:
+                features["train"] = predict_in_batches(backend.extract_features, train.images, batch_size)
+                features["val"] = predict_in_batches(backend.extract_features, val.images, batch_size)
+            outcome.feature_extract_s = extract.seconds
+            outcome.feature_extract_images = len(train) + len(val)
+            outcome.feature_dim = int(np.prod(features["train"].shape[1:]))
+            elapsed += extract.seconds
+            outcome.train_s += extract.seconds
+            log(f"features {features['train'].shape} of train + val extracted in {extract.seconds:.2f} s")
+        source = features["train"] if phase.inputs == "features" else train.images
+        val_source = features["val"] if phase.inputs == "features" else val.images
+        for epoch in range(phase.epochs):
+            batches = epoch_batches(rng, len(train), batch_size)
+            warm = min(warmup_steps, len(batches)) if (phase.inputs == "images" and epoch == 0) else 0
+            first, steady = SyncTimer(backend.synchronize), SyncTimer(backend.synchronize)
+            with first:
+                for idx in batches[:warm]:
+                    backend.train_step(source[idx], train_labels[idx], phase.inputs)
+            with steady:
+                for idx in batches[warm:]:
+                    backend.train_step(source[idx], train_labels[idx], phase.inputs)
+            timing.first_steps_s += first.seconds
+            timing.steady_s += steady.seconds
+            timing.steady_images += sum(len(b) for b in batches[warm:])
+            outcome.train_s += first.seconds + steady.seconds
+            train_loss = backend.pop_train_loss()
+            evaluate = SyncTimer(backend.synchronize)
+            with evaluate:
+                val_probs = predict_in_batches(lambda b: backend.predict_proba(b, phase.inputs), val_source, batch_size)
+            elapsed += first.seconds + steady.seconds + evaluate.seconds
+            epoch_number += 1
+            val_accuracy = float((val_probs.argmax(1) == val_labels).mean())
+            entry = {
+                "epoch": epoch_number, "phase": phase.name, "train_loss": train_loss, "val_accuracy": val_accuracy,
+                "val_loss": log_loss(val_labels, val_probs), "elapsed_s": elapsed,
+            }  # fmt: skip
+            outcome.curve.append(entry)
+            log(f"epoch {epoch_number} ({phase.name}): train_loss={train_loss:.4f} val_accuracy={val_accuracy:.4f} ({elapsed:.1f} s)")
+            if outcome.best_val_accuracy is None or val_accuracy > outcome.best_val_accuracy:
+                outcome.best_val_accuracy, outcome.best_epoch, outcome.time_to_best_s = val_accuracy, epoch_number, elapsed
+                best_state = backend.snapshot()
+    if best_state is not None:
+        backend.restore(best_state)
+    if outcome.best_val_accuracy is not None and math.isnan(outcome.best_val_accuracy):
+        outcome.best_val_accuracy = None
+    return outcome

@@ -1,0 +1,137 @@
+"""Report tables: golden Markdown/CSV from fixed fake results, intervals in the pivots, failed cells, CLI."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats as sps
+
+from report_suite import fake_predictions, make_suite
+
+from tlbench import backends
+from tlbench.benchmarks import report
+from tlbench.benchmarks.cli import main
+from tlbench.benchmarks.reporting.stats import bootstrap_metric_ci
+
+GOLDEN = Path(__file__).parent / "golden"
+REGENERATE = os.environ.get("TLBENCH_REGEN_GOLDEN") == "1"
+
+
+@pytest.fixture
+def no_model_building(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Fail the test if anything asks the backend registry for a framework."""
+
+    def refuse(name: str):
+        raise AssertionError(f"the report tried to load backend {name!r}")
+
+    monkeypatch.setattr(backends, "get_backend_class", refuse)
+
+
+def _check_golden(path: Path, name: str) -> None:
+    golden = GOLDEN / name
+    if REGENERATE:
+        golden.parent.mkdir(exist_ok=True)
+        golden.write_bytes(path.read_bytes())
+    assert path.read_bytes() == golden.read_bytes(), f"{name} differs from the golden file (TLBENCH_REGEN_GOLDEN=1 rewrites it)"
+
+
+def test_golden_markdown_and_csv_byte_exact(tmp_path, no_model_building):
+    suite = make_suite(tmp_path / "suite")
+    paths = report.write_report(suite, plots=False)
+    assert set(paths) == {"md", "csv", "tex", "html"}
+    _check_golden(paths["md"], "summary.md")
+    _check_golden(paths["csv"], "summary.csv")
+
+
+def test_pivot_numbers_are_t_intervals_and_bootstrap_cis(tmp_path):
+    suite = make_suite(tmp_path / "suite")
+    tables = report.build_tables(report.results_frame(report.load_results(suite / "results.jsonl")), suite)
+    title, main_pivot = tables.pivots[0]
+    assert title == "Accuracy and training throughput"
+    assert list(main_pivot.columns) == [
+        "dataset", "model", "strategy", "timm: accuracy", "timm: train (images/s)", "keras: accuracy", "keras: train (images/s)",
+    ]  # fmt: skip
+    rows = main_pivot.set_index("strategy")
+    # timm linear_probe: two seeds 54/60 and 55/60 right -> mean 0.908, half-width t(0.975, 1) * s / sqrt(2)
+    half = sps.t.ppf(0.975, 1) * np.std([54 / 60, 55 / 60], ddof=1) / np.sqrt(2)
+    assert f"{half:.3f}" == "0.106"
+    assert rows.loc["linear_probe", "timm: accuracy"] == "0.908 ± 0.106 (n=2)"
+    assert rows.loc["linear_probe", "timm: train (images/s)"].startswith("1170 ± ")
+    # timm scratch: one seed -> bootstrap interval from the stored predictions
+    labels, probs = fake_predictions(0.6, 0)
+    interval = bootstrap_metric_ci("accuracy", labels, probs)
+    assert rows.loc["scratch", "timm: accuracy"] == f"0.600 [{interval.low:.3f}, {interval.high:.3f}]"
+    assert rows.loc["scratch", "timm: train (images/s)"] == "150"  # 3 significant digits
+    assert rows.loc["scratch", "keras: accuracy"] == "failed"
+    third = tables.pivots[2][1]
+    assert "timm: peak GPU (MiB)" not in third.columns and "timm: peak RSS (MiB)" in third.columns
+    assert list(tables.failed["error"]) == ["BackendError: keras model 'm' needs weights"]
+
+
+def test_partly_failed_configuration_says_how_many_failed(tmp_path):
+    suite = make_suite(tmp_path / "suite")
+    from tlbench.benchmarks.running.results import append_result
+
+    append_result(suite / "results.jsonl", {"backend": "timm", "model": "m", "strategy": "scratch", "dataset": "digits", "seed": 1, "status": "failed", "error": "RuntimeError: out of memory"})
+    frame = report.results_frame(report.load_results(suite / "results.jsonl"))
+    pivot = report.build_tables(frame, suite).pivots[0][1].set_index("strategy")
+    assert pivot.loc["scratch", "timm: accuracy"].endswith(" (1 failed)")
+    assert pivot.loc["scratch", "timm: accuracy"].startswith("0.600 [")
+
+
+def test_single_seed_without_predictions_shows_the_bare_value(tmp_path):
+    suite = make_suite(tmp_path / "suite", with_artifacts=False)
+    frame = report.results_frame(report.load_results(suite / "results.jsonl"))
+    pivot = report.build_tables(frame, suite).pivots[0][1].set_index("strategy")
+    assert pivot.loc["scratch", "timm: accuracy"] == "0.600"
+
+
+def test_summarize_and_format_rounding():
+    assert report.summarize_values("train_images_per_s", [1234.5]) == "1230"
+    assert report.summarize_values("accuracy", [0.91234]) == "0.912"
+    assert report.summarize_values("accuracy", []) == ""
+    assert report.significant(0.012345) == "0.0123"
+    assert report.format_value("time_to_best_s", 3.25) == "3.2"
+    assert report.header("peak_rss_mb") == "peak RSS (MiB)"
+
+
+def test_report_with_plots_lists_pngs_and_links_them(tmp_path, no_model_building):
+    suite = make_suite(tmp_path / "suite")
+    before = set(sys.modules)
+    paths = report.write_report(suite)
+    frameworks = ("torch", "tensorflow", "keras", "timm", "tlbench.backends.")
+    assert not [m for m in set(sys.modules) - before if m.startswith(frameworks)]
+    pngs = {k: v for k, v in paths.items() if k.startswith("png:")}
+    assert set(pngs) == {f"png:{n}" for n in ("pareto_train", "pareto_inference", "roc_pr", "training_curves", "confusion", "predictions")}
+    md = paths["md"].read_text()
+    for path in pngs.values():
+        assert path.is_file() and path.stat().st_size > 5000
+        assert f"(plots/{path.name})" in md
+
+
+def test_csv_has_every_record_and_nested_values_as_json(tmp_path):
+    suite = make_suite(tmp_path / "suite")
+    paths = report.write_report(suite, plots=False)
+    frame = pd.read_csv(paths["csv"])
+    assert len(frame) == 6 and frame["status"].tolist().count("failed") == 1
+    assert frame.loc[0, "class_names"] == '["zero", "one", "two"]'
+
+
+def test_cli_report_regenerates_from_files_and_rejects_bad_dirs(tmp_path, capsys, no_model_building):
+    suite = make_suite(tmp_path / "suite")
+    assert main(["report", str(suite)]) == 0
+    out = capsys.readouterr().out
+    assert "0.908 ± 0.106 (n=2)" in out
+    assert (suite / "report.html").is_file()
+    assert main(["report", str(tmp_path / "missing")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == f"tlbench: error: suite directory {str(tmp_path / 'missing')!r} does not exist; expected a directory made by `tlbench run`"
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert main(["report", str(empty)]) == 2
+    assert "holds no results.jsonl records" in capsys.readouterr().err

