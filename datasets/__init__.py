@@ -11,7 +11,8 @@ import importlib
 from pathlib import Path
 
 from tlbench.datasets.base import SPLITS, ArrayDataset, DatasetError, DatasetSource, ResizePolicy, Split
-from tlbench.datasets.cache import default_cache_dir, load_or_build
+from tlbench.datasets.cache import load_or_build
+from tlbench.datasets.duplicates import DEDUP_POLICIES, apply_dedup, check_dedup_policy
 
 #: kind -> (factory "module:function", usage shown by ``tlbench list datasets``)
 DATASETS: dict[str, tuple[str, str]] = {
@@ -36,6 +37,7 @@ DATASETS: dict[str, tuple[str, str]] = {
 
 __all__ = [
     "DATASETS",
+    "DEDUP_POLICIES",
     "SPLITS",
     "ArrayDataset",
     "DatasetError",
@@ -70,15 +72,31 @@ def parse_dataset_spec(spec: str) -> DatasetSource:
 
 
 def load_dataset(
-    spec: str, policy: ResizePolicy, cache_dir: Path | str | None = None, progress: bool = False
+    spec: str,
+    policy: ResizePolicy,
+    cache_dir: Path | str | None = None,
+    progress: bool = False,
+    dedup: str = "drop",
+    near_duplicates: bool = False,
 ) -> ArrayDataset:
-    """Load ``spec`` resized with ``policy``, from the on-disk cache when present.
+    """Load ``spec`` resized with ``policy``, from the on-disk cache when present, then apply ``dedup``.
 
     Args:
         spec: dataset spec string.
         policy: the model's resize policy.
-        cache_dir: cache root (default: ``$TLBENCH_CACHE/datasets`` or ``~/.cache/tlbench/datasets``).
+        cache_dir: cache root, entries under ``<cache_dir>/datasets`` (default: ``$TLBENCH_CACHE`` or
+            ``~/.cache/tlbench``, i.e. ``tlbench.datasets.cache.default_cache_dir()``).
         progress: show a progress bar while building.
+        dedup: what to do with identical images (``tlbench.datasets.duplicates``): ``"drop"`` (default)
+            removes cross-split copies from the later split (train, val, test order), extra copies inside a
+            split and every image with conflicting labels; ``"keep"`` removes nothing; ``"error"`` raises
+            when images are shared between splits or labelled twice. Counts go to ``meta["duplicates"]``.
+        near_duplicates: also count near-identical cross-split images (``meta["duplicates"]["near_cross_split"]``).
+
+    Raises:
+        DatasetError: a bad spec or ``dedup`` value, a dataset problem, or duplicates under ``dedup="error"``.
     """
+    check_dedup_policy(dedup)
     source = parse_dataset_spec(spec)
-    return load_or_build(source, policy, Path(cache_dir) if cache_dir else default_cache_dir(), progress=progress)
+    dataset = load_or_build(source, policy, Path(cache_dir) if cache_dir else None, progress=progress)
+    return apply_dedup(dataset, dedup, near_duplicates)

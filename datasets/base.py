@@ -35,10 +35,22 @@ class ResizePolicy:
 
 @dataclass
 class Split:
-    """One split: ``images`` uint8 ``(N, H, W, 3)`` (possibly memory-mapped) and int64 ``labels`` ``(N,)``."""
+    """One split: ``images`` uint8 ``(N, H, W, 3)`` (possibly memory-mapped) and int64 ``labels`` ``(N,)``.
+
+    Attributes:
+        images: the images.
+        labels: their class indices.
+        names: optional short name of each image (a path relative to the dataset root, never absolute), set
+            by file-based sources and used in duplicate reports; array sources leave it ``None``.
+        content_hashes: optional ``(N, 16)`` uint8 digests of the cached bytes (set by the cache).
+        difference_hashes: optional ``(N, 16)`` uint8 perceptual hashes (set by the cache).
+    """
 
     images: np.ndarray
     labels: np.ndarray
+    names: list[str] | None = None
+    content_hashes: np.ndarray | None = None
+    difference_hashes: np.ndarray | None = None
 
     def __len__(self) -> int:
         return int(self.labels.shape[0])
@@ -54,7 +66,8 @@ class ArrayDataset:
         splits: ``train``, ``val``, ``test``.
         meta: provenance recorded in the results: ``source``, ``gray_to_rgb`` (channels replicated),
             ``carved_splits`` (splits made from train by a seeded stratified split), ``skipped_images``
-            (count) and ``skipped_examples`` (first few paths with their reason).
+            (count) and ``skipped_examples`` (first few paths with their reason); ``load_dataset`` adds
+            ``duplicates`` (see ``tlbench.datasets.duplicates``) and ``split_sizes`` (after de-duplication).
     """
 
     name: str

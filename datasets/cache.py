@@ -1,9 +1,17 @@
 """On-disk cache of resized uint8 arrays, keyed by source content and resize policy.
 
-Layout of one entry: ``<cache_dir>/<slug>-<key16>/`` with ``<split>_images.npy``, ``<split>_labels.npy`` and
-``meta.json`` (written last, so an entry without it is incomplete and rebuilt). Entries are written into a
-temporary directory and renamed into place, so an interrupted build never leaves a half-written entry.
-Arrays are loaded with ``mmap_mode="r"``: a dataset larger than RAM still works.
+The cache root is the folder the user names (``--cache-dir``, the ``cache_dir`` argument), else
+``$TLBENCH_CACHE``, else ``~/.cache/tlbench``; whichever it is, dataset entries live in ``<root>/datasets/``
+(and downloads in ``<root>/downloads/``), so naming the default root explicitly reuses the same entries.
+
+Layout of one entry: ``<root>/datasets/<slug>-<policy>-<key16>/`` with ``<split>_images.npy``,
+``<split>_labels.npy``, ``<split>_hashes.npy`` (per image: 16-byte content digest, then 16-byte difference
+hash; see ``hashing``), ``names.json`` (relative image names, file-based sources only) and ``meta.json``
+(written last, so an entry without it is incomplete and rebuilt). The hashes are computed while the entry is
+written, so warm loads never rehash. Entries are written into a temporary directory and renamed into place,
+so an interrupted build never leaves a half-written entry. Arrays are loaded with ``mmap_mode="r"``: a
+dataset larger than RAM still works. ``views/`` may later hold row subsets written by ``kept_rows`` (e.g.
+a split without its duplicates); the entry itself never depends on such a policy.
 """
 
 from __future__ import annotations
@@ -18,27 +26,37 @@ from pathlib import Path
 import numpy as np
 
 from tlbench.datasets.base import SPLITS, ArrayDataset, DatasetSource, ResizePolicy, Split
+from tlbench.datasets.hashing import CONTENT_HASH_BYTES, DHASH_BYTES, image_hashes
 
-#: bump when the decoding/resizing code changes in a way that changes the bytes
-CACHE_FORMAT = 2
+#: bump when the decoding/resizing code or the entry layout changes (3: hashes and names in the entry)
+CACHE_FORMAT = 3
+#: sub-folder of the cache root holding the dataset entries
+DATASETS_SUBDIR = "datasets"
+#: images copied per step when writing a row subset
+_COPY_CHUNK = 256
 
 
 def default_cache_dir() -> Path:
-    """``$TLBENCH_CACHE/datasets`` if set, else ``~/.cache/tlbench/datasets``."""
+    """The cache root: ``$TLBENCH_CACHE`` if set, else ``~/.cache/tlbench`` (entries go to ``<root>/datasets``)."""
     root = os.environ.get("TLBENCH_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "tlbench")
-    return Path(root) / "datasets"
+    return Path(root)
+
+
+def datasets_dir(cache_dir: Path | str | None = None) -> Path:
+    """Folder of the dataset entries: ``<cache_dir>/datasets``, with ``default_cache_dir()`` as the default root."""
+    root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    return root / DATASETS_SUBDIR
 
 
 def cache_key(source: DatasetSource, policy: ResizePolicy) -> str:
     """Hex digest identifying (source content, resize policy, cache format)."""
     text = f"v{CACHE_FORMAT}|{source.fingerprint()}|{policy.key()}"
-    return hashlib.sha256(text.encode()).hexdigest()
+    return hashlib.sha256(text.encode("utf-8", "surrogateescape")).hexdigest()
 
 
 def entry_dir(source: DatasetSource, policy: ResizePolicy, cache_dir: Path | None = None) -> Path:
-    """Directory of the cache entry for ``source`` resized with ``policy``."""
-    root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-    return root / f"{source.slug}-{policy.key()}-{cache_key(source, policy)[:16]}"
+    """Directory of the cache entry for ``source`` resized with ``policy`` under the cache root ``cache_dir``."""
+    return datasets_dir(cache_dir) / f"{source.slug}-{policy.key()}-{cache_key(source, policy)[:16]}"
 
 
 def images_path(directory: Path, split: str) -> Path:
@@ -63,17 +81,31 @@ def _is_file_backed_by(array: np.ndarray, path: Path) -> bool:
     return filename is not None and Path(filename).resolve() == path.resolve()
 
 
+def copy_rows(images: np.ndarray, rows: np.ndarray, out: np.ndarray) -> None:
+    """``out[:] = images[rows]`` chunk by chunk, so a memory-mapped source is never read into RAM at once."""
+    for start in range(0, len(rows), _COPY_CHUNK):
+        chunk = rows[start : start + _COPY_CHUNK]
+        out[start : start + len(chunk)] = images[chunk]
+
+
 def write_entry(dataset: ArrayDataset, tmp: Path) -> None:
-    """Write ``dataset``'s arrays and ``meta.json`` into the staging directory ``tmp``.
+    """Write ``dataset``'s arrays, per-image hashes, names and ``meta.json`` into the staging directory ``tmp``.
 
     Image arrays that are already memory maps of ``tmp/<split>_images.npy`` (streamed by ``build_to``) are
-    left in place, not copied.
+    left in place, not copied. The hashes are computed here, once per entry (see ``hashing``).
     """
+    names: dict[str, list[str]] = {}
     for name, split in dataset.splits.items():
         target = images_path(tmp, name)
         if not _is_file_backed_by(split.images, target):  # streamed arrays were flushed by their writer
             np.save(target, np.ascontiguousarray(split.images, dtype=np.uint8))
         np.save(tmp / f"{name}_labels.npy", np.asarray(split.labels, dtype=np.int64))
+        content, perceptual = image_hashes(np.load(target, mmap_mode="r"))
+        np.save(tmp / f"{name}_hashes.npy", np.concatenate([content, perceptual], axis=1))
+        if split.names is not None:
+            names[name] = list(split.names)
+    if names:
+        (tmp / "names.json").write_text(json.dumps(names))
     meta = {"name": dataset.name, "class_names": dataset.class_names, "splits": list(dataset.splits), **dataset.meta}
     (tmp / "meta.json").write_text(json.dumps(meta, indent=1, default=str))
 
@@ -107,13 +139,9 @@ def load_cached(directory: Path) -> ArrayDataset | None:
         return None
     try:
         meta = json.loads(meta_path.read_text())
-        splits = {
-            name: Split(
-                images=np.load(directory / f"{name}_images.npy", mmap_mode="r"),
-                labels=np.load(directory / f"{name}_labels.npy"),
-            )
-            for name in meta.pop("splits", SPLITS)
-        }
+        names_path = directory / "names.json"
+        names = json.loads(names_path.read_text()) if names_path.is_file() else {}
+        splits = {name: _load_split(directory, name, names.get(name)) for name in meta.pop("splits", SPLITS)}
     except (OSError, ValueError, json.JSONDecodeError):
         return None
     name = meta.pop("name")
@@ -121,10 +149,75 @@ def load_cached(directory: Path) -> ArrayDataset | None:
     return ArrayDataset(name=name, class_names=class_names, splits=splits, meta={**meta, "cache_dir": str(directory)})
 
 
+def _load_split(directory: Path, name: str, names: list[str] | None) -> Split:
+    images = np.load(directory / f"{name}_images.npy", mmap_mode="r")
+    labels = np.load(directory / f"{name}_labels.npy")
+    hashes = np.load(directory / f"{name}_hashes.npy")
+    if hashes.shape != (len(labels), CONTENT_HASH_BYTES + DHASH_BYTES) or (names is not None and len(names) != len(labels)):
+        raise ValueError(f"{directory}: {name} hashes or names do not match its labels")
+    return Split(
+        images=images,
+        labels=labels,
+        names=names,
+        content_hashes=hashes[:, :CONTENT_HASH_BYTES],
+        difference_hashes=hashes[:, CONTENT_HASH_BYTES:],
+    )
+
+
+def kept_rows(directory: Path | None, split: str, images: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """``images[rows]``, as a memory map saved once under ``<directory>/views/`` and reused by later loads.
+
+    The file is named by a digest of ``rows``, written to a temporary name and renamed into place (two
+    processes may write it at once). Without a cache entry, or when it cannot be written (read-only cache),
+    the rows are copied into memory instead.
+
+    Args:
+        directory: the cache entry the images come from, or ``None``.
+        split: split name (part of the file name).
+        images: the split's images (a memory map of the entry).
+        rows: sorted indices of the images to keep.
+    """
+    rows = np.asarray(rows, dtype=np.int64)
+    if directory is None:
+        return np.asarray(images[rows])
+    digest = hashlib.sha256(rows.tobytes() + repr(images.shape).encode()).hexdigest()[:16]
+    path = Path(directory) / "views" / f"{split}-{digest}_images.npy"
+    shape = (len(rows), *images.shape[1:])
+    try:
+        existing = np.load(path, mmap_mode="r")
+        if existing.shape == shape:
+            return existing
+    except (OSError, ValueError):
+        pass
+    try:
+        path.parent.mkdir(exist_ok=True)
+        handle, tmp_name = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".npy", dir=path.parent)
+        os.close(handle)
+    except OSError:
+        return np.asarray(images[rows])
+    try:
+        out = np.lib.format.open_memmap(tmp_name, mode="w+", dtype=np.uint8, shape=shape)
+        copy_rows(images, rows, out)
+        out.flush()
+        del out
+        os.replace(tmp_name, path)
+    except OSError:
+        Path(tmp_name).unlink(missing_ok=True)
+        return np.asarray(images[rows])
+    return np.load(path, mmap_mode="r")
+
+
 def load_or_build(
     source: DatasetSource, policy: ResizePolicy, cache_dir: Path | None = None, progress: bool = False
 ) -> ArrayDataset:
-    """Return the cached dataset for (source, policy), building and caching it first if needed."""
+    """Return the cached dataset for (source, policy), building and caching it first if needed.
+
+    Args:
+        source: the parsed dataset spec.
+        policy: the resize policy.
+        cache_dir: cache root (entries under ``<cache_dir>/datasets``; default ``default_cache_dir()``).
+        progress: show progress while building.
+    """
     directory = entry_dir(source, policy, cache_dir)
     cached = load_cached(directory)
     if cached is not None:

@@ -11,8 +11,12 @@ Options follow a ``?``: ``csv:imgs:labels.csv?image=isic_id&label=dx&split=fold`
   a missing val/test, splits are carved from train like ``folder:`` does.
 
 A row whose image file is missing is reported (first few listed in the log), counted in ``skipped_images``
-and left out; when no row names an existing file the spec is refused. Everything is checked when parsing
-(reading the CSV and listing the folder, no decoding).
+and left out; when no row names an existing file the spec is refused. A file that cannot be resolved (a
+symbolic link loop) counts as missing and is logged. Rows naming the same image file again are logged and
+counted in ``meta["repeated_rows"]`` (``meta["conflicting_rows"]`` when the labels differ); they are kept
+here, and ``load_dataset``'s duplicate policy treats them like any other identical images (a conflicting
+pair is dropped by default). Everything is checked when parsing (reading the CSV and listing the folder, no
+decoding).
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ import numpy as np
 
 from tlbench.datasets.base import SPLITS, ArrayDataset, DatasetError, DatasetSource, ResizePolicy
 from tlbench.datasets.folder import SPLIT_ALIASES, carve_splits, is_hidden, is_image_name
-from tlbench.datasets.imagefiles import MAX_SKIPPED_EXAMPLES, LabelledFiles, check_classes_present, decode_splits
+from tlbench.datasets.imagefiles import MAX_SKIPPED_EXAMPLES, LabelledFiles, check_classes_present, decode_splits, display_path
 from tlbench.datasets.progress import log
 
 IMAGE_COLUMNS = ("image", "image_id", "isic_id", "file", "filename", "path")
@@ -73,10 +77,15 @@ def _pick_column(header: list[str], wanted: str | None, defaults: tuple[str, ...
     raise DatasetError(f"{path} has no {what} column (columns: {', '.join(header)}); expected one of {', '.join(defaults)} or ?{what}=COLUMN")
 
 
-def index_images(images_dir: Path) -> tuple[dict[str, os.stat_result], dict[str, list[str]]]:
-    """Every image file under ``images_dir``: relative path -> stat, and stem -> relative paths."""
+def index_images(images_dir: Path) -> tuple[dict[str, os.stat_result], dict[str, list[str]], list[tuple[str, str]]]:
+    """Every image file under ``images_dir``: relative path -> stat, stem -> relative paths, and unresolvable ones.
+
+    Folder links are not followed (``os.walk``'s default), so a folder cycle cannot loop; an image name whose
+    link cannot be resolved (``a.png -> a.png``) is returned in the third list as ``(shown path, reason)``.
+    """
     by_path: dict[str, os.stat_result] = {}
     by_stem: dict[str, list[str]] = {}
+    broken: list[tuple[str, str]] = []
     for dirpath, dirnames, filenames in os.walk(images_dir):
         dirnames[:] = sorted(d for d in dirnames if not is_hidden(d))
         for name in sorted(filenames):
@@ -84,9 +93,13 @@ def index_images(images_dir: Path) -> tuple[dict[str, os.stat_result], dict[str,
                 continue
             full = os.path.join(dirpath, name)
             rel = os.path.relpath(full, images_dir)
-            by_path[rel] = os.stat(full)
+            try:
+                by_path[rel] = os.stat(full)
+            except OSError as exc:
+                broken.append((display_path(rel), f"symbolic link loop or unreadable entry ({exc.strerror or exc})"))
+                continue
             by_stem.setdefault(os.path.splitext(name)[0], []).append(rel)
-    return by_path, by_stem
+    return by_path, by_stem, broken
 
 
 def _sort_classes(values: set[str]) -> list[str]:
@@ -123,9 +136,11 @@ class CsvSource(DatasetSource):
         split_col = self.options.get("split")
         if split_col is not None and split_col not in header:
             raise DatasetError(f"{path} has no column {split_col!r} (columns: {', '.join(header)}); expected the split column")
-        by_path, by_stem = index_images(self.images_dir)
+        by_path, by_stem, self.broken = index_images(self.images_dir)
+        for rel, reason in self.broken[:MAX_SKIPPED_EXAMPLES]:
+            log(f"{self.images_dir}: skipped {rel}: {reason}")
         self.stats = by_path
-        entries: list[tuple[str, str, str]] = []  # (relative path, label, split)
+        entries: list[tuple[str, str, str, int]] = []  # (relative path, label, split, CSV line)
         for line, row in enumerate(rows, start=2):
             name, label = (row.get(image_col) or "").strip(), (row.get(label_col) or "").strip()
             if not name or not label:
@@ -144,26 +159,30 @@ class CsvSource(DatasetSource):
             if not rel:
                 self.missing.append((line, name))
                 continue
-            entries.append((rel, label, split))
+            entries.append((rel, label, split, line))
         if not entries:
             raise DatasetError(f"none of the {len(rows)} images named in {path} exists under {self.images_dir}; expected files such as {self.images_dir / (rows[0][image_col] if rows else 'IMAGE')}")
-        self.class_names = _sort_classes({label for _, label, _ in entries})
+        self.class_names = _sort_classes({label for _, label, _, _ in entries})
         if len(self.class_names) < 2:
             raise DatasetError(f"{path}: column {label_col!r} has a single class {self.class_names[0]!r}; expected at least two classes")
-        if "train" not in {split for _, _, split in entries}:
+        if "train" not in {split for _, _, split, _ in entries}:
             raise DatasetError(f"{path}: column {split_col!r} has no train rows; expected train rows (val/test optional)")
         self.entries = entries
+        self.repeated = repeated_rows(entries)
         if self.missing:
             shown = ", ".join(f"line {line}: {name}" for line, name in self.missing[:MAX_SKIPPED_EXAMPLES])
             log(f"{path}: {len(self.missing)} row(s) name missing images under {self.images_dir} ({shown})")
+        if self.repeated:
+            shown = "; ".join(text for text, _ in self.repeated[:MAX_SKIPPED_EXAMPLES])
+            log(f"{path}: {len(self.repeated)} row(s) name an image file already named ({shown})")
 
     def fingerprint(self) -> str:
         digest = hashlib.sha256()
         stat = self.csv_path.stat()
-        digest.update(f"{self.csv_path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}|{sorted(self.options.items())}\n".encode())
-        for rel, label, split in self.entries:
+        digest.update(f"{self.csv_path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}|{sorted(self.options.items())}\n".encode("utf-8", "surrogateescape"))
+        for rel, label, split, _ in self.entries:
             file_stat = self.stats[rel]
-            digest.update(f"{rel}|{label}|{split}|{file_stat.st_size}|{file_stat.st_mtime_ns}\n".encode())
+            digest.update(f"{rel}|{label}|{split}|{file_stat.st_size}|{file_stat.st_mtime_ns}\n".encode("utf-8", "surrogateescape"))
         return f"csv|{digest.hexdigest()}"
 
     def build(self, policy: ResizePolicy, progress: bool = False) -> ArrayDataset:
@@ -176,10 +195,11 @@ class CsvSource(DatasetSource):
         index = {name: i for i, name in enumerate(self.class_names)}
         files: dict[str, LabelledFiles] = {}
         for split in SPLITS:
-            rows = [(rel, label) for rel, label, s in self.entries if s == split]
+            rows = [(rel, label, line) for rel, label, s, line in self.entries if s == split]
             if rows:
-                paths = [str(self.images_dir / rel) for rel, _ in rows]
-                files[split] = LabelledFiles(paths, np.array([index[label] for _, label in rows], dtype=np.int64))
+                paths = [str(self.images_dir / rel) for rel, _, _ in rows]
+                labels = np.array([index[label] for _, label, _ in rows], dtype=np.int64)
+                files[split] = LabelledFiles(paths, labels, [f"{rel} (line {line})" for rel, _, line in rows])
         files, carved = carve_splits(files)
         splits, report = decode_splits(files, policy, directory, progress, self.spec)
         check_classes_present(splits, self.class_names, self.spec)
@@ -188,7 +208,30 @@ class CsvSource(DatasetSource):
         meta["skipped_images"] = len(missing) + len(report.skipped)
         meta["missing_images"] = len(missing)
         meta["skipped_examples"] = ([f"{p}: {r}" for p, r in missing] + meta["skipped_examples"])[:MAX_SKIPPED_EXAMPLES]
+        meta["repeated_rows"] = len(self.repeated)
+        meta["conflicting_rows"] = sum(conflict for _, conflict in self.repeated)
         return ArrayDataset(name=self.spec, class_names=list(self.class_names), splits=splits, meta=meta)
+
+
+def repeated_rows(entries: list[tuple[str, str, str, int]]) -> list[tuple[str, bool]]:
+    """Rows naming an image file that an earlier row already named, as ``(description, labels differ)``.
+
+    Args:
+        entries: ``(relative path, label, split, CSV line)`` per row, in CSV order.
+    """
+    first: dict[str, tuple[str, int]] = {}
+    out: list[tuple[str, bool]] = []
+    for rel, label, _, line in entries:
+        if rel not in first:
+            first[rel] = (label, line)
+            continue
+        label0, line0 = first[rel]
+        shown = display_path(rel)
+        if label != label0:
+            out.append((f"line {line} names {shown} again with label {label!r} (line {line0}: {label0!r})", True))
+        else:
+            out.append((f"line {line} names {shown} again (line {line0}, same label {label!r})", False))
+    return out
 
 
 def make_source(spec: str, argument: str | None) -> CsvSource:

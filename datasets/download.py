@@ -15,6 +15,7 @@ import urllib.request
 from pathlib import Path
 
 from tlbench.datasets.base import DatasetError
+from tlbench.datasets.cache import default_cache_dir
 from tlbench.datasets.progress import log
 
 #: seconds before a stalled connection is given up
@@ -22,9 +23,8 @@ TIMEOUT_S = 60.0
 
 
 def downloads_dir() -> Path:
-    """``$TLBENCH_CACHE/downloads`` if set, else ``~/.cache/tlbench/downloads``."""
-    root = os.environ.get("TLBENCH_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "tlbench")
-    return Path(root) / "downloads"
+    """``<cache root>/downloads``: ``$TLBENCH_CACHE/downloads`` if set, else ``~/.cache/tlbench/downloads``."""
+    return default_cache_dir() / "downloads"
 
 
 def file_md5(path: Path) -> str:

@@ -8,9 +8,13 @@ Without any split folder, ``PATH/<class>/`` is the whole dataset and val and tes
 Class names are the class folder names, sorted, identical in every split. Image files are found recursively
 inside each class folder by extension (every extension Pillow registers); hidden files and OS junk
 (``.DS_Store``, ``Thumbs.db``, ``desktop.ini``, ``__MACOSX``) are ignored silently; other files are ignored
-and listed in the log. Scanning reads the directory tree only (no decoding), so ``parse`` stays cheap and
-every layout problem fails there, before any work: missing path, no class folder, a single class, an empty
-class folder, class folders differing between splits.
+and listed in the log. Symbolic links are followed, but an entry whose link cannot be resolved ("Too many
+levels of symbolic links") and a folder link leading back to a folder already walked (a cycle) are skipped,
+counted in ``skipped_images``/``symlink_loops`` and logged. File names need not be valid UTF-8: the tree
+fingerprint hashes their bytes, and messages show undecodable bytes escaped (``display_path``). Scanning reads
+the directory tree only (no decoding), so ``parse`` stays cheap and every layout problem fails there, before
+any work: missing path, no class folder, a single class, an empty class folder, class folders differing
+between splits.
 """
 
 from __future__ import annotations
@@ -24,18 +28,20 @@ import numpy as np
 from PIL import Image
 
 from tlbench.datasets.base import SPLITS, ArrayDataset, DatasetError, DatasetSource, ResizePolicy
-from tlbench.datasets.imagefiles import LabelledFiles, check_classes_present, decode_splits
+from tlbench.datasets.imagefiles import (
+    MAX_SKIPPED_EXAMPLES,
+    SPLIT_ALIASES,
+    LabelledFiles,
+    check_classes_present,
+    decode_splits,
+    display_path,
+)
 from tlbench.datasets.progress import log
 from tlbench.datasets.splitting import stratified_indices
 
 CARVE_SEED = 0
 VAL_FRACTION = 0.1
 TEST_FRACTION = 0.2
-SPLIT_ALIASES: dict[str, tuple[str, ...]] = {
-    "train": ("train", "training"),
-    "val": ("val", "valid", "validation"),
-    "test": ("test", "testing"),
-}
 JUNK_NAMES = {"thumbs.db", "desktop.ini", "__macosx", "ehthumbs.db", "icon\r"}
 IMAGE_EXTENSIONS = frozenset(ext.lower() for ext in Image.registered_extensions())
 #: ignored (non-image) files listed in the log
@@ -73,37 +79,82 @@ class ScannedTree:
     split_dirs: dict[str, str]
     ignored: list[str] = field(default_factory=list)
     hidden: int = 0
+    #: ``(path, reason)`` of entries skipped while walking: symbolic link loops and cycles
+    broken: list[tuple[str, str]] = field(default_factory=list)
+
+
+class _Cycle(Exception):
+    """A folder link leads back to a folder already walked or to one of its parents."""
+
+
+def _folder_id(path: str | Path) -> tuple[int, int]:
+    stat = os.stat(path)
+    return stat.st_dev, stat.st_ino
+
+
+def _kind(child: os.DirEntry, visited: set[tuple[int, int]]) -> str:
+    """``"dir"``, ``"file"`` or ``"other"``.
+
+    Raises:
+        OSError: the entry cannot be resolved (a symbolic link loop such as ``a -> a``).
+        _Cycle: a folder already walked (or a parent of the walk's root) reached again through a link.
+    """
+    if child.is_dir():
+        folder = _folder_id(child.path)
+        if folder in visited:
+            raise _Cycle()
+        visited.add(folder)
+        return "dir"
+    return "file" if child.is_file() else "other"
 
 
 def _walk_images(directory: Path, tree: ScannedTree) -> list[FileEntry]:
     entries: list[FileEntry] = []
     stack = [directory]
+    visited = {_folder_id(folder) for folder in (directory, *directory.resolve().parents)}
     while stack:
         current = stack.pop()
         try:
             children = sorted(os.scandir(current), key=lambda e: e.name)
         except OSError as exc:
-            raise DatasetError(f"cannot list {current}: {exc.strerror or exc}; expected a readable folder") from None
+            raise DatasetError(f"cannot list {display_path(str(current))}: {exc.strerror or exc}; expected a readable folder") from None
         for child in children:
             if is_hidden(child.name):
                 tree.hidden += 1
-            elif child.is_dir():
+                continue
+            try:
+                kind = _kind(child, visited)
+                stat = child.stat() if kind == "file" and is_image_name(child.name) else None
+            except _Cycle:
+                tree.broken.append((display_path(child.path), "symbolic link loop (leads back to a folder already listed)"))
+                continue
+            except OSError as exc:
+                tree.broken.append((display_path(child.path), f"symbolic link loop or unreadable entry ({exc.strerror or exc})"))
+                continue
+            if kind == "dir":
                 stack.append(Path(child.path))
-            elif not child.is_file():
-                tree.ignored.append(child.path)
-            elif is_image_name(child.name):
-                stat = child.stat()
+            elif stat is not None:
                 entries.append(FileEntry(child.path, stat.st_size, stat.st_mtime_ns))
             else:
-                tree.ignored.append(child.path)
+                tree.ignored.append(display_path(child.path))
     return sorted(entries, key=lambda e: e.path)
 
 
-def _subdirs(directory: Path) -> list[str]:
+def _is_dir(entry: os.DirEntry, broken: list[tuple[str, str]] | None) -> bool:
     try:
-        return sorted(e.name for e in os.scandir(directory) if e.is_dir() and not is_hidden(e.name))
+        return entry.is_dir()
+    except OSError as exc:  # a symbolic link loop is not a folder
+        if broken is not None:
+            broken.append((display_path(entry.path), f"symbolic link loop or unreadable entry ({exc.strerror or exc})"))
+        return False
+
+
+def _subdirs(directory: Path, broken: list[tuple[str, str]] | None = None) -> list[str]:
+    """Sorted names of the visible sub-folders; unresolvable links are appended to ``broken`` when given."""
+    try:
+        return sorted(e.name for e in os.scandir(directory) if not is_hidden(e.name) and _is_dir(e, broken))
     except OSError as exc:
-        raise DatasetError(f"cannot list {directory}: {exc.strerror or exc}; expected a readable folder") from None
+        raise DatasetError(f"cannot list {display_path(str(directory))}: {exc.strerror or exc}; expected a readable folder") from None
 
 
 def _count_hidden(directory: Path) -> int:
@@ -152,7 +203,7 @@ def scan_tree(root: Path) -> ScannedTree:
     tree = ScannedTree(root=root, class_names=train_classes, files={}, split_dirs=split_dirs or {"train": "."})
     tree.hidden = sum(_count_hidden(directory) for directory in {root, *split_paths.values()})
     for split, path in split_paths.items():
-        classes = _subdirs(path)
+        classes = _subdirs(path, tree.broken)
         if split != "train":
             missing = [c for c in train_classes if c not in classes]
             extra = [c for c in classes if c not in train_classes]
@@ -171,13 +222,18 @@ def scan_tree(root: Path) -> ScannedTree:
 
 
 def tree_fingerprint(tree: ScannedTree) -> str:
-    """Digest of every image file's relative path, size and mtime, and of the split layout."""
+    """Digest of every image file's relative path, size and mtime, and of the split layout.
+
+    Names are hashed as the bytes the file system holds (``os.fsencode``), so names that are not valid
+    UTF-8 are fingerprinted like any other.
+    """
     digest = hashlib.sha256()
     for split in sorted(tree.files):
         for class_name, entries in zip(tree.class_names, tree.files[split]):
             for entry in entries:
                 rel = os.path.relpath(entry.path, tree.root)
-                digest.update(f"{split}|{class_name}|{rel}|{entry.size}|{entry.mtime_ns}\n".encode())
+                fields = (split.encode(), os.fsencode(class_name), os.fsencode(rel), b"%d" % entry.size, b"%d" % entry.mtime_ns)
+                digest.update(b"|".join(fields) + b"\n")
     return digest.hexdigest()
 
 
@@ -199,20 +255,20 @@ def carve_splits(files: dict[str, LabelledFiles], seed: int = CARVE_SEED) -> tup
             continue
         fraction = fractions[split] * total / len(train.paths)
         kept, taken = stratified_indices(train.labels, fraction, seed)
-        files[split] = LabelledFiles([train.paths[i] for i in taken], train.labels[taken])
-        train = LabelledFiles([train.paths[i] for i in kept], train.labels[kept])
+        files[split] = train.subset(taken)
+        train = train.subset(kept)
         carved.append(split)
     files["train"] = train
     return {name: files[name] for name in SPLITS}, sorted(carved, key=SPLITS.index)
 
 
 def tree_files(tree: ScannedTree) -> dict[str, LabelledFiles]:
-    """Per split, the file paths in class order with their labels."""
+    """Per split, the file paths in class order with their labels and their paths relative to the root."""
     out = {}
     for split, per_class in tree.files.items():
         paths = [entry.path for entries in per_class for entry in entries]
         labels = np.concatenate([np.full(len(entries), index, dtype=np.int64) for index, entries in enumerate(per_class)])
-        out[split] = LabelledFiles(paths, labels)
+        out[split] = LabelledFiles(paths, labels, [os.path.relpath(path, tree.root) for path in paths])
     return out
 
 
@@ -262,6 +318,8 @@ class FolderSource(DatasetSource):
         )
         if tree.ignored:
             log(f"{self.spec}: ignored {len(tree.ignored)} non-image file(s), e.g. {', '.join(tree.ignored[:MAX_IGNORED_EXAMPLES])}")
+        for path, reason in tree.broken[:MAX_SKIPPED_EXAMPLES]:
+            log(f"{self.spec}: skipped {path}: {reason}")
         splits, report = decode_splits(files, policy, directory, progress, self.spec)
         check_classes_present(splits, tree.class_names, self.spec)
         meta = {
@@ -272,7 +330,11 @@ class FolderSource(DatasetSource):
             "ignored_files": len(tree.ignored),
             "hidden_files": tree.hidden,
             **report.meta(),
+            "symlink_loops": len(tree.broken),
         }
+        meta["skipped_images"] += len(tree.broken)
+        broken = [f"{path}: {reason}" for path, reason in tree.broken]
+        meta["skipped_examples"] = (broken + meta["skipped_examples"])[:MAX_SKIPPED_EXAMPLES]
         return ArrayDataset(name=self.spec, class_names=list(tree.class_names), splits=splits, meta=meta)
 
 

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from tlbench.datasets.base import DatasetError, ResizePolicy, Split
-from tlbench.datasets.cache import images_path, open_images_for_writing
+from tlbench.datasets.cache import copy_rows, images_path, open_images_for_writing
 from tlbench.datasets.decode import Decoded, decode_file
 from tlbench.datasets.progress import log, progress_bar
 
@@ -27,16 +27,50 @@ from tlbench.datasets.progress import log, progress_bar
 MAX_SKIPPED_EXAMPLES = 10
 #: below this many files the pool's start-up costs more than it saves
 MIN_FILES_FOR_POOL = 64
-#: images copied per step when compacting a split after skips
-_COPY_CHUNK = 256
+#: folder names (any case) that mean each split
+SPLIT_ALIASES: dict[str, tuple[str, ...]] = {
+    "train": ("train", "training"),
+    "val": ("val", "valid", "validation"),
+    "test": ("test", "testing"),
+}
+
+
+def display_path(path: str) -> str:
+    """``path`` as shown to the user: unchanged when it is valid text, else with its undecodable bytes escaped.
+
+    A file name that is not valid UTF-8 reaches Python with surrogate escapes; this shows it as ``caf\\xe9.png``
+    (the bytes as a ``repr`` would show them), which names the file and can be printed and written to JSON.
+    """
+    try:
+        path.encode("utf-8")
+        return path
+    except UnicodeEncodeError:
+        return os.fsencode(path).decode("utf-8", "backslashreplace")
+
+
+def image_name(split: str, relative: str) -> str:
+    """Short name of an image of ``split`` whose path relative to the dataset root is ``relative``.
+
+    The relative path itself when its first folder is that split's folder (``test/PNEUMONIA/x.jpeg``), else
+    prefixed with the split (``val:train/NORMAL/y.jpeg`` for an image carved from train).
+    """
+    shown = display_path(relative).replace(os.sep, "/")
+    first = shown.split("/", 1)[0].lower()
+    return shown if first in SPLIT_ALIASES.get(split, ()) else f"{split}:{shown}"
 
 
 @dataclass(frozen=True)
 class LabelledFiles:
-    """The files of one split, in order, with their int labels."""
+    """The files of one split, in order, with their int labels and optional names (relative to the root)."""
 
     paths: list[str]
     labels: np.ndarray
+    names: list[str] | None = None
+
+    def subset(self, indices: np.ndarray) -> LabelledFiles:
+        """The files at ``indices``, in that order."""
+        names = [self.names[i] for i in indices] if self.names is not None else None
+        return LabelledFiles([self.paths[i] for i in indices], self.labels[indices], names)
 
 
 @dataclass
@@ -94,9 +128,7 @@ def _decoded_stream(paths: list[str], policy: ResizePolicy, workers: int) -> Ite
 def _compact(directory: Path, split: str, partial: np.ndarray, keep: np.ndarray, image_size: int) -> np.ndarray:
     kept = np.flatnonzero(keep)
     out = open_images_for_writing(directory, split, len(kept), image_size)
-    for start in range(0, len(kept), _COPY_CHUNK):
-        rows = kept[start : start + _COPY_CHUNK]
-        out[start : start + len(rows)] = partial[rows]
+    copy_rows(partial, kept, out)
     out.flush()
     return out
 
@@ -119,7 +151,7 @@ def decode_splits(
         desc: label of the progress reports (e.g. the dataset spec).
 
     Returns:
-        The splits (skipped files removed) and the decoding report.
+        The splits (skipped files removed; ``names`` from ``files`` through ``image_name``) and the report.
     """
     size = policy.image_size
     report = DecodeReport()
@@ -138,7 +170,7 @@ def decode_splits(
         for (name, i), path, decoded in zip(owners, all_paths, _decoded_stream(all_paths, policy, workers)):
             if decoded.array is None:
                 keeps[name][i] = False
-                report.skipped.append((path, decoded.reason))
+                report.skipped.append((display_path(path), decoded.reason))
             else:
                 outputs[name][i] = decoded.array
                 report.gray_images += int(decoded.gray)
@@ -147,6 +179,9 @@ def decode_splits(
     finally:
         bar.close()
     splits = {name: _finish_split(name, outputs[name], keeps[name], files[name].labels, directory, size) for name in files}
+    for name, part in files.items():
+        if part.names is not None:
+            splits[name].names = [image_name(name, n) for n, keep in zip(part.names, keeps[name]) if keep]
     if report.skipped:
         log(f"{desc}: skipped {len(report.skipped)} of {total} image files; first ones:")
         for path, reason in report.skipped[:MAX_SKIPPED_EXAMPLES]:

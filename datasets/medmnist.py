@@ -54,14 +54,20 @@ def npz_header(archive: zipfile.ZipFile, key: str, path: Path) -> tuple[tuple[in
     return tuple(shape), np.dtype(dtype)
 
 
-def check_npz(path: Path) -> tuple[dict[str, int], int, int]:
+def check_npz(path: Path, flag: str | None = None) -> tuple[dict[str, int], int, int]:
     """Check a MedMNIST npz without reading its images.
+
+    Args:
+        path: the npz.
+        flag: a known MedMNIST flag (e.g. ``breastmnist``) whose class count bounds the labels, or ``None``
+            (then train_labels define the classes ``0..max``).
 
     Returns:
         Split sizes, number of classes (max label + 1) and image side in pixels.
 
     Raises:
-        DatasetError: missing file or keys, bad shapes or dtypes, labels out of range, length mismatch.
+        DatasetError: missing file or keys, bad shapes or dtypes, labels out of range (checked before the
+            classes of train are compared with val/test), length mismatch.
     """
     if not path.is_file():
         raise DatasetError(f"MedMNIST file {path} does not exist; expected a .npz with {{train,val,test}}_{{images,labels}}")
@@ -86,6 +92,7 @@ def check_npz(path: Path) -> tuple[dict[str, int], int, int]:
         if len(sides) != 1:
             raise DatasetError(f"{path}: image sizes differ between splits ({sorted(sides)}); expected one size")
     labels = read_labels(path, sizes)
+    check_label_range(path, labels, flag)
     num_classes = int(max(int(lab.max()) for lab in labels.values() if lab.size)) + 1 if any(lab.size for lab in labels.values()) else 0
     if num_classes < 2:
         raise DatasetError(f"{path}: labels have a single class; expected at least two classes")
@@ -97,11 +104,34 @@ def check_npz(path: Path) -> tuple[dict[str, int], int, int]:
     return sizes, num_classes, int(min(side))
 
 
+def check_label_range(path: Path, labels: dict[str, np.ndarray], flag: str | None) -> None:
+    """Fail on the first split holding a label outside the valid class range.
+
+    The range is ``0..K-1`` with ``K`` the class count of a known ``flag``; otherwise the classes are those
+    of train_labels (``0..max``), so a val/test label above them is out of range.
+
+    Raises:
+        DatasetError: naming the split's key, the bad label value and the valid range.
+    """
+    if flag in MEDMNIST_INFO:
+        high, why = len(MEDMNIST_INFO[flag]["labels"]) - 1, f" for {flag}"
+    else:
+        train = labels["train"]
+        high, why = (int(train.max()) if train.size else -1), ""
+    for split in SPLITS:
+        values = labels[split]
+        bad = values[(values < 0) | (values > high)]
+        if bad.size:
+            expected = f"0..{high}" + ("" if why else " (the classes of train_labels)")
+            raise DatasetError(f"{path}: {split}_labels has label {int(bad[0])} out of range{why}; expected {expected}")
+
+
 def read_labels(path: Path, sizes: dict[str, int]) -> dict[str, np.ndarray]:
     """Read and check every split's labels as int64 ``(N,)``.
 
     Raises:
-        DatasetError: multi-label or non-integer labels, negative labels, or a length different from images.
+        DatasetError: multi-label or non-integer labels, or a length different from images (the class range
+            is checked by ``check_label_range``).
     """
     out = {}
     with np.load(path, allow_pickle=False) as data:
@@ -117,8 +147,6 @@ def read_labels(path: Path, sizes: dict[str, int]) -> dict[str, np.ndarray]:
                     raise DatasetError(f"{path}: {key} has non-integer values ({labels.dtype}); expected class indices")
             if len(labels) != sizes[split]:
                 raise DatasetError(f"{path}: {key} has {len(labels)} labels but {split}_images has {sizes[split]} images; expected equal lengths")
-            if labels.size and labels.min() < 0:
-                raise DatasetError(f"{path}: {key} has label {int(labels.min())} out of range; expected class indices 0..K-1")
             out[split] = labels.astype(np.int64)
     return out
 
@@ -131,12 +159,9 @@ class MedMNISTSource(DatasetSource):
         self.path = path
         self.flag = flag if flag in MEDMNIST_INFO else None
         self.slug = f"medmnist-{self.flag or ''.join(c if c.isalnum() else '_' for c in path.stem)[:40]}"
-        self.sizes, self.num_classes, self.side_px = check_npz(path)
+        self.sizes, self.num_classes, self.side_px = check_npz(path, self.flag)
         if self.flag is not None:
-            names = MEDMNIST_INFO[self.flag]["labels"]
-            if self.num_classes > len(names):
-                raise DatasetError(f"{path}: label {self.num_classes - 1} out of range for {self.flag}; expected 0..{len(names) - 1}")
-            self.class_names = list(names)
+            self.class_names = list(MEDMNIST_INFO[self.flag]["labels"])
         else:
             self.class_names = [str(i) for i in range(self.num_classes)]
 

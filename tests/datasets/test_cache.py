@@ -8,8 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tlbench.datasets import ArrayDataset, DatasetSource, ResizePolicy, Split
-from tlbench.datasets.cache import load_cached, load_or_build, open_images_for_writing
+from tlbench.datasets import ArrayDataset, DatasetSource, ResizePolicy, Split, load_dataset
+from tlbench.datasets.cache import datasets_dir, default_cache_dir, load_cached, load_or_build, open_images_for_writing
+from tlbench.datasets.download import downloads_dir
 from tlbench.datasets.progress import LineProgress, NoProgress, progress_bar
 
 
@@ -84,3 +85,32 @@ def test_line_progress_logs_each_quarter(capsys: pytest.CaptureFixture[str]) -> 
     assert [line.split("] ", 1)[1].split(" (")[0] for line in lines] == [f"caching x: {n}/8 images" for n in (2, 4, 6, 8)]
     assert isinstance(progress_bar(8, "x", enabled=False), NoProgress)
     assert isinstance(progress_bar(8, "x", enabled=True), LineProgress)  # stderr is captured: not a terminal
+
+
+def test_cache_root_is_the_same_whether_named_or_defaulted(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    root = tmp_path / "tlcache"
+    monkeypatch.setenv("TLBENCH_CACHE", str(root))
+    assert default_cache_dir() == root and datasets_dir() == root / "datasets" and downloads_dir() == root / "downloads"
+    defaulted = load_dataset("digits", ResizePolicy(8))
+    entry = Path(defaulted.meta["cache_dir"])
+    assert defaulted.meta["cache_hit"] is False and entry.parent == root / "datasets"
+    for named in (root, str(root), default_cache_dir()):  # --cache-dir with the default root reuses the entry
+        again = load_dataset("digits", ResizePolicy(8), named)
+        assert again.meta["cache_hit"] is True and Path(again.meta["cache_dir"]) == entry
+    other = load_dataset("digits", ResizePolicy(8), tmp_path / "elsewhere")
+    assert Path(other.meta["cache_dir"]).parent == tmp_path / "elsewhere" / "datasets"
+
+
+def test_default_cache_root_is_under_the_home_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("TLBENCH_CACHE", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert default_cache_dir() == tmp_path / ".cache" / "tlbench"
+    assert datasets_dir() == tmp_path / ".cache" / "tlbench" / "datasets"
+
+
+def test_entry_with_missing_hashes_is_rebuilt(tmp_path: Path) -> None:
+    source = StreamingSource()
+    entry = Path(load_or_build(source, ResizePolicy(8), tmp_path).meta["cache_dir"])
+    (entry / "val_hashes.npy").unlink()
+    assert load_cached(entry) is None
+    assert load_or_build(source, ResizePolicy(8), tmp_path).meta["cache_hit"] is False and source.calls == 2

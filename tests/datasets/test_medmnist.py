@@ -130,3 +130,21 @@ def test_split_sizes_differing_from_the_official_ones_are_noted(tmp_path: Path, 
     dataset = parse_dataset_spec(f"medmnist:{path}").build(POLICY)
     assert dataset.meta["official_split_sizes"] == {"train": 4708, "val": 524, "test": 624}
     assert "split sizes differ from the official pneumoniamnist (train 4708, val 524, test 624)" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("name", "labels", "message"),
+    [
+        # 2 classes in train; a 7 in test used to be reported as "class 2 appears in val/test but not in train"
+        ("tiny.npz", {"test_labels": np.array([0, 1, 7, 1])}, "tiny.npz: test_labels has label 7 out of range; expected 0..1 (the classes of train_labels)"),
+        ("pneumoniamnist.npz", {"val_labels": np.array([7, 1])}, "pneumoniamnist.npz: val_labels has label 7 out of range for pneumoniamnist; expected 0..1"),
+        ("breastmnist.npz", {"test_labels": np.array([0, 5, 0, 1])}, "breastmnist.npz: test_labels has label 5 out of range for breastmnist; expected 0..1"),
+        ("breastmnist.npz", {"train_labels": np.array([0, 1, 0, 1, 5, 1]), "test_labels": np.array([0, 5, 0, 1])}, "breastmnist.npz: train_labels has label 5 out of range for breastmnist; expected 0..1"),
+        ("tiny.npz", {"val_labels": np.array([0, -3])}, "tiny.npz: val_labels has label -3 out of range; expected 0..1 (the classes of train_labels)"),
+    ],
+)
+def test_labels_out_of_range_name_the_split_value_and_range(tmp_path: Path, name: str, labels: dict, message: str) -> None:
+    path = write_npz(tmp_path / name, label_shape="n", **labels)
+    with pytest.raises(DatasetError) as caught:
+        parse_dataset_spec(f"medmnist:{path}")
+    assert str(caught.value).endswith(message) and "\n" not in str(caught.value)
