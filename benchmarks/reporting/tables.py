@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
@@ -22,7 +22,7 @@ import pandas as pd
 from tabulate import tabulate
 
 from tlbench.benchmarks.running.artifacts import load_predictions
-from tlbench.benchmarks.running.results import RESULT_COLUMNS, latest_by_cell
+from tlbench.benchmarks.running.results import RESULT_COLUMNS, latest_by_cell, load_results
 from tlbench.benchmarks.reporting.stats import BOOTSTRAP_METRICS, BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED, bootstrap_metric_ci, t_interval
 
 #: columns of the per-cell table in Markdown/LaTeX (the CSV has every column)
@@ -93,15 +93,24 @@ def header(column: str) -> str:
 
 
 # ---- loading -----------------------------------------------------------------------------------------------
+#: facts older records kept as top-level keys; read into ``backend_facts`` so every report has one schema
+LEGACY_BACKEND_FACTS = ("memory_format", "compiled", "jit_compile", "keras_application", "head")
+
+
 def results_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
-    """The latest record per cell as a DataFrame with every result column (extra keys kept after them)."""
-    latest = latest_by_cell(records)
-    frame = pd.DataFrame(latest)
-    for column in RESULT_COLUMNS:
-        if column not in frame:
-            frame[column] = None
-    extra = [c for c in frame.columns if c not in RESULT_COLUMNS]
-    return frame[RESULT_COLUMNS + extra]
+    """The latest record per cell as a DataFrame with exactly the result columns, in order.
+
+    The schema never depends on the backends in the suite: backend-specific facts live in ``backend_facts``
+    (older records' top-level facts are moved there), and other unknown keys are dropped.
+    """
+    rows = []
+    for record in latest_by_cell(records):
+        row = {column: record.get(column) for column in RESULT_COLUMNS}
+        legacy = {k: record[k] for k in LEGACY_BACKEND_FACTS if k in record}
+        if legacy:
+            row["backend_facts"] = {**legacy, **(row.get("backend_facts") or {})}
+        rows.append(row)
+    return pd.DataFrame(rows, columns=RESULT_COLUMNS)
 
 
 # ---- cell summaries ------------------------------------------------------------------------------------------
@@ -209,14 +218,71 @@ def _latex(frame: pd.DataFrame) -> str:
 
 
 def environment_line(suite_dir: Path) -> str:
-    """One line describing where the numbers were measured."""
-    path = suite_dir / "environment.json"
-    if not path.is_file():
+    """Where the numbers were measured: one sentence per environment that produced records, with its cells."""
+    from tlbench.benchmarks.running.environment import load_environments
+
+    environments = load_environments(suite_dir)
+    if not environments:
         return ""
-    env = json.loads(path.read_text())
-    gpus = ", ".join(env.get("gpus") or []) or "no GPU"
-    packages = ", ".join(f"{k} {v}" for k, v in env.get("packages", {}).items())
-    return f"Measured on {env.get('cpu')} ({env.get('cpu_count')} CPUs), {gpus}; {packages}; git {env.get('git_sha')}."
+    counts: dict[str, int] = {}
+    for record in latest_by_cell(load_results(Path(suite_dir) / "results.jsonl")):
+        key = record.get("environment_id") or "legacy"
+        counts[key] = counts.get(key, 0) + 1
+    lines = []
+    for key, env in environments.items():
+        gpus = ", ".join(env.get("gpus") or []) or "no GPU"
+        packages = ", ".join(f"{k} {v}" for k, v in env.get("packages", {}).items())
+        cells = f" [{counts.get(key, 0)} cell(s), environment {key}]" if len(environments) > 1 else ""
+        lines.append(f"Measured on {env.get('cpu')} ({env.get('cpu_count')} CPUs), {gpus}; {packages}; git {env.get('git_sha')}.{cells}")
+    return " ".join(lines)
+
+
+def _count(value: Any, key: str) -> int:
+    return int(value.get(key) or 0) if isinstance(value, dict) else 0
+
+
+def data_checks(frame: pd.DataFrame) -> pd.DataFrame:
+    """One row per dataset (and resize policy): split sizes, skipped unreadable images, duplicates found and dropped.
+
+    Empty when no record says anything about its data (older suites). A medical user reads here whether the
+    test split shared images with train (``cross-split``) and what the suite did about it (``policy``).
+    """
+    rows = []
+    seen = set()
+    for record in frame.to_dict("records"):
+        sizes = record.get("split_sizes")
+        if not isinstance(sizes, dict):
+            continue
+        dups = record.get("duplicates") if isinstance(record.get("duplicates"), dict) else {}
+        key = (record["dataset"], record.get("image_size"), json.dumps(sizes, sort_keys=True), json.dumps(dups, sort_keys=True))
+        if key in seen:
+            continue
+        seen.add(key)
+        rows.append({
+            "dataset": record["dataset"], "image size": format_value("image_size", record.get("image_size")),
+            "train / val / test": f"{sizes.get('train', '')} / {sizes.get('val', '')} / {sizes.get('test', '')}",
+            "skipped images": str(int(record.get("skipped_images") or 0)),
+            "cross-split duplicates": str(_count(dups, "cross_split")),
+            "within-split duplicates": str(_count(dups, "within_split")),
+            "conflicting labels": str(_count(dups, "conflicting_labels")),
+            "dropped": str(_count(dups, "dropped")),
+            "policy": str(dups.get("policy", "")) if dups else "not checked",
+        })  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def data_warnings(frame: pd.DataFrame) -> list[str]:
+    """Sentences for what a reader must not miss: leaked or conflicting images kept, images skipped."""
+    lines = []
+    for row in data_checks(frame).to_dict("records"):
+        if row["policy"] == "keep" and (int(row["cross-split duplicates"]) or int(row["conflicting labels"])):
+            lines.append(
+                f"**{row['dataset']}**: {row['cross-split duplicates']} val/test image(s) also in an earlier split and "
+                f"{row['conflicting labels']} with conflicting labels were KEPT (--dedup keep): test scores may be inflated."
+            )
+        if int(row["skipped images"]):
+            lines.append(f"**{row['dataset']}**: {row['skipped images']} unreadable image(s) skipped (see cells/*/log.txt).")
+    return lines
 
 
 @dataclass(frozen=True)
@@ -226,13 +292,18 @@ class ReportTables:
     pivots: list[tuple[str, pd.DataFrame]]
     cells: pd.DataFrame
     failed: pd.DataFrame
+    data: pd.DataFrame = field(default_factory=pd.DataFrame)
+    warnings: tuple[str, ...] = ()
 
 
 def build_tables(frame: pd.DataFrame, suite_dir: Path | None) -> ReportTables:
     """The pivots (with intervals), the all-cells table and the failed-cells table of ``frame``."""
     summarizer = Summarizer(frame, suite_dir)
     pivots = [(title, summarizer.pivot(pivot_columns(frame, columns))) for title, columns in PIVOTS]
-    return ReportTables(pivots=pivots, cells=formatted(frame, CELL_TABLE_COLUMNS), failed=failed_cells(frame))
+    return ReportTables(
+        pivots=pivots, cells=formatted(frame, CELL_TABLE_COLUMNS), failed=failed_cells(frame),
+        data=data_checks(frame), warnings=tuple(data_warnings(frame)),
+    )  # fmt: skip
 
 
 def render_markdown(tables: ReportTables, suite_name: str, env_line: str, images: dict[str, Path] | None = None) -> str:
@@ -243,6 +314,9 @@ def render_markdown(tables: ReportTables, suite_name: str, env_line: str, images
     for title, table in tables.pivots:
         parts += [f"## {title} — strategy × backend", "", _markdown(table), ""]
     parts += [CI_NOTE, ""]
+    if not tables.data.empty:
+        parts += ["## Data checks", "", _markdown(tables.data), ""]
+        parts += [f"- {line}" for line in tables.warnings] + ([""] if tables.warnings else [])
     if not tables.failed.empty:
         parts += ["## Failed cells", "", _markdown(tables.failed), ""]
     parts += ["## All cells", "", _markdown(tables.cells.drop(columns=["error"])), ""]

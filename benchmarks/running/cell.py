@@ -118,9 +118,13 @@ class CellRun:
         data_config = backend.default_data_config(cell.model, opts.image_size, weights)
         policy = ResizePolicy(data_config.image_size, data_config.crop_pct, data_config.interpolation)
         self.log(f"dataset {cell.dataset} at {policy.key()}")
-        dataset = load_dataset(cell.dataset, policy, opts.cache_dir, progress=self.progress)
+        dataset = load_dataset(
+            cell.dataset, policy, opts.cache_dir, progress=self.progress, dedup=opts.dedup, near_duplicates=opts.near_duplicates
+        )  # fmt: skip
         meta = dict(dataset.meta)
         record["duplicates"] = meta.pop("duplicates", None)
+        if record["duplicates"]:
+            self.log(f"duplicates: {duplicates_line(record['duplicates'])}")
         record["dataset_meta"] = {k: v for k, v in meta.items() if k != "skipped_examples"}
         record["skipped_images"] = int(dataset.meta.get("skipped_images", 0))
         record["num_classes"] = dataset.num_classes
@@ -200,6 +204,12 @@ class CellRun:
         artifacts.write_latencies(directory, latencies, int(self.record["infer_batch_size"] or 0))
         if artifacts.save_weights_requested() and self.backend is not None:
             self.backend.save_weights(str(artifacts.weights_path(directory, self.backend.weights_suffix)))
+
+
+def duplicates_line(duplicates: dict[str, Any]) -> str:
+    """``cross_split=4 within_split=28 conflicting_labels=0 dropped=32 (policy drop)`` for logs and the console."""
+    counts = " ".join(f"{k}={duplicates.get(k, 0)}" for k in ("cross_split", "within_split", "conflicting_labels", "near_cross_split", "dropped") if k in duplicates)
+    return f"{counts} (policy {duplicates.get('policy')})"
 
 
 def one_line_error(exc: BaseException) -> str:

@@ -86,6 +86,8 @@ class RunOptions:
     infer_warmup: int = 3
     infer_repeats: int = 10
     infer_min_time_s: float = 0.0
+    dedup: str = "drop"
+    near_duplicates: bool = False
     cache_dir: str | None = None
 
     def weights_for(self, backend: str) -> str:

@@ -5,8 +5,11 @@ Framework versions are read from package metadata, so recording them never impor
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import platform
+import socket
 import shutil
 import subprocess
 import sys
@@ -15,12 +18,6 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-#: distributions reported per backend (plus the core ones)
-BACKEND_PACKAGES = {
-    "timm": ["torch", "torchvision", "timm"],
-    "torchvision": ["torch", "torchvision"],
-    "keras": ["tensorflow", "tensorflow-cpu", "keras"],
-}
 CORE_PACKAGES = ["numpy", "pandas", "scikit-learn", "pillow"]
 
 
@@ -72,19 +69,80 @@ def git_sha(repo: Path | None = None) -> str | None:
         return None
 
 
-def environment_record(backends: tuple[str, ...] | list[str]) -> dict[str, Any]:
-    """Everything needed to interpret the suite's numbers later."""
+def machine_identity() -> dict[str, Any]:
+    """What identifies the machine a number was measured on: host, machine id, CPU, core count, GPUs."""
+    machine_id = None
+    for path in ("/etc/machine-id", "/var/lib/dbus/machine-id"):
+        try:
+            machine_id = Path(path).read_text().strip() or None
+            break
+        except OSError:
+            continue
+    return {"host": socket.gethostname(), "machine_id": machine_id, "cpu": cpu_model(), "cpu_count": os.cpu_count(), "gpus": gpu_names()}
+
+
+def environment_id(record: dict[str, Any]) -> str:
+    """A short stable id of an environment record: the machine, Python and package versions (not the time,
+    not the git sha: re-running after a code change on the same machine is the same environment)."""
+    keys = {k: record.get(k) for k in ("machine", "python", "platform", "packages", "runtime")}
+    return hashlib.sha256(json.dumps(keys, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+def environment_record(backends: tuple[str, ...] | list[str], runtime: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Everything needed to interpret the suite's numbers later, with its ``environment_id``.
+
+    Args:
+        backends: registry names whose framework distributions are recorded (from their registry rows).
+        runtime: the tuned runtime of the cell processes (threads, allocator), when known.
+    """
+    from tlbench.backends import REGISTRY
+
     packages = list(CORE_PACKAGES)
     for backend in backends:
-        packages += [p for p in BACKEND_PACKAGES.get(backend, []) if p not in packages]
-    return {
+        entry = REGISTRY.get(backend)
+        packages += [p for p in (entry.packages if entry else ()) if p not in packages]
+    record = {
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "python": sys.version.split()[0],
         "platform": platform.platform(),
+        "machine": machine_identity(),
         "cpu": cpu_model(),
         "cpu_count": os.cpu_count(),
         "threads_env": {k: os.environ[k] for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "TF_NUM_INTRAOP_THREADS") if k in os.environ},
         "gpus": gpu_names(),
         "packages": package_versions(packages),
+        "runtime": runtime,
         "git_sha": git_sha(),
     }
+    record["environment_id"] = environment_id(record)
+    return record
+
+
+ENVIRONMENT_FILE = "environment.json"
+
+
+def load_environments(suite_dir: Path) -> dict[str, dict[str, Any]]:
+    """The environments of a suite directory by id (an older single-record file becomes one ``legacy`` entry)."""
+    path = Path(suite_dir) / ENVIRONMENT_FILE
+    if not path.is_file():
+        return {}
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return {}
+    if isinstance(data, dict) and isinstance(data.get("environments"), dict):
+        return data["environments"]
+    return {"legacy": data} if isinstance(data, dict) else {}
+
+
+def add_environment(suite_dir: Path, record: dict[str, Any]) -> None:
+    """Add (or refresh) ``record`` under its id in ``environment.json``, keeping every other environment.
+
+    Called only once a cell has been measured in this environment, so the file never describes a machine
+    that produced none of the suite's records.
+    """
+    from tlbench.benchmarks.running.results import write_json_atomic
+
+    environments = load_environments(suite_dir)
+    environments[record["environment_id"]] = record
+    write_json_atomic(Path(suite_dir) / ENVIRONMENT_FILE, {"environments": environments})

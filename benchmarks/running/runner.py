@@ -23,19 +23,30 @@ from typing import IO, Any, Callable
 
 from tlbench.benchmarks.running.artifacts import cell_dir as artifact_dir
 from tlbench.benchmarks.running.config import CellConfig, SuiteConfig
-from tlbench.benchmarks.running.environment import environment_record
+from tlbench.benchmarks.running.environment import add_environment, environment_record
 from tlbench.benchmarks.running.results import append_result, cell_key, empty_record, latest_by_cell, load_results, write_json_atomic
 
 RESULTS_FILE = "results.jsonl"
 
 
-def completed_cells(records: list[dict[str, Any]], suite: SuiteConfig) -> set[tuple]:
-    """Keys of cells whose latest record is ``ok`` and was made with the same options for its backend."""
+def completed_cells(records: list[dict[str, Any]], suite: SuiteConfig, environment: str | None = None) -> set[tuple]:
+    """Keys of cells whose latest record is ``ok``, made with the same options for its backend and, when
+    ``environment`` is given, measured in that environment (a number timed on another machine is not this
+    machine's number, so resume re-runs it)."""
     hashes = {backend: suite.options.fingerprint(backend) for backend in suite.backends}
     return {
         cell_key(r) for r in latest_by_cell(records)
         if r.get("status") == "ok" and r.get("options_hash") == hashes.get(r.get("backend"))
+        and (environment is None or r.get("environment_id") == environment)
     }  # fmt: skip
+
+
+def resume_plan(records: list[dict[str, Any]], suite: SuiteConfig, environment: str, reuse_other_environments: bool) -> tuple[set[tuple], int]:
+    """Cells to skip, and how many finished cells of *other* environments are re-run (or reused when asked)."""
+    here = completed_cells(records, suite, environment)
+    anywhere = completed_cells(records, suite)
+    elsewhere = len(anywhere - here)
+    return (anywhere if reuse_other_environments else here), elsewhere
 
 
 def cell_command(cell: CellConfig, suite: SuiteConfig, cell_dir: Path, result_file: Path, progress: bool) -> list[str]:
@@ -150,6 +161,8 @@ def run_suite(
     stream: bool = False,
     on_result: Callable[[int, int, dict[str, Any]], None] | None = None,
     cell_runner: Callable[..., dict[str, Any]] = run_cell_subprocess,
+    reuse_other_environments: bool = False,
+    on_message: Callable[[str], None] | None = None,
 ) -> list[dict[str, Any]]:
     """Run every unfinished cell of ``suite``, appending each record to ``out_dir/results.jsonl``.
 
@@ -162,20 +175,29 @@ def run_suite(
         timeout_s: per-cell time limit.
         stream: copy each cell's log to stderr while it runs.
         on_result: called as ``on_result(index, total, record)`` after each cell.
-        cell_runner: function running one cell (tests substitute an in-process runner).
+        cell_runner: function running one cell (``run_cell_subprocess`` or ``run_cell_inprocess``).
+        reuse_other_environments: count cells finished on another machine/software stack as done (they keep
+            their own ``environment_id``); by default they are re-run here.
+        on_message: receives one-line notes for the user (cells re-run because they were measured elsewhere).
 
     Returns:
         The records produced by this call (skipped cells excluded).
     """
     out_dir.mkdir(parents=True, exist_ok=True)
     write_json_atomic(out_dir / "suite.json", suite.to_dict())
-    write_json_atomic(out_dir / "environment.json", environment_record(suite.backends))
+    environment = environment_record(suite.backends)
     results_path = out_dir / RESULTS_FILE
-    done = completed_cells(load_results(results_path), suite)
+    done, elsewhere = resume_plan(load_results(results_path), suite, environment["environment_id"], reuse_other_environments)
+    if elsewhere and on_message is not None:
+        verb = "reused as finished (--reuse-results)" if reuse_other_environments else "re-run here"
+        on_message(f"{elsewhere} cell(s) in {out_dir} were measured in another environment; {verb}")
     todo = [c for c in suite.cells() if cell_key(asdict(c)) not in done]
     produced = []
     for index, cell in enumerate(todo, 1):
         record = cell_runner(cell, suite, out_dir, timeout_s=timeout_s, stream=stream)
+        record["environment_id"] = environment["environment_id"]
+        if index == 1:
+            add_environment(out_dir, environment)  # only now: this environment measured a cell of the suite
         append_result(results_path, record)
         produced.append(record)
         if on_result is not None:

@@ -146,7 +146,6 @@ def find_allocator_library(name: str, search_dirs: tuple[str, ...] | None = None
             for path in sorted(glob.glob(os.path.join(directory, pattern))):
                 if os.path.isfile(path):
                     return os.path.realpath(path)
-        # a versioned file only (libjemalloc.so.2) is caught by the patterns above
     for lib in _FIND_LIBRARY_NAMES[name]:
         found = ctypes.util.find_library(lib)
         if found:

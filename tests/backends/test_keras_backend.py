@@ -14,9 +14,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from plans import phase
 
 from tlbench.backends import get_backend_class
-from tlbench.backends.base import BackendError, DataConfig, ModelSpec, OptimConfig
+from tlbench.backends.options import KerasOptions
+from tlbench.backends.base import BackendError, DataConfig, ModelSpec
 from tlbench.backends.keras_backend import KerasBackend, check_image_size, keras_cache_dir
 from tlbench.backends.keras_models import KERAS_MODELS, model_info
 from tlbench.strategies import STRATEGIES
@@ -38,7 +40,7 @@ def build(name: str = "vgg16", num_classes: int = 3, size: int = SIZE, **spec_kw
 @pytest.fixture(scope="module")
 def vgg() -> KerasBackend:
     """One random-init VGG16 (3 classes) shared by the read-only tests."""
-    return build("vgg16", options={"seed": 3})
+    return build("vgg16", seed=3)
 
 
 @pytest.fixture
@@ -116,7 +118,7 @@ def test_fcn_head_takes_two_input_sizes_through_one_model(vgg):
         probs = vgg.predict_proba(x)
         assert probs.shape == (3, 3) and probs.dtype == np.float32
         np.testing.assert_allclose(probs.sum(1), 1.0, rtol=1e-5)
-        np.testing.assert_allclose(vgg.predict_head_proba(feats), probs, rtol=1e-5, atol=1e-6)  # features → head == model
+        np.testing.assert_allclose(vgg.predict_proba(feats, "features"), probs, rtol=1e-5, atol=1e-6)  # features → head == model
     assert not np.allclose(vgg.predict_proba(images(2, seed=1)), vgg.predict_proba(images(2, seed=2)))
 
 
@@ -151,36 +153,43 @@ def test_stages_cover_every_weighted_layer_once_in_order(name):
 
 
 # ---- strategies: optimizers, errors ---------------------------------------------------------------------
-def test_two_optimizers_carry_head_and_backbone_learning_rates(vgg):
+def test_one_optimizer_per_learning_rate_head_and_backbone(vgg):
     import keras
 
     strategy = STRATEGIES["partial_finetune"]
-    counts = vgg.apply_strategy(strategy, OptimConfig(optimizer="sgd", momentum=0.8))
-    assert isinstance(vgg.head_optimizer, keras.optimizers.SGD) and isinstance(vgg.backbone_optimizer, keras.optimizers.SGD)
-    assert float(vgg.head_optimizer.learning_rate) == pytest.approx(strategy.head_lr)
-    assert float(vgg.backbone_optimizer.learning_rate) == pytest.approx(strategy.head_lr * strategy.backbone_lr_scale)
-    assert vgg.head_optimizer.momentum == pytest.approx(0.8)
+    counts = vgg.apply_phase(phase(vgg, strategy, optimizer="sgd", momentum=0.8))
+    (head_opt, head_vars), (backbone_opt, _) = vgg._groups
+    assert isinstance(head_opt, keras.optimizers.SGD) and isinstance(backbone_opt, keras.optimizers.SGD)
+    assert head_vars == list(vgg.head.trainable_weights)
+    assert float(head_opt.learning_rate) == pytest.approx(strategy.head_lr)
+    assert float(backbone_opt.learning_rate) == pytest.approx(strategy.head_lr * strategy.backbone_lr_scale)
+    assert head_opt.momentum == pytest.approx(0.8)
     # partial_finetune k=2 on VGG16: blocks 1..3 frozen, blocks 4..5 + head train
     trainable_layers = {layer.name for layer in vgg.backbone.layers if layer.trainable and layer.weights}
     assert trainable_layers == {f"block{b}_conv{i}" for b in (4, 5) for i in (1, 2, 3)}
     block45 = sum(int(np.prod(w.shape)) for b in (4, 5) for i in (1, 2, 3) for w in vgg.backbone.get_layer(f"block{b}_conv{i}").weights)
     assert counts.trainable == block45 + vgg.head.count_params()
     assert counts.total == vgg.backbone.count_params() + vgg.head.count_params()  # VGG16 has no non-parameter state
-    counts = vgg.apply_strategy(STRATEGIES["linear_probe"], OptimConfig(optimizer="adamw", weight_decay=0.01))
-    assert isinstance(vgg.head_optimizer, keras.optimizers.AdamW) and vgg.backbone_optimizer is None
-    assert vgg.head_optimizer.weight_decay == pytest.approx(0.01)
+    counts = vgg.apply_phase(phase(vgg, "linear_probe", optimizer="adamw", weight_decay=0.01))
+    ((head_opt, _),) = vgg._groups
+    assert isinstance(head_opt, keras.optimizers.AdamW)
+    assert head_opt.weight_decay == pytest.approx(0.01)
     assert counts.trainable == vgg.head.count_params() and not vgg.backbone_trains
 
 
-def test_bad_strategy_settings_are_backend_errors(vgg):
+def test_bad_plans_are_rejected(vgg):
     from dataclasses import replace
 
-    with pytest.raises(BackendError, match=r"unknown optimizer 'lion'; expected adamw or sgd"):
-        vgg.apply_strategy(STRATEGIES["scratch"], OptimConfig(optimizer="lion"))
-    with pytest.raises(BackendError, match=r"unknown augment 'mixup'; expected one of: none, flip, crop-flip"):
-        vgg.apply_strategy(STRATEGIES["scratch"], OptimConfig(augment="mixup"))
-    with pytest.raises(BackendError, match=r"last_k_stages=6 but keras model 'vgg16' has 5 stages"):
-        vgg.apply_strategy(replace(STRATEGIES["partial_finetune"], last_k_stages=6), OptimConfig())
+    from tlbench.plan import PlanError
+
+    with pytest.raises(PlanError, match=r"unknown optimizer 'lion'; expected one of: adamw, sgd"):
+        phase(vgg, "scratch", optimizer="lion")
+    with pytest.raises(PlanError, match=r"unknown augment 'mixup'; expected one of: none, flip, crop-flip"):
+        phase(vgg, "scratch", augment="mixup")
+    with pytest.raises(PlanError, match=r"trains the last 6 stage\(s\) but the model has 5: block1, block2"):
+        phase(vgg, replace(STRATEGIES["partial_finetune"], last_k_stages=6))
+    with pytest.raises(BackendError, match=r"cannot update the BatchNorm statistics of frozen stage 'block1'"):
+        vgg.apply_phase(phase(vgg, replace(STRATEGIES["partial_finetune"], frozen_bn_eval=False)))
     with pytest.raises(RuntimeError, match="build"):
         KerasBackend("cpu").predict_proba(images(1))
 
@@ -189,23 +198,23 @@ def test_augmentation_runs_on_device_and_flips_or_zooms(vgg):
     x = images(16, seed=5)
     plain = np.asarray(vgg._preprocess(x.astype(np.float32)))
     mirrored = np.asarray(vgg._preprocess(x[:, :, ::-1].astype(np.float32)))
-    vgg.apply_strategy(STRATEGIES["scratch"], OptimConfig(augment="flip", seed=1))
+    vgg.apply_phase(phase(vgg, "scratch", augment="flip", seed=1))
     flipped = vgg._prepare_train_fn(x).numpy()
     same = [np.allclose(flipped[i], plain[i]) for i in range(16)]
     mirror = [np.allclose(flipped[i], mirrored[i]) for i in range(16)]
     assert all(s or m for s, m in zip(same, mirror)) and any(same) and any(mirror)  # each image kept or mirrored
-    vgg.apply_strategy(STRATEGIES["scratch"], OptimConfig(augment="crop-flip", seed=1))
+    vgg.apply_phase(phase(vgg, "scratch", augment="crop-flip", seed=1))
     cropped = vgg._prepare_train_fn(x).numpy()
     assert cropped.shape == plain.shape
     assert sum(not (np.allclose(cropped[i], plain[i], atol=1e-3) or np.allclose(cropped[i], mirrored[i], atol=1e-3)) for i in range(16)) >= 8
-    vgg.apply_strategy(STRATEGIES["scratch"], OptimConfig(augment="none"))
+    vgg.apply_phase(phase(vgg, "scratch", augment="none"))
     np.testing.assert_allclose(vgg._prepare_train_fn(x).numpy(), plain, rtol=1e-6)  # evaluation path never augments
 
 
 # ---- training state, loss, device -------------------------------------------------------------------------
 def test_snapshot_restore_loss_and_device_calls():
-    backend = build("vgg16", num_classes=2, options={"seed": 0})
-    backend.apply_strategy(STRATEGIES["scratch"], OptimConfig(seed=0))
+    backend = build("vgg16", num_classes=2, seed=0)
+    backend.apply_phase(phase(backend, "scratch", seed=0))
     state = backend.snapshot()
     x, y = images(4), np.array([0, 1, 0, 1])
     probs_before = backend.predict_proba(x)
@@ -219,7 +228,7 @@ def test_snapshot_restore_loss_and_device_calls():
     assert np.array_equal(backend.backbone.get_layer("block1_conv1").kernel.numpy(), state[0])
     np.testing.assert_allclose(backend.predict_proba(x), probs_before, rtol=1e-6)
     # a fresh optimizer after restore: training resumes from the snapshot (loss of a 2-class random head ~ ln 2)
-    backend.apply_strategy(STRATEGIES["scratch"], OptimConfig(seed=0))
+    backend.apply_phase(phase(backend, "scratch", seed=0))
     backend.train_step(x, y)
     assert abs(backend.pop_train_loss() - np.log(2)) < 0.5
     backend.reset_peak_memory()
@@ -235,12 +244,12 @@ def test_bad_devices_and_options_are_backend_errors():
     with pytest.raises(BackendError, match=r"--in-chans 3 .* got 1"):
         build("vgg16", in_chans=1)
     with pytest.raises(BackendError, match=r"supports --amp bf16 only .* got 'fp16'"):
-        build("vgg16", options={"amp": "fp16"})
+        build("vgg16", options=KerasOptions(amp="fp16"))
 
 
 def test_bf16_mixed_precision_and_jit_compile_are_recorded():
     backend = KerasBackend("cpu")
-    info = backend.build(ModelSpec("vgg16", 2, SIZE, weights="none", options={"amp": "bf16"}))
+    info = backend.build(ModelSpec("vgg16", 2, SIZE, weights="none", options=KerasOptions(amp="bf16")))
     assert info.dtype == "bfloat16-mixed" and info.device == "/CPU:0"
     assert backend.backbone.get_layer("block1_conv1").compute_dtype == "bfloat16"
     assert backend.backbone.get_layer("block1_conv1").kernel.dtype == "float32"  # float32 master weights
@@ -249,8 +258,8 @@ def test_bf16_mixed_precision_and_jit_compile_are_recorded():
     assert keras.config.dtype_policy().name == "float32"  # the global policy is put back
     probs = backend.predict_proba(images(2))
     assert probs.dtype == np.float32 and np.allclose(probs.sum(1), 1.0, atol=1e-3)
-    info = KerasBackend("cpu").build(ModelSpec("vgg16", 2, SIZE, weights="none", options={"jit_compile": True}))
-    assert info.extra["jit_compile"] is True and info.dtype == "float32"
+    info = KerasBackend("cpu").build(ModelSpec("vgg16", 2, SIZE, weights="none", options=KerasOptions(jit_compile=True)))
+    assert info.facts["jit_compile"] is True and info.dtype == "float32"
 
 
 # ---- weights ----------------------------------------------------------------------------------------------

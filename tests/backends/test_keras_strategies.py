@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from plans import phase
 
-from tlbench.backends.base import ModelSpec, OptimConfig
+from tlbench.backends.base import ModelSpec
 from tlbench.backends.keras_backend import KerasBackend
 from tlbench.strategies import STRATEGIES, Strategy, head_only
 
@@ -19,7 +20,7 @@ Y = np.array([0, 1, 2, 0])
 
 def build(name: str, pretrained: bool = True) -> KerasBackend:
     backend = KerasBackend("cpu")
-    backend.build(ModelSpec(name=name, num_classes=3, image_size=SIZE, weights="none", pretrained=pretrained, options={"seed": 0}))
+    backend.build(ModelSpec(name=name, num_classes=3, image_size=SIZE, weights="none", pretrained=pretrained, seed=0))
     return backend
 
 
@@ -39,7 +40,7 @@ def expected_trainable_layers(backend: KerasBackend, strategy: Strategy) -> set[
 
 def train_once(backend: KerasBackend, strategy: Strategy) -> None:
     if strategy.cache_features:
-        backend.train_head_step(backend.extract_features(X), Y)
+        backend.train_step(backend.extract_features(X), Y, "features")
     else:
         backend.train_step(X, Y)
     assert np.isfinite(backend.pop_train_loss())
@@ -73,7 +74,7 @@ CASES = [("vgg16", s) for s in STRATEGIES] + [("mobilenet_v2", "linear_probe"), 
 def test_a_train_step_changes_exactly_the_intended_weights(name, strategy_name):
     strategy = STRATEGIES[strategy_name]
     backend = build(name, pretrained=strategy.pretrained)
-    counts = backend.apply_strategy(strategy, OptimConfig(seed=0))
+    counts = backend.apply_phase(phase(backend, strategy, seed=0))
     layers = expected_trainable_layers(backend, strategy)
     expected = sum(int(np.prod(w.shape)) for w in backend.backbone.trainable_weights if w.path.split("/")[0] in layers)
     assert counts.trainable == expected + backend.head.count_params()
@@ -86,26 +87,25 @@ def test_a_train_step_changes_exactly_the_intended_weights(name, strategy_name):
 def test_full_finetune_two_phases_retrace_after_unfreezing():
     strategy = STRATEGIES["full_finetune"]
     backend = build("mobilenet_v2")
-    backend.apply_strategy(strategy, OptimConfig(seed=0))  # what the runner does first (records the counts)
     warmup = head_only(strategy)
-    counts = backend.apply_strategy(warmup, OptimConfig(seed=0))
+    counts = backend.apply_phase(phase(backend, strategy, "head_warmup", seed=0))
     assert counts.trainable == backend.head.count_params() and not backend.backbone_trains
     before = variables(backend)
     train_once(backend, warmup)
     check_changes(backend, before, warmup, "head warm-up")  # backbone (weights and BN statistics) untouched
-    counts = backend.apply_strategy(strategy, OptimConfig(seed=0))  # phase 2: everything, fresh optimizers
+    counts = backend.apply_phase(phase(backend, strategy, seed=0))  # phase 2: everything, fresh optimizers
     assert counts.trainable == counts.total and backend.backbone_trains
-    assert backend.backbone_optimizer is not None and int(backend.backbone_optimizer.iterations) == 0
+    assert len(backend._groups) == 2 and all(int(opt.iterations) == 0 for opt, _ in backend._groups)
     before = variables(backend)
     train_once(backend, strategy)
     check_changes(backend, before, strategy, "phase 2")
-    assert int(backend.head_optimizer.iterations) == 1 and int(backend.backbone_optimizer.iterations) == 1
+    assert all(int(opt.iterations) == 1 for opt, _ in backend._groups)
 
 
 def test_partial_finetune_freezes_vgg16_blocks_1_to_5_minus_k():
     backend = build("vgg16")
     for k in (1, 2, 4):
         strategy = Strategy(**{**STRATEGIES["partial_finetune"].to_dict(), "last_k_stages": k})
-        backend.apply_strategy(strategy, OptimConfig())
+        backend.apply_phase(phase(backend, strategy))
         frozen = sorted({layer.name.split("_")[0] for layer in backend.backbone.layers if layer.weights and not layer.trainable})
         assert frozen == [f"block{b}" for b in range(1, 6 - k)]

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from plans import phase
 import torch
 from PIL import Image
 from sklearn.datasets import load_sample_images
 
-from tlbench.backends import BackendError, ModelSpec, OptimConfig, get_backend_class
-from tlbench.strategies import STRATEGIES, head_only
+from tlbench.backends import BackendError, ModelSpec, get_backend_class
+from tlbench.strategies import STRATEGIES
 from tlbench.datasets.base import ResizePolicy
 from tlbench.datasets.resize import resize_image
 
@@ -44,7 +45,7 @@ def _train_once(strategy_name: str):
     b = backend()
     strategy = STRATEGIES[strategy_name]
     b.build(ModelSpec(LITE0, num_classes=3, image_size=32, pretrained=strategy.pretrained))
-    counts = b.apply_strategy(strategy, OptimConfig(seed=0))
+    counts = b.apply_phase(phase(b, strategy, seed=0))
     before = {k: v.clone() for k, v in b.model.state_dict().items()}
     x, y = batch()
     b.train_step(x, y)
@@ -92,26 +93,26 @@ def test_two_phase_head_warmup_then_unfreeze():
     b = backend()
     full = STRATEGIES["full_finetune"]
     b.build(ModelSpec(LITE0, num_classes=3, image_size=32))
-    warm = b.apply_strategy(head_only(full), OptimConfig())
+    warm = b.apply_phase(phase(b, full, "head_warmup"))
     assert warm.trainable == 1280 * 3 + 3
-    assert b.apply_strategy(full, OptimConfig()).trainable == warm.total
+    assert b.apply_phase(phase(b, full)).trainable == warm.total
 
 
 def test_features_head_and_full_model_agree():
     b = backend()
     b.build(ModelSpec(LITE0, num_classes=3, image_size=32))
-    b.apply_strategy(STRATEGIES["linear_probe"], OptimConfig())
+    b.apply_phase(phase(b, "linear_probe"))
     x, _ = batch(n=3)
     feats = b.extract_features(x)
     assert feats.shape == (3, 1280) and feats.dtype == np.float32
-    np.testing.assert_allclose(b.predict_head_proba(feats), b.predict_proba(x), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(b.predict_proba(feats, "features"), b.predict_proba(x), rtol=1e-5, atol=1e-6)
     state = b.snapshot()
-    b.train_head_step(feats, np.array([0, 1, 2]))
+    b.train_step(feats, np.array([0, 1, 2]), "features")
     changed = b.predict_proba(x)
     b.restore(state)
     restored = b.predict_proba(x)
     assert not np.allclose(changed, restored)
-    np.testing.assert_allclose(restored, b.predict_head_proba(feats), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(restored, b.predict_proba(feats, "features"), rtol=1e-5, atol=1e-6)
     assert np.isfinite(b.pop_train_loss())
     assert b.peak_device_memory_mb() is None and b.device_name() is None
 

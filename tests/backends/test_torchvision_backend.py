@@ -12,12 +12,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from plans import phase
 import torch
 from torch import nn
 from torchvision import models as tv_models
 
 from tlbench.backends import get_backend_class
-from tlbench.backends.base import BackendError, ModelSpec, OptimConfig
+from tlbench.backends.options import TorchOptions
+from tlbench.backends.base import BackendError, ModelSpec
 from tlbench.backends.torchvision_backend import (
     LISTED_MODELS,
     TorchvisionBackend,
@@ -165,7 +167,7 @@ def test_features_then_head_equal_the_model(name):
     assert probs.shape == (4, 3) and probs.dtype == np.float32
     np.testing.assert_allclose(probs.sum(1), 1.0, rtol=1e-5)
     feats = backend.extract_features(images())
-    np.testing.assert_allclose(backend.predict_head_proba(feats), probs, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(backend.predict_proba(feats, "features"), probs, rtol=1e-4, atol=1e-5)
 
 
 def _expected_trainable(backend: TorchvisionBackend, strategy) -> set[str]:
@@ -189,7 +191,7 @@ def _bn_owner(buffer_name: str) -> str:
 def test_a_train_step_changes_exactly_the_intended_parameters(name, strategy_name):
     strategy = STRATEGIES[strategy_name]
     backend = build(name, num_classes=3, pretrained=strategy.pretrained)
-    counts = backend.apply_strategy(strategy, OptimConfig(seed=0))
+    counts = backend.apply_phase(phase(backend, strategy, seed=0))
     model = backend.model
     expected = _expected_trainable(backend, strategy)
     assert counts.trainable == sum(p.numel() for n, p in model.named_parameters() if n in expected)
@@ -197,7 +199,7 @@ def test_a_train_step_changes_exactly_the_intended_parameters(name, strategy_nam
     before = {k: v.detach().clone() for k, v in model.state_dict().items()}
     x, y = images(8, seed=1), np.array([0, 1, 2, 0, 1, 2, 0, 1])
     if strategy.cache_features:
-        backend.train_head_step(backend.extract_features(x), y)
+        backend.train_step(backend.extract_features(x), y, "features")
     else:
         backend.train_step(x, y)
     assert np.isfinite(backend.pop_train_loss())
@@ -219,7 +221,7 @@ def test_a_train_step_changes_exactly_the_intended_parameters(name, strategy_nam
 def test_optimizer_groups_use_backbone_lr_scale():
     backend = build("resnet18")
     strategy = STRATEGIES["full_finetune"]
-    backend.apply_strategy(strategy, OptimConfig(optimizer="sgd"))
+    backend.apply_phase(phase(backend, strategy, optimizer="sgd"))
     head_group, backbone_group = backend.optimizer.param_groups
     assert head_group["lr"] == strategy.head_lr
     assert backbone_group["lr"] == pytest.approx(strategy.head_lr * strategy.backbone_lr_scale)
@@ -228,11 +230,11 @@ def test_optimizer_groups_use_backbone_lr_scale():
 
 def test_snapshot_restore_and_speed_options_are_recorded():
     backend = TorchvisionBackend("cpu")
-    info = backend.build(ModelSpec("resnet18", 2, SIZE, weights="none", options={"channels_last": True, "amp": "bf16"}))
+    info = backend.build(ModelSpec("resnet18", 2, SIZE, weights="none", options=TorchOptions(channels_last=True, amp="bf16")))
     assert info.pretrained == "none" and info.dtype == "bfloat16-autocast" and info.device == "cpu"
-    assert info.extra == {"memory_format": "channels_last", "compiled": False}
+    assert info.facts == {"memory_format": "channels_last", "compiled": False}
     assert backend.model.conv1.weight.is_contiguous(memory_format=torch.channels_last)
-    backend.apply_strategy(STRATEGIES["scratch"], OptimConfig())
+    backend.apply_phase(phase(backend, "scratch"))
     state = backend.snapshot()
     backend.train_step(images(4), np.array([0, 1, 0, 1]))
     assert not torch.equal(state["conv1.weight"], backend.model.conv1.weight)
@@ -343,3 +345,17 @@ def test_single_channel_checkpoint_reloads_into_a_single_channel_model(tmp_path)
     assert torch.equal(gray.model.conv1.weight, reference.conv1.weight)
     with pytest.raises(BackendError, match=r"conv1\.weight.*expected \(64, 3, 7, 7\)"):
         build("resnet18", weights=str(path), in_chans=3)
+
+
+def test_the_requested_weights_decide_the_data_config():
+    """``--weights IMAGENET1K_V1`` resizes and normalizes like V1 (crop 224 of 256), not like DEFAULT (V2: 232)."""
+    backend = TorchvisionBackend("cpu")
+    v1 = backend.default_data_config("resnet50", 224, "IMAGENET1K_V1")
+    v2 = backend.default_data_config("resnet50", 224, "IMAGENET1K_V2")
+    assert v1.crop_pct == pytest.approx(224 / 256) and v2.crop_pct == pytest.approx(224 / 232)
+    assert backend.default_data_config("resnet50", 224) == v2  # DEFAULT is V2
+    assert backend.default_data_config("resnet50", 224, "ResNet50_Weights.IMAGENET1K_V1") == v1
+    # the config the cell prepares the cache with is the one build() reports for the same request
+    spec = ModelSpec("resnet50", 2, 224, weights="IMAGENET1K_V1")
+    assert backend.model_data_config(None, spec) == v1
+    assert backend.default_data_config("resnet50", 224, "none") == v2  # files and none: the DEFAULT policy

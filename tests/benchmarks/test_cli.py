@@ -23,7 +23,7 @@ from tlbench.benchmarks.cli import main
         (["run", "--batch-size", "-4"], "--batch-size must be >= 1, got -4"),
         (["run", "--device", "tpu"], "unknown device 'tpu'; expected one of: auto, cpu, cuda, gpu, cuda:N"),
         (["run", "--augment", "mixup"], "unknown --augment 'mixup'; expected one of: none, flip, crop-flip"),
-        (["run", "--amp", "int8"], "unknown --amp 'int8'; expected one of: (empty), bf16, fp16"),
+        (["run", "--amp", "int8"], "unknown --amp 'int8'; expected one of: bf16, fp16 (or leave it out for float32)"),
         (["run", "--weights", "/nonexistent/w.pth"], "--weights '/nonexistent/w.pth' is not a file; expected default, none, a local weights file or a weights name"),
         (["run", "--weights", "IMAGENET1K_V1"], "--weights 'IMAGENET1K_V1' is a weights name, but backend 'timm' takes only default, none or a file"),
         (["run", "--weights", "keras=/tmp/w.h5"], "--weights names backend 'keras', which is not in --backends; expected some of: timm"),

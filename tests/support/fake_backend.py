@@ -59,6 +59,9 @@ class FakeBackend(Backend):
         self.lr = phase.head_lr * 50
         return ParamCounts(trainable=self.w.size + self.b.size, total=self.w.size + self.b.size)
 
+    def applied_learning_rates(self) -> dict[str, float | None]:
+        return {"head": self.lr / 50, "pool": None}
+
     def extract_features(self, images: np.ndarray) -> np.ndarray:
         n, h, w, c = images.shape
         x = images.astype(np.float64) / 255.0

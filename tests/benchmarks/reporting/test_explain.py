@@ -3,20 +3,20 @@
 from __future__ import annotations
 
 import json
-import pickle
 from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
+from plans import phase
 from PIL import Image
 
-from tlbench.benchmarks import explain
-from tlbench.benchmarks.running.cell import SAVE_WEIGHTS_ENV, WEIGHTS_FILE, confusion_record, save_weights
+from tlbench.benchmarks.reporting import explain
+from tlbench.benchmarks.running.artifacts import SAVE_WEIGHTS_ENV, confusion_record, find_weights
 from tlbench.benchmarks.cli import main
 from tlbench.benchmarks.running.config import RunOptions, SuiteConfig
 from tlbench.benchmarks.running.results import append_result, cell_id
-from tlbench.benchmarks.running.runner import run_suite
+from tlbench.benchmarks.running.runner import run_cell_inprocess, run_suite
 
 SMALL_MODEL = "mobilenetv3_small_050"
 SIZE = 32
@@ -48,20 +48,20 @@ def _write_cell(suite: Path, backend: str, model: str, strategy: str, status: st
 
 @pytest.fixture(scope="module")
 def trained_timm(tmp_path_factory: pytest.TempPathFactory):
-    """A tiny timm model trained a few steps, its cell written with ``weights.pkl``."""
-    from tlbench.backends import ModelSpec, OptimConfig
+    """A tiny timm model trained a few steps, its cell written with ``weights.pth`` (a state dict)."""
+    from tlbench.backends import ModelSpec
     from tlbench.backends.timm_backend import TimmBackend
     from tlbench.strategies import get_strategy
 
     suite = tmp_path_factory.mktemp("explain") / "suite"
     cell_dir = _write_cell(suite, "timm", SMALL_MODEL, "scratch")
     backend = TimmBackend("cpu")
-    backend.build(ModelSpec(name=SMALL_MODEL, num_classes=3, image_size=SIZE, weights="none", pretrained=False, options={"seed": 0}))
-    backend.apply_strategy(get_strategy("scratch"), OptimConfig(head_lr=1e-2))
+    backend.build(ModelSpec(name=SMALL_MODEL, num_classes=3, image_size=SIZE, weights="none", pretrained=False, seed=0))
+    backend.apply_phase(phase(backend, "scratch", head_lr=1e-2))
     rng = np.random.default_rng(1)
     for _ in range(3):
         backend.train_step(rng.integers(0, 256, (8, SIZE, SIZE, 3), dtype=np.uint8), rng.integers(0, 3, 8))
-    save_weights(backend, cell_dir / WEIGHTS_FILE)
+    backend.save_weights(str(cell_dir / "weights.pth"))
     image = np.load(cell_dir / "predictions.npz")["sample_images"][1]
     return suite, cell_dir.name, backend.predict_proba(image[None])[0]
 
@@ -137,14 +137,26 @@ def test_cli_explain_missing_suite_empty_suite_and_unsupported_backend(tmp_path,
     assert capsys.readouterr().err == "tlbench: error: tlbench explain supports the torch backends (timm, torchvision); backend 'fake' has no stage hooks\n"
 
 
-def test_cli_explain_corrupt_weights_file(tmp_path, capsys):
+@pytest.mark.parametrize("content", [b"not a checkpoint", "pickle"])
+def test_cli_explain_corrupt_or_pickled_weights_file_is_refused(tmp_path, capsys, content):
+    """A pickle in a shared results folder is never unpickled: ``weights_only=True`` refuses it in one line."""
+    import pickle
+
     suite = tmp_path / "suite"
     cell_dir = _write_cell(suite, "timm", SMALL_MODEL, "scratch")
-    (cell_dir / WEIGHTS_FILE).write_bytes(pickle.dumps({"not": "a state dict"}))
+    marker = tmp_path / "pwned"
+
+    class Exploit:
+        def __reduce__(self):
+            return (marker.write_text, ("executed",))
+
+    path = cell_dir / "weights.pth"
+    path.write_bytes(pickle.dumps(Exploit()) if content == "pickle" else content)
     assert main(["explain", str(suite)]) == 2
     err = capsys.readouterr().err
-    assert err.startswith(f"tlbench: error: weights file {str(cell_dir / WEIGHTS_FILE)!r} does not fit the cell's model (")
+    assert err.startswith(f"tlbench: error: weights file {str(path)!r} ")
     assert err.count("\n") == 1
+    assert not marker.exists()
 
 
 def test_confusion_record_counts_true_by_predicted():
@@ -156,16 +168,17 @@ def test_cells_save_confusion_matrix_always_and_weights_only_on_request(fake_bac
     options = RunOptions(epochs=1, image_size=16, batch_size=64, device="cpu", infer_repeats=10, infer_warmup=1, cache_dir=str(cache_dir))
     suite = SuiteConfig(name="w", backends=("fake",), models=("softmax",), strategies=("scratch",), datasets=("digits",), seeds=(0,), options=options)
     monkeypatch.setenv(SAVE_WEIGHTS_ENV, "1")
-    run_suite(suite, tmp_path / "with")
+    run_suite(suite, tmp_path / "with", cell_runner=run_cell_inprocess)
     cell_dir = tmp_path / "with" / "cells" / "fake__softmax__scratch__digits__s0"
     preds = np.load(cell_dir / "predictions.npz")
     confusion = json.loads((cell_dir / "confusion_matrix.json").read_text())
     expected = np.zeros((10, 10), int)
     np.add.at(expected, (preds["labels"], preds["probs"].argmax(1)), 1)
     assert confusion["matrix"] == expected.tolist() and sum(map(sum, confusion["matrix"])) == 360
-    with open(cell_dir / WEIGHTS_FILE, "rb") as handle:
-        w, b = pickle.load(handle)
-    assert w.shape == (48, 10) and b.shape == (10,)
+    weights = find_weights(cell_dir)
+    assert weights == cell_dir / "weights.json"  # the fake backend's own format
+    data = json.loads(weights.read_text())
+    assert np.shape(data["w"]) == (48, 10) and np.shape(data["b"]) == (10,)
     monkeypatch.setenv(SAVE_WEIGHTS_ENV, "0")
-    run_suite(replace(suite, name="w2"), tmp_path / "without")
-    assert not (tmp_path / "without" / "cells" / "fake__softmax__scratch__digits__s0" / WEIGHTS_FILE).exists()
+    run_suite(replace(suite, name="w2"), tmp_path / "without", cell_runner=run_cell_inprocess)
+    assert find_weights(tmp_path / "without" / "cells" / "fake__softmax__scratch__digits__s0") is None

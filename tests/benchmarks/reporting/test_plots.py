@@ -12,7 +12,7 @@ from sklearn.metrics import auc
 
 from report_suite import make_suite
 
-from tlbench.benchmarks import plots
+from tlbench.benchmarks.reporting import plots
 from tlbench.benchmarks.reporting.report import load_results, results_frame
 
 

@@ -14,7 +14,9 @@ from scipy import stats as sps
 from report_suite import fake_predictions, make_suite
 
 from tlbench import backends
-from tlbench.benchmarks import report
+from tlbench.benchmarks.reporting import report
+from tlbench.benchmarks.reporting import tables as report_tables
+from tlbench.benchmarks.running.results import load_results
 from tlbench.benchmarks.cli import main
 from tlbench.benchmarks.reporting.stats import bootstrap_metric_ci
 
@@ -50,7 +52,7 @@ def test_golden_markdown_and_csv_byte_exact(tmp_path, no_model_building):
 
 def test_pivot_numbers_are_t_intervals_and_bootstrap_cis(tmp_path):
     suite = make_suite(tmp_path / "suite")
-    tables = report.build_tables(report.results_frame(report.load_results(suite / "results.jsonl")), suite)
+    tables = report_tables.build_tables(report_tables.results_frame(load_results(suite / "results.jsonl")), suite)
     title, main_pivot = tables.pivots[0]
     assert title == "Accuracy and training throughput"
     assert list(main_pivot.columns) == [
@@ -75,29 +77,29 @@ def test_pivot_numbers_are_t_intervals_and_bootstrap_cis(tmp_path):
 
 def test_partly_failed_configuration_says_how_many_failed(tmp_path):
     suite = make_suite(tmp_path / "suite")
-    from tlbench.benchmarks.running.results import append_result
+    from tlbench.benchmarks.running.results import append_result, load_results
 
     append_result(suite / "results.jsonl", {"backend": "timm", "model": "m", "strategy": "scratch", "dataset": "digits", "seed": 1, "status": "failed", "error": "RuntimeError: out of memory"})
-    frame = report.results_frame(report.load_results(suite / "results.jsonl"))
-    pivot = report.build_tables(frame, suite).pivots[0][1].set_index("strategy")
+    frame = report_tables.results_frame(load_results(suite / "results.jsonl"))
+    pivot = report_tables.build_tables(frame, suite).pivots[0][1].set_index("strategy")
     assert pivot.loc["scratch", "timm: accuracy"].endswith(" (1 failed)")
     assert pivot.loc["scratch", "timm: accuracy"].startswith("0.600 [")
 
 
 def test_single_seed_without_predictions_shows_the_bare_value(tmp_path):
     suite = make_suite(tmp_path / "suite", with_artifacts=False)
-    frame = report.results_frame(report.load_results(suite / "results.jsonl"))
-    pivot = report.build_tables(frame, suite).pivots[0][1].set_index("strategy")
+    frame = report_tables.results_frame(load_results(suite / "results.jsonl"))
+    pivot = report_tables.build_tables(frame, suite).pivots[0][1].set_index("strategy")
     assert pivot.loc["scratch", "timm: accuracy"] == "0.600"
 
 
 def test_summarize_and_format_rounding():
-    assert report.summarize_values("train_images_per_s", [1234.5]) == "1230"
-    assert report.summarize_values("accuracy", [0.91234]) == "0.912"
-    assert report.summarize_values("accuracy", []) == ""
-    assert report.significant(0.012345) == "0.0123"
-    assert report.format_value("time_to_best_s", 3.25) == "3.2"
-    assert report.header("peak_rss_mb") == "peak RSS (MiB)"
+    assert report_tables.summarize_values("train_images_per_s", [1234.5]) == "1230"
+    assert report_tables.summarize_values("accuracy", [0.91234]) == "0.912"
+    assert report_tables.summarize_values("accuracy", []) == ""
+    assert report_tables.significant(0.012345) == "0.0123"
+    assert report_tables.format_value("time_to_best_s", 3.25) == "3.2"
+    assert report_tables.header("peak_rss_mb") == "peak RSS (MiB)"
 
 
 def test_report_with_plots_lists_pngs_and_links_them(tmp_path, no_model_building):
@@ -135,3 +137,47 @@ def test_cli_report_regenerates_from_files_and_rejects_bad_dirs(tmp_path, capsys
     empty.mkdir()
     assert main(["report", str(empty)]) == 2
     assert "holds no results.jsonl records" in capsys.readouterr().err
+
+
+def test_summary_csv_schema_does_not_depend_on_the_backends(tmp_path):
+    """Backend-specific facts (old top-level keys too) land in one ``backend_facts`` column."""
+    import json
+
+    from tlbench.benchmarks.running.results import RESULT_COLUMNS, append_result
+
+    def suite(name: str, records: list[dict]) -> list[str]:
+        root = tmp_path / name
+        for record in records:
+            append_result(root / "results.jsonl", record)
+        report.write_report(root, plots=False)
+        return pd.read_csv(root / "summary.csv").columns.tolist()
+
+    base = {"model": "m", "strategy": "scratch", "dataset": "d", "seed": 0, "status": "failed", "error": "x"}
+    torch_like = {**base, "backend": "timm", "memory_format": "contiguous", "compiled": False}
+    keras_like = {**base, "backend": "keras", "jit_compile": True, "keras_application": "VGG16", "head": "fcn-1x1"}
+    assert suite("torch", [torch_like]) == suite("both", [torch_like, keras_like]) == RESULT_COLUMNS
+    facts = pd.read_csv(tmp_path / "both" / "summary.csv")["backend_facts"].map(json.loads).tolist()
+    assert facts == [{"memory_format": "contiguous", "compiled": False}, {"jit_compile": True, "keras_application": "VGG16", "head": "fcn-1x1"}]
+
+
+def test_data_checks_show_duplicates_and_skips_and_warn_when_leaks_are_kept(tmp_path):
+    from tlbench.benchmarks.cli import data_notes
+    from tlbench.benchmarks.running.results import append_result
+
+    root = tmp_path / "leaky"
+    dups = {"within_split": 28, "cross_split": 4, "conflicting_labels": 1, "dropped": 0, "policy": "keep", "examples": []}
+    record = {
+        "backend": "fake", "model": "m", "strategy": "scratch", "dataset": "folder:mri", "seed": 0, "status": "ok",
+        "accuracy": 0.9, "image_size": 64, "split_sizes": {"train": 100, "val": 20, "test": 30}, "skipped_images": 3,
+        "duplicates": dups,
+    }  # fmt: skip
+    append_result(root / "results.jsonl", record)
+    paths = report.write_report(root, plots=False)
+    md = paths["md"].read_text()
+    assert "## Data checks" in md and "| folder:mri" in md and "100 / 20 / 30" in md
+    assert "4 val/test image(s) also in an earlier split and 1 with conflicting labels were KEPT" in md
+    assert "3 unreadable image(s) skipped" in md
+    html_text = paths["html"].read_text()
+    assert "Data checks" in html_text and "were KEPT" in html_text
+    assert data_notes(record) == "; 4 cross-split duplicate(s), 1 conflicting label(s) KEPT; 3 unreadable image(s) skipped"
+    assert data_notes({**record, "duplicates": {**dups, "policy": "drop"}, "skipped_images": 0}).endswith("dropped")

@@ -36,8 +36,9 @@ def test_run_writes_results_and_tables_and_resumes(tmp_path, cache_dir):
     assert "| linear_probe" in proc.stdout and "| scratch" in proc.stdout
     for name in ("summary.md", "summary.csv", "summary.tex", "environment.json", "suite.json"):
         assert (out / name).is_file(), name
-    env = json.loads((out / "environment.json").read_text())
+    (env,) = json.loads((out / "environment.json").read_text())["environments"].values()
     assert {"torch", "timm"} <= set(env["packages"])
+    assert {r["environment_id"] for r in load_results(out / "results.jsonl")} == {env["environment_id"]}
     # second run: resumes, trains nothing
     again = subprocess.run(argv + ["--no-report"], capture_output=True, text=True, timeout=300)
     assert again.returncode == 0

@@ -54,8 +54,9 @@ def test_suite_records_every_column_and_resumes(fake_backend, cache_dir, tmp_pat
     assert by_strategy["scratch"]["epochs"] == 2
     assert {(r["strategy"], r["seed"]) for r in records} == {(s, k) for s in ("linear_probe", "scratch") for k in (0, 1)}
     assert json.loads((out / "suite.json").read_text())["strategies"] == ["linear_probe", "scratch"]
-    env = json.loads((out / "environment.json").read_text())
+    (env,) = json.loads((out / "environment.json").read_text())["environments"].values()
     assert env["cpu_count"] >= 1 and "numpy" in env["packages"]
+    assert {r["environment_id"] for r in records} == {env["environment_id"]}
     cell_dir = out / "cells" / "fake__softmax__scratch__digits__s0"
     curve = json.loads((cell_dir / "curve.json").read_text())
     assert [e["epoch"] for e in curve] == [1, 2]
@@ -119,3 +120,29 @@ def test_truncated_last_line_is_skipped_and_next_append_starts_a_new_line(tmp_pa
     assert [r["backend"] for r in records] == ["a", "b"]
     assert records[1]["accuracy"] is None  # NaN is stored as JSON null, never as invalid JSON
     assert "skipping unreadable line 2" in capsys.readouterr().err
+
+
+def test_cells_measured_in_another_environment_are_rerun_and_never_described_here(fake_backend, cache_dir, tmp_path, capsys):
+    """A committed suite from another machine: resume re-runs its cells here (or reuses them when asked), and
+    environment.json only ever gains an entry for an environment that measured a cell."""
+    out = tmp_path / "suite"
+    cfg = suite(cache_dir, strategies=("scratch",), seeds=(0,))
+    (first,) = run_suite(cfg, out, cell_runner=run_cell_inprocess)
+    records = load_results(out / "results.jsonl")
+    # pretend the suite was measured on another machine and committed
+    foreign = {**records[0], "environment_id": "elsewhere0001"}
+    (out / "results.jsonl").write_text(json.dumps(foreign) + "\n")
+    (out / "environment.json").write_text(json.dumps({"environments": {"elsewhere0001": {"cpu": "Other CPU", "cpu_count": 64}}}))
+    before = (out / "environment.json").read_text()
+    messages = []
+    reused = run_suite(cfg, out, cell_runner=run_cell_inprocess, reuse_other_environments=True, on_message=messages.append)
+    assert reused == [] and (out / "environment.json").read_text() == before  # nothing ran: nothing described
+    assert messages == [f"1 cell(s) in {out} were measured in another environment; reused as finished (--reuse-results)"]
+    messages.clear()
+    (rerun,) = run_suite(cfg, out, cell_runner=run_cell_inprocess, on_message=messages.append)
+    assert messages == [f"1 cell(s) in {out} were measured in another environment; re-run here"]
+    assert rerun["environment_id"] == first["environment_id"] != "elsewhere0001"
+    environments = json.loads((out / "environment.json").read_text())["environments"]
+    assert set(environments) == {"elsewhere0001", first["environment_id"]}
+    # now finished here: a third run does nothing
+    assert run_suite(cfg, out, cell_runner=run_cell_inprocess) == []

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tlbench.benchmarks import timing
+from tlbench.benchmarks.running import timing
 from tlbench.benchmarks.running.timing import SyncTimer, measure_latency
 
 

@@ -1,0 +1,409 @@
+"""Machine probe: what this device can do per dtype, measured once per machine and cached.
+
+Two kernels per dtype, with torch: a square matmul and a 3x3 convolution (the two ops that dominate a CNN).
+The result serves two purposes:
+
+* ``slower_dtypes`` / ``amp_warning``: a dtype the hardware has no native support for (bf16 on a CPU
+  without AVX512-BF16/AMX, fp16 on most CPUs) can be 10–100x slower than float32; the runner warns before any
+  ``--amp`` cell runs instead of silently producing speed numbers nobody should trust.
+* ``peak_flop_per_s``: the denominator of model FLOPs utilization (MFU = achieved FLOP/s / peak).
+
+Conventions: a multiply-add counts as 2 FLOPs (as ``torch.utils.flop_counter``); each figure is the median
+over timed repeats after a warm-up, with the device synchronized before every clock read. A dtype so slow
+that one iteration of a kernel would take longer than ``max_iteration_s`` is measured on a small pilot size
+instead (one iteration, flagged ``bounded``), so probing never takes minutes.
+
+torch is imported inside the functions only. ``python -m tlbench.benchmarks.running.probe`` prints the
+(cached) probe as JSON, so a framework-free parent can run it in a subprocess with the cell's environment.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import math
+import os
+import re
+import statistics
+import sys
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+DTYPES = ("float32", "bfloat16", "float16")
+#: ``--amp`` spellings → dtype names
+AMP_DTYPES = {"bf16": "bfloat16", "bfloat16": "bfloat16", "fp16": "float16", "float16": "float16", "half": "float16"}
+#: one iteration of a kernel may take at most this long before the pilot measurement is kept instead
+MAX_ITERATION_S = 2.0
+#: probe format version (part of the cache key: a new format is never read from an old file)
+PROBE_VERSION = 1
+
+#: kernel sizes per device type: (matmul n, conv (batch, channels, side)); pilots are 1/64 and 1/32 of the work
+SIZES = {
+    "cpu": {"matmul_n": 1024, "conv": (8, 64, 56), "pilot_matmul_n": 256, "pilot_conv": (1, 64, 28)},
+    # a GPU needs large kernels to reach its peak (1024^2 matmuls are launch-bound on an H100)
+    "cuda": {"matmul_n": 8192, "conv": (32, 256, 56), "pilot_matmul_n": 2048, "pilot_conv": (1, 256, 56)},
+}
+
+
+def matmul_flops(n: int) -> int:
+    """FLOPs of an ``n x n @ n x n`` matmul (2 per multiply-add)."""
+    return 2 * n**3
+
+
+def conv_flops(batch: int, channels: int, side: int, kernel: int = 3) -> int:
+    """FLOPs of a ``kernel x kernel`` stride-1 'same' convolution, ``channels`` → ``channels`` on ``side``²."""
+    return 2 * batch * channels * channels * kernel * kernel * side * side
+
+
+def _device_type(device: str) -> str:
+    kind = device.split(":")[0].lower()
+    if kind not in SIZES:
+        raise ValueError(f"invalid device {device!r}: choose from cpu, cuda, cuda:N")
+    return kind
+
+
+def _check_dtypes(dtypes: Sequence[str]) -> tuple[str, ...]:
+    for dtype in dtypes:
+        if dtype not in DTYPES:
+            raise ValueError(f"invalid dtype {dtype!r}: choose from {', '.join(DTYPES)}")
+    return tuple(dict.fromkeys(dtypes))
+
+
+def _time_calls(run: Callable[[], object], sync: Callable[[], None], min_time_s: float, max_iteration_s: float) -> dict[str, Any]:
+    """One warm-up call, then timed calls for ``min_time_s`` (at least 3, but never much past ``max_iteration_s``
+    when a kernel is slow); a warm-up call slower than ``max_iteration_s`` is the measurement itself."""
+    sync()
+    start = time.perf_counter()
+    run()
+    sync()
+    first_s = time.perf_counter() - start
+    if first_s > max_iteration_s:
+        return {"median_s": first_s, "iterations": 1, "bounded": True}
+    times: list[float] = []
+    budget_s = max(min_time_s, max_iteration_s)  # a slow kernel stops after about this long, even below 3 repeats
+    while len(times) < 10_000:
+        sync()
+        start = time.perf_counter()
+        run()
+        sync()
+        times.append(time.perf_counter() - start)
+        total = sum(times)
+        if (total >= min_time_s and len(times) >= 3) or total >= budget_s:
+            break
+    return {"median_s": statistics.median(times), "iterations": len(times), "bounded": False}
+
+
+def _measure_kernel(
+    op: str, dtype: str, device: str, min_time_s: float, max_iteration_s: float
+) -> dict[str, Any]:
+    """FLOP/s of ``op`` (``matmul``/``conv``) in ``dtype`` on ``device``; the entry of ``details``."""
+    import torch
+
+    kind = _device_type(device)
+    sizes = SIZES[kind]
+    torch_dtype = getattr(torch, dtype)
+    sync = (lambda: torch.cuda.synchronize(device)) if kind == "cuda" else (lambda: None)
+    generator = torch.Generator().manual_seed(0)
+
+    def make(full: bool) -> tuple[Callable[[], object], int, str]:
+        if op == "matmul":
+            n = sizes["matmul_n"] if full else sizes["pilot_matmul_n"]
+            a = torch.randn(n, n, generator=generator).to(device=device, dtype=torch_dtype)
+            b = torch.randn(n, n, generator=generator).to(device=device, dtype=torch_dtype)
+            return (lambda: torch.matmul(a, b)), matmul_flops(n), f"{n}x{n}@{n}x{n}"
+        batch, channels, side = sizes["conv"] if full else sizes["pilot_conv"]
+        x = torch.randn(batch, channels, side, side, generator=generator).to(device=device, dtype=torch_dtype)
+        w = torch.randn(channels, channels, 3, 3, generator=generator).to(device=device, dtype=torch_dtype)
+        conv = torch.nn.functional.conv2d
+        return (lambda: conv(x, w, padding=1)), conv_flops(batch, channels, side), f"{batch}x{channels}x{side}x{side},3x3"
+
+    try:
+        with torch.no_grad():
+            # pilot: a small instance tells whether the full size can finish an iteration within the bound;
+            # the fastest of up to 3 calls, so one scheduling hiccup on a busy machine does not trip the bound
+            run, flops, shape = make(full=False)
+            run()  # one-off setup (kernel selection, oneDNN primitive creation)
+            pilot_s = math.inf
+            spent_s = 0.0
+            for _ in range(3):
+                sync()
+                start = time.perf_counter()
+                run()
+                sync()
+                elapsed = time.perf_counter() - start
+                pilot_s, spent_s = min(pilot_s, elapsed), spent_s + elapsed
+                if spent_s > max_iteration_s / 4:
+                    break
+            full_flops = matmul_flops(sizes["matmul_n"]) if op == "matmul" else conv_flops(*sizes["conv"])
+            if pilot_s * full_flops / flops > max_iteration_s:
+                return {"flop_per_s": flops / pilot_s, "median_s": pilot_s, "iterations": 1, "bounded": True, "shape": shape}
+            run, flops, shape = make(full=True)
+            timing = _time_calls(run, sync, min_time_s, max_iteration_s)
+    except (RuntimeError, TypeError, NotImplementedError) as err:  # dtype not implemented for this op/device
+        return {"flop_per_s": None, "error": str(err).splitlines()[0][:200]}
+    return {"flop_per_s": flops / timing["median_s"], **timing, "shape": shape}
+
+
+def _cpu_model() -> str:
+    """CPU model name (``environment.cpu_model``; read here directly if that module is unavailable)."""
+    try:
+        from tlbench.benchmarks.running.environment import cpu_model
+    except ImportError:  # pragma: no cover - only while modules move
+        import platform
+
+        try:
+            for line in Path("/proc/cpuinfo").read_text().splitlines():
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+        except OSError:
+            pass
+        return platform.processor() or platform.machine()
+    return cpu_model()
+
+
+def _machine_facts(device: str) -> dict[str, Any]:
+    """CPU model, cores, GPU name: what identifies the hardware (no torch import for the CPU part)."""
+    facts: dict[str, Any] = {"cpu": _cpu_model(), "cpu_count": os.cpu_count()}
+    if _device_type(device) == "cuda":
+        import torch
+
+        facts["gpu"] = torch.cuda.get_device_name(torch.device(device))
+    return facts
+
+
+def probe_machine(
+    device: str = "cpu",
+    dtypes: Sequence[str] = DTYPES,
+    min_time_s: float = 0.5,
+    *,
+    threads: int | None = None,
+    max_iteration_s: float = MAX_ITERATION_S,
+) -> dict[str, Any]:
+    """Measure matmul and 3x3-conv FLOP/s per dtype on ``device``.
+
+    Args:
+        device: ``cpu``, ``cuda`` or ``cuda:N``.
+        dtypes: among ``float32``, ``bfloat16``, ``float16``.
+        min_time_s: timed repeats per kernel and dtype last at least this long (after one warm-up call).
+        threads: ``torch.set_num_threads`` first (default: leave torch's setting, e.g. from
+            ``OMP_NUM_THREADS``).
+        max_iteration_s: a kernel whose single iteration would take longer is measured once on a pilot size.
+
+    Returns:
+        ``{"device", "cpu", "cpu_count", "gpu" (cuda only), "threads", "torch", "measured_at" (ISO 8601, UTC),
+        "matmul_flop_per_s": {dtype: float | None}, "conv_flop_per_s": {dtype: float | None},
+        "details": {"matmul"|"conv": {dtype: {"flop_per_s", "median_s", "iterations", "bounded", "shape"}
+        or {"flop_per_s": None, "error"}}}, "contention" (``ContentionSampler.summary()`` over the probe),
+        "min_time_s", "max_iteration_s", "version"}``. ``None`` marks a dtype the op does not support on this
+        device.
+
+    Raises:
+        ValueError: unknown device or dtype.
+    """
+    import torch
+
+    _device_type(device)
+    dtypes = _check_dtypes(dtypes)
+    if threads is not None:
+        torch.set_num_threads(threads)
+    from tlbench.benchmarks.running.contention import ContentionSampler
+
+    details: dict[str, dict[str, Any]] = {"matmul": {}, "conv": {}}
+    with ContentionSampler(gpu=_device_type(device) == "cuda") as sampler:
+        for dtype in dtypes:
+            for op in ("matmul", "conv"):
+                details[op][dtype] = _measure_kernel(op, dtype, device, min_time_s, max_iteration_s)
+    return {
+        "device": device,
+        **_machine_facts(device),
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "measured_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "matmul_flop_per_s": {d: details["matmul"][d]["flop_per_s"] for d in dtypes},
+        "conv_flop_per_s": {d: details["conv"][d]["flop_per_s"] for d in dtypes},
+        "details": details,
+        "contention": sampler.summary(),
+        "min_time_s": min_time_s,
+        "max_iteration_s": max_iteration_s,
+        "version": PROBE_VERSION,
+    }
+
+
+# ---- cache -----------------------------------------------------------------------------------------
+
+
+def default_cache_dir() -> Path:
+    """``$TLBENCH_CACHE/probe`` or ``~/.cache/tlbench/probe``."""
+    root = os.environ.get("TLBENCH_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "tlbench")
+    return Path(root) / "probe"
+
+
+def machine_key(device: str = "cpu", threads: int | None = None) -> str:
+    """File-name-safe key of what the probe depends on: CPU model, core count, threads, device, torch version.
+
+    ``threads`` defaults to torch's current setting (imports torch).
+    """
+    import torch
+
+    facts = _machine_facts(device)
+    threads = threads if threads is not None else torch.get_num_threads()
+    parts = [facts["cpu"], str(facts["cpu_count"]), str(threads), device, facts.get("gpu", ""), torch.__version__, str(PROBE_VERSION)]
+    digest = hashlib.sha1("|".join(parts).encode()).hexdigest()[:12]
+    slug = re.sub(r"[^A-Za-z0-9]+", "-", device).strip("-")
+    return f"{slug}-{threads}t-{digest}"
+
+
+def _valid_probe(probe: Any, dtypes: Sequence[str]) -> bool:
+    if not isinstance(probe, dict) or probe.get("version") != PROBE_VERSION:
+        return False
+    for table in ("matmul_flop_per_s", "conv_flop_per_s"):
+        values = probe.get(table)
+        if not isinstance(values, dict) or any(d not in values for d in dtypes):
+            return False
+        if any(v is not None and (not isinstance(v, (int, float)) or v <= 0) for v in values.values()):
+            return False
+    return True
+
+
+def _write_json_atomic(path: Path, data: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as handle:
+            json.dump(data, handle, indent=1, sort_keys=True)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def load_or_probe(
+    cache_dir: Path | None = None,
+    device: str = "cpu",
+    dtypes: Sequence[str] = DTYPES,
+    min_time_s: float = 0.5,
+    *,
+    threads: int | None = None,
+    refresh: bool = False,
+) -> dict[str, Any]:
+    """The cached probe of this machine, measuring (and caching) it first when needed.
+
+    The file is ``<cache_dir>/<machine_key>.json``, written atomically. A missing, unreadable or corrupt file,
+    one that lacks a requested dtype, or one measured while other processes disturbed the machine
+    (``contention.disturbed``) is re-probed (never a traceback).
+
+    Args:
+        cache_dir: default ``default_cache_dir()``.
+        device, dtypes, min_time_s, threads: as ``probe_machine``.
+        refresh: probe again even when a valid cache file exists.
+    """
+    import torch
+
+    dtypes = _check_dtypes(dtypes)
+    if threads is not None:
+        torch.set_num_threads(threads)
+    path = Path(cache_dir or default_cache_dir()) / f"{machine_key(device)}.json"
+    if not refresh:
+        try:
+            cached = json.loads(path.read_text())
+        except (OSError, ValueError):
+            cached = None
+        if _valid_probe(cached, dtypes) and not (cached.get("contention") or {}).get("disturbed"):
+            return cached
+    probe = probe_machine(device, dtypes, min_time_s)
+    try:
+        _write_json_atomic(path, probe)
+    except OSError as err:  # a read-only cache costs a re-probe next time, nothing else
+        print(f"tlbench: could not cache the machine probe in {path}: {err}", file=sys.stderr)
+    return probe
+
+
+# ---- interpretation -----------------------------------------------------------------------------------
+
+
+def slower_dtypes(probe: dict[str, Any], factor: float = 1.0) -> dict[str, float]:
+    """Dtypes more than ``factor`` times slower than float32 in BOTH matmul and conv, with the slow-down.
+
+    The slow-down is the smaller of the two ratios ``float32 FLOP/s / dtype FLOP/s`` (the dtype is at least
+    that much slower); a dtype an op does not support at all counts as infinitely slower (``math.inf``).
+    Used to warn about ``--amp bf16|fp16`` before any cell runs.
+    """
+    result: dict[str, float] = {}
+    reference = {op: probe.get(f"{op}_flop_per_s", {}).get("float32") for op in ("matmul", "conv")}
+    if not all(reference.values()):
+        return result
+    dtypes = set(probe.get("matmul_flop_per_s", {})) | set(probe.get("conv_flop_per_s", {}))
+    for dtype in sorted(dtypes - {"float32"}):
+        ratios = []
+        for op in ("matmul", "conv"):
+            table = probe.get(f"{op}_flop_per_s", {})
+            if dtype not in table:
+                break
+            value = table[dtype]
+            ratios.append(math.inf if not value else reference[op] / value)
+        else:
+            slowdown = min(ratios)
+            if slowdown > factor:
+                result[dtype] = slowdown if math.isinf(slowdown) else round(slowdown, 2)
+    return result
+
+
+def peak_flop_per_s(probe: dict[str, Any], dtype: str) -> float:
+    """Peak FLOP/s of ``dtype``: the larger of the measured matmul and 3x3-conv rates (the MFU denominator).
+
+    It is a measured, achievable peak on this machine and thread count, not the vendor's datasheet figure, so
+    an MFU near 1 means "as fast as this machine's best kernel", not "as fast as the silicon".
+
+    Raises:
+        ValueError: the probe has no measurement for ``dtype``.
+    """
+    values = [probe.get(f"{op}_flop_per_s", {}).get(dtype) for op in ("matmul", "conv")]
+    values = [v for v in values if v]
+    if not values:
+        raise ValueError(f"no measurement for dtype {dtype!r} in the probe: measured {', '.join(probe.get('matmul_flop_per_s', {}))}")
+    return float(max(values))
+
+
+def amp_warning(probe: dict[str, Any], amp: str | None, factor: float = 1.5) -> str | None:
+    """A one-line warning when ``--amp`` selects a dtype this device runs more than ``factor`` times slower."""
+    if not amp or amp == "none":
+        return None
+    dtype = AMP_DTYPES.get(amp, amp)
+    slowdown = slower_dtypes(probe, factor).get(dtype)
+    if slowdown is None:
+        return None
+    where = probe.get("gpu") or probe.get("cpu") or probe.get("device")
+    how = "is not supported" if math.isinf(slowdown) else f"runs {slowdown:.1f}x slower than float32"
+    return f"--amp {amp}: {dtype} {how} on this {probe.get('device', 'device')} ({where}); its speed figures will reflect that"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m tlbench.benchmarks.running.probe``: print the (cached) machine probe as JSON."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--dtypes", default=",".join(DTYPES))
+    parser.add_argument("--min-time-s", type=float, default=0.5)
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--cache-dir", type=Path, default=None)
+    parser.add_argument("--refresh", action="store_true")
+    args = parser.parse_args(argv)
+    try:
+        probe = load_or_probe(
+            args.cache_dir, args.device, tuple(d for d in args.dtypes.split(",") if d), args.min_time_s,
+            threads=args.threads, refresh=args.refresh,
+        )  # fmt: skip
+    except ValueError as err:
+        print(f"tlbench probe: {err}", file=sys.stderr)
+        return 2
+    print(json.dumps(probe, indent=1, sort_keys=True))
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

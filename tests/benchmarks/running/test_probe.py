@@ -1,0 +1,114 @@
+"""Machine probe: structure, bounded time per dtype, the per-machine cache, and its interpretation."""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+
+import pytest
+
+from tlbench.benchmarks.running import probe as probe_mod
+from tlbench.benchmarks.running.probe import amp_warning, load_or_probe, peak_flop_per_s, probe_machine, slower_dtypes
+
+pytest.importorskip("torch")
+
+
+def _synthetic(bf16: tuple[float, float] = (1e9, 2e9), fp16: tuple[float | None, float | None] = (5e10, 9e10)) -> dict:
+    return {
+        "device": "cpu", "cpu": "test cpu", "cpu_count": 2, "threads": 2, "torch": "x", "measured_at": "now",
+        "matmul_flop_per_s": {"float32": 1e11, "bfloat16": bf16[0], "float16": fp16[0]},
+        "conv_flop_per_s": {"float32": 4e10, "bfloat16": bf16[1], "float16": fp16[1]},
+        "details": {}, "min_time_s": 0.5, "max_iteration_s": 2.0, "version": probe_mod.PROBE_VERSION,
+    }  # fmt: skip
+
+
+def test_probe_structure_and_positive_numbers() -> None:
+    start = time.perf_counter()
+    result = probe_machine("cpu", dtypes=("float32", "bfloat16"), min_time_s=0.02, max_iteration_s=5.0)
+    assert time.perf_counter() - start < 30
+    assert result["device"] == "cpu" and result["threads"] >= 1 and result["cpu"]
+    assert result["torch"] and result["measured_at"].startswith("20")
+    for table in ("matmul_flop_per_s", "conv_flop_per_s"):
+        assert set(result[table]) == {"float32", "bfloat16"}
+        assert all(v > 0 for v in result[table].values())
+    entry = result["details"]["matmul"]["float32"]
+    assert entry["iterations"] >= 1 and entry["median_s"] > 0 and entry["shape"] == "1024x1024@1024x1024"
+    assert {"disturbed", "other_cpu_cores_mean"} <= result["contention"].keys()
+    json.dumps(result)  # JSON-friendly
+    assert peak_flop_per_s(result, "float32") == max(result["matmul_flop_per_s"]["float32"], result["conv_flop_per_s"]["float32"])
+
+
+def test_a_slow_dtype_is_bounded_to_one_pilot_iteration() -> None:
+    """When even the pilot predicts an iteration above max_iteration_s, its single measurement is kept."""
+    result = probe_machine("cpu", dtypes=("float32",), min_time_s=0.01, max_iteration_s=1e-9)
+    for op in ("matmul", "conv"):
+        entry = result["details"][op]["float32"]
+        assert entry["bounded"] is True and entry["iterations"] == 1 and entry["flop_per_s"] > 0
+    assert result["details"]["matmul"]["float32"]["shape"] == "256x256@256x256"
+
+
+def test_bad_device_and_dtype() -> None:
+    with pytest.raises(ValueError, match="'tpu'"):
+        probe_machine("tpu")
+    with pytest.raises(ValueError, match="'int8'.*float32"):
+        probe_machine("cpu", dtypes=("int8",))
+
+
+def test_cache_hit_does_not_measure_again(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    calls = []
+
+    def fake_probe(device, dtypes, min_time_s, **kwargs):
+        calls.append(device)
+        return _synthetic()
+
+    monkeypatch.setattr(probe_mod, "probe_machine", fake_probe)
+    first = load_or_probe(tmp_path, "cpu")
+    second = load_or_probe(tmp_path, "cpu")
+    assert len(calls) == 1 and first == second
+    files = list(tmp_path.glob("*.json"))
+    assert len(files) == 1 and files[0].stem == probe_mod.machine_key("cpu")
+    assert not list(tmp_path.glob(".*tmp"))  # atomic write left no temporary file
+    load_or_probe(tmp_path, "cpu", refresh=True)
+    assert len(calls) == 2
+
+
+def test_corrupt_or_incomplete_cache_is_reprobed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    calls = []
+    monkeypatch.setattr(probe_mod, "probe_machine", lambda *a, **k: calls.append(1) or _synthetic())
+    path = tmp_path / f"{probe_mod.machine_key('cpu')}.json"
+    path.write_text('{"matmul_flop_per_s": {"float32": 1e1')  # truncated JSON
+    assert load_or_probe(tmp_path, "cpu")["cpu"] == "test cpu"
+    assert json.loads(path.read_text())["cpu"] == "test cpu" and len(calls) == 1
+    path.write_text(json.dumps({**_synthetic(), "conv_flop_per_s": {"float32": "fast"}}))  # wrong type
+    load_or_probe(tmp_path, "cpu")
+    assert len(calls) == 2
+    load_or_probe(tmp_path, "cpu", dtypes=("float32", "bfloat16"))  # valid: no re-probe
+    assert len(calls) == 2
+    path.write_text(json.dumps({**_synthetic(), "contention": {"disturbed": True}}))  # measured on a busy machine
+    load_or_probe(tmp_path, "cpu")
+    assert len(calls) == 3
+
+
+def test_slower_dtypes_on_synthetic_probes() -> None:
+    # bf16 is 100x slower in matmul and 20x in conv: at least 20x slower
+    assert slower_dtypes(_synthetic()) == {"bfloat16": 20.0}
+    # fp16 faster in conv than fp32 -> not slower in BOTH -> not reported; with a missing op it is
+    assert "float16" not in slower_dtypes(_synthetic())
+    assert slower_dtypes(_synthetic(fp16=(None, None)))["float16"] == math.inf
+    # factor: only dtypes more than factor times slower
+    assert slower_dtypes(_synthetic(), factor=50.0) == {}
+    assert slower_dtypes(_synthetic(bf16=(1e11, 4e10))) == {}  # as fast as fp32
+    assert slower_dtypes({"matmul_flop_per_s": {}, "conv_flop_per_s": {}}) == {}
+
+
+def test_peak_and_amp_warning() -> None:
+    probe = _synthetic()
+    assert peak_flop_per_s(probe, "float32") == 1e11
+    assert peak_flop_per_s(probe, "bfloat16") == 2e9
+    with pytest.raises(ValueError, match="'float64'"):
+        peak_flop_per_s(probe, "float64")
+    warning = amp_warning(probe, "bf16")
+    assert warning and "20.0x slower" in warning and "\n" not in warning
+    assert amp_warning(probe, "fp16") is None and amp_warning(probe, None) is None
