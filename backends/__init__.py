@@ -28,6 +28,8 @@ class BackendEntry:
         extra: the pip extra that installs its framework (``pip install 'tlbench[EXTRA]'``).
         packages: distributions whose versions ``environment.json`` records.
         options: its typed options class (framework-free).
+        framework: the framework whose thread pools the cell process sets (``torch``, ``tensorflow``; other
+            values: none).
     """
 
     name: str
@@ -35,14 +37,15 @@ class BackendEntry:
     extra: str
     packages: tuple[str, ...]
     options: type[BackendOptions] = BackendOptions
+    framework: str = "none"
 
 
 REGISTRY: dict[str, BackendEntry] = {
     entry.name: entry
     for entry in (
-        BackendEntry("timm", "tlbench.backends.timm_backend:TimmBackend", "timm", ("torch", "torchvision", "timm"), TorchOptions),
-        BackendEntry("torchvision", "tlbench.backends.torchvision_backend:TorchvisionBackend", "torch", ("torch", "torchvision"), TorchOptions),
-        BackendEntry("keras", "tlbench.backends.keras_backend:KerasBackend", "keras", ("tensorflow", "tensorflow-cpu", "keras"), KerasOptions),
+        BackendEntry("timm", "tlbench.backends.timm_backend:TimmBackend", "timm", ("torch", "torchvision", "timm"), TorchOptions, "torch"),
+        BackendEntry("torchvision", "tlbench.backends.torchvision_backend:TorchvisionBackend", "torch", ("torch", "torchvision"), TorchOptions, "torch"),
+        BackendEntry("keras", "tlbench.backends.keras_backend:KerasBackend", "keras", ("tensorflow", "tensorflow-cpu", "keras"), KerasOptions, "tensorflow"),
     )
 }
 

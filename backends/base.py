@@ -271,6 +271,15 @@ class Backend(abc.ABC):
         """Human-readable accelerator name (e.g. ``NVIDIA H100``), ``None`` on CPU."""
         return None
 
+    def flops_per_image(self) -> int | None:
+        """Forward FLOPs of the built model for one image at its input size (a multiply-add = 2 FLOPs), counted
+        by the framework (``torch.utils.flop_counter``, Keras layers); ``None`` when this backend cannot count.
+
+        Training FLOPs are taken as 3 × forward (forward + gradients w.r.t. inputs and weights), the same
+        convention for every backend, so MFU compares frameworks on the same work.
+        """
+        return None
+
     # ---- helpers for subclasses --------------------------------------------------------------------------
     def check_phase(self, phase: PhasePlan) -> None:
         """Raise ``BackendError`` when ``phase`` was planned for other stages than this model's."""

@@ -527,6 +527,12 @@ class KerasBackend(Backend):
         inputs = keras.Input((None, None, 3), name="image")
         return keras.Model(inputs, self.head(self.backbone(inputs)), name=f"tlbench_{self.info.name}")
 
+    def flops_per_image(self) -> int | None:
+        from tlbench.backends.flops import keras_flops_per_image
+
+        self._require_model()
+        return int(keras_flops_per_image(self._combined(), self.spec.image_size))
+
     def synchronize(self) -> None:
         """Wait for queued device work: ``sync_devices`` on GPU, and a read-back of the on-device loss sum."""
         if self.device.startswith("/GPU"):

@@ -210,6 +210,10 @@ class TorchBackend(Backend):
 
     def build(self, spec: ModelSpec) -> BuildInfo:
         options = spec.options if isinstance(spec.options, TorchOptions) else TorchOptions(amp=spec.options.amp)
+        # bit-reproducible on one machine for a seed and a thread count: seeded init/dropout/augmentation and
+        # deterministic kernels where torch has a choice (warn_only: ops without one warn instead of failing).
+        # Across machines results are not bit-exact: CPU kernels differ with the SIMD ISA (AVX2/AVX-512/AMX).
+        torch.use_deterministic_algorithms(True, warn_only=True)
         torch.manual_seed(spec.seed)
         model, source = self.create_model(spec)
         self.spec, self.options = spec, options
@@ -235,7 +239,10 @@ class TorchBackend(Backend):
             data_config=self.data_config,
             dtype=dtype,
             device=str(self.device),
-            facts={"memory_format": "channels_last" if options.channels_last else "contiguous", "compiled": options.compile},
+            facts={
+                "memory_format": "channels_last" if options.channels_last else "contiguous", "compiled": options.compile,
+                "deterministic": torch.are_deterministic_algorithms_enabled(),
+            },  # fmt: skip
         )
 
     def _autocast_dtype(self, amp: str) -> torch.dtype | None:
@@ -440,6 +447,18 @@ class TorchBackend(Backend):
         except RuntimeError as exc:
             first = " ".join(str(exc).split())[:200]
             raise BackendError(f"weights file {path!r} does not fit {type(model).__name__}: {first}") from exc
+
+    def flops_per_image(self) -> int | None:
+        from tlbench.backends.flops import torch_flops_per_image
+
+        model = self._require_model()
+        spec = self.spec
+        assert spec is not None
+        was_training = model.training
+        try:
+            return int(torch_flops_per_image(model, spec.image_size, 1 if spec.in_chans == 1 else 3))
+        finally:
+            model.train(was_training)
 
     def synchronize(self) -> None:
         if self.device.type == "cuda":

@@ -87,9 +87,15 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--infer-repeats", type=int, default=opts.infer_repeats, help="timed inference batches (>= 10)")
     run.add_argument("--dedup", default=opts.dedup, help="exact duplicate images: drop (default: cross-split copies leave val/test, one copy kept per split, conflicting labels removed), keep (report only), error")
     run.add_argument("--near-duplicates", action="store_true", help="also count near-duplicates across splits (perceptual hash; reported, never dropped)")
+    run.add_argument("--threads", type=int, default=None, help="intra-op threads of every cell (default: the cores available)")
+    run.add_argument("--allocator", default=opts.allocator, help="memory allocator of cell processes: auto (jemalloc/tcmalloc when installed, else glibc with tuned MALLOC_* thresholds), glibc-tuned, jemalloc, tcmalloc, system")
     run.add_argument("--cache-dir", default=None, help="dataset cache root (default: $TLBENCH_CACHE or ~/.cache/tlbench)")
     run.add_argument("--cell-timeout", type=float, default=None, help="kill a cell after this many seconds")
     run.add_argument("--reuse-results", action="store_true", help="count cells finished in another environment (machine, package versions) as done instead of re-running them")
+    run.add_argument("--no-probe", action="store_true", help="skip the machine probe (matmul/conv FLOP/s per dtype, cached per machine): no MFU columns, no --amp speed warning")
+    run.add_argument("--executor", default="local", help="where cells run: local (this machine; default) or ray (a Ray cluster: pip install 'tlbench[ray]')")
+    run.add_argument("--parallel", type=int, default=None, help="--executor local: cells at once (default 1); with GPUs, one worker per GPU, each cell pinned to its GPU")
+    run.add_argument("--ray-address", default=None, help="--executor ray: the cluster (auto, HOST:6379, ray://HOST:10001); default: start a local one")
     run.add_argument("--verbose", "-v", action="store_true", help="stream each cell's log to stderr")
     run.add_argument("--no-report", action="store_true", help="do not write the summary tables at the end")
 
@@ -236,8 +242,14 @@ def suite_from_args(args: argparse.Namespace) -> SuiteConfig:
         infer_repeats=_positive("infer-repeats", args.infer_repeats, 10),
         dedup=args.dedup,
         near_duplicates=args.near_duplicates,
+        threads=args.threads,
+        allocator=args.allocator,
         cache_dir=args.cache_dir,
     )
+    try:
+        options.runtime()
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
     _validate_models(backends, models, options)
     return SuiteConfig(
         name=args.suite, backends=backends, models=tuple(models), strategies=strategies,
@@ -270,15 +282,62 @@ def data_notes(record: dict[str, Any]) -> str:
     return "".join(f"; {note}" for note in notes)
 
 
+def probe_machine_for(suite: SuiteConfig) -> dict[str, Any] | None:
+    """Measure (or read from its per-machine cache) this machine's matmul/conv FLOP/s per dtype, in a subprocess
+    with the cells' runtime, before any cell runs; warn about ``--amp`` dtypes slower than float32 here.
+
+    The probe's file is handed to the cells (``TLBENCH_PROBE_FILE``) for their MFU columns and recorded in
+    ``environment.json``. Without torch (a Keras-only install) there is no probe and no MFU.
+    """
+    import json
+    import subprocess
+
+    from tlbench.benchmarks.running.cell import PROBE_FILE_ENV
+    from tlbench.benchmarks.running.environment import gpu_names
+    from tlbench.benchmarks.running.probe import amp_warning, default_cache_dir
+    from tlbench.benchmarks.running.runtime import cell_environment
+
+    options = suite.options
+    runtime = options.runtime()
+    device = "cuda" if options.device in ("cuda", "gpu") or options.device.startswith("cuda") or (options.device == "auto" and gpu_names()) else "cpu"
+    command = [sys.executable, "-m", "tlbench.benchmarks.running.probe", "--device", device, "--threads", str(runtime.threads)]
+    try:
+        proc = subprocess.run(command, capture_output=True, text=True, timeout=600, env=cell_environment(runtime, os.environ))
+        probe = json.loads(proc.stdout) if proc.returncode == 0 else None
+    except (OSError, subprocess.SubprocessError, ValueError):
+        probe = None
+    if probe is None:
+        print("tlbench: machine probe unavailable (no torch?); MFU columns stay empty", file=sys.stderr)
+        return None
+    path = default_cache_dir() / f"last-{os.getpid()}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(probe))
+    os.environ[PROBE_FILE_ENV] = str(path)
+    fp32 = probe.get("matmul_flop_per_s", {}).get("float32") or 0
+    print(f"tlbench: machine probe ({device}, {probe.get('threads')} threads): float32 matmul {fp32 / 1e9:.0f} GFLOP/s", file=sys.stderr)
+    for backend in suite.backends:
+        warning = amp_warning(probe, options.options_for(backend).amp)
+        if warning:
+            print(f"tlbench: WARNING: {backend}: {warning}", file=sys.stderr)
+    return probe
+
+
 def command_run(args: argparse.Namespace) -> int:
     from tlbench.benchmarks.reporting.report import write_report
-    from tlbench.benchmarks.running.runner import RESULTS_FILE, run_suite
+    from tlbench.benchmarks.running.executors import ExecutorError, make_executor
+    from tlbench.benchmarks.running.runner import RESULTS_FILE, RunInterrupted, run_suite
     from tlbench.benchmarks.running.results import cell_key, latest_by_cell, load_results
 
     suite = suite_from_args(args)
+    try:
+        executor = make_executor(args.executor, parallel=args.parallel, ray_address=args.ray_address)
+    except ExecutorError as exc:
+        raise UsageError(str(exc)) from None
     out_dir = args.out if args.out is not None else Path("results") / suite.name
     total = len(suite.cells())
     print(f"tlbench: suite {suite.name!r}: {total} cell(s) -> {out_dir}", file=sys.stderr, flush=True)
+    if not args.no_probe:
+        probe_machine_for(suite)
     from tqdm import tqdm
 
     # a bar over cells on a terminal (not while cell logs stream to it); plain lines otherwise
@@ -289,10 +348,17 @@ def command_run(args: argparse.Namespace) -> int:
             bar.refresh()
             tqdm.write(f"[{index}/{todo}] {cell_summary(record)}", file=sys.stderr)
 
-        produced = run_suite(
-            suite, out_dir, timeout_s=args.cell_timeout, stream=args.verbose, on_result=on_result,
-            reuse_other_environments=args.reuse_results, on_message=lambda line: tqdm.write(f"tlbench: {line}", file=sys.stderr),
-        )  # fmt: skip
+        try:
+            produced = run_suite(
+                suite, out_dir, timeout_s=args.cell_timeout, stream=args.verbose, on_result=on_result,
+                reuse_other_environments=args.reuse_results, on_message=lambda line: tqdm.write(f"tlbench: {line}", file=sys.stderr),
+                executor=executor,
+            )  # fmt: skip
+        except RunInterrupted as exc:  # SIGINT or SIGTERM: cells stopped, appended records kept
+            print("tlbench: interrupted; finished cells are kept in results.jsonl", file=sys.stderr, flush=True)
+            return exc.exit_code
+        except ExecutorError as exc:  # the executor cannot run this suite (no Ray node fits, ...)
+            raise UsageError(str(exc)) from None
     if len(produced) < total:
         print(f"tlbench: {total - len(produced)} cell(s) already finished in {out_dir} (resumed)", file=sys.stderr)
     if not args.no_report:

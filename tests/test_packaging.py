@@ -43,3 +43,57 @@ def test_core_imports_no_framework(tmp_path):
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "[]"
+
+
+def _imports(path: Path) -> set[str]:
+    """``tlbench.*`` modules imported anywhere in the file (lazy function-level imports too: a cycle hidden in a
+    function is still a cycle)."""
+    import ast
+
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("tlbench"):
+            found.add(node.module)
+            found.update(f"{node.module}.{alias.name}" for alias in node.names)
+        elif isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names if alias.name.startswith("tlbench"))
+    return found
+
+
+def _module_files() -> dict[str, Path]:
+    roots = {"tlbench": ROOT / "tlbench", "tlbench.backends": ROOT / "backends", "tlbench.benchmarks": ROOT / "benchmarks", "tlbench.datasets": ROOT / "datasets"}
+    modules = {}
+    for prefix, folder in roots.items():
+        for path in folder.rglob("*.py"):
+            parts = path.relative_to(folder).with_suffix("").parts
+            if parts[-1] == "__init__":
+                parts = parts[:-1]
+            name = ".".join((prefix, *parts)) if parts else prefix
+            if prefix == "tlbench" and parts and parts[0] in ("backends", "benchmarks", "datasets"):
+                continue
+            modules[name] = path
+    return modules
+
+
+def test_no_import_cycles_and_the_contract_does_not_depend_on_benchmarks():
+    modules = _module_files()
+    graph = {name: {m for m in _imports(path) if m in modules and m != name} for name, path in modules.items()}
+    assert {"tlbench.benchmarks.reporting.plots", "tlbench.benchmarks.reporting.tables"} <= graph["tlbench.benchmarks.reporting.report"]
+    assert "tlbench.benchmarks.running.artifacts" in graph["tlbench.benchmarks.reporting.plots"]
+    # the Backend contract and the framework-free core never import the benchmarks package
+    for name in ("tlbench.backends.base", "tlbench.backends.options", "tlbench.plan", "tlbench.strategies"):
+        assert not any(dep.startswith("tlbench.benchmarks") for dep in graph[name]), (name, graph[name])
+    # no import cycle anywhere (package __init__ re-exports excluded from the walk)
+    def visit(node: str, stack: list[str], done: set[str]) -> None:
+        if node in stack:
+            raise AssertionError("import cycle: " + " -> ".join(stack[stack.index(node):] + [node]))
+        if node in done:
+            return
+        for dep in graph[node]:
+            if not modules[dep].name == "__init__.py":
+                visit(dep, stack + [node], done)
+        done.add(node)
+
+    done: set[str] = set()
+    for name in graph:
+        visit(name, [], done)

@@ -76,12 +76,14 @@ def render_html(tables: "ReportTables", suite_name: str, env_line: str, images: 
     ]  # fmt: skip
     if env_line:
         parts.append(f'<p class="note">{html.escape(env_line)}</p>')
+    if tables.warnings:
+        parts.append("<h2>Warnings</h2>")
+        parts += [f'<p class="warning">{_markdown_code_to_html(line.replace("**", "`"))}</p>' for line in tables.warnings]
     for heading, table in tables.pivots:
         parts += [f"<h2>{html.escape(heading)} — strategy × backend</h2>", table_html(table)]
     parts.append(f'<p class="note">{_markdown_code_to_html(note)}</p>')
     if not tables.data.empty:
         parts += ["<h2>Data checks</h2>", table_html(tables.data)]
-        parts += [f'<p class="warning">{_markdown_code_to_html(line.replace("**", "`"))}</p>' for line in tables.warnings]
     if not tables.failed.empty:
         parts += ["<h2>Failed cells</h2>", table_html(tables.failed)]
     if images:

@@ -285,6 +285,58 @@ def data_warnings(frame: pd.DataFrame) -> list[str]:
     return lines
 
 
+def speed_warnings(frame: pd.DataFrame) -> list[str]:
+    """Cells whose speed must not be trusted: measured while other processes used the machine (the cell's
+    ``contention`` sample), or with an ``--amp`` dtype the machine probe shows slower than float32."""
+    lines = []
+    disturbed, amp = [], set()
+    for record in frame.to_dict("records"):
+        contention = record.get("contention") if isinstance(record.get("contention"), dict) else {}
+        name = f"{record['backend']}/{record['model']}/{record['strategy']}/s{record['seed']}"
+        if contention.get("disturbed"):
+            disturbed.append(f"{name} ({100 * float(contention.get('other_cpu_fraction_mean') or 0):.0f}% of the cores)")
+        runtime = record.get("runtime") if isinstance(record.get("runtime"), dict) else {}
+        amp.update(runtime.get("warnings") or [])
+    if disturbed:
+        lines.append(
+            f"{len(disturbed)} cell(s) were timed while other processes used more than 10 % of the cores; their speed "
+            f"figures are too low: {', '.join(disturbed[:6])}{' ...' if len(disturbed) > 6 else ''}."
+        )
+    lines += sorted(amp)
+    return lines
+
+
+def timing_warnings(frame: pd.DataFrame) -> list[str]:
+    """Sentences when timed (``ok``) cells ran beside other cells: on one GPU, or on one host's cores.
+
+    Reads the ``concurrency`` column (``cells_at_once_on_host``/``_on_device``: the most cells running at once
+    during the cell, itself included); older records without it are not judged.
+    """
+    gpu, host = [], []
+    for record in frame.to_dict("records"):
+        info = record.get("concurrency")
+        if record.get("status") != "ok" or not isinstance(info, dict):
+            continue
+        on_device, on_host = int(info.get("cells_at_once_on_device") or 1), int(info.get("cells_at_once_on_host") or 1)
+        if str(info.get("device") or "").startswith("cuda") and on_device > 1:
+            gpu.append(on_device)
+        elif on_host > 1:
+            host.append(on_host)
+    lines = []
+    if gpu:
+        lines.append(
+            f"**timing**: {len(gpu)} timed cell(s) shared their GPU with other cells (up to {max(gpu)} at once): their "
+            f"images/s, latencies and memory peaks are not those of a dedicated GPU (run one cell per GPU)."
+        )
+    if host:
+        lines.append(
+            f"**timing**: {len(host)} timed cell(s) ran beside other cells on the same host (up to {max(host)} at once), "
+            f"sharing its CPU cores and memory bandwidth: compare their speeds with care (--parallel 1, or --threads "
+            f"cores/N)."
+        )
+    return lines
+
+
 @dataclass(frozen=True)
 class ReportTables:
     """Every table of a report, as text DataFrames (rendered to Markdown, LaTeX and HTML)."""
@@ -302,7 +354,7 @@ def build_tables(frame: pd.DataFrame, suite_dir: Path | None) -> ReportTables:
     pivots = [(title, summarizer.pivot(pivot_columns(frame, columns))) for title, columns in PIVOTS]
     return ReportTables(
         pivots=pivots, cells=formatted(frame, CELL_TABLE_COLUMNS), failed=failed_cells(frame),
-        data=data_checks(frame), warnings=tuple(data_warnings(frame)),
+        data=data_checks(frame), warnings=tuple(data_warnings(frame) + speed_warnings(frame) + timing_warnings(frame)),
     )  # fmt: skip
 
 
@@ -311,12 +363,13 @@ def render_markdown(tables: ReportTables, suite_name: str, env_line: str, images
     parts = [f"# tlbench suite `{suite_name}`", ""]
     if env_line:
         parts += [env_line, ""]
+    if tables.warnings:
+        parts += ["## Warnings", ""] + [f"- {line}" for line in tables.warnings] + [""]
     for title, table in tables.pivots:
         parts += [f"## {title} — strategy × backend", "", _markdown(table), ""]
     parts += [CI_NOTE, ""]
     if not tables.data.empty:
         parts += ["## Data checks", "", _markdown(tables.data), ""]
-        parts += [f"- {line}" for line in tables.warnings] + ([""] if tables.warnings else [])
     if not tables.failed.empty:
         parts += ["## Failed cells", "", _markdown(tables.failed), ""]
     parts += ["## All cells", "", _markdown(tables.cells.drop(columns=["error"])), ""]

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import random
 import resource
@@ -26,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from tlbench.backends import BackendError, ModelSpec, get_backend_class
+from tlbench.backends import BackendError, ModelSpec, backend_entry, get_backend_class
 from tlbench.backends.base import Backend
 from tlbench.backends.options import OptionsError
 from tlbench.benchmarks.running import artifacts
@@ -110,7 +111,9 @@ class CellRun:
         cell, opts, record = self.cell, self.options, self.record
         strategy = get_strategy(cell.strategy)
         seed_everything(cell.seed)
-        backend = get_backend_class(cell.backend)(opts.device)
+        backend_class = get_backend_class(cell.backend)  # imports the framework (not yet initialized)
+        record["runtime"] = self._apply_runtime(backend_entry(cell.backend).framework)
+        backend = backend_class(opts.device)
         self.backend = backend
         record["framework_versions"] = backend.framework_versions()
         weights = opts.weights_for(cell.backend)
@@ -125,7 +128,7 @@ class CellRun:
         record["duplicates"] = meta.pop("duplicates", None)
         if record["duplicates"]:
             self.log(f"duplicates: {duplicates_line(record['duplicates'])}")
-        record["dataset_meta"] = {k: v for k, v in meta.items() if k != "skipped_examples"}
+        record["dataset_meta"] = dataset_meta_for_record(meta)
         record["skipped_images"] = int(dataset.meta.get("skipped_images", 0))
         record["num_classes"] = dataset.num_classes
         record["class_names"] = dataset.class_names
@@ -156,11 +159,24 @@ class CellRun:
         record["plan"] = plan.describe()
         self.log(f"{cell.backend}/{cell.model} {strategy.name}: {plan.describe()}")
 
+        record["flops_per_image"] = self._count_flops(backend)
         backend.reset_peak_memory()
-        outcome = train_plan(
-            backend, plan, Inputs(train.images, train.labels), Inputs(val.images, np.asarray(val.labels)),
-            opts.batch_size, opts.warmup_steps, self.log,
-        )  # fmt: skip
+        from tlbench.benchmarks.running.contention import ContentionSampler, describe
+
+        sampler = ContentionSampler()
+        sampler.start()  # what other processes use of the machine while this cell is timed
+        try:
+            outcome = train_plan(
+                backend, plan, Inputs(train.images, train.labels), Inputs(val.images, np.asarray(val.labels)),
+                opts.batch_size, opts.warmup_steps, self.log,
+            )  # fmt: skip
+            test_labels = np.asarray(test.labels)
+            test_probs = predict_in_batches(backend.predict_proba, test.images, opts.batch_size)
+            latencies = self._measure_inference(backend, test)
+        finally:
+            sampler.stop()
+        record["contention"] = sampler.summary()
+        self.log(f"contention: {describe(record['contention'])}")
         counts = outcome.counts
         record.update(
             trainable_params=counts.trainable if counts else None, total_params=counts.total if counts else None,
@@ -174,12 +190,61 @@ class CellRun:
             feature_dim=outcome.feature_dim,
         )  # fmt: skip
 
-        test_labels = np.asarray(test.labels)
-        test_probs = predict_in_batches(backend.predict_proba, test.images, opts.batch_size)
         record.update(classification_metrics(test_labels, test_probs))
-        latencies = self._measure_inference(backend, test)
+        self._mfu(info.dtype)
         record["peak_device_mb"] = backend.peak_device_memory_mb()
         self._save_artifacts(outcome.curve, test, test_labels, test_probs, dataset.class_names, latencies)
+
+    def _count_flops(self, backend: Backend) -> int | None:
+        try:
+            return backend.flops_per_image()
+        except Exception as exc:  # counting is a measurement aid: never fail a cell for it
+            self.log(f"FLOPs not counted: {one_line_error(exc)}")
+            return None
+
+    def _mfu(self, dtype: str) -> None:
+        """Model FLOPs utilization: achieved FLOP/s over this machine's probed peak for the compute dtype."""
+        record = self.record
+        probe = load_probe_file()
+        flops = record.get("flops_per_image")
+        if probe is None or not flops:
+            return
+        from tlbench.benchmarks.running.probe import peak_flop_per_s
+
+        compute = "bfloat16" if dtype.startswith("bfloat16") else "float16" if dtype.startswith("float16") else "float32"
+        try:
+            peak = peak_flop_per_s(probe, compute)
+        except ValueError:
+            return
+        if record.get("infer_images_per_s"):
+            record["infer_mfu"] = record["infer_images_per_s"] * flops / peak
+        if record.get("train_images_per_s"):
+            record["train_mfu"] = record["train_images_per_s"] * 3 * flops / peak
+        (record["runtime"] or {}).update(peak_flop_per_s=peak, peak_dtype=compute)
+
+    def _apply_runtime(self, framework: str) -> dict[str, Any]:
+        """Thread pools of this process's framework, and the runtime as recorded with the result."""
+        from tlbench.benchmarks.running.runtime import apply_framework_threads, runtime_record
+
+        settings = self.options.runtime()
+        record = runtime_record(settings)
+        if framework in ("torch", "tensorflow"):
+            applied = apply_framework_threads(settings, framework)
+            record["applied"] = applied
+            for warning in applied.get("warnings", []):
+                self.log(f"runtime: {warning}")
+        probe = load_probe_file()
+        if probe is not None:
+            from tlbench.benchmarks.running.probe import amp_warning
+
+            warning = amp_warning(probe, self.options.options_for(self.cell.backend).amp)
+            if warning:
+                record.setdefault("warnings", []).append(warning)
+                self.log(f"WARNING: {warning}")
+        # the allocator variables only act when set before the process started (the subprocess launcher)
+        wanted = settings.env
+        record["allocator_active"] = all(os.environ.get(k) == v for k, v in wanted.items() if k.startswith("MALLOC_") or k == "LD_PRELOAD")
+        return record
 
     def _measure_inference(self, backend: Backend, test: Split) -> tuple[float, ...]:
         """The separate inference timing loop over full test batches; returns the raw latencies."""
@@ -204,6 +269,34 @@ class CellRun:
         artifacts.write_latencies(directory, latencies, int(self.record["infer_batch_size"] or 0))
         if artifacts.save_weights_requested() and self.backend is not None:
             self.backend.save_weights(str(artifacts.weights_path(directory, self.backend.weights_suffix)))
+
+
+#: environment variable naming the machine probe JSON (set by ``tlbench run`` for its cells)
+PROBE_FILE_ENV = "TLBENCH_PROBE_FILE"
+
+
+def load_probe_file() -> dict[str, Any] | None:
+    """The machine probe ``tlbench run`` measured (or read from its cache) before the cells, if any."""
+    path = os.environ.get(PROBE_FILE_ENV)
+    if not path:
+        return None
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def dataset_meta_for_record(meta: dict[str, Any]) -> dict[str, Any]:
+    """The dataset's metadata as recorded: machine paths reduced to names (results are shared), long lists dropped."""
+    record = {}
+    for key, value in meta.items():
+        if key == "skipped_examples":
+            continue
+        if key == "cache_dir" and isinstance(value, str):
+            value = os.path.basename(value.rstrip("/"))  # the entry name identifies the cache, not this machine's path
+            key = "cache_entry"
+        record[key] = value
+    return record
 
 
 def duplicates_line(duplicates: dict[str, Any]) -> str:

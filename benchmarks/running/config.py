@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # pragma: no cover
     from tlbench.backends.options import BackendOptions
+    from tlbench.benchmarks.running.runtime import RuntimeSettings
 
 DEFAULT_SUITE = "default"
 
@@ -88,6 +89,8 @@ class RunOptions:
     infer_min_time_s: float = 0.0
     dedup: str = "drop"
     near_duplicates: bool = False
+    threads: int | None = None
+    allocator: str = "auto"
     cache_dir: str | None = None
 
     def weights_for(self, backend: str) -> str:
@@ -101,6 +104,16 @@ class RunOptions:
         mapping = parse_weights_map(self.weights)
         return self.weights if mapping is None else mapping.get(backend, "default")
 
+    def runtime(self) -> "RuntimeSettings":
+        """The resolved runtime of every cell process (threads, allocator); see ``running.runtime``.
+
+        Raises:
+            ValueError: bad thread count or an allocator that is not installed (one line).
+        """
+        from tlbench.benchmarks.running.runtime import resolve_runtime
+
+        return resolve_runtime(self.threads, self.allocator)
+
     def options_for(self, backend: str) -> "BackendOptions":
         """The typed options of ``backend`` (its registry row's options class)."""
         from tlbench.backends import backend_entry
@@ -110,10 +123,11 @@ class RunOptions:
     def fingerprint(self, backend: str | None = None) -> str:
         """Hash of the options that change ``backend``'s results: the shared ones and that backend's own.
 
-        Where the cache lives and options of other backends do not count, so adding ``--jit-compile`` for
-        Keras never invalidates finished torch cells.
+        Where the cache lives, the allocator (speed only) and options of other backends do not count, so adding
+        ``--jit-compile`` for Keras never invalidates finished torch cells. The thread count does: float sums,
+        hence bit-exact results, depend on it.
         """
-        payload = {k: v for k, v in asdict(self).items() if k not in ("cache_dir", "backend_options")}
+        payload = {k: v for k, v in asdict(self).items() if k not in ("cache_dir", "backend_options", "allocator")}
         payload["weights"] = self.weights_for(backend) if backend is not None else self.weights
         if backend is not None:
             payload["backend_options"] = self.backend_options.get(backend, {})

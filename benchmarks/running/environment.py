@@ -81,6 +81,17 @@ def machine_identity() -> dict[str, Any]:
     return {"host": socket.gethostname(), "machine_id": machine_id, "cpu": cpu_model(), "cpu_count": os.cpu_count(), "gpus": gpu_names()}
 
 
+def probe_summary() -> dict[str, Any] | None:
+    """The machine probe handed to the cells (``TLBENCH_PROBE_FILE``): FLOP/s per op and dtype, threads, when."""
+    from tlbench.benchmarks.running.cell import load_probe_file
+
+    probe = load_probe_file()
+    if probe is None:
+        return None
+    keys = ("device", "threads", "torch", "measured_at", "matmul_flop_per_s", "conv_flop_per_s")
+    return {**{k: probe.get(k) for k in keys}, "disturbed": (probe.get("contention") or {}).get("disturbed")}
+
+
 def environment_id(record: dict[str, Any]) -> str:
     """A short stable id of an environment record: the machine, Python and package versions (not the time,
     not the git sha: re-running after a code change on the same machine is the same environment)."""
@@ -112,6 +123,7 @@ def environment_record(backends: tuple[str, ...] | list[str], runtime: dict[str,
         "gpus": gpu_names(),
         "packages": package_versions(packages),
         "runtime": runtime,
+        "probe": probe_summary(),
         "git_sha": git_sha(),
     }
     record["environment_id"] = environment_id(record)

@@ -7,26 +7,173 @@ Layout of a suite directory::
     results.jsonl        one JSON record per finished cell attempt (append-only)
     cells/<cell_id>/     log.txt, predictions.npz, curve.json (per-cell artifacts)
     summary.{md,csv,tex} tables made by ``tlbench report``
+
+Where cells run is the executor's business (``executors.py``: local, sequential or N at once, or a Ray
+cluster); this module launches one cell (``run_cell_subprocess``) and is the only writer of ``results.jsonl``
+(``run_suite``). Cell processes run in their own process group; SIGINT/SIGTERM to the runner is forwarded to
+them and surfaces as ``RunInterrupted`` (records already appended are kept).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
 import subprocess
 import sys
 import threading
 import time
 from dataclasses import asdict
 from pathlib import Path
-from typing import IO, Any, Callable
+from typing import IO, Any, Callable, Collection, Iterator, Mapping
 
 from tlbench.benchmarks.running.artifacts import cell_dir as artifact_dir
 from tlbench.benchmarks.running.config import CellConfig, SuiteConfig
-from tlbench.benchmarks.running.environment import add_environment, environment_record
+from tlbench.benchmarks.running.environment import add_environment
+from tlbench.benchmarks.running.executors import Executor, LocalExecutor
 from tlbench.benchmarks.running.results import append_result, cell_key, empty_record, latest_by_cell, load_results, write_json_atomic
 
 RESULTS_FILE = "results.jsonl"
+#: seconds a cell process group gets to exit after a forwarded SIGINT/SIGTERM before it is killed
+STOP_GRACE_S = 2.0
+
+#: what a signal that killed a cell process usually means (the error column says it in words)
+SIGNAL_MEANINGS = {
+    "SIGKILL": "usually out of memory (the kernel OOM killer) or an external kill -9",
+    "SIGSEGV": "a crash in native code (framework, driver or extension bug, or a stack overflow)",
+    "SIGABRT": "aborted by native code (a failed assertion or fatal error in the framework)",
+    "SIGBUS": "a bus error: usually /dev/shm or a memory-mapped file ran out of space",
+    "SIGILL": "an illegal instruction: a binary built for a newer CPU than this one",
+    "SIGFPE": "an arithmetic fault in native code",
+    "SIGTERM": "stopped by another process (a job scheduler's limit or kill)",
+    "SIGINT": "interrupted",
+    "SIGHUP": "its terminal or session went away",
+}
+
+
+class RunInterrupted(KeyboardInterrupt):
+    """SIGINT or SIGTERM reached the runner during ``run_suite``; running cells were stopped.
+
+    Attributes:
+        signum: the signal; ``exit_code`` is the shell's ``128 + signum`` (130 for SIGINT, 143 for SIGTERM).
+    """
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(f"interrupted by {signal_name(signum)}")
+        self.signum = signum
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + self.signum
+
+
+def signal_name(signum: int) -> str:
+    """``SIGKILL`` for 9 (``signal N`` when the number has no name here)."""
+    try:
+        return signal.Signals(signum).name
+    except ValueError:
+        return f"signal {signum}"
+
+
+def exit_error(returncode: int, last_line: str) -> str:
+    """The one-line error of a cell process that died without a record: its exit code or the signal that killed
+    it (named, with what it usually means), then its last log line as context."""
+    if returncode < 0:
+        name = signal_name(-returncode)
+        meaning = SIGNAL_MEANINGS.get(name, "killed by the operating system or another process")
+        return f"cell process killed by signal {-returncode} ({name}): {meaning}; last log line: {last_line}"[:500]
+    return f"cell process exited with code {returncode}: {last_line}"[:500]
+
+
+# ---- running cell processes, so that an interruption can stop them -----------------------------------------------
+_LIVE_LOCK = threading.Lock()
+_LIVE: dict[int, subprocess.Popen] = {}
+_STOPPING = threading.Event()
+
+
+def reset_stop() -> None:
+    """Allow cells to start again (``run_suite`` calls this when it starts)."""
+    _STOPPING.clear()
+
+
+def _signal_group(process: subprocess.Popen, signum: int) -> None:
+    try:
+        os.killpg(process.pid, signum)  # the cell is its group's leader (start_new_session)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def _stop_process(process: subprocess.Popen, signum: int, grace_s: float = STOP_GRACE_S) -> None:
+    """Forward ``signum`` to the cell's process group; SIGKILL the group after ``grace_s``."""
+    _signal_group(process, signum)
+    try:
+        process.wait(timeout=grace_s)
+    except subprocess.TimeoutExpired:
+        pass
+    _signal_group(process, signal.SIGKILL)  # whatever is left of the group (grandchildren included)
+    process.wait()
+
+
+def stop_running_cells(signum: int, grace_s: float = STOP_GRACE_S) -> None:
+    """Stop every cell process of this runner (forward ``signum``, SIGKILL after ``grace_s``); none starts after."""
+    with _LIVE_LOCK:
+        _STOPPING.set()
+        processes = list(_LIVE.values())
+    for process in processes:
+        _signal_group(process, signum)
+    deadline = time.monotonic() + grace_s
+    for process in processes:
+        try:
+            process.wait(timeout=max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            pass
+        _signal_group(process, signal.SIGKILL)
+
+
+def _die_with_parent() -> None:  # pragma: no cover - runs in the forked child
+    """Linux: the cell gets SIGKILL when the thread that started it dies (a killed runner or Ray worker)."""
+    if _PRCTL is not None:
+        _PRCTL(1, _SIGKILL)  # PR_SET_PDEATHSIG
+
+
+def _load_prctl():
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        import ctypes
+
+        return ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+
+
+_PRCTL = _load_prctl()
+_SIGKILL = int(signal.SIGKILL)
+
+
+@contextlib.contextmanager
+def _interrupts_raise() -> Iterator[None]:
+    """While running a suite in the main thread, SIGINT and SIGTERM raise ``RunInterrupted`` (once)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    fired: list[int] = []
+
+    def handler(signum: int, frame: Any) -> None:
+        if fired:  # a second signal while stopping: stopping is already under way
+            return
+        fired.append(signum)
+        raise RunInterrupted(signum)
+
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    for sig in previous:
+        signal.signal(sig, handler)
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old if old is not None else signal.SIG_DFL)
 
 
 def completed_cells(records: list[dict[str, Any]], suite: SuiteConfig, environment: str | None = None) -> set[tuple]:
@@ -41,9 +188,15 @@ def completed_cells(records: list[dict[str, Any]], suite: SuiteConfig, environme
     }  # fmt: skip
 
 
-def resume_plan(records: list[dict[str, Any]], suite: SuiteConfig, environment: str, reuse_other_environments: bool) -> tuple[set[tuple], int]:
-    """Cells to skip, and how many finished cells of *other* environments are re-run (or reused when asked)."""
-    here = completed_cells(records, suite, environment)
+def resume_plan(
+    records: list[dict[str, Any]], suite: SuiteConfig, environment: str | Collection[str], reuse_other_environments: bool
+) -> tuple[set[tuple], int]:
+    """Cells to skip, and how many finished cells of *other* environments are re-run (or reused when asked).
+
+    ``environment`` is the id of where cells run now, or several (the nodes of a Ray cluster).
+    """
+    ids = [environment] if isinstance(environment, str) else list(environment)
+    here: set[tuple] = set().union(*(completed_cells(records, suite, e) for e in ids)) if ids else set()
     anywhere = completed_cells(records, suite)
     elsewhere = len(anywhere - here)
     return (anywhere if reuse_other_environments else here), elsewhere
@@ -62,9 +215,13 @@ def cell_command(cell: CellConfig, suite: SuiteConfig, cell_dir: Path, result_fi
 
 
 def run_cell_subprocess(
-    cell: CellConfig, suite: SuiteConfig, out_dir: Path, timeout_s: float | None = None, stream: bool = False
+    cell: CellConfig, suite: SuiteConfig, out_dir: Path, timeout_s: float | None = None, stream: bool = False,
+    env: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
     """Run ``cell`` in a fresh Python process and return its record (a ``failed`` one if the process died).
+
+    The process runs in its own session/process group (a terminal's Ctrl-C reaches the runner only, which
+    forwards it), and on Linux dies with the thread that started it.
 
     Args:
         cell: the cell.
@@ -72,28 +229,48 @@ def run_cell_subprocess(
         out_dir: suite directory; the cell's log and artifacts go to ``cells/<cell_id>/``.
         timeout_s: kill the cell after this many seconds (recorded as failed).
         stream: also copy the cell's log to this process' stderr.
+        env: extra environment variables of the cell process (``CUDA_VISIBLE_DEVICES`` of a pinned worker).
+
+    Raises:
+        RunInterrupted, KeyboardInterrupt: while waiting; the cell's process group got the signal first.
+        RuntimeError: the suite is being stopped (``stop_running_cells``); no process was started.
     """
     cell_dir = artifact_dir(out_dir, cell)
     cell_dir.mkdir(parents=True, exist_ok=True)
     result_file = cell_dir / "result.json"
     result_file.unlink(missing_ok=True)
     log_path = cell_dir / "log.txt"
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2")}
+    from tlbench.benchmarks.running.runtime import cell_environment
+
+    base = {**os.environ, "PYTHONUNBUFFERED": "1", "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2")}
+    child_env = cell_environment(suite.options.runtime(), {**base, **(env or {})})  # threads, allocator: before start
     start = time.perf_counter()
     with open(log_path, "w") as log:
-        process = subprocess.Popen(
-            cell_command(cell, suite, cell_dir, result_file, progress=stream),
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, text=True, bufsize=1,
-        )  # fmt: skip
+        with _LIVE_LOCK:
+            if _STOPPING.is_set():
+                raise RuntimeError("the suite is being stopped; cell not started")
+            process = subprocess.Popen(
+                cell_command(cell, suite, cell_dir, result_file, progress=stream),
+                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=child_env, text=True, bufsize=1,
+                start_new_session=True, preexec_fn=_die_with_parent if _PRCTL is not None else None,
+            )  # fmt: skip
+            _LIVE[process.pid] = process
         pump = threading.Thread(target=_copy_lines, args=(process.stdout, log, stream), daemon=True)
         pump.start()
         timed_out = False
         try:
             returncode = process.wait(timeout=timeout_s)
         except subprocess.TimeoutExpired:
-            process.kill()
+            _signal_group(process, signal.SIGKILL)
             returncode = process.wait()
             timed_out = True
+        except BaseException as exc:  # SIGINT/SIGTERM to the runner: the cell's group gets it too
+            _stop_process(process, exc.signum if isinstance(exc, RunInterrupted) else signal.SIGINT)
+            pump.join(timeout=1.0)
+            raise
+        finally:
+            with _LIVE_LOCK:
+                _LIVE.pop(process.pid, None)
         pump.join()
     if result_file.is_file() and not timed_out:
         record = json.loads(result_file.read_text())
@@ -105,19 +282,20 @@ def run_cell_subprocess(
     if timed_out:
         record["error"] = f"cell timed out after {timeout_s:.0f} s"
     else:
-        tail = [ln.strip() for ln in log_path.read_text().splitlines() if ln.strip()][-1:] or ["no output"]
-        record["error"] = f"cell process exited with code {returncode}: {tail[0]}"[:500]
+        tail = [ln.strip() for ln in log_path.read_text(errors="replace").splitlines() if ln.strip()][-1:] or ["no output"]
+        record["error"] = exit_error(returncode, tail[0])
     return record
 
 
 def run_cell_inprocess(
-    cell: CellConfig, suite: SuiteConfig, out_dir: Path, timeout_s: float | None = None, stream: bool = False
+    cell: CellConfig, suite: SuiteConfig, out_dir: Path, timeout_s: float | None = None, stream: bool = False,
+    env: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
     """Run ``cell`` in this process (the inline launcher): same procedure and record, no process start.
 
     For tests and for backends that need no isolation (the numpy test backend): a framework imported here
-    stays imported, a crash takes the caller down and ``timeout_s`` is not enforced, which is why the
-    subprocess launcher is the default.
+    stays imported, a crash takes the caller down, and ``timeout_s`` and ``env`` are not applied, which is why
+    the subprocess launcher is the default.
     """
     import contextlib
 
@@ -127,6 +305,9 @@ def run_cell_inprocess(
     directory.mkdir(parents=True, exist_ok=True)
     with open(directory / "log.txt", "w") as log, contextlib.redirect_stderr(_Tee(log, sys.stderr) if stream else log):
         return CellRun(cell, suite.options, directory).run()
+
+
+run_cell_inprocess.in_process = True  # type: ignore[attr-defined]  # executors: no cells at once in one process
 
 
 class _Tee:
@@ -163,11 +344,18 @@ def run_suite(
     cell_runner: Callable[..., dict[str, Any]] = run_cell_subprocess,
     reuse_other_environments: bool = False,
     on_message: Callable[[str], None] | None = None,
+    executor: Executor | None = None,
 ) -> list[dict[str, Any]]:
     """Run every unfinished cell of ``suite``, appending each record to ``out_dir/results.jsonl``.
 
-    Cells already finished (``ok``) with the same run options are skipped: re-running a suite resumes it.
-    A failing cell is recorded with ``status="failed"`` and its error; the others go on.
+    Cells already finished (``ok``) with the same run options, in an environment where cells run now, are
+    skipped: re-running a suite resumes it, whatever the executor. A failing cell is recorded with
+    ``status="failed"`` and its error; the others go on. This function is the only writer of the results
+    file: each record is appended exactly once, as soon as its cell finishes, with the ``environment_id`` of
+    where it was measured (that environment is added to ``environment.json`` with its first record).
+
+    SIGINT and SIGTERM (in the main thread) stop the running cells (their process groups get the signal,
+    SIGKILL after ``STOP_GRACE_S``) and raise ``RunInterrupted``; records already appended stay.
 
     Args:
         suite: the matrix and options.
@@ -179,27 +367,56 @@ def run_suite(
         reuse_other_environments: count cells finished on another machine/software stack as done (they keep
             their own ``environment_id``); by default they are re-run here.
         on_message: receives one-line notes for the user (cells re-run because they were measured elsewhere).
+        executor: where cells run (``executors.LocalExecutor(parallel)``, ``executors.RayExecutor(address)``);
+            default: this machine, one cell at a time.
 
     Returns:
         The records produced by this call (skipped cells excluded).
+
+    Raises:
+        RunInterrupted: SIGINT/SIGTERM arrived.
+        ExecutorError: the executor cannot run this suite (one line).
     """
+    executor = executor if executor is not None else LocalExecutor()
     out_dir.mkdir(parents=True, exist_ok=True)
     write_json_atomic(out_dir / "suite.json", suite.to_dict())
-    environment = environment_record(suite.backends)
     results_path = out_dir / RESULTS_FILE
-    done, elsewhere = resume_plan(load_results(results_path), suite, environment["environment_id"], reuse_other_environments)
-    if elsewhere and on_message is not None:
-        verb = "reused as finished (--reuse-results)" if reuse_other_environments else "re-run here"
-        on_message(f"{elsewhere} cell(s) in {out_dir} were measured in another environment; {verb}")
-    todo = [c for c in suite.cells() if cell_key(asdict(c)) not in done]
-    produced = []
-    for index, cell in enumerate(todo, 1):
-        record = cell_runner(cell, suite, out_dir, timeout_s=timeout_s, stream=stream)
-        record["environment_id"] = environment["environment_id"]
-        if index == 1:
-            add_environment(out_dir, environment)  # only now: this environment measured a cell of the suite
-        append_result(results_path, record)
-        produced.append(record)
-        if on_result is not None:
-            on_result(index, len(todo), record)
+    produced: list[dict[str, Any]] = []
+    reset_stop()
+    with _interrupts_raise():
+        try:
+            executor.start(suite, out_dir, on_message)
+            environments = executor.environments(suite)
+            here = [e["environment_id"] for e in environments]
+            done, elsewhere = resume_plan(load_results(results_path), suite, here, reuse_other_environments)
+            if elsewhere and on_message is not None:
+                verb = "reused as finished (--reuse-results)" if reuse_other_environments else "re-run here"
+                on_message(f"{elsewhere} cell(s) in {out_dir} were measured in another environment; {verb}")
+            todo = [c for c in suite.cells() if cell_key(asdict(c)) not in done]
+            described: set[str] = set()
+            outcomes = executor.run(todo, suite, out_dir, timeout_s=timeout_s, stream=stream, cell_runner=cell_runner)
+            for index, outcome in enumerate(outcomes, 1):
+                record = outcome.record
+                environment = outcome.environment
+                record["environment_id"] = environment["environment_id"] if environment else None
+                if environment and environment["environment_id"] not in described:
+                    add_environment(out_dir, environment)  # only now: this environment measured a cell of the suite
+                    described.add(environment["environment_id"])
+                append_result(results_path, record)
+                produced.append(record)
+                if on_result is not None:
+                    on_result(index, len(todo), record)
+        except KeyboardInterrupt as exc:  # RunInterrupted included: stop what still runs, keep what is appended
+            signum = exc.signum if isinstance(exc, RunInterrupted) else int(signal.SIGINT)
+            executor.cancel(signum)
+            stop_running_cells(signum)
+            if isinstance(exc, RunInterrupted):
+                raise
+            raise RunInterrupted(signum) from None
+        except BaseException:
+            executor.cancel(int(signal.SIGTERM))
+            stop_running_cells(int(signal.SIGTERM))
+            raise
+        finally:
+            executor.close()
     return produced

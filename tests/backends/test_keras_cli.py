@@ -34,10 +34,12 @@ def test_bad_values_exit_2_with_one_line(capsys, tmp_path, argv, message):
 
 
 def test_vgg16_is_one_name_for_keras_and_timm(capsys):
-    args = build_parser().parse_args(["run", "--backends", "keras,timm", "--models", "vgg16", "--jit-compile"])
+    args = build_parser().parse_args(["run", "--backends", "keras,timm", "--models", "vgg16", "--image-size", "32", "--amp", "bf16"])
     suite = suite_from_args(args)
     assert [(c.backend, c.model) for c in suite.cells()[:5:4]] == [("keras", "vgg16"), ("timm", "vgg16")]
-    assert suite.options.jit_compile is True
+    assert suite.options.options_for("keras").amp == suite.options.options_for("timm").amp == "bf16"
+    keras_only = suite_from_args(build_parser().parse_args(["run", "--backends", "keras", "--models", "vgg16", "--image-size", "32", "--jit-compile"]))
+    assert keras_only.options.options_for("keras").jit_compile is True
     code, stdout, _ = run_cli(capsys, "list", "models", "--backend", "keras")
     assert code == 0 and stdout == "keras: vgg16, resnet50, mobilenet_v2, efficientnet_b0, densenet121\n"
 
@@ -52,7 +54,7 @@ def test_keras_suite_from_a_local_weights_file_runs_end_to_end(capsys, tmp_path,
     code, stdout, stderr = run_cli(
         capsys, "run", "--out", str(out), "--backends", "keras", "--models", "vgg16", "--weights", str(weights),
         "--strategies", "linear_probe,partial_finetune", "--dataset", "digits", "--image-size", "32", "--epochs", "1",
-        "--max-train-images", "200", "--batch-size", "50", "--cache-dir", str(cache_dir), "--device", "cpu",
+        "--max-train-images", "200", "--batch-size", "50", "--cache-dir", str(cache_dir), "--device", "cpu", "--no-probe",
     )  # fmt: skip
     assert code == 0, stderr
     records = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
@@ -62,8 +64,8 @@ def test_keras_suite_from_a_local_weights_file_runs_end_to_end(capsys, tmp_path,
         assert record["backend"] == "keras" and record["pretrained"] == f"file:{weights}"
         assert record["split_sizes"]["train"] == 200 and record["num_classes"] == 10
         assert set(record["framework_versions"]) == {"tensorflow", "keras"}
-        assert record["dtype"] == "float32" and record["device"] == "/CPU:0" and record["jit_compile"] is False
-        assert record["train_images_per_s"] > 0 and record["infer_images_per_s"] > 0 and record["peak_device_mb"] is None
+        assert record["dtype"] == "float32" and record["device"] == "/CPU:0" and record["backend_facts"]["jit_compile"] is False
+        assert (record["train_images_per_s"] or record["feature_extract_images_per_s"]) > 0 and record["infer_images_per_s"] > 0 and record["peak_device_mb"] is None
     probe, partial = records
     head = 512 * 256 + 256 + 256 * 10 + 10  # the FCN head's two 1x1 convolutions
     assert probe["trainable_params"] == head and probe["feature_dim"] == 512  # 1x1x512 VGG16 map at 32 px

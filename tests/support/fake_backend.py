@@ -2,13 +2,16 @@
 
 Its "backbone" is one parameter-free stage (the pooling), so every plan phase trains the head alone. Special
 model names drive failure tests: ``raise`` raises in ``build``; ``crash`` kills the process (``os._exit(3)``)
-as a segfault or OOM kill would; ``slow`` sleeps 30 s per train step.
+as a segfault or OOM kill would; ``sigkill`` is killed by SIGKILL (as by the kernel's OOM killer); ``slow``
+sleeps 30 s per train step; ``nap`` sleeps ``$TLBENCH_FAKE_NAP_S`` seconds (default 4) in ``build``, then trains
+like ``softmax`` (a cell that is reliably running for a few seconds).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import signal
 import time
 from typing import Any
 
@@ -26,7 +29,7 @@ class FakeBackend(Backend):
 
     @classmethod
     def available_models(cls) -> list[str]:
-        return ["softmax", "raise", "crash", "slow"]
+        return ["softmax", "raise", "crash", "sigkill", "slow", "nap"]
 
     @classmethod
     def framework_versions(cls) -> dict[str, str]:
@@ -40,6 +43,10 @@ class FakeBackend(Backend):
             raise BackendError("fake model 'raise' always fails to build")
         if spec.name == "crash":
             os._exit(3)
+        if spec.name == "sigkill":
+            os.kill(os.getpid(), signal.SIGKILL)
+        if spec.name == "nap":
+            time.sleep(float(os.environ.get("TLBENCH_FAKE_NAP_S", "4")))
         self.spec = spec
         rng = np.random.default_rng(spec.seed)
         self.dim = GRID * GRID * 3

@@ -39,6 +39,16 @@ def test_run_writes_results_and_tables_and_resumes(tmp_path, cache_dir):
     (env,) = json.loads((out / "environment.json").read_text())["environments"].values()
     assert {"torch", "timm"} <= set(env["packages"])
     assert {r["environment_id"] for r in load_results(out / "results.jsonl")} == {env["environment_id"]}
+    # speed explained: the machine probe ran first, FLOPs were counted, MFU = achieved / probed peak
+    assert "machine probe (cpu" in proc.stderr and env["probe"]["matmul_flop_per_s"]["float32"] > 1e9
+    # Lite0 is ~0.39 GMAC = 0.78 GFLOP at 224 px; at 32 px about (32/224)^2 of that, ~16 MFLOP
+    assert 8e6 < scratch["flops_per_image"] < 4e7 and scratch["flops_per_image"] == probe["flops_per_image"]
+    peak = scratch["runtime"]["peak_flop_per_s"]
+    assert scratch["infer_mfu"] == pytest.approx(scratch["infer_images_per_s"] * scratch["flops_per_image"] / peak)
+    assert scratch["train_mfu"] == pytest.approx(scratch["train_images_per_s"] * 3 * scratch["flops_per_image"] / peak)
+    assert 0 < scratch["infer_mfu"] < 1.5 and probe["train_mfu"] is None  # a probe trains no image step
+    assert scratch["contention"]["samples"] >= 1 and "disturbed" in scratch["contention"]
+    assert scratch["runtime"]["applied"]["intra_op_threads"] >= 1 and scratch["runtime"]["allocator_active"] is True
     # second run: resumes, trains nothing
     again = subprocess.run(argv + ["--no-report"], capture_output=True, text=True, timeout=300)
     assert again.returncode == 0
