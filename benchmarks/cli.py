@@ -20,7 +20,7 @@ from tlbench.backends.options import options_from_flags
 from tlbench.benchmarks.running.config import DEFAULT_SUITE, RunOptions, SuiteConfig, format_weights_map, parse_weights_map
 from tlbench.datasets import DEDUP_POLICIES, DatasetError, dataset_usages, parse_dataset_spec
 from tlbench.plan import AUGMENTS, OPTIMIZERS
-from tlbench.strategies import STRATEGIES
+from tlbench.strategies import STRATEGIES, get_strategy
 
 EXIT_USAGE = 2
 DEVICES = ("auto", "cpu", "cuda", "gpu")
@@ -83,6 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--amp", default="", help="mixed precision: bf16 (CPU/GPU) or fp16 (GPU)")
     run.add_argument("--compile", action="store_true", help="torch backends: torch.compile")
     run.add_argument("--jit-compile", action="store_true", help="keras backend: XLA jit_compile")
+    run.add_argument("--head", default=None, help="classifier head: native (the model's own; torch default) or fcn (Keras' 1x1-conv head on the trunk's map; VGG models in torch, the only head of keras)")
     run.add_argument("--max-train-images", type=int, default=None, help="train on a stratified subset of this size")
     run.add_argument("--infer-repeats", type=int, default=opts.infer_repeats, help="timed inference batches (>= 10)")
     run.add_argument("--dedup", default=opts.dedup, help="exact duplicate images: drop (default: cross-split copies leave val/test, one copy kept per split, conflicting labels removed), keep (report only), error")
@@ -122,7 +123,7 @@ def _validate_models(backends: tuple[str, ...], models: list[str], options: RunO
         weights = options.weights_for(backend)
         try:
             cls = get_backend_class(backend)
-            for model in models:
+            for model in (part for name in models for part in name.split("+")):
                 cls.validate_model(model)
                 cls.validate_weights(model, weights)
         except BackendError as exc:
@@ -137,7 +138,7 @@ def _backend_options(backends: tuple[str, ...], args: argparse.Namespace, device
     """
     from tlbench.benchmarks.running.environment import gpu_names
 
-    flags = {"amp": args.amp, "channels_last": args.channels_last, "compile": args.compile, "jit_compile": args.jit_compile}
+    flags = {"amp": args.amp, "channels_last": args.channels_last, "compile": args.compile, "jit_compile": args.jit_compile, "head": args.head}
     gpu_visible = bool(gpu_names()) if device in ("auto", "cuda", "gpu") or device.startswith("cuda:") else False
     result = {}
     for backend in backends:
@@ -191,7 +192,19 @@ def suite_from_args(args: argparse.Namespace) -> SuiteConfig:
         UsageError: a bad value (message names it and the valid choices).
     """
     backends = _choice_list("backend", _csv(args.backends), list(REGISTRY))
-    strategies = _choice_list("strategy", _csv(args.strategies), list(STRATEGIES))
+    strategies = tuple(_csv(args.strategies))
+    if not strategies:
+        raise UsageError(f"--strategies needs at least one value; expected some of: {', '.join(STRATEGIES)}")
+    for name in strategies:
+        try:
+            get_strategy(name)
+        except KeyError as exc:
+            raise UsageError(str(exc.args[0])) from None
+    fused = [m for m in _csv(args.models) if "+" in m]
+    if fused and set(strategies) != {"fusion"}:
+        raise UsageError(f"model {fused[0]!r} joins backbones with '+': only --strategies fusion takes it (run other strategies in their own suite)")
+    if "fusion" in strategies and any("+" not in m for m in _csv(args.models)):
+        raise UsageError("strategy 'fusion' needs models joined by '+', e.g. --models resnet18+densenet121")
     models = _csv(args.models)
     if not models:
         raise UsageError("--models needs at least one model name")
@@ -411,7 +424,8 @@ def command_list(args: argparse.Namespace) -> int:
             print(f"{name:12s} {target}")
     elif args.what == "strategies":
         for strategy in STRATEGIES.values():
-            print(f"{strategy.name:17s} {strategy.summary}")
+            print(f"{strategy.name:19s} {strategy.summary}")
+        print(f"{'partial_finetune@K':19s} the frozen-layer sweep: last K stages + head train (K = 1, 2, ... or all)")
     elif args.what == "datasets":
         for usage in dataset_usages():
             print(usage)

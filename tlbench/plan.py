@@ -16,10 +16,10 @@ Phases run in order on one model, keeping its weights:
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Literal, Sequence
 
-from tlbench.strategies import Strategy
+from tlbench.strategies import ALL_STAGES, Strategy
 
 Inputs = Literal["images", "features"]
 OPTIMIZERS = ("adamw", "sgd")
@@ -233,11 +233,16 @@ def make_plan(
     optim = OptimizerPlan(name=optimizer, weight_decay=0.0 if l2sp else weight_decay, momentum=momentum)
     frozen = stage_plans(strategy, stage_names, lr, "none")
 
-    def phase(name: str, inputs: Inputs, count: int, train_backbone: str) -> PhasePlan:
-        stages = frozen if train_backbone == "none" else stage_plans(strategy, stage_names, lr, train_backbone)
+    probe_lr = lr if strategy.probe_lr is None or strategy.cache_features else strategy.probe_lr
+    _check_positive("probe learning rate", probe_lr)
+    if strategy.last_k_stages == ALL_STAGES:
+        strategy = replace(strategy, last_k_stages=len(stage_names))
+
+    def phase(name: str, inputs: Inputs, count: int, train_backbone: str, head_lr: float = lr) -> PhasePlan:
+        stages = frozen if train_backbone == "none" else stage_plans(strategy, stage_names, head_lr, train_backbone)
         regs = regularizers if train_backbone != "none" else Regularizers(head_l2_beta=strategy.head_l2_beta)
         return PhasePlan(
-            name=name, inputs=inputs, epochs=count, head_lr=lr, stages=stages, optimizer=optim, regularizers=regs,
+            name=name, inputs=inputs, epochs=count, head_lr=head_lr, stages=stages, optimizer=optim, regularizers=regs,
             augment=augment if inputs == "images" else "none",
         )  # fmt: skip
 
@@ -246,7 +251,7 @@ def make_plan(
     else:
         phases = []
         if strategy.probe_epochs > 0:
-            phases.append(phase("probe", "features", strategy.probe_epochs, "none"))
+            phases.append(phase("probe", "features", strategy.probe_epochs, "none", probe_lr))
         main_epochs = max(int(epochs), strategy.min_epochs)
         warmup = min(strategy.head_warmup_epochs, main_epochs - 1) if strategy.train_backbone != "none" else 0
         if warmup > 0:

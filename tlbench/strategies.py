@@ -12,6 +12,10 @@ from dataclasses import asdict, dataclass, replace
 from typing import Literal
 
 TrainBackbone = Literal["none", "last_k", "all"]
+ProbeHead = Literal["linear", "logreg", "knn"]
+
+#: ``last_k_stages`` value meaning "every stage of the model" (``partial_finetune@all``)
+ALL_STAGES = -1
 
 
 @dataclass(frozen=True)
@@ -35,6 +39,11 @@ class Strategy:
             backbone is unfrozen (the Keras guide's two-phase fine-tuning; 0 = single phase).
         probe_epochs: epochs of a linear probe on cached features *before* the main phase (LP-FT: the
             fine-tuning starts from the probed head); cheap, so not counted in ``--epochs``.
+        probe_lr: the head's learning rate in that probe phase (default: ``head_lr``).
+        probe_head: for probes (``cache_features``): ``linear`` (the backend's head trained by the loop),
+            ``logreg`` (scikit-learn L2 logistic regression, C chosen on val: Kornblith et al. 2019) or ``knn``
+            (k-NN, k = 11, cosine: the MedMNIST+ protocol). The last two never touch the framework after
+            feature extraction.
         min_epochs: at least this many epochs whatever ``--epochs`` says; for ``linear_probe`` an epoch over
             cached features costs milliseconds, so the head gets enough steps to converge.
         l2sp_alpha: L2-SP (Li et al. 2018): ``alpha * ||w - w0||^2`` on the trainable backbone, toward the
@@ -54,6 +63,8 @@ class Strategy:
     frozen_bn_eval: bool = True
     head_warmup_epochs: int = 0
     probe_epochs: int = 0
+    probe_lr: float | None = None
+    probe_head: ProbeHead = "linear"
     min_epochs: int = 0
     l2sp_alpha: float = 0.0
     head_l2_beta: float = 0.0
@@ -101,8 +112,66 @@ STRATEGIES: dict[str, Strategy] = {
             head_lr=1e-3,
             head_warmup_epochs=1,
         ),
+        Strategy(
+            name="lp_ft",
+            summary="LP-FT (Kumar et al. 2022): linear probe on cached features, then all layers from the probed head",
+            pretrained=True,
+            train_backbone="all",
+            backbone_lr_scale=0.1,
+            head_lr=1e-3,
+            probe_epochs=30,
+            probe_lr=1e-2,
+        ),
+        Strategy(
+            name="layer_decay",
+            summary="full fine-tuning with layer-wise LR decay 0.7 per stage from the head (timm's layer_decay)",
+            pretrained=True,
+            train_backbone="all",
+            backbone_lr_scale=1.0,
+            layer_decay=0.7,
+            head_lr=1e-3,
+            head_warmup_epochs=1,
+        ),
+        Strategy(
+            name="l2sp",
+            summary="full fine-tuning with L2-SP (Li et al. 2018): 0.05*|w-w0|^2 to the pretrained backbone, 0.005*|w|^2 on the head",
+            pretrained=True,
+            train_backbone="all",
+            backbone_lr_scale=0.1,
+            head_lr=1e-3,
+            head_warmup_epochs=1,
+            l2sp_alpha=0.05,
+            head_l2_beta=0.005,
+        ),
+        Strategy(
+            name="logreg_probe",
+            summary="frozen features cached on disk; L2 logistic regression, C chosen on val (Kornblith et al. 2019)",
+            pretrained=True,
+            train_backbone="none",
+            cache_features=True,
+            probe_head="logreg",
+        ),
+        Strategy(
+            name="knn_probe",
+            summary="frozen features cached on disk; k-NN, k = 11, cosine distance (the MedMNIST+ protocol)",
+            pretrained=True,
+            train_backbone="none",
+            cache_features=True,
+            probe_head="knn",
+        ),
+        Strategy(
+            name="fusion",
+            summary="pooled features of two or more backbones (--models a+b) concatenated, then L2 logistic regression",
+            pretrained=True,
+            train_backbone="none",
+            cache_features=True,
+            probe_head="logreg",
+        ),
     )
 }
+
+#: strategies that take a ``@k`` suffix: ``partial_finetune@3`` trains the last 3 stages, ``@all`` every stage
+SWEEPABLE = ("partial_finetune",)
 
 
 def head_only(strategy: Strategy) -> Strategy:
@@ -111,12 +180,31 @@ def head_only(strategy: Strategy) -> Strategy:
 
 
 def get_strategy(name: str) -> Strategy:
-    """Look up a strategy by name.
+    """Look up a strategy by name; ``partial_finetune@K`` (K = 1, 2, ... or ``all``) is the frozen-layer sweep.
 
     Raises:
-        KeyError: unknown name (the message lists the valid ones).
+        KeyError: unknown name or bad ``@K`` (the message lists the valid ones).
     """
+    base, sep, suffix = name.partition("@")
+    if sep:
+        if base not in SWEEPABLE:
+            raise KeyError(f"strategy {base!r} takes no @K suffix; only {', '.join(SWEEPABLE)}@K (K = 1, 2, ... or all)")
+        if suffix == "all":
+            k = ALL_STAGES
+        elif suffix.isdigit() and int(suffix) >= 1:
+            k = int(suffix)
+        else:
+            raise KeyError(f"strategy {name!r}: expected {base}@K with K a positive integer or 'all', got {suffix!r}")
+        return replace(STRATEGIES[base], name=name, last_k_stages=k, summary=f"last {suffix} stage(s) + head train")
     try:
         return STRATEGIES[name]
     except KeyError:
-        raise KeyError(f"unknown strategy {name!r}; expected one of: {', '.join(STRATEGIES)}") from None
+        valid = ", ".join([*STRATEGIES, *(f"{s}@K" for s in SWEEPABLE)])
+        raise KeyError(f"unknown strategy {name!r}; expected one of: {valid}") from None
+
+
+def trained_stages(strategy: Strategy) -> int | str | None:
+    """For the frozen-layer sweep plot: how many final stages the strategy trains (``"all"``), else ``None``."""
+    if strategy.train_backbone == "last_k":
+        return "all" if strategy.last_k_stages == ALL_STAGES else strategy.last_k_stages
+    return None

@@ -51,12 +51,21 @@ def peak_rss_mb() -> float:
     return peak / (2**20 if platform.system() == "Darwin" else 2**10)
 
 
+def train_indices(dataset: ArrayDataset, limit: int | None, seed: int) -> np.ndarray | None:
+    """Rows of the train split to use: ``None`` for all, else a stratified subset of ``limit`` (fixed by ``seed``)."""
+    train = dataset.splits["train"]
+    if limit is None or limit >= len(train):
+        return None
+    _, keep = stratified_indices(np.asarray(train.labels), limit / len(train), seed)
+    return np.sort(keep)
+
+
 def subset_train(dataset: ArrayDataset, limit: int | None, seed: int) -> Split:
     """The train split, or a stratified subset of ``limit`` images (fixed by ``seed``)."""
     train = dataset.splits["train"]
-    if limit is None or limit >= len(train):
+    keep = train_indices(dataset, limit, seed)
+    if keep is None:
         return train
-    _, keep = stratified_indices(np.asarray(train.labels), limit / len(train), seed)
     return Split(images=np.asarray(train.images[keep]), labels=np.asarray(train.labels[keep]))
 
 
@@ -110,28 +119,24 @@ class CellRun:
     def _run(self) -> None:
         cell, opts, record = self.cell, self.options, self.record
         strategy = get_strategy(cell.strategy)
+        models = cell.model.split("+")
+        if (strategy.name == "fusion") != (len(models) > 1):
+            raise BackendError(
+                f"strategy {strategy.name!r} with model {cell.model!r}: fusion takes two or more models joined by '+' "
+                "(--models resnet18+densenet121), and only fusion takes such a model"
+            )
         seed_everything(cell.seed)
         backend_class = get_backend_class(cell.backend)  # imports the framework (not yet initialized)
         record["runtime"] = self._apply_runtime(backend_entry(cell.backend).framework)
+        record["framework_versions"] = backend_class.framework_versions()
+        if strategy.probe_head != "linear":
+            self._run_feature_probe(strategy, backend_class, models)
+            return
         backend = backend_class(opts.device)
         self.backend = backend
-        record["framework_versions"] = backend.framework_versions()
         weights = opts.weights_for(cell.backend)
-
-        data_config = backend.default_data_config(cell.model, opts.image_size, weights)
-        policy = ResizePolicy(data_config.image_size, data_config.crop_pct, data_config.interpolation)
-        self.log(f"dataset {cell.dataset} at {policy.key()}")
-        dataset = load_dataset(
-            cell.dataset, policy, opts.cache_dir, progress=self.progress, dedup=opts.dedup, near_duplicates=opts.near_duplicates
-        )  # fmt: skip
-        meta = dict(dataset.meta)
-        record["duplicates"] = meta.pop("duplicates", None)
-        if record["duplicates"]:
-            self.log(f"duplicates: {duplicates_line(record['duplicates'])}")
-        record["dataset_meta"] = dataset_meta_for_record(meta)
-        record["skipped_images"] = int(dataset.meta.get("skipped_images", 0))
-        record["num_classes"] = dataset.num_classes
-        record["class_names"] = dataset.class_names
+        dataset, policy = self._load_dataset(backend, cell.model, weights, record_data=True)
+        keep = train_indices(dataset, opts.max_train_images, cell.seed)
         train = subset_train(dataset, opts.max_train_images, cell.seed)
         train = Split(images=in_memory(train.images), labels=np.asarray(train.labels))
         val, test = dataset.splits["val"], dataset.splits["test"]
@@ -163,12 +168,19 @@ class CellRun:
         backend.reset_peak_memory()
         from tlbench.benchmarks.running.contention import ContentionSampler, describe
 
+        def feature_source():
+            splits = {"train": dataset.splits["train"].images, "val": val.images}
+            cached = self._features(backend, info, cell.model, weights, dataset, policy, splits, pooled=False)
+            if keep is not None:
+                cached.splits["train"] = cached.splits["train"][keep]
+            return cached
+
         sampler = ContentionSampler()
         sampler.start()  # what other processes use of the machine while this cell is timed
         try:
             outcome = train_plan(
                 backend, plan, Inputs(train.images, train.labels), Inputs(val.images, np.asarray(val.labels)),
-                opts.batch_size, opts.warmup_steps, self.log,
+                opts.batch_size, opts.warmup_steps, self.log, feature_source=feature_source,
             )  # fmt: skip
             test_labels = np.asarray(test.labels)
             test_probs = predict_in_batches(backend.predict_proba, test.images, opts.batch_size)
@@ -187,13 +199,147 @@ class CellRun:
             phase_images_per_s={p.name: p.images_per_s for p in outcome.phases if p.inputs == "images"} or None,
             feature_extract_s=outcome.feature_extract_s,
             feature_extract_images_per_s=outcome.feature_extract_images_per_s,
-            feature_dim=outcome.feature_dim,
+            feature_dim=outcome.feature_dim, head_train_s=outcome.head_train_s,
+            feature_cache=None if outcome.feature_cache_hit is None else ("hit" if outcome.feature_cache_hit else "miss"),
         )  # fmt: skip
 
         record.update(classification_metrics(test_labels, test_probs))
         self._mfu(info.dtype)
         record["peak_device_mb"] = backend.peak_device_memory_mb()
         self._save_artifacts(outcome.curve, test, test_labels, test_probs, dataset.class_names, latencies)
+
+    # ---- shared steps ---------------------------------------------------------------------------------
+    def _load_dataset(self, backend: Backend, model: str, weights: str, record_data: bool) -> tuple[ArrayDataset, ResizePolicy]:
+        """The cell's dataset, resized for ``model`` (decoded once per policy, cached); its facts into the record."""
+        opts, record = self.options, self.record
+        data_config = backend.default_data_config(model, opts.image_size, weights)
+        policy = ResizePolicy(data_config.image_size, data_config.crop_pct, data_config.interpolation)
+        self.log(f"dataset {self.cell.dataset} at {policy.key()}")
+        dataset = load_dataset(
+            self.cell.dataset, policy, opts.cache_dir, progress=self.progress, dedup=opts.dedup, near_duplicates=opts.near_duplicates
+        )  # fmt: skip
+        if record_data:
+            meta = dict(dataset.meta)
+            record["duplicates"] = meta.pop("duplicates", None)
+            if record["duplicates"]:
+                self.log(f"duplicates: {duplicates_line(record['duplicates'])}")
+            record["dataset_meta"] = dataset_meta_for_record(meta)
+            record["skipped_images"] = int(dataset.meta.get("skipped_images", 0))
+            record["num_classes"] = dataset.num_classes
+            record["class_names"] = dataset.class_names
+        return dataset, policy
+
+    def _features(self, backend: Backend, info: Any, model: str, weights: str, dataset: ArrayDataset, policy: ResizePolicy,
+                  splits: dict[str, np.ndarray], pooled: bool) -> Any:  # fmt: skip
+        """Features of ``splits`` through the on-disk feature cache (see ``features``)."""
+        from tlbench.benchmarks.running.features import FeatureCache, cached_features, feature_cache_root, feature_key
+
+        opts = self.options
+        key = feature_key(
+            backend=self.cell.backend, model=model, pretrained=info.pretrained, weights=weights, pooled=pooled,
+            options=opts.options_for(self.cell.backend).to_dict(), in_chans=opts.in_chans, policy=policy.key(),
+            dataset=dataset_meta_for_record(dataset.meta).get("cache_entry") or self.cell.dataset, spec=self.cell.dataset,
+            dedup=opts.dedup, sizes={k: len(v) for k, v in splits.items()}, versions=self.record["framework_versions"],
+        )  # fmt: skip
+        cached = cached_features(
+            FeatureCache(feature_cache_root(opts.cache_dir)), key, splits,
+            lambda batch: backend.extract_features(batch, pooled=pooled), opts.batch_size, backend.synchronize,
+            meta={"backend": self.cell.backend, "model": model, "dataset": self.cell.dataset, "pretrained": info.pretrained},
+        )  # fmt: skip
+        self.log(f"features of {model}: {'read from the cache' if cached.hit else 'extracted and cached'} in {cached.seconds:.2f} s ({key})")
+        return cached
+
+    def _run_feature_probe(self, strategy: Any, backend_class: type[Backend], models: list[str]) -> None:
+        """``logreg_probe``, ``knn_probe`` and ``fusion``: pooled frozen features (cached) → a scikit-learn probe."""
+        from tlbench.benchmarks.running.contention import ContentionSampler, describe
+        from tlbench.benchmarks.running.probes import run_probe
+
+        cell, opts, record = self.cell, self.options, self.record
+        weights = opts.weights_for(cell.backend)
+        parts, trainable_note = [], []
+        sampler = ContentionSampler()
+        sampler.start()
+        try:
+            for index, model in enumerate(models):
+                backend = backend_class(opts.device)
+                dataset, policy = self._load_dataset(backend, model, weights, record_data=index == 0)
+                spec = ModelSpec(
+                    name=model, num_classes=dataset.num_classes, image_size=opts.image_size, weights=weights, pretrained=True,
+                    allow_random_init=opts.allow_random_init, in_chans=opts.in_chans, seed=cell.seed, options=opts.options_for(cell.backend),
+                )  # fmt: skip
+                info = backend.build(spec)
+                counts = backend.apply_phase(make_plan(strategy, backend.stages(), epochs=1, seed=cell.seed).phases[0])
+                splits = {name: dataset.splits[name].images for name in ("train", "val", "test")}
+                cached = self._features(backend, info, model, weights, dataset, policy, splits, pooled=True)
+                parts.append({"model": model, "backend": backend, "info": info, "dataset": dataset, "features": cached, "counts": counts})
+                trainable_note.append(info.pretrained)
+            first = parts[0]["dataset"]
+            for part in parts[1:]:
+                for name in ("train", "val", "test"):
+                    if not np.array_equal(part["dataset"].splits[name].labels, first.splits[name].labels):
+                        raise BackendError(f"fusion: the {name} split of {part['model']!r} differs from {parts[0]['model']!r}'s")
+            keep = train_indices(first, opts.max_train_images, cell.seed)
+            stack = {name: np.concatenate([p["features"].splits[name] for p in parts], axis=1) for name in ("train", "val", "test")}
+            labels = {name: np.asarray(first.splits[name].labels) for name in ("train", "val", "test")}
+            if keep is not None:
+                stack["train"], labels["train"] = stack["train"][keep], labels["train"][keep]
+            record["split_sizes"] = {name: len(labels[name]) for name in labels}
+            import time
+
+            fit_start = time.perf_counter()
+            result = run_probe(strategy.probe_head, (stack["train"], labels["train"]), (stack["val"], labels["val"]), stack["test"], first.num_classes, cell.seed)
+            fit_s = time.perf_counter() - fit_start
+            latencies = self._measure_probe_inference(parts, result.predict)
+        finally:
+            sampler.stop()
+        record["contention"] = sampler.summary()
+        self.log(f"contention: {describe(record['contention'])}")
+        extract_s = sum(p["features"].seconds for p in parts)
+        hits = {p["features"].hit for p in parts}
+        dim = int(stack["train"].shape[1])
+        record.update(
+            pretrained="+".join(trainable_note), dtype=parts[0]["info"].dtype,
+            backend_facts={p["model"]: p["info"].facts for p in parts} if len(parts) > 1 else (parts[0]["info"].facts or None),
+            device=parts[0]["info"].device, plan=f"{result.description}; features {dim}-d from {' + '.join(models)}",
+            epochs=None, best_epoch=None, val_accuracy=result.val_accuracy, train_s=extract_s + fit_s, head_train_s=fit_s,
+            feature_extract_s=extract_s, feature_dim=dim,
+            feature_extract_images_per_s=sum(p["features"].images for p in parts) / extract_s if extract_s > 0 else None,
+            feature_cache="hit" if hits == {True} else "miss" if hits == {False} else "partial",
+            trainable_params=dim * first.num_classes + first.num_classes if strategy.probe_head == "logreg" else 0,
+            total_params=sum(p["counts"].total for p in parts), time_to_best_s=extract_s + fit_s,
+        )  # fmt: skip
+        self.log(f"{result.description}: val_accuracy={result.val_accuracy:.4f}, fit {fit_s:.2f} s")
+        flops = [self._count_flops(p["backend"]) for p in parts]
+        record["flops_per_image"] = sum(flops) if all(flops) else None
+        test = first.splits["test"]
+        record.update(classification_metrics(labels["test"], result.test_probs))
+        self._mfu(record["dtype"] or "float32")
+        self.backend = None  # sklearn probes keep no framework weights to save
+        self._save_artifacts([], test, labels["test"], result.test_probs, first.class_names, latencies)
+
+    def _measure_probe_inference(self, parts: list[dict[str, Any]], predict: Any) -> tuple[float, ...]:
+        """Inference = every backbone's pooled features of a test batch + the fitted probe."""
+        opts = self.options
+        test_sets = [p["dataset"].splits["test"].images for p in parts]
+        bs = min(opts.batch_size, len(test_sets[0]))
+        slices = [s for s in batch_slices(len(test_sets[0]), bs) if s.stop - s.start == bs][:INFER_BATCHES]
+        batches = [tuple(np.asarray(images[s]) for images in test_sets) for s in slices]
+
+        def run(batch: tuple[np.ndarray, ...]) -> np.ndarray:
+            feats = [p["backend"].extract_features(images, pooled=True) for p, images in zip(parts, batch)]
+            return predict(np.concatenate(feats, axis=1))
+
+        def sync() -> None:
+            for part in parts:
+                part["backend"].synchronize()
+
+        stats = measure_latency(run, batches, sync, warmup=opts.infer_warmup, repeats=opts.infer_repeats, min_time_s=opts.infer_min_time_s)
+        self.record.update(
+            infer_images_per_s=stats.images_per_s, infer_latency_ms_p50=stats.latency_ms_p50,
+            infer_latency_ms_p90=stats.latency_ms_p90, infer_batch_size=stats.batch_size,
+            infer_repeats=stats.repeats, infer_timed_s=stats.timed_s, infer_latency_cv=stats.latency_cv,
+        )  # fmt: skip
+        return stats.latencies_ms
 
     def _count_flops(self, backend: Backend) -> int | None:
         try:

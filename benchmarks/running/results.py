@@ -21,7 +21,7 @@ RESULT_COLUMNS = [
     "infer_latency_ms_p90", "time_to_best_s", "wall_s", "peak_rss_mb", "peak_device_mb",
     # how it was trained and measured
     "val_accuracy", "best_epoch", "train_s", "train_first_steps_s", "phase_images_per_s",
-    "feature_extract_s", "feature_extract_images_per_s", "feature_dim", "infer_batch_size", "infer_repeats",
+    "feature_extract_s", "feature_extract_images_per_s", "feature_dim", "feature_cache", "head_train_s", "infer_batch_size", "infer_repeats",
     "infer_timed_s", "infer_latency_cv", "flops_per_image", "train_mfu", "infer_mfu", "plan",
     # data
     "num_classes", "class_names", "split_sizes", "skipped_images", "duplicates", "dataset_meta",

@@ -90,11 +90,20 @@ def exit_error(returncode: int, last_line: str) -> str:
 _LIVE_LOCK = threading.Lock()
 _LIVE: dict[int, subprocess.Popen] = {}
 _STOPPING = threading.Event()
+#: the signal that interrupted the current run, once one did
+_PENDING: list[int] = []
 
 
 def reset_stop() -> None:
     """Allow cells to start again (``run_suite`` calls this when it starts)."""
     _STOPPING.clear()
+    _PENDING.clear()
+
+
+def _check_interrupted() -> None:
+    """Raise ``RunInterrupted`` when a signal arrived (even if its exception was swallowed somewhere)."""
+    if _PENDING:
+        raise RunInterrupted(_PENDING[0])
 
 
 def _signal_group(process: subprocess.Popen, signum: int) -> None:
@@ -164,6 +173,10 @@ def _interrupts_raise() -> Iterator[None]:
         if fired:  # a second signal while stopping: stopping is already under way
             return
         fired.append(signum)
+        _PENDING.append(signum)
+        _STOPPING.set()  # no cell starts any more; the running ones get the signal now
+        for process in list(_LIVE.values()):
+            _signal_group(process, signum)
         raise RunInterrupted(signum)
 
     previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
@@ -233,7 +246,8 @@ def run_cell_subprocess(
 
     Raises:
         RunInterrupted, KeyboardInterrupt: while waiting; the cell's process group got the signal first.
-        RuntimeError: the suite is being stopped (``stop_running_cells``); no process was started.
+        RuntimeError: the suite is being stopped (``stop_running_cells``); no process was started (``RunInterrupted``
+            when a signal stopped it).
     """
     cell_dir = artifact_dir(out_dir, cell)
     cell_dir.mkdir(parents=True, exist_ok=True)
@@ -248,6 +262,7 @@ def run_cell_subprocess(
     with open(log_path, "w") as log:
         with _LIVE_LOCK:
             if _STOPPING.is_set():
+                _check_interrupted()
                 raise RuntimeError("the suite is being stopped; cell not started")
             process = subprocess.Popen(
                 cell_command(cell, suite, cell_dir, result_file, progress=stream),
@@ -396,6 +411,7 @@ def run_suite(
             described: set[str] = set()
             outcomes = executor.run(todo, suite, out_dir, timeout_s=timeout_s, stream=stream, cell_runner=cell_runner)
             for index, outcome in enumerate(outcomes, 1):
+                _check_interrupted()  # a cell stopped by the signal is not a result
                 record = outcome.record
                 environment = outcome.environment
                 record["environment_id"] = environment["environment_id"] if environment else None
@@ -406,6 +422,7 @@ def run_suite(
                 produced.append(record)
                 if on_result is not None:
                     on_result(index, len(todo), record)
+            _check_interrupted()
         except KeyboardInterrupt as exc:  # RunInterrupted included: stop what still runs, keep what is appended
             signum = exc.signum if isinstance(exc, RunInterrupted) else int(signal.SIGINT)
             executor.cancel(signum)

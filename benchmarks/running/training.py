@@ -68,7 +68,14 @@ class TrainOutcome:
     feature_extract_s: float | None = None
     feature_extract_images: int = 0
     feature_dim: int | None = None
+    feature_cache_hit: bool | None = None
     counts: ParamCounts | None = None
+
+    @property
+    def head_train_s(self) -> float | None:
+        """Seconds of head steps on cached features (probe phases), ``None`` without such a phase."""
+        seconds = [p.steady_s + p.first_steps_s for p in self.phases if p.inputs == "features"]
+        return sum(seconds) if seconds else None
 
     @property
     def feature_extract_images_per_s(self) -> float | None:
@@ -116,6 +123,7 @@ def train_plan(
     batch_size: int,
     warmup_steps: int = 2,
     log: Callable[[str], None] = lambda message: None,
+    feature_source: Callable[[], Any] | None = None,
 ) -> TrainOutcome:
     """Run every phase of ``plan`` on ``backend`` and restore the weights of the best validation epoch.
 
@@ -127,6 +135,8 @@ def train_plan(
         batch_size: images (or feature vectors) per step.
         warmup_steps: untimed steps at the start of each image phase.
         log: one-line progress messages.
+        feature_source: for phases on features: returns a ``features.CachedFeatures`` with ``train`` and ``val``
+            (the on-disk feature cache); default: extract them here with ``backend.extract_features``.
 
     Returns:
         The curve, per-phase timings and the best epoch; the backend holds its weights.
@@ -146,16 +156,23 @@ def train_plan(
         timing = PhaseTiming(phase.name, phase.inputs, phase.epochs, counts.trainable)
         outcome.phases.append(timing)
         if phase.inputs == "features" and not features:
-            extract = SyncTimer(backend.synchronize)
-            with extract:
-                features["train"] = predict_in_batches(backend.extract_features, train.images, batch_size)
-                features["val"] = predict_in_batches(backend.extract_features, val.images, batch_size)
-            outcome.feature_extract_s = extract.seconds
+            if feature_source is not None:
+                cached = feature_source()
+                features.update(train=cached.splits["train"], val=cached.splits["val"])
+                seconds, outcome.feature_cache_hit = cached.seconds, cached.hit
+            else:
+                extract = SyncTimer(backend.synchronize)
+                with extract:
+                    features["train"] = predict_in_batches(backend.extract_features, train.images, batch_size)
+                    features["val"] = predict_in_batches(backend.extract_features, val.images, batch_size)
+                seconds = extract.seconds
+            outcome.feature_extract_s = seconds
             outcome.feature_extract_images = len(train) + len(val)
             outcome.feature_dim = int(np.prod(features["train"].shape[1:]))
-            elapsed += extract.seconds
-            outcome.train_s += extract.seconds
-            log(f"features {features['train'].shape} of train + val extracted in {extract.seconds:.2f} s")
+            elapsed += seconds
+            outcome.train_s += seconds
+            source_note = " (read from the feature cache)" if outcome.feature_cache_hit else ""
+            log(f"features {features['train'].shape} of train + val in {seconds:.2f} s{source_note}")
         source = features["train"] if phase.inputs == "features" else train.images
         val_source = features["val"] if phase.inputs == "features" else val.images
         for epoch in range(phase.epochs):

@@ -69,7 +69,7 @@ class FakeBackend(Backend):
     def applied_learning_rates(self) -> dict[str, float | None]:
         return {"head": self.lr / 50, "pool": None}
 
-    def extract_features(self, images: np.ndarray) -> np.ndarray:
+    def extract_features(self, images: np.ndarray, pooled: bool = False) -> np.ndarray:
         n, h, w, c = images.shape
         x = images.astype(np.float64) / 255.0
         x = x[:, : h - h % GRID, : w - w % GRID].reshape(n, GRID, h // GRID, GRID, w // GRID, c).mean(axis=(2, 4))

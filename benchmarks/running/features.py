@@ -1,0 +1,133 @@
+"""Frozen-backbone features cached on disk, so another probe, seed or head reuses them instead of recomputing.
+
+A probe's cost is almost all feature extraction; with the features on disk a second probe (another seed,
+``logreg_probe`` after ``knn_probe``, a fusion of models already extracted) costs a file read. The key names
+everything the features depend on: backend, model, where its weights came from, the backend's typed options
+(``amp`` changes the numbers), the dataset's cache entry (content + resize policy), the duplicate policy
+(which rows the splits keep), the framework versions and this module's format. Files are plain ``.npy``
+arrays (never pickles), written to a temporary directory and renamed, so a crash never leaves half an entry.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+#: bump when what is stored changes
+FEATURE_CACHE_FORMAT = 1
+
+
+def feature_cache_root(cache_dir: str | Path | None = None) -> Path:
+    """``<root>/features`` under the same root as the dataset cache (``--cache-dir``, ``$TLBENCH_CACHE``, ``~/.cache/tlbench``)."""
+    root = cache_dir or os.environ.get("TLBENCH_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "tlbench")
+    return Path(root) / "features"
+
+
+def feature_key(**facts: Any) -> str:
+    """A readable, collision-safe entry name from everything the features depend on."""
+    payload = json.dumps({**facts, "format": FEATURE_CACHE_FORMAT}, sort_keys=True, default=str)
+    digest = hashlib.sha256(payload.encode()).hexdigest()[:16]
+    slug = "-".join(str(facts.get(k, "")) for k in ("backend", "model")).replace("/", "_")
+    return f"{slug}-{digest}"
+
+
+@dataclass
+class CachedFeatures:
+    """Pooled features per split and how they were obtained."""
+
+    splits: dict[str, np.ndarray]
+    hit: bool
+    seconds: float
+    images: int
+
+    @property
+    def images_per_s(self) -> float | None:
+        """Images/s of this extraction (a cache hit reads files: its rate is the cost the user pays)."""
+        return self.images / self.seconds if self.seconds > 0 else None
+
+
+class FeatureCache:
+    """``.npy`` files per split under ``<root>/<key>/``."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+
+    def load(self, key: str, splits: list[str], lengths: dict[str, int]) -> dict[str, np.ndarray] | None:
+        """The cached splits, or ``None`` when any is missing or has another length (a changed dataset)."""
+        directory = self.root / key
+        found = {}
+        for split in splits:
+            path = directory / f"{split}.npy"
+            try:
+                array = np.load(path, allow_pickle=False)
+            except (OSError, ValueError):
+                return None
+            if len(array) != lengths[split]:
+                return None
+            found[split] = array
+        return found
+
+    def save(self, key: str, features: dict[str, np.ndarray], meta: dict[str, Any]) -> None:
+        """Write every split atomically (a temporary directory renamed into place); a read-only cache is skipped."""
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            tmp = Path(tempfile.mkdtemp(prefix=f".{key}.", dir=self.root))
+        except OSError:
+            return
+        try:
+            for split, array in features.items():
+                np.save(tmp / f"{split}.npy", np.ascontiguousarray(array, dtype=np.float32), allow_pickle=False)
+            (tmp / "meta.json").write_text(json.dumps(meta, indent=1, sort_keys=True, default=str))
+            target = self.root / key
+            if target.exists():
+                shutil.rmtree(target, ignore_errors=True)
+            os.replace(tmp, target)
+        except OSError:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def cached_features(
+    cache: FeatureCache | None,
+    key: str,
+    images: dict[str, np.ndarray],
+    extract: Callable[[np.ndarray], np.ndarray],
+    batch_size: int,
+    sync: Callable[[], None],
+    meta: dict[str, Any] | None = None,
+) -> CachedFeatures:
+    """Pooled features of every split: from the cache when present, else extracted (synchronized, timed) and stored.
+
+    Args:
+        cache: the cache (``None``: always extract).
+        key: the entry (``feature_key``).
+        images: uint8 images per split.
+        extract: one batch of images → pooled features ``(N, D)``.
+        batch_size: images per extraction call.
+        sync: the backend's ``synchronize`` (called before each clock read).
+        meta: facts written beside the arrays for people reading the cache.
+    """
+    import time
+
+    from tlbench.benchmarks.running.training import predict_in_batches
+
+    lengths = {split: len(array) for split, array in images.items()}
+    total = sum(lengths.values())
+    sync()
+    start = time.perf_counter()
+    loaded = cache.load(key, list(images), lengths) if cache is not None else None
+    if loaded is not None:
+        return CachedFeatures(loaded, True, time.perf_counter() - start, total)
+    features = {split: predict_in_batches(extract, array, batch_size) for split, array in images.items()}
+    sync()
+    seconds = time.perf_counter() - start
+    if cache is not None:
+        cache.save(key, features, meta or {})
+    return CachedFeatures(features, False, seconds, total)

@@ -1,0 +1,75 @@
+"""The field's strategies through the one procedure (numpy fake backend, in-process): LP-FT, layer decay,
+L2-SP, the frozen-layer sweep, framework-free probes on cached features, fusion."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from tlbench.benchmarks.running.config import RunOptions, SuiteConfig
+from tlbench.benchmarks.running.results import load_results
+from tlbench.benchmarks.running.runner import run_cell_inprocess, run_suite
+
+FAST = RunOptions(epochs=2, image_size=16, batch_size=64, device="cpu", infer_repeats=10, infer_warmup=1)
+
+
+def run(cache_dir: Path, out: Path, strategies: tuple[str, ...], models=("softmax",), seeds=(0,), **options) -> dict:
+    suite = SuiteConfig(name="s", backends=("fake",), models=models, strategies=strategies, datasets=("digits",),
+                        seeds=seeds, options=replace(FAST, cache_dir=str(cache_dir), **options))  # fmt: skip
+    run_suite(suite, out, cell_runner=run_cell_inprocess)
+    return {(r["strategy"], r["seed"]): r for r in load_results(out / "results.jsonl")}
+
+
+def test_probes_fit_on_cached_features_and_a_second_run_reads_them(fake_backend, tmp_path):
+    cache = tmp_path / "cache"
+    first = run(cache, tmp_path / "a", ("logreg_probe", "knn_probe", "linear_probe"))
+    for name in ("logreg_probe", "knn_probe", "linear_probe"):
+        record = first[(name, 0)]
+        assert record["status"] == "ok", record["error"]
+        assert record["accuracy"] > 0.5 and record["feature_dim"] == 48
+    logreg, knn = first[("logreg_probe", 0)], first[("knn_probe", 0)]
+    assert logreg["plan"].startswith("logreg probe: C=") and "chosen on val from 9 values" in logreg["plan"]
+    assert knn["plan"].startswith("knn probe: k=11, cosine")
+    assert logreg["feature_cache"] == "miss" and knn["feature_cache"] == "hit"  # the second probe reuses the first's
+    assert logreg["train_images_per_s"] is None and logreg["head_train_s"] > 0 and logreg["infer_images_per_s"] > 0
+    assert logreg["trainable_params"] == 48 * 10 + 10
+    # the SGD linear probe caches its (unpooled) head inputs under its own key
+    assert first[("linear_probe", 0)]["feature_cache"] == "miss"
+    again = run(cache, tmp_path / "b", ("linear_probe",), seeds=(1,))[("linear_probe", 1)]
+    assert again["feature_cache"] == "hit"
+    assert again["feature_extract_s"] <= 0.2 * first[("linear_probe", 0)]["feature_extract_s"]
+    assert (cache / "features").is_dir() and not list((cache / "features").rglob("*.pkl"))
+
+
+def test_fusion_concatenates_backbones_and_rejects_single_models(fake_backend, tmp_path):
+    records = run(tmp_path / "cache", tmp_path / "f", ("fusion",), models=("softmax+softmax",))
+    fused = records[("fusion", 0)]
+    assert fused["status"] == "ok", fused["error"]
+    assert fused["feature_dim"] == 96 and "softmax + softmax" in fused["plan"]
+    assert fused["accuracy"] > 0.5
+    bad = run(tmp_path / "cache", tmp_path / "g", ("fusion",))[("fusion", 0)]
+    assert bad["status"] == "failed" and "fusion takes two or more models joined by '+'" in bad["error"]
+
+
+def test_lp_ft_layer_decay_l2sp_and_the_stage_sweep_run_their_plans(fake_backend, tmp_path):
+    records = run(tmp_path / "cache", tmp_path / "p", ("lp_ft", "layer_decay", "l2sp", "partial_finetune@1", "partial_finetune@all"))
+    for record in records.values():
+        assert record["status"] == "ok", record["error"]
+    lp_ft = records[("lp_ft", 0)]
+    assert lp_ft["plan"].startswith("probe: 30 epoch(s) on features") and "main: 2 epoch(s) on images" in lp_ft["plan"]
+    assert lp_ft["epochs"] == 32 and lp_ft["feature_extract_s"] > 0 and lp_ft["phase_images_per_s"]["main"] > 0
+    assert "L2-SP alpha=0.05" in records[("l2sp", 0)]["plan"]
+    assert records[("partial_finetune@all", 0)]["plan"].endswith("1/1 stages train (lr 0.0001..0.001)")
+
+
+def test_bad_sweep_names_are_usage_errors(capsys):
+    from tlbench.benchmarks.cli import main
+
+    assert main(["run", "--strategies", "partial_finetune@0"]) == 2
+    assert "expected partial_finetune@K with K a positive integer or 'all', got '0'" in capsys.readouterr().err
+    assert main(["run", "--strategies", "scratch@2"]) == 2
+    assert "strategy 'scratch' takes no @K suffix" in capsys.readouterr().err
+    assert main(["run", "--models", "resnet18+vgg16", "--strategies", "scratch"]) == 2
+    assert "only --strategies fusion takes it" in capsys.readouterr().err
