@@ -11,7 +11,7 @@ The result serves two purposes:
 Conventions: a multiply-add counts as 2 FLOPs (as ``torch.utils.flop_counter``); each figure is the median
 over timed repeats after a warm-up, with the device synchronized before every clock read. A dtype so slow
 that one iteration of a kernel would take longer than ``max_iteration_s`` is measured on a small pilot size
-instead (one iteration, flagged ``bounded``), so probing never takes minutes.
+instead (the fastest of 1-3 calls, flagged ``bounded``), so probing never takes minutes.
 
 torch is imported inside the functions only. ``python -m tlbench.benchmarks.running.probe`` prints the
 (cached) probe as JSON, so a framework-free parent can run it in a subprocess with the cell's environment.
@@ -127,9 +127,9 @@ def _measure_kernel(
             # the fastest of up to 3 calls, so one scheduling hiccup on a busy machine does not trip the bound
             run, flops, shape = make(full=False)
             run()  # one-off setup (kernel selection, oneDNN primitive creation)
-            pilot_s = math.inf
-            spent_s = 0.0
-            for _ in range(3):
+            pilot_s, spent_s, calls = math.inf, 0.0, 0
+            while calls < 3:
+                calls += 1
                 sync()
                 start = time.perf_counter()
                 run()
@@ -140,7 +140,7 @@ def _measure_kernel(
                     break
             full_flops = matmul_flops(sizes["matmul_n"]) if op == "matmul" else conv_flops(*sizes["conv"])
             if pilot_s * full_flops / flops > max_iteration_s:
-                return {"flop_per_s": flops / pilot_s, "median_s": pilot_s, "iterations": 1, "bounded": True, "shape": shape}
+                return {"flop_per_s": flops / pilot_s, "median_s": pilot_s, "iterations": calls, "bounded": True, "shape": shape}
             run, flops, shape = make(full=True)
             timing = _time_calls(run, sync, min_time_s, max_iteration_s)
     except (RuntimeError, TypeError, NotImplementedError) as err:  # dtype not implemented for this op/device

@@ -112,3 +112,13 @@ def test_vgg16_features_agree_between_torchvision_and_keras() -> None:
     # 13 3x3 convolutions, 'same' padding, 5 max-pools: 15.35 GMACs = 30.7 GFLOPs at 224 px, 2.5 GFLOPs at 64 px
     assert abs(torch_flops - keras_flops) <= 0.01 * torch_flops
     assert 2.4e9 < torch_flops < 2.6e9
+
+
+def test_flops_module_is_framework_free_at_import() -> None:
+    import subprocess
+    import sys
+
+    code = "import sys, tlbench.backends.flops; print([m for m in ('torch', 'tensorflow', 'keras') if m in sys.modules])"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip() == "[]"

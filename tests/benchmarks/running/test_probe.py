@@ -41,11 +41,11 @@ def test_probe_structure_and_positive_numbers() -> None:
 
 
 def test_a_slow_dtype_is_bounded_to_one_pilot_iteration() -> None:
-    """When even the pilot predicts an iteration above max_iteration_s, its single measurement is kept."""
+    """When even the pilot predicts an iteration above max_iteration_s, the pilot measurement is kept."""
     result = probe_machine("cpu", dtypes=("float32",), min_time_s=0.01, max_iteration_s=1e-9)
     for op in ("matmul", "conv"):
         entry = result["details"][op]["float32"]
-        assert entry["bounded"] is True and entry["iterations"] == 1 and entry["flop_per_s"] > 0
+        assert entry["bounded"] is True and entry["iterations"] == 1 and entry["flop_per_s"] > 0  # 1 call: over budget
     assert result["details"]["matmul"]["float32"]["shape"] == "256x256@256x256"
 
 
@@ -112,3 +112,11 @@ def test_peak_and_amp_warning() -> None:
     warning = amp_warning(probe, "bf16")
     assert warning and "20.0x slower" in warning and "\n" not in warning
     assert amp_warning(probe, "fp16") is None and amp_warning(probe, None) is None
+
+
+def test_command_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
+    monkeypatch.setattr(probe_mod, "probe_machine", lambda *a, **k: _synthetic())
+    assert probe_mod.main(["--cache-dir", str(tmp_path), "--dtypes", "float32"]) == 0
+    assert json.loads(capsys.readouterr().out)["cpu"] == "test cpu"
+    assert probe_mod.main(["--cache-dir", str(tmp_path), "--dtypes", "int8"]) == 2
+    assert "'int8'" in capsys.readouterr().err

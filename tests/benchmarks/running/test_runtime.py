@@ -148,3 +148,13 @@ def test_torch_threads_in_a_cell_subprocess() -> None:
 def test_unknown_framework() -> None:
     with pytest.raises(ValueError, match="'jax'"):
         apply_framework_threads(RuntimeSettings(threads=1), "jax")
+
+
+def test_modules_are_framework_free_at_import() -> None:
+    code = (
+        "import sys\n"
+        "import tlbench.benchmarks.running.runtime, tlbench.benchmarks.running.probe\n"
+        "import tlbench.benchmarks.running.contention\n"
+        "print(sorted(m for m in ('torch', 'tensorflow', 'keras') if m in sys.modules))\n"
+    )
+    assert _run(code, dict(os.environ)) == "[]"
