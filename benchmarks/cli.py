@@ -48,6 +48,12 @@ def _choice_list(label: str, values: list[str], valid: Sequence[str]) -> tuple[s
     return tuple(values)
 
 
+def _non_negative_seconds(name: str, value: float) -> float:
+    if not (math.isfinite(value) and value >= 0):
+        raise UsageError(f"--{name} must be a number of seconds >= 0, got {value}")
+    return float(value)
+
+
 def _positive(name: str, value: int, minimum: int = 1) -> int:
     if value < minimum:
         raise UsageError(f"--{name} must be >= {minimum}, got {value}")
@@ -70,7 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--dataset", "--datasets", dest="datasets", default=",".join(defaults.datasets), help="comma-separated dataset specs (see `tlbench list datasets`)")
     run.add_argument("--seeds", default=",".join(map(str, defaults.seeds)), help="comma-separated integer seeds")
     run.add_argument("--epochs", type=int, default=opts.epochs)
-    run.add_argument("--image-size", type=int, default=opts.image_size, help="square input side in pixels")
+    run.add_argument("--image-size", type=int, default=None, help="square input side in pixels (default: each model's native pretrained size; the default suite: 64)")
     run.add_argument("--batch-size", type=int, default=opts.batch_size)
     run.add_argument("--device", default=opts.device, help="auto (GPU when present), cpu, cuda[:N]")
     run.add_argument("--weights", default=opts.weights, help="default (backend's pretrained), none, a local weights file, or a weights name (torchvision: IMAGENET1K_V1...); per backend: keras=FILE,torchvision=FILE (unnamed backends get default)")
@@ -85,6 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--jit-compile", action="store_true", help="keras backend: XLA jit_compile")
     run.add_argument("--head", default=None, help="classifier head: native (the model's own; torch default) or fcn (Keras' 1x1-conv head on the trunk's map; VGG models in torch, the only head of keras)")
     run.add_argument("--max-train-images", type=int, default=None, help="train on a stratified subset of this size")
+    run.add_argument("--min-time", type=float, default=opts.infer_min_time_s, help="inference timing: keep timing batches until at least this many seconds are covered (default: %(default)s)")
     run.add_argument("--infer-repeats", type=int, default=opts.infer_repeats, help="timed inference batches (>= 10)")
     run.add_argument("--dedup", default=opts.dedup, help="exact duplicate images: drop (default: cross-split copies leave val/test, one copy kept per split, conflicting labels removed), keep (report only), error")
     run.add_argument("--near-duplicates", action="store_true", help="also count near-duplicates across splits (perceptual hash; reported, never dropped)")
@@ -130,7 +137,7 @@ def _validate_models(backends: tuple[str, ...], models: list[str], options: RunO
             raise UsageError(str(exc)) from None
 
 
-def _backend_options(backends: tuple[str, ...], args: argparse.Namespace, device: str, image_size: int, in_chans: int) -> dict[str, dict]:
+def _backend_options(backends: tuple[str, ...], args: argparse.Namespace, device: str, image_size: int | None, in_chans: int) -> dict[str, dict]:
     """One typed options object per backend from the flags, each validated against the run's settings.
 
     Raises:
@@ -145,7 +152,7 @@ def _backend_options(backends: tuple[str, ...], args: argparse.Namespace, device
         entry = backend_entry(backend)
         try:
             typed = options_from_flags(backend, entry.options, flags)
-            typed.validate(backend, device=device, image_size=image_size, in_chans=in_chans, gpu_visible=gpu_visible)
+            typed.validate(backend, device=device, image_size=image_size if image_size is not None else 224, in_chans=in_chans, gpu_visible=gpu_visible)
         except OptionsError as exc:
             raise UsageError(str(exc)) from None
         result[backend] = typed.to_dict()
@@ -238,7 +245,11 @@ def suite_from_args(args: argparse.Namespace) -> SuiteConfig:
         raise UsageError(f"--lr must be a positive number, got {args.lr}")
     if args.cell_timeout is not None and not (args.cell_timeout > 0 and math.isfinite(args.cell_timeout)):
         raise UsageError(f"--cell-timeout must be a positive number of seconds, got {args.cell_timeout}")
-    image_size = _positive("image-size", args.image_size, 16)
+    default_matrix = (backends, tuple(models), tuple(datasets)) == (SuiteConfig().backends, SuiteConfig().models, SuiteConfig().datasets)
+    if args.image_size is not None:
+        image_size: int | None = _positive("image-size", args.image_size, 16)
+    else:  # the default suite keeps its 64 px; any other matrix runs at each model's native pretrained size
+        image_size = RunOptions().image_size if default_matrix else None
     options = RunOptions(
         epochs=_positive("epochs", args.epochs),
         image_size=image_size,
@@ -253,6 +264,7 @@ def suite_from_args(args: argparse.Namespace) -> SuiteConfig:
         backend_options=_backend_options(backends, args, device, image_size, args.in_chans),
         max_train_images=None if args.max_train_images is None else _positive("max-train-images", args.max_train_images, 2),
         infer_repeats=_positive("infer-repeats", args.infer_repeats, 10),
+        infer_min_time_s=_non_negative_seconds("min-time", args.min_time),
         dedup=args.dedup,
         near_duplicates=args.near_duplicates,
         threads=args.threads,

@@ -87,8 +87,11 @@ def _save(fig, path: Path) -> Path:
     return path
 
 
-def pareto_plot(frame: pd.DataFrame, x_column: str, x_label: str, path: Path) -> Path | None:
-    """Accuracy vs ``x_column`` (log), one panel per dataset, Pareto front dashed; ``None`` if no ok cell."""
+def pareto_plot(frame: pd.DataFrame, x_column: str, x_label: str, path: Path, lower_is_better: bool = False) -> Path | None:
+    """Accuracy vs ``x_column`` (log), one panel per dataset, Pareto front dashed; ``None`` if no ok cell.
+
+    ``lower_is_better``: the x axis is a cost (training seconds), so the front is the cheapest for its accuracy.
+    """
     plt = _pyplot()
     ok = _ok(frame)
     ok = ok[pd.to_numeric(ok[x_column], errors="coerce") > 0]
@@ -114,7 +117,7 @@ def pareto_plot(frame: pd.DataFrame, x_column: str, x_label: str, path: Path) ->
                 yerr=[[y.mean() - y.min()], [y.max() - y.mean()]], fmt=MARKERS[strategies.index(strategy) % len(MARKERS)],
                 color=colors[backend], markersize=8, capsize=3, linestyle="none",
             )  # fmt: skip
-        front = pareto_front(xs, ys)
+        front = pareto_front([-x for x in xs] if lower_is_better else xs, ys)
         ax.plot([xs[i] for i in front], [ys[i] for i in front], "--", color="0.4", linewidth=1, zorder=0)
         ax.scatter([xs[i] for i in front], [ys[i] for i in front], s=220, facecolors="none", edgecolors="0.2", linewidths=1.2, zorder=3)
         ax.set_xscale("log")
@@ -345,12 +348,59 @@ def prediction_grid_plot(frame: pd.DataFrame, suite_dir: Path, path: Path) -> Pa
     return _save(fig, path)
 
 
+def sweep_stages(strategy: str) -> int | str | None:
+    """Trainable final stages of a sweep strategy name (``partial_finetune@3`` → 3, ``@all`` → ``"all"``, the
+    table's ``partial_finetune`` → its ``last_k_stages``), ``None`` for other strategies."""
+    from tlbench.strategies import get_strategy, trained_stages
+
+    try:
+        return trained_stages(get_strategy(strategy))
+    except KeyError:
+        return None
+
+
+def stage_sweep_plot(frame: pd.DataFrame, path: Path) -> Path | None:
+    """Test accuracy vs the number of trainable final stages, one line per backend/model, one panel per dataset.
+
+    Drawn when the suite has at least two sweep points (``partial_finetune@K``); ``all`` sits right of the largest K.
+    """
+    plt = _pyplot()
+    ok = _ok(frame)
+    if ok.empty:
+        return None
+    ok["k"] = ok["strategy"].map(sweep_stages)
+    ok = ok[ok["k"].notna()]
+    if ok["strategy"].nunique() < 2:
+        return None
+    numeric = [k for k in ok["k"] if k != "all"]
+    top = max(numeric) if numeric else 0
+    ok["x"] = ok["k"].map(lambda k: top + 1 if k == "all" else k)
+    datasets = list(dict.fromkeys(ok["dataset"]))
+    fig, axes = plt.subplots(layout="constrained", nrows=1, ncols=len(datasets), figsize=(5.6 * len(datasets), 4.2), squeeze=False)
+    for ax, dataset in zip(axes[0], datasets):
+        sub = ok[ok["dataset"] == dataset]
+        for (backend, model), group in sub.groupby(["backend", "model"], sort=False):
+            stats = group.groupby("x")["accuracy"].agg(["mean", "min", "max"]).sort_index()
+            ax.errorbar(stats.index, stats["mean"], yerr=[stats["mean"] - stats["min"], stats["max"] - stats["mean"]],
+                        marker="o", capsize=3, label=f"{backend}/{model}")  # fmt: skip
+        ticks = sorted(set(ok["x"]))
+        ax.set_xticks(ticks, [("all" if t == top + 1 and "all" in set(ok["k"]) else str(int(t))) for t in ticks])
+        ax.set_xlabel("trainable final stages (+ head)")
+        ax.set_ylabel("test accuracy")
+        ax.set_title(f"{short_dataset(dataset)}: frozen-layer sweep")
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=8, frameon=False)
+    fig.text(0.01, -0.03, "mean over seeds, bars: min..max over seeds", fontsize=8, color="0.4")
+    return _save(fig, path)
+
+
 def draw_suite_plots(frame: pd.DataFrame, suite_dir: Path, out_dir: Path) -> dict[str, Path]:
     """Draw every plot the suite's files allow; returns title -> PNG path (absent plots are left out)."""
     plots = {
-        "Accuracy vs training throughput (Pareto)": lambda: pareto_plot(frame, "train_images_per_s", "train images/s", out_dir / "pareto_train.png"),
+        "Accuracy vs training cost (Pareto)": lambda: pareto_plot(frame, "train_s", "training seconds", out_dir / "pareto_train.png", lower_is_better=True),
         "Accuracy vs inference throughput (Pareto)": lambda: pareto_plot(frame, "infer_images_per_s", "inference images/s", out_dir / "pareto_inference.png"),
         "ROC and precision-recall curves (first seed)": lambda: roc_pr_plot(frame, suite_dir, out_dir / "roc_pr.png"),
+        "Accuracy vs trainable stages (frozen-layer sweep)": lambda: stage_sweep_plot(frame, out_dir / "stage_sweep.png"),
         "Training curves": lambda: training_curves_plot(frame, suite_dir, out_dir / "training_curves.png"),
         "Confusion matrix of the best cell per backend": lambda: confusion_plot(frame, suite_dir, out_dir / "confusion.png"),
         "Prediction grid of the best cell per backend": lambda: prediction_grid_plot(frame, suite_dir, out_dir / "predictions.png"),

@@ -135,6 +135,7 @@ class CellRun:
         backend = backend_class(opts.device)
         self.backend = backend
         weights = opts.weights_for(cell.backend)
+        image_size = record["image_size"] = opts.image_size_for(backend_class, cell.model, weights)
         dataset, policy = self._load_dataset(backend, cell.model, weights, record_data=True)
         keep = train_indices(dataset, opts.max_train_images, cell.seed)
         train = subset_train(dataset, opts.max_train_images, cell.seed)
@@ -143,7 +144,7 @@ class CellRun:
         record["split_sizes"] = {"train": len(train), "val": len(val), "test": len(test)}
 
         spec = ModelSpec(
-            name=cell.model, num_classes=dataset.num_classes, image_size=opts.image_size, weights=weights,
+            name=cell.model, num_classes=dataset.num_classes, image_size=image_size, weights=weights,
             pretrained=strategy.pretrained, allow_random_init=opts.allow_random_init, in_chans=opts.in_chans,
             seed=cell.seed, options=opts.options_for(cell.backend),
         )  # fmt: skip
@@ -212,7 +213,7 @@ class CellRun:
     def _load_dataset(self, backend: Backend, model: str, weights: str, record_data: bool) -> tuple[ArrayDataset, ResizePolicy]:
         """The cell's dataset, resized for ``model`` (decoded once per policy, cached); its facts into the record."""
         opts, record = self.options, self.record
-        data_config = backend.default_data_config(model, opts.image_size, weights)
+        data_config = backend.default_data_config(model, opts.image_size_for(type(backend), model, weights), weights)
         policy = ResizePolicy(data_config.image_size, data_config.crop_pct, data_config.interpolation)
         self.log(f"dataset {self.cell.dataset} at {policy.key()}")
         dataset = load_dataset(
@@ -263,8 +264,10 @@ class CellRun:
             for index, model in enumerate(models):
                 backend = backend_class(opts.device)
                 dataset, policy = self._load_dataset(backend, model, weights, record_data=index == 0)
+                size = opts.image_size_for(backend_class, model, weights)
+                record["image_size"] = record["image_size"] or size
                 spec = ModelSpec(
-                    name=model, num_classes=dataset.num_classes, image_size=opts.image_size, weights=weights, pretrained=True,
+                    name=model, num_classes=dataset.num_classes, image_size=size, weights=weights, pretrained=True,
                     allow_random_init=opts.allow_random_init, in_chans=opts.in_chans, seed=cell.seed, options=opts.options_for(cell.backend),
                 )  # fmt: skip
                 info = backend.build(spec)

@@ -66,13 +66,14 @@ class RunOptions:
     """Options shared by every cell of a suite (recorded with each result).
 
     The defaults are the default suite's: chosen so that timm ``tf_efficientnet_lite0`` × 4 strategies on
-    ``digits`` finishes in well under 5 minutes on a 2-core CPU (see README). Backend-specific options
+    ``digits`` finishes in well under 5 minutes on a 2-core CPU (see README). ``image_size=None`` means each
+    model's native pretrained input size (what ``tlbench run`` uses once the matrix is not the default suite's). Backend-specific options
     (``--amp``, ``--channels-last``, ``--compile``, ``--jit-compile``) live in ``backend_options``, one typed
     options dict per backend (``tlbench.backends.options``), validated by the command line before any cell.
     """
 
     epochs: int = 5
-    image_size: int = 64
+    image_size: int | None = 64
     batch_size: int = 32
     device: str = "auto"
     weights: str = "default"
@@ -86,12 +87,16 @@ class RunOptions:
     warmup_steps: int = 2
     infer_warmup: int = 3
     infer_repeats: int = 10
-    infer_min_time_s: float = 0.0
+    infer_min_time_s: float = 2.0
     dedup: str = "drop"
     near_duplicates: bool = False
     threads: int | None = None
     allocator: str = "auto"
     cache_dir: str | None = None
+
+    def image_size_for(self, backend_class: Any, model: str, weights: str) -> int:
+        """The input side of ``model``: ``image_size``, or the model's native size when that is ``None``."""
+        return self.image_size if self.image_size is not None else int(backend_class.native_image_size(model, weights))
 
     def weights_for(self, backend: str) -> str:
         """The weights value that applies to ``backend``.

@@ -173,8 +173,8 @@ class CellOccupancy:
         for path in self.directory.glob("*.json"):
             try:
                 entry = json.loads(path.read_text())
-                float(entry["start"])
-            except (OSError, ValueError, KeyError, TypeError):
+                float(entry["start"]), float(entry.get("end") or 0), int(entry.get("pid", -1))
+            except (OSError, ValueError, KeyError, TypeError, AttributeError):
                 continue
             if entry.get("host") != self.host:
                 continue

@@ -162,10 +162,14 @@ _SIGKILL = int(signal.SIGKILL)
 
 
 @contextlib.contextmanager
-def _interrupts_raise() -> Iterator[None]:
-    """While running a suite in the main thread, SIGINT and SIGTERM raise ``RunInterrupted`` (once)."""
+def _interrupts_raise() -> Iterator[Callable[[], None]]:
+    """While running a suite in the main thread, SIGINT and SIGTERM raise ``RunInterrupted`` (once).
+
+    Yields a function that installs the handlers again: call it after starting something that installs its
+    own (``ray.init`` puts a C-level SIGTERM handler in the driver). The previous handlers come back on exit.
+    """
     if threading.current_thread() is not threading.main_thread():
-        yield
+        yield lambda: None
         return
     fired: list[int] = []
 
@@ -179,11 +183,14 @@ def _interrupts_raise() -> Iterator[None]:
             _signal_group(process, signum)
         raise RunInterrupted(signum)
 
+    def arm() -> None:
+        for sig in previous:
+            signal.signal(sig, handler)
+
     previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
-    for sig in previous:
-        signal.signal(sig, handler)
+    arm()
     try:
-        yield
+        yield arm
     finally:
         for sig, old in previous.items():
             signal.signal(sig, old if old is not None else signal.SIG_DFL)
@@ -398,9 +405,10 @@ def run_suite(
     results_path = out_dir / RESULTS_FILE
     produced: list[dict[str, Any]] = []
     reset_stop()
-    with _interrupts_raise():
+    with _interrupts_raise() as rearm:
         try:
             executor.start(suite, out_dir, on_message)
+            rearm()  # the executor may have installed its own handlers (Ray does)
             environments = executor.environments(suite)
             here = [e["environment_id"] for e in environments]
             done, elsewhere = resume_plan(load_results(results_path), suite, here, reuse_other_environments)

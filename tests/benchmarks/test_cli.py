@@ -87,3 +87,20 @@ def test_console_script_usage_error_has_no_traceback():
     proc = subprocess.run([sys.executable, "-m", "tlbench", "run", "--backends", "nope"], capture_output=True, text=True)
     assert proc.returncode == 2
     assert proc.stderr.strip() == "tlbench: error: unknown backend 'nope'; expected one of: timm, torchvision, keras"
+
+
+def test_image_size_defaults_to_the_models_native_size_except_for_the_default_suite():
+    from tlbench.backends import get_backend_class
+    from tlbench.benchmarks.cli import build_parser, suite_from_args
+
+    assert suite_from_args(build_parser().parse_args(["run"])).options.image_size == 64  # the default suite keeps 64 px
+    assert suite_from_args(build_parser().parse_args(["run", "--strategies", "scratch", "--seeds", "0,1"])).options.image_size == 64
+    options = suite_from_args(build_parser().parse_args(["run", "--dataset", "digits", "--models", "resnet18"])).options
+    assert options.image_size is None  # native, per model
+    timm = get_backend_class("timm")
+    assert [timm.native_image_size(f"tf_efficientnet_lite{i}") for i in range(3)] == [224, 240, 260]
+    assert options.image_size_for(timm, "tf_efficientnet_lite2", "default") == 260
+    torchvision = get_backend_class("torchvision")
+    assert torchvision.native_image_size("resnet50") == 224 and torchvision.native_image_size("inception_v3") == 299
+    assert get_backend_class("keras").native_image_size("vgg16") == 224
+    assert suite_from_args(build_parser().parse_args(["run", "--dataset", "digits", "--models", "resnet18", "--image-size", "96"])).options.image_size == 96

@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 from PIL import Image
 from sklearn.metrics import auc
@@ -90,3 +91,18 @@ def test_log_tick_labels_are_plain_and_short():
     from tlbench.benchmarks.reporting.plots import _plain_number
 
     assert [_plain_number(v) for v in (0, 200, 500, 2000, 5000, 10000, 20000, 1.5e6)] == ["", "200", "500", "2000", "5000", "10k", "20k", "1.5M"]
+
+
+def test_stage_sweep_plot_draws_accuracy_against_trainable_stages(tmp_path):
+    rows = []
+    for seed in (0, 1):
+        for strategy, acc in (("partial_finetune@1", 0.70), ("partial_finetune@2", 0.75), ("partial_finetune@all", 0.80), ("scratch", 0.5)):
+            rows.append({"backend": "timm", "model": "m", "strategy": strategy, "dataset": "digits", "seed": seed, "status": "ok", "accuracy": acc + 0.01 * seed})
+    frame = pd.DataFrame(rows)
+    assert plots.sweep_stages("partial_finetune@2") == 2 and plots.sweep_stages("partial_finetune") == 2
+    assert plots.sweep_stages("partial_finetune@all") == "all" and plots.sweep_stages("scratch") is None
+    path = plots.stage_sweep_plot(frame, tmp_path / "sweep.png")
+    assert path is not None and path.stat().st_size > 10_000
+    with Image.open(path) as image:
+        assert image.size[0] > 500
+    assert plots.stage_sweep_plot(frame[frame["strategy"] == "scratch"], tmp_path / "none.png") is None
