@@ -240,9 +240,11 @@ class Backend(abc.ABC):
 
     # ---- training and inference ----------------------------------------------------------------------
     @abc.abstractmethod
-    def train_step(self, batch: np.ndarray, labels: np.ndarray, inputs: Inputs = "images") -> None:
+    def train_step(self, batch: np.ndarray, labels: np.ndarray, inputs: Inputs = "images", soft_targets: np.ndarray | None = None) -> None:
         """One optimizer step on a uint8 image batch, or on cached features through the head alone.
 
+        With the phase's ``distillation`` and ``soft_targets`` (a teacher's probabilities, ``(N, C)``), the loss is
+        ``(1 - alpha) * CE(labels) + alpha * T^2 * KL(softmax(log(teacher) / T) || softmax(student / T))``.
         The loss is accumulated on device and read by ``pop_train_loss``.
         """
 

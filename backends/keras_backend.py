@@ -155,6 +155,7 @@ class KerasBackend(Backend):
         self._head_l2: list[Any] = []
         self._l2sp_alpha = 0.0
         self._head_l2_beta = 0.0
+        self._distillation: Any = None
         self._train_head_fn: Any = None
         self._prepare_train_fn: Any = None
         self._predict_fn: Any = None
@@ -369,6 +370,7 @@ class KerasBackend(Backend):
             self._groups.append((optimizer, variables))
         self._regularizer_terms(phase, head_vars, backbone_vars)
         self._augmenter = self._make_augmenter(phase.augment, self.spec.seed if self.spec else 0)
+        self._distillation = phase.distillation
         self._make_train_functions()
         trainable = sum(int(np.prod(v.shape)) for v in head_vars + backbone_vars)
         return ParamCounts(trainable=trainable, total=self._total_params)
@@ -477,35 +479,54 @@ class KerasBackend(Backend):
                 optimizer.apply(grads[start : start + len(variables)], variables)
                 start += len(variables)
 
-        @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32), label_spec], jit_compile=self.jit_compile)
-        def train(x: Any, labels: Any) -> None:
+        soft_spec = tf.TensorSpec([None, None], tf.float32)
+        distillation = self._distillation
+
+        def objective(labels: Any, logits: Any, soft: Any) -> tuple[Any, Any]:
+            """(the reported cross-entropy, the optimized total: distillation term and penalties included)."""
+            loss = loss_fn(labels, logits)
+            total = loss
+            if distillation is not None:  # traced only when the phase distills
+                t, alpha = distillation.temperature, distillation.alpha
+                teacher_t = tf.nn.softmax(tf.math.log(tf.maximum(soft, 1e-12)) / t)
+                log_student_t = tf.nn.log_softmax(tf.cast(logits, tf.float32) / t)
+                kl = tf.reduce_mean(tf.reduce_sum(teacher_t * (tf.math.log(tf.maximum(teacher_t, 1e-12)) - log_student_t), axis=1))
+                total = (1 - alpha) * loss + alpha * t * t * kl
+            return loss, total + penalty()
+
+        @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32), label_spec, soft_spec], jit_compile=self.jit_compile)
+        def train(x: Any, labels: Any, soft: Any) -> None:
             with tf.GradientTape() as tape:
                 features = backbone(x, training=backbone_trains)
                 if not backbone_trains:
                     features = tf.stop_gradient(features)
-                loss = loss_fn(labels, head(features, training=True))
-                total = loss + penalty()
+                loss, total = objective(labels, head(features, training=True), soft)
             apply_gradients(total, tape)
             loss_sum.assign_add(tf.cast(loss, tf.float32))
 
-        @tf.function(input_signature=[tf.TensorSpec([None, None, None, None], tf.float32), label_spec], jit_compile=self.jit_compile)
-        def train_head(feats: Any, labels: Any) -> None:
+        @tf.function(input_signature=[tf.TensorSpec([None, None, None, None], tf.float32), label_spec, soft_spec], jit_compile=self.jit_compile)
+        def train_head(feats: Any, labels: Any, soft: Any) -> None:
             with tf.GradientTape() as tape:
-                loss = loss_fn(labels, head(feats, training=True))
-                total = loss + penalty()
+                loss, total = objective(labels, head(feats, training=True), soft)
             apply_gradients(total, tape)
             loss_sum.assign_add(tf.cast(loss, tf.float32))
 
         self._prepare_train_fn, self._train_fn, self._train_head_fn = prepare_train, train, train_head
 
     # ---- training and inference --------------------------------------------------------------------------
-    def train_step(self, batch: np.ndarray, labels: np.ndarray, inputs: Inputs = "images") -> None:
+    def train_step(self, batch: np.ndarray, labels: np.ndarray, inputs: Inputs = "images", soft_targets: np.ndarray | None = None) -> None:
         self._require_phase()
         y = np.asarray(labels, dtype=np.int64)
-        if inputs == "features":
-            self._train_head_fn(np.asarray(batch, dtype=np.float32), y)
+        if self._distillation is not None:
+            if soft_targets is None:
+                raise ValueError("this phase distills: train_step needs the teacher's soft_targets")
+            soft = np.asarray(soft_targets, dtype=np.float32)
         else:
-            self._train_fn(self._prepare_train_fn(np.ascontiguousarray(batch, dtype=np.uint8)), y)
+            soft = np.zeros((len(y), 1), dtype=np.float32)  # unused by the traced step
+        if inputs == "features":
+            self._train_head_fn(np.asarray(batch, dtype=np.float32), y, soft)
+        else:
+            self._train_fn(self._prepare_train_fn(np.ascontiguousarray(batch, dtype=np.uint8)), y, soft)
         self._loss_steps += 1
 
     def predict_proba(self, batch: np.ndarray, inputs: Inputs = "images") -> np.ndarray:

@@ -273,6 +273,7 @@ class TorchBackend(Backend):
         self._pretrained_backbone: dict[str, torch.Tensor] = {}
         self._l2sp_params: list[tuple[nn.Parameter, torch.Tensor]] = []
         self._head_params: list[nn.Parameter] = []
+        self._distillation: Any = None
 
     # ---- hooks for subclasses -------------------------------------------------------------------------
     @abc.abstractmethod
@@ -404,6 +405,7 @@ class TorchBackend(Backend):
         self._eval_bn = self._bn_modules_in_eval(model, phase, stage_of)
         self._install_regularizers(phase, head_params, trainable_backbone)
         self.augment = phase.augment
+        self._distillation = phase.distillation
         self._generator.manual_seed(self.spec.seed if self.spec else 0)
         model.eval()  # the next train step re-enters train mode with this phase's BatchNorm modes
         total = sum(p.numel() for p in model.parameters())
@@ -446,6 +448,14 @@ class TorchBackend(Backend):
                     self._pretrained_backbone[name] = param.detach().clone()
                 self._l2sp_params.append((param, self._pretrained_backbone[name]))
         self._head_params = head_params if regs.head_l2_beta > 0 else []
+
+    def _distilled_loss(self, ce: torch.Tensor, logits: torch.Tensor, soft_targets: np.ndarray) -> torch.Tensor:
+        """``(1 - alpha) * CE + alpha * T^2 * KL(teacher_T || student_T)`` (Hinton et al. 2015)."""
+        t, alpha = self._distillation.temperature, self._distillation.alpha
+        teacher = torch.from_numpy(np.asarray(soft_targets, dtype=np.float32)).to(self.device).clamp_min(1e-12)
+        teacher_t = torch.softmax(teacher.log() / t, dim=1)
+        kl = nn.functional.kl_div(torch.log_softmax(logits / t, dim=1), teacher_t, reduction="batchmean")
+        return (1 - alpha) * ce + alpha * t * t * kl
 
     def _penalty(self) -> torch.Tensor | None:
         terms = []
@@ -491,7 +501,7 @@ class TorchBackend(Backend):
             return torch.autocast(device_type=self.device.type, enabled=False)
         return torch.autocast(device_type=self.device.type, dtype=self.autocast_dtype)
 
-    def train_step(self, batch: np.ndarray, labels: np.ndarray, inputs: Inputs = "images") -> None:
+    def train_step(self, batch: np.ndarray, labels: np.ndarray, inputs: Inputs = "images", soft_targets: np.ndarray | None = None) -> None:
         model = self._require_model()
         if self.optimizer is None:
             raise RuntimeError("apply_phase() must be called before training")
@@ -504,8 +514,13 @@ class TorchBackend(Backend):
             with self._autocast():
                 logits = self._forward(self._augment(self.to_input(batch)))
         loss = nn.functional.cross_entropy(logits.float(), y)
+        objective = loss
+        if self._distillation is not None:
+            if soft_targets is None:
+                raise ValueError("this phase distills: train_step needs the teacher's soft_targets")
+            objective = self._distilled_loss(loss, logits.float(), soft_targets)
         penalty = self._penalty()
-        total = loss if penalty is None else loss + penalty
+        total = objective if penalty is None else objective + penalty
         self.optimizer.zero_grad(set_to_none=True)
         total.backward()
         self.optimizer.step()

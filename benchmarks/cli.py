@@ -48,6 +48,27 @@ def _choice_list(label: str, values: list[str], valid: Sequence[str]) -> tuple[s
     return tuple(values)
 
 
+def _teacher_option(path: str | None, strategies: tuple[str, ...], backends: tuple[str, ...]) -> str | None:
+    """Check ``--teacher`` against the strategies: distill needs one of the same backend; others take none."""
+    distills = any(get_strategy(s).distill_temperature is not None for s in strategies)
+    if path is None:
+        if distills:
+            raise UsageError("strategy 'distill' needs --teacher <suite>/cells/<cell_id> (a finished cell run with TLBENCH_SAVE_WEIGHTS=1)")
+        return None
+    if not distills:
+        raise UsageError("--teacher is only used by --strategies distill")
+    from tlbench.benchmarks.running.teacher import load_teacher
+
+    try:
+        teacher = load_teacher(path)
+    except BackendError as exc:
+        raise UsageError(str(exc)) from None
+    if set(backends) != {teacher.record["backend"]}:
+        raise UsageError(f"--teacher {path!r} ran on backend {teacher.record['backend']!r}; run distill with --backends {teacher.record['backend']}")
+    inside = os.path.relpath(os.path.abspath(path))
+    return inside if not inside.startswith(os.pardir) else os.path.abspath(path)
+
+
 def _non_negative_seconds(name: str, value: float) -> float:
     if not (math.isfinite(value) and value >= 0):
         raise UsageError(f"--{name} must be a number of seconds >= 0, got {value}")
@@ -95,6 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--infer-repeats", type=int, default=opts.infer_repeats, help="timed inference batches (>= 10)")
     run.add_argument("--dedup", default=opts.dedup, help="exact duplicate images: drop (default: cross-split copies leave val/test, one copy kept per split, conflicting labels removed), keep (report only), error")
     run.add_argument("--near-duplicates", action="store_true", help="also count near-duplicates across splits (perceptual hash; reported, never dropped)")
+    run.add_argument("--teacher", default=None, help="for --strategies distill: a finished cell directory <suite>/cells/<cell_id> that saved its weights (TLBENCH_SAVE_WEIGHTS=1)")
     run.add_argument("--threads", type=int, default=None, help="intra-op threads of every cell (default: the cores available)")
     run.add_argument("--allocator", default=opts.allocator, help="memory allocator of cell processes: auto (jemalloc/tcmalloc when installed, else glibc with tuned MALLOC_* thresholds), glibc-tuned, jemalloc, tcmalloc, system")
     run.add_argument("--cache-dir", default=None, help="dataset cache root (default: $TLBENCH_CACHE or ~/.cache/tlbench)")
@@ -269,6 +291,7 @@ def suite_from_args(args: argparse.Namespace) -> SuiteConfig:
         near_duplicates=args.near_duplicates,
         threads=args.threads,
         allocator=args.allocator,
+        teacher=_teacher_option(args.teacher, strategies, backends),
         cache_dir=args.cache_dir,
     )
     try:

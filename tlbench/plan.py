@@ -76,6 +76,14 @@ class Regularizers:
 
 
 @dataclass(frozen=True)
+class Distillation:
+    """Soft labels of a teacher: ``loss = (1 - alpha) * CE + alpha * T^2 * KL(teacher_T || student_T)``."""
+
+    temperature: float
+    alpha: float
+
+
+@dataclass(frozen=True)
 class PhasePlan:
     """One phase of training: inputs, epochs, per-stage trainability and learning rates, optimizer.
 
@@ -99,6 +107,7 @@ class PhasePlan:
     optimizer: OptimizerPlan = field(default_factory=OptimizerPlan)
     regularizers: Regularizers = field(default_factory=Regularizers)
     augment: str = "none"
+    distillation: Distillation | None = None
 
     @property
     def trains_backbone(self) -> bool:
@@ -113,6 +122,8 @@ class PhasePlan:
         extra = ""
         if self.regularizers.any:
             extra = f", L2-SP alpha={self.regularizers.l2sp_alpha:g} beta={self.regularizers.head_l2_beta:g}"
+        if self.distillation is not None:
+            extra += f", distilled T={self.distillation.temperature:g} alpha={self.distillation.alpha:g}"
         return f"{self.name}: {self.epochs} epoch(s) on {self.inputs}, {len(trainable)}/{len(self.stages)} stages train ({lr_text}{extra})"
 
 
@@ -233,6 +244,12 @@ def make_plan(
     optim = OptimizerPlan(name=optimizer, weight_decay=0.0 if l2sp else weight_decay, momentum=momentum)
     frozen = stage_plans(strategy, stage_names, lr, "none")
 
+    distillation = None
+    if strategy.distill_temperature is not None:
+        _check_positive(f"strategy {strategy.name!r} distill_temperature", strategy.distill_temperature)
+        if not 0 < strategy.distill_alpha <= 1:
+            raise PlanError(f"strategy {strategy.name!r}: distill_alpha must be in (0, 1], got {strategy.distill_alpha!r}")
+        distillation = Distillation(strategy.distill_temperature, strategy.distill_alpha)
     probe_lr = lr if strategy.probe_lr is None or strategy.cache_features else strategy.probe_lr
     _check_positive("probe learning rate", probe_lr)
     if strategy.last_k_stages == ALL_STAGES:
@@ -243,7 +260,7 @@ def make_plan(
         regs = regularizers if train_backbone != "none" else Regularizers(head_l2_beta=strategy.head_l2_beta)
         return PhasePlan(
             name=name, inputs=inputs, epochs=count, head_lr=head_lr, stages=stages, optimizer=optim, regularizers=regs,
-            augment=augment if inputs == "images" else "none",
+            augment=augment if inputs == "images" else "none", distillation=distillation if inputs == "images" else None,
         )  # fmt: skip
 
     if strategy.cache_features:

@@ -46,6 +46,10 @@ class Strategy:
             feature extraction.
         min_epochs: at least this many epochs whatever ``--epochs`` says; for ``linear_probe`` an epoch over
             cached features costs milliseconds, so the head gets enough steps to converge.
+        distill_temperature: knowledge distillation (Hinton et al. 2015; seed 003's soft labels): the loss becomes
+            ``(1 - alpha) * CE(labels) + alpha * T^2 * KL(teacher_T || student_T)`` with the teacher's
+            probabilities at temperature ``T`` (``--teacher``); ``None`` = no distillation.
+        distill_alpha: the weight of the soft-label term.
         l2sp_alpha: L2-SP (Li et al. 2018): ``alpha * ||w - w0||^2`` on the trainable backbone, toward the
             pretrained weights ``w0``; weight decay is then off (the penalty replaces it).
         head_l2_beta: with L2-SP, ``beta * ||w||^2`` on the head.
@@ -66,6 +70,8 @@ class Strategy:
     probe_lr: float | None = None
     probe_head: ProbeHead = "linear"
     min_epochs: int = 0
+    distill_temperature: float | None = None
+    distill_alpha: float = 0.0
     l2sp_alpha: float = 0.0
     head_l2_beta: float = 0.0
 
@@ -142,6 +148,17 @@ STRATEGIES: dict[str, Strategy] = {
             head_warmup_epochs=1,
             l2sp_alpha=0.05,
             head_l2_beta=0.005,
+        ),
+        Strategy(
+            name="distill",
+            summary="full fine-tuning on soft labels of a teacher cell (--teacher), T = 4, alpha = 0.7 (Hinton et al. 2015)",
+            pretrained=True,
+            train_backbone="all",
+            backbone_lr_scale=0.1,
+            head_lr=1e-3,
+            head_warmup_epochs=1,
+            distill_temperature=4.0,
+            distill_alpha=0.7,
         ),
         Strategy(
             name="logreg_probe",

@@ -169,6 +169,10 @@ class CellRun:
         backend.reset_peak_memory()
         from tlbench.benchmarks.running.contention import ContentionSampler, describe
 
+        soft_targets = None
+        if plan_distills(plan):
+            soft_targets = self._teacher_probabilities(backend_class, dataset, keep)
+
         def feature_source():
             splits = {"train": dataset.splits["train"].images, "val": val.images}
             cached = self._features(backend, info, cell.model, weights, dataset, policy, splits, pooled=False)
@@ -181,7 +185,7 @@ class CellRun:
         try:
             outcome = train_plan(
                 backend, plan, Inputs(train.images, train.labels), Inputs(val.images, np.asarray(val.labels)),
-                opts.batch_size, opts.warmup_steps, self.log, feature_source=feature_source,
+                opts.batch_size, opts.warmup_steps, self.log, feature_source=feature_source, soft_targets=soft_targets,
             )  # fmt: skip
             test_labels = np.asarray(test.labels)
             test_probs = predict_in_batches(backend.predict_proba, test.images, opts.batch_size)
@@ -191,6 +195,8 @@ class CellRun:
         record["contention"] = sampler.summary()
         self.log(f"contention: {describe(record['contention'])}")
         counts = outcome.counts
+        if getattr(self, "teacher_note", None):
+            record["plan"] = f"{plan.describe()}; {self.teacher_note}"
         record.update(
             trainable_params=counts.trainable if counts else None, total_params=counts.total if counts else None,
             val_accuracy=outcome.best_val_accuracy, best_epoch=outcome.best_epoch,
@@ -209,11 +215,42 @@ class CellRun:
         record["peak_device_mb"] = backend.peak_device_memory_mb()
         self._save_artifacts(outcome.curve, test, test_labels, test_probs, dataset.class_names, latencies)
 
+    def _teacher_probabilities(self, backend_class: type[Backend], dataset: ArrayDataset, keep: np.ndarray | None) -> np.ndarray:
+        """The teacher cell's class probabilities on the train split (soft labels), computed once, in this process.
+
+        The teacher is a finished cell of the same backend that saved its trained weights (``TLBENCH_SAVE_WEIGHTS=1``);
+        it sees the same rows resized with its own policy.
+        """
+        from tlbench.benchmarks.running.teacher import load_teacher
+
+        opts = self.options
+        teacher = load_teacher(opts.teacher, self.cell.backend)
+        backend = backend_class(opts.device)
+        spec = ModelSpec(
+            name=teacher.record["model"], num_classes=dataset.num_classes, image_size=int(teacher.record["image_size"]),
+            weights="none", pretrained=False, allow_random_init=True, in_chans=opts.in_chans, seed=int(teacher.record["seed"]),
+            options=opts.options_for(self.cell.backend),
+        )  # fmt: skip
+        if int(teacher.record.get("num_classes") or dataset.num_classes) != dataset.num_classes:
+            raise BackendError(f"teacher {teacher.name!r} has {teacher.record.get('num_classes')} classes, this dataset {dataset.num_classes}")
+        backend.build(spec)
+        backend.load_weights(str(teacher.weights))
+        teacher_data, _ = self._load_dataset(backend, spec.name, "none", record_data=False, image_size=spec.image_size)
+        train = teacher_data.splits["train"]
+        if not np.array_equal(np.asarray(train.labels), np.asarray(dataset.splits["train"].labels)):
+            raise BackendError(f"teacher {teacher.name!r}: its train split differs from this cell's (another dataset or --dedup?)")
+        probs = predict_in_batches(backend.predict_proba, train.images, opts.batch_size)
+        accuracy = float((probs.argmax(1) == np.asarray(train.labels)).mean())
+        self.log(f"teacher {teacher.name} ({spec.name}): soft labels for {len(probs)} train images, train accuracy {accuracy:.3f}")
+        self.teacher_note = f"teacher {teacher.name} (test accuracy {teacher.record.get('accuracy')})"
+        return probs if keep is None else probs[keep]
+
     # ---- shared steps ---------------------------------------------------------------------------------
-    def _load_dataset(self, backend: Backend, model: str, weights: str, record_data: bool) -> tuple[ArrayDataset, ResizePolicy]:
+    def _load_dataset(self, backend: Backend, model: str, weights: str, record_data: bool, image_size: int | None = None) -> tuple[ArrayDataset, ResizePolicy]:
         """The cell's dataset, resized for ``model`` (decoded once per policy, cached); its facts into the record."""
         opts, record = self.options, self.record
-        data_config = backend.default_data_config(model, opts.image_size_for(type(backend), model, weights), weights)
+        size = image_size if image_size is not None else opts.image_size_for(type(backend), model, weights)
+        data_config = backend.default_data_config(model, size, weights)
         policy = ResizePolicy(data_config.image_size, data_config.crop_pct, data_config.interpolation)
         self.log(f"dataset {self.cell.dataset} at {policy.key()}")
         dataset = load_dataset(
@@ -433,6 +470,11 @@ def load_probe_file() -> dict[str, Any] | None:
         return json.loads(Path(path).read_text())
     except (OSError, ValueError):
         return None
+
+
+def plan_distills(plan: Any) -> bool:
+    """Whether any phase of ``plan`` trains on a teacher's soft labels."""
+    return any(phase.distillation is not None for phase in plan.phases)
 
 
 def dataset_meta_for_record(meta: dict[str, Any]) -> dict[str, Any]:

@@ -92,6 +92,7 @@ class RunOptions:
     near_duplicates: bool = False
     threads: int | None = None
     allocator: str = "auto"
+    teacher: str | None = None
     cache_dir: str | None = None
 
     def image_size_for(self, backend_class: Any, model: str, weights: str) -> int:

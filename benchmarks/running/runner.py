@@ -432,7 +432,8 @@ def run_suite(
                     on_result(index, len(todo), record)
             _check_interrupted()
         except KeyboardInterrupt as exc:  # RunInterrupted included: stop what still runs, keep what is appended
-            signum = exc.signum if isinstance(exc, RunInterrupted) else int(signal.SIGINT)
+            # (a library may turn our exception into a plain KeyboardInterrupt: Ray's wait does; the handler noted the signal)
+            signum = exc.signum if isinstance(exc, RunInterrupted) else (_PENDING[0] if _PENDING else int(signal.SIGINT))
             executor.cancel(signum)
             stop_running_cells(signum)
             if isinstance(exc, RunInterrupted):

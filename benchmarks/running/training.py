@@ -124,6 +124,7 @@ def train_plan(
     warmup_steps: int = 2,
     log: Callable[[str], None] = lambda message: None,
     feature_source: Callable[[], Any] | None = None,
+    soft_targets: np.ndarray | None = None,
 ) -> TrainOutcome:
     """Run every phase of ``plan`` on ``backend`` and restore the weights of the best validation epoch.
 
@@ -137,6 +138,7 @@ def train_plan(
         log: one-line progress messages.
         feature_source: for phases on features: returns a ``features.CachedFeatures`` with ``train`` and ``val``
             (the on-disk feature cache); default: extract them here with ``backend.extract_features``.
+        soft_targets: a teacher's class probabilities, one row per train image, for phases with a distillation.
 
     Returns:
         The curve, per-phase timings and the best epoch; the backend holds its weights.
@@ -179,12 +181,15 @@ def train_plan(
             batches = epoch_batches(rng, len(train), batch_size)
             warm = min(warmup_steps, len(batches)) if (phase.inputs == "images" and epoch == 0) else 0
             first, steady = SyncTimer(backend.synchronize), SyncTimer(backend.synchronize)
+            soft = soft_targets if phase.distillation is not None else None
+            if phase.distillation is not None and soft is None:
+                raise ValueError(f"phase {phase.name!r} distills but no teacher probabilities were given")
             with first:
                 for idx in batches[:warm]:
-                    backend.train_step(source[idx], train_labels[idx], phase.inputs)
+                    backend.train_step(source[idx], train_labels[idx], phase.inputs, None if soft is None else soft[idx])
             with steady:
                 for idx in batches[warm:]:
-                    backend.train_step(source[idx], train_labels[idx], phase.inputs)
+                    backend.train_step(source[idx], train_labels[idx], phase.inputs, None if soft is None else soft[idx])
             timing.first_steps_s += first.seconds
             timing.steady_s += steady.seconds
             timing.steady_images += sum(len(b) for b in batches[warm:])

@@ -49,7 +49,7 @@ def _images(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     return rng.integers(0, 256, (n, 32, 32, 3), dtype=np.uint8), np.arange(n) % NUM_CLASSES
 
 
-@pytest.mark.parametrize("strategy_name", list(STRATEGIES))
+@pytest.mark.parametrize("strategy_name", ["scratch", "linear_probe", "partial_finetune", "full_finetune", "lp_ft", "layer_decay", "l2sp"])
 def test_build_transfer_train_predict(backend_name, strategy_name):
     strategy = STRATEGIES[strategy_name]
     b = get_backend_class(backend_name)("cpu")
@@ -173,3 +173,24 @@ def test_weights_files_round_trip_in_the_native_safe_format(backend_name, tmp_pa
     bad.write_bytes(b"not weights")
     with pytest.raises(BackendError, match="bad"):
         other.load_weights(str(bad))
+
+
+def test_distillation_uses_the_teachers_soft_labels(backend_name):
+    b = get_backend_class(backend_name)("cpu")
+    b.build(ModelSpec(SMALL_MODEL[backend_name], NUM_CLASSES, 32, weights="none", seed=0))
+    main = phase(b, "distill")
+    assert main.distillation is not None and main.distillation.temperature == 4.0
+    b.apply_phase(main)
+    x, y = _images(6)
+    with pytest.raises(ValueError, match="needs the teacher's soft_targets"):
+        b.train_step(x, y)
+    teacher = np.full((6, NUM_CLASSES), 0.05, np.float32)
+    teacher[np.arange(6), (y + 1) % NUM_CLASSES] = 0.9  # a teacher that disagrees with the labels
+    state = b.snapshot()
+    b.train_step(x, y, "images", teacher)
+    moved_soft = b.predict_proba(x)
+    b.restore(state)
+    b.apply_phase(phase(b, "full_finetune"))  # same step without the teacher
+    b.train_step(x, y)
+    assert np.isfinite(b.pop_train_loss())
+    assert not np.allclose(moved_soft, b.predict_proba(x), atol=1e-7)  # the soft labels changed the update

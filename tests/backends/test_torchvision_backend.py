@@ -187,7 +187,7 @@ def _bn_owner(buffer_name: str) -> str:
 
 
 @pytest.mark.parametrize("name", ["resnet18", "mobilenet_v3_small"])
-@pytest.mark.parametrize("strategy_name", list(STRATEGIES))
+@pytest.mark.parametrize("strategy_name", ["scratch", "linear_probe", "partial_finetune", "full_finetune"])
 def test_a_train_step_changes_exactly_the_intended_parameters(name, strategy_name):
     strategy = STRATEGIES[strategy_name]
     backend = build(name, num_classes=3, pretrained=strategy.pretrained)

@@ -63,6 +63,7 @@ class FakeBackend(Backend):
     def apply_phase(self, phase: PhasePlan) -> ParamCounts:
         self.check_phase(phase)
         self.phases.append(phase)
+        self.distillation = phase.distillation
         self.lr = phase.head_lr * 50
         return ParamCounts(trainable=self.w.size + self.b.size, total=self.w.size + self.b.size)
 
@@ -81,16 +82,25 @@ class FakeBackend(Backend):
         e = np.exp(z)
         return e / e.sum(axis=1, keepdims=True)
 
-    def train_step(self, batch: np.ndarray, labels: np.ndarray, inputs: Inputs = "images") -> None:
+    def train_step(self, batch: np.ndarray, labels: np.ndarray, inputs: Inputs = "images", soft_targets: np.ndarray | None = None) -> None:
         if inputs == "images":
             if self.spec.name == "slow":
                 time.sleep(30)
             batch = self.extract_features(batch)
         p = self._proba(batch)
         self.losses.append(float(-np.log(p[np.arange(len(labels)), labels] + 1e-12).mean()))
-        p[np.arange(len(labels)), labels] -= 1
-        self.w -= self.lr * batch.T @ p / len(labels)
-        self.b -= self.lr * p.mean(axis=0)
+        grad = p.copy()
+        grad[np.arange(len(labels)), labels] -= 1
+        if soft_targets is not None and self.distillation is not None:
+            t, a = self.distillation.temperature, self.distillation.alpha
+            z = (batch @ self.w + self.b) / t
+            z -= z.max(axis=1, keepdims=True)
+            student = np.exp(z) / np.exp(z).sum(axis=1, keepdims=True)
+            teacher = np.exp(np.log(np.clip(soft_targets, 1e-12, 1)) / t)
+            teacher /= teacher.sum(axis=1, keepdims=True)
+            grad = (1 - a) * grad + a * t * (student - teacher)  # d/dz of T^2 * KL(teacher_T || student_T)
+        self.w -= self.lr * batch.T @ grad / len(labels)
+        self.b -= self.lr * grad.mean(axis=0)
 
     def predict_proba(self, batch: np.ndarray, inputs: Inputs = "images") -> np.ndarray:
         features = self.extract_features(batch) if inputs == "images" else batch

@@ -73,3 +73,28 @@ def test_bad_sweep_names_are_usage_errors(capsys):
     assert "strategy 'scratch' takes no @K suffix" in capsys.readouterr().err
     assert main(["run", "--models", "resnet18+vgg16", "--strategies", "scratch"]) == 2
     assert "only --strategies fusion takes it" in capsys.readouterr().err
+
+
+def test_distill_trains_on_a_teacher_cells_soft_labels(fake_backend, tmp_path, monkeypatch):
+    from tlbench.benchmarks.cli import build_parser, suite_from_args
+
+    monkeypatch.setenv("TLBENCH_SAVE_WEIGHTS", "1")
+    teacher_suite = tmp_path / "teacher"
+    teacher_record = run(tmp_path / "cache", teacher_suite, ("linear_probe",))[("linear_probe", 0)]
+    monkeypatch.delenv("TLBENCH_SAVE_WEIGHTS")
+    teacher = teacher_suite / "cells" / "fake__softmax__linear_probe__digits__s0"
+    student = run(tmp_path / "cache", tmp_path / "student", ("distill",), teacher=str(teacher), epochs=40)[("distill", 0)]
+    assert student["status"] == "ok", student["error"]
+    assert "distilled T=4 alpha=0.7" in student["plan"] and "teacher fake__softmax__linear_probe__digits__s0" in student["plan"]
+    assert teacher_record["accuracy"] > 0.8 and student["accuracy"] > 0.5
+    # the CLI checks --teacher at the edge
+    parse = lambda *a: suite_from_args(build_parser().parse_args(["run", "--backends", "fake", "--models", "softmax", *a]))  # noqa: E731
+    with pytest.raises(Exception, match="strategy 'distill' needs --teacher"):
+        parse("--strategies", "distill")
+    with pytest.raises(Exception, match="--teacher is only used by --strategies distill"):
+        parse("--strategies", "scratch", "--teacher", str(teacher))
+    no_weights = run(tmp_path / "cache", tmp_path / "plain", ("scratch",))
+    assert no_weights
+    with pytest.raises(Exception, match="saved no trained weights; re-run that cell with TLBENCH_SAVE_WEIGHTS=1"):
+        parse("--strategies", "distill", "--teacher", str(tmp_path / "plain" / "cells" / "fake__softmax__scratch__digits__s0"))
+    assert parse("--strategies", "distill", "--teacher", str(teacher)).options.teacher.endswith("fake__softmax__linear_probe__digits__s0")
