@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # Re-make every suite committed under results/ (the figures quoted in the issues' closing notes).
 #
-#   bash benchmarks/tools/acceptance.sh            # all steps, in order (about 25 min on a 2-core CPU)
-#   bash benchmarks/tools/acceptance.sh chest      # one step: default cache chest medmnist resnet18 vgg16
+#   bash benchmarks/tools/acceptance.sh            # all steps, in order (about 2 h on a 2-core CPU)
+#   bash benchmarks/tools/acceptance.sh chest      # one step (see `steps` at the bottom)
+#
+# Run it on a quiet machine: every cell records what other processes used of the cores while it was timed,
+# and the reports flag disturbed cells.
 #
 # Needs `make setup` (.venv) and the offline data beside the project (../shared/data, or
 # $TLBENCH_SHARED_DATA). Transfer checkpoints made here go to .cache/checkpoints (git-ignored, never committed).
@@ -13,6 +16,8 @@ PY=.venv/bin/python
 DATA=${TLBENCH_SHARED_DATA:-../shared/data}
 CKPT=.cache/checkpoints
 mkdir -p "$CKPT"
+# the tuned runtime of cell processes (threads, allocator) for the tools that time in their own process
+TUNED_ENV=$($PY -c "from tlbench.benchmarks.running.config import RunOptions; print(' '.join(f'{k}={v}' for k, v in RunOptions().runtime().env.items()))")
 
 step_default() {  # issue 2: the default suite (what `make bench` runs)
   rm -rf results/default
@@ -33,7 +38,7 @@ step_chest() {  # issue 3: linear probe of the offline ImageNet Lite0 on the che
 step_medmnist() {  # issue 3: both MedMNIST files, official splits
   rm -rf results/medmnist_linear_probe
   $TL run --suite medmnist_linear_probe \
-    --dataset "medmnist:$DATA/breastmnist.npz,medmnist:$DATA/pneumoniamnist.npz" --strategies linear_probe
+    --dataset "medmnist:$DATA/breastmnist.npz,medmnist:$DATA/pneumoniamnist.npz" --strategies linear_probe --image-size 64
 }
 
 step_resnet18() {  # issues 4 and 6: a digits-trained resnet18 as the transfer source, timm and torchvision, 2 seeds
@@ -41,7 +46,7 @@ step_resnet18() {  # issues 4 and 6: a digits-trained resnet18 as the transfer s
     --backend torchvision --model resnet18 --epochs 5 --out "$CKPT/resnet18_digits.pth"
   rm -rf results/resnet18_breastmnist
   $TL run --suite resnet18_breastmnist --backends timm,torchvision --models resnet18 \
-    --weights "$CKPT/resnet18_digits.pth" --dataset "medmnist:$DATA/breastmnist.npz" --seeds 0,1
+    --weights "$CKPT/resnet18_digits.pth" --dataset "medmnist:$DATA/breastmnist.npz" --seeds 0,1 --image-size 64
 }
 
 step_vgg16() {  # issue 5: the same VGG16 weights in Keras and torchvision; keras and timm side by side on digits
@@ -57,10 +62,49 @@ step_vgg16() {  # issue 5: the same VGG16 weights in Keras and torchvision; kera
     --epochs 2 --max-train-images 256
 }
 
+step_overhead() {  # speed issue: suite cell vs a bare hand-written loop per backend (224 px, float32, CPU)
+  $PY -m tlbench.benchmarks.tools.bench_overhead --rounds 2 --image-size 224 --batch-size 16 --steps 6 \
+    --out results/bench_overhead.md
+}
+
+step_memory_format() {  # speed issue: channels-last vs contiguous through the Backend contract, per torch backend
+  env $TUNED_ENV $PY -m tlbench.benchmarks.tools.bench_torchvision_options --backend timm --model tf_efficientnet_lite0 \
+    --image-size 224 --batch-size 16 --variants fp32,channels_last --rounds 3 | tee results/bench_memory_format.md
+  env $TUNED_ENV $PY -m tlbench.benchmarks.tools.bench_torchvision_options --backend torchvision --model resnet18 \
+    --image-size 224 --batch-size 16 --variants fp32,channels_last --rounds 3 | tee -a results/bench_memory_format.md
+}
+
+LITE0_STRATEGIES=scratch,linear_probe,logreg_probe,knn_probe,partial_finetune,full_finetune,lp_ft,layer_decay,l2sp
+
+step_strategies() {  # strategies issue: which strategy wins, at what cost: Lite0 (offline ImageNet), 3 seeds, 64 px
+  rm -rf results/strategies_breastmnist results/strategies_digits results/strategies_chest_xray
+  $TL run --suite strategies_breastmnist --dataset "medmnist:$DATA/breastmnist.npz" --image-size 64 \
+    --strategies "$LITE0_STRATEGIES" --seeds 0,1,2
+  $TL run --suite strategies_digits --dataset digits --image-size 64 --strategies "$LITE0_STRATEGIES" --seeds 0,1,2 \
+    --max-train-images 500
+  $TL run --suite strategies_chest_xray --dataset "folder:$DATA/chest_xray_pneumonia" --image-size 64 \
+    --strategies "$LITE0_STRATEGIES" --seeds 0,1,2 --max-train-images 1000
+}
+
+step_sweep() {  # strategies issue: the frozen-layer sweep (accuracy vs trainable stages) and fusion of two backbones
+  rm -rf results/sweep_breastmnist results/fusion_breastmnist
+  $TL run --suite sweep_breastmnist --dataset "medmnist:$DATA/breastmnist.npz" --image-size 64 --seeds 0,1,2 \
+    --strategies partial_finetune@1,partial_finetune@2,partial_finetune@4,partial_finetune@6,partial_finetune@all
+  $TL run --suite fusion_breastmnist --dataset "medmnist:$DATA/breastmnist.npz" --image-size 64 --seeds 0,1,2 \
+    --models tf_efficientnet_lite0+tf_efficientnet_lite1 --strategies fusion
+}
+
+step_frameworks() {  # same-weights issue: vgg16-hed trunk + FCN head in Keras, torchvision and timm, 3 seeds
+  rm -rf results/frameworks_vgg16_breastmnist
+  $TL run --suite frameworks_vgg16_breastmnist --backends keras,torchvision,timm --models vgg16 --weights vgg16-hed \
+    --head fcn --dataset "medmnist:$DATA/breastmnist.npz" --image-size 32 --seeds 0,1,2
+}
+
+ALL_STEPS="default cache chest medmnist resnet18 vgg16 overhead memory_format strategies sweep frameworks"
 steps=("$@")
-[ ${#steps[@]} -gt 0 ] || steps=(default cache chest medmnist resnet18 vgg16)
+[ ${#steps[@]} -gt 0 ] || read -r -a steps <<< "$ALL_STEPS"
 for name in "${steps[@]}"; do
-  declare -F "step_$name" >/dev/null || { echo "acceptance.sh: unknown step '$name'; expected: default cache chest medmnist resnet18 vgg16" >&2; exit 2; }
+  declare -F "step_$name" >/dev/null || { echo "acceptance.sh: unknown step '$name'; expected one of: $ALL_STEPS" >&2; exit 2; }
   echo "== $name" >&2
   "step_$name"
 done
