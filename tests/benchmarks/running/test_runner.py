@@ -4,16 +4,28 @@ from __future__ import annotations
 
 import json
 import multiprocessing
+import os
+import signal
+import subprocess
+import sys
+import time
 from dataclasses import replace
 from pathlib import Path
 
+import psutil
 import pytest
 
 from tlbench.benchmarks.running.config import RunOptions, SuiteConfig
 from tlbench.benchmarks.running.results import RESULT_COLUMNS, append_result, latest_by_cell, load_results
-from tlbench.benchmarks.running.runner import run_cell_inprocess, run_suite
+from tlbench.benchmarks.running.runner import exit_error, run_cell_inprocess, run_suite
 
 FAST = RunOptions(epochs=2, image_size=16, batch_size=64, device="cpu", infer_repeats=10, infer_warmup=1)
+
+
+@pytest.fixture(autouse=True)
+def own_registry(tmp_path, monkeypatch):
+    """Cells register in a directory of this test only (other test runs on the machine do not count)."""
+    monkeypatch.setenv("TLBENCH_CELL_REGISTRY", str(tmp_path / "registry"))
 
 
 def suite(cache_dir: Path, **changes) -> SuiteConfig:
@@ -72,19 +84,93 @@ def test_suite_records_every_column_and_resumes(fake_backend, cache_dir, tmp_pat
 
 def test_failing_and_crashing_cells_are_recorded_and_the_rest_go_on(fake_backend, cache_dir, tmp_path):
     out = tmp_path / "suite"
-    cfg = suite(cache_dir, models=("raise", "crash", "softmax"), strategies=("scratch",), seeds=(0,))
+    cfg = suite(cache_dir, models=("raise", "crash", "sigkill", "softmax"), strategies=("scratch",), seeds=(0,))
     produced = run_suite(cfg, out)
     status = {r["model"]: r for r in produced}
     assert status["softmax"]["status"] == "ok"
     assert status["raise"]["status"] == "failed"
     assert status["raise"]["error"] == "fake model 'raise' always fails to build"
     assert status["crash"]["status"] == "failed"
-    assert status["crash"]["error"].startswith("cell process exited with code 3")
+    assert status["crash"]["error"].startswith("cell process exited with code 3: ")
+    # a cell killed by a signal says which, what that usually means, and its last log line
+    assert status["sigkill"]["status"] == "failed"
+    assert status["sigkill"]["error"].startswith(
+        "cell process killed by signal 9 (SIGKILL): usually out of memory (the kernel OOM killer) or an external kill -9; "
+        "last log line: ["
+    ), status["sigkill"]["error"]
     # failed cells are retried on the next run, finished ones are not
     retried = run_suite(cfg, out)
-    assert sorted(r["model"] for r in retried) == ["crash", "raise"]
+    assert sorted(r["model"] for r in retried) == ["crash", "raise", "sigkill"]
     latest = latest_by_cell(load_results(out / "results.jsonl"))
-    assert len(latest) == 3
+    assert len(latest) == 4
+
+
+def test_exit_errors_name_the_signal_and_what_it_usually_means():
+    assert exit_error(-11, "step 3").startswith("cell process killed by signal 11 (SIGSEGV): a crash in native code")
+    assert exit_error(-11, "step 3").endswith("; last log line: step 3")
+    assert exit_error(-6, "x").startswith("cell process killed by signal 6 (SIGABRT): aborted by native code")
+    assert exit_error(1, "Traceback") == "cell process exited with code 1: Traceback"
+
+
+def _cell_processes(runner_pid: int, model: str) -> list[psutil.Process]:
+    """Live cell processes of ``model`` under the runner."""
+    found = []
+    try:
+        children = psutil.Process(runner_pid).children(recursive=True)
+    except psutil.Error:
+        return []
+    for process in children:
+        try:
+            command = " ".join(process.cmdline())
+        except psutil.Error:  # exited meanwhile
+            continue
+        if "tlbench.benchmarks.running.cell" in command and f'"model": "{model}"' in command:
+            found.append(process)
+    return found
+
+
+@pytest.mark.parametrize("signum, code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_a_signal_to_tlbench_run_stops_the_cell_and_keeps_appended_records(fake_backend, cache_dir, tmp_path, signum, code):
+    out = tmp_path / "suite"
+    command = [
+        sys.executable, "-m", "tlbench", "run", "--backends", "fake", "--models", "softmax,slow", "--strategies", "scratch",
+        "--dataset", "digits", "--seeds", "0", "--epochs", "1", "--image-size", "16", "--batch-size", "64",
+        "--device", "cpu", "--threads", "1", "--cache-dir", str(cache_dir), "--out", str(out), "--no-report",
+    ]  # fmt: skip
+    runner = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=os.environ.copy())
+    try:
+        deadline = time.monotonic() + 120
+        cells: list[psutil.Process] = []
+        while time.monotonic() < deadline and runner.poll() is None:  # the softmax cell is recorded, slow runs
+            cells = _cell_processes(runner.pid, "slow")
+            if cells and (out / "results.jsonl").is_file():
+                break
+            time.sleep(0.1)
+        assert cells, f"no slow cell process appeared: {runner.communicate()}"
+        (cell,) = cells
+        group = os.getpgid(cell.pid)
+        assert group != os.getpgid(runner.pid)  # its own process group
+        runner.send_signal(signum)
+        _, stderr = runner.communicate(timeout=15)
+    finally:
+        if runner.poll() is None:
+            runner.kill()
+    assert runner.returncode == code, stderr
+    assert "tlbench: interrupted; finished cells are kept in results.jsonl" in stderr
+    assert "Traceback" not in stderr
+    deadline = time.monotonic() + 2
+    while time.monotonic() < deadline and any(_in_group(p, group) for p in psutil.process_iter()):
+        time.sleep(0.05)
+    assert not [p for p in psutil.process_iter() if _in_group(p, group)], "a cell process outlived the runner by 2 s"
+    (record,) = load_results(out / "results.jsonl")  # the finished cell is kept, the stopped one not recorded
+    assert record["model"] == "softmax" and record["status"] == "ok"
+
+
+def _in_group(process: psutil.Process, group: int) -> bool:
+    try:
+        return os.getpgid(process.pid) == group and process.status() != psutil.STATUS_ZOMBIE
+    except (ProcessLookupError, psutil.Error):
+        return False
 
 
 def test_cell_timeout_is_a_failed_record(fake_backend, cache_dir, tmp_path):
