@@ -28,6 +28,7 @@ from typing import Any, ClassVar, Literal
 
 import numpy as np
 
+from tlbench.backends.errors import BackendError
 from tlbench.backends.options import BackendOptions
 from tlbench.plan import PhasePlan
 
@@ -116,10 +117,6 @@ class ParamCounts:
     total: int
 
 
-class BackendError(RuntimeError):
-    """A problem the user can fix (unknown model, missing weights...), reported in one line."""
-
-
 class Backend(abc.ABC):
     """One framework behind the runner's uniform calls.
 
@@ -173,7 +170,7 @@ class Backend(abc.ABC):
             BackendError: the weights are for another model (names the one they fit), or their package is not
                 installed (says how to install it).
         """
-        from tlbench.backends.offline_weights import NAMED_WEIGHTS  # imports base: not at module level
+        from tlbench.backends.offline_weights import NAMED_WEIGHTS  # lazily: it reads package metadata
 
         entry = NAMED_WEIGHTS.get(weights)
         if entry is None:

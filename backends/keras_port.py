@@ -133,7 +133,7 @@ def convert_checkpoint(torch_path: str, keras_path: str) -> None:
         BackendError: missing/unreadable checkpoint, not a vgg16 state dict, or a bad output name.
     """
     _check_keras_output(keras_path)
-    from tlbench.backends.torch_common import read_state_dict  # torch before TensorFlow
+    from tlbench.backends.torch_files import read_state_dict  # torch before TensorFlow
 
     mapped = torchvision_vgg16_to_keras(read_state_dict(torch_path))
     _keras_vgg16_backbone(mapped).save_weights(keras_path)

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from tlbench.backends.torch_files import read_state_dict  # noqa: F401  (re-exported for the torch backends)
 from tlbench.backends.base import Backend, BackendError, BuildInfo, DataConfig, Inputs, ModelSpec, ParamCounts
 from tlbench.backends.options import FCN_HEAD_DROPOUT, FCN_HEAD_HIDDEN_CHANNELS, HEAD_FACTS, OptionsError, TorchOptions
 from tlbench.plan import PhasePlan
@@ -147,27 +148,6 @@ def resolve_torch_device(requested: str) -> torch.device:
     if req == "cpu":
         return torch.device("cpu")
     raise BackendError(f"unknown device {requested!r}; expected auto, cpu, cuda or cuda:N")
-
-
-def read_state_dict(path: str) -> "OrderedDict[str, torch.Tensor]":
-    """Load a weights file safely (``weights_only=True``), unwrapping ``state_dict``/``model`` containers.
-
-    Raises:
-        BackendError: the file is missing or holds no tensor state dict.
-    """
-    if not os.path.isfile(path):
-        raise BackendError(f"weights file {path!r} does not exist; expected a .pth/.pt state dict")
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises many types for corrupt files
-        reason = " ".join(str(exc).split())[:200]
-        raise BackendError(f"weights file {path!r} is not a loadable torch state dict ({type(exc).__name__}: {reason})") from exc
-    for key in ("state_dict", "model", "model_state_dict"):
-        if isinstance(obj, dict) and key in obj and isinstance(obj[key], dict):
-            obj = obj[key]
-    if not isinstance(obj, dict) or not obj or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise BackendError(f"weights file {path!r} holds no tensor state dict")
-    return OrderedDict((k.removeprefix("module."), v) for k, v in obj.items())
 
 
 def _map_state(target: "OrderedDict[str, torch.Tensor]", src: "OrderedDict[str, torch.Tensor]") -> "OrderedDict[str, torch.Tensor] | None":
@@ -315,10 +295,11 @@ class TorchBackend(Backend):
 
     def build(self, spec: ModelSpec) -> BuildInfo:
         options = spec.options if isinstance(spec.options, TorchOptions) else TorchOptions(amp=spec.options.amp)
-        # bit-reproducible on one machine for a seed and a thread count: seeded init/dropout/augmentation and
-        # deterministic kernels where torch has a choice (warn_only: ops without one warn instead of failing).
-        # Across machines results are not bit-exact: CPU kernels differ with the SIMD ISA (AVX2/AVX-512/AMX).
-        torch.use_deterministic_algorithms(True, warn_only=True)
+        # bit-reproducible on one machine for a seed and a thread count (tests/benchmarks/running/
+        # test_reproducibility.py): seeded init, dropout and augmentation; torch's CPU kernels are deterministic
+        # for a fixed thread count. torch.use_deterministic_algorithms is not needed on CPU and cost 10 % of
+        # training speed here, so it stays off. Across machines results are not bit-exact: CPU kernels differ
+        # with the SIMD ISA (AVX2/AVX-512/AMX), which is why records carry their environment id.
         torch.manual_seed(spec.seed)
         if options.head not in HEAD_FACTS:
             raise BackendError(f"unknown --head {options.head!r}; expected one of: {', '.join(HEAD_FACTS)}")
@@ -357,7 +338,7 @@ class TorchBackend(Backend):
             device=str(self.device),
             facts={
                 "memory_format": "channels_last" if options.channels_last else "contiguous", "compiled": options.compile,
-                "deterministic": torch.are_deterministic_algorithms_enabled(), "head": HEAD_FACTS[options.head],
+                "head": HEAD_FACTS[options.head],
             },  # fmt: skip
         )
 

@@ -340,7 +340,7 @@ def probe_machine_for(suite: SuiteConfig) -> dict[str, Any] | None:
     import json
     import subprocess
 
-    from tlbench.benchmarks.running.cell import PROBE_FILE_ENV
+    from tlbench.benchmarks.running.environment import PROBE_FILE_ENV
     from tlbench.benchmarks.running.environment import gpu_names
     from tlbench.benchmarks.running.probe import amp_warning, default_cache_dir
     from tlbench.benchmarks.running.runtime import cell_environment

@@ -32,6 +32,7 @@ from tlbench.backends.base import Backend
 from tlbench.backends.options import OptionsError
 from tlbench.benchmarks.running import artifacts
 from tlbench.benchmarks.running.config import CellConfig, RunOptions
+from tlbench.benchmarks.running.environment import load_probe_file
 from tlbench.benchmarks.running.metrics import classification_metrics
 from tlbench.benchmarks.running.results import check_record, empty_record, write_json_atomic
 from tlbench.benchmarks.running.timing import measure_latency
@@ -455,21 +456,6 @@ class CellRun:
         artifacts.write_latencies(directory, latencies, int(self.record["infer_batch_size"] or 0))
         if artifacts.save_weights_requested() and self.backend is not None:
             self.backend.save_weights(str(artifacts.weights_path(directory, self.backend.weights_suffix)))
-
-
-#: environment variable naming the machine probe JSON (set by ``tlbench run`` for its cells)
-PROBE_FILE_ENV = "TLBENCH_PROBE_FILE"
-
-
-def load_probe_file() -> dict[str, Any] | None:
-    """The machine probe ``tlbench run`` measured (or read from its cache) before the cells, if any."""
-    path = os.environ.get(PROBE_FILE_ENV)
-    if not path:
-        return None
-    try:
-        return json.loads(Path(path).read_text())
-    except (OSError, ValueError):
-        return None
 
 
 def plan_distills(plan: Any) -> bool:

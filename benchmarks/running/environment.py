@@ -81,10 +81,23 @@ def machine_identity() -> dict[str, Any]:
     return {"host": socket.gethostname(), "machine_id": machine_id, "cpu": cpu_model(), "cpu_count": os.cpu_count(), "gpus": gpu_names()}
 
 
+#: environment variable naming the machine probe JSON (set by ``tlbench run`` for its cells)
+PROBE_FILE_ENV = "TLBENCH_PROBE_FILE"
+
+
+def load_probe_file() -> dict[str, Any] | None:
+    """The machine probe ``tlbench run`` measured (or read from its cache) before the cells, if any."""
+    path = os.environ.get(PROBE_FILE_ENV)
+    if not path:
+        return None
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return None
+
+
 def probe_summary() -> dict[str, Any] | None:
     """The machine probe handed to the cells (``TLBENCH_PROBE_FILE``): FLOP/s per op and dtype, threads, when."""
-    from tlbench.benchmarks.running.cell import load_probe_file
-
     probe = load_probe_file()
     if probe is None:
         return None

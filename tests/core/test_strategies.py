@@ -9,7 +9,7 @@ import pytest
 from tlbench.strategies import ALL_STAGES, STRATEGIES, get_strategy, head_only, trained_stages
 
 BASIC = ["scratch", "linear_probe", "partial_finetune", "full_finetune"]
-FIELD = ["lp_ft", "layer_decay", "l2sp", "logreg_probe", "knn_probe", "fusion"]
+FIELD = ["lp_ft", "layer_decay", "l2sp", "distill", "logreg_probe", "knn_probe", "fusion"]
 
 
 def test_table_rows():
