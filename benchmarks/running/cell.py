@@ -374,13 +374,7 @@ class CellRun:
             for part in parts:
                 part["backend"].synchronize()
 
-        stats = measure_latency(run, batches, sync, warmup=opts.infer_warmup, repeats=opts.infer_repeats, min_time_s=opts.infer_min_time_s)
-        self.record.update(
-            infer_images_per_s=stats.images_per_s, infer_latency_ms_p50=stats.latency_ms_p50,
-            infer_latency_ms_p90=stats.latency_ms_p90, infer_batch_size=stats.batch_size,
-            infer_repeats=stats.repeats, infer_timed_s=stats.timed_s, infer_latency_cv=stats.latency_cv,
-        )  # fmt: skip
-        return stats.latencies_ms
+        return self._record_latency(measure_latency(run, batches, sync, warmup=opts.infer_warmup, repeats=opts.infer_repeats, min_time_s=opts.infer_min_time_s))
 
     def _count_flops(self, backend: Backend) -> int | None:
         try:
@@ -442,6 +436,10 @@ class CellRun:
             backend.predict_proba, batches, backend.synchronize,
             warmup=opts.infer_warmup, repeats=opts.infer_repeats, min_time_s=opts.infer_min_time_s,
         )  # fmt: skip
+        return self._record_latency(stats)
+
+    def _record_latency(self, stats: Any) -> tuple[float, ...]:
+        """The inference timing columns of ``stats`` (a ``LatencyStats``); returns the raw latencies."""
         self.record.update(
             infer_images_per_s=stats.images_per_s, infer_latency_ms_p50=stats.latency_ms_p50,
             infer_latency_ms_p90=stats.latency_ms_p90, infer_batch_size=stats.batch_size,

@@ -149,19 +149,9 @@ def _measure_kernel(
 
 
 def _cpu_model() -> str:
-    """CPU model name (``environment.cpu_model``; read here directly if that module is unavailable)."""
-    try:
-        from tlbench.benchmarks.running.environment import cpu_model
-    except ImportError:  # pragma: no cover - only while modules move
-        import platform
+    """CPU model name (``environment.cpu_model``)."""
+    from tlbench.benchmarks.running.environment import cpu_model
 
-        try:
-            for line in Path("/proc/cpuinfo").read_text().splitlines():
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-        except OSError:
-            pass
-        return platform.processor() or platform.machine()
     return cpu_model()
 
 

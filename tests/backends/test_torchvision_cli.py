@@ -56,7 +56,7 @@ def test_suite_from_a_local_checkpoint_runs_end_to_end(capsys, tmp_path, cache_d
     out = tmp_path / "suite"
     code, stdout, stderr = run_cli(
         capsys, "run", "--out", str(out), "--backends", "torchvision", "--models", "resnet18", "--weights", str(checkpoint),
-        "--strategies", "linear_probe,partial_finetune", "--dataset", "digits", "--image-size", "32", "--epochs", "1",
+        "--strategies", "linear_probe,partial_finetune", "--dataset", "digits", "--image-size", "32", "--epochs", "1", "--min-time", "0",
         "--max-train-images", "200", "--batch-size", "50", "--cache-dir", str(cache_dir), "--device", "cpu", "--no-probe",
     )  # fmt: skip
     assert code == 0, stderr

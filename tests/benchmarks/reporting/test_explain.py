@@ -165,7 +165,7 @@ def test_confusion_record_counts_true_by_predicted():
 
 
 def test_cells_save_confusion_matrix_always_and_weights_only_on_request(fake_backend, cache_dir, tmp_path, monkeypatch):
-    options = RunOptions(epochs=1, image_size=16, batch_size=64, device="cpu", infer_repeats=10, infer_warmup=1, cache_dir=str(cache_dir))
+    options = RunOptions(epochs=1, image_size=16, batch_size=64, device="cpu", infer_repeats=10, infer_warmup=1, infer_min_time_s=0.0, cache_dir=str(cache_dir))
     suite = SuiteConfig(name="w", backends=("fake",), models=("softmax",), strategies=("scratch",), datasets=("digits",), seeds=(0,), options=options)
     monkeypatch.setenv(SAVE_WEIGHTS_ENV, "1")
     run_suite(suite, tmp_path / "with", cell_runner=run_cell_inprocess)

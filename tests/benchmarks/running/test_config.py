@@ -84,7 +84,7 @@ def test_each_cell_builds_with_its_backends_weights(fake_backend, cache_dir, tmp
 
     monkeypatch.setenv("TLBENCH_BACKENDS", "fake=fake_backend:FakeBackend,fake2=fake_backend:FakeBackend")
     monkeypatch.setitem(backends.REGISTRY, "fake2", backends.BackendEntry("fake2", "fake_backend:FakeBackend", "fake", ()))
-    options = RunOptions(epochs=1, image_size=16, batch_size=64, device="cpu", infer_warmup=1, cache_dir=str(cache_dir))
+    options = RunOptions(epochs=1, image_size=16, batch_size=64, device="cpu", infer_warmup=1, infer_min_time_s=0.0, cache_dir=str(cache_dir))
     suite = SuiteConfig(name="w", backends=("fake", "fake2"), models=("softmax",), strategies=("scratch", "linear_probe"),
                         datasets=("digits",), seeds=(0,), options=replace(options, weights="fake=/w/a.pth"))  # fmt: skip
     out = tmp_path / "suite"

@@ -16,7 +16,7 @@ def test_run_writes_results_and_tables_and_resumes(tmp_path, cache_dir):
     out = tmp_path / "suite"
     argv = [
         sys.executable, "-m", "tlbench", "run", "--out", str(out), "--strategies", "linear_probe,scratch",
-        "--image-size", "32", "--epochs", "1", "--max-train-images", "300", "--cache-dir", str(cache_dir), "--device", "cpu",
+        "--image-size", "32", "--epochs", "1", "--min-time", "0", "--max-train-images", "300", "--cache-dir", str(cache_dir), "--device", "cpu",
     ]  # fmt: skip
     proc = subprocess.run(argv, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]

@@ -28,7 +28,7 @@ from tlbench.benchmarks.running.runner import RunInterrupted, run_cell_inprocess
 
 SUPPORT = Path(__file__).resolve().parents[2] / "support"
 #: threads=1: two cells fit the 2-CPU test cluster at once
-FAST = RunOptions(epochs=2, image_size=16, batch_size=64, device="cpu", infer_repeats=10, infer_warmup=1, threads=1)
+FAST = RunOptions(epochs=2, image_size=16, batch_size=64, device="cpu", infer_repeats=10, infer_warmup=1, infer_min_time_s=0.0, threads=1)
 
 
 @pytest.fixture(autouse=True)

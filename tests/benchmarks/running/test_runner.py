@@ -19,7 +19,7 @@ from tlbench.benchmarks.running.config import RunOptions, SuiteConfig
 from tlbench.benchmarks.running.results import RESULT_COLUMNS, append_result, latest_by_cell, load_results
 from tlbench.benchmarks.running.runner import exit_error, run_cell_inprocess, run_suite
 
-FAST = RunOptions(epochs=2, image_size=16, batch_size=64, device="cpu", infer_repeats=10, infer_warmup=1)
+FAST = RunOptions(epochs=2, image_size=16, batch_size=64, device="cpu", infer_repeats=10, infer_warmup=1, infer_min_time_s=0.0)
 
 
 @pytest.fixture(autouse=True)

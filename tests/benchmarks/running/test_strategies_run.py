@@ -12,7 +12,7 @@ from tlbench.benchmarks.running.config import RunOptions, SuiteConfig
 from tlbench.benchmarks.running.results import load_results
 from tlbench.benchmarks.running.runner import run_cell_inprocess, run_suite
 
-FAST = RunOptions(epochs=2, image_size=16, batch_size=64, device="cpu", infer_repeats=10, infer_warmup=1)
+FAST = RunOptions(epochs=2, image_size=16, batch_size=64, device="cpu", infer_repeats=10, infer_warmup=1, infer_min_time_s=0.0)
 
 
 def run(cache_dir: Path, out: Path, strategies: tuple[str, ...], models=("softmax",), seeds=(0,), **options) -> dict:
