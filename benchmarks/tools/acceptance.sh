@@ -49,19 +49,6 @@ step_resnet18() {  # issues 4 and 6: a digits-trained resnet18 as the transfer s
     --weights "$CKPT/resnet18_digits.pth" --dataset "medmnist:$DATA/breastmnist.npz" --seeds 0,1 --image-size 64
 }
 
-step_vgg16() {  # issue 5: the same VGG16 weights in Keras and torchvision; keras and timm side by side on digits
-  [ -f "$CKPT/vgg16_digits.pth" ] || $PY -m tlbench.benchmarks.tools.make_digits_checkpoint \
-    --backend torchvision --model vgg16 --image-size 32 --epochs 3 --lr 1e-4 --out "$CKPT/vgg16_digits.pth"
-  [ -f "$CKPT/vgg16_digits.weights.h5" ] || $PY -m tlbench.backends.keras_port \
-    "$CKPT/vgg16_digits.pth" "$CKPT/vgg16_digits.weights.h5"
-  rm -rf results/vgg16_breastmnist results/vgg16_digits
-  $TL run --suite vgg16_breastmnist --backends keras,torchvision --models vgg16 --image-size 32 \
-    --weights "keras=$CKPT/vgg16_digits.weights.h5,torchvision=$CKPT/vgg16_digits.pth" \
-    --dataset "medmnist:$DATA/breastmnist.npz"
-  $TL run --suite vgg16_digits --backends keras,timm --models vgg16 --image-size 32 --weights none --dataset digits \
-    --epochs 2 --max-train-images 256
-}
-
 step_overhead() {  # speed issue: suite cell vs a bare hand-written loop per backend (224 px, float32, CPU)
   $PY -m tlbench.benchmarks.tools.bench_overhead --rounds 2 --image-size 224 --batch-size 16 --steps 6 \
     --out results/bench_overhead.md
@@ -77,9 +64,13 @@ step_memory_format() {  # speed issue: channels-last vs contiguous through the B
 LITE0_STRATEGIES=scratch,linear_probe,logreg_probe,knn_probe,partial_finetune,full_finetune,lp_ft,layer_decay,l2sp
 
 step_strategies() {  # strategies issue: which strategy wins, at what cost: Lite0 (offline ImageNet), 3 seeds, 64 px
-  rm -rf results/strategies_breastmnist results/strategies_digits results/strategies_chest_xray
+  rm -rf results/strategies_breastmnist
   $TL run --suite strategies_breastmnist --dataset "medmnist:$DATA/breastmnist.npz" --image-size 64 \
     --strategies "$LITE0_STRATEGIES" --seeds 0,1,2
+}
+
+step_strategies_more() {  # the same matrix on digits and the chest X-ray folder (about 45 min on 2 cores)
+  rm -rf results/strategies_digits results/strategies_chest_xray
   $TL run --suite strategies_digits --dataset digits --image-size 64 --strategies "$LITE0_STRATEGIES" --seeds 0,1,2 \
     --max-train-images 500
   $TL run --suite strategies_chest_xray --dataset "folder:$DATA/chest_xray_pneumonia" --image-size 64 \
@@ -100,7 +91,7 @@ step_frameworks() {  # same-weights issue: vgg16-hed trunk + FCN head in Keras, 
     --head fcn --dataset "medmnist:$DATA/breastmnist.npz" --image-size 32 --seeds 0,1,2
 }
 
-ALL_STEPS="default cache chest medmnist resnet18 vgg16 overhead memory_format strategies sweep frameworks"
+ALL_STEPS="default overhead memory_format cache chest medmnist resnet18 strategies frameworks sweep strategies_more"
 steps=("$@")
 [ ${#steps[@]} -gt 0 ] || read -r -a steps <<< "$ALL_STEPS"
 for name in "${steps[@]}"; do
