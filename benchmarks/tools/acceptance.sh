@@ -10,7 +10,7 @@
 # Needs `make setup` (.venv) and the offline data beside the project (../shared/data, or
 # $TLBENCH_SHARED_DATA). Transfer checkpoints made here go to .cache/checkpoints (git-ignored, never committed).
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
 TL=.venv/bin/tlbench
 PY=.venv/bin/python
 DATA=${TLBENCH_SHARED_DATA:-../shared/data}
