@@ -6,9 +6,11 @@ them alike:
 
 - ``suite``: a real ``scratch`` cell through the runner (``run_cell_subprocess``): its steady training
   images/s (``train_images_per_s``) and its inference images/s (median batch latency);
-- ``bare``: the same model, batch, dtype, input size and memory format in a loop written by hand in the same
-  framework: synthetic uint8 batches converted once per step, forward/backward/AdamW step; inference in
-  ``torch.inference_mode`` / a ``tf.function``; a synchronized clock, the same warm-up.
+- ``bare``: the same model, batch, dtype and input size in a loop written by hand in the same framework:
+  synthetic uint8 batches converted once per step, forward/backward/AdamW step; inference in
+  ``torch.inference_mode`` / a ``tf.function``; a synchronized clock, the same warm-up. For torch the bare loop
+  runs in both memory formats (contiguous NCHW and channels-last) and the faster one counts: the target is
+  the best loop a user could write, not one handicapped by a layout.
 
 The table shows medians over rounds and the ratio suite / bare (the target is >= 0.95). Run it on a quiet
 machine (nothing else running; the cells record what other processes used)::
@@ -181,9 +183,9 @@ def measure(pairs: Sequence[tuple[str, str]], image_size: int, batch_size: int, 
         for round_index in range(rounds):
             for backend, model in pairs:
                 record = run_suite_cell(backend, model, image_size, batch_size, steps, Path(tmp) / f"r{round_index}")
-                facts = record.get("backend_facts") or {}
-                channels_last = facts.get("memory_format") == "channels_last"
-                bare = run_bare(backend, model, image_size, batch_size, steps, channels_last, env)
+                layouts = (False,) if backend == "keras" else (False, True)
+                runs = [run_bare(backend, model, image_size, batch_size, steps, layout, env) for layout in layouts]
+                bare = {key: max(r[key] for r in runs) for key in ("train_images_per_s", "infer_images_per_s")}
                 s = samples[(backend, model)]
                 s["st"].append(record["train_images_per_s"])
                 s["si"].append(record["infer_images_per_s"])
