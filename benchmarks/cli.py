@@ -311,6 +311,8 @@ def cell_summary(record: dict[str, Any]) -> str:
     if record.get("status") == "ok":
         if record.get("train_images_per_s") is not None:
             train = f"train={record['train_images_per_s']:.1f} img/s"
+        elif record.get("feature_cache") == "hit":
+            train = f"features read from the cache in {record.get('feature_extract_s') or 0:.2f} s"
         else:
             train = f"features={record.get('feature_extract_images_per_s') or float('nan'):.1f} img/s"
         line = f"{name}: accuracy={record['accuracy']:.3f} {train} infer={record['infer_images_per_s']:.1f} img/s wall={record['wall_s']:.1f} s"
