@@ -16,6 +16,7 @@ matplotlib is imported inside the functions (report generation without plots nev
 from __future__ import annotations
 
 import math
+import sys
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -112,9 +113,9 @@ def pareto_plot(frame: pd.DataFrame, x_column: str, x_label: str, path: Path, lo
             y = group["accuracy"].astype(float)
             xs.append(x.mean())
             ys.append(y.mean())
-            ax.errorbar(
-                x.mean(), y.mean(), xerr=[[x.mean() - x.min()], [x.max() - x.mean()]],
-                yerr=[[y.mean() - y.min()], [y.max() - y.mean()]], fmt=MARKERS[strategies.index(strategy) % len(MARKERS)],
+            ax.errorbar(  # spreads clipped at 0: equal seeds give mean - min = -1e-17 in floating point
+                x.mean(), y.mean(), xerr=[[max(0.0, x.mean() - x.min())], [max(0.0, x.max() - x.mean())]],
+                yerr=[[max(0.0, y.mean() - y.min())], [max(0.0, y.max() - y.mean())]], fmt=MARKERS[strategies.index(strategy) % len(MARKERS)],
                 color=colors[backend], markersize=8, capsize=3, linestyle="none",
             )  # fmt: skip
         front = pareto_front([-x for x in xs] if lower_is_better else xs, ys)
@@ -381,7 +382,7 @@ def stage_sweep_plot(frame: pd.DataFrame, path: Path) -> Path | None:
         sub = ok[ok["dataset"] == dataset]
         for (backend, model), group in sub.groupby(["backend", "model"], sort=False):
             stats = group.groupby("x")["accuracy"].agg(["mean", "min", "max"]).sort_index()
-            ax.errorbar(stats.index, stats["mean"], yerr=[stats["mean"] - stats["min"], stats["max"] - stats["mean"]],
+            ax.errorbar(stats.index, stats["mean"], yerr=[(stats["mean"] - stats["min"]).clip(lower=0), (stats["max"] - stats["mean"]).clip(lower=0)],
                         marker="o", capsize=3, label=f"{backend}/{model}")  # fmt: skip
         ticks = sorted(set(ok["x"]))
         ax.set_xticks(ticks, [("all" if t == top + 1 and "all" in set(ok["k"]) else str(int(t))) for t in ticks])
@@ -407,7 +408,11 @@ def draw_suite_plots(frame: pd.DataFrame, suite_dir: Path, out_dir: Path) -> dic
     }  # fmt: skip
     written = {}
     for title, draw in plots.items():
-        result = draw()
+        try:
+            result = draw()
+        except Exception as exc:  # one broken plot never costs the tables (or the results already written)
+            print(f"tlbench: warning: plot {title!r} not drawn: {type(exc).__name__}: {' '.join(str(exc).split())[:200]}", file=sys.stderr)
+            continue
         if result is not None:
             written[title] = result
     return written

@@ -34,6 +34,18 @@ class ProbeResult:
     predict: object = None  # features (N, D) -> probabilities (N, num_classes), for the inference timing loop
 
 
+def single_blas_thread():
+    """A context in which NumPy/SciPy's BLAS runs on one thread.
+
+    The probe's predict runs between framework calls in the inference loop: BLAS worker threads left spinning
+    after a tiny matmul then compete with the framework's OpenMP threads for the same cores, which made a
+    32-image k-NN inference batch 100x slower on 2 cores. The head's work is microseconds; one thread suffices.
+    """
+    from threadpoolctl import threadpool_limits
+
+    return threadpool_limits(limits=1, user_api="blas")
+
+
 def _accuracy(probs: np.ndarray, labels: np.ndarray) -> float:
     return float((probs.argmax(1) == labels).mean())
 
@@ -69,7 +81,8 @@ def logreg_probe(
     val_acc, c, model = best
     probs = _full_probs(model.classes_, model.predict_proba(x_test), num_classes)  # type: ignore[attr-defined]
     def predict(features: np.ndarray) -> np.ndarray:
-        return _full_probs(model.classes_, model.predict_proba(scaler.transform(features)), num_classes)  # type: ignore[attr-defined]
+        with single_blas_thread():
+            return _full_probs(model.classes_, model.predict_proba(scaler.transform(features)), num_classes)  # type: ignore[attr-defined]
 
     return ProbeResult(probs, val_acc, f"logreg probe: C={c:g} chosen on val from {len(LOGREG_C_GRID)} values (1e-4..1e4)", curve, predict)
 
@@ -84,7 +97,8 @@ def knn_probe(train: tuple[np.ndarray, np.ndarray], val: tuple[np.ndarray, np.nd
     probs = _full_probs(model.classes_, model.predict_proba(test), num_classes)
     val_acc = _accuracy(val_probs, val[1])
     def predict(features: np.ndarray) -> np.ndarray:
-        return _full_probs(model.classes_, model.predict_proba(features), num_classes)
+        with single_blas_thread():
+            return _full_probs(model.classes_, model.predict_proba(features), num_classes)
 
     return ProbeResult(probs, val_acc, f"knn probe: k={k}, cosine", [{"k": k, "val_accuracy": val_acc}], predict)
 

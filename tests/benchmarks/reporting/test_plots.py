@@ -106,3 +106,14 @@ def test_stage_sweep_plot_draws_accuracy_against_trainable_stages(tmp_path):
     with Image.open(path) as image:
         assert image.size[0] > 500
     assert plots.stage_sweep_plot(frame[frame["strategy"] == "scratch"], tmp_path / "none.png") is None
+
+
+def test_equal_seeds_and_a_broken_plot_never_break_the_report(tmp_path, capsys, monkeypatch):
+    rows = [{"backend": "timm", "model": "m", "strategy": "knn_probe", "dataset": "d", "seed": s, "status": "ok",
+             "accuracy": 0.8064102564102564, "train_s": 0.1 + 0.2, "infer_images_per_s": 10.0} for s in range(3)]  # fmt: skip
+    frame = pd.DataFrame(rows)
+    assert plots.pareto_plot(frame, "train_s", "training seconds", tmp_path / "p.png", lower_is_better=True) is not None
+    monkeypatch.setattr(plots, "roc_pr_plot", lambda *a, **k: 1 / 0)
+    drawn = plots.draw_suite_plots(frame, tmp_path, tmp_path / "plots")
+    assert "ROC and precision-recall curves (first seed)" not in drawn and drawn
+    assert "plot 'ROC and precision-recall curves (first seed)' not drawn: ZeroDivisionError" in capsys.readouterr().err
