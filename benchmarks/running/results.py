@@ -26,7 +26,7 @@ RESULT_COLUMNS = [
     # data
     "num_classes", "class_names", "split_sizes", "skipped_images", "duplicates", "dataset_meta",
     # provenance
-    "options_hash", "environment_id", "framework_versions", "backend_facts", "runtime", "contention",
+    "options_hash", "environment_id", "run_id", "framework_versions", "backend_facts", "runtime", "contention",
     # where and beside how many other cells it ran (executors.CellOccupancy)
     "concurrency",
 ]  # fmt: skip

@@ -208,6 +208,31 @@ def completed_cells(records: list[dict[str, Any]], suite: SuiteConfig, environme
     }  # fmt: skip
 
 
+#: a git-ignored file in a suite directory naming the checkout that runs cells into it
+RUN_ID_FILE = ".run-id"
+
+
+def local_run_id(out_dir: Path) -> str:
+    """The id of this copy of the suite directory (created on first use, git-ignored).
+
+    Resume counts only cells appended under this id: records that came with a clone (committed results, even from
+    this very machine) or from another copy are shown but re-run, so the README's main command on a fresh clone
+    runs the default suite instead of re-rendering a committed table. ``--reuse-results`` counts them anyway.
+    """
+    import uuid
+
+    path = Path(out_dir) / RUN_ID_FILE
+    try:
+        text = path.read_text().strip()
+        if text:
+            return text
+    except OSError:
+        pass
+    run_id = uuid.uuid4().hex[:12]
+    path.write_text(run_id + "\n")
+    return run_id
+
+
 def resume_plan(
     records: list[dict[str, Any]], suite: SuiteConfig, environment: str | Collection[str], reuse_other_environments: bool
 ) -> tuple[set[tuple], int]:
@@ -411,10 +436,15 @@ def run_suite(
             rearm()  # the executor may have installed its own handlers (Ray does)
             environments = executor.environments(suite)
             here = [e["environment_id"] for e in environments]
-            done, elsewhere = resume_plan(load_results(results_path), suite, here, reuse_other_environments)
+            run_id = local_run_id(out_dir)
+            records = load_results(results_path)
+            done_here, _ = resume_plan([r for r in records if r.get("run_id") == run_id], suite, here, False)
+            anywhere = completed_cells(records, suite)
+            elsewhere = len(anywhere - done_here)
+            done = anywhere if reuse_other_environments else done_here
             if elsewhere and on_message is not None:
                 verb = "reused as finished (--reuse-results)" if reuse_other_environments else "re-run here"
-                on_message(f"{elsewhere} cell(s) in {out_dir} were measured in another environment; {verb}")
+                on_message(f"{elsewhere} cell(s) in {out_dir} were measured in another environment or checkout; {verb}")
             todo = [c for c in suite.cells() if cell_key(asdict(c)) not in done]
             described: set[str] = set()
             outcomes = executor.run(todo, suite, out_dir, timeout_s=timeout_s, stream=stream, cell_runner=cell_runner)
@@ -423,6 +453,7 @@ def run_suite(
                 record = outcome.record
                 environment = outcome.environment
                 record["environment_id"] = environment["environment_id"] if environment else None
+                record["run_id"] = run_id
                 if environment and environment["environment_id"] not in described:
                     add_environment(out_dir, environment)  # only now: this environment measured a cell of the suite
                     described.add(environment["environment_id"])

@@ -223,12 +223,30 @@ def test_cells_measured_in_another_environment_are_rerun_and_never_described_her
     messages = []
     reused = run_suite(cfg, out, cell_runner=run_cell_inprocess, reuse_other_environments=True, on_message=messages.append)
     assert reused == [] and (out / "environment.json").read_text() == before  # nothing ran: nothing described
-    assert messages == [f"1 cell(s) in {out} were measured in another environment; reused as finished (--reuse-results)"]
+    assert messages == [f"1 cell(s) in {out} were measured in another environment or checkout; reused as finished (--reuse-results)"]
     messages.clear()
     (rerun,) = run_suite(cfg, out, cell_runner=run_cell_inprocess, on_message=messages.append)
-    assert messages == [f"1 cell(s) in {out} were measured in another environment; re-run here"]
+    assert messages == [f"1 cell(s) in {out} were measured in another environment or checkout; re-run here"]
     assert rerun["environment_id"] == first["environment_id"] != "elsewhere0001"
     environments = json.loads((out / "environment.json").read_text())["environments"]
     assert set(environments) == {"elsewhere0001", first["environment_id"]}
     # now finished here: a third run does nothing
     assert run_suite(cfg, out, cell_runner=run_cell_inprocess) == []
+
+
+def test_a_cloned_suite_directory_reruns_its_committed_cells(fake_backend, cache_dir, tmp_path):
+    """Committed results (a clone: same machine, no local run id) are re-run, never re-rendered as finished."""
+    import shutil
+
+    cfg = suite(cache_dir, strategies=("scratch",), seeds=(0,))
+    out = tmp_path / "main" / "suite"
+    (first,) = run_suite(cfg, out, cell_runner=run_cell_inprocess)
+    assert run_suite(cfg, out, cell_runner=run_cell_inprocess) == []  # same copy: resumes
+    clone = tmp_path / "clone" / "suite"
+    shutil.copytree(out, clone, ignore=shutil.ignore_patterns(".run-id"))  # what git clone gives (.run-id is ignored)
+    messages = []
+    (again,) = run_suite(cfg, clone, cell_runner=run_cell_inprocess, on_message=messages.append)
+    assert again["run_id"] != first["run_id"] and again["environment_id"] == first["environment_id"]
+    assert messages == [f"1 cell(s) in {clone} were measured in another environment or checkout; re-run here"]
+    assert run_suite(cfg, clone, cell_runner=run_cell_inprocess) == []
+    assert ".run-id" in (Path(__file__).resolve().parents[3] / ".gitignore").read_text()
