@@ -14,7 +14,7 @@ strategies, not between data pipelines:
 4. ``synchronize()`` is called before every clock read, ``snapshot``/``restore`` keep the best epoch,
    ``save_weights``/``load_weights`` persist trained weights in the framework's own safe format.
 
-This module imports no framework and nothing from ``tlbench.benchmarks``: backends import their framework
+This module imports no framework and nothing from the runner/CLI package: backends import their framework
 lazily, inside their own module.
 """
 

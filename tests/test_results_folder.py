@@ -22,7 +22,7 @@ def tracked_result_files() -> list[Path]:
 
 
 def test_the_pattern_finds_machine_paths():
-    assert ABSOLUTE_PATH.search('"weights": "/work/main/.cache/checkpoints/resnet18.pth"')
+    assert ABSOLUTE_PATH.search('"weights": "/srv/lab/.cache/checkpoints/resnet18.pth"')
     assert ABSOLUTE_PATH.search("file:/home/ann/w.pth")
     assert not ABSOLUTE_PATH.search('"weights": ".cache/checkpoints/resnet18.pth"')
     assert not ABSOLUTE_PATH.search("medmnist:../shared/data/breastmnist.npz https://example.org/a/home/b")

@@ -61,10 +61,11 @@ def train_indices(dataset: ArrayDataset, limit: int | None, seed: int) -> np.nda
     return np.sort(keep)
 
 
-def subset_train(dataset: ArrayDataset, limit: int | None, seed: int) -> Split:
-    """The train split, or a stratified subset of ``limit`` images (fixed by ``seed``)."""
+def subset_train(dataset: ArrayDataset, limit: int | None, seed: int, keep: np.ndarray | None = None) -> Split:
+    """The train split, or a stratified subset of ``limit`` images (fixed by ``seed``; ``keep``: those rows, when
+    the caller already chose them with ``train_indices``)."""
     train = dataset.splits["train"]
-    keep = train_indices(dataset, limit, seed)
+    keep = keep if keep is not None else train_indices(dataset, limit, seed)
     if keep is None:
         return train
     return Split(images=np.asarray(train.images[keep]), labels=np.asarray(train.labels[keep]))
@@ -139,7 +140,7 @@ class CellRun:
         image_size = record["image_size"] = opts.image_size_for(backend_class, cell.model, weights)
         dataset, policy = self._load_dataset(backend, cell.model, weights, record_data=True)
         keep = train_indices(dataset, opts.max_train_images, cell.seed)
-        train = subset_train(dataset, opts.max_train_images, cell.seed)
+        train = subset_train(dataset, opts.max_train_images, cell.seed, keep)
         train = Split(images=in_memory(train.images), labels=np.asarray(train.labels))
         val, test = dataset.splits["val"], dataset.splits["test"]
         record["split_sizes"] = {"train": len(train), "val": len(val), "test": len(test)}
