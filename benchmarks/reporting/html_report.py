@@ -82,6 +82,12 @@ def render_html(tables: "ReportTables", suite_name: str, env_line: str, images: 
     for heading, table in tables.pivots:
         parts += [f"<h2>{html.escape(heading)} — strategy × backend</h2>", table_html(table)]
     parts.append(f'<p class="note">{_markdown_code_to_html(note)}</p>')
+    if not tables.framework_agreement.empty:
+        from tlbench.benchmarks.reporting.frameworks import FRAMEWORKS_NOTE
+
+        parts += ["<h2>Which framework — do the backends agree?</h2>", table_html(tables.framework_agreement)]
+        parts += ["<h3>Which framework — speed</h3>", table_html(tables.framework_speed)]
+        parts.append(f'<p class="note">{_markdown_code_to_html(FRAMEWORKS_NOTE)}</p>')
     if not tables.data.empty:
         parts += ["<h2>Data checks</h2>", table_html(tables.data)]
     if not tables.failed.empty:
