@@ -249,6 +249,23 @@ class Backend(abc.ABC):
     def predict_proba(self, batch: np.ndarray, inputs: Inputs = "images") -> np.ndarray:
         """Class probabilities for a uint8 image batch or a batch of cached features, in inference mode."""
 
+    def prepare_inference(self, batch_size: int) -> float | None:
+        """Training is over: specialize the model for inference where an option asks for it.
+
+        The cell calls this once, after training and before its test predictions and inference timing, so a
+        backend may compile the trained model with its weights folded in as constants (torch: ``--infer-compile``,
+        inductor freezing). Predictions keep their meaning (same probabilities up to float rounding, any batch
+        size); ``train_step`` is refused afterwards, and ``restore``/``load_weights`` drop the specialized model.
+
+        Args:
+            batch_size: the batch size inference will run at (smaller batches may be padded to it).
+
+        Returns:
+            Seconds spent specializing (compilation included, recorded as ``infer_prepare_s``, never inside a
+            throughput), or ``None`` when this backend and its options do nothing here.
+        """
+        return None
+
     @abc.abstractmethod
     def extract_features(self, images: np.ndarray, pooled: bool = False) -> np.ndarray:
         """Frozen-backbone features for a uint8 batch, in inference mode, float32.

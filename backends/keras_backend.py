@@ -529,6 +529,20 @@ class KerasBackend(Backend):
             self._train_fn(self._prepare_train_fn(np.ascontiguousarray(batch, dtype=np.uint8)), y, soft)
         self._loss_steps += 1
 
+    def prepare_inference(self, batch_size: int) -> float | None:
+        """Release the optimizers and traced training steps (every cell times inference with only the model in
+        memory); ``train_step`` is refused afterwards. Nothing is compiled here: ``--jit-compile`` already
+        compiles the predict step, whose first call falls in the untimed warm-up."""
+        self._require_model()
+        if batch_size < 1:
+            raise ValueError(f"prepare_inference needs batch_size >= 1, got {batch_size}")
+        self._groups = []
+        self._prepare_train_fn = self._train_fn = self._train_head_fn = None
+        import gc
+
+        gc.collect()
+        return None
+
     def predict_proba(self, batch: np.ndarray, inputs: Inputs = "images") -> np.ndarray:
         self._require_model()
         if inputs == "features":
@@ -621,4 +635,4 @@ class KerasBackend(Backend):
     def _require_phase(self) -> None:
         self._require_model()
         if self._train_fn is None:
-            raise RuntimeError("apply_phase() must be called before training")
+            raise RuntimeError("apply_phase() must be called before training (and not after prepare_inference())")

@@ -47,7 +47,7 @@ class BackendOptions:
     FLAGS: ClassVar[dict[str, str]] = {"amp": "--amp"}
     #: fields added after results were committed: ``to_dict`` leaves them out while they hold their default, so
     #: the options fingerprints of cells finished before the field existed stay valid
-    OMITTED_AT_DEFAULT: ClassVar[tuple[str, ...]] = ("head",)
+    OMITTED_AT_DEFAULT: ClassVar[tuple[str, ...]] = ("head", "infer_compile")
 
     def validate(self, backend: str, *, device: str, image_size: int, in_chans: int, gpu_visible: bool) -> None:
         """Raise ``OptionsError`` when ``backend`` cannot honour these options with the run's settings.
@@ -103,16 +103,23 @@ class TorchOptions(BackendOptions):
 
     Attributes:
         channels_last: channels-last memory format for weights and inputs.
-        compile: ``torch.compile`` the model (compile time is measured apart from throughput).
+        compile: ``torch.compile`` the model for training (compile time is measured apart from throughput).
+        infer_compile: once training is over, ``torch.compile`` the trained model for inference with inductor's
+            freezing (weights folded in as constants, BatchNorm into convolutions; batches padded to one shape);
+            its compile time is its own column (``infer_prepare_s``).
         head: ``native`` (the model's own classifier, its last Linear replaced) or ``fcn`` (VGG models only: the
             Keras backend's fully-convolutional head directly on ``features``' 512-channel map, no pooling/MLP).
     """
 
     channels_last: bool = False
     compile: bool = False
+    infer_compile: bool = False
     head: str = "native"
 
-    FLAGS: ClassVar[dict[str, str]] = {"amp": "--amp", "channels_last": "--channels-last", "compile": "--compile", "head": "--head"}
+    FLAGS: ClassVar[dict[str, str]] = {
+        "amp": "--amp", "channels_last": "--channels-last", "compile": "--compile", "infer_compile": "--infer-compile",
+        "head": "--head",
+    }  # fmt: skip
 
     def validate(self, backend: str, *, device: str, image_size: int, in_chans: int, gpu_visible: bool) -> None:
         super().validate(backend, device=device, image_size=image_size, in_chans=in_chans, gpu_visible=gpu_visible)

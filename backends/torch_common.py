@@ -246,6 +246,9 @@ class TorchBackend(Backend):
         self._mean: torch.Tensor | None = None
         self._std: torch.Tensor | None = None
         self._forward: Any = None
+        self._infer_forward: Any = None  # the frozen, compiled inference model (prepare_inference)
+        self._infer_batch = 0
+        self._frozen_for_inference = False
         self._stages: list[tuple[str, list[str]]] = []
         self._eval_bn: set[str] = set()
         self._l2sp_alpha = 0.0
@@ -338,6 +341,7 @@ class TorchBackend(Backend):
             device=str(self.device),
             facts={
                 "memory_format": "channels_last" if options.channels_last else "contiguous", "compiled": options.compile,
+                "infer_compiled": options.infer_compile,
                 "head": HEAD_FACTS[options.head],
             },  # fmt: skip
         )
@@ -484,6 +488,8 @@ class TorchBackend(Backend):
 
     def train_step(self, batch: np.ndarray, labels: np.ndarray, inputs: Inputs = "images", soft_targets: np.ndarray | None = None) -> None:
         model = self._require_model()
+        if self._frozen_for_inference:
+            raise RuntimeError("prepare_inference() froze this model for inference; training is over")
         if self.optimizer is None:
             raise RuntimeError("apply_phase() must be called before training")
         if not model.training:
@@ -520,10 +526,71 @@ class TorchBackend(Backend):
         model.eval()
         if inputs == "features":
             logits = self.head_logits(model, self._features_input(batch))
+        elif self._infer_forward is not None:
+            logits = self._frozen_logits(batch)
         else:
             with self._autocast():
                 logits = self._forward(self.to_input(batch))
         return torch.softmax(logits.float(), dim=1).cpu().numpy()
+
+    def prepare_inference(self, batch_size: int) -> float | None:
+        """Release what only training needs; with ``--infer-compile``, compile the trained model with freezing.
+
+        Freezing folds the weights in as constants (BatchNorm into the convolutions, weight layouts pre-packed
+        for oneDNN), which is only sound once the weights stop changing, hence after training. The model is
+        compiled for one static shape, ``batch_size`` images, by one warm-up call here (the compile time this
+        returns); smaller batches are padded to it, larger ones split.
+        """
+        model = self._require_model()
+        if batch_size < 1:
+            raise ValueError(f"prepare_inference needs batch_size >= 1, got {batch_size}")
+        # every cell times inference on the same footing, whatever it trained: no optimizer state, gradients or
+        # L2-SP anchors left in memory (a fully fine-tuned model would otherwise time beside 3x its weights)
+        self.optimizer = None
+        self._l2sp_params, self._head_params, self._pretrained_backbone = [], [], {}
+        for param in model.parameters():
+            param.grad = None
+        self._frozen_for_inference = True
+        import gc
+
+        gc.collect()
+        if not self.options.infer_compile:
+            return None
+        import time
+
+        import torch._dynamo
+        import torch._inductor.config as inductor_config
+
+        assert self.spec is not None
+        start = time.perf_counter()
+        torch._dynamo.reset()  # a training-time compile (--compile) must not be reused for the frozen graph
+        model.eval()
+        inductor_config.freezing = True  # read when the graph compiles (below); training is over in this process
+        self._infer_forward = torch.compile(model, dynamic=False)
+        self._infer_batch = int(batch_size)
+        side, chans = self.spec.image_size, 3
+        with torch.inference_mode():
+            self._frozen_logits(np.zeros((self._infer_batch, side, side, chans), dtype=np.uint8))
+        self.synchronize()
+        return time.perf_counter() - start
+
+    def _frozen_logits(self, batch: np.ndarray) -> torch.Tensor:
+        """Logits of the frozen compiled model, in chunks of exactly ``_infer_batch`` images (the last padded)."""
+        n, size = len(batch), self._infer_batch
+        outputs = []
+        for start in range(0, n, size):
+            chunk = np.asarray(batch[start : start + size])
+            short = size - len(chunk)
+            if short:
+                chunk = np.concatenate([chunk, np.zeros((short, *chunk.shape[1:]), dtype=chunk.dtype)])
+            with self._autocast():
+                logits = self._infer_forward(self.to_input(chunk))
+            outputs.append(logits[: size - short] if short else logits)
+        return torch.cat(outputs) if len(outputs) > 1 else outputs[0]
+
+    def _drop_frozen(self) -> None:
+        """New weights arrived: the frozen graph holds the old ones as constants, so eager inference takes over."""
+        self._infer_forward = None
 
     @torch.inference_mode()
     def extract_features(self, images: np.ndarray, pooled: bool = False) -> np.ndarray:
@@ -540,6 +607,7 @@ class TorchBackend(Backend):
 
     def restore(self, state: Any) -> None:
         self._require_model().load_state_dict(state)
+        self._drop_frozen()
 
     def save_weights(self, path: str) -> None:
         """Write the model's state dict (CPU tensors, loadable with ``torch.load(weights_only=True)``) to ``path``.
@@ -560,6 +628,7 @@ class TorchBackend(Backend):
         except RuntimeError as exc:
             first = " ".join(str(exc).split())[:200]
             raise BackendError(f"weights file {path!r} does not fit {type(model).__name__}: {first}") from exc
+        self._drop_frozen()
 
     def flops_per_image(self) -> int | None:
         from tlbench.backends.flops import torch_flops_per_image

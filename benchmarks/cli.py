@@ -108,11 +108,13 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--augment", default=opts.augment, help=f"training augmentation on device: {', '.join(AUGMENTS)}")
     run.add_argument("--channels-last", action="store_true", help="torch backends: channels-last memory format")
     run.add_argument("--amp", default="", help="mixed precision: bf16 (CPU/GPU) or fp16 (GPU)")
-    run.add_argument("--compile", action="store_true", help="torch backends: torch.compile")
+    run.add_argument("--compile", action="store_true", help="torch backends: torch.compile for training")
+    run.add_argument("--infer-compile", action="store_true", help="torch backends: after training, torch.compile the trained model for inference with inductor freezing (weights folded in; compile seconds in infer_prepare_s)")
     run.add_argument("--jit-compile", action="store_true", help="keras backend: XLA jit_compile")
     run.add_argument("--head", default=None, help="classifier head: native (the model's own; torch default) or fcn (Keras' 1x1-conv head on the trunk's map; VGG models in torch, the only head of keras)")
     run.add_argument("--max-train-images", type=int, default=None, help="train on a stratified subset of this size")
     run.add_argument("--min-time", type=float, default=opts.infer_min_time_s, help="inference timing: keep timing batches until at least this many seconds are covered (default: %(default)s)")
+    run.add_argument("--wait-quiet", type=float, default=0.0, metavar="SECONDS", help="before each cell, wait up to SECONDS for other processes to use at most 10%% of the cores (the wait is recorded; a cell still disturbed is flagged as usual; default: 0, no wait)")
     run.add_argument("--infer-repeats", type=int, default=opts.infer_repeats, help="timed inference batches (>= 10)")
     run.add_argument("--dedup", default=opts.dedup, help="exact duplicate images: drop (default: cross-split copies leave val/test, one copy kept per split, conflicting labels removed), keep (report only), error")
     run.add_argument("--near-duplicates", action="store_true", help="also count near-duplicates across splits (perceptual hash; reported, never dropped)")
@@ -167,7 +169,8 @@ def _backend_options(backends: tuple[str, ...], args: argparse.Namespace, device
     """
     from tlbench.benchmarks.running.environment import gpu_names
 
-    flags = {"amp": args.amp, "channels_last": args.channels_last, "compile": args.compile, "jit_compile": args.jit_compile, "head": args.head}
+    flags = {"amp": args.amp, "channels_last": args.channels_last, "compile": args.compile, "infer_compile": args.infer_compile,
+             "jit_compile": args.jit_compile, "head": args.head}  # fmt: skip
     gpu_visible = bool(gpu_names()) if device in ("auto", "cuda", "gpu") or device.startswith("cuda:") else False
     result = {}
     for backend in backends:
@@ -287,6 +290,7 @@ def suite_from_args(args: argparse.Namespace) -> SuiteConfig:
         max_train_images=None if args.max_train_images is None else _positive("max-train-images", args.max_train_images, 2),
         infer_repeats=_positive("infer-repeats", args.infer_repeats, 10),
         infer_min_time_s=_non_negative_seconds("min-time", args.min_time),
+        wait_quiet_s=_non_negative_seconds("wait-quiet", args.wait_quiet),
         dedup=args.dedup,
         near_duplicates=args.near_duplicates,
         threads=args.threads,

@@ -22,6 +22,7 @@ import pandas as pd
 from tabulate import tabulate
 
 from tlbench.benchmarks.running.artifacts import load_predictions
+from tlbench.benchmarks.running.canary import SLOW_RATIO
 from tlbench.benchmarks.running.results import RESULT_COLUMNS, latest_by_cell, load_results
 from tlbench.benchmarks.reporting.stats import BOOTSTRAP_METRICS, BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED, bootstrap_metric_ci, t_interval
 
@@ -286,21 +287,36 @@ def data_warnings(frame: pd.DataFrame) -> list[str]:
 
 
 def speed_warnings(frame: pd.DataFrame) -> list[str]:
-    """Cells whose speed must not be trusted: measured while other processes used the machine (the cell's
-    ``contention`` sample), or with an ``--amp`` dtype the machine probe shows slower than float32."""
+    """Cells whose speed must not be trusted: measured while other processes (or hypervisor steal) used the
+    machine (the cell's ``contention`` sample), while the machine ran slower than probed (its speed canary), or
+    with an ``--amp`` dtype the machine probe shows slower than float32."""
     lines = []
-    disturbed, amp = [], set()
+    disturbed, slow, amp = [], [], set()
     for record in frame.to_dict("records"):
         contention = record.get("contention") if isinstance(record.get("contention"), dict) else {}
         name = f"{record['backend']}/{record['model']}/{record['strategy']}/s{record['seed']}"
+        if contention.get("slower_than_probed"):
+            slow.append(f"{name} ({100 * float(contention.get('canary_ratio_to_probe') or 0):.0f}%)")
         if contention.get("disturbed"):
-            disturbed.append(f"{name} ({100 * float(contention.get('other_cpu_fraction_mean') or 0):.0f}% of the cores)")
+            why = f"{100 * float(contention.get('other_cpu_fraction_mean') or 0):.0f}% of the cores"
+            steal = float(contention.get("steal_cpu_fraction_mean") or 0)
+            if steal > float(contention.get("threshold") or 0.1):
+                why += f", {100 * steal:.0f}% stolen by the hypervisor"
+            disturbed.append(f"{name} ({why})")
         runtime = record.get("runtime") if isinstance(record.get("runtime"), dict) else {}
         amp.update(runtime.get("warnings") or [])
     if disturbed:
         lines.append(
-            f"{len(disturbed)} cell(s) were timed while other processes used more than 10 % of the cores; their speed "
-            f"figures are too low: {', '.join(disturbed[:6])}{' ...' if len(disturbed) > 6 else ''}."
+            f"{len(disturbed)} cell(s) were timed while other processes (or, on a virtual machine, other guests of the "
+            f"host) used more than 10 % of the cores; their speed figures are too low: "
+            f"{', '.join(disturbed[:6])}{' ...' if len(disturbed) > 6 else ''}."
+        )
+    if slow:
+        lines.append(
+            f"{len(slow)} cell(s) ran while this machine computed slower than when it was probed (a fixed matmul, timed "
+            f"before and after the cell, below {100 * SLOW_RATIO:.0f} % of the probe's rate): another guest on the "
+            f"host's cores or a throttled CPU, invisible in the process list; their speed figures are too low: "
+            f"{', '.join(slow[:6])}{' ...' if len(slow) > 6 else ''}."
         )
     lines += sorted(amp)
     return lines
@@ -346,15 +362,21 @@ class ReportTables:
     failed: pd.DataFrame
     data: pd.DataFrame = field(default_factory=pd.DataFrame)
     warnings: tuple[str, ...] = ()
+    #: which framework (``reporting.frameworks``): empty unless one configuration ran on >= 2 backends x >= 2 seeds
+    framework_agreement: pd.DataFrame = field(default_factory=pd.DataFrame)
+    framework_speed: pd.DataFrame = field(default_factory=pd.DataFrame)
 
 
 def build_tables(frame: pd.DataFrame, suite_dir: Path | None) -> ReportTables:
-    """The pivots (with intervals), the all-cells table and the failed-cells table of ``frame``."""
+    """The pivots (with intervals), the framework comparison, the all-cells and failed-cells tables of ``frame``."""
+    from tlbench.benchmarks.reporting.frameworks import agreement_table, speed_table
+
     summarizer = Summarizer(frame, suite_dir)
     pivots = [(title, summarizer.pivot(pivot_columns(frame, columns))) for title, columns in PIVOTS]
     return ReportTables(
         pivots=pivots, cells=formatted(frame, CELL_TABLE_COLUMNS), failed=failed_cells(frame),
         data=data_checks(frame), warnings=tuple(data_warnings(frame) + speed_warnings(frame) + timing_warnings(frame)),
+        framework_agreement=agreement_table(frame), framework_speed=speed_table(frame),
     )  # fmt: skip
 
 
@@ -368,6 +390,11 @@ def render_markdown(tables: ReportTables, suite_name: str, env_line: str, images
     for title, table in tables.pivots:
         parts += [f"## {title} — strategy × backend", "", _markdown(table), ""]
     parts += [CI_NOTE, ""]
+    if not tables.framework_agreement.empty:
+        from tlbench.benchmarks.reporting.frameworks import FRAMEWORKS_NOTE
+
+        parts += ["## Which framework — do the backends agree?", "", _markdown(tables.framework_agreement), ""]
+        parts += ["### Which framework — speed", "", _markdown(tables.framework_speed), "", FRAMEWORKS_NOTE, ""]
     if not tables.data.empty:
         parts += ["## Data checks", "", _markdown(tables.data), ""]
     if not tables.failed.empty:
@@ -385,6 +412,9 @@ def render_latex(tables: ReportTables) -> str:
     parts = []
     for title, table in tables.pivots:
         parts += [f"% {title} -- strategy x backend", _latex(table), ""]
+    if not tables.framework_agreement.empty:
+        parts += ["% Which framework -- do the backends agree?", _latex(tables.framework_agreement), ""]
+        parts += ["% Which framework -- speed", _latex(tables.framework_speed), ""]
     if not tables.failed.empty:
         parts += ["% Failed cells", _latex(tables.failed), ""]
     parts += ["% All cells", _latex(tables.cells.drop(columns=["error"])), ""]

@@ -14,6 +14,7 @@ artifacts (``artifacts.py``). Measurements are described in the README ("What is
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -23,7 +24,7 @@ import sys
 import time
 import traceback
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 
@@ -31,6 +32,7 @@ from tlbench.backends import BackendError, ModelSpec, backend_entry, get_backend
 from tlbench.backends.base import Backend
 from tlbench.backends.options import OptionsError
 from tlbench.benchmarks.running import artifacts
+from tlbench.benchmarks.running.canary import CANARY_MIN_TIME_S
 from tlbench.benchmarks.running.config import CellConfig, RunOptions
 from tlbench.benchmarks.running.environment import load_probe_file
 from tlbench.benchmarks.running.metrics import classification_metrics
@@ -105,6 +107,7 @@ class CellRun:
 
     def run(self) -> dict[str, Any]:
         """Run the cell; every failure becomes a ``failed`` record with a one-line error."""
+        quiet_wait = self._wait_quiet()
         wall_start = time.perf_counter()
         try:
             self._run()
@@ -114,8 +117,49 @@ class CellRun:
             self.record["status"] = "failed"
             self.record["error"] = one_line_error(exc)
         self.record["wall_s"] = time.perf_counter() - wall_start
+        if quiet_wait is not None and isinstance(self.record.get("contention"), dict):
+            self.record["contention"].update(quiet_wait)
         self.record["peak_rss_mb"] = peak_rss_mb()
         return check_record(self.record)
+
+    def _wait_quiet(self) -> dict[str, Any] | None:
+        """``--wait-quiet``: wait (up to the option's seconds, outside ``wall_s``) until other processes use at
+        most the contention threshold of the cores; what happened goes into the record's ``contention``."""
+        limit_s = self.options.wait_quiet_s
+        if not limit_s:
+            return None
+        from tlbench.benchmarks.running.contention import wait_until_quiet
+
+        start = time.perf_counter()
+        quiet = wait_until_quiet(timeout_s=limit_s, poll_s=min(2.0, limit_s))
+        waited_s = time.perf_counter() - start
+        if quiet:
+            self.log(f"machine quiet after {waited_s:.1f} s (--wait-quiet {limit_s:g})")
+        else:
+            self.log(f"WARNING: other processes still busy after --wait-quiet {limit_s:g} s; measuring anyway (the cell is flagged if disturbed)")
+        return {"waited_quiet_s": round(waited_s, 2), "quiet_at_start": quiet}
+
+    @contextlib.contextmanager
+    def _timed_window(self) -> Iterator[None]:
+        """Around a cell's timed part: sample what other processes use (``contention``), and run the speed canary
+        just before and after it (``canary``: is the machine as fast as when it was probed?). The record's
+        ``contention`` gets both, also when the body raises."""
+        from tlbench.benchmarks.running.canary import canary_gflop_per_s, canary_summary
+        from tlbench.benchmarks.running.contention import ContentionSampler, describe
+
+        canary_s = min(CANARY_MIN_TIME_S, self.options.infer_min_time_s)  # quick runs (tests) keep a quick canary
+        before = canary_gflop_per_s(canary_s)
+        sampler = ContentionSampler()
+        sampler.start()
+        try:
+            yield
+        finally:
+            sampler.stop()
+            after = canary_gflop_per_s(canary_s)
+            probe = load_probe_file() or {}
+            summary = {**sampler.summary(), **canary_summary(before, after, probe.get("canary_gflop_per_s"))}
+            self.record["contention"] = summary
+            self.log(f"contention: {describe(summary)}")
 
     # ---- the procedure ---------------------------------------------------------------------------------
     def _run(self) -> None:
@@ -169,8 +213,6 @@ class CellRun:
 
         record["flops_per_image"] = self._count_flops(backend)
         backend.reset_peak_memory()
-        from tlbench.benchmarks.running.contention import ContentionSampler, describe
-
         soft_targets = None
         if plan_distills(plan):
             soft_targets = self._teacher_probabilities(backend_class, dataset, keep)
@@ -182,20 +224,17 @@ class CellRun:
                 cached.splits["train"] = cached.splits["train"][keep]
             return cached
 
-        sampler = ContentionSampler()
-        sampler.start()  # what other processes use of the machine while this cell is timed
-        try:
+        with self._timed_window():  # what other processes use of the machine while this cell is timed
             outcome = train_plan(
                 backend, plan, Inputs(train.images, train.labels), Inputs(val.images, np.asarray(val.labels)),
                 opts.batch_size, opts.warmup_steps, self.log, feature_source=feature_source, soft_targets=soft_targets,
             )  # fmt: skip
+            # training is over: the backend may specialize the model for inference (--infer-compile); the test
+            # predictions below then come from the model that is timed
+            record["infer_prepare_s"] = backend.prepare_inference(min(opts.batch_size, len(test)))
             test_labels = np.asarray(test.labels)
             test_probs = predict_in_batches(backend.predict_proba, test.images, opts.batch_size)
             latencies = self._measure_inference(backend, test)
-        finally:
-            sampler.stop()
-        record["contention"] = sampler.summary()
-        self.log(f"contention: {describe(record['contention'])}")
         counts = outcome.counts
         if getattr(self, "teacher_note", None):
             record["plan"] = f"{plan.describe()}; {self.teacher_note}"
@@ -291,15 +330,12 @@ class CellRun:
 
     def _run_feature_probe(self, strategy: Any, backend_class: type[Backend], models: list[str]) -> None:
         """``logreg_probe``, ``knn_probe`` and ``fusion``: pooled frozen features (cached) → a scikit-learn probe."""
-        from tlbench.benchmarks.running.contention import ContentionSampler, describe
         from tlbench.benchmarks.running.probes import run_probe
 
         cell, opts, record = self.cell, self.options, self.record
         weights = opts.weights_for(cell.backend)
         parts, trainable_note = [], []
-        sampler = ContentionSampler()
-        sampler.start()
-        try:
+        with self._timed_window():
             for index, model in enumerate(models):
                 backend = backend_class(opts.device)
                 dataset, policy = self._load_dataset(backend, model, weights, record_data=index == 0)
@@ -332,10 +368,6 @@ class CellRun:
             result = run_probe(strategy.probe_head, (stack["train"], labels["train"]), (stack["val"], labels["val"]), stack["test"], first.num_classes, cell.seed)
             fit_s = time.perf_counter() - fit_start
             latencies = self._measure_probe_inference(parts, result.predict)
-        finally:
-            sampler.stop()
-        record["contention"] = sampler.summary()
-        self.log(f"contention: {describe(record['contention'])}")
         extract_s = sum(p["features"].seconds for p in parts)
         hits = {p["features"].hit for p in parts}
         dim = int(stack["train"].shape[1])

@@ -316,8 +316,9 @@ class ContentionSampler:
         Returns:
             ``other_cpu_cores_mean`` (time-weighted), ``other_cpu_cores_p90`` (over samples),
             ``other_cpu_fraction_mean`` (mean / ``machine_cores``), ``own_cpu_cores_mean`` (this process tree),
-            ``steal_cpu_cores_mean`` (hypervisor steal, not counted as other), ``machine_cores``, ``samples``,
-            ``duration_s``, ``threshold``, ``disturbed`` (other CPU fraction, or other GPU SM fraction, above
+            ``steal_cpu_cores_mean`` and ``steal_cpu_fraction_mean`` (hypervisor steal: time other guests of the
+            host ran on our virtual cores; not counted as other), ``machine_cores``, ``samples``, ``duration_s``,
+            ``threshold``, ``disturbed`` (other CPU fraction, steal fraction, or other GPU SM fraction above
             ``threshold``), ``top_other_processes`` (up to ``top_n`` of ``{"name", "pid", "cores"}``),
             ``other_gpu_util_percent_mean`` and ``gpu_util_percent_mean`` (``None`` without ``nvidia-smi``).
         """
@@ -332,7 +333,12 @@ class ContentionSampler:
         other_mean = weighted("other_cores")
         fraction = other_mean / self.machine_cores
         gpu_other_mean = sum(gpu_other) / len(gpu_other) if gpu_other else None
-        disturbed = fraction > self.threshold or (gpu_other_mean is not None and gpu_other_mean / 100.0 > self.threshold)
+        steal_fraction = weighted("steal_cores") / self.machine_cores
+        # the hypervisor running other guests on our cores slows a cell exactly like a busy process beside it
+        disturbed = (
+            fraction > self.threshold or steal_fraction > self.threshold
+            or (gpu_other_mean is not None and gpu_other_mean / 100.0 > self.threshold)
+        )  # fmt: skip
         top = sorted(by_process.items(), key=lambda item: item[1], reverse=True)[: self.top_n]
         return {
             "other_cpu_cores_mean": round(other_mean, 4),
@@ -340,6 +346,7 @@ class ContentionSampler:
             "other_cpu_fraction_mean": round(fraction, 4),
             "own_cpu_cores_mean": round(weighted("own_cores"), 4),
             "steal_cpu_cores_mean": round(weighted("steal_cores"), 4),
+            "steal_cpu_fraction_mean": round(steal_fraction, 4),
             "machine_cores": self.machine_cores,
             "samples": len(intervals),
             "duration_s": round(duration_s, 3),
@@ -363,9 +370,14 @@ def describe(summary: dict[str, Any]) -> str:
     )
     if summary.get("other_gpu_util_percent_mean") is not None:
         line += f", {summary['other_gpu_util_percent_mean']:.0f}% of the GPU"
+    if summary.get("steal_cpu_fraction_mean"):
+        line += f", {100 * summary['steal_cpu_fraction_mean']:.0f}% stolen by the hypervisor"
+    if summary.get("canary_ratio_to_probe") is not None:
+        line += f"; speed canary at {100 * summary['canary_ratio_to_probe']:.0f}% of the probe's"
     if top:
         line += f"; top: {top}"
-    return ("DISTURBED: " if summary.get("disturbed") else "") + line
+    flags = ("DISTURBED: " if summary.get("disturbed") else "") + ("SLOWER THAN PROBED: " if summary.get("slower_than_probed") else "")
+    return flags + line
 
 
 def wait_until_quiet(

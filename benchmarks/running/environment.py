@@ -101,7 +101,7 @@ def probe_summary() -> dict[str, Any] | None:
     probe = load_probe_file()
     if probe is None:
         return None
-    keys = ("device", "threads", "torch", "measured_at", "matmul_flop_per_s", "conv_flop_per_s")
+    keys = ("device", "threads", "torch", "measured_at", "matmul_flop_per_s", "conv_flop_per_s", "canary_gflop_per_s")
     return {**{k: probe.get(k) for k in keys}, "disturbed": (probe.get("contention") or {}).get("disturbed")}
 
 

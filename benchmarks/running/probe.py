@@ -186,6 +186,7 @@ def probe_machine(
     Returns:
         ``{"device", "cpu", "cpu_count", "gpu" (cuda only), "threads", "torch", "measured_at" (ISO 8601, UTC),
         "matmul_flop_per_s": {dtype: float | None}, "conv_flop_per_s": {dtype: float | None},
+        "canary_gflop_per_s" (``running.canary``: the numpy matmul every cell repeats around its timed part),
         "details": {"matmul"|"conv": {dtype: {"flop_per_s", "median_s", "iterations", "bounded", "shape"}
         or {"flop_per_s": None, "error"}}}, "contention" (``ContentionSampler.summary()`` over the probe),
         "min_time_s", "max_iteration_s", "version"}``. ``None`` marks a dtype the op does not support on this
@@ -202,11 +203,14 @@ def probe_machine(
         torch.set_num_threads(threads)
     from tlbench.benchmarks.running.contention import ContentionSampler
 
+    from tlbench.benchmarks.running.canary import canary_gflop_per_s
+
     details: dict[str, dict[str, Any]] = {"matmul": {}, "conv": {}}
     with ContentionSampler(gpu=_device_type(device) == "cuda") as sampler:
         for dtype in dtypes:
             for op in ("matmul", "conv"):
                 details[op][dtype] = _measure_kernel(op, dtype, device, min_time_s, max_iteration_s)
+        canary = canary_gflop_per_s()  # what each cell's canary is compared with (running.canary)
     return {
         "device": device,
         **_machine_facts(device),
@@ -216,6 +220,7 @@ def probe_machine(
         "matmul_flop_per_s": {d: details["matmul"][d]["flop_per_s"] for d in dtypes},
         "conv_flop_per_s": {d: details["conv"][d]["flop_per_s"] for d in dtypes},
         "details": details,
+        "canary_gflop_per_s": canary,
         "contention": sampler.summary(),
         "min_time_s": min_time_s,
         "max_iteration_s": max_iteration_s,
@@ -249,6 +254,9 @@ def machine_key(device: str = "cpu", threads: int | None = None) -> str:
 
 def _valid_probe(probe: Any, dtypes: Sequence[str]) -> bool:
     if not isinstance(probe, dict) or probe.get("version") != PROBE_VERSION:
+        return False
+    canary = probe.get("canary_gflop_per_s")  # probes cached before the canary existed are measured again
+    if not isinstance(canary, (int, float)) or canary <= 0:
         return False
     for table in ("matmul_flop_per_s", "conv_flop_per_s"):
         values = probe.get(table)

@@ -22,7 +22,7 @@ RESULT_COLUMNS = [
     # how it was trained and measured
     "val_accuracy", "best_epoch", "train_s", "train_first_steps_s", "phase_images_per_s",
     "feature_extract_s", "feature_extract_images_per_s", "feature_dim", "feature_cache", "head_train_s", "infer_batch_size", "infer_repeats",
-    "infer_timed_s", "infer_latency_cv", "flops_per_image", "train_mfu", "infer_mfu", "plan",
+    "infer_prepare_s", "infer_timed_s", "infer_latency_cv", "flops_per_image", "train_mfu", "infer_mfu", "plan",
     # data
     "num_classes", "class_names", "split_sizes", "skipped_images", "duplicates", "dataset_meta",
     # provenance

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Re-make every suite committed under results/ (the figures quoted in the issues' closing notes).
 #
-#   bash benchmarks/tools/acceptance.sh            # all steps, in order (about 2 h on a 2-core CPU)
+#   bash benchmarks/tools/acceptance.sh            # all steps, in order (about 3 h on a 2-core CPU)
 #   bash benchmarks/tools/acceptance.sh chest      # one step (see `steps` at the bottom)
 #
 # Run it on a quiet machine: every cell records what other processes used of the cores while it was timed,
@@ -29,10 +29,11 @@ step_cache() {  # issue 3: cold cache build vs warm load of the 5,840-image ches
     --image-size 224 --crop-pct 0.875 --interpolation bicubic --rounds 3 | tee results/bench_dataset_cache.md
 }
 
-step_chest() {  # issue 3: linear probe of the offline ImageNet Lite0 on the chest X-ray folder (val carved from train)
+step_chest() {  # issue 3: linear probe of the offline ImageNet Lite0 on the chest X-ray folder (val carved from train);
+  # inference timed on the trained model compiled with inductor freezing (speed issue: MFU >= 40 %)
   rm -rf results/chest_xray_linear_probe
   $TL run --suite chest_xray_linear_probe --dataset "folder:$DATA/chest_xray_pneumonia" \
-    --strategies linear_probe --image-size 224 --batch-size 64
+    --strategies linear_probe --image-size 224 --batch-size 64 --infer-compile
 }
 
 step_medmnist() {  # issue 3: both MedMNIST files, official splits
@@ -52,6 +53,12 @@ step_resnet18() {  # issues 4 and 6: a digits-trained resnet18 as the transfer s
 step_overhead() {  # speed issue: suite cell vs a bare hand-written loop per backend (224 px, float32, CPU)
   $PY -m tlbench.benchmarks.tools.bench_overhead --rounds 2 --image-size 224 --batch-size 16 --steps 6 \
     --out results/bench_overhead.md
+}
+
+step_infer_compile() {  # speed issue: eager vs the trained model compiled with inductor freezing, Lite0 224 px, MFU
+  env $TUNED_ENV $PY -m tlbench.benchmarks.tools.bench_torchvision_options --backend timm --model tf_efficientnet_lite0 \
+    --image-size 224 --batch-size 64 --variants fp32,channels_last,infer_compile,channels_last+infer_compile \
+    --rounds 3 --train-steps 2 --mfu | tee results/bench_infer_compile.md
 }
 
 step_memory_format() {  # speed issue: channels-last vs contiguous through the Backend contract, per torch backend
@@ -74,7 +81,7 @@ step_strategies_more() {  # the same matrix on digits and the chest X-ray folder
   $TL run --suite strategies_digits --dataset digits --image-size 64 --strategies "$LITE0_STRATEGIES" --seeds 0,1,2 \
     --max-train-images 500
   $TL run --suite strategies_chest_xray --dataset "folder:$DATA/chest_xray_pneumonia" --image-size 64 \
-    --strategies "$LITE0_STRATEGIES" --seeds 0,1,2 --max-train-images 1000
+    --strategies "$LITE0_STRATEGIES" --seeds 0,1,2 --max-train-images 600
 }
 
 step_sweep() {  # strategies issue: the frozen-layer sweep (accuracy vs trainable stages) and fusion of two backbones
@@ -85,13 +92,26 @@ step_sweep() {  # strategies issue: the frozen-layer sweep (accuracy vs trainabl
     --models tf_efficientnet_lite0+tf_efficientnet_lite1 --strategies fusion
 }
 
-step_frameworks() {  # same-weights issue: vgg16-hed trunk + FCN head in Keras, torchvision and timm, 3 seeds
-  rm -rf results/frameworks_vgg16_breastmnist
+step_frameworks() {  # same-weights issue: vgg16-hed trunk + FCN head in Keras, torchvision and timm, 3 seeds (about 45 min)
+  rm -rf results/frameworks_vgg16_breastmnist results/frameworks_vgg16_chest_xray
   $TL run --suite frameworks_vgg16_breastmnist --backends keras,torchvision,timm --models vgg16 --weights vgg16-hed \
     --head fcn --dataset "medmnist:$DATA/breastmnist.npz" --image-size 32 --seeds 0,1,2
+  $TL run --suite frameworks_vgg16_chest_xray --backends keras,torchvision,timm --models vgg16 --weights vgg16-hed \
+    --head fcn --dataset "folder:$DATA/chest_xray_pneumonia" --image-size 32 --seeds 0,1,2 --max-train-images 400
 }
 
-ALL_STEPS="default overhead memory_format cache chest medmnist resnet18 strategies frameworks sweep strategies_more"
+step_distill() {  # strategies issue: a Lite2 teacher (layer_decay, weights kept in .cache/teachers, never committed)
+  # distilled into Lite0 at T=4 (seed 003), beside Lite0 full fine-tuning in the same suite, 3 seeds
+  rm -rf .cache/teachers/teacher_breastmnist results/distill_breastmnist
+  TLBENCH_SAVE_WEIGHTS=1 $TL run --suite teacher_breastmnist --out .cache/teachers/teacher_breastmnist \
+    --dataset "medmnist:$DATA/breastmnist.npz" --image-size 64 --models tf_efficientnet_lite2 --strategies layer_decay --seeds 0
+  local teacher
+  teacher=$(ls -d .cache/teachers/teacher_breastmnist/cells/*/ | head -1)
+  $TL run --suite distill_breastmnist --dataset "medmnist:$DATA/breastmnist.npz" --image-size 64 --seeds 0,1,2 \
+    --strategies distill,full_finetune --teacher "${teacher%/}"
+}
+
+ALL_STEPS="default overhead memory_format infer_compile cache chest medmnist resnet18 strategies frameworks sweep distill strategies_more"
 steps=("$@")
 [ ${#steps[@]} -gt 0 ] || read -r -a steps <<< "$ALL_STEPS"
 for name in "${steps[@]}"; do

@@ -194,3 +194,20 @@ def test_distillation_uses_the_teachers_soft_labels(backend_name):
     b.train_step(x, y)
     assert np.isfinite(b.pop_train_loss())
     assert not np.allclose(moved_soft, b.predict_proba(x), atol=1e-7)  # the soft labels changed the update
+
+
+def test_prepare_inference_ends_training_and_keeps_predictions(backend_name):
+    """After ``prepare_inference`` the model predicts what it predicted before, and training is refused."""
+    strategy = STRATEGIES["full_finetune"]
+    b = get_backend_class(backend_name)("cpu")
+    b.build(ModelSpec(SMALL_MODEL[backend_name], NUM_CLASSES, 32, weights="none", pretrained=False, seed=0))
+    b.apply_phase(phase(b, strategy))
+    x, y = _images(6)
+    b.train_step(x, y)
+    before = b.predict_proba(x)
+    assert b.prepare_inference(4) is None  # nothing compiled without an option asking for it
+    np.testing.assert_allclose(b.predict_proba(x), before, rtol=1e-5, atol=1e-6)
+    with pytest.raises(RuntimeError, match="prepare_inference"):
+        b.train_step(x, y)
+    with pytest.raises(ValueError, match="batch_size >= 1, got 0"):
+        b.prepare_inference(0)

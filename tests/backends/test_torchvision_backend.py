@@ -232,7 +232,7 @@ def test_snapshot_restore_and_speed_options_are_recorded():
     backend = TorchvisionBackend("cpu")
     info = backend.build(ModelSpec("resnet18", 2, SIZE, weights="none", options=TorchOptions(channels_last=True, amp="bf16")))
     assert info.pretrained == "none" and info.dtype == "bfloat16-autocast" and info.device == "cpu"
-    assert info.facts == {"memory_format": "channels_last", "compiled": False, "head": "native"}
+    assert info.facts == {"memory_format": "channels_last", "compiled": False, "infer_compiled": False, "head": "native"}
     assert backend.model.conv1.weight.is_contiguous(memory_format=torch.channels_last)
     backend.apply_phase(phase(backend, "scratch"))
     state = backend.snapshot()

@@ -41,7 +41,9 @@ from tlbench.benchmarks.cli import main
         # a flag a backend would ignore is refused instead of silently changing nothing
         (["run", "--backends", "keras", "--models", "vgg16", "--image-size", "32", "--channels-last"], "--channels-last is not an option of backend 'keras' (it takes: --amp,"),
         (["run", "--backends", "timm,keras", "--models", "vgg16", "--image-size", "32", "--compile"], "--compile is not an option of backend 'keras'"),
-        (["run", "--jit-compile"], "--jit-compile is not an option of backend 'timm' (it takes: --amp, --channels-last, --compile"),
+        (["run", "--jit-compile"], "--jit-compile is not an option of backend 'timm' (it takes: --amp, --channels-last, --compile, --head, --infer-compile"),
+        (["run", "--backends", "keras", "--models", "vgg16", "--image-size", "32", "--infer-compile"], "--infer-compile is not an option of backend 'keras'"),
+        (["run", "--wait-quiet", "-1"], "--wait-quiet must be a number of seconds >= 0, got -1.0"),
         (["run", "--cell-timeout", "0"], "--cell-timeout must be a positive number of seconds, got 0.0"),
         (["run", "--cell-timeout", "-5"], "--cell-timeout must be a positive number of seconds, got -5.0"),
         (["run", "--cell-timeout", "nan"], "--cell-timeout must be a positive number of seconds, got nan"),

@@ -182,3 +182,22 @@ def test_data_checks_show_duplicates_and_skips_and_warn_when_leaks_are_kept(tmp_
     assert "Data checks" in html_text and "were KEPT" in html_text
     assert data_notes(record) == "; 4 cross-split duplicate(s), 1 conflicting label(s) KEPT; 3 unreadable image(s) skipped"
     assert data_notes({**record, "duplicates": {**dups, "policy": "drop"}, "skipped_images": 0}).endswith("dropped")
+
+
+def test_speed_warnings_name_disturbed_cells_and_hypervisor_steal():
+    from tlbench.benchmarks.reporting.tables import results_frame, speed_warnings
+
+    def record(seed: int, other: float, steal: float, disturbed: bool) -> dict:
+        contention = {"other_cpu_fraction_mean": other, "steal_cpu_fraction_mean": steal, "threshold": 0.1, "disturbed": disturbed}
+        return {"backend": "timm", "model": "m", "strategy": "scratch", "dataset": "d", "seed": seed, "status": "ok", "contention": contention}
+
+    slow = record(3, 0.0, 0.0, False)
+    slow["contention"].update(canary_gflop_per_s=[60.0, 75.0], canary_ratio_to_probe=0.6, slower_than_probed=True)
+    frame = results_frame([record(0, 0.01, 0.0, False), record(1, 0.45, 0.0, True), record(2, 0.02, 0.12, True), slow])
+    line, canary = speed_warnings(frame)
+    assert canary.startswith("1 cell(s) ran while this machine computed slower than when it was probed")
+    assert canary.endswith("timm/m/scratch/s3 (60%).")
+    assert line.startswith("2 cell(s) were timed while other processes (or, on a virtual machine, other guests of the host)")
+    assert "timm/m/scratch/s1 (45% of the cores)" in line
+    assert "timm/m/scratch/s2 (2% of the cores, 12% stolen by the hypervisor)" in line
+    assert "/s0" not in line

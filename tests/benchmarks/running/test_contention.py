@@ -126,3 +126,23 @@ def test_wait_until_quiet() -> None:
         assert time.monotonic() - start < 2.0
         # the same loop inside this process' tree is not contention; 101 % is never exceeded by the rest
         assert wait_until_quiet(threshold=1.01, timeout_s=1.0, poll_s=0.1) is True
+
+
+def test_hypervisor_steal_above_the_threshold_is_disturbance(monkeypatch: pytest.MonkeyPatch) -> None:
+    """On a virtual machine, time the host gives to other guests (steal) slows a cell like a busy neighbour."""
+    real = contention._busy_and_steal_s
+    t0 = time.monotonic()
+
+    def stolen_half_a_core() -> tuple[float, float]:
+        busy, _ = real()
+        return busy, 0.5 * (time.monotonic() - t0)  # 0.5 cores stolen all along
+
+    monkeypatch.setattr(contention, "_busy_and_steal_s", stolen_half_a_core)
+    monkeypatch.setattr(contention.shutil, "which", lambda name: None)
+    with ContentionSampler(interval_s=0.05, gpu=False) as sampler:
+        time.sleep(0.3)
+    summary = sampler.summary()
+    cores = summary["machine_cores"]
+    assert summary["steal_cpu_cores_mean"] == pytest.approx(0.5, abs=0.05)
+    assert summary["steal_cpu_fraction_mean"] == pytest.approx(0.5 / cores, abs=0.05 / cores)
+    assert summary["disturbed"] is (0.5 / cores > summary["threshold"] or summary["other_cpu_fraction_mean"] > summary["threshold"])

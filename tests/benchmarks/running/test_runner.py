@@ -250,3 +250,29 @@ def test_a_cloned_suite_directory_reruns_its_committed_cells(fake_backend, cache
     assert messages == [f"1 cell(s) in {clone} were measured in another environment or checkout; re-run here"]
     assert run_suite(cfg, clone, cell_runner=run_cell_inprocess) == []
     assert ".run-id" in (Path(__file__).resolve().parents[3] / ".gitignore").read_text()
+
+
+def test_wait_quiet_waits_outside_wall_time_and_records_the_wait(fake_backend, cache_dir, tmp_path):
+    """``--wait-quiet``: a busy process outside the run keeps the machine above 10 % of its cores, so the cell
+    waits the whole limit, says so, records it in ``contention`` and still runs (``wall_s`` excludes the wait)."""
+    cores = psutil.cpu_count(logical=True) or 1
+    if cores > 8:
+        pytest.skip(f"one busy process is under 10 % of {cores} cores: the machine would count as quiet")
+    busy = subprocess.Popen([sys.executable, "-c", "while True:\n    pass\n"])
+    try:
+        time.sleep(0.3)
+        options = replace(FAST, cache_dir=str(cache_dir), wait_quiet_s=1.0)
+        (record,) = run_suite(suite(cache_dir, strategies=("scratch",), seeds=(0,), options=options), tmp_path / "s", cell_runner=run_cell_inprocess)
+    finally:
+        busy.kill()
+        busy.wait()
+    assert record["status"] == "ok", record["error"]
+    assert record["contention"]["quiet_at_start"] is False
+    assert 0.9 <= record["contention"]["waited_quiet_s"] < 5.0
+    log = (tmp_path / "s" / "cells" / "fake__softmax__scratch__digits__s0" / "log.txt").read_text()
+    assert "still busy after --wait-quiet 1 s" in log
+    # without the option nothing waits and nothing is added
+    (plain,) = run_suite(suite(cache_dir, strategies=("scratch",), seeds=(0,)), tmp_path / "p", cell_runner=run_cell_inprocess)
+    assert "waited_quiet_s" not in plain["contention"]
+    # the wait is speed-only: it does not change which finished cells count
+    assert options.fingerprint("fake") == replace(options, wait_quiet_s=0.0).fingerprint("fake")

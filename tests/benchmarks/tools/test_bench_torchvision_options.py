@@ -49,3 +49,20 @@ def test_cli_writes_json_and_rejects_bad_values(capsys, tmp_path):
         assert main(["--image-size", "32", "--rounds", "1", *argv]) == 2
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and message in err, err
+
+
+def test_infer_compile_variant_is_inference_only_and_never_the_reference():
+    from tlbench.benchmarks.tools.bench_torchvision_options import VariantResult, format_table
+
+    assert parse_variant("channels_last+infer_compile") == {"channels_last": True, "amp": "", "compile": False, "infer_compile": True}
+    with pytest.raises(ValueError, match="the first variant is the reference and must train; got inference-only 'infer_compile'"):
+        bench(["infer_compile", "fp32"], model="resnet18", image_size=32, batch_size=4, rounds=1)
+    rows = [
+        VariantResult("fp32", "float32", "contiguous", False, 10.0, 1.0, 100.0, 1.0, 40.0, 3, infer_gflop_per_s=77.0, infer_mfu=0.256),
+        VariantResult("infer_compile", "float32", "contiguous", False, None, None, 150.0, 1.5, 26.7, 3,
+                      infer_compiled=True, infer_prepare_s=28.4, infer_gflop_per_s=115.5, infer_mfu=0.384),
+    ]  # fmt: skip
+    table = format_table(rows)
+    assert "| infer_compile" in table and "— (inference only)" in table and "1.50x" in table
+    assert "infer MFU" in table and "38.4 %" in table and "25.6 %" in table
+    assert "Compiled for inference before the timed rounds (not in any throughput): infer_compile 28.4 s" in table

@@ -1,0 +1,64 @@
+"""A speed canary: is the machine computing as fast now as when it was probed?
+
+The contention guard sees other processes of this machine and, on a virtual machine, the time the hypervisor
+steals; it cannot see another guest running on the sibling hyper-threads of our cores, or a throttled CPU.
+Both slow every kernel alike, so a fixed, short float32 matmul (numpy's BLAS, the same in every framework's
+process) measured before and after a cell's timed part, divided by the same canary measured with the machine
+probe, says how much of the machine the cell had. A cell whose canary ran below ``SLOW_RATIO`` of the probe's is
+flagged in the report ("the machine was slower than probed"): its speed figures are too low, for a reason no
+process list shows.
+
+Framework-free: numpy only.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import numpy as np
+
+#: side of the square float32 matmul (2 * N^3 FLOPs per call; ~1 ms on one modern core)
+CANARY_SIDE = 512
+#: timed calls cover at least this long (after one warm-up call)
+CANARY_MIN_TIME_S = 0.25
+#: a canary below this fraction of the probe's marks the cell's machine as slower than probed
+SLOW_RATIO = 0.8
+
+
+def canary_gflop_per_s(min_time_s: float = CANARY_MIN_TIME_S, side: int = CANARY_SIDE) -> float:
+    """GFLOP/s of a fixed ``side``-square float32 matmul, over at least ``min_time_s`` (median of the calls)."""
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((side, side), dtype=np.float32)
+    b = rng.standard_normal((side, side), dtype=np.float32)
+    out = np.empty((side, side), dtype=np.float32)
+    np.matmul(a, b, out=out)  # warm-up: BLAS threads started, pages touched
+    times: list[float] = []
+    total = 0.0
+    while total < min_time_s or len(times) < 5:
+        start = time.perf_counter()
+        np.matmul(a, b, out=out)
+        elapsed = time.perf_counter() - start
+        times.append(elapsed)
+        total += elapsed
+    return 2.0 * side**3 / float(np.median(times)) / 1e9
+
+
+def canary_summary(before: float, after: float, reference: float | None) -> dict[str, Any]:
+    """The canary fields a cell adds to its ``contention`` record.
+
+    Args:
+        before: canary GFLOP/s just before the timed part.
+        after: canary GFLOP/s just after it.
+        reference: the machine probe's canary (``None``: an older probe without one; no ratio, no flag).
+
+    Returns:
+        ``canary_gflop_per_s`` ([before, after]), ``canary_ratio_to_probe`` (the lower of the two over the
+        reference, or ``None``) and ``slower_than_probed`` (that ratio below ``SLOW_RATIO``).
+    """
+    ratio = min(before, after) / reference if reference else None
+    return {
+        "canary_gflop_per_s": [round(before, 2), round(after, 2)],
+        "canary_ratio_to_probe": None if ratio is None else round(ratio, 3),
+        "slower_than_probed": bool(ratio is not None and ratio < SLOW_RATIO),
+    }

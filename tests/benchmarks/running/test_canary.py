@@ -1,0 +1,33 @@
+"""The speed canary: a fixed matmul's GFLOP/s, and the verdict against the machine probe's canary."""
+
+from __future__ import annotations
+
+import pytest
+
+from tlbench.benchmarks.running.canary import SLOW_RATIO, canary_gflop_per_s, canary_summary
+from tlbench.benchmarks.running.contention import describe
+
+
+def test_canary_measures_a_positive_rate_quickly():
+    rate = canary_gflop_per_s(min_time_s=0.02, side=128)
+    assert 0.01 < rate < 1e5  # GFLOP/s of a 128^3 float32 matmul on any CPU
+
+
+def test_canary_summary_flags_a_machine_slower_than_probed():
+    fine = canary_summary(95.0, 101.0, 100.0)
+    assert fine == {"canary_gflop_per_s": [95.0, 101.0], "canary_ratio_to_probe": 0.95, "slower_than_probed": False}
+    slow = canary_summary(70.0, 90.0, 100.0)  # the lower of before/after counts
+    assert slow["canary_ratio_to_probe"] == pytest.approx(0.7) and slow["slower_than_probed"] is True
+    assert SLOW_RATIO == 0.8 and canary_summary(80.0, 80.0, 100.0)["slower_than_probed"] is False
+    # an older probe without a canary: recorded, never judged
+    assert canary_summary(50.0, 50.0, None) == {"canary_gflop_per_s": [50.0, 50.0], "canary_ratio_to_probe": None, "slower_than_probed": False}
+
+
+def test_describe_names_steal_and_the_canary():
+    summary = {
+        "other_cpu_cores_mean": 0.02, "machine_cores": 2, "other_cpu_cores_p90": 0.03, "other_cpu_fraction_mean": 0.01,
+        "steal_cpu_fraction_mean": 0.12, "disturbed": True, "top_other_processes": [], **canary_summary(70.0, 72.0, 100.0),
+    }  # fmt: skip
+    line = describe(summary)
+    assert line.startswith("DISTURBED: SLOWER THAN PROBED: other processes used 0.02 of 2 cores")
+    assert "12% stolen by the hypervisor" in line and "speed canary at 70% of the probe's" in line
