@@ -407,7 +407,12 @@ class CellRun:
             for part in parts:
                 part["backend"].synchronize()
 
-        return self._record_latency(measure_latency(run, batches, sync, warmup=opts.infer_warmup, repeats=opts.infer_repeats, min_time_s=opts.infer_min_time_s))
+        # a batch is a tuple (one image array per backbone): the images per call are bs, not len(tuple)
+        stats = measure_latency(
+            run, batches, sync, warmup=opts.infer_warmup, repeats=opts.infer_repeats, min_time_s=opts.infer_min_time_s,
+            batch_size=bs,
+        )  # fmt: skip
+        return self._record_latency(stats)
 
     def _count_flops(self, backend: Backend) -> int | None:
         try:

@@ -69,6 +69,7 @@ def measure_latency(
     repeats: int = 10,
     min_time_s: float = 0.0,
     max_repeats: int = 100_000,
+    batch_size: int | None = None,
 ) -> LatencyStats:
     """Time ``run_batch`` per batch after ``warmup`` untimed calls: at least ``repeats`` calls *and* ``min_time_s``.
 
@@ -84,6 +85,8 @@ def measure_latency(
         min_time_s: keep timing until the timed calls cover at least this many seconds (optimum-benchmark's
             rule: short windows on a CPU move ±30 % between runs).
         max_repeats: upper bound of timed calls.
+        batch_size: images per call; default ``len(batches[0])``. Give it when a batch is not one array (a
+            fusion probe's batch is a tuple holding one array per backbone).
     """
     if not batches:
         raise ValueError("measure_latency needs at least one batch")
@@ -102,7 +105,7 @@ def measure_latency(
         times.append(elapsed)
         total += elapsed
     values = np.asarray(times)
-    batch_size = len(batches[0])
+    batch_size = int(batch_size) if batch_size is not None else len(batches[0])
     p50, p90 = np.percentile(values, [50, 90])
     return LatencyStats(
         batch_size=batch_size,

@@ -35,6 +35,10 @@ def test_probes_fit_on_cached_features_and_a_second_run_reads_them(fake_backend,
     assert logreg["feature_cache"] == "miss" and knn["feature_cache"] == "hit"  # the second probe reuses the first's
     assert logreg["train_images_per_s"] is None and logreg["head_train_s"] > 0 and logreg["infer_images_per_s"] > 0
     assert logreg["trainable_params"] == 48 * 10 + 10
+    # inference images/s counts the images of a batch (64), not the arrays of the per-backbone tuple (1)
+    for record in (logreg, knn):
+        assert record["infer_batch_size"] == 64
+        assert record["infer_images_per_s"] == pytest.approx(64 / (record["infer_latency_ms_p50"] / 1e3), rel=1e-6)
     # the SGD linear probe caches its (unpooled) head inputs under its own key
     assert first[("linear_probe", 0)]["feature_cache"] == "miss"
     again = run(cache, tmp_path / "b", ("linear_probe",), seeds=(1,))[("linear_probe", 1)]
@@ -48,6 +52,7 @@ def test_fusion_concatenates_backbones_and_rejects_single_models(fake_backend, t
     fused = records[("fusion", 0)]
     assert fused["status"] == "ok", fused["error"]
     assert fused["feature_dim"] == 96 and "softmax + softmax" in fused["plan"]
+    assert fused["infer_batch_size"] == 64  # two backbones per call, one batch of images
     assert fused["accuracy"] > 0.5
     bad = run(tmp_path / "cache", tmp_path / "g", ("fusion",))[("fusion", 0)]
     assert bad["status"] == "failed" and "fusion takes two or more models joined by '+'" in bad["error"]

@@ -60,3 +60,12 @@ def test_measure_latency_warmup_repeats_and_percentiles(monkeypatch):
 def test_measure_latency_needs_a_batch():
     with pytest.raises(ValueError, match="at least one batch"):
         measure_latency(lambda b: None, [], lambda: None)
+
+
+def test_measure_latency_takes_the_images_per_call_when_a_batch_is_a_tuple():
+    from tlbench.benchmarks.running.timing import measure_latency
+
+    batches = [(np.zeros((8, 4, 4, 3), np.uint8), np.zeros((8, 4, 4, 3), np.uint8))]  # one array per backbone
+    stats = measure_latency(lambda batch: None, batches, lambda: None, warmup=0, repeats=10, batch_size=8)
+    assert stats.batch_size == 8 and stats.images_per_s == pytest.approx(8 / (stats.latency_ms_p50 / 1e3))
+    assert measure_latency(lambda batch: None, batches, lambda: None, warmup=0, repeats=10).batch_size == 2  # len(tuple)
