@@ -383,7 +383,8 @@ def describe(summary: dict[str, Any]) -> str:
 def wait_until_quiet(
     threshold: float = DEFAULT_THRESHOLD, timeout_s: float = 300.0, poll_s: float = 2.0, root_pid: int | None = None
 ) -> bool:
-    """Block until other processes use at most ``threshold`` of the machine's cores over one ``poll_s`` window.
+    """Block until other processes use at most ``threshold`` of the machine's cores over one ``poll_s`` window,
+    and the hypervisor steals at most as much (the same rule that marks a cell ``disturbed``).
 
     Args:
         threshold: fraction of the machine's cores other processes may use.
@@ -401,7 +402,9 @@ def wait_until_quiet(
     while True:
         remaining = deadline - time.monotonic()
         time.sleep(max(0.01, min(poll_s, remaining)))
-        if tracker.sample().other_cores / cores <= threshold:
+        interval = tracker.sample()
+        # quiet = neither other processes nor the hypervisor (steal: other guests on our cores) above threshold
+        if interval.other_cores / cores <= threshold and interval.steal_cores / cores <= threshold:
             return True
         if time.monotonic() >= deadline:
             return False

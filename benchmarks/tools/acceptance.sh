@@ -19,9 +19,9 @@ mkdir -p "$CKPT"
 # the tuned runtime of cell processes (threads, allocator) for the tools that time in their own process
 TUNED_ENV=$($PY -c "from tlbench.benchmarks.running.config import RunOptions; print(' '.join(f'{k}={v}' for k, v in RunOptions().runtime().env.items()))")
 
-step_default() {  # issue 2: the default suite (what `make bench` runs)
+step_default() {  # issue 2: the default suite (what `make bench` runs), each cell waiting up to 60 s for a quiet machine
   rm -rf results/default
-  $TL run
+  $TL run --wait-quiet 60
 }
 
 step_cache() {  # issue 3: cold cache build vs warm load of the 5,840-image chest X-ray folder

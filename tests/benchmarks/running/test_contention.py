@@ -146,3 +146,13 @@ def test_hypervisor_steal_above_the_threshold_is_disturbance(monkeypatch: pytest
     assert summary["steal_cpu_cores_mean"] == pytest.approx(0.5, abs=0.05)
     assert summary["steal_cpu_fraction_mean"] == pytest.approx(0.5 / cores, abs=0.05 / cores)
     assert summary["disturbed"] is (0.5 / cores > summary["threshold"] or summary["other_cpu_fraction_mean"] > summary["threshold"])
+
+
+def test_wait_until_quiet_also_waits_out_hypervisor_steal(monkeypatch: pytest.MonkeyPatch) -> None:
+    real = contention._busy_and_steal_s
+    t0 = time.monotonic()
+    cores = psutil.cpu_count(logical=True) or 1
+    monkeypatch.setattr(contention, "_busy_and_steal_s", lambda: (real()[0], cores * (time.monotonic() - t0)))  # all stolen
+    assert wait_until_quiet(threshold=0.5, timeout_s=0.5, poll_s=0.1) is False
+    monkeypatch.setattr(contention, "_busy_and_steal_s", lambda: (real()[0], 0.0))  # nothing stolen; 101 % is never exceeded
+    assert wait_until_quiet(threshold=1.01, timeout_s=1.0, poll_s=0.1) is True
