@@ -108,11 +108,23 @@ def data_workers() -> int:
         return os.cpu_count() or 1
 
 
+#: frameworks whose thread pools (torch's OpenMP and inductor compile workers, TF's Eigen pools) make fork unsafe
+THREADED_FRAMEWORKS = ("torch", "tensorflow", "jax")
+
+
 def _pool_context() -> multiprocessing.context.BaseContext:
-    # fork on Linux (like torch's DataLoader): workers only run Pillow/numpy code, and unlike spawn/forkserver
-    # it does not re-import the caller's __main__ (a script without a __main__ guard would recurse);
-    # elsewhere spawn, the platform default
-    return multiprocessing.get_context("fork" if sys.platform.startswith("linux") else "spawn")
+    """The start method of the decode workers.
+
+    On Linux, a process without a deep-learning framework loaded forks (like torch's DataLoader: workers only run
+    Pillow/numpy code, and unlike spawn/forkserver fork does not re-import the caller's ``__main__``). fork copies
+    only the calling thread, so once a framework has started its thread pools (torch's OpenMP team, inductor's
+    compile workers, TF's Eigen pools) a lock one of them held can stay locked in the child and the pool hangs:
+    there a clean single-threaded fork server starts the workers. Elsewhere: spawn.
+    """
+    if not sys.platform.startswith("linux"):
+        return multiprocessing.get_context("spawn")
+    threaded = any(name in sys.modules for name in THREADED_FRAMEWORKS)
+    return multiprocessing.get_context("forkserver" if threaded else "fork")
 
 
 def _decoded_stream(paths: list[str], policy: ResizePolicy, workers: int) -> Iterator[Decoded]:

@@ -236,3 +236,42 @@ def test_a_file_name_that_is_not_utf8_is_fingerprinted_and_named(tmp_path: Path,
     assert again.meta["cache_hit"] is True
     os.utime(os.path.join(cats, b"caf\xe9.png"), ns=(0, 10**18))  # the odd name takes part in the fingerprint
     assert load_dataset(f"folder:{root}", POLICY, tmp_path / "cache").meta["cache_hit"] is False
+
+
+def test_decode_pool_forks_only_a_single_threaded_process() -> None:
+    """fork in a process whose framework runs thread pools can copy a held lock into a worker that then never
+    returns (it hung the suite after torch inductor had started its compile workers): such a process uses a fork
+    server; a process without a framework still forks."""
+    import subprocess
+    import sys
+
+    probe = (
+        "import threading, time\n"
+        "from tlbench.datasets.imagefiles import _pool_context\n"
+        "print(_pool_context().get_start_method())\n"
+        "import torch\n"
+        "print(_pool_context().get_start_method())\n"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout.split()
+    assert out == ["fork", "forkserver"]
+
+
+def test_process_pool_in_a_threaded_process_decodes_the_same(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch  # noqa: F401  (a framework with thread pools is loaded, as in a cell)
+
+    from tlbench.datasets.imagefiles import _pool_context
+
+    torch.ones(64, 64) @ torch.ones(64, 64)  # its thread pool started
+    assert _pool_context().get_start_method() == "forkserver"
+    root = tmp_path / "imgs"
+    rng = np.random.default_rng(0)
+    for cls in ("a", "b"):
+        (root / cls).mkdir(parents=True)
+        for i in range(40):
+            Image.fromarray(rng.integers(0, 256, (20, 24, 3), dtype=np.uint8)).save(root / cls / f"{i}.png")
+    monkeypatch.setenv("TLBENCH_DATA_WORKERS", "2")
+    pooled = load_dataset(f"folder:{root}", ResizePolicy(16), tmp_path / "c2")
+    monkeypatch.setenv("TLBENCH_DATA_WORKERS", "1")
+    serial = load_dataset(f"folder:{root}", ResizePolicy(16), tmp_path / "c1")
+    for name in pooled.splits:
+        np.testing.assert_array_equal(np.asarray(pooled.splits[name].images), np.asarray(serial.splits[name].images))
