@@ -24,7 +24,8 @@ def test_html_report_is_self_contained_with_every_plot_embedded(tmp_path):
     assert len(uris) == len(pngs) == 6
     assert sorted(base64.b64decode(u) for u in uris) == sorted(p.read_bytes() for p in pngs)
     assert "http://" not in text and "https://" not in text and "<script" not in text
-    assert text.count("<table>") == 6  # 3 pivots, data checks, failed, all cells  # three pivots, failed cells, all cells
+    # 3 pivots, which framework (agreement, speed: 2 backends x 2 seeds), data checks, failed cells, all cells
+    assert text.count("<table>") == 8
     assert '<td class="failed">failed</td>' in text
     assert "BackendError: keras model &#x27;m&#x27; needs weights" in text
     assert "0.908 ± 0.106 (n=2)" in text and "<code>mean ± h (n=k)</code>" in text

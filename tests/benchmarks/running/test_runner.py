@@ -258,14 +258,21 @@ def test_wait_quiet_waits_outside_wall_time_and_records_the_wait(fake_backend, c
     cores = psutil.cpu_count(logical=True) or 1
     if cores > 8:
         pytest.skip(f"one busy process is under 10 % of {cores} cores: the machine would count as quiet")
-    busy = subprocess.Popen([sys.executable, "-c", "while True:\n    pass\n"])
+    # a busy loop *outside* this process tree (a child of ours would count as the cell's own work): started by a
+    # launcher that exits at once, so the loop is re-parented away from us
+    launcher = (
+        "import subprocess, sys\n"
+        "loop = subprocess.Popen([sys.executable, '-c', 'while True:\\n    pass\\n'], stdin=subprocess.DEVNULL,\n"
+        "                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)\n"  # our pipe must close
+        "print(loop.pid)\n"
+    )
+    busy_pid = int(subprocess.run([sys.executable, "-c", launcher], capture_output=True, text=True, check=True).stdout)
     try:
         time.sleep(0.3)
         options = replace(FAST, cache_dir=str(cache_dir), wait_quiet_s=1.0)
         (record,) = run_suite(suite(cache_dir, strategies=("scratch",), seeds=(0,), options=options), tmp_path / "s", cell_runner=run_cell_inprocess)
     finally:
-        busy.kill()
-        busy.wait()
+        os.kill(busy_pid, signal.SIGKILL)
     assert record["status"] == "ok", record["error"]
     assert record["contention"]["quiet_at_start"] is False
     assert 0.9 <= record["contention"]["waited_quiet_s"] < 5.0
