@@ -100,6 +100,16 @@ class CellRun:
         self.progress = progress
         self.record = empty_record(cell, options)
         self.backend: Backend | None = None
+        self._probe_read = False
+        self._probe: dict[str, Any] | None = None
+
+    @property
+    def probe(self) -> dict[str, Any] | None:
+        """The machine probe handed to this cell (``TLBENCH_PROBE_FILE``), read once: MFU, the ``--amp`` warning
+        and the speed canary all use it."""
+        if not self._probe_read:
+            self._probe, self._probe_read = load_probe_file(), True
+        return self._probe
 
     def log(self, message: str) -> None:
         """One line to the cell log (stderr of the subprocess)."""
@@ -156,7 +166,7 @@ class CellRun:
         finally:
             sampler.stop()
             after = canary_gflop_per_s(canary_s)
-            probe = load_probe_file() or {}
+            probe = self.probe or {}
             summary = {**sampler.summary(), **canary_summary(before, after, probe.get("canary_gflop_per_s"))}
             self.record["contention"] = summary
             self.log(f"contention: {describe(summary)}")
@@ -424,7 +434,7 @@ class CellRun:
     def _mfu(self, dtype: str) -> None:
         """Model FLOPs utilization: achieved FLOP/s over this machine's probed peak for the compute dtype."""
         record = self.record
-        probe = load_probe_file()
+        probe = self.probe
         flops = record.get("flops_per_image")
         if probe is None or not flops:
             return
@@ -452,7 +462,7 @@ class CellRun:
             record["applied"] = applied
             for warning in applied.get("warnings", []):
                 self.log(f"runtime: {warning}")
-        probe = load_probe_file()
+        probe = self.probe
         if probe is not None:
             from tlbench.benchmarks.running.probe import amp_warning
 
