@@ -115,6 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--max-train-images", type=int, default=None, help="train on a stratified subset of this size")
     run.add_argument("--min-time", type=float, default=opts.infer_min_time_s, help="inference timing: keep timing batches until at least this many seconds are covered (default: %(default)s)")
     run.add_argument("--wait-quiet", type=float, default=0.0, metavar="SECONDS", help="before each cell, wait up to SECONDS for other processes to use at most 10%% of the cores (the wait is recorded; a cell still disturbed is flagged as usual; default: 0, no wait)")
+    run.add_argument("--no-infer-pass", action="store_true", help="keep each cell's own inference timing (made in its process right after training) instead of timing again, after the suite, the cells of each model interleaved in one fresh process")
     run.add_argument("--infer-repeats", type=int, default=opts.infer_repeats, help="timed inference batches (>= 10)")
     run.add_argument("--dedup", default=opts.dedup, help="exact duplicate images: drop (default: cross-split copies leave val/test, one copy kept per split, conflicting labels removed), keep (report only), error")
     run.add_argument("--near-duplicates", action="store_true", help="also count near-duplicates across splits (perceptual hash; reported, never dropped)")
@@ -291,6 +292,7 @@ def suite_from_args(args: argparse.Namespace) -> SuiteConfig:
         infer_repeats=_positive("infer-repeats", args.infer_repeats, 10),
         infer_min_time_s=_non_negative_seconds("min-time", args.min_time),
         wait_quiet_s=_non_negative_seconds("wait-quiet", args.wait_quiet),
+        infer_pass=not args.no_infer_pass and args.executor != "ray",
         dedup=args.dedup,
         near_duplicates=args.near_duplicates,
         threads=args.threads,

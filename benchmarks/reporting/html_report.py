@@ -82,6 +82,7 @@ def render_html(tables: "ReportTables", suite_name: str, env_line: str, images: 
     for heading, table in tables.pivots:
         parts += [f"<h2>{html.escape(heading)} — strategy × backend</h2>", table_html(table)]
     parts.append(f'<p class="note">{_markdown_code_to_html(note)}</p>')
+    parts += [f'<p class="note">{_markdown_code_to_html(line)}</p>' for line in tables.notes]
     if not tables.framework_agreement.empty:
         from tlbench.benchmarks.reporting.frameworks import FRAMEWORKS_NOTE
 

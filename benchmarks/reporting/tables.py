@@ -303,6 +303,13 @@ def speed_warnings(frame: pd.DataFrame) -> list[str]:
             if steal > float(contention.get("threshold") or 0.1):
                 why += f", {100 * steal:.0f}% stolen by the hypervisor"
             disturbed.append(f"{name} ({why})")
+        during_pass = _pass_info(record).get("contention") or {}
+        if during_pass.get("disturbed"):
+            why = f"{100 * float(during_pass.get('other_cpu_fraction_mean') or 0):.0f}% of the cores"
+            steal = float(during_pass.get("steal_cpu_fraction_mean") or 0)
+            if steal > float(during_pass.get("threshold") or 0.1):
+                why += f", {100 * steal:.0f}% stolen by the hypervisor"
+            disturbed.append(f"{name} (its inference pass: {why})")
         runtime = record.get("runtime") if isinstance(record.get("runtime"), dict) else {}
         amp.update(runtime.get("warnings") or [])
     if disturbed:
@@ -365,6 +372,41 @@ class ReportTables:
     #: which framework (``reporting.frameworks``): empty unless one configuration ran on >= 2 backends x >= 2 seeds
     framework_agreement: pd.DataFrame = field(default_factory=pd.DataFrame)
     framework_speed: pd.DataFrame = field(default_factory=pd.DataFrame)
+    #: how the figures were measured, below the pivots (the inference pass)
+    notes: tuple[str, ...] = ()
+
+
+def _pass_info(record: dict[str, Any]) -> dict[str, Any]:
+    info = record.get("infer_pass")
+    return info if isinstance(info, dict) else {}
+
+
+def inference_note(frame: pd.DataFrame) -> str:
+    """How the ``inference (images/s)`` column was timed: by the suite's inference pass (the cells of each model
+    interleaved in one fresh process), with the spread of those figures and of the cells' own, per model."""
+    records = [r for r in frame.to_dict("records") if r.get("status") == "ok" and _pass_info(r).get("in_cell")]
+    if not records:
+        return ""
+    groups: dict[tuple, list[dict[str, Any]]] = {}
+    for record in records:
+        groups.setdefault((record["backend"], record["model"], record["dataset"]), []).append(record)
+
+    def spread(values: list[float]) -> float:
+        values = [float(v) for v in values if v]
+        return max(values) / min(values) - 1 if len(values) > 1 else 0.0
+
+    parts = []
+    for (backend, model, dataset), members in groups.items():
+        passed = spread([r["infer_images_per_s"] for r in members])
+        in_cell = spread([_pass_info(r)["in_cell"].get("infer_images_per_s") for r in members])
+        parts.append(f"{backend}/{model} on {dataset}: {len(members)} cells, spread {100 * passed:.1f} % (in their cells {100 * in_cell:.1f} %)")
+    rounds = max(int(_pass_info(r).get("rounds") or 0) for r in records)
+    return (
+        "`inference (images/s)`: timed after the suite, the cells of each model loaded from their trained weights into "
+        f"one fresh process and timed round-robin ({rounds} rounds, median batch latency), so that a drift of the "
+        "machine falls on all of them and none is timed in the state its training left (the figure each cell measured "
+        "right after its training stays in `infer_pass.in_cell`): " + "; ".join(parts) + "."
+    )
 
 
 def build_tables(frame: pd.DataFrame, suite_dir: Path | None) -> ReportTables:
@@ -377,6 +419,7 @@ def build_tables(frame: pd.DataFrame, suite_dir: Path | None) -> ReportTables:
         pivots=pivots, cells=formatted(frame, CELL_TABLE_COLUMNS), failed=failed_cells(frame),
         data=data_checks(frame), warnings=tuple(data_warnings(frame) + speed_warnings(frame) + timing_warnings(frame)),
         framework_agreement=agreement_table(frame), framework_speed=speed_table(frame),
+        notes=tuple(note for note in (inference_note(frame),) if note),
     )  # fmt: skip
 
 
@@ -390,6 +433,8 @@ def render_markdown(tables: ReportTables, suite_name: str, env_line: str, images
     for title, table in tables.pivots:
         parts += [f"## {title} — strategy × backend", "", _markdown(table), ""]
     parts += [CI_NOTE, ""]
+    for note in tables.notes:
+        parts += [note, ""]
     if not tables.framework_agreement.empty:
         from tlbench.benchmarks.reporting.frameworks import FRAMEWORKS_NOTE
 

@@ -83,9 +83,25 @@ def write_curve(directory: Path, curve: list[dict[str, Any]]) -> None:
     write_json_atomic(directory / "curve.json", curve)
 
 
-def write_latencies(directory: Path, latencies_ms: list[float] | tuple[float, ...], batch_size: int) -> None:
-    """``latency.json``: every timed inference batch latency of the cell."""
-    write_json_atomic(directory / "latency.json", {"batch_size": batch_size, "latencies_ms": list(latencies_ms)})
+def write_latencies(directory: Path, latencies_ms: list[float] | tuple[float, ...], batch_size: int, keep_in_cell: bool = False) -> None:
+    """``latency.json``: every timed inference batch latency of the cell.
+
+    Args:
+        directory: the cell's directory.
+        latencies_ms: the latencies of the reported figure.
+        batch_size: images per timed batch.
+        keep_in_cell: the latencies come from the suite's inference pass: the ones the cell timed itself (the
+            file's ``latencies_ms`` so far) move to ``in_cell_latencies_ms``.
+    """
+    path = directory / "latency.json"
+    data: dict[str, Any] = {"batch_size": batch_size, "latencies_ms": list(latencies_ms)}
+    if keep_in_cell and path.is_file():
+        try:
+            previous = json.loads(path.read_text())
+            data["in_cell_latencies_ms"] = previous.get("in_cell_latencies_ms", previous.get("latencies_ms"))
+        except (OSError, ValueError, AttributeError):
+            pass
+    write_json_atomic(path, data)
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,7 @@ import sys
 import time
 import traceback
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 
@@ -301,12 +301,7 @@ class CellRun:
         """The cell's dataset, resized for ``model`` (decoded once per policy, cached); its facts into the record."""
         opts, record = self.options, self.record
         size = image_size if image_size is not None else opts.image_size_for(type(backend), model, weights)
-        data_config = backend.default_data_config(model, size, weights)
-        policy = ResizePolicy(data_config.image_size, data_config.crop_pct, data_config.interpolation)
-        self.log(f"dataset {self.cell.dataset} at {policy.key()}")
-        dataset = load_dataset(
-            self.cell.dataset, policy, opts.cache_dir, progress=self.progress, dedup=opts.dedup, near_duplicates=opts.near_duplicates
-        )  # fmt: skip
+        dataset, policy = load_cell_dataset(backend, self.cell.dataset, model, weights, size, opts, self.log, self.progress)
         if record_data:
             meta = dict(dataset.meta)
             record["duplicates"] = meta.pop("duplicates", None)
@@ -478,8 +473,7 @@ class CellRun:
     def _measure_inference(self, backend: Backend, test: Split) -> tuple[float, ...]:
         """The separate inference timing loop over full test batches; returns the raw latencies."""
         opts = self.options
-        bs = min(opts.batch_size, len(test))
-        batches = [np.asarray(test.images[s]) for s in batch_slices(len(test), bs) if s.stop - s.start == bs][:INFER_BATCHES]
+        batches = timing_batches(test.images, opts.batch_size)
         stats = measure_latency(
             backend.predict_proba, batches, backend.synchronize,
             warmup=opts.infer_warmup, repeats=opts.infer_repeats, min_time_s=opts.infer_min_time_s,
@@ -500,8 +494,32 @@ class CellRun:
         artifacts.write_predictions(directory, probs, labels, class_names, test.images)
         artifacts.write_curve(directory, curve)
         artifacts.write_latencies(directory, latencies, int(self.record["infer_batch_size"] or 0))
-        if artifacts.save_weights_requested() and self.backend is not None:
+        # kept for tlbench explain / a distillation teacher, or until the suite's inference pass has timed them
+        if (artifacts.save_weights_requested() or self.options.infer_pass) and self.backend is not None:
             self.backend.save_weights(str(artifacts.weights_path(directory, self.backend.weights_suffix)))
+
+
+def load_cell_dataset(
+    backend: Backend, spec: str, model: str, weights: str, image_size: int, options: RunOptions,
+    log: Callable[[str], None], progress: bool = False,
+) -> tuple[ArrayDataset, ResizePolicy]:  # fmt: skip
+    """Dataset ``spec`` decoded and resized once (cached) with ``model``'s resize policy at ``image_size``.
+
+    The one place where a cell's images are made: the inference pass (``infer_pass``) reads the same bytes.
+    """
+    data_config = backend.default_data_config(model, image_size, weights)
+    policy = ResizePolicy(data_config.image_size, data_config.crop_pct, data_config.interpolation)
+    log(f"dataset {spec} at {policy.key()}")
+    dataset = load_dataset(
+        spec, policy, options.cache_dir, progress=progress, dedup=options.dedup, near_duplicates=options.near_duplicates
+    )  # fmt: skip
+    return dataset, policy
+
+
+def timing_batches(images: np.ndarray, batch_size: int) -> list[np.ndarray]:
+    """The inference timing batches of a test split: its first ``INFER_BATCHES`` full batches (uint8, in memory)."""
+    bs = min(batch_size, len(images))
+    return [np.asarray(images[s]) for s in batch_slices(len(images), bs) if s.stop - s.start == bs][:INFER_BATCHES]
 
 
 def plan_distills(plan: Any) -> bool:

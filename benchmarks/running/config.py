@@ -95,6 +95,7 @@ class RunOptions:
     teacher: str | None = None
     cache_dir: str | None = None
     wait_quiet_s: float = 0.0
+    infer_pass: bool = True
 
     def image_size_for(self, backend_class: Any, model: str, weights: str) -> int:
         """The input side of ``model``: ``image_size``, or the model's native size when that is ``None``."""
@@ -130,12 +131,12 @@ class RunOptions:
     def fingerprint(self, backend: str | None = None) -> str:
         """Hash of the options that change ``backend``'s results: the shared ones and that backend's own.
 
-        Where the cache lives, the allocator and ``--wait-quiet`` (speed only) and options of other backends do
-        not count, so adding
+        Where the cache lives, the allocator, ``--wait-quiet`` and the inference pass (speed only) and options of
+        other backends do not count, so adding
         ``--jit-compile`` for Keras never invalidates finished torch cells. The thread count does: float sums,
         hence bit-exact results, depend on it.
         """
-        payload = {k: v for k, v in asdict(self).items() if k not in ("cache_dir", "backend_options", "allocator", "wait_quiet_s")}
+        payload = {k: v for k, v in asdict(self).items() if k not in ("cache_dir", "backend_options", "allocator", "wait_quiet_s", "infer_pass")}
         payload["weights"] = self.weights_for(backend) if backend is not None else self.weights
         if backend is not None:
             payload["backend_options"] = self.backend_options.get(backend, {})

@@ -27,6 +27,8 @@ RESULT_COLUMNS = [
     "num_classes", "class_names", "split_sizes", "skipped_images", "duplicates", "dataset_meta",
     # provenance
     "options_hash", "environment_id", "run_id", "framework_versions", "backend_facts", "runtime", "contention",
+    # the suite's inference pass (infer_pass.py): how the infer_* figures were re-timed, the cell's own kept
+    "infer_pass",
     # where and beside how many other cells it ran (executors.CellOccupancy)
     "concurrency",
 ]  # fmt: skip

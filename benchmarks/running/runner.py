@@ -4,8 +4,10 @@ Layout of a suite directory::
 
     suite.json           the matrix and run options
     environment.json     versions, CPU/GPU, threads, git sha (written once per run invocation)
-    results.jsonl        one JSON record per finished cell attempt (append-only)
-    cells/<cell_id>/     log.txt, predictions.npz, curve.json (per-cell artifacts)
+    results.jsonl        one JSON record per finished cell attempt (append-only), then one per cell re-timed by
+                         the inference pass (the newest record of a cell wins)
+    cells/<cell_id>/     log.txt, predictions.npz, curve.json, latency.json (per-cell artifacts)
+    infer_pass.log       the log of the inference pass processes (``infer_pass``)
     summary.{md,csv,tex} tables made by ``tlbench report``
 
 Where cells run is the executor's business (``executors.py``: local, sequential or N at once, or a Ray
@@ -291,34 +293,8 @@ def run_cell_subprocess(
     base = {**os.environ, "PYTHONUNBUFFERED": "1", "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2")}
     child_env = cell_environment(suite.options.runtime(), {**base, **(env or {})})  # threads, allocator: before start
     start = time.perf_counter()
-    with open(log_path, "w") as log:
-        with _LIVE_LOCK:
-            if _STOPPING.is_set():
-                _check_interrupted()
-                raise RuntimeError("the suite is being stopped; cell not started")
-            process = subprocess.Popen(
-                cell_command(cell, suite, cell_dir, result_file, progress=stream),
-                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=child_env, text=True, bufsize=1,
-                start_new_session=True, preexec_fn=_die_with_parent if _PRCTL is not None else None,
-            )  # fmt: skip
-            _LIVE[process.pid] = process
-        pump = threading.Thread(target=_copy_lines, args=(process.stdout, log, stream), daemon=True)
-        pump.start()
-        timed_out = False
-        try:
-            returncode = process.wait(timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            _signal_group(process, signal.SIGKILL)
-            returncode = process.wait()
-            timed_out = True
-        except BaseException as exc:  # SIGINT/SIGTERM to the runner: the cell's group gets it too
-            _stop_process(process, exc.signum if isinstance(exc, RunInterrupted) else signal.SIGINT)
-            pump.join(timeout=1.0)
-            raise
-        finally:
-            with _LIVE_LOCK:
-                _LIVE.pop(process.pid, None)
-        pump.join()
+    command = cell_command(cell, suite, cell_dir, result_file, progress=stream)
+    returncode, timed_out = run_module_subprocess(command, child_env, log_path, timeout_s=timeout_s, stream=stream)
     if result_file.is_file() and not timed_out:
         record = json.loads(result_file.read_text())
         result_file.unlink()
@@ -332,6 +308,53 @@ def run_cell_subprocess(
         tail = [ln.strip() for ln in log_path.read_text(errors="replace").splitlines() if ln.strip()][-1:] or ["no output"]
         record["error"] = exit_error(returncode, tail[0])
     return record
+
+
+def run_module_subprocess(
+    command: list[str], env: Mapping[str, str], log_path: Path, timeout_s: float | None = None, stream: bool = False,
+    append: bool = False,
+) -> tuple[int, bool]:  # fmt: skip
+    """Run ``command`` (a cell or an inference pass) as a stoppable child; its output goes to ``log_path``.
+
+    The child runs in its own session/process group (a terminal's Ctrl-C reaches the runner only, which
+    forwards it), is registered so that ``stop_running_cells`` reaches it, and on Linux dies with the thread
+    that started it.
+
+    Returns:
+        The exit code (negative: the signal that killed it) and whether ``timeout_s`` killed it.
+
+    Raises:
+        RunInterrupted, KeyboardInterrupt: while waiting; the child's process group got the signal first.
+        RuntimeError: the suite is being stopped; nothing was started (``RunInterrupted`` when a signal stopped it).
+    """
+    with open(log_path, "a" if append else "w") as log:
+        with _LIVE_LOCK:
+            if _STOPPING.is_set():
+                _check_interrupted()
+                raise RuntimeError("the suite is being stopped; process not started")
+            process = subprocess.Popen(
+                command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=dict(env), text=True, bufsize=1,
+                start_new_session=True, preexec_fn=_die_with_parent if _PRCTL is not None else None,
+            )  # fmt: skip
+            _LIVE[process.pid] = process
+        pump = threading.Thread(target=_copy_lines, args=(process.stdout, log, stream), daemon=True)
+        pump.start()
+        timed_out = False
+        try:
+            returncode = process.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            _signal_group(process, signal.SIGKILL)
+            returncode = process.wait()
+            timed_out = True
+        except BaseException as exc:  # SIGINT/SIGTERM to the runner: the child's group gets it too
+            _stop_process(process, exc.signum if isinstance(exc, RunInterrupted) else signal.SIGINT)
+            pump.join(timeout=1.0)
+            raise
+        finally:
+            with _LIVE_LOCK:
+                _LIVE.pop(process.pid, None)
+        pump.join()
+    return returncode, timed_out
 
 
 def run_cell_inprocess(
@@ -382,6 +405,23 @@ def _copy_lines(source: IO[str], log: IO[str], stream: bool) -> None:
             sys.stderr.write(line)
 
 
+def _infer_pass(
+    produced: list[dict[str, Any]], suite: SuiteConfig, out_dir: Path, results_path: Path, inline: bool,
+    on_message: Callable[[str], None] | None,
+) -> None:  # fmt: skip
+    """The inference pass over this run's cells (``infer_pass``): each re-timed cell gets a new record, appended
+    and put in ``produced`` in place of its cell's record."""
+    from tlbench.benchmarks.running.infer_pass import run_infer_pass
+
+    launch = None if inline else run_module_subprocess
+    updated = {cell_key(r): r for r in run_infer_pass(produced, suite, out_dir, launch=launch, on_message=on_message)}
+    for position, record in enumerate(produced):
+        fresh = updated.get(cell_key(record))
+        if fresh is not None:
+            append_result(results_path, fresh)
+            produced[position] = fresh
+
+
 def run_suite(
     suite: SuiteConfig,
     out_dir: Path,
@@ -397,7 +437,9 @@ def run_suite(
 
     Cells already finished (``ok``) with the same run options, in an environment where cells run now, are
     skipped: re-running a suite resumes it, whatever the executor. A failing cell is recorded with
-    ``status="failed"`` and its error; the others go on. This function is the only writer of the results
+    ``status="failed"`` and its error; the others go on. With ``suite.options.infer_pass`` (on a local executor)
+    the cells of each model are then timed again, interleaved in one fresh process (``infer_pass``), and each
+    gets a second record with those inference figures. This function is the only writer of the results
     file: each record is appended exactly once, as soon as its cell finishes, with the ``environment_id`` of
     where it was measured (that environment is added to ``environment.json`` with its first record).
 
@@ -462,6 +504,12 @@ def run_suite(
                 if on_result is not None:
                     on_result(index, len(todo), record)
             _check_interrupted()
+            if suite.options.infer_pass and executor.name == "local":
+                _infer_pass(produced, suite, out_dir, results_path, getattr(cell_runner, "in_process", False), on_message)
+            elif suite.options.infer_pass:  # cells measured on other nodes are not timed again here
+                from tlbench.benchmarks.running.infer_pass import discard_weights
+
+                discard_weights(produced, out_dir)
         except KeyboardInterrupt as exc:  # RunInterrupted included: stop what still runs, keep what is appended
             # (a library may turn our exception into a plain KeyboardInterrupt: Ray's wait does; the handler noted the signal)
             signum = exc.signum if isinstance(exc, RunInterrupted) else (_PENDING[0] if _PENDING else int(signal.SIGINT))

@@ -93,9 +93,18 @@ def measure_latency(
     repeats = max(10, repeats)
     for i in range(warmup):
         run_batch(batches[i % len(batches)])
+    times = _timed_calls(run_batch, batches, sync, repeats, min_time_s, max_repeats)
+    return latency_stats(times, int(batch_size) if batch_size is not None else len(batches[0]))
+
+
+def _timed_calls(
+    run_batch: Callable[[np.ndarray], object], batches: list[np.ndarray], sync: Callable[[], None], min_calls: int,
+    min_time_s: float, max_calls: int = 100_000,
+) -> list[float]:  # fmt: skip
+    """Seconds of each call of ``run_batch`` (batches cycled): at least ``min_calls`` and ``min_time_s``."""
     times: list[float] = []
     total = 0.0
-    while len(times) < repeats or (total < min_time_s and len(times) < max_repeats):
+    while len(times) < min_calls or (total < min_time_s and len(times) < max_calls):
         batch = batches[len(times) % len(batches)]
         sync()
         start = time.perf_counter()
@@ -104,8 +113,14 @@ def measure_latency(
         elapsed = time.perf_counter() - start
         times.append(elapsed)
         total += elapsed
-    values = np.asarray(times)
-    batch_size = int(batch_size) if batch_size is not None else len(batches[0])
+    return times
+
+
+def latency_stats(times_s: list[float] | tuple[float, ...], batch_size: int) -> LatencyStats:
+    """Statistics of per-batch latencies (seconds) of ``batch_size`` images each: throughput from the median."""
+    if not len(times_s):
+        raise ValueError("latency_stats needs at least one latency")
+    values = np.asarray(times_s, dtype=np.float64)
     p50, p90 = np.percentile(values, [50, 90])
     return LatencyStats(
         batch_size=batch_size,
@@ -114,6 +129,53 @@ def measure_latency(
         latency_ms_p90=float(p90 * 1e3),
         images_per_s=float(batch_size / p50),
         latency_cv=float(values.std() / values.mean()) if values.mean() > 0 else 0.0,
-        timed_s=float(total),
+        timed_s=float(values.sum()),
         latencies_ms=tuple(float(t * 1e3) for t in values),
     )
+
+
+def measure_interleaved(
+    runners: dict[str, tuple[Callable[[np.ndarray], object], Callable[[], None]]],
+    batches: list[np.ndarray],
+    rounds: int = 5,
+    min_time_s: float = 2.0,
+    warmup: int = 3,
+    repeats: int = 10,
+) -> dict[str, LatencyStats]:
+    """Time several models of the same shape round-robin, in one process, and pool each one's latencies.
+
+    Every model gets ``warmup`` untimed calls first; then ``rounds`` rounds, each giving every model a slot of at
+    least ``repeats / rounds`` calls and ``min_time_s / rounds`` seconds, the order rotated by one model per round (no
+    model is always first after another). A drift of the machine during the pass (a noisy neighbour, a clock
+    change) falls on every model alike, so their figures compare; each model's throughput comes from the median
+    of all its pooled latencies.
+
+    Args:
+        runners: name -> (run one uint8 batch, device synchronize).
+        batches: pre-sliced uint8 batches of equal size, shared by all models.
+        rounds: round-robin rounds (at least 1).
+        min_time_s: timed seconds per model over all rounds.
+        warmup: untimed calls per model before the first round.
+        repeats: timed calls per model over all rounds, at least (never fewer than 10).
+
+    Returns:
+        name -> the pooled ``LatencyStats`` (``timed_s``: that model's timed seconds).
+    """
+    if not runners:
+        raise ValueError("measure_interleaved needs at least one model")
+    if not batches:
+        raise ValueError("measure_interleaved needs at least one batch")
+    if rounds < 1:
+        raise ValueError(f"invalid rounds {rounds!r}: expected at least 1")
+    for run, _ in runners.values():
+        for i in range(warmup):
+            run(batches[i % len(batches)])
+    per_slot = max(1, -(-max(10, repeats) // rounds))  # at least 10 timed calls per model over all rounds
+    names = list(runners)
+    times: dict[str, list[float]] = {name: [] for name in names}
+    for index in range(rounds):
+        shift = index % len(names)
+        for name in names[shift:] + names[:shift]:
+            run, sync = runners[name]
+            times[name] += _timed_calls(run, batches, sync, per_slot, min_time_s / rounds)
+    return {name: latency_stats(values, len(batches[0])) for name, values in times.items()}

@@ -24,6 +24,11 @@ step_default() {  # issue 2: the default suite (what `make bench` runs), each ce
   $TL run --wait-quiet 60
 }
 
+step_after_training() {  # speed issue: why the inference pass: inference right after training vs in a fresh process
+  $PY -m tlbench.benchmarks.tools.bench_after_training --rounds 5 --image-size 64 --batch-size 32 --train-s 20 \
+    --infer-s 4 --out results/bench_after_training.md
+}
+
 step_cache() {  # issue 3: cold cache build vs warm load of the 5,840-image chest X-ray folder
   $PY -m tlbench.benchmarks.tools.bench_dataset_cache --dataset "folder:$DATA/chest_xray_pneumonia" \
     --image-size 224 --crop-pct 0.875 --interpolation bicubic --rounds 3 | tee results/bench_dataset_cache.md
@@ -111,7 +116,7 @@ step_distill() {  # strategies issue: a Lite2 teacher (layer_decay, weights kept
     --strategies distill,full_finetune --teacher "${teacher%/}"
 }
 
-ALL_STEPS="default overhead memory_format infer_compile cache chest medmnist resnet18 strategies frameworks sweep distill strategies_more"
+ALL_STEPS="default after_training overhead memory_format infer_compile cache chest medmnist resnet18 strategies frameworks sweep distill strategies_more"
 steps=("$@")
 [ ${#steps[@]} -gt 0 ] || read -r -a steps <<< "$ALL_STEPS"
 for name in "${steps[@]}"; do

@@ -57,8 +57,15 @@ def test_keras_suite_from_a_local_weights_file_runs_end_to_end(capsys, tmp_path,
         "--max-train-images", "200", "--batch-size", "50", "--cache-dir", str(cache_dir), "--device", "cpu", "--no-probe",
     )  # fmt: skip
     assert code == 0, stderr
-    records = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
-    assert [r["strategy"] for r in records] == ["linear_probe", "partial_finetune"]
+    lines = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    # each cell's record, then the inference pass's: both Keras models reloaded from their saved weights.h5 and
+    # timed interleaved in one fresh process
+    assert [r["strategy"] for r in lines] == ["linear_probe", "partial_finetune"] * 2
+    records, passed = lines[:2], lines[2:]
+    for own, new in zip(records, passed):
+        assert new["infer_pass"]["models"] == 2 and new["infer_pass"]["in_cell"]["infer_images_per_s"] == own["infer_images_per_s"]
+        assert new["infer_images_per_s"] > 0 and new["accuracy"] == own["accuracy"]
+    assert not list(out.glob("cells/*/weights*"))
     for record in records:
         assert record["status"] == "ok", record["error"]
         assert record["backend"] == "keras" and record["pretrained"] == f"file:{weights}"

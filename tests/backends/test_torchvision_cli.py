@@ -60,8 +60,13 @@ def test_suite_from_a_local_checkpoint_runs_end_to_end(capsys, tmp_path, cache_d
         "--max-train-images", "200", "--batch-size", "50", "--cache-dir", str(cache_dir), "--device", "cpu", "--no-probe",
     )  # fmt: skip
     assert code == 0, stderr
-    records = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
-    assert [r["strategy"] for r in records] == ["linear_probe", "partial_finetune"]
+    lines = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    # each cell's record, then the inference pass's (both resnet18s reloaded from their weights, timed interleaved)
+    assert [r["strategy"] for r in lines] == ["linear_probe", "partial_finetune"] * 2
+    records = lines[:2]
+    for own, new in zip(records, lines[2:]):
+        assert new["infer_pass"]["models"] == 2 and new["infer_pass"]["in_cell"]["infer_images_per_s"] == own["infer_images_per_s"]
+        assert new["infer_images_per_s"] > 0 and new["backend_facts"] == own["backend_facts"]
     for record in records:
         assert record["status"] == "ok", record["error"]
         assert record["backend"] == "torchvision" and record["pretrained"] == f"file:{checkpoint}"

@@ -106,3 +106,15 @@ def test_image_size_defaults_to_the_models_native_size_except_for_the_default_su
     assert torchvision.native_image_size("resnet50") == 224 and torchvision.native_image_size("inception_v3") == 299
     assert get_backend_class("keras").native_image_size("vgg16") == 224
     assert suite_from_args(build_parser().parse_args(["run", "--dataset", "digits", "--models", "resnet18", "--image-size", "96"])).options.image_size == 96
+
+
+def test_the_inference_pass_is_on_by_default_off_on_request_and_under_ray():
+    from tlbench.benchmarks.cli import build_parser, suite_from_args
+
+    def options(*argv):
+        return suite_from_args(build_parser().parse_args(["run", *argv])).options
+
+    assert options().infer_pass is True
+    assert options("--no-infer-pass").infer_pass is False
+    # cells measured on Ray nodes are not timed again by the driver (another machine): no weights to save for it
+    assert options("--executor", "ray").infer_pass is False

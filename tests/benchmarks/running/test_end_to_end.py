@@ -49,8 +49,24 @@ def test_run_writes_results_and_tables_and_resumes(tmp_path, cache_dir):
     assert 0 < scratch["infer_mfu"] < 1.5 and probe["train_mfu"] is None  # a probe trains no image step
     assert scratch["contention"]["samples"] >= 1 and "disturbed" in scratch["contention"]
     assert scratch["runtime"]["applied"]["intra_op_threads"] >= 1 and scratch["runtime"]["allocator_active"] is True
-    # second run: resumes, trains nothing
+    # the inference pass timed both cells again, interleaved in one process: a second record per cell whose
+    # infer_* figures are the pass's, the cell's own kept; the weights saved for it are gone afterwards
+    lines = load_results(out / "results.jsonl")
+    assert [r["strategy"] for r in lines] == ["linear_probe", "scratch", "linear_probe", "scratch"]
+    for own, passed in zip(lines[:2], lines[2:]):
+        assert own["infer_pass"] is None and passed["infer_pass"]["models"] == 2 and passed["infer_pass"]["rounds"] == 10
+        assert passed["infer_pass"]["in_cell"]["infer_images_per_s"] == own["infer_images_per_s"]
+        assert passed["infer_images_per_s"] == pytest.approx(passed["infer_batch_size"] / (passed["infer_latency_ms_p50"] / 1e3))
+        assert passed["accuracy"] == own["accuracy"] and passed["infer_repeats"] >= 10
+        assert passed["infer_pass"]["contention"]["samples"] >= 1
+        cell = out / "cells" / f"timm__tf_efficientnet_lite0__{own['strategy']}__digits__s0"
+        latency = json.loads((cell / "latency.json").read_text())
+        assert len(latency["latencies_ms"]) == passed["infer_repeats"] and len(latency["in_cell_latencies_ms"]) == own["infer_repeats"]
+        assert not list(cell.glob("weights*"))
+    assert "inference pass: 2 cells of timm/tf_efficientnet_lite0/digits interleaved" in proc.stderr
+    assert "timed after the suite, the cells of each model" in proc.stdout
+    # second run: resumes, trains nothing, times nothing again
     again = subprocess.run(argv + ["--no-report"], capture_output=True, text=True, timeout=300)
     assert again.returncode == 0
-    assert "2 cell(s) already finished" in again.stderr
-    assert len(load_results(out / "results.jsonl")) == 2
+    assert "2 cell(s) already finished" in again.stderr and "inference pass" not in again.stderr
+    assert len(load_results(out / "results.jsonl")) == 4

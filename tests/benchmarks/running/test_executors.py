@@ -23,7 +23,7 @@ from tlbench.benchmarks.running.executors import (
     REGISTRY_ENV, CellOccupancy, ExecutorError, LocalExecutor, RayExecutor, make_executor, max_at_once, pack_cell_dir,
     unpack_cell_dir,
 )  # fmt: skip
-from tlbench.benchmarks.running.results import cell_key, empty_record, load_results
+from tlbench.benchmarks.running.results import cell_key, empty_record, latest_by_cell, load_results
 from tlbench.benchmarks.running.runner import RunInterrupted, run_cell_inprocess, run_suite
 
 SUPPORT = Path(__file__).resolve().parents[2] / "support"
@@ -180,8 +180,14 @@ def test_ray_and_local_give_the_same_cells_once_and_resume_each_other(ray_cluste
     assert messages == ["Ray: 1 node(s) can run cells (1 CPU(s) per cell)"]
     for records, folder, executor in ((local, local_dir, "local"), (remote, ray_dir, "ray")):
         assert len(records) == 4 and all(r["status"] == "ok" for r in records), [r["error"] for r in records]
-        stored = load_results(folder / "results.jsonl")
+        lines = load_results(folder / "results.jsonl")
+        stored = latest_by_cell(lines)
         assert sorted(map(cell_key, stored)) == sorted(map(cell_key, records)) and len({cell_key(r) for r in stored}) == 4
+        # the inference pass re-times the cells of one model on this machine only: a second record per cell
+        # locally; cells measured by Ray workers are not re-timed by the driver, and their saved weights are gone
+        assert len(lines) == (8 if executor == "local" else 4)
+        assert all((r["infer_pass"] is not None) == (executor == "local") for r in stored)
+        assert not list(folder.glob("cells/*/weights*"))
         assert {r["concurrency"]["executor"] for r in stored} == {executor}
         assert {r["concurrency"]["device"] for r in stored} == {"cpu"}
         (env,) = json.loads((folder / "environment.json").read_text())["environments"].values()

@@ -42,8 +42,16 @@ def test_suite_records_every_column_and_resumes(fake_backend, cache_dir, tmp_pat
     runner = {"cell_runner": run_cell_inprocess} if launcher == "inprocess" else {}
     produced = run_suite(suite(cache_dir), out, **runner)
     assert len(produced) == 4
-    records = load_results(out / "results.jsonl")
-    assert len(records) == 4
+    lines = load_results(out / "results.jsonl")
+    # each cell's own record, then the inference pass's (the four cells of one model timed again, interleaved)
+    assert len(lines) == 8 and lines[4:] == produced
+    records = latest_by_cell(lines)
+    for own, record in zip(lines[:4], records):
+        assert own["infer_pass"] is None
+        assert record["infer_pass"]["in_cell"]["infer_images_per_s"] == own["infer_images_per_s"]
+        assert record["infer_pass"]["models"] == 4 and record["infer_repeats"] >= 10
+        assert {k: v for k, v in record.items() if not k.startswith("infer_")} == {k: v for k, v in own.items() if not k.startswith("infer_")}
+    assert not list(out.glob("cells/*/weights*"))  # saved for the pass only
     for record in records:
         assert record["status"] == "ok", record["error"]
         assert list(record) == RESULT_COLUMNS  # one fixed schema, in order
@@ -76,7 +84,7 @@ def test_suite_records_every_column_and_resumes(fake_backend, cache_dir, tmp_pat
 
     # resume: nothing left to do, nothing appended
     assert run_suite(suite(cache_dir), out, **runner) == []
-    assert len(load_results(out / "results.jsonl")) == 4
+    assert len(load_results(out / "results.jsonl")) == 8
     # different run options: same cells are not "finished" any more
     again = run_suite(suite(cache_dir, strategies=("scratch",), seeds=(0,), options=replace(FAST, epochs=1, cache_dir=str(cache_dir))), out, **runner)
     assert len(again) == 1 and again[0]["epochs"] == 1

@@ -69,3 +69,67 @@ def test_measure_latency_takes_the_images_per_call_when_a_batch_is_a_tuple():
     stats = measure_latency(lambda batch: None, batches, lambda: None, warmup=0, repeats=10, batch_size=8)
     assert stats.batch_size == 8 and stats.images_per_s == pytest.approx(8 / (stats.latency_ms_p50 / 1e3))
     assert measure_latency(lambda batch: None, batches, lambda: None, warmup=0, repeats=10).batch_size == 2  # len(tuple)
+
+
+class SharedClock:
+    """One fake clock for several models: each call of model ``name`` advances it by that model's next duration."""
+
+    def __init__(self, durations: dict[str, list[float]]):
+        self.now = 0.0
+        self.durations = {k: list(v) for k, v in durations.items()}
+        self.calls: list[str] = []
+
+    def perf_counter(self) -> float:
+        return self.now
+
+    def runner(self, name: str):
+        def run(batch) -> None:
+            self.calls.append(name)
+            self.now += self.durations[name].pop(0) if len(self.durations[name]) > 1 else self.durations[name][0]
+
+        return run, (lambda: None)
+
+
+def test_interleaved_rotates_the_order_and_pools_each_models_latencies(monkeypatch):
+    clock = SharedClock({"a": [0.1], "b": [0.2], "c": [0.4]})
+    monkeypatch.setattr(timing.time, "perf_counter", clock.perf_counter)
+    stats = timing.measure_interleaved(
+        {name: clock.runner(name) for name in "abc"}, [np.zeros((8, 2))], rounds=3, min_time_s=0.0, warmup=1, repeats=6,
+    )  # fmt: skip
+    # one warm-up call each; then 3 rounds, each giving every model ceil(10 / 3) = 4 calls (never fewer than 10
+    # timed calls per model in all), the model that opens a round rotating
+    assert clock.calls[:3] == ["a", "b", "c"]
+    slots = ["a", "b", "c", "b", "c", "a", "c", "a", "b"]
+    assert clock.calls[3:] == [name for name in slots for _ in range(4)]
+    for name, seconds in (("a", 0.1), ("b", 0.2), ("c", 0.4)):
+        assert stats[name].repeats == 12 and stats[name].batch_size == 8
+        assert stats[name].images_per_s == pytest.approx(8 / seconds)
+        assert stats[name].latency_ms_p50 == pytest.approx(seconds * 1e3)
+        assert stats[name].timed_s == pytest.approx(seconds * 12)
+
+
+def test_interleaved_slots_last_their_share_of_the_minimum_time(monkeypatch):
+    clock = SharedClock({"fast": [1 / 64], "slow": [0.25]})
+    monkeypatch.setattr(timing.time, "perf_counter", clock.perf_counter)
+    stats = timing.measure_interleaved({n: clock.runner(n) for n in ("fast", "slow")}, [np.zeros((4, 1))], rounds=4, min_time_s=2.0, warmup=0)
+    # 2 s over 4 rounds = 0.5 s per slot: 32 calls of 1/64 s; the slow model gets 3 calls of 0.25 s (ceil(10 / 4))
+    assert stats["fast"].repeats == 4 * 32 and stats["slow"].repeats == 4 * 3
+    assert stats["fast"].timed_s == pytest.approx(2.0) and stats["slow"].timed_s == pytest.approx(3.0)
+
+
+def test_interleaved_medians_resist_a_burst_that_hits_one_round(monkeypatch):
+    """A disturbance during one round slows every model in it, never one model's whole window."""
+    clock = SharedClock({"a": [0.1] * 4 + [0.3] * 4 + [0.1] * 100, "b": [0.1] * 4 + [0.3] * 4 + [0.1] * 100})
+    monkeypatch.setattr(timing.time, "perf_counter", clock.perf_counter)
+    stats = timing.measure_interleaved({n: clock.runner(n) for n in "ab"}, [np.zeros((4, 1))], rounds=5, min_time_s=0.0, warmup=0)
+    assert stats["a"].images_per_s == pytest.approx(stats["b"].images_per_s) == pytest.approx(40.0)
+
+
+@pytest.mark.parametrize(
+    ("runners", "batches", "rounds", "message"),
+    [({}, [np.zeros((1, 1))], 1, "at least one model"), ({"a": (lambda b: None, lambda: None)}, [], 1, "at least one batch"),
+     ({"a": (lambda b: None, lambda: None)}, [np.zeros((1, 1))], 0, "invalid rounds 0")],
+)  # fmt: skip
+def test_interleaved_refuses_empty_input(runners, batches, rounds, message):
+    with pytest.raises(ValueError, match=message):
+        timing.measure_interleaved(runners, batches, rounds=rounds)

@@ -1,0 +1,317 @@
+"""The inference pass: after a suite's cells, time the cells of each model again, interleaved, in one fresh process.
+
+Why: a cell times its inference in the process that has just trained the model. On a CPU that process is not in
+the state of one that only runs inference (its heap holds the training buffers' free chunks, its caches and
+thread pools saw backward passes): measured here, Lite0 at 64 px infers 5-18 % slower right after training than
+in a fresh process, whatever the weights, so a linear probe (whose backbone never trained in its cell) looked
+faster than a fine-tuned copy of the same network. And the cells of a suite run minutes apart, while a virtual
+machine's speed drifts by more than that between minutes. Neither is a property of the strategy.
+
+So, once every cell has run, the finished cells that share backend, model and dataset (the same network, input
+size and batch; sklearn probes excluded) are loaded from the weights they saved into one fresh process with the
+cells' runtime (threads, allocator), each prepared for inference the way its cell was (``prepare_inference``),
+and timed round-robin (``timing.measure_interleaved``: rounds with a rotated order, each model's latencies
+pooled, median). Their figures then differ only by what differs between them. The pass's figure replaces the
+cell's ``infer_*`` columns in a new record of the cell (``results.jsonl`` stays append-only; the newest record
+of a cell wins), the cell's own figure is kept in the record's ``infer_pass["in_cell"]``, and what other
+processes used of the machine during the pass in ``infer_pass["contention"]``.
+
+The cells save their weights for it (``RunOptions.infer_pass``, on by default; ``tlbench run
+--no-infer-pass`` turns it off); the pass deletes them afterwards unless ``TLBENCH_SAVE_WEIGHTS`` asked to keep
+them. A failing pass leaves the cells' own figures in place and says why in one line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from tlbench.benchmarks.running import artifacts
+from tlbench.benchmarks.running.artifacts import cell_dir as artifact_dir
+from tlbench.benchmarks.running.config import CellConfig, RunOptions, SuiteConfig
+from tlbench.benchmarks.running.results import cell_id, write_json_atomic
+
+#: round-robin rounds of the pass: each model is timed in this many slots of ``infer_min_time_s / ROUNDS``
+ROUNDS = 10
+#: at most this many models in one pass process (more cells of one model are timed in several processes)
+MAX_MODELS_PER_PROCESS = 16
+#: the inference columns a pass replaces (the cell's own values are kept under ``infer_pass["in_cell"]``)
+INFER_COLUMNS = (
+    "infer_images_per_s", "infer_latency_ms_p50", "infer_latency_ms_p90", "infer_repeats", "infer_timed_s",
+    "infer_latency_cv", "infer_mfu",
+)  # fmt: skip
+#: the log of the pass processes, in the suite directory
+LOG_FILE = "infer_pass.log"
+
+
+class InferPassError(RuntimeError):
+    """The pass could not time a group (one line); the cells keep their own figures."""
+
+
+def _cell_of(record: dict[str, Any]) -> CellConfig:
+    return CellConfig(
+        backend=record["backend"], model=record["model"], strategy=record["strategy"], dataset=record["dataset"],
+        seed=int(record["seed"]),
+    )  # fmt: skip
+
+
+def pass_groups(records: Sequence[dict[str, Any]], out_dir: Path) -> list[list[dict[str, Any]]]:
+    """The groups of records the pass times together: finished cells of one backend, model and dataset (so one
+    network, input size and batch) that ran the model itself at inference (no sklearn probe) and saved their
+    weights; only groups of two or more, split into chunks of at most ``MAX_MODELS_PER_PROCESS``."""
+    from tlbench.strategies import get_strategy
+
+    groups: dict[tuple, list[dict[str, Any]]] = {}
+    for record in records:
+        if record.get("status") != "ok" or not record.get("infer_images_per_s"):
+            continue
+        if get_strategy(record["strategy"]).probe_head != "linear":
+            continue
+        if artifacts.find_weights(artifact_dir(out_dir, _cell_of(record))) is None:
+            continue
+        key = (record["backend"], record["model"], record["dataset"], record.get("image_size"), record.get("infer_batch_size"))
+        groups.setdefault(key, []).append(record)
+    chunks = []
+    for members in groups.values():
+        if len(members) < 2:
+            continue
+        count = -(-len(members) // MAX_MODELS_PER_PROCESS)
+        size = -(-len(members) // count)  # even chunks: 17 cells -> 9 + 8, not 16 + 1
+        chunks += [members[i : i + size] for i in range(0, len(members), size)]
+    return chunks
+
+
+# ---- in the pass process ---------------------------------------------------------------------------------------
+def time_group(records: Sequence[dict[str, Any]], options: RunOptions, out_dir: Path, log: Callable[[str], None]) -> dict[str, Any]:
+    """Load every record's saved weights, prepare each model for inference and time them interleaved.
+
+    Runs in the pass process (or inline, for tests). The records share backend, model, dataset and image size.
+
+    Returns:
+        ``{"cells": {cell_id: LatencyStats as a dict}, "contention": summary, "rounds", "models", "prepare_s"}``.
+
+    Raises:
+        InferPassError: a cell's weights or data do not load (one line).
+    """
+    from tlbench.backends import BackendError, ModelSpec, backend_entry, get_backend_class
+    from tlbench.benchmarks.running.cell import load_cell_dataset, timing_batches
+    from tlbench.benchmarks.running.contention import ContentionSampler, describe
+    from tlbench.benchmarks.running.runtime import apply_framework_threads
+    from tlbench.benchmarks.running.timing import measure_interleaved
+
+    first = records[0]
+    backend_class = get_backend_class(first["backend"])
+    if backend_entry(first["backend"]).framework in ("torch", "tensorflow"):
+        apply_framework_threads(options.runtime(), backend_entry(first["backend"]).framework)
+    image_size = int(first["image_size"])
+    runners: dict[str, tuple[Callable, Callable]] = {}
+    prepare_s: dict[str, float | None] = {}
+    batches = None
+    for record in records:
+        cell = _cell_of(record)
+        name = cell_id(cell.backend, cell.model, cell.strategy, cell.dataset, cell.seed)
+        weights = artifacts.find_weights(artifact_dir(out_dir, cell))
+        if weights is None:
+            raise InferPassError(f"cell {name} saved no weights")
+        backend = backend_class(options.device)
+        spec = ModelSpec(
+            name=cell.model, num_classes=int(record["num_classes"]), image_size=image_size, weights="none",
+            pretrained=False, allow_random_init=True, in_chans=options.in_chans, seed=cell.seed,
+            options=options.options_for(cell.backend),
+        )  # fmt: skip
+        try:
+            backend.build(spec)
+            backend.load_weights(str(weights))
+            if batches is None:  # the cells' own test bytes, resized with the pretrained weights' policy
+                dataset, _ = load_cell_dataset(backend, cell.dataset, cell.model, options.weights_for(cell.backend), image_size, options, log)
+                batches = timing_batches(dataset.splits["test"].images, options.batch_size)
+            prepare_s[name] = backend.prepare_inference(len(batches[0]))
+        except BackendError as exc:
+            raise InferPassError(f"cell {name}: {' '.join(str(exc).split())}") from None
+        runners[name] = (backend.predict_proba, backend.synchronize)
+        log(f"loaded {name} from {weights.name}")
+    assert batches is not None
+    sampler = ContentionSampler()
+    sampler.start()
+    try:
+        stats = measure_interleaved(
+            runners, batches, rounds=ROUNDS, min_time_s=options.infer_min_time_s, warmup=options.infer_warmup,
+            repeats=options.infer_repeats,
+        )  # fmt: skip
+    finally:
+        sampler.stop()
+    contention = sampler.summary()
+    log(f"contention: {describe(contention)}")
+    for name, s in stats.items():
+        log(f"{name}: {s.images_per_s:.1f} img/s (median of {s.repeats} batches of {s.batch_size}, cv {s.latency_cv:.2f})")
+    return {
+        "cells": {name: asdict(s) for name, s in stats.items()}, "contention": contention, "rounds": ROUNDS,
+        "models": len(runners), "prepare_s": prepare_s,
+    }  # fmt: skip
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of a pass process: time one group, write the outcome as JSON (``{"error": ...}`` on failure)."""
+    parser = argparse.ArgumentParser(prog="python -m tlbench.benchmarks.running.infer_pass")
+    parser.add_argument("--suite-dir", required=True, type=Path)
+    parser.add_argument("--options", required=True, help="RunOptions as JSON")
+    parser.add_argument("--records", required=True, type=Path, help="JSON file: the group's result records")
+    parser.add_argument("--result-file", required=True, type=Path)
+    args = parser.parse_args(argv)
+    options = RunOptions.from_dict(json.loads(args.options))
+    records = json.loads(args.records.read_text())
+
+    def log(message: str) -> None:
+        print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+    try:
+        outcome = time_group(records, options, args.suite_dir, log)
+    except Exception as exc:  # the driver keeps the cells' own figures and prints this line
+        from tlbench.benchmarks.running.cell import one_line_error
+
+        import traceback
+
+        traceback.print_exc(file=sys.stderr)
+        outcome = {"error": one_line_error(exc)}
+    write_json_atomic(args.result_file, outcome)
+    return 0
+
+
+# ---- in the driver ------------------------------------------------------------------------------------------------
+def passed_record(record: dict[str, Any], stats: dict[str, Any], outcome: dict[str, Any], wall_s: float) -> dict[str, Any]:
+    """A new record of ``record``'s cell with the pass's inference figures; the cell's own under ``infer_pass``."""
+    updated = dict(record)
+    in_cell = {column: record.get(column) for column in INFER_COLUMNS}
+    images_per_s = float(stats["images_per_s"])
+    updated.update(
+        infer_images_per_s=images_per_s, infer_latency_ms_p50=stats["latency_ms_p50"],
+        infer_latency_ms_p90=stats["latency_ms_p90"], infer_repeats=stats["repeats"], infer_timed_s=stats["timed_s"],
+        infer_latency_cv=stats["latency_cv"],
+    )  # fmt: skip
+    peak = (record.get("runtime") or {}).get("peak_flop_per_s")
+    flops = record.get("flops_per_image")
+    updated["infer_mfu"] = images_per_s * flops / peak if peak and flops else None
+    updated["infer_pass"] = {
+        "models": outcome["models"], "rounds": outcome["rounds"], "wall_s": round(wall_s, 2),
+        "in_cell": in_cell, "contention": outcome["contention"],
+    }  # fmt: skip
+    return updated
+
+
+#: ``launch(command, env, log_path, append=True) -> (returncode, timed_out)``: runs a pass process
+#: (``runner.run_module_subprocess``, which a suite's interruption stops like a cell)
+Launcher = Callable[..., tuple[int, bool]]
+
+
+def run_group(records: list[dict[str, Any]], suite: SuiteConfig, out_dir: Path, launch: Launcher | None = None) -> dict[str, Any]:
+    """Time one group: in a fresh process started by ``launch`` with the cells' runtime, or in this process when
+    ``launch`` is ``None`` (the inline launcher of tests).
+
+    Returns the pass outcome (see ``time_group``), or ``{"error": line}``.
+    """
+    log_path = out_dir / LOG_FILE
+    if launch is None:
+        with open(log_path, "a") as log_file:
+
+            def log(message: str) -> None:
+                print(f"[{time.strftime('%H:%M:%S')}] {message}", file=log_file, flush=True)
+
+            try:
+                return time_group(records, suite.options, out_dir, log)
+            except InferPassError as exc:
+                return {"error": str(exc)}
+    from tlbench.benchmarks.running.runtime import cell_environment
+
+    work = out_dir / ".infer-pass"
+    work.mkdir(exist_ok=True)
+    records_file = work / "records.json"
+    result_file = work / "result.json"
+    write_json_atomic(records_file, records)
+    result_file.unlink(missing_ok=True)
+    command = [
+        sys.executable, "-m", "tlbench.benchmarks.running.infer_pass", "--suite-dir", str(out_dir),
+        "--options", json.dumps(asdict(suite.options)), "--records", str(records_file), "--result-file", str(result_file),
+    ]  # fmt: skip
+    base = {**os.environ, "PYTHONUNBUFFERED": "1", "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2")}
+    try:
+        returncode, _ = launch(command, cell_environment(suite.options.runtime(), base), log_path, append=True)
+        if result_file.is_file():
+            return json.loads(result_file.read_text())
+        tail = [ln.strip() for ln in log_path.read_text(errors="replace").splitlines() if ln.strip()][-1:] or ["no output"]
+        how = f"was killed by signal {-returncode}" if returncode < 0 else f"exited with code {returncode}"
+        return {"error": f"the pass process {how} without a result; last log line: {tail[0]}"[:500]}
+    finally:
+        records_file.unlink(missing_ok=True)
+        result_file.unlink(missing_ok=True)
+        try:
+            work.rmdir()
+        except OSError:
+            pass
+
+
+def run_infer_pass(
+    records: Sequence[dict[str, Any]], suite: SuiteConfig, out_dir: Path, launch: Launcher | None = None,
+    on_message: Callable[[str], None] | None = None,
+) -> list[dict[str, Any]]:  # fmt: skip
+    """Time the groups of ``records`` (this run's finished cells) again, interleaved; return their new records.
+
+    ``launch`` starts each group's pass process (``None``: time in this process, for tests).
+
+    Saved weights are deleted afterwards unless ``TLBENCH_SAVE_WEIGHTS`` keeps them. A group whose pass fails
+    keeps its cells' own figures (one line to ``on_message``).
+    """
+    say = on_message or (lambda message: None)
+    updated: list[dict[str, Any]] = []
+    try:
+        for group in pass_groups(records, out_dir):
+            first = group[0]
+            what = f"{first['backend']}/{first['model']}/{first['dataset']}"
+            start = time.perf_counter()
+            outcome = run_group(group, suite, out_dir, launch)
+            wall_s = time.perf_counter() - start
+            if "error" in outcome:
+                say(f"inference pass of {what} failed, the cells keep their own figures: {outcome['error']} (see {out_dir / LOG_FILE})")
+                continue
+            fresh = []
+            for record in group:
+                cell = _cell_of(record)
+                stats = outcome["cells"][cell_id(cell.backend, cell.model, cell.strategy, cell.dataset, cell.seed)]
+                fresh.append(passed_record(record, stats, outcome, wall_s))
+                artifacts.write_latencies(artifact_dir(out_dir, cell), stats["latencies_ms"], int(stats["batch_size"]), keep_in_cell=True)
+            updated += fresh
+            before = [float(r["infer_images_per_s"]) for r in group]
+            after = [float(r["infer_images_per_s"]) for r in fresh]
+            say(
+                f"inference pass: {len(group)} cells of {what} interleaved in one process ({ROUNDS} rounds, {wall_s:.0f} s): "
+                f"{min(after):.0f}-{max(after):.0f} img/s (spread {spread(after):.1%}); timed in their cells "
+                f"{min(before):.0f}-{max(before):.0f} ({spread(before):.1%})"
+            )
+    finally:
+        discard_weights(records, out_dir)
+    return updated
+
+
+def discard_weights(records: Sequence[dict[str, Any]], out_dir: Path) -> None:
+    """Delete the weights the cells of ``records`` saved for the pass (kept when ``TLBENCH_SAVE_WEIGHTS`` asks)."""
+    if artifacts.save_weights_requested():
+        return
+    for record in records:
+        weights = artifacts.find_weights(artifact_dir(out_dir, _cell_of(record)))
+        if weights is not None:
+            weights.unlink(missing_ok=True)
+
+
+def spread(values: Sequence[float]) -> float:
+    """``max / min - 1`` of positive figures (0 for fewer than two)."""
+    values = [v for v in values if v]
+    return max(values) / min(values) - 1 if len(values) > 1 else 0.0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
