@@ -304,6 +304,8 @@ def speed_warnings(frame: pd.DataFrame) -> list[str]:
                 why += f", {100 * steal:.0f}% stolen by the hypervisor"
             disturbed.append(f"{name} ({why})")
         during_pass = _pass_info(record).get("contention") or {}
+        if during_pass.get("slower_than_probed"):
+            slow.append(f"{name} (its inference pass: {100 * float(during_pass.get('canary_ratio_to_probe') or 0):.0f}%)")
         if during_pass.get("disturbed"):
             why = f"{100 * float(during_pass.get('other_cpu_fraction_mean') or 0):.0f}% of the cores"
             steal = float(during_pass.get("steal_cpu_fraction_mean") or 0)

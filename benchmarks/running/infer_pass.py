@@ -101,7 +101,9 @@ def time_group(records: Sequence[dict[str, Any]], options: RunOptions, out_dir: 
     """
     from tlbench.backends import BackendError, ModelSpec, backend_entry, get_backend_class
     from tlbench.benchmarks.running.cell import load_cell_dataset, timing_batches
+    from tlbench.benchmarks.running.canary import CANARY_MIN_TIME_S, canary_gflop_per_s, canary_summary
     from tlbench.benchmarks.running.contention import ContentionSampler, describe
+    from tlbench.benchmarks.running.environment import load_probe_file
     from tlbench.benchmarks.running.runtime import apply_framework_threads
     from tlbench.benchmarks.running.timing import measure_interleaved
 
@@ -137,6 +139,9 @@ def time_group(records: Sequence[dict[str, Any]], options: RunOptions, out_dir: 
         runners[name] = (backend.predict_proba, backend.synchronize)
         log(f"loaded {name} from {weights.name}")
     assert batches is not None
+    # the same watch as a cell's timed part: other processes and steal sampled, the speed canary before and after
+    canary_s = min(CANARY_MIN_TIME_S, options.infer_min_time_s)
+    before = canary_gflop_per_s(canary_s)
     sampler = ContentionSampler()
     sampler.start()
     try:
@@ -146,7 +151,9 @@ def time_group(records: Sequence[dict[str, Any]], options: RunOptions, out_dir: 
         )  # fmt: skip
     finally:
         sampler.stop()
-    contention = sampler.summary()
+    after = canary_gflop_per_s(canary_s)
+    probe = load_probe_file() or {}
+    contention = {**sampler.summary(), **canary_summary(before, after, probe.get("canary_gflop_per_s"))}
     log(f"contention: {describe(contention)}")
     for name, s in stats.items():
         log(f"{name}: {s.images_per_s:.1f} img/s (median of {s.repeats} batches of {s.batch_size}, cv {s.latency_cv:.2f})")

@@ -109,6 +109,8 @@ def test_the_pass_loads_each_cells_trained_weights_and_deletes_them(fake_backend
     assert message.startswith("inference pass: 2 cells of fake/softmax/digits interleaved in one process (10 rounds, ")
     assert [r["infer_pass"] is not None for r in produced] == [True, True, False]
     assert not list(out.glob("cells/*/weights*"))
+    watch = produced[0]["infer_pass"]["contention"]
+    assert watch["samples"] >= 1 and len(watch["canary_gflop_per_s"]) == 2 and min(watch["canary_gflop_per_s"]) > 0
     log = (out / "infer_pass.log").read_text()
     assert "loaded fake__softmax__scratch__digits__s0 from weights.json" in log and "contention:" in log
 
@@ -190,7 +192,7 @@ def test_the_report_explains_the_pass_and_flags_a_disturbed_one():
     from tlbench.benchmarks.reporting.tables import inference_note, speed_warnings
 
     quiet = {"disturbed": False}
-    noisy = {"disturbed": True, "other_cpu_fraction_mean": 0.31, "steal_cpu_fraction_mean": 0.0, "threshold": 0.1}
+    noisy = {"disturbed": True, "other_cpu_fraction_mean": 0.31, "steal_cpu_fraction_mean": 0.0, "threshold": 0.1, "slower_than_probed": True, "canary_ratio_to_probe": 0.72}
     rows = [
         record("linear_probe", infer_images_per_s=105.0, infer_pass={"rounds": 10, "in_cell": {"infer_images_per_s": 120.0}, "contention": quiet}),
         record("scratch", infer_images_per_s=100.0, infer_pass={"rounds": 10, "in_cell": {"infer_images_per_s": 96.0}, "contention": noisy}),
@@ -199,6 +201,7 @@ def test_the_report_explains_the_pass_and_flags_a_disturbed_one():
     note = inference_note(frame)
     assert "round-robin (10 rounds, median batch latency)" in note
     assert note.endswith("fake/softmax on digits: 2 cells, spread 5.0 % (in their cells 25.0 %).")
-    (warning,) = speed_warnings(frame)
-    assert "fake/softmax/scratch/s0 (its inference pass: 31% of the cores)" in warning
+    disturbed, slow = speed_warnings(frame)
+    assert "fake/softmax/scratch/s0 (its inference pass: 31% of the cores)" in disturbed
+    assert slow.startswith("1 cell(s) ran while this machine computed slower") and "fake/softmax/scratch/s0 (its inference pass: 72%)" in slow
     assert inference_note(pd.DataFrame([record("scratch", infer_pass=None)])) == ""
