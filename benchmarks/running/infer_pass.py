@@ -231,8 +231,10 @@ def run_group(records: list[dict[str, Any]], suite: SuiteConfig, out_dir: Path, 
 
             try:
                 return time_group(records, suite.options, out_dir, log)
-            except InferPassError as exc:
-                return {"error": str(exc)}
+            except Exception as exc:  # as in a pass process: the cells keep their figures, the cause is one line
+                from tlbench.benchmarks.running.cell import one_line_error
+
+                return {"error": str(exc) if isinstance(exc, InferPassError) else one_line_error(exc)}
     from tlbench.benchmarks.running.runtime import cell_environment
 
     work = out_dir / ".infer-pass"

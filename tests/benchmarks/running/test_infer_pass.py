@@ -151,6 +151,22 @@ def test_a_failing_pass_process_is_one_line_too(fake_backend, cache_dir, tmp_pat
     assert "Traceback" in (again / "infer_pass.log").read_text()  # the whole story is in the log, not on the console
 
 
+def test_an_unexpected_error_of_an_inline_pass_is_one_line_too(fake_backend, cache_dir, tmp_path, monkeypatch):
+    from tlbench.benchmarks.running import cell
+    from tlbench.datasets import DatasetError
+
+    def gone(*args, **kwargs):
+        raise DatasetError("dataset 'digits': cache entry vanished")
+
+    monkeypatch.setattr(cell, "load_cell_dataset", gone)
+    records = [record("linear_probe"), record("scratch")]
+    for r in records:
+        save_weights(tmp_path, r)
+        weights = tmp_path / "cells" / f"fake__softmax__{r['strategy']}__digits__s0" / "weights.json"
+        weights.write_text(json.dumps({"w": [[0.0] * 10] * 48, "b": [0.0] * 10}))  # a softmax head of 48 features
+    assert infer_pass.run_group(records, suite(cache_dir), tmp_path) == {"error": "dataset 'digits': cache entry vanished"}
+
+
 def test_a_pass_process_that_dies_is_named_with_its_last_log_line(fake_backend, cache_dir, tmp_path):
     records = [record("linear_probe"), record("scratch")]
 
