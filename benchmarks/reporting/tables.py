@@ -17,12 +17,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-import numpy as np
 import pandas as pd
 from tabulate import tabulate
 
 from tlbench.benchmarks.running.artifacts import load_predictions
 from tlbench.benchmarks.running.canary import SLOW_RATIO
+from tlbench.benchmarks.running.infer_pass import spread
 from tlbench.benchmarks.running.results import RESULT_COLUMNS, latest_by_cell, load_results
 from tlbench.benchmarks.reporting.stats import BOOTSTRAP_METRICS, BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED, bootstrap_metric_ci, t_interval
 
@@ -295,23 +295,16 @@ def speed_warnings(frame: pd.DataFrame) -> list[str]:
     for record in frame.to_dict("records"):
         contention = record.get("contention") if isinstance(record.get("contention"), dict) else {}
         name = f"{record['backend']}/{record['model']}/{record['strategy']}/s{record['seed']}"
-        if contention.get("slower_than_probed"):
-            slow.append(f"{name} ({100 * float(contention.get('canary_ratio_to_probe') or 0):.0f}%)")
-        if contention.get("disturbed"):
-            why = f"{100 * float(contention.get('other_cpu_fraction_mean') or 0):.0f}% of the cores"
-            steal = float(contention.get("steal_cpu_fraction_mean") or 0)
-            if steal > float(contention.get("threshold") or 0.1):
-                why += f", {100 * steal:.0f}% stolen by the hypervisor"
-            disturbed.append(f"{name} ({why})")
-        during_pass = _pass_info(record).get("contention") or {}
-        if during_pass.get("slower_than_probed"):
-            slow.append(f"{name} (its inference pass: {100 * float(during_pass.get('canary_ratio_to_probe') or 0):.0f}%)")
-        if during_pass.get("disturbed"):
-            why = f"{100 * float(during_pass.get('other_cpu_fraction_mean') or 0):.0f}% of the cores"
-            steal = float(during_pass.get("steal_cpu_fraction_mean") or 0)
-            if steal > float(during_pass.get("threshold") or 0.1):
-                why += f", {100 * steal:.0f}% stolen by the hypervisor"
-            disturbed.append(f"{name} (its inference pass: {why})")
+        # the cell's own timed part, then the suite's inference pass that re-timed it
+        for where, watch in (("", contention), ("its inference pass: ", _pass_info(record).get("contention") or {})):
+            if watch.get("slower_than_probed"):
+                slow.append(f"{name} ({where}{100 * float(watch.get('canary_ratio_to_probe') or 0):.0f}%)")
+            if watch.get("disturbed"):
+                why = f"{100 * float(watch.get('other_cpu_fraction_mean') or 0):.0f}% of the cores"
+                steal = float(watch.get("steal_cpu_fraction_mean") or 0)
+                if steal > float(watch.get("threshold") or 0.1):
+                    why += f", {100 * steal:.0f}% stolen by the hypervisor"
+                disturbed.append(f"{name} ({where}{why})")
         runtime = record.get("runtime") if isinstance(record.get("runtime"), dict) else {}
         amp.update(runtime.get("warnings") or [])
     if disturbed:
@@ -392,10 +385,6 @@ def inference_note(frame: pd.DataFrame) -> str:
     groups: dict[tuple, list[dict[str, Any]]] = {}
     for record in records:
         groups.setdefault((record["backend"], record["model"], record["dataset"]), []).append(record)
-
-    def spread(values: list[float]) -> float:
-        values = [float(v) for v in values if v]
-        return max(values) / min(values) - 1 if len(values) > 1 else 0.0
 
     parts = []
     for (backend, model, dataset), members in groups.items():

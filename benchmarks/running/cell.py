@@ -32,7 +32,6 @@ from tlbench.backends import BackendError, ModelSpec, backend_entry, get_backend
 from tlbench.backends.base import Backend
 from tlbench.backends.options import OptionsError
 from tlbench.benchmarks.running import artifacts
-from tlbench.benchmarks.running.canary import CANARY_MIN_TIME_S
 from tlbench.benchmarks.running.config import CellConfig, RunOptions
 from tlbench.benchmarks.running.environment import load_probe_file
 from tlbench.benchmarks.running.metrics import classification_metrics
@@ -154,20 +153,13 @@ class CellRun:
         """Around a cell's timed part: sample what other processes use (``contention``), and run the speed canary
         just before and after it (``canary``: is the machine as fast as when it was probed?). The record's
         ``contention`` gets both, also when the body raises."""
-        from tlbench.benchmarks.running.canary import canary_gflop_per_s, canary_summary
-        from tlbench.benchmarks.running.contention import ContentionSampler, describe
+        from tlbench.benchmarks.running.contention import describe, watched
 
-        canary_s = min(CANARY_MIN_TIME_S, self.options.infer_min_time_s)  # quick runs (tests) keep a quick canary
-        before = canary_gflop_per_s(canary_s)
-        sampler = ContentionSampler()
-        sampler.start()
+        summary: dict[str, Any] = {}
         try:
-            yield
+            with watched(self.options.infer_min_time_s, (self.probe or {}).get("canary_gflop_per_s")) as summary:
+                yield
         finally:
-            sampler.stop()
-            after = canary_gflop_per_s(canary_s)
-            probe = self.probe or {}
-            summary = {**sampler.summary(), **canary_summary(before, after, probe.get("canary_gflop_per_s"))}
             self.record["contention"] = summary
             self.log(f"contention: {describe(summary)}")
 
@@ -276,23 +268,19 @@ class CellRun:
 
         opts = self.options
         teacher = load_teacher(opts.teacher, self.cell.backend)
-        backend = backend_class(opts.device)
-        spec = ModelSpec(
-            name=teacher.record["model"], num_classes=dataset.num_classes, image_size=int(teacher.record["image_size"]),
-            weights="none", pretrained=False, allow_random_init=True, in_chans=opts.in_chans, seed=int(teacher.record["seed"]),
-            options=opts.options_for(self.cell.backend),
-        )  # fmt: skip
         if int(teacher.record.get("num_classes") or dataset.num_classes) != dataset.num_classes:
             raise BackendError(f"teacher {teacher.name!r} has {teacher.record.get('num_classes')} classes, this dataset {dataset.num_classes}")
-        backend.build(spec)
-        backend.load_weights(str(teacher.weights))
-        teacher_data, _ = self._load_dataset(backend, spec.name, "none", record_data=False, image_size=spec.image_size)
+        model, image_size = teacher.record["model"], int(teacher.record["image_size"])
+        backend = build_trained(
+            backend_class, opts, self.cell.backend, model, dataset.num_classes, image_size, int(teacher.record["seed"]), teacher.weights
+        )  # fmt: skip
+        teacher_data, _ = self._load_dataset(backend, model, "none", record_data=False, image_size=image_size)
         train = teacher_data.splits["train"]
         if not np.array_equal(np.asarray(train.labels), np.asarray(dataset.splits["train"].labels)):
             raise BackendError(f"teacher {teacher.name!r}: its train split differs from this cell's (another dataset or --dedup?)")
         probs = predict_in_batches(backend.predict_proba, train.images, opts.batch_size)
         accuracy = float((probs.argmax(1) == np.asarray(train.labels)).mean())
-        self.log(f"teacher {teacher.name} ({spec.name}): soft labels for {len(probs)} train images, train accuracy {accuracy:.3f}")
+        self.log(f"teacher {teacher.name} ({model}): soft labels for {len(probs)} train images, train accuracy {accuracy:.3f}")
         self.teacher_note = f"teacher {teacher.name} (test accuracy {teacher.record.get('accuracy')})"
         return probs if keep is None else probs[keep]
 
@@ -401,8 +389,7 @@ class CellRun:
         opts = self.options
         test_sets = [p["dataset"].splits["test"].images for p in parts]
         bs = min(opts.batch_size, len(test_sets[0]))
-        slices = [s for s in batch_slices(len(test_sets[0]), bs) if s.stop - s.start == bs][:INFER_BATCHES]
-        batches = [tuple(np.asarray(images[s]) for images in test_sets) for s in slices]
+        batches = [tuple(np.asarray(images[s]) for images in test_sets) for s in timing_slices(len(test_sets[0]), bs)]
 
         def run(batch: tuple[np.ndarray, ...]) -> np.ndarray:
             feats = [p["backend"].extract_features(images, pooled=True) for p, images in zip(parts, batch)]
@@ -516,10 +503,34 @@ def load_cell_dataset(
     return dataset, policy
 
 
+def build_trained(
+    backend_class: type[Backend], options: RunOptions, backend_name: str, model: str, num_classes: int, image_size: int,
+    seed: int, weights_path: Path,
+) -> Backend:  # fmt: skip
+    """A backend holding a finished cell's trained weights (a distillation teacher, a model of the inference pass):
+    the architecture built without pretrained weights, with ``backend_name``'s options, then the saved weights.
+
+    Raises:
+        BackendError: the model does not build or the weights do not fit it (one line).
+    """
+    backend = backend_class(options.device)
+    backend.build(ModelSpec(
+        name=model, num_classes=num_classes, image_size=image_size, weights="none", pretrained=False,
+        allow_random_init=True, in_chans=options.in_chans, seed=seed, options=options.options_for(backend_name),
+    ))  # fmt: skip
+    backend.load_weights(str(weights_path))
+    return backend
+
+
+def timing_slices(count: int, batch_size: int) -> list[slice]:
+    """The inference timing batches of a test split of ``count`` images: its first ``INFER_BATCHES`` full ones."""
+    bs = min(batch_size, count)
+    return [s for s in batch_slices(count, bs) if s.stop - s.start == bs][:INFER_BATCHES]
+
+
 def timing_batches(images: np.ndarray, batch_size: int) -> list[np.ndarray]:
-    """The inference timing batches of a test split: its first ``INFER_BATCHES`` full batches (uint8, in memory)."""
-    bs = min(batch_size, len(images))
-    return [np.asarray(images[s]) for s in batch_slices(len(images), bs) if s.stop - s.start == bs][:INFER_BATCHES]
+    """The inference timing batches of a test split (uint8, in memory): see ``timing_slices``."""
+    return [np.asarray(images[s]) for s in timing_slices(len(images), batch_size)]
 
 
 def plan_distills(plan: Any) -> bool:

@@ -22,12 +22,13 @@ psutil is the only dependency; no framework is imported.
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import subprocess
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Iterator
 
 import psutil
 
@@ -408,3 +409,29 @@ def wait_until_quiet(
             return True
         if time.monotonic() >= deadline:
             return False
+
+
+@contextlib.contextmanager
+def watched(canary_max_s: float, canary_reference_gflop_per_s: float | None) -> Iterator[dict[str, Any]]:
+    """Watch a timed part: sample what other processes (and the hypervisor) use during it, and time the speed
+    canary just before and after it. The yielded dict is filled on exit (also when the body raises) with the
+    sampler's summary and ``canary_summary`` against the probe's canary.
+
+    Args:
+        canary_max_s: the canary's minimum time, capped at ``canary.CANARY_MIN_TIME_S`` (quick test runs pass
+            their short ``--min-time`` and keep a quick canary).
+        canary_reference_gflop_per_s: the canary measured with the machine probe (``None``: no ratio).
+    """
+    from tlbench.benchmarks.running.canary import CANARY_MIN_TIME_S, canary_gflop_per_s, canary_summary
+
+    canary_s = min(CANARY_MIN_TIME_S, canary_max_s)
+    summary: dict[str, Any] = {}
+    before = canary_gflop_per_s(canary_s)
+    sampler = ContentionSampler()
+    sampler.start()
+    try:
+        yield summary
+    finally:
+        sampler.stop()
+        after = canary_gflop_per_s(canary_s)
+        summary.update(sampler.summary(), **canary_summary(before, after, canary_reference_gflop_per_s))

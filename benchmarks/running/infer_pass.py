@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from dataclasses import asdict
@@ -34,8 +33,8 @@ from typing import Any, Callable, Sequence
 
 from tlbench.benchmarks.running import artifacts
 from tlbench.benchmarks.running.artifacts import cell_dir as artifact_dir
-from tlbench.benchmarks.running.config import CellConfig, RunOptions, SuiteConfig
-from tlbench.benchmarks.running.results import cell_id, write_json_atomic
+from tlbench.benchmarks.running.config import RunOptions, SuiteConfig
+from tlbench.benchmarks.running.results import write_json_atomic
 
 #: round-robin rounds of the pass: each model is timed in this many slots of ``infer_min_time_s / ROUNDS``
 ROUNDS = 10
@@ -54,13 +53,6 @@ class InferPassError(RuntimeError):
     """The pass could not time a group (one line); the cells keep their own figures."""
 
 
-def _cell_of(record: dict[str, Any]) -> CellConfig:
-    return CellConfig(
-        backend=record["backend"], model=record["model"], strategy=record["strategy"], dataset=record["dataset"],
-        seed=int(record["seed"]),
-    )  # fmt: skip
-
-
 def pass_groups(records: Sequence[dict[str, Any]], out_dir: Path) -> list[list[dict[str, Any]]]:
     """The groups of records the pass times together: finished cells of one backend, model and dataset (so one
     network, input size and batch) that ran the model itself at inference (no sklearn probe) and saved their
@@ -73,7 +65,7 @@ def pass_groups(records: Sequence[dict[str, Any]], out_dir: Path) -> list[list[d
             continue
         if get_strategy(record["strategy"]).probe_head != "linear":
             continue
-        if artifacts.find_weights(artifact_dir(out_dir, _cell_of(record))) is None:
+        if artifacts.find_weights(artifact_dir(out_dir, record)) is None:
             continue
         key = (record["backend"], record["model"], record["dataset"], record.get("image_size"), record.get("infer_batch_size"))
         groups.setdefault(key, []).append(record)
@@ -94,44 +86,41 @@ def time_group(records: Sequence[dict[str, Any]], options: RunOptions, out_dir: 
     Runs in the pass process (or inline, for tests). The records share backend, model, dataset and image size.
 
     Returns:
-        ``{"cells": {cell_id: LatencyStats as a dict}, "contention": summary, "rounds", "models", "prepare_s"}``.
+        ``{"cells": {cell_id: LatencyStats as a dict + "prepare_s"}, "contention": summary, "rounds", "models"}``.
 
     Raises:
         InferPassError: a cell's weights or data do not load (one line).
     """
-    from tlbench.backends import BackendError, ModelSpec, backend_entry, get_backend_class
-    from tlbench.benchmarks.running.cell import load_cell_dataset, timing_batches
-    from tlbench.benchmarks.running.canary import CANARY_MIN_TIME_S, canary_gflop_per_s, canary_summary
-    from tlbench.benchmarks.running.contention import ContentionSampler, describe
+    from tlbench.backends import BackendError, backend_entry, get_backend_class
+    from tlbench.benchmarks.running.cell import build_trained, load_cell_dataset, timing_batches
+    from tlbench.benchmarks.running.contention import describe, watched
     from tlbench.benchmarks.running.environment import load_probe_file
     from tlbench.benchmarks.running.runtime import apply_framework_threads
     from tlbench.benchmarks.running.timing import measure_interleaved
 
     first = records[0]
     backend_class = get_backend_class(first["backend"])
-    if backend_entry(first["backend"]).framework in ("torch", "tensorflow"):
-        apply_framework_threads(options.runtime(), backend_entry(first["backend"]).framework)
+    framework = backend_entry(first["backend"]).framework
+    if framework in ("torch", "tensorflow"):
+        apply_framework_threads(options.runtime(), framework)
     image_size = int(first["image_size"])
     runners: dict[str, tuple[Callable, Callable]] = {}
     prepare_s: dict[str, float | None] = {}
     batches = None
     for record in records:
-        cell = _cell_of(record)
-        name = cell_id(cell.backend, cell.model, cell.strategy, cell.dataset, cell.seed)
-        weights = artifacts.find_weights(artifact_dir(out_dir, cell))
+        directory = artifact_dir(out_dir, record)
+        name = directory.name
+        weights = artifacts.find_weights(directory)
         if weights is None:
             raise InferPassError(f"cell {name} saved no weights")
-        backend = backend_class(options.device)
-        spec = ModelSpec(
-            name=cell.model, num_classes=int(record["num_classes"]), image_size=image_size, weights="none",
-            pretrained=False, allow_random_init=True, in_chans=options.in_chans, seed=cell.seed,
-            options=options.options_for(cell.backend),
-        )  # fmt: skip
         try:
-            backend.build(spec)
-            backend.load_weights(str(weights))
+            backend = build_trained(
+                backend_class, options, record["backend"], record["model"], int(record["num_classes"]), image_size,
+                int(record["seed"]), weights,
+            )  # fmt: skip
             if batches is None:  # the cells' own test bytes, resized with the pretrained weights' policy
-                dataset, _ = load_cell_dataset(backend, cell.dataset, cell.model, options.weights_for(cell.backend), image_size, options, log)
+                weights_name = options.weights_for(record["backend"])
+                dataset, _ = load_cell_dataset(backend, record["dataset"], record["model"], weights_name, image_size, options, log)
                 batches = timing_batches(dataset.splits["test"].images, options.batch_size)
             prepare_s[name] = backend.prepare_inference(len(batches[0]))
         except BackendError as exc:
@@ -140,26 +129,17 @@ def time_group(records: Sequence[dict[str, Any]], options: RunOptions, out_dir: 
         log(f"loaded {name} from {weights.name}")
     assert batches is not None
     # the same watch as a cell's timed part: other processes and steal sampled, the speed canary before and after
-    canary_s = min(CANARY_MIN_TIME_S, options.infer_min_time_s)
-    before = canary_gflop_per_s(canary_s)
-    sampler = ContentionSampler()
-    sampler.start()
-    try:
+    with watched(options.infer_min_time_s, (load_probe_file() or {}).get("canary_gflop_per_s")) as contention:
         stats = measure_interleaved(
             runners, batches, rounds=ROUNDS, min_time_s=options.infer_min_time_s, warmup=options.infer_warmup,
             repeats=options.infer_repeats,
         )  # fmt: skip
-    finally:
-        sampler.stop()
-    after = canary_gflop_per_s(canary_s)
-    probe = load_probe_file() or {}
-    contention = {**sampler.summary(), **canary_summary(before, after, probe.get("canary_gflop_per_s"))}
     log(f"contention: {describe(contention)}")
     for name, s in stats.items():
         log(f"{name}: {s.images_per_s:.1f} img/s (median of {s.repeats} batches of {s.batch_size}, cv {s.latency_cv:.2f})")
     return {
-        "cells": {name: asdict(s) for name, s in stats.items()}, "contention": contention, "rounds": ROUNDS,
-        "models": len(runners), "prepare_s": prepare_s,
+        "cells": {name: {**asdict(s), "prepare_s": prepare_s[name]} for name, s in stats.items()},
+        "contention": contention, "rounds": ROUNDS, "models": len(runners),
     }  # fmt: skip
 
 
@@ -206,7 +186,7 @@ def passed_record(record: dict[str, Any], stats: dict[str, Any], outcome: dict[s
     updated["infer_mfu"] = images_per_s * flops / peak if peak and flops else None
     updated["infer_pass"] = {
         "models": outcome["models"], "rounds": outcome["rounds"], "wall_s": round(wall_s, 2),
-        "in_cell": in_cell, "contention": outcome["contention"],
+        "prepare_s": stats.get("prepare_s"), "in_cell": in_cell, "contention": outcome["contention"],
     }  # fmt: skip
     return updated
 
@@ -235,7 +215,7 @@ def run_group(records: list[dict[str, Any]], suite: SuiteConfig, out_dir: Path, 
                 from tlbench.benchmarks.running.cell import one_line_error
 
                 return {"error": str(exc) if isinstance(exc, InferPassError) else one_line_error(exc)}
-    from tlbench.benchmarks.running.runtime import cell_environment
+    from tlbench.benchmarks.running.runtime import child_environment
 
     work = out_dir / ".infer-pass"
     work.mkdir(exist_ok=True)
@@ -247,9 +227,8 @@ def run_group(records: list[dict[str, Any]], suite: SuiteConfig, out_dir: Path, 
         sys.executable, "-m", "tlbench.benchmarks.running.infer_pass", "--suite-dir", str(out_dir),
         "--options", json.dumps(asdict(suite.options)), "--records", str(records_file), "--result-file", str(result_file),
     ]  # fmt: skip
-    base = {**os.environ, "PYTHONUNBUFFERED": "1", "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2")}
     try:
-        returncode, _ = launch(command, cell_environment(suite.options.runtime(), base), log_path, append=True)
+        returncode, _ = launch(command, child_environment(suite.options.runtime()), log_path, append=True)
         if result_file.is_file():
             return json.loads(result_file.read_text())
         tail = [ln.strip() for ln in log_path.read_text(errors="replace").splitlines() if ln.strip()][-1:] or ["no output"]
@@ -289,10 +268,10 @@ def run_infer_pass(
                 continue
             fresh = []
             for record in group:
-                cell = _cell_of(record)
-                stats = outcome["cells"][cell_id(cell.backend, cell.model, cell.strategy, cell.dataset, cell.seed)]
+                directory = artifact_dir(out_dir, record)
+                stats = outcome["cells"][directory.name]
                 fresh.append(passed_record(record, stats, outcome, wall_s))
-                artifacts.write_latencies(artifact_dir(out_dir, cell), stats["latencies_ms"], int(stats["batch_size"]), keep_in_cell=True)
+                artifacts.write_latencies(directory, stats["latencies_ms"], int(stats["batch_size"]), keep_in_cell=True)
             updated += fresh
             before = [float(r["infer_images_per_s"]) for r in group]
             after = [float(r["infer_images_per_s"]) for r in fresh]
@@ -311,7 +290,7 @@ def discard_weights(records: Sequence[dict[str, Any]], out_dir: Path) -> None:
     if artifacts.save_weights_requested():
         return
     for record in records:
-        weights = artifacts.find_weights(artifact_dir(out_dir, _cell_of(record)))
+        weights = artifacts.find_weights(artifact_dir(out_dir, record))
         if weights is not None:
             weights.unlink(missing_ok=True)
 

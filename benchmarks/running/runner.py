@@ -288,10 +288,9 @@ def run_cell_subprocess(
     result_file = cell_dir / "result.json"
     result_file.unlink(missing_ok=True)
     log_path = cell_dir / "log.txt"
-    from tlbench.benchmarks.running.runtime import cell_environment
+    from tlbench.benchmarks.running.runtime import child_environment
 
-    base = {**os.environ, "PYTHONUNBUFFERED": "1", "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2")}
-    child_env = cell_environment(suite.options.runtime(), {**base, **(env or {})})  # threads, allocator: before start
+    child_env = child_environment(suite.options.runtime(), env)  # threads, allocator: before start
     start = time.perf_counter()
     command = cell_command(cell, suite, cell_dir, result_file, progress=stream)
     returncode, timed_out = run_module_subprocess(command, child_env, log_path, timeout_s=timeout_s, stream=stream)

@@ -264,6 +264,13 @@ def cell_environment(settings: RuntimeSettings, base_env: Mapping[str, str]) -> 
     return env
 
 
+def child_environment(settings: RuntimeSettings, extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The environment of a cell or inference-pass process: this process's, unbuffered output, TensorFlow's C++
+    logs at warnings, ``extra`` (a pinned GPU), then the thread and allocator variables (``cell_environment``)."""
+    base = {**os.environ, "PYTHONUNBUFFERED": "1", "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2")}
+    return cell_environment(settings, {**base, **(extra or {})})
+
+
 def apply_framework_threads(settings: RuntimeSettings, framework: str) -> dict[str, Any]:
     """Set the framework's thread pools inside the cell process (call right after importing the framework).
 
