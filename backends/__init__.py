@@ -14,8 +14,8 @@ import importlib
 import os
 from dataclasses import dataclass
 
-from tlbench.backends.base import Backend, BackendError, BuildInfo, DataConfig, ModelSpec, ParamCounts
-from tlbench.backends.options import BackendOptions, KerasOptions, OptionsError, TorchOptions
+from .base import Backend, BackendError, BuildInfo, DataConfig, ModelSpec, ParamCounts
+from .options import BackendOptions, KerasOptions, OptionsError, TorchOptions
 
 
 @dataclass(frozen=True)

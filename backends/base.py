@@ -6,7 +6,7 @@ strategies, not between data pipelines:
 
 1. ``build(spec)`` creates the model and reports where its weights came from and how its inputs must be
    resized (``DataConfig``); ``stages()`` then names its backbone stages, stem first;
-2. ``tlbench.plan.make_plan`` turns the strategy and those stages into a ``TrainingPlan``; the backend applies
+2. ``tlbench.core.plan.make_plan`` turns the strategy and those stages into a ``TrainingPlan``; the backend applies
    each phase with ``apply_phase`` (its own freezing primitive, param groups per stage learning rate,
    BatchNorm modes, regularizers) and rejects in one line what it cannot honour;
 3. one training loop calls ``train_step`` / ``predict_proba`` on ``inputs="images"`` (the whole network) or
@@ -28,9 +28,9 @@ from typing import Any, ClassVar, Literal
 
 import numpy as np
 
-from tlbench.backends.errors import BackendError
-from tlbench.backends.options import BackendOptions
-from tlbench.plan import PhasePlan
+from .errors import BackendError
+from .options import BackendOptions
+from ..core.plan import PhasePlan
 
 Inputs = Literal["images", "features"]
 
@@ -170,7 +170,7 @@ class Backend(abc.ABC):
             BackendError: the weights are for another model (names the one they fit), or their package is not
                 installed (says how to install it).
         """
-        from tlbench.backends.offline_weights import NAMED_WEIGHTS  # lazily: it reads package metadata
+        from .offline_weights import NAMED_WEIGHTS  # lazily: it reads package metadata
 
         entry = NAMED_WEIGHTS.get(weights)
         if entry is None:

@@ -44,10 +44,10 @@ from typing import Any
 
 import numpy as np
 
-from tlbench.backends.base import Backend, BackendError, BuildInfo, DataConfig, Inputs, ModelSpec, ParamCounts
-from tlbench.backends.keras_models import KERAS_MODELS, MIN_IMAGE_SIZE, KerasModelInfo, model_info
-from tlbench.backends.options import FCN_HEAD_DROPOUT, FCN_HEAD_HIDDEN_CHANNELS, HEAD_FACTS, KerasOptions
-from tlbench.plan import PhasePlan
+from .base import Backend, BackendError, BuildInfo, DataConfig, Inputs, ModelSpec, ParamCounts
+from .keras_models import KERAS_MODELS, MIN_IMAGE_SIZE, KerasModelInfo, model_info
+from .options import FCN_HEAD_DROPOUT, FCN_HEAD_HIDDEN_CHANNELS, HEAD_FACTS, KerasOptions
+from ..core.plan import PhasePlan
 
 #: channels of the FCN head's hidden 1×1 convolution (shared with the torch backends' ``--head fcn``)
 HEAD_HIDDEN_CHANNELS = FCN_HEAD_HIDDEN_CHANNELS
@@ -278,8 +278,8 @@ class KerasBackend(Backend):
     def _from_named(name: str, make: Any) -> Any:
         """A random-init backbone with packaged named weights set by layer name (``vgg16-hed``: the 13 HED
         convolutions, first one BGR as ``vgg16.preprocess_input`` feeds it)."""
-        from tlbench.backends.keras_port import set_keras_weights
-        from tlbench.backends.offline_weights import hed_vgg16_path, read_hed_vgg16_kernels
+        from .keras_port import set_keras_weights
+        from .offline_weights import hed_vgg16_path, read_hed_vgg16_kernels
 
         if name != "vgg16-hed":  # pragma: no cover - one entry today
             raise BackendError(f"keras backend cannot load weights {name!r}")
@@ -600,7 +600,7 @@ class KerasBackend(Backend):
         return keras.Model(inputs, self.head(self.backbone(inputs)), name=f"tlbench_{self.info.name}")
 
     def flops_per_image(self) -> int | None:
-        from tlbench.backends.flops import keras_flops_per_image
+        from .flops import keras_flops_per_image
 
         self._require_model()
         return int(keras_flops_per_image(self._combined(), self.spec.image_size))

@@ -12,8 +12,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from tlbench.backends.base import BackendError
-from tlbench.backends.options import KERAS_MIN_IMAGE_SIZE as MIN_IMAGE_SIZE
+from .base import BackendError
+from .options import KERAS_MIN_IMAGE_SIZE as MIN_IMAGE_SIZE
 
 
 @dataclass(frozen=True)

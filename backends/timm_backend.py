@@ -28,9 +28,9 @@ import torch
 from timm.models import group_parameters
 from torch import nn
 
-from tlbench.backends.base import BackendError, DataConfig, ModelSpec
-from tlbench.backends.offline_weights import offline_weights_path, offline_weights_source
-from tlbench.backends.torch_common import (
+from .base import BackendError, DataConfig, ModelSpec
+from .offline_weights import offline_weights_path, offline_weights_source
+from .torch_common import (
     FCN_HEAD_PREFIX,
     FcnClassifier,
     TorchBackend,
@@ -87,7 +87,7 @@ class TimmBackend(TorchBackend):
     @classmethod
     def native_image_size(cls, model_name: str, weights: str = "default") -> int:
         """timm's ``pretrained_cfg`` input size (Lite0/1/2: 224/240/260)."""
-        from tlbench.backends.offline_weights import offline_input_size
+        from .offline_weights import offline_input_size
 
         offline = offline_input_size(model_name) if weights == "default" else None
         if offline:

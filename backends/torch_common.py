@@ -22,10 +22,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from tlbench.backends.torch_files import read_state_dict  # noqa: F401  (re-exported for the torch backends)
-from tlbench.backends.base import Backend, BackendError, BuildInfo, DataConfig, Inputs, ModelSpec, ParamCounts
-from tlbench.backends.options import FCN_HEAD_DROPOUT, FCN_HEAD_HIDDEN_CHANNELS, HEAD_FACTS, OptionsError, TorchOptions
-from tlbench.plan import PhasePlan
+from .torch_files import read_state_dict  # noqa: F401  (re-exported for the torch backends)
+from .base import Backend, BackendError, BuildInfo, DataConfig, Inputs, ModelSpec, ParamCounts
+from .options import FCN_HEAD_DROPOUT, FCN_HEAD_HIDDEN_CHANNELS, HEAD_FACTS, OptionsError, TorchOptions
+from ..core.plan import PhasePlan
 
 _BN_TYPES = (nn.modules.batchnorm._BatchNorm,)
 
@@ -122,8 +122,8 @@ def load_named_weights(model: nn.Module, name: str) -> str:
     Raises:
         BackendError: unknown name, package missing, or the tensors do not fit ``model.features``.
     """
-    from tlbench.backends.keras_port import hed_vgg16_torch_state_dict, load_vgg16_features
-    from tlbench.backends.offline_weights import named_weights
+    from .keras_port import hed_vgg16_torch_state_dict, load_vgg16_features
+    from .offline_weights import named_weights
 
     entry = named_weights(name)
     if name != "vgg16-hed":  # pragma: no cover - one entry today
@@ -631,7 +631,7 @@ class TorchBackend(Backend):
         self._drop_frozen()
 
     def flops_per_image(self) -> int | None:
-        from tlbench.backends.flops import torch_flops_per_image
+        from .flops import torch_flops_per_image
 
         model = self._require_model()
         spec = self.spec

@@ -7,7 +7,7 @@ from collections import OrderedDict
 
 import torch
 
-from tlbench.backends.errors import BackendError
+from .errors import BackendError
 
 
 def read_state_dict(path: str) -> "OrderedDict[str, torch.Tensor]":

@@ -36,8 +36,8 @@ import torchvision
 from torch import nn
 from torchvision import models as tv_models
 
-from tlbench.backends.base import WEIGHTS_NAME, BackendError, DataConfig, ModelSpec
-from tlbench.backends.torch_common import (
+from .base import WEIGHTS_NAME, BackendError, DataConfig, ModelSpec
+from .torch_common import (
     FCN_HEAD_PREFIX,
     FcnClassifier,
     TorchBackend,

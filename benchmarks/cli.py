@@ -14,13 +14,13 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from tlbench.backends import REGISTRY, BackendError, OptionsError, backend_entry, get_backend_class
-from tlbench.backends.base import WEIGHTS_NAME
-from tlbench.backends.options import options_from_flags
-from tlbench.benchmarks.running.config import DEFAULT_SUITE, RunOptions, SuiteConfig, format_weights_map, parse_weights_map
-from tlbench.datasets import DEDUP_POLICIES, DatasetError, dataset_usages, parse_dataset_spec
-from tlbench.plan import AUGMENTS, OPTIMIZERS
-from tlbench.strategies import STRATEGIES, get_strategy
+from ..backends import REGISTRY, BackendError, OptionsError, backend_entry, get_backend_class
+from ..backends.base import WEIGHTS_NAME
+from ..backends.options import options_from_flags
+from .running.config import DEFAULT_SUITE, RunOptions, SuiteConfig, format_weights_map, parse_weights_map
+from ..datasets import DEDUP_POLICIES, DatasetError, dataset_usages, parse_dataset_spec
+from ..core.plan import AUGMENTS, OPTIMIZERS
+from ..core.strategies import STRATEGIES, get_strategy
 
 EXIT_USAGE = 2
 DEVICES = ("auto", "cpu", "cuda", "gpu")
@@ -57,7 +57,7 @@ def _teacher_option(path: str | None, strategies: tuple[str, ...], backends: tup
         return None
     if not distills:
         raise UsageError("--teacher is only used by --strategies distill")
-    from tlbench.benchmarks.running.teacher import load_teacher
+    from .running.teacher import load_teacher
 
     try:
         teacher = load_teacher(path)
@@ -168,7 +168,7 @@ def _backend_options(backends: tuple[str, ...], args: argparse.Namespace, device
     Raises:
         UsageError: a flag the backend does not take, or a combination it cannot honour (one line).
     """
-    from tlbench.benchmarks.running.environment import gpu_names
+    from .running.environment import gpu_names
 
     flags = {"amp": args.amp, "channels_last": args.channels_last, "compile": args.compile, "infer_compile": args.infer_compile,
              "jit_compile": args.jit_compile, "head": args.head}  # fmt: skip
@@ -259,7 +259,7 @@ def suite_from_args(args: argparse.Namespace) -> SuiteConfig:
     if device not in DEVICES and not device.startswith("cuda:"):
         raise UsageError(f"unknown device {args.device!r}; expected one of: {', '.join(DEVICES)}, cuda:N")
     if device in ("cuda", "gpu") or device.startswith("cuda:"):
-        from tlbench.benchmarks.running.environment import gpu_names
+        from .running.environment import gpu_names
 
         if not gpu_names():
             raise UsageError(f"--device {args.device} requested but no NVIDIA GPU is visible; use --device cpu or auto")
@@ -348,15 +348,15 @@ def probe_machine_for(suite: SuiteConfig) -> dict[str, Any] | None:
     import json
     import subprocess
 
-    from tlbench.benchmarks.running.environment import PROBE_FILE_ENV
-    from tlbench.benchmarks.running.environment import gpu_names
-    from tlbench.benchmarks.running.probe import amp_warning, default_cache_dir
-    from tlbench.benchmarks.running.runtime import cell_environment
+    from .running.environment import PROBE_FILE_ENV
+    from .running.environment import gpu_names
+    from .running.machine_peak import amp_warning, default_cache_dir
+    from .running.runtime import cell_environment
 
     options = suite.options
     runtime = options.runtime()
     device = "cuda" if options.device in ("cuda", "gpu") or options.device.startswith("cuda") or (options.device == "auto" and gpu_names()) else "cpu"
-    command = [sys.executable, "-m", "tlbench.benchmarks.running.probe", "--device", device, "--threads", str(runtime.threads)]
+    command = [sys.executable, "-m", "tlbench.benchmarks.running.machine_peak", "--device", device, "--threads", str(runtime.threads)]
     try:
         proc = subprocess.run(command, capture_output=True, text=True, timeout=600, env=cell_environment(runtime, os.environ))
         probe = json.loads(proc.stdout) if proc.returncode == 0 else None
@@ -379,10 +379,10 @@ def probe_machine_for(suite: SuiteConfig) -> dict[str, Any] | None:
 
 
 def command_run(args: argparse.Namespace) -> int:
-    from tlbench.benchmarks.reporting.report import write_report
-    from tlbench.benchmarks.running.executors import ExecutorError, make_executor
-    from tlbench.benchmarks.running.runner import RESULTS_FILE, RunInterrupted, run_suite
-    from tlbench.benchmarks.running.results import cell_key, latest_by_cell, load_results
+    from .reporting.report import write_report
+    from .running.executors import ExecutorError, make_executor
+    from .running.runner import RESULTS_FILE, RunInterrupted, run_suite
+    from .running.results import cell_key, latest_by_cell, load_results
 
     suite = suite_from_args(args)
     try:
@@ -431,7 +431,7 @@ def command_run(args: argparse.Namespace) -> int:
 
 
 def command_report(args: argparse.Namespace) -> int:
-    from tlbench.benchmarks.reporting.report import write_report
+    from .reporting.report import write_report
 
     if not args.suite_dir.is_dir():
         raise UsageError(f"suite directory {str(args.suite_dir)!r} does not exist; expected a directory made by `tlbench run`")
@@ -445,7 +445,7 @@ def command_report(args: argparse.Namespace) -> int:
 
 def command_explain(args: argparse.Namespace) -> int:
     """``tlbench explain``: draw one cell's stage feature maps (and Grad-CAM) for one stored test image."""
-    from tlbench.benchmarks.reporting.explain import ExplainError, default_output, draw_explanation, explain_cell
+    from .reporting.explain import ExplainError, default_output, draw_explanation, explain_cell
 
     if not args.suite_dir.is_dir():
         raise UsageError(f"suite directory {str(args.suite_dir)!r} does not exist; expected a directory made by `tlbench run`")

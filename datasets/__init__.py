@@ -10,9 +10,9 @@ from __future__ import annotations
 import importlib
 from pathlib import Path
 
-from tlbench.datasets.base import SPLITS, ArrayDataset, DatasetError, DatasetSource, ResizePolicy, Split
-from tlbench.datasets.cache import load_or_build
-from tlbench.datasets.duplicates import DEDUP_POLICIES, apply_dedup, check_dedup_policy
+from .base import SPLITS, ArrayDataset, DatasetError, DatasetSource, ResizePolicy, Split
+from .cache import load_or_build
+from .duplicates import DEDUP_POLICIES, apply_dedup, check_dedup_policy
 
 #: kind -> (factory "module:function", usage shown by ``tlbench list datasets``)
 DATASETS: dict[str, tuple[str, str]] = {

@@ -25,8 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
-from tlbench.datasets.base import SPLITS, ArrayDataset, DatasetSource, ResizePolicy, Split
-from tlbench.datasets.hashing import CONTENT_HASH_BYTES, DHASH_BYTES, image_hashes
+from .base import SPLITS, ArrayDataset, DatasetSource, ResizePolicy, Split
+from .hashing import CONTENT_HASH_BYTES, DHASH_BYTES, image_hashes
 
 #: bump when the decoding/resizing code or the entry layout changes (3: hashes and names in the entry)
 CACHE_FORMAT = 3

@@ -29,10 +29,10 @@ from urllib.parse import parse_qs
 
 import numpy as np
 
-from tlbench.datasets.base import SPLITS, ArrayDataset, DatasetError, DatasetSource, ResizePolicy
-from tlbench.datasets.folder import SPLIT_ALIASES, carve_splits, is_hidden, is_image_name
-from tlbench.datasets.imagefiles import MAX_SKIPPED_EXAMPLES, LabelledFiles, check_classes_present, decode_splits, display_path
-from tlbench.datasets.progress import log
+from .base import SPLITS, ArrayDataset, DatasetError, DatasetSource, ResizePolicy
+from .folder import SPLIT_ALIASES, carve_splits, is_hidden, is_image_name
+from .imagefiles import MAX_SKIPPED_EXAMPLES, LabelledFiles, check_classes_present, decode_splits, display_path
+from .progress import log
 
 IMAGE_COLUMNS = ("image", "image_id", "isic_id", "file", "filename", "path")
 LABEL_COLUMNS = ("label", "diagnosis", "dx", "class", "target")

@@ -25,8 +25,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from tlbench.datasets.base import ResizePolicy
-from tlbench.datasets.resize import resize_image
+from .base import ResizePolicy
+from .resize import resize_image
 
 #: images with a side shorter than this are degenerate (1×1 tracking pixels, broken exports) and skipped
 MIN_SIDE_PX = 8

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from tlbench.datasets.base import ArrayDataset, DatasetSource, ResizePolicy, Split
-from tlbench.datasets.resize import resize_array_batch
-from tlbench.datasets.splitting import stratified_indices
+from .base import ArrayDataset, DatasetSource, ResizePolicy, Split
+from .resize import resize_array_batch
+from .splitting import stratified_indices
 
 SPLIT_SEED = 0
 

@@ -14,9 +14,9 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from tlbench.datasets.base import DatasetError
-from tlbench.datasets.cache import default_cache_dir
-from tlbench.datasets.progress import log
+from .base import DatasetError
+from .cache import default_cache_dir
+from .progress import log
 
 #: seconds before a stalled connection is given up
 TIMEOUT_S = 60.0

@@ -36,10 +36,10 @@ from typing import Any
 
 import numpy as np
 
-from tlbench.datasets.base import SPLITS, ArrayDataset, DatasetError, Split
-from tlbench.datasets.cache import kept_rows
-from tlbench.datasets.hashing import hamming_within, image_hashes
-from tlbench.datasets.progress import log
+from .base import SPLITS, ArrayDataset, DatasetError, Split
+from .cache import kept_rows
+from .hashing import hamming_within, image_hashes
+from .progress import log
 
 DEDUP_POLICIES = ("drop", "keep", "error")
 #: pairs listed in ``meta["duplicates"]["examples"]``

@@ -27,8 +27,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from tlbench.datasets.base import SPLITS, ArrayDataset, DatasetError, DatasetSource, ResizePolicy
-from tlbench.datasets.imagefiles import (
+from .base import SPLITS, ArrayDataset, DatasetError, DatasetSource, ResizePolicy
+from .imagefiles import (
     MAX_SKIPPED_EXAMPLES,
     SPLIT_ALIASES,
     LabelledFiles,
@@ -36,8 +36,8 @@ from tlbench.datasets.imagefiles import (
     decode_splits,
     display_path,
 )
-from tlbench.datasets.progress import log
-from tlbench.datasets.splitting import stratified_indices
+from .progress import log
+from .splitting import stratified_indices
 
 CARVE_SEED = 0
 VAL_FRACTION = 0.1

@@ -14,9 +14,9 @@ import tempfile
 import zipfile
 from pathlib import Path
 
-from tlbench.datasets.base import DatasetError
-from tlbench.datasets.download import downloads_dir, fetch
-from tlbench.datasets.folder import FolderSource
+from .base import DatasetError
+from .download import downloads_dir, fetch
+from .folder import FolderSource
 
 URL = "https://download.pytorch.org/tutorial/hymenoptera_data.zip"
 #: folder inside the zip

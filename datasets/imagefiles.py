@@ -18,10 +18,10 @@ from pathlib import Path
 
 import numpy as np
 
-from tlbench.datasets.base import DatasetError, ResizePolicy, Split
-from tlbench.datasets.cache import copy_rows, images_path, open_images_for_writing
-from tlbench.datasets.decode import Decoded, decode_file
-from tlbench.datasets.progress import log, progress_bar
+from .base import DatasetError, ResizePolicy, Split
+from .cache import copy_rows, images_path, open_images_for_writing
+from .decode import Decoded, decode_file
+from .progress import log, progress_bar
 
 #: skipped files listed in the log and in ``meta["skipped_examples"]``
 MAX_SKIPPED_EXAMPLES = 10

@@ -16,11 +16,11 @@ from typing import Any
 
 import numpy as np
 
-from tlbench.datasets.base import SPLITS, ArrayDataset, DatasetError, DatasetSource, ResizePolicy, Split
-from tlbench.datasets.cache import open_images_for_writing
-from tlbench.datasets.download import downloads_dir, fetch
-from tlbench.datasets.progress import log, progress_bar
-from tlbench.datasets.resize import resize_array_batch
+from .base import SPLITS, ArrayDataset, DatasetError, DatasetSource, ResizePolicy, Split
+from .cache import open_images_for_writing
+from .download import downloads_dir, fetch
+from .progress import log, progress_bar
+from .resize import resize_array_batch
 
 _ZENODO = "https://zenodo.org/records/10519652/files/{name}.npz?download=1"
 #: official single-label 2-D MedMNIST v2 datasets (28 px files): MD5, class names, split sizes

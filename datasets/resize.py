@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image
 
-from tlbench.datasets.base import ResizePolicy
+from .base import ResizePolicy
 
 _INTERPOLATION = {
     "nearest": Image.Resampling.NEAREST,

@@ -1,6 +1,6 @@
 """``python -m tlbench`` is the ``tlbench`` console script."""
 
-from tlbench.benchmarks.cli import main
+from .benchmarks.cli import main
 
 if __name__ == "__main__":
     raise SystemExit(main())

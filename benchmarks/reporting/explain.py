@@ -24,10 +24,10 @@ from typing import Any
 
 import numpy as np
 
-from tlbench.benchmarks.running.artifacts import Predictions, cell_dir, find_weights, load_predictions
-from tlbench.benchmarks.running.config import RunOptions
-from tlbench.benchmarks.running.results import cell_id, latest_by_cell, load_results
-from tlbench.strategies import get_strategy
+from ..running.artifacts import Predictions, cell_dir, find_weights, load_predictions
+from ..running.config import RunOptions
+from ..running.results import cell_id, latest_by_cell, load_results
+from ...core.strategies import get_strategy
 
 #: stage maps shown by default
 DEFAULT_STAGES = 4
@@ -122,7 +122,7 @@ def build_backend(record: dict[str, Any], options: RunOptions, weights_path: Pat
     Raises:
         ExplainError: unsupported backend, a scratch cell without saved weights, unreadable weights.
     """
-    from tlbench.backends import BackendError, ModelSpec, get_backend_class
+    from ...backends import BackendError, ModelSpec, get_backend_class
 
     strategy = get_strategy(record["strategy"])
     if weights_path is None and not strategy.pretrained:

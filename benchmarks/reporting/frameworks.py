@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from tlbench.benchmarks.reporting.stats import t_interval
+from .stats import t_interval
 
 #: the metrics compared across backends
 AGREEMENT_METRICS = ("accuracy", "roc_auc")

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 import pandas as pd
 
 if TYPE_CHECKING:  # pragma: no cover
-    from tlbench.benchmarks.reporting.tables import ReportTables
+    from .tables import ReportTables
 
 STYLE = """
 body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 2em auto; max-width: 1200px;
@@ -84,7 +84,7 @@ def render_html(tables: "ReportTables", suite_name: str, env_line: str, images: 
     parts.append(f'<p class="note">{_markdown_code_to_html(note)}</p>')
     parts += [f'<p class="note">{_markdown_code_to_html(line)}</p>' for line in tables.notes]
     if not tables.framework_agreement.empty:
-        from tlbench.benchmarks.reporting.frameworks import FRAMEWORKS_NOTE
+        from .frameworks import FRAMEWORKS_NOTE
 
         parts += ["<h2>Which framework — do the backends agree?</h2>", table_html(tables.framework_agreement)]
         parts += ["<h3>Which framework — speed</h3>", table_html(tables.framework_speed)]

@@ -23,7 +23,7 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 
-from tlbench.benchmarks.running.artifacts import Predictions, load_curve, load_predictions
+from ..running.artifacts import Predictions, load_curve, load_predictions
 
 MARKERS = ["o", "s", "^", "D", "v", "P", "X", "*", "<", ">"]
 DPI = 100
@@ -352,7 +352,7 @@ def prediction_grid_plot(frame: pd.DataFrame, suite_dir: Path, path: Path) -> Pa
 def sweep_stages(strategy: str) -> int | str | None:
     """Trainable final stages of a sweep strategy name (``partial_finetune@3`` → 3, ``@all`` → ``"all"``, the
     table's ``partial_finetune`` → its ``last_k_stages``), ``None`` for other strategies."""
-    from tlbench.strategies import get_strategy, trained_stages
+    from ...core.strategies import get_strategy, trained_stages
 
     try:
         return trained_stages(get_strategy(strategy))

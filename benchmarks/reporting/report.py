@@ -10,10 +10,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from tlbench.benchmarks.reporting.html_report import render_html
-from tlbench.benchmarks.reporting.plots import draw_suite_plots
-from tlbench.benchmarks.reporting.tables import CI_NOTE, build_tables, csv_frame, environment_line, render_latex, render_markdown, results_frame
-from tlbench.benchmarks.running.results import load_results
+from .html_report import render_html
+from .plots import draw_suite_plots
+from .tables import CI_NOTE, build_tables, csv_frame, environment_line, render_latex, render_markdown, results_frame
+from ..running.results import load_results
 
 
 def suite_name_of(suite_dir: Path) -> str:

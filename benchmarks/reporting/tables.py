@@ -20,11 +20,9 @@ from typing import Any, Callable
 import pandas as pd
 from tabulate import tabulate
 
-from tlbench.benchmarks.running.artifacts import load_predictions
-from tlbench.benchmarks.running.canary import SLOW_RATIO
-from tlbench.benchmarks.running.infer_pass import spread
-from tlbench.benchmarks.running.results import RESULT_COLUMNS, latest_by_cell, load_results
-from tlbench.benchmarks.reporting.stats import BOOTSTRAP_METRICS, BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED, bootstrap_metric_ci, t_interval
+from ..running.artifacts import load_predictions
+from ..running.results import RESULT_COLUMNS, SLOW_RATIO, latest_by_cell, load_results, spread
+from .stats import BOOTSTRAP_METRICS, BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED, bootstrap_metric_ci, t_interval
 
 #: columns of the per-cell table in Markdown/LaTeX (the CSV has every column)
 CELL_TABLE_COLUMNS = [
@@ -220,7 +218,7 @@ def _latex(frame: pd.DataFrame) -> str:
 
 def environment_line(suite_dir: Path) -> str:
     """Where the numbers were measured: one sentence per environment that produced records, with its cells."""
-    from tlbench.benchmarks.running.environment import load_environments
+    from ..running.environment import load_environments
 
     environments = load_environments(suite_dir)
     if not environments:
@@ -402,7 +400,7 @@ def inference_note(frame: pd.DataFrame) -> str:
 
 def build_tables(frame: pd.DataFrame, suite_dir: Path | None) -> ReportTables:
     """The pivots (with intervals), the framework comparison, the all-cells and failed-cells tables of ``frame``."""
-    from tlbench.benchmarks.reporting.frameworks import agreement_table, speed_table
+    from .frameworks import agreement_table, speed_table
 
     summarizer = Summarizer(frame, suite_dir)
     pivots = [(title, summarizer.pivot(pivot_columns(frame, columns))) for title, columns in PIVOTS]
@@ -427,7 +425,7 @@ def render_markdown(tables: ReportTables, suite_name: str, env_line: str, images
     for note in tables.notes:
         parts += [note, ""]
     if not tables.framework_agreement.empty:
-        from tlbench.benchmarks.reporting.frameworks import FRAMEWORKS_NOTE
+        from .frameworks import FRAMEWORKS_NOTE
 
         parts += ["## Which framework — do the backends agree?", "", _markdown(tables.framework_agreement), ""]
         parts += ["### Which framework — speed", "", _markdown(tables.framework_speed), "", FRAMEWORKS_NOTE, ""]

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from tlbench.benchmarks.running.results import cell_id, write_json_atomic
+from .results import cell_id, write_json_atomic
 
 #: environment variable that makes every cell keep its trained weights
 SAVE_WEIGHTS_ENV = "TLBENCH_SAVE_WEIGHTS"

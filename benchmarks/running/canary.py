@@ -18,12 +18,12 @@ from typing import Any
 
 import numpy as np
 
+from .results import SLOW_RATIO
+
 #: side of the square float32 matmul (2 * N^3 FLOPs per call; ~1 ms on one modern core)
 CANARY_SIDE = 512
 #: timed calls cover at least this long (after one warm-up call)
 CANARY_MIN_TIME_S = 0.25
-#: a canary below this fraction of the probe's marks the cell's machine as slower than probed
-SLOW_RATIO = 0.8
 
 
 def canary_gflop_per_s(min_time_s: float = CANARY_MIN_TIME_S, side: int = CANARY_SIDE) -> float:

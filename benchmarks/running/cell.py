@@ -28,20 +28,20 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 
-from tlbench.backends import BackendError, ModelSpec, backend_entry, get_backend_class
-from tlbench.backends.base import Backend
-from tlbench.backends.options import OptionsError
-from tlbench.benchmarks.running import artifacts
-from tlbench.benchmarks.running.config import CellConfig, RunOptions
-from tlbench.benchmarks.running.environment import load_probe_file
-from tlbench.benchmarks.running.metrics import classification_metrics
-from tlbench.benchmarks.running.results import check_record, empty_record, write_json_atomic
-from tlbench.benchmarks.running.timing import measure_latency
-from tlbench.benchmarks.running.training import Inputs, batch_slices, predict_in_batches, train_plan
-from tlbench.datasets import ArrayDataset, DatasetError, ResizePolicy, Split, load_dataset
-from tlbench.datasets.splitting import stratified_indices
-from tlbench.plan import PlanError, make_plan
-from tlbench.strategies import get_strategy
+from ...backends import BackendError, ModelSpec, backend_entry, get_backend_class
+from ...backends.base import Backend
+from ...backends.options import OptionsError
+from . import artifacts
+from .config import CellConfig, RunOptions
+from .environment import load_probe_file
+from .metrics import classification_metrics
+from .results import check_record, empty_record, write_json_atomic
+from .timing import measure_latency
+from .training import Inputs, batch_slices, predict_in_batches, train_plan
+from ...datasets import ArrayDataset, DatasetError, ResizePolicy, Split, load_dataset
+from ...datasets.splitting import stratified_indices
+from ...core.plan import PlanError, make_plan
+from ...core.strategies import get_strategy
 
 #: full test batches cycled by the inference timing loop
 INFER_BATCHES = 8
@@ -137,7 +137,7 @@ class CellRun:
         limit_s = self.options.wait_quiet_s
         if not limit_s:
             return None
-        from tlbench.benchmarks.running.contention import wait_until_quiet
+        from .contention import wait_until_quiet
 
         start = time.perf_counter()
         quiet = wait_until_quiet(timeout_s=limit_s, poll_s=min(2.0, limit_s))
@@ -153,7 +153,7 @@ class CellRun:
         """Around a cell's timed part: sample what other processes use (``contention``), and run the speed canary
         just before and after it (``canary``: is the machine as fast as when it was probed?). The record's
         ``contention`` gets both, also when the body raises."""
-        from tlbench.benchmarks.running.contention import describe, watched
+        from .contention import describe, watched
 
         summary: dict[str, Any] = {}
         try:
@@ -264,7 +264,7 @@ class CellRun:
         The teacher is a finished cell of the same backend that saved its trained weights (``TLBENCH_SAVE_WEIGHTS=1``);
         it sees the same rows resized with its own policy.
         """
-        from tlbench.benchmarks.running.teacher import load_teacher
+        from .teacher import load_teacher
 
         opts = self.options
         teacher = load_teacher(opts.teacher, self.cell.backend)
@@ -304,7 +304,7 @@ class CellRun:
     def _features(self, backend: Backend, info: Any, model: str, weights: str, dataset: ArrayDataset, policy: ResizePolicy,
                   splits: dict[str, np.ndarray], pooled: bool) -> Any:  # fmt: skip
         """Features of ``splits`` through the on-disk feature cache (see ``features``)."""
-        from tlbench.benchmarks.running.features import FeatureCache, cached_features, feature_cache_root, feature_key
+        from .features import FeatureCache, cached_features, feature_cache_root, feature_key
 
         opts = self.options
         key = feature_key(
@@ -323,7 +323,7 @@ class CellRun:
 
     def _run_feature_probe(self, strategy: Any, backend_class: type[Backend], models: list[str]) -> None:
         """``logreg_probe``, ``knn_probe`` and ``fusion``: pooled frozen features (cached) → a scikit-learn probe."""
-        from tlbench.benchmarks.running.probes import run_probe
+        from .sklearn_heads import run_probe
 
         cell, opts, record = self.cell, self.options, self.record
         weights = opts.weights_for(cell.backend)
@@ -420,7 +420,7 @@ class CellRun:
         flops = record.get("flops_per_image")
         if probe is None or not flops:
             return
-        from tlbench.benchmarks.running.probe import peak_flop_per_s
+        from .machine_peak import peak_flop_per_s
 
         compute = "bfloat16" if dtype.startswith("bfloat16") else "float16" if dtype.startswith("float16") else "float32"
         try:
@@ -435,7 +435,7 @@ class CellRun:
 
     def _apply_runtime(self, framework: str) -> dict[str, Any]:
         """Thread pools of this process's framework, and the runtime as recorded with the result."""
-        from tlbench.benchmarks.running.runtime import apply_framework_threads, runtime_record
+        from .runtime import apply_framework_threads, runtime_record
 
         settings = self.options.runtime()
         record = runtime_record(settings)
@@ -446,7 +446,7 @@ class CellRun:
                 self.log(f"runtime: {warning}")
         probe = self.probe
         if probe is not None:
-            from tlbench.benchmarks.running.probe import amp_warning
+            from .machine_peak import amp_warning
 
             warning = amp_warning(probe, self.options.options_for(self.cell.backend).amp)
             if warning:

@@ -11,8 +11,8 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # pragma: no cover
-    from tlbench.backends.options import BackendOptions
-    from tlbench.benchmarks.running.runtime import RuntimeSettings
+    from ...backends.options import BackendOptions
+    from .runtime import RuntimeSettings
 
 DEFAULT_SUITE = "default"
 
@@ -118,13 +118,13 @@ class RunOptions:
         Raises:
             ValueError: bad thread count or an allocator that is not installed (one line).
         """
-        from tlbench.benchmarks.running.runtime import resolve_runtime
+        from .runtime import resolve_runtime
 
         return resolve_runtime(self.threads, self.allocator)
 
     def options_for(self, backend: str) -> "BackendOptions":
         """The typed options of ``backend`` (its registry row's options class)."""
-        from tlbench.backends import backend_entry
+        from ...backends import backend_entry
 
         return backend_entry(backend).options.from_dict(self.backend_options.get(backend, {}))
 

@@ -422,7 +422,7 @@ def watched(canary_max_s: float, canary_reference_gflop_per_s: float | None) -> 
             their short ``--min-time`` and keep a quick canary).
         canary_reference_gflop_per_s: the canary measured with the machine probe (``None``: no ratio).
     """
-    from tlbench.benchmarks.running.canary import CANARY_MIN_TIME_S, canary_gflop_per_s, canary_summary
+    from .canary import CANARY_MIN_TIME_S, canary_gflop_per_s, canary_summary
 
     canary_s = min(CANARY_MIN_TIME_S, canary_max_s)
     summary: dict[str, Any] = {}

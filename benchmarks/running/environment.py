@@ -119,7 +119,7 @@ def environment_record(backends: tuple[str, ...] | list[str], runtime: dict[str,
         backends: registry names whose framework distributions are recorded (from their registry rows).
         runtime: the tuned runtime of the cell processes (threads, allocator), when known.
     """
-    from tlbench.backends import REGISTRY
+    from ...backends import REGISTRY
 
     packages = list(CORE_PACKAGES)
     for backend in backends:
@@ -166,7 +166,7 @@ def add_environment(suite_dir: Path, record: dict[str, Any]) -> None:
     Called only once a cell has been measured in this environment, so the file never describes a machine
     that produced none of the suite's records.
     """
-    from tlbench.benchmarks.running.results import write_json_atomic
+    from .results import write_json_atomic
 
     environments = load_environments(suite_dir)
     environments[record["environment_id"]] = record

@@ -36,10 +36,10 @@ from pathlib import Path
 from queue import Queue
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
-from tlbench.benchmarks.running.artifacts import cell_dir as artifact_dir
-from tlbench.benchmarks.running.config import CellConfig, RunOptions, SuiteConfig
-from tlbench.benchmarks.running.environment import environment_record, gpu_names
-from tlbench.benchmarks.running.results import empty_record, write_json_atomic
+from .artifacts import cell_dir as artifact_dir
+from .config import CellConfig, RunOptions, SuiteConfig
+from .environment import environment_record, gpu_names
+from .results import empty_record, write_json_atomic
 
 #: executor names accepted by ``make_executor`` (and ``tlbench run --executor``)
 EXECUTORS = ("local", "ray")
@@ -258,7 +258,7 @@ class LocalExecutor(Executor):
         self._environment: dict[str, Any] | None = None
 
     def start(self, suite: SuiteConfig, out_dir: Path, on_message: Callable[[str], None] | None = None) -> None:
-        from tlbench.benchmarks.running.runtime import available_cores, runtime_record
+        from .runtime import available_cores, runtime_record
 
         note = on_message or (lambda line: None)
         settings = suite.options.runtime()
@@ -374,7 +374,7 @@ def unpack_cell_dir(directory: Path, files: Mapping[str, bytes]) -> None:
 
 def _node_environment(backends: tuple[str, ...], options: RunOptions) -> dict[str, Any]:
     """The environment record of the node this runs on (a Ray task)."""
-    from tlbench.benchmarks.running.runtime import runtime_record
+    from .runtime import runtime_record
 
     return environment_record(backends, runtime_record(options.runtime()))
 

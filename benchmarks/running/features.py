@@ -116,7 +116,7 @@ def cached_features(
     """
     import time
 
-    from tlbench.benchmarks.running.training import predict_in_batches
+    from .training import predict_in_batches
 
     lengths = {split: len(array) for split, array in images.items()}
     total = sum(lengths.values())

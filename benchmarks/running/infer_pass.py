@@ -31,10 +31,10 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from tlbench.benchmarks.running import artifacts
-from tlbench.benchmarks.running.artifacts import cell_dir as artifact_dir
-from tlbench.benchmarks.running.config import RunOptions, SuiteConfig
-from tlbench.benchmarks.running.results import write_json_atomic
+from . import artifacts
+from .artifacts import cell_dir as artifact_dir
+from .config import RunOptions, SuiteConfig
+from .results import spread, write_json_atomic
 
 #: round-robin rounds of the pass: each model is timed in this many slots of ``infer_min_time_s / ROUNDS``
 ROUNDS = 10
@@ -57,7 +57,7 @@ def pass_groups(records: Sequence[dict[str, Any]], out_dir: Path) -> list[list[d
     """The groups of records the pass times together: finished cells of one backend, model and dataset (so one
     network, input size and batch) that ran the model itself at inference (no sklearn probe) and saved their
     weights; only groups of two or more, split into chunks of at most ``MAX_MODELS_PER_PROCESS``."""
-    from tlbench.strategies import get_strategy
+    from ...core.strategies import get_strategy
 
     groups: dict[tuple, list[dict[str, Any]]] = {}
     for record in records:
@@ -91,12 +91,12 @@ def time_group(records: Sequence[dict[str, Any]], options: RunOptions, out_dir: 
     Raises:
         InferPassError: a cell's weights or data do not load (one line).
     """
-    from tlbench.backends import BackendError, backend_entry, get_backend_class
-    from tlbench.benchmarks.running.cell import build_trained, load_cell_dataset, timing_batches
-    from tlbench.benchmarks.running.contention import describe, watched
-    from tlbench.benchmarks.running.environment import load_probe_file
-    from tlbench.benchmarks.running.runtime import apply_framework_threads
-    from tlbench.benchmarks.running.timing import measure_interleaved
+    from ...backends import BackendError, backend_entry, get_backend_class
+    from .cell import build_trained, load_cell_dataset, timing_batches
+    from .contention import describe, watched
+    from .environment import load_probe_file
+    from .runtime import apply_framework_threads
+    from .timing import measure_interleaved
 
     first = records[0]
     backend_class = get_backend_class(first["backend"])
@@ -160,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         outcome = time_group(records, options, args.suite_dir, log)
     except Exception as exc:  # the driver keeps the cells' own figures and prints this line
-        from tlbench.benchmarks.running.cell import one_line_error
+        from .cell import one_line_error
 
         import traceback
 
@@ -212,10 +212,10 @@ def run_group(records: list[dict[str, Any]], suite: SuiteConfig, out_dir: Path, 
             try:
                 return time_group(records, suite.options, out_dir, log)
             except Exception as exc:  # as in a pass process: the cells keep their figures, the cause is one line
-                from tlbench.benchmarks.running.cell import one_line_error
+                from .cell import one_line_error
 
                 return {"error": str(exc) if isinstance(exc, InferPassError) else one_line_error(exc)}
-    from tlbench.benchmarks.running.runtime import child_environment
+    from .runtime import child_environment
 
     work = out_dir / ".infer-pass"
     work.mkdir(exist_ok=True)
@@ -293,12 +293,6 @@ def discard_weights(records: Sequence[dict[str, Any]], out_dir: Path) -> None:
         weights = artifacts.find_weights(artifact_dir(out_dir, record))
         if weights is not None:
             weights.unlink(missing_ok=True)
-
-
-def spread(values: Sequence[float]) -> float:
-    """``max / min - 1`` of positive figures (0 for fewer than two)."""
-    values = [v for v in values if v]
-    return max(values) / min(values) - 1 if len(values) > 1 else 0.0
 
 
 if __name__ == "__main__":

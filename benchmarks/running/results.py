@@ -33,6 +33,16 @@ RESULT_COLUMNS = [
     "concurrency",
 ]  # fmt: skip
 
+#: a canary below this fraction of the probe's marks the cell's machine as slower than probed
+SLOW_RATIO = 0.8
+
+
+def spread(values: Iterable[float]) -> float:
+    """``max / min - 1`` of positive figures (0 for fewer than two): how far one model's speed figures disagree."""
+    values = [v for v in values if v]
+    return max(values) / min(values) - 1 if len(values) > 1 else 0.0
+
+
 #: the columns that identify a cell of the matrix
 CELL_KEY = ("backend", "model", "strategy", "dataset", "seed")
 

@@ -30,11 +30,11 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import IO, Any, Callable, Collection, Iterator, Mapping
 
-from tlbench.benchmarks.running.artifacts import cell_dir as artifact_dir
-from tlbench.benchmarks.running.config import CellConfig, SuiteConfig
-from tlbench.benchmarks.running.environment import add_environment
-from tlbench.benchmarks.running.executors import Executor, LocalExecutor
-from tlbench.benchmarks.running.results import append_result, cell_key, empty_record, latest_by_cell, load_results, write_json_atomic
+from .artifacts import cell_dir as artifact_dir
+from .config import CellConfig, SuiteConfig
+from .environment import add_environment
+from .executors import Executor, LocalExecutor
+from .results import append_result, cell_key, empty_record, latest_by_cell, load_results, write_json_atomic
 
 RESULTS_FILE = "results.jsonl"
 #: seconds a cell process group gets to exit after a forwarded SIGINT/SIGTERM before it is killed
@@ -288,7 +288,7 @@ def run_cell_subprocess(
     result_file = cell_dir / "result.json"
     result_file.unlink(missing_ok=True)
     log_path = cell_dir / "log.txt"
-    from tlbench.benchmarks.running.runtime import child_environment
+    from .runtime import child_environment
 
     child_env = child_environment(suite.options.runtime(), env)  # threads, allocator: before start
     start = time.perf_counter()
@@ -368,7 +368,7 @@ def run_cell_inprocess(
     """
     import contextlib
 
-    from tlbench.benchmarks.running.cell import CellRun
+    from .cell import CellRun
 
     directory = artifact_dir(out_dir, cell)
     directory.mkdir(parents=True, exist_ok=True)
@@ -410,7 +410,7 @@ def _infer_pass(
 ) -> None:  # fmt: skip
     """The inference pass over this run's cells (``infer_pass``): each re-timed cell gets a new record, appended
     and put in ``produced`` in place of its cell's record."""
-    from tlbench.benchmarks.running.infer_pass import run_infer_pass
+    from .infer_pass import run_infer_pass
 
     launch = None if inline else run_module_subprocess
     updated = {cell_key(r): r for r in run_infer_pass(produced, suite, out_dir, launch=launch, on_message=on_message)}
@@ -506,7 +506,7 @@ def run_suite(
             if suite.options.infer_pass and executor.name == "local":
                 _infer_pass(produced, suite, out_dir, results_path, getattr(cell_runner, "in_process", False), on_message)
             elif suite.options.infer_pass:  # cells measured on other nodes are not timed again here
-                from tlbench.benchmarks.running.infer_pass import discard_weights
+                from .infer_pass import discard_weights
 
                 discard_weights(produced, out_dir)
         except KeyboardInterrupt as exc:  # RunInterrupted included: stop what still runs, keep what is appended

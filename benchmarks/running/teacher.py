@@ -6,9 +6,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tlbench.backends.base import BackendError
-from tlbench.benchmarks.running.artifacts import cell_dir, find_weights
-from tlbench.benchmarks.running.results import latest_by_cell, load_results
+from ...backends.base import BackendError
+from .artifacts import cell_dir, find_weights
+from .results import latest_by_cell, load_results
 
 
 @dataclass(frozen=True)

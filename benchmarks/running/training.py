@@ -21,9 +21,9 @@ from typing import Any, Callable
 
 import numpy as np
 
-from tlbench.backends.base import Backend, ParamCounts
-from tlbench.benchmarks.running.timing import SyncTimer
-from tlbench.plan import TrainingPlan
+from ...backends.base import Backend, ParamCounts
+from .timing import SyncTimer
+from ...core.plan import TrainingPlan
 
 
 @dataclass

@@ -82,8 +82,8 @@ def run_arm(arm: str, args: argparse.Namespace, env: dict[str, str]) -> float:
 
 def main(argv: list[str] | None = None) -> int:
     """Parse arguments, run the rounds, print (and write) the table."""
-    from tlbench.benchmarks.running.config import RunOptions
-    from tlbench.benchmarks.running.runtime import cell_environment
+    from ..running.config import RunOptions
+    from ..running.runtime import cell_environment
 
     parser = argparse.ArgumentParser(prog="python -m tlbench.benchmarks.tools.bench_after_training", description=__doc__.split("\n")[0])
     parser.add_argument("--model", default="tf_efficientnet_lite0", help="a timm model name")

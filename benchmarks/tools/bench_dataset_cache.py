@@ -27,8 +27,8 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from tlbench.datasets import ArrayDataset, DatasetError, ResizePolicy, load_dataset
-from tlbench.datasets.imagefiles import data_workers
+from ...datasets import ArrayDataset, DatasetError, ResizePolicy, load_dataset
+from ...datasets.imagefiles import data_workers
 
 EXIT_USAGE = 2
 

@@ -84,7 +84,7 @@ import numpy as np, keras, tensorflow as tf
 backend, model_name, size, batch, steps, repeats, _ = sys.argv[1:8]
 size, batch, steps, repeats = int(size), int(batch), int(steps), int(repeats)
 keras.utils.set_random_seed(0)
-from tlbench.backends.keras_models import model_info
+from ...backends.keras_models import model_info
 info = model_info(model_name)
 app = getattr(keras.applications, info.application)
 preprocess = getattr(keras.applications, info.module).preprocess_input
@@ -156,8 +156,8 @@ def run_bare(backend: str, model: str, image_size: int, batch_size: int, steps: 
 
 def run_suite_cell(backend: str, model: str, image_size: int, batch_size: int, steps: int, out: Path) -> dict[str, Any]:
     """A real ``scratch`` cell through the runner's subprocess launcher (same code path as ``tlbench run``)."""
-    from tlbench.benchmarks.running.config import CellConfig, RunOptions, SuiteConfig
-    from tlbench.benchmarks.running.runner import run_cell_subprocess
+    from ..running.config import CellConfig, RunOptions, SuiteConfig
+    from ..running.runner import run_cell_subprocess
 
     options = RunOptions(
         epochs=1, image_size=image_size, batch_size=batch_size, device="cpu", weights="none", allow_random_init=True,
@@ -172,9 +172,9 @@ def run_suite_cell(backend: str, model: str, image_size: int, batch_size: int, s
 
 def measure(pairs: Sequence[tuple[str, str]], image_size: int, batch_size: int, steps: int, rounds: int) -> list[OverheadRow]:
     """Interleaved rounds of suite cell and bare loop per pair; medians."""
-    from tlbench.backends import get_backend_class
-    from tlbench.benchmarks.running.config import RunOptions
-    from tlbench.benchmarks.running.runtime import cell_environment
+    from ...backends import get_backend_class
+    from ..running.config import RunOptions
+    from ..running.runtime import cell_environment
 
     env = cell_environment(RunOptions().runtime(), {**os.environ, "PYTHONUNBUFFERED": "1"})
     samples: dict[tuple[str, str], dict[str, list[float]]] = {p: {k: [] for k in ("st", "bt", "si", "bi")} for p in pairs}
@@ -238,7 +238,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as exc:
         print(f"bench_overhead: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    from tlbench.benchmarks.running.config import RunOptions
+    from ..running.config import RunOptions
 
     rows = measure(pairs, args.image_size, args.batch_size, args.steps, args.rounds)  # type: ignore[arg-type]
     text = format_table(rows, args.image_size, args.batch_size, RunOptions().runtime().threads)

@@ -12,7 +12,7 @@ A variant is ``+``-joined tokens: ``fp32`` (no option), ``channels_last``, ``bf1
 ``compile``, ``infer_compile``. An ``infer_compile`` variant is inference only: after its warm-up steps the
 contract's ``prepare_inference`` compiles it with inductor freezing (what a cell does after training; its compile
 seconds are printed apart), so it has no training column. ``--mfu`` adds inference MFU against this machine's
-cached probe (``tlbench.benchmarks.running.probe``). Framework-free: the backend imports torch.
+cached probe (``tlbench.benchmarks.running.machine_peak``). Framework-free: the backend imports torch.
 """
 
 from __future__ import annotations
@@ -27,10 +27,10 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from tlbench.backends import Backend, BackendError, ModelSpec, TorchOptions, get_backend_class
-from tlbench.plan import make_plan
-from tlbench.strategies import STRATEGIES
-from tlbench.benchmarks.running.timing import measure_latency
+from ...backends import Backend, BackendError, ModelSpec, TorchOptions, get_backend_class
+from ...core.plan import make_plan
+from ...core.strategies import STRATEGIES
+from ..running.timing import measure_latency
 
 EXIT_USAGE = 2
 TOKENS = ("fp32", "channels_last", "bf16", "fp16", "compile", "infer_compile")
@@ -230,7 +230,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     peak = None
     try:
         if args.mfu:
-            from tlbench.benchmarks.running.probe import load_or_probe, peak_flop_per_s
+            from ..running.machine_peak import load_or_probe, peak_flop_per_s
 
             probe = load_or_probe(device=args.device, dtypes=("float32",), threads=_threads())
             peak = peak_flop_per_s(probe, "float32")

@@ -23,13 +23,13 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from tlbench.backends import BackendError, ModelSpec, get_backend_class
-from tlbench.benchmarks.running.cell import subset_train
-from tlbench.benchmarks.running.results import write_json_atomic
-from tlbench.benchmarks.running.training import Inputs, predict_in_batches, train_plan
-from tlbench.datasets import DatasetError, ResizePolicy, load_dataset
-from tlbench.plan import make_plan
-from tlbench.strategies import STRATEGIES
+from ...backends import BackendError, ModelSpec, get_backend_class
+from ..running.cell import subset_train
+from ..running.results import write_json_atomic
+from ..running.training import Inputs, predict_in_batches, train_plan
+from ...datasets import DatasetError, ResizePolicy, load_dataset
+from ...core.plan import make_plan
+from ...core.strategies import STRATEGIES
 
 EXIT_USAGE = 2
 

@@ -10,8 +10,8 @@ import pytest
 from plans import phase
 
 from tlbench.backends import REGISTRY, Backend, BackendError, ModelSpec, get_backend_class
-from tlbench.plan import make_plan
-from tlbench.strategies import STRATEGIES
+from tlbench.core.plan import make_plan
+from tlbench.core.strategies import STRATEGIES
 
 #: a small model each backend can build offline at 32 px
 SMALL_MODEL = {"timm": "resnet18", "torchvision": "resnet18", "keras": "vgg16"}

@@ -21,7 +21,7 @@ from tlbench.backends.options import KerasOptions
 from tlbench.backends.base import BackendError, DataConfig, ModelSpec
 from tlbench.backends.keras_backend import KerasBackend, check_image_size, keras_cache_dir
 from tlbench.backends.keras_models import KERAS_MODELS, model_info
-from tlbench.strategies import STRATEGIES
+from tlbench.core.strategies import STRATEGIES
 
 SIZE = 32
 
@@ -180,7 +180,7 @@ def test_one_optimizer_per_learning_rate_head_and_backbone(vgg):
 def test_bad_plans_are_rejected(vgg):
     from dataclasses import replace
 
-    from tlbench.plan import PlanError
+    from tlbench.core.plan import PlanError
 
     with pytest.raises(PlanError, match=r"unknown optimizer 'lion'; expected one of: adamw, sgd"):
         phase(vgg, "scratch", optimizer="lion")

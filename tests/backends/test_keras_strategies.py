@@ -11,7 +11,7 @@ from plans import phase
 
 from tlbench.backends.base import ModelSpec
 from tlbench.backends.keras_backend import KerasBackend
-from tlbench.strategies import STRATEGIES, Strategy, head_only
+from tlbench.core.strategies import STRATEGIES, Strategy, head_only
 
 SIZE = 32
 X = np.random.default_rng(1).integers(0, 256, (4, SIZE, SIZE, 3), dtype=np.uint8)

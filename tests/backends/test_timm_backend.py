@@ -10,7 +10,7 @@ from PIL import Image
 from sklearn.datasets import load_sample_images
 
 from tlbench.backends import BackendError, ModelSpec, get_backend_class
-from tlbench.strategies import STRATEGIES
+from tlbench.core.strategies import STRATEGIES
 from tlbench.datasets.base import ResizePolicy
 from tlbench.datasets.resize import resize_image
 

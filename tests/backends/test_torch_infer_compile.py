@@ -8,7 +8,7 @@ from plans import phase
 
 from tlbench.backends import ModelSpec, get_backend_class
 from tlbench.backends.options import TorchOptions, options_from_flags
-from tlbench.strategies import STRATEGIES
+from tlbench.core.strategies import STRATEGIES
 
 
 def test_frozen_compiled_model_matches_eager_for_every_batch_size(tmp_path):

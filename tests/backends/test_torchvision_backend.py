@@ -29,7 +29,7 @@ from tlbench.backends.torchvision_backend import (
     hub_cache_path,
     weights_enum,
 )
-from tlbench.strategies import STRATEGIES
+from tlbench.core.strategies import STRATEGIES
 
 SIZE = 32
 FORWARD_MODELS = ["resnet18", "mobilenet_v3_small", "efficientnet_b0", "densenet121"]

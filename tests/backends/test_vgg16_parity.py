@@ -22,8 +22,8 @@ from tlbench.backends import BackendError, KerasOptions, ModelSpec, OptionsError
 from tlbench.backends.base import WEIGHTS_NAME
 from tlbench.backends.offline_weights import HED_VGG16_TORCH_MEAN, HED_VGG16_TORCH_STD
 from tlbench.backends.options import options_from_flags
-from tlbench.plan import make_plan
-from tlbench.strategies import STRATEGIES
+from tlbench.core.plan import make_plan
+from tlbench.core.strategies import STRATEGIES
 
 RELATIVE_TOLERANCE = 1e-4
 SIZE = 64

@@ -74,7 +74,7 @@ def test_report_on_directory_without_results(tmp_path, capsys):
 def test_list_subcommands(capsys):
     assert main(["list", "strategies"]) == 0
     out = capsys.readouterr().out
-    from tlbench.strategies import STRATEGIES
+    from tlbench.core.strategies import STRATEGIES
 
     assert [line.split()[0] for line in out.splitlines()] == [*STRATEGIES, "partial_finetune@K"]
     assert main(["list", "backends"]) == 0

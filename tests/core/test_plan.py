@@ -6,8 +6,8 @@ from dataclasses import replace
 
 import pytest
 
-from tlbench.plan import PlanError, make_plan
-from tlbench.strategies import STRATEGIES, get_strategy
+from tlbench.core.plan import PlanError, make_plan
+from tlbench.core.strategies import STRATEGIES, get_strategy
 
 STAGES = ["stem", "s1", "s2", "s3", "s4"]
 

@@ -6,7 +6,7 @@ import dataclasses
 
 import pytest
 
-from tlbench.strategies import ALL_STAGES, STRATEGIES, get_strategy, head_only, trained_stages
+from tlbench.core.strategies import ALL_STAGES, STRATEGIES, get_strategy, head_only, trained_stages
 
 BASIC = ["scratch", "linear_probe", "partial_finetune", "full_finetune"]
 FIELD = ["lp_ft", "layer_decay", "l2sp", "distill", "logreg_probe", "knn_probe", "fusion"]

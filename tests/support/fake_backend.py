@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from tlbench.backends.base import Backend, BackendError, BuildInfo, DataConfig, Inputs, ModelSpec, ParamCounts
-from tlbench.plan import PhasePlan
+from tlbench.core.plan import PhasePlan
 
 GRID = 4
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from tlbench.plan import PhasePlan, make_plan
-from tlbench.strategies import STRATEGIES, Strategy
+from tlbench.core.plan import PhasePlan, make_plan
+from tlbench.core.strategies import STRATEGIES, Strategy
 
 
 def phase(backend: Any, strategy: str | Strategy, name: str | None = None, *, epochs: int = 3, **options: Any) -> PhasePlan:

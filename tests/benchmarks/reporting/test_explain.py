@@ -51,7 +51,7 @@ def trained_timm(tmp_path_factory: pytest.TempPathFactory):
     """A tiny timm model trained a few steps, its cell written with ``weights.pth`` (a state dict)."""
     from tlbench.backends import ModelSpec
     from tlbench.backends.timm_backend import TimmBackend
-    from tlbench.strategies import get_strategy
+    from tlbench.core.strategies import get_strategy
 
     suite = tmp_path_factory.mktemp("explain") / "suite"
     cell_dir = _write_cell(suite, "timm", SMALL_MODEL, "scratch")

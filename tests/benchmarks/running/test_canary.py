@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from tlbench.benchmarks.running.canary import SLOW_RATIO, canary_gflop_per_s, canary_summary
+from tlbench.benchmarks.running.canary import canary_gflop_per_s, canary_summary
+from tlbench.benchmarks.running.results import SLOW_RATIO
 from tlbench.benchmarks.running.contention import describe
 
 

@@ -11,7 +11,8 @@ import pytest
 
 from tlbench.benchmarks.running import infer_pass
 from tlbench.benchmarks.running.config import RunOptions, SuiteConfig
-from tlbench.benchmarks.running.infer_pass import pass_groups, passed_record, spread
+from tlbench.benchmarks.running.infer_pass import pass_groups, passed_record
+from tlbench.benchmarks.running.results import spread
 from tlbench.benchmarks.running.results import latest_by_cell, load_results
 from tlbench.benchmarks.running.runner import run_cell_inprocess, run_module_subprocess, run_suite
 

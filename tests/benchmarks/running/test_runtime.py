@@ -153,7 +153,7 @@ def test_unknown_framework() -> None:
 def test_modules_are_framework_free_at_import() -> None:
     code = (
         "import sys\n"
-        "import tlbench.benchmarks.running.runtime, tlbench.benchmarks.running.probe\n"
+        "import tlbench.benchmarks.running.runtime, tlbench.benchmarks.running.machine_peak\n"
         "import tlbench.benchmarks.running.contention\n"
         "print(sorted(m for m in ('torch', 'tensorflow', 'keras') if m in sys.modules))\n"
     )

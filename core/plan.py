@@ -19,7 +19,7 @@ import math
 from dataclasses import asdict, dataclass, field, replace
 from typing import Literal, Sequence
 
-from tlbench.strategies import ALL_STAGES, Strategy
+from .strategies import ALL_STAGES, Strategy
 
 Inputs = Literal["images", "features"]
 OPTIMIZERS = ("adamw", "sgd")

@@ -13,7 +13,7 @@ over timed repeats after a warm-up, with the device synchronized before every cl
 that one iteration of a kernel would take longer than ``max_iteration_s`` is measured on a small pilot size
 instead (the fastest of 1-3 calls, flagged ``bounded``), so probing never takes minutes.
 
-torch is imported inside the functions only. ``python -m tlbench.benchmarks.running.probe`` prints the
+torch is imported inside the functions only. ``python -m tlbench.benchmarks.running.machine_peak`` prints the
 (cached) probe as JSON, so a framework-free parent can run it in a subprocess with the cell's environment.
 """
 
@@ -150,7 +150,7 @@ def _measure_kernel(
 
 def _cpu_model() -> str:
     """CPU model name (``environment.cpu_model``)."""
-    from tlbench.benchmarks.running.environment import cpu_model
+    from .environment import cpu_model
 
     return cpu_model()
 
@@ -201,9 +201,9 @@ def probe_machine(
     dtypes = _check_dtypes(dtypes)
     if threads is not None:
         torch.set_num_threads(threads)
-    from tlbench.benchmarks.running.contention import ContentionSampler
+    from .contention import ContentionSampler
 
-    from tlbench.benchmarks.running.canary import canary_gflop_per_s
+    from .canary import canary_gflop_per_s
 
     details: dict[str, dict[str, Any]] = {"matmul": {}, "conv": {}}
     with ContentionSampler(gpu=_device_type(device) == "cuda") as sampler:
@@ -382,7 +382,7 @@ def amp_warning(probe: dict[str, Any], amp: str | None, factor: float = 1.5) -> 
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m tlbench.benchmarks.running.probe``: print the (cached) machine probe as JSON."""
+    """``python -m tlbench.benchmarks.running.machine_peak``: print the (cached) machine probe as JSON."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtypes", default=",".join(DTYPES))

@@ -1,6 +1,6 @@
 """Transfer strategies as data: one frozen dataclass per strategy, all in one table.
 
-A strategy says *what* to train; ``tlbench.plan.make_plan`` turns it, the model's stages and the run options
+A strategy says *what* to train; ``tlbench.core.plan.make_plan`` turns it, the model's stages and the run options
 into a framework-free ``TrainingPlan`` (phases, per-stage trainability and learning rates, BatchNorm policy,
 regularizers), and each backend applies a plan with its own primitive (``requires_grad`` in torch,
 ``layer.trainable`` in Keras). Adding a strategy means adding a row to ``STRATEGIES``, not code per backend.

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from tlbench.benchmarks.running import probe as probe_mod
-from tlbench.benchmarks.running.probe import amp_warning, load_or_probe, peak_flop_per_s, probe_machine, slower_dtypes
+from tlbench.benchmarks.running.machine_peak import amp_warning, load_or_probe, peak_flop_per_s, probe_machine, slower_dtypes
 
 pytest.importorskip("torch")
 
