@@ -43,9 +43,30 @@ class BackendEntry:
 REGISTRY: dict[str, BackendEntry] = {
     entry.name: entry
     for entry in (
-        BackendEntry("timm", "tlbench.backends.timm_backend:TimmBackend", "timm", ("torch", "torchvision", "timm"), TorchOptions, "torch"),
-        BackendEntry("torchvision", "tlbench.backends.torchvision_backend:TorchvisionBackend", "torch", ("torch", "torchvision"), TorchOptions, "torch"),
-        BackendEntry("keras", "tlbench.backends.keras_backend:KerasBackend", "keras", ("tensorflow", "tensorflow-cpu", "keras"), KerasOptions, "tensorflow"),
+        BackendEntry(
+            "timm",
+            "tlbench.backends.timm_backend:TimmBackend",
+            "timm",
+            ("torch", "torchvision", "timm"),
+            TorchOptions,
+            "torch",
+        ),
+        BackendEntry(
+            "torchvision",
+            "tlbench.backends.torchvision_backend:TorchvisionBackend",
+            "torch",
+            ("torch", "torchvision"),
+            TorchOptions,
+            "torch",
+        ),
+        BackendEntry(
+            "keras",
+            "tlbench.backends.keras_backend:KerasBackend",
+            "keras",
+            ("tensorflow", "tensorflow-cpu", "keras"),
+            KerasOptions,
+            "tensorflow",
+        ),
     )
 }
 
@@ -120,5 +141,7 @@ def get_backend_class(name: str) -> type[Backend]:
         missing = exc.name or "?"
         if missing.startswith("tlbench") or missing == module_name:
             raise
-        raise BackendError(f"backend {name!r} needs the package {missing!r}; install it with: pip install 'tlbench[{entry.extra}]'") from exc
+        raise BackendError(
+            f"backend {name!r} needs the package {missing!r}; install it with: pip install 'tlbench[{entry.extra}]'"
+        ) from exc
     return getattr(module, class_name)

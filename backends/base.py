@@ -28,9 +28,9 @@ from typing import Any, ClassVar, Literal
 
 import numpy as np
 
+from ..core.plan import PhasePlan
 from .errors import BackendError
 from .options import BackendOptions
-from ..core.plan import PhasePlan
 
 Inputs = Literal["images", "features"]
 
@@ -147,7 +147,9 @@ class Backend(abc.ABC):
     def validate_model(cls, model_name: str) -> None:
         """Raise ``BackendError`` (listing valid names) if this backend cannot build ``model_name``."""
         if model_name not in cls.available_models():
-            raise BackendError(f"unknown {cls.name} model {model_name!r}; expected one of: {', '.join(cls.available_models())}")
+            raise BackendError(
+                f"unknown {cls.name} model {model_name!r}; expected one of: {', '.join(cls.available_models())}"
+            )
 
     @classmethod
     def validate_weights(cls, model_name: str, weights: str) -> None:
@@ -157,7 +159,9 @@ class Backend(abc.ABC):
         """
         if weights in ("default", "none") or os.path.isfile(weights):
             return
-        raise BackendError(f"--weights {weights!r} is a weights name, but backend {cls.name!r} takes only default, none or a file")
+        raise BackendError(
+            f"--weights {weights!r} is a weights name, but backend {cls.name!r} takes only default, none or a file"
+        )
 
     @classmethod
     def check_named_weights(cls, model_name: str, weights: str) -> Any:
@@ -237,7 +241,9 @@ class Backend(abc.ABC):
 
     # ---- training and inference ----------------------------------------------------------------------
     @abc.abstractmethod
-    def train_step(self, batch: np.ndarray, labels: np.ndarray, inputs: Inputs = "images", soft_targets: np.ndarray | None = None) -> None:
+    def train_step(
+        self, batch: np.ndarray, labels: np.ndarray, inputs: Inputs = "images", soft_targets: np.ndarray | None = None
+    ) -> None:
         """One optimizer step on a uint8 image batch, or on cached features through the head alone.
 
         With the phase's ``distillation`` and ``soft_targets`` (a teacher's probabilities, ``(N, C)``), the loss is
@@ -339,4 +345,6 @@ class Backend(abc.ABC):
         if planned != names:
             raise BackendError(f"plan phase {phase.name!r} names stages {planned} but the model has {names}")
         if phase.optimizer.name not in ("adamw", "sgd"):
-            raise BackendError(f"backend {self.name!r} has no optimizer {phase.optimizer.name!r}; expected adamw or sgd")
+            raise BackendError(
+                f"backend {self.name!r} has no optimizer {phase.optimizer.name!r}; expected adamw or sgd"
+            )

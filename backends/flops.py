@@ -72,8 +72,18 @@ def torch_flops_per_image(model: Any, image_size: int, in_chans: int = 3, traini
 
 
 def conv_backward_flops(
-    grad_out_shape: Any, x_shape: Any, w_shape: Any, _bias: Any, _stride: Any, _padding: Any, _dilation: Any,
-    transposed: bool, _output_padding: Any, _groups: Any, output_mask: Any, out_shape: Any = None,
+    grad_out_shape: Any,
+    x_shape: Any,
+    w_shape: Any,
+    _bias: Any,
+    _stride: Any,
+    _padding: Any,
+    _dilation: Any,
+    transposed: bool,
+    _output_padding: Any,
+    _groups: Any,
+    output_mask: Any,
+    out_shape: Any = None,
 ) -> int:
     """FLOPs of ``aten.convolution_backward``: the forward's multiply-adds once per gradient computed.
 
@@ -155,10 +165,19 @@ def _counted_types() -> tuple[type, ...]:
     from keras import layers
 
     return (
-        layers.Conv1D, layers.Conv2D, layers.Conv3D, layers.DepthwiseConv1D, layers.DepthwiseConv2D,
-        layers.SeparableConv1D, layers.SeparableConv2D, layers.Conv1DTranspose, layers.Conv2DTranspose,
-        layers.Conv3DTranspose, layers.Dense, layers.EinsumDense,
-    )  # fmt: skip
+        layers.Conv1D,
+        layers.Conv2D,
+        layers.Conv3D,
+        layers.DepthwiseConv1D,
+        layers.DepthwiseConv2D,
+        layers.SeparableConv1D,
+        layers.SeparableConv2D,
+        layers.Conv1DTranspose,
+        layers.Conv2DTranspose,
+        layers.Conv3DTranspose,
+        layers.Dense,
+        layers.EinsumDense,
+    )
 
 
 def _shape_of(value: Any) -> tuple[int, ...]:

@@ -44,10 +44,10 @@ from typing import Any
 
 import numpy as np
 
+from ..core.plan import PhasePlan
 from .base import Backend, BackendError, BuildInfo, DataConfig, Inputs, ModelSpec, ParamCounts
 from .keras_models import KERAS_MODELS, MIN_IMAGE_SIZE, KerasModelInfo, model_info
 from .options import FCN_HEAD_DROPOUT, FCN_HEAD_HIDDEN_CHANNELS, HEAD_FACTS, KerasOptions
-from ..core.plan import PhasePlan
 
 #: channels of the FCN head's hidden 1×1 convolution (shared with the torch backends' ``--head fcn``)
 HEAD_HIDDEN_CHANNELS = FCN_HEAD_HIDDEN_CHANNELS
@@ -71,7 +71,9 @@ def import_tensorflow_keras() -> tuple[Any, Any]:
     import tensorflow as tf
 
     if keras.backend.backend() != "tensorflow":
-        raise BackendError(f"keras backend needs KERAS_BACKEND=tensorflow, but Keras runs on {keras.backend.backend()!r}")
+        raise BackendError(
+            f"keras backend needs KERAS_BACKEND=tensorflow, but Keras runs on {keras.backend.backend()!r}"
+        )
     return tf, keras
 
 
@@ -182,7 +184,10 @@ class KerasBackend(Backend):
     @classmethod
     def framework_versions(cls) -> dict[str, str]:
         versions = {}
-        for label, distributions in (("tensorflow", ("tensorflow", "tensorflow-cpu", "tf-nightly")), ("keras", ("keras",))):
+        for label, distributions in (
+            ("tensorflow", ("tensorflow", "tensorflow-cpu", "tf-nightly")),
+            ("keras", ("keras",)),
+        ):
             for dist in distributions:
                 try:
                     versions[label] = metadata.version(dist)
@@ -200,7 +205,13 @@ class KerasBackend(Backend):
         check_image_size(model_name, image_size)
         named = self.check_named_weights(model_name, weights)
         if named is not None:
-            return DataConfig(image_size=image_size, crop_pct=1.0, interpolation="bilinear", mean=tuple(named.mean), std=tuple(named.std))
+            return DataConfig(
+                image_size=image_size,
+                crop_pct=1.0,
+                interpolation="bilinear",
+                mean=tuple(named.mean),
+                std=tuple(named.std),
+            )
         return DataConfig(image_size=image_size, crop_pct=1.0, interpolation="bilinear")
 
     # ---- model -----------------------------------------------------------------------------------------
@@ -215,7 +226,9 @@ class KerasBackend(Backend):
         tf, keras = self._tf, self._keras
         options = spec.options if isinstance(spec.options, KerasOptions) else KerasOptions(amp=spec.options.amp)
         if options.head != "fcn":
-            raise BackendError(f"keras backend has only the fully-convolutional head (--head fcn), got --head {options.head}")
+            raise BackendError(
+                f"keras backend has only the fully-convolutional head (--head fcn), got --head {options.head}"
+            )
         seed = spec.seed
         keras.utils.set_random_seed(seed)
         policy = self._dtype_policy(options.amp)
@@ -284,7 +297,9 @@ class KerasBackend(Backend):
         if name != "vgg16-hed":  # pragma: no cover - one entry today
             raise BackendError(f"keras backend cannot load weights {name!r}")
         model = make(None)
-        set_keras_weights(model, {layer: list(pair) for layer, pair in read_hed_vgg16_kernels(hed_vgg16_path()).items()})
+        set_keras_weights(
+            model, {layer: list(pair) for layer, pair in read_hed_vgg16_kernels(hed_vgg16_path()).items()}
+        )
         return model
 
     def _from_file(self, info: KerasModelInfo, path: str, make: Any) -> Any:
@@ -300,7 +315,9 @@ class KerasBackend(Backend):
                 model.load_weights(path)
         except Exception as exc:  # h5py, shape mismatch and skipped-variable warnings come in many types
             message = " ".join(str(exc).split())[:200]
-            raise BackendError(f"weights file {path!r} does not load: expected {expected} ({type(exc).__name__}: {message})") from exc
+            raise BackendError(
+                f"weights file {path!r} does not load: expected {expected} ({type(exc).__name__}: {message})"
+            ) from exc
         return model
 
     def _create_head(self, channels: int, num_classes: int, seed: int) -> Any:
@@ -327,7 +344,9 @@ class KerasBackend(Backend):
                 continue
             index = info.stage_of(layer.name)
             if index is None:
-                raise BackendError(f"keras model {info.name!r}: layer {layer.name!r} belongs to no stage of the tlbench table")
+                raise BackendError(
+                    f"keras model {info.name!r}: layer {layer.name!r} belongs to no stage of the tlbench table"
+                )
             stages[index].append(layer.name)
         return stages
 
@@ -385,11 +404,16 @@ class KerasBackend(Backend):
         rates: dict[str, float | None] = {"head": head.pop() if len(head) == 1 else None}
         for index, (label, _) in enumerate(info.stages):
             found = {
-                lr_of.get(v.path) for layer in backbone.layers if info.stage_of(layer.name) == index for v in layer.weights
+                lr_of.get(v.path)
+                for layer in backbone.layers
+                if info.stage_of(layer.name) == index
+                for v in layer.weights
                 if v.trainable
-            } or {None}  # fmt: skip
+            } or {None}
             if len(found) != 1:
-                raise RuntimeError(f"variables of stage {label!r} have several learning rates: {sorted(map(str, found))}")
+                raise RuntimeError(
+                    f"variables of stage {label!r} have several learning rates: {sorted(map(str, found))}"
+                )
             rates[label] = found.pop()
         return rates
 
@@ -412,7 +436,9 @@ class KerasBackend(Backend):
         if opt.name == "adamw":
             return optimizers.AdamW(learning_rate=learning_rate, weight_decay=opt.weight_decay)
         if opt.name == "sgd":
-            return optimizers.SGD(learning_rate=learning_rate, momentum=opt.momentum, weight_decay=opt.weight_decay or None)
+            return optimizers.SGD(
+                learning_rate=learning_rate, momentum=opt.momentum, weight_decay=opt.weight_decay or None
+            )
         raise BackendError(f"unknown optimizer {opt.name!r}; expected adamw or sgd")
 
     def _make_augmenter(self, augment: str, seed: int) -> Any:
@@ -421,7 +447,9 @@ class KerasBackend(Backend):
         layers = self._keras.layers
         steps = [layers.RandomFlip("horizontal", seed=seed)]
         if augment == "crop-flip":
-            steps.append(layers.RandomZoom(height_factor=(-CROP_ZOOM_FRACTION, 0.0), fill_mode="reflect", seed=seed + 1))
+            steps.append(
+                layers.RandomZoom(height_factor=(-CROP_ZOOM_FRACTION, 0.0), fill_mode="reflect", seed=seed + 1)
+            )
         return self._keras.Sequential(steps, name=f"augment_{augment.replace('-', '_')}")
 
     # ---- tf.function steps -----------------------------------------------------------------------------
@@ -490,11 +518,16 @@ class KerasBackend(Backend):
                 t, alpha = distillation.temperature, distillation.alpha
                 teacher_t = tf.nn.softmax(tf.math.log(tf.maximum(soft, 1e-12)) / t)
                 log_student_t = tf.nn.log_softmax(tf.cast(logits, tf.float32) / t)
-                kl = tf.reduce_mean(tf.reduce_sum(teacher_t * (tf.math.log(tf.maximum(teacher_t, 1e-12)) - log_student_t), axis=1))
+                kl = tf.reduce_mean(
+                    tf.reduce_sum(teacher_t * (tf.math.log(tf.maximum(teacher_t, 1e-12)) - log_student_t), axis=1)
+                )
                 total = (1 - alpha) * loss + alpha * t * t * kl
             return loss, total + penalty()
 
-        @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32), label_spec, soft_spec], jit_compile=self.jit_compile)
+        @tf.function(
+            input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32), label_spec, soft_spec],
+            jit_compile=self.jit_compile,
+        )
         def train(x: Any, labels: Any, soft: Any) -> None:
             with tf.GradientTape() as tape:
                 features = backbone(x, training=backbone_trains)
@@ -504,7 +537,10 @@ class KerasBackend(Backend):
             apply_gradients(total, tape)
             loss_sum.assign_add(tf.cast(loss, tf.float32))
 
-        @tf.function(input_signature=[tf.TensorSpec([None, None, None, None], tf.float32), label_spec, soft_spec], jit_compile=self.jit_compile)
+        @tf.function(
+            input_signature=[tf.TensorSpec([None, None, None, None], tf.float32), label_spec, soft_spec],
+            jit_compile=self.jit_compile,
+        )
         def train_head(feats: Any, labels: Any, soft: Any) -> None:
             with tf.GradientTape() as tape:
                 loss, total = objective(labels, head(feats, training=True), soft)
@@ -514,7 +550,9 @@ class KerasBackend(Backend):
         self._prepare_train_fn, self._train_fn, self._train_head_fn = prepare_train, train, train_head
 
     # ---- training and inference --------------------------------------------------------------------------
-    def train_step(self, batch: np.ndarray, labels: np.ndarray, inputs: Inputs = "images", soft_targets: np.ndarray | None = None) -> None:
+    def train_step(
+        self, batch: np.ndarray, labels: np.ndarray, inputs: Inputs = "images", soft_targets: np.ndarray | None = None
+    ) -> None:
         self._require_phase()
         y = np.asarray(labels, dtype=np.int64)
         if self._distillation is not None:
@@ -591,7 +629,9 @@ class KerasBackend(Backend):
                 self._combined().load_weights(path)
         except Exception as exc:  # h5py and shape errors come in many types
             message = " ".join(str(exc).split())[:200]
-            raise BackendError(f"weights file {path!r} does not fit keras model {self.info.name!r} with this head ({type(exc).__name__}: {message})") from exc
+            raise BackendError(
+                f"weights file {path!r} does not fit keras model {self.info.name!r} with this head ({type(exc).__name__}: {message})"
+            ) from exc
 
     def _combined(self) -> Any:
         """Backbone and head as one functional model (shares their variables), for weights files."""

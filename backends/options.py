@@ -11,8 +11,9 @@ fingerprint of a cell covers only the options its backend takes.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import MISSING, asdict, dataclass, fields
-from typing import Any, ClassVar, Mapping
+from typing import Any, ClassVar
 
 AMPS = ("", "bf16", "fp16")
 #: classifier heads (``--head``): ``native`` (the model's own classifier: a Linear/MLP on pooled features) or
@@ -78,7 +79,7 @@ class BackendOptions:
         return data
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "BackendOptions":
+    def from_dict(cls, data: Mapping[str, Any]) -> BackendOptions:
         """Build from a dict made by ``to_dict``.
 
         Raises:
@@ -87,7 +88,9 @@ class BackendOptions:
         names = {f.name for f in fields(cls)}
         unknown = sorted(set(data) - names)
         if unknown:
-            raise OptionsError(f"{cls.__name__} takes {', '.join(sorted(names))}; got unknown option(s) {', '.join(unknown)}")
+            raise OptionsError(
+                f"{cls.__name__} takes {', '.join(sorted(names))}; got unknown option(s) {', '.join(unknown)}"
+            )
         return cls(**dict(data))
 
 
@@ -117,14 +120,19 @@ class TorchOptions(BackendOptions):
     head: str = "native"
 
     FLAGS: ClassVar[dict[str, str]] = {
-        "amp": "--amp", "channels_last": "--channels-last", "compile": "--compile", "infer_compile": "--infer-compile",
+        "amp": "--amp",
+        "channels_last": "--channels-last",
+        "compile": "--compile",
+        "infer_compile": "--infer-compile",
         "head": "--head",
-    }  # fmt: skip
+    }
 
     def validate(self, backend: str, *, device: str, image_size: int, in_chans: int, gpu_visible: bool) -> None:
         super().validate(backend, device=device, image_size=image_size, in_chans=in_chans, gpu_visible=gpu_visible)
         if self.amp == "fp16" and not _on_gpu(device, gpu_visible):
-            raise OptionsError(f"--amp fp16 needs a CUDA device but backend {backend!r} would run on the CPU (--device {device}); use --amp bf16 on CPU")
+            raise OptionsError(
+                f"--amp fp16 needs a CUDA device but backend {backend!r} would run on the CPU (--device {device}); use --amp bf16 on CPU"
+            )
         _check_head(self.head)
 
     def check_model(self, backend: str, model: str) -> None:
@@ -164,7 +172,9 @@ class KerasOptions(BackendOptions):
         if self.amp == "fp16":
             raise OptionsError(f"backend {backend!r} takes --amp bf16 only (mixed_bfloat16), got --amp fp16")
         if image_size < KERAS_MIN_IMAGE_SIZE:
-            raise OptionsError(f"backend {backend!r} needs --image-size >= {KERAS_MIN_IMAGE_SIZE} (five stride-2 stages), got {image_size}")
+            raise OptionsError(
+                f"backend {backend!r} needs --image-size >= {KERAS_MIN_IMAGE_SIZE} (five stride-2 stages), got {image_size}"
+            )
         if in_chans != 3:
             raise OptionsError(
                 f"backend {backend!r} takes --in-chans 3 (gray replicated to RGB), got {in_chans}: "
@@ -201,7 +211,9 @@ def options_from_flags(backend: str, options_class: type[BackendOptions], flags:
             continue
         if name in taken:
             values[name] = value
-        elif not (len(defaults.get(name, ())) == 1 and value in defaults[name]):  # a default some backend differs on counts as given
+        elif not (
+            len(defaults.get(name, ())) == 1 and value in defaults[name]
+        ):  # a default some backend differs on counts as given
             flag = {**TorchOptions.FLAGS, **KerasOptions.FLAGS}.get(name, name)
             raise OptionsError(
                 f"{flag} is not an option of backend {backend!r} (it takes: "

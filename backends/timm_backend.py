@@ -21,8 +21,6 @@ set, in which case the results say ``pretrained="none"``.
 
 from __future__ import annotations
 
-import os
-
 import timm
 import torch
 from timm.models import group_parameters
@@ -124,7 +122,9 @@ class TimmBackend(TorchBackend):
         self.validate_model(spec.name)
         in_chans = 1 if spec.in_chans == 1 else 3
         if not spec.pretrained or spec.weights == "none":
-            return timm.create_model(spec.name, pretrained=False, num_classes=spec.num_classes, in_chans=in_chans), "none"
+            return timm.create_model(
+                spec.name, pretrained=False, num_classes=spec.num_classes, in_chans=in_chans
+            ), "none"
         if self.check_named_weights(spec.name, spec.weights) is not None:
             model = timm.create_model(spec.name, pretrained=False, num_classes=spec.num_classes, in_chans=3)
             source = load_named_weights(model, spec.weights)

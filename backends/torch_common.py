@@ -22,10 +22,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from .torch_files import read_state_dict  # noqa: F401  (re-exported for the torch backends)
+from ..core.plan import PhasePlan
 from .base import Backend, BackendError, BuildInfo, DataConfig, Inputs, ModelSpec, ParamCounts
 from .options import FCN_HEAD_DROPOUT, FCN_HEAD_HIDDEN_CHANNELS, HEAD_FACTS, OptionsError, TorchOptions
-from ..core.plan import PhasePlan
+from .torch_files import read_state_dict  # noqa: F401  (re-exported for the torch backends)
 
 _BN_TYPES = (nn.modules.batchnorm._BatchNorm,)
 
@@ -39,7 +39,13 @@ class FcnHead(nn.Module):
     biases). It takes the trunk's spatial map ``(N, C, h, w)`` and returns logits ``(N, num_classes)``.
     """
 
-    def __init__(self, in_channels: int, num_classes: int, hidden: int = FCN_HEAD_HIDDEN_CHANNELS, dropout: float = FCN_HEAD_DROPOUT) -> None:
+    def __init__(
+        self,
+        in_channels: int,
+        num_classes: int,
+        hidden: int = FCN_HEAD_HIDDEN_CHANNELS,
+        dropout: float = FCN_HEAD_DROPOUT,
+    ) -> None:
         super().__init__()
         self.hidden = nn.Conv2d(in_channels, hidden, kernel_size=1)
         self.relu = nn.ReLU()
@@ -83,7 +89,9 @@ def fcn_classifier(model: nn.Module, num_classes: int, model_name: str) -> FcnCl
     """
     features = getattr(model, "features", None)
     if not isinstance(features, nn.Module):
-        raise BackendError(f"--head fcn needs a model with a 'features' trunk; {model_name!r} ({type(model).__name__}) has none")
+        raise BackendError(
+            f"--head fcn needs a model with a 'features' trunk; {model_name!r} ({type(model).__name__}) has none"
+        )
     return FcnClassifier(features, num_classes)
 
 
@@ -110,7 +118,9 @@ def named_weights_data_config(entry: Any, image_size: int) -> DataConfig:
     Normalization is the entry's (``vgg16-hed``: ``x_255 - (123.68, 116.779, 103.939)``, no std division); the
     resize policy is Keras' (whole image, bilinear: ``crop_pct=1.0``), so all three frameworks share one cache.
     """
-    return DataConfig(image_size=image_size, crop_pct=1.0, interpolation="bilinear", mean=tuple(entry.mean), std=tuple(entry.std))
+    return DataConfig(
+        image_size=image_size, crop_pct=1.0, interpolation="bilinear", mean=tuple(entry.mean), std=tuple(entry.std)
+    )
 
 
 def load_named_weights(model: nn.Module, name: str) -> str:
@@ -150,7 +160,9 @@ def resolve_torch_device(requested: str) -> torch.device:
     raise BackendError(f"unknown device {requested!r}; expected auto, cpu, cuda or cuda:N")
 
 
-def _map_state(target: "OrderedDict[str, torch.Tensor]", src: "OrderedDict[str, torch.Tensor]") -> "OrderedDict[str, torch.Tensor] | None":
+def _map_state(
+    target: OrderedDict[str, torch.Tensor], src: OrderedDict[str, torch.Tensor]
+) -> OrderedDict[str, torch.Tensor] | None:
     """``src`` keyed like ``target``: by name when the key sets agree, else positionally; ``None`` if shapes differ."""
     if set(src) == set(target):
         pairs = [(k, k, src[k]) for k in target]
@@ -163,7 +175,9 @@ def _map_state(target: "OrderedDict[str, torch.Tensor]", src: "OrderedDict[str, 
     return OrderedDict((tk, sv) for tk, _, sv in pairs)
 
 
-def load_backbone_weights(model: nn.Module, state: "OrderedDict[str, torch.Tensor]", classifier_prefixes: list[str], source: str) -> bool:
+def load_backbone_weights(
+    model: nn.Module, state: OrderedDict[str, torch.Tensor], classifier_prefixes: list[str], source: str
+) -> bool:
     """Load ``state`` into ``model``: the whole checkpoint when it fits, else its backbone only.
 
     Keys are matched by name when the two key sets agree, otherwise positionally (same order, same shapes),
@@ -205,7 +219,9 @@ def load_backbone_weights(model: nn.Module, state: "OrderedDict[str, torch.Tenso
                 "expected a checkpoint of the same architecture"
             )
         bad = next(k for k in target if tuple(target[k].shape) != tuple(src[k].shape))
-        raise BackendError(f"weights {source!r}: {bad!r} has shape {tuple(src[bad].shape)}, expected {tuple(target[bad].shape)}")
+        raise BackendError(
+            f"weights {source!r}: {bad!r} has shape {tuple(src[bad].shape)}, expected {tuple(target[bad].shape)}"
+        )
     model.load_state_dict(mapped, strict=False)
     return False
 
@@ -333,17 +349,20 @@ class TorchBackend(Backend):
         labels = [label if labels.count(label) == 1 else f"{label}#{i}" for i, label in enumerate(labels)]
         self._stages = list(zip(labels, stage_names))
         self._pretrained_backbone = {}
-        dtype = "float32" if self.autocast_dtype is None else f"{str(self.autocast_dtype).removeprefix('torch.')}-autocast"
+        dtype = (
+            "float32" if self.autocast_dtype is None else f"{str(self.autocast_dtype).removeprefix('torch.')}-autocast"
+        )
         return BuildInfo(
             pretrained=source,
             data_config=self.data_config,
             dtype=dtype,
             device=str(self.device),
             facts={
-                "memory_format": "channels_last" if options.channels_last else "contiguous", "compiled": options.compile,
+                "memory_format": "channels_last" if options.channels_last else "contiguous",
+                "compiled": options.compile,
                 "infer_compiled": options.infer_compile,
                 "head": HEAD_FACTS[options.head],
-            },  # fmt: skip
+            },
         )
 
     def _autocast_dtype(self, amp: str) -> torch.dtype | None:
@@ -384,7 +403,9 @@ class TorchBackend(Backend):
         opt = phase.optimizer
         param_groups = [{"params": ps, "lr": lr} for lr, ps in groups.items()]
         if opt.name == "sgd":
-            self.optimizer = torch.optim.SGD(param_groups, lr=phase.head_lr, momentum=opt.momentum, weight_decay=opt.weight_decay)
+            self.optimizer = torch.optim.SGD(
+                param_groups, lr=phase.head_lr, momentum=opt.momentum, weight_decay=opt.weight_decay
+            )
         else:
             self.optimizer = torch.optim.AdamW(param_groups, lr=phase.head_lr, weight_decay=opt.weight_decay)
         self._eval_bn = self._bn_modules_in_eval(model, phase, stage_of)
@@ -421,7 +442,9 @@ class TorchBackend(Backend):
                 names.add(module_name)
         return names
 
-    def _install_regularizers(self, phase: PhasePlan, head_params: list[nn.Parameter], backbone: list[tuple[str, nn.Parameter]]) -> None:
+    def _install_regularizers(
+        self, phase: PhasePlan, head_params: list[nn.Parameter], backbone: list[tuple[str, nn.Parameter]]
+    ) -> None:
         """L2-SP toward the weights the backbone had when first asked for (the pretrained ones: no earlier phase
         trains the backbone), and an L2 penalty on the head."""
         regs = phase.regularizers
@@ -461,7 +484,9 @@ class TorchBackend(Backend):
     def to_input(self, images: np.ndarray) -> torch.Tensor:
         """uint8 NHWC numpy → normalized float NCHW tensor on the device (gray → 1 channel if in_chans=1)."""
         # memory-mapped cache slices are read-only; torch wants a writable buffer (copies only then)
-        x = torch.from_numpy(np.require(images, np.uint8, ["C_CONTIGUOUS", "WRITEABLE"])).to(self.device, non_blocking=True)
+        x = torch.from_numpy(np.require(images, np.uint8, ["C_CONTIGUOUS", "WRITEABLE"])).to(
+            self.device, non_blocking=True
+        )
         if self.spec is not None and self.spec.in_chans == 1:
             x = x[..., :1]
         x = x.permute(0, 3, 1, 2).float()
@@ -486,7 +511,9 @@ class TorchBackend(Backend):
             return torch.autocast(device_type=self.device.type, enabled=False)
         return torch.autocast(device_type=self.device.type, dtype=self.autocast_dtype)
 
-    def train_step(self, batch: np.ndarray, labels: np.ndarray, inputs: Inputs = "images", soft_targets: np.ndarray | None = None) -> None:
+    def train_step(
+        self, batch: np.ndarray, labels: np.ndarray, inputs: Inputs = "images", soft_targets: np.ndarray | None = None
+    ) -> None:
         model = self._require_model()
         if self._frozen_for_inference:
             raise RuntimeError("prepare_inference() froze this model for inference; training is over")
@@ -665,6 +692,7 @@ class TorchBackend(Backend):
             raise RuntimeError("build() must be called first")
         return self.model
 
+
 def _single_rate(rates: set[float | None], where: str) -> float | None:
     """The one learning rate of a stage's parameters (``None``: frozen, not in the optimizer)."""
     if len(rates) != 1:
@@ -672,7 +700,9 @@ def _single_rate(rates: set[float | None], where: str) -> float | None:
     return next(iter(rates))
 
 
-def _random_resized_crop(x: torch.Tensor, generator: torch.Generator, scale: tuple[float, float] = (0.5, 1.0)) -> torch.Tensor:
+def _random_resized_crop(
+    x: torch.Tensor, generator: torch.Generator, scale: tuple[float, float] = (0.5, 1.0)
+) -> torch.Tensor:
     """Per-batch random resized crop on device tensors (same crop box for the batch, resized back)."""
     _, _, h, w = x.shape
     area = float(torch.empty(1).uniform_(*scale, generator=generator))

@@ -10,7 +10,7 @@ import torch
 from .errors import BackendError
 
 
-def read_state_dict(path: str) -> "OrderedDict[str, torch.Tensor]":
+def read_state_dict(path: str) -> OrderedDict[str, torch.Tensor]:
     """Load a weights file safely (``weights_only=True``), unwrapping ``state_dict``/``model`` containers.
 
     Raises:
@@ -22,7 +22,9 @@ def read_state_dict(path: str) -> "OrderedDict[str, torch.Tensor]":
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for corrupt files
         reason = " ".join(str(exc).split())[:200]
-        raise BackendError(f"weights file {path!r} is not a loadable torch state dict ({type(exc).__name__}: {reason})") from exc
+        raise BackendError(
+            f"weights file {path!r} is not a loadable torch state dict ({type(exc).__name__}: {reason})"
+        ) from exc
     for key in ("state_dict", "model", "model_state_dict"):
         if isinstance(obj, dict) and key in obj and isinstance(obj[key], dict):
             obj = obj[key]

@@ -190,7 +190,9 @@ def to_single_channel(model: nn.Module) -> str:
     if conv.in_channels == 1:
         return name
     if conv.groups != 1 or conv.in_channels != 3:
-        raise BackendError(f"first convolution {name!r} has {conv.in_channels} input channels in {conv.groups} groups; expected 3 in 1 group")
+        raise BackendError(
+            f"first convolution {name!r} has {conv.in_channels} input channels in {conv.groups} groups; expected 3 in 1 group"
+        )
     conv.weight = nn.Parameter(conv.weight.detach().sum(dim=1, keepdim=True))
     conv.in_channels = 1
     return name
@@ -234,7 +236,9 @@ def trunk_groups(trunk: nn.Module) -> list[list[str]]:
                 groups.append(current)
                 current = []
             continue
-        joins_previous = groups and not current and (name.startswith("transition") or (_is_leaf(child) and previous_was_container))
+        joins_previous = (
+            groups and not current and (name.startswith("transition") or (_is_leaf(child) and previous_was_container))
+        )
         if joins_previous:
             groups[-1].append(name)
             continue
@@ -344,7 +348,11 @@ class TorchvisionBackend(TorchBackend):
         except Exception as exc:  # network, proxy, hash and unpickling errors come in many types
             if spec.allow_random_init:
                 return self._random(spec.name), "none"
-            where = "found in the torch hub cache but failed to load" if os.path.isfile(cached) else f"not in the torch hub cache ({cached}) and the download failed"
+            where = (
+                "found in the torch hub cache but failed to load"
+                if os.path.isfile(cached)
+                else f"not in the torch hub cache ({cached}) and the download failed"
+            )
             raise BackendError(
                 f"no pretrained weights for torchvision model {spec.name!r}: {weights} {where} "
                 f"({type(exc).__name__}); pass --weights PATH or --allow-random-init"
@@ -442,4 +450,6 @@ def _is_enum_request(weights: str) -> bool:
     if weights == "none" or os.sep in weights or os.path.exists(weights):
         return False
     member = weights.rsplit(".", 1)[-1]
-    return member.replace("_", "").isalnum() and member.upper() == member and not weights.endswith((".pth", ".pt", ".bin"))
+    return (
+        member.replace("_", "").isalnum() and member.upper() == member and not weights.endswith((".pth", ".pt", ".bin"))
+    )

@@ -10,17 +10,18 @@ import argparse
 import math
 import os
 import sys
+from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 from ..backends import REGISTRY, BackendError, OptionsError, backend_entry, get_backend_class
 from ..backends.base import WEIGHTS_NAME
 from ..backends.options import options_from_flags
-from .running.config import DEFAULT_SUITE, RunOptions, SuiteConfig, format_weights_map, parse_weights_map
-from ..datasets import DEDUP_POLICIES, DatasetError, dataset_usages, parse_dataset_spec
 from ..core.plan import AUGMENTS, OPTIMIZERS
 from ..core.strategies import STRATEGIES, get_strategy
+from ..datasets import DEDUP_POLICIES, DatasetError, dataset_usages, parse_dataset_spec
+from .running.config import DEFAULT_SUITE, RunOptions, SuiteConfig, format_weights_map, parse_weights_map
 
 EXIT_USAGE = 2
 DEVICES = ("auto", "cpu", "cuda", "gpu")
@@ -53,7 +54,9 @@ def _teacher_option(path: str | None, strategies: tuple[str, ...], backends: tup
     distills = any(get_strategy(s).distill_temperature is not None for s in strategies)
     if path is None:
         if distills:
-            raise UsageError("strategy 'distill' needs --teacher <suite>/cells/<cell_id> (a finished cell run with TLBENCH_SAVE_WEIGHTS=1)")
+            raise UsageError(
+                "strategy 'distill' needs --teacher <suite>/cells/<cell_id> (a finished cell run with TLBENCH_SAVE_WEIGHTS=1)"
+            )
         return None
     if not distills:
         raise UsageError("--teacher is only used by --strategies distill")
@@ -64,7 +67,9 @@ def _teacher_option(path: str | None, strategies: tuple[str, ...], backends: tup
     except BackendError as exc:
         raise UsageError(str(exc)) from None
     if set(backends) != {teacher.record["backend"]}:
-        raise UsageError(f"--teacher {path!r} ran on backend {teacher.record['backend']!r}; run distill with --backends {teacher.record['backend']}")
+        raise UsageError(
+            f"--teacher {path!r} ran on backend {teacher.record['backend']!r}; run distill with --backends {teacher.record['backend']}"
+        )
     inside = os.path.relpath(os.path.abspath(path))
     return inside if not inside.startswith(os.pardir) else os.path.abspath(path)
 
@@ -89,46 +94,143 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", parser_class=_Parser)
 
     run = sub.add_parser("run", help="run a suite (backend × model × strategy × dataset × seed)")
-    run.add_argument("--suite", default=DEFAULT_SUITE, help="suite name; results go to results/<suite> (default: %(default)s)")
+    run.add_argument(
+        "--suite", default=DEFAULT_SUITE, help="suite name; results go to results/<suite> (default: %(default)s)"
+    )
     run.add_argument("--out", type=Path, help="write the suite to this directory instead of results/<suite>")
-    run.add_argument("--backends", default=",".join(defaults.backends), help=f"comma-separated, from: {', '.join(REGISTRY)}")
-    run.add_argument("--models", default=",".join(defaults.models), help="comma-separated model names (per backend namespace)")
-    run.add_argument("--strategies", default=",".join(defaults.strategies), help=f"comma-separated, from: {', '.join(STRATEGIES)}")
-    run.add_argument("--dataset", "--datasets", dest="datasets", default=",".join(defaults.datasets), help="comma-separated dataset specs (see `tlbench list datasets`)")
+    run.add_argument(
+        "--backends", default=",".join(defaults.backends), help=f"comma-separated, from: {', '.join(REGISTRY)}"
+    )
+    run.add_argument(
+        "--models", default=",".join(defaults.models), help="comma-separated model names (per backend namespace)"
+    )
+    run.add_argument(
+        "--strategies", default=",".join(defaults.strategies), help=f"comma-separated, from: {', '.join(STRATEGIES)}"
+    )
+    run.add_argument(
+        "--dataset",
+        "--datasets",
+        dest="datasets",
+        default=",".join(defaults.datasets),
+        help="comma-separated dataset specs (see `tlbench list datasets`)",
+    )
     run.add_argument("--seeds", default=",".join(map(str, defaults.seeds)), help="comma-separated integer seeds")
     run.add_argument("--epochs", type=int, default=opts.epochs)
-    run.add_argument("--image-size", type=int, default=None, help="square input side in pixels (default: each model's native pretrained size; the default suite: 64)")
+    run.add_argument(
+        "--image-size",
+        type=int,
+        default=None,
+        help="square input side in pixels (default: each model's native pretrained size; the default suite: 64)",
+    )
     run.add_argument("--batch-size", type=int, default=opts.batch_size)
     run.add_argument("--device", default=opts.device, help="auto (GPU when present), cpu, cuda[:N]")
-    run.add_argument("--weights", default=opts.weights, help="default (backend's pretrained), none, a local weights file, or a weights name (torchvision: IMAGENET1K_V1...); per backend: keras=FILE,torchvision=FILE (unnamed backends get default)")
-    run.add_argument("--allow-random-init", action="store_true", help="fall back to random init when pretrained weights are unavailable (recorded as pretrained=none)")
-    run.add_argument("--in-chans", type=int, default=opts.in_chans, choices=(1, 3), help="1: adapt the first conv to gray input; 3: replicate gray")
+    run.add_argument(
+        "--weights",
+        default=opts.weights,
+        help="default (backend's pretrained), none, a local weights file, or a weights name (torchvision: IMAGENET1K_V1...); per backend: keras=FILE,torchvision=FILE (unnamed backends get default)",
+    )
+    run.add_argument(
+        "--allow-random-init",
+        action="store_true",
+        help="fall back to random init when pretrained weights are unavailable (recorded as pretrained=none)",
+    )
+    run.add_argument(
+        "--in-chans",
+        type=int,
+        default=opts.in_chans,
+        choices=(1, 3),
+        help="1: adapt the first conv to gray input; 3: replicate gray",
+    )
     run.add_argument("--optimizer", default=opts.optimizer, help=f"one of: {', '.join(OPTIMIZERS)}")
     run.add_argument("--lr", type=float, default=None, help="head learning rate (default: the strategy's)")
     run.add_argument("--augment", default=opts.augment, help=f"training augmentation on device: {', '.join(AUGMENTS)}")
     run.add_argument("--channels-last", action="store_true", help="torch backends: channels-last memory format")
     run.add_argument("--amp", default="", help="mixed precision: bf16 (CPU/GPU) or fp16 (GPU)")
     run.add_argument("--compile", action="store_true", help="torch backends: torch.compile for training")
-    run.add_argument("--infer-compile", action="store_true", help="torch backends: after training, torch.compile the trained model for inference with inductor freezing (weights folded in; compile seconds in infer_prepare_s)")
+    run.add_argument(
+        "--infer-compile",
+        action="store_true",
+        help="torch backends: after training, torch.compile the trained model for inference with inductor freezing (weights folded in; compile seconds in infer_prepare_s)",
+    )
     run.add_argument("--jit-compile", action="store_true", help="keras backend: XLA jit_compile")
-    run.add_argument("--head", default=None, help="classifier head: native (the model's own; torch default) or fcn (Keras' 1x1-conv head on the trunk's map; VGG models in torch, the only head of keras)")
+    run.add_argument(
+        "--head",
+        default=None,
+        help="classifier head: native (the model's own; torch default) or fcn (Keras' 1x1-conv head on the trunk's map; VGG models in torch, the only head of keras)",
+    )
     run.add_argument("--max-train-images", type=int, default=None, help="train on a stratified subset of this size")
-    run.add_argument("--min-time", type=float, default=opts.infer_min_time_s, help="inference timing: keep timing batches until at least this many seconds are covered (default: %(default)s)")
-    run.add_argument("--wait-quiet", type=float, default=0.0, metavar="SECONDS", help="before each cell, wait up to SECONDS for other processes to use at most 10%% of the cores (the wait is recorded; a cell still disturbed is flagged as usual; default: 0, no wait)")
-    run.add_argument("--no-infer-pass", action="store_true", help="keep each cell's own inference timing (made in its process right after training) instead of timing again, after the suite, the cells of each model interleaved in one fresh process")
+    run.add_argument(
+        "--min-time",
+        type=float,
+        default=opts.infer_min_time_s,
+        help="inference timing: keep timing batches until at least this many seconds are covered (default: %(default)s)",
+    )
+    run.add_argument(
+        "--wait-quiet",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="before each cell, wait up to SECONDS for other processes to use at most 10%% of the cores (the wait is recorded; a cell still disturbed is flagged as usual; default: 0, no wait)",
+    )
+    run.add_argument(
+        "--no-infer-pass",
+        action="store_true",
+        help="keep each cell's own inference timing (made in its process right after training) instead of timing again, after the suite, the cells of each model interleaved in one fresh process",
+    )
     run.add_argument("--infer-repeats", type=int, default=opts.infer_repeats, help="timed inference batches (>= 10)")
-    run.add_argument("--dedup", default=opts.dedup, help="exact duplicate images: drop (default: cross-split copies leave val/test, one copy kept per split, conflicting labels removed), keep (report only), error")
-    run.add_argument("--near-duplicates", action="store_true", help="also count near-duplicates across splits (perceptual hash; reported, never dropped)")
-    run.add_argument("--teacher", default=None, help="for --strategies distill: a finished cell directory <suite>/cells/<cell_id> that saved its weights (TLBENCH_SAVE_WEIGHTS=1)")
-    run.add_argument("--threads", type=int, default=None, help="intra-op threads of every cell (default: the cores available)")
-    run.add_argument("--allocator", default=opts.allocator, help="memory allocator of cell processes: auto (jemalloc/tcmalloc when installed, else glibc with tuned MALLOC_* thresholds), glibc-tuned, jemalloc, tcmalloc, system")
-    run.add_argument("--cache-dir", default=None, help="dataset cache root (default: $TLBENCH_CACHE or ~/.cache/tlbench)")
+    run.add_argument(
+        "--dedup",
+        default=opts.dedup,
+        help="exact duplicate images: drop (default: cross-split copies leave val/test, one copy kept per split, conflicting labels removed), keep (report only), error",
+    )
+    run.add_argument(
+        "--near-duplicates",
+        action="store_true",
+        help="also count near-duplicates across splits (perceptual hash; reported, never dropped)",
+    )
+    run.add_argument(
+        "--teacher",
+        default=None,
+        help="for --strategies distill: a finished cell directory <suite>/cells/<cell_id> that saved its weights (TLBENCH_SAVE_WEIGHTS=1)",
+    )
+    run.add_argument(
+        "--threads", type=int, default=None, help="intra-op threads of every cell (default: the cores available)"
+    )
+    run.add_argument(
+        "--allocator",
+        default=opts.allocator,
+        help="memory allocator of cell processes: auto (jemalloc/tcmalloc when installed, else glibc with tuned MALLOC_* thresholds), glibc-tuned, jemalloc, tcmalloc, system",
+    )
+    run.add_argument(
+        "--cache-dir", default=None, help="dataset cache root (default: $TLBENCH_CACHE or ~/.cache/tlbench)"
+    )
     run.add_argument("--cell-timeout", type=float, default=None, help="kill a cell after this many seconds")
-    run.add_argument("--reuse-results", action="store_true", help="count cells finished in another environment (machine, package versions) as done instead of re-running them")
-    run.add_argument("--no-probe", action="store_true", help="skip the machine probe (matmul/conv FLOP/s per dtype, cached per machine): no MFU columns, no --amp speed warning")
-    run.add_argument("--executor", default="local", help="where cells run: local (this machine; default) or ray (a Ray cluster: pip install 'tlbench[ray]')")
-    run.add_argument("--parallel", type=int, default=None, help="--executor local: cells at once (default 1); with GPUs, one worker per GPU, each cell pinned to its GPU")
-    run.add_argument("--ray-address", default=None, help="--executor ray: the cluster (auto, HOST:6379, ray://HOST:10001); default: start a local one")
+    run.add_argument(
+        "--reuse-results",
+        action="store_true",
+        help="count cells finished in another environment (machine, package versions) as done instead of re-running them",
+    )
+    run.add_argument(
+        "--no-probe",
+        action="store_true",
+        help="skip the machine probe (matmul/conv FLOP/s per dtype, cached per machine): no MFU columns, no --amp speed warning",
+    )
+    run.add_argument(
+        "--executor",
+        default="local",
+        help="where cells run: local (this machine; default) or ray (a Ray cluster: pip install 'tlbench[ray]')",
+    )
+    run.add_argument(
+        "--parallel",
+        type=int,
+        default=None,
+        help="--executor local: cells at once (default 1); with GPUs, one worker per GPU, each cell pinned to its GPU",
+    )
+    run.add_argument(
+        "--ray-address",
+        default=None,
+        help="--executor ray: the cluster (auto, HOST:6379, ray://HOST:10001); default: start a local one",
+    )
     run.add_argument("--verbose", "-v", action="store_true", help="stream each cell's log to stderr")
     run.add_argument("--no-report", action="store_true", help="do not write the summary tables at the end")
 
@@ -137,11 +239,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     explain = sub.add_parser("explain", help="feature maps (and Grad-CAM) of one cell's model on one stored test image")
     explain.add_argument("suite_dir", type=Path)
-    explain.add_argument("--cell", default=None, help="cell id, i.e. the name of its cells/ directory (default: the most accurate cell)")
-    explain.add_argument("--image", type=int, default=0, help="index of the cell's stored test image (default: %(default)s)")
+    explain.add_argument(
+        "--cell", default=None, help="cell id, i.e. the name of its cells/ directory (default: the most accurate cell)"
+    )
+    explain.add_argument(
+        "--image", type=int, default=0, help="index of the cell's stored test image (default: %(default)s)"
+    )
     explain.add_argument("--stages", type=int, default=4, help="backbone stages to show, 1..8 (default: %(default)s)")
     explain.add_argument("--device", default="cpu", help="cpu (default), cuda or auto")
-    explain.add_argument("--out", type=Path, default=None, help="PNG path (default: <suite>/explain/<cell>__img<N>.png)")
+    explain.add_argument(
+        "--out", type=Path, default=None, help="PNG path (default: <suite>/explain/<cell>__img<N>.png)"
+    )
 
     lister = sub.add_parser("list", help="list backends, models, strategies or datasets")
     lister.add_argument("what", choices=("backends", "models", "strategies", "datasets"))
@@ -162,7 +270,9 @@ def _validate_models(backends: tuple[str, ...], models: list[str], options: RunO
             raise UsageError(str(exc)) from None
 
 
-def _backend_options(backends: tuple[str, ...], args: argparse.Namespace, device: str, image_size: int | None, in_chans: int) -> dict[str, dict]:
+def _backend_options(
+    backends: tuple[str, ...], args: argparse.Namespace, device: str, image_size: int | None, in_chans: int
+) -> dict[str, dict]:
     """One typed options object per backend from the flags, each validated against the run's settings.
 
     Raises:
@@ -170,15 +280,27 @@ def _backend_options(backends: tuple[str, ...], args: argparse.Namespace, device
     """
     from .running.environment import gpu_names
 
-    flags = {"amp": args.amp, "channels_last": args.channels_last, "compile": args.compile, "infer_compile": args.infer_compile,
-             "jit_compile": args.jit_compile, "head": args.head}  # fmt: skip
+    flags = {
+        "amp": args.amp,
+        "channels_last": args.channels_last,
+        "compile": args.compile,
+        "infer_compile": args.infer_compile,
+        "jit_compile": args.jit_compile,
+        "head": args.head,
+    }
     gpu_visible = bool(gpu_names()) if device in ("auto", "cuda", "gpu") or device.startswith("cuda:") else False
     result = {}
     for backend in backends:
         entry = backend_entry(backend)
         try:
             typed = options_from_flags(backend, entry.options, flags)
-            typed.validate(backend, device=device, image_size=image_size if image_size is not None else 224, in_chans=in_chans, gpu_visible=gpu_visible)
+            typed.validate(
+                backend,
+                device=device,
+                image_size=image_size if image_size is not None else 224,
+                in_chans=in_chans,
+                gpu_visible=gpu_visible,
+            )
         except OptionsError as exc:
             raise UsageError(str(exc)) from None
         result[backend] = typed.to_dict()
@@ -214,8 +336,12 @@ def _weights_option(text: str, backends: Sequence[str]) -> str:
         return _weights_value(text)
     for name in mapping:
         if name not in backends:
-            raise UsageError(f"--weights names backend {name!r}, which is not in --backends; expected some of: {', '.join(backends)}")
-    return format_weights_map({name: _weights_value(value, f"--weights {name}={value!r}") for name, value in mapping.items()})
+            raise UsageError(
+                f"--weights names backend {name!r}, which is not in --backends; expected some of: {', '.join(backends)}"
+            )
+    return format_weights_map(
+        {name: _weights_value(value, f"--weights {name}={value!r}") for name, value in mapping.items()}
+    )
 
 
 def suite_from_args(args: argparse.Namespace) -> SuiteConfig:
@@ -235,7 +361,9 @@ def suite_from_args(args: argparse.Namespace) -> SuiteConfig:
             raise UsageError(str(exc.args[0])) from None
     fused = [m for m in _csv(args.models) if "+" in m]
     if fused and set(strategies) != {"fusion"}:
-        raise UsageError(f"model {fused[0]!r} joins backbones with '+': only --strategies fusion takes it (run other strategies in their own suite)")
+        raise UsageError(
+            f"model {fused[0]!r} joins backbones with '+': only --strategies fusion takes it (run other strategies in their own suite)"
+        )
     if "fusion" in strategies and any("+" not in m for m in _csv(args.models)):
         raise UsageError("strategy 'fusion' needs models joined by '+', e.g. --models resnet18+densenet121")
     models = _csv(args.models)
@@ -263,15 +391,25 @@ def suite_from_args(args: argparse.Namespace) -> SuiteConfig:
 
         if not gpu_names():
             raise UsageError(f"--device {args.device} requested but no NVIDIA GPU is visible; use --device cpu or auto")
-    for label, value, valid in (("augment", args.augment, AUGMENTS), ("optimizer", args.optimizer, OPTIMIZERS), ("dedup", args.dedup, DEDUP_POLICIES)):
+    for label, value, valid in (
+        ("augment", args.augment, AUGMENTS),
+        ("optimizer", args.optimizer, OPTIMIZERS),
+        ("dedup", args.dedup, DEDUP_POLICIES),
+    ):
         if value not in valid:
-            raise UsageError(f"unknown --{label} {value!r}; expected one of: {', '.join(v or '(empty)' for v in valid)}")
+            raise UsageError(
+                f"unknown --{label} {value!r}; expected one of: {', '.join(v or '(empty)' for v in valid)}"
+            )
     weights = _weights_option(args.weights, backends)
     if args.lr is not None and not (args.lr > 0 and math.isfinite(args.lr)):
         raise UsageError(f"--lr must be a positive number, got {args.lr}")
     if args.cell_timeout is not None and not (args.cell_timeout > 0 and math.isfinite(args.cell_timeout)):
         raise UsageError(f"--cell-timeout must be a positive number of seconds, got {args.cell_timeout}")
-    default_matrix = (backends, tuple(models), tuple(datasets)) == (SuiteConfig().backends, SuiteConfig().models, SuiteConfig().datasets)
+    default_matrix = (backends, tuple(models), tuple(datasets)) == (
+        SuiteConfig().backends,
+        SuiteConfig().models,
+        SuiteConfig().datasets,
+    )
     if args.image_size is not None:
         image_size: int | None = _positive("image-size", args.image_size, 16)
     else:  # the default suite keeps its 64 px; any other matrix runs at each model's native pretrained size
@@ -288,7 +426,9 @@ def suite_from_args(args: argparse.Namespace) -> SuiteConfig:
         lr=args.lr,
         augment=args.augment,
         backend_options=_backend_options(backends, args, device, image_size, args.in_chans),
-        max_train_images=None if args.max_train_images is None else _positive("max-train-images", args.max_train_images, 2),
+        max_train_images=None
+        if args.max_train_images is None
+        else _positive("max-train-images", args.max_train_images, 2),
         infer_repeats=_positive("infer-repeats", args.infer_repeats, 10),
         infer_min_time_s=_non_negative_seconds("min-time", args.min_time),
         wait_quiet_s=_non_negative_seconds("wait-quiet", args.wait_quiet),
@@ -306,9 +446,14 @@ def suite_from_args(args: argparse.Namespace) -> SuiteConfig:
         raise UsageError(str(exc)) from None
     _validate_models(backends, models, options)
     return SuiteConfig(
-        name=args.suite, backends=backends, models=tuple(models), strategies=strategies,
-        datasets=tuple(datasets), seeds=seeds, options=options,
-    )  # fmt: skip
+        name=args.suite,
+        backends=backends,
+        models=tuple(models),
+        strategies=strategies,
+        datasets=tuple(datasets),
+        seeds=seeds,
+        options=options,
+    )
 
 
 def cell_summary(record: dict[str, Any]) -> str:
@@ -332,7 +477,9 @@ def data_notes(record: dict[str, Any]) -> str:
     dups = record.get("duplicates") or {}
     if dups.get("cross_split") or dups.get("conflicting_labels"):
         action = "dropped" if dups.get("policy") == "drop" else "KEPT"
-        notes.append(f"{dups.get('cross_split', 0)} cross-split duplicate(s), {dups.get('conflicting_labels', 0)} conflicting label(s) {action}")
+        notes.append(
+            f"{dups.get('cross_split', 0)} cross-split duplicate(s), {dups.get('conflicting_labels', 0)} conflicting label(s) {action}"
+        )
     if record.get("skipped_images"):
         notes.append(f"{record['skipped_images']} unreadable image(s) skipped")
     return "".join(f"; {note}" for note in notes)
@@ -348,17 +495,32 @@ def probe_machine_for(suite: SuiteConfig) -> dict[str, Any] | None:
     import json
     import subprocess
 
-    from .running.environment import PROBE_FILE_ENV
-    from .running.environment import gpu_names
+    from .running.environment import PROBE_FILE_ENV, gpu_names
     from .running.machine_peak import amp_warning, default_cache_dir
     from .running.runtime import cell_environment
 
     options = suite.options
     runtime = options.runtime()
-    device = "cuda" if options.device in ("cuda", "gpu") or options.device.startswith("cuda") or (options.device == "auto" and gpu_names()) else "cpu"
-    command = [sys.executable, "-m", "tlbench.benchmarks.running.machine_peak", "--device", device, "--threads", str(runtime.threads)]
+    device = (
+        "cuda"
+        if options.device in ("cuda", "gpu")
+        or options.device.startswith("cuda")
+        or (options.device == "auto" and gpu_names())
+        else "cpu"
+    )
+    command = [
+        sys.executable,
+        "-m",
+        "tlbench.benchmarks.running.machine_peak",
+        "--device",
+        device,
+        "--threads",
+        str(runtime.threads),
+    ]
     try:
-        proc = subprocess.run(command, capture_output=True, text=True, timeout=600, env=cell_environment(runtime, os.environ))
+        proc = subprocess.run(
+            command, capture_output=True, text=True, timeout=600, env=cell_environment(runtime, os.environ)
+        )
         probe = json.loads(proc.stdout) if proc.returncode == 0 else None
     except (OSError, subprocess.SubprocessError, ValueError):
         probe = None
@@ -370,7 +532,10 @@ def probe_machine_for(suite: SuiteConfig) -> dict[str, Any] | None:
     path.write_text(json.dumps(probe))
     os.environ[PROBE_FILE_ENV] = str(path)
     fp32 = probe.get("matmul_flop_per_s", {}).get("float32") or 0
-    print(f"tlbench: machine probe ({device}, {probe.get('threads')} threads): float32 matmul {fp32 / 1e9:.0f} GFLOP/s", file=sys.stderr)
+    print(
+        f"tlbench: machine probe ({device}, {probe.get('threads')} threads): float32 matmul {fp32 / 1e9:.0f} GFLOP/s",
+        file=sys.stderr,
+    )
     for backend in suite.backends:
         warning = amp_warning(probe, options.options_for(backend).amp)
         if warning:
@@ -381,8 +546,8 @@ def probe_machine_for(suite: SuiteConfig) -> dict[str, Any] | None:
 def command_run(args: argparse.Namespace) -> int:
     from .reporting.report import write_report
     from .running.executors import ExecutorError, make_executor
-    from .running.runner import RESULTS_FILE, RunInterrupted, run_suite
     from .running.results import cell_key, latest_by_cell, load_results
+    from .running.runner import RESULTS_FILE, RunInterrupted, run_suite
 
     suite = suite_from_args(args)
     try:
@@ -406,10 +571,15 @@ def command_run(args: argparse.Namespace) -> int:
 
         try:
             produced = run_suite(
-                suite, out_dir, timeout_s=args.cell_timeout, stream=args.verbose, on_result=on_result,
-                reuse_other_environments=args.reuse_results, on_message=lambda line: tqdm.write(f"tlbench: {line}", file=sys.stderr),
+                suite,
+                out_dir,
+                timeout_s=args.cell_timeout,
+                stream=args.verbose,
+                on_result=on_result,
+                reuse_other_environments=args.reuse_results,
+                on_message=lambda line: tqdm.write(f"tlbench: {line}", file=sys.stderr),
                 executor=executor,
-            )  # fmt: skip
+            )
         except RunInterrupted as exc:  # SIGINT or SIGTERM: cells stopped, appended records kept
             print("tlbench: interrupted; finished cells are kept in results.jsonl", file=sys.stderr, flush=True)
             return exc.exit_code
@@ -425,7 +595,10 @@ def command_run(args: argparse.Namespace) -> int:
     latest = latest_by_cell(load_results(out_dir / RESULTS_FILE))
     failed = [r for r in latest if cell_key(r) in wanted and r.get("status") != "ok"]
     if failed:
-        print(f"tlbench: {len(failed)} of {total} cell(s) failed; see the error column and cells/*/log.txt", file=sys.stderr)
+        print(
+            f"tlbench: {len(failed)} of {total} cell(s) failed; see the error column and cells/*/log.txt",
+            file=sys.stderr,
+        )
         return 1
     return 0
 
@@ -434,7 +607,9 @@ def command_report(args: argparse.Namespace) -> int:
     from .reporting.report import write_report
 
     if not args.suite_dir.is_dir():
-        raise UsageError(f"suite directory {str(args.suite_dir)!r} does not exist; expected a directory made by `tlbench run`")
+        raise UsageError(
+            f"suite directory {str(args.suite_dir)!r} does not exist; expected a directory made by `tlbench run`"
+        )
     try:
         paths = write_report(args.suite_dir)
     except FileNotFoundError as exc:
@@ -448,7 +623,9 @@ def command_explain(args: argparse.Namespace) -> int:
     from .reporting.explain import ExplainError, default_output, draw_explanation, explain_cell
 
     if not args.suite_dir.is_dir():
-        raise UsageError(f"suite directory {str(args.suite_dir)!r} does not exist; expected a directory made by `tlbench run`")
+        raise UsageError(
+            f"suite directory {str(args.suite_dir)!r} does not exist; expected a directory made by `tlbench run`"
+        )
     if args.out is not None and args.out.suffix.lower() != ".png":
         raise UsageError(f"--out {str(args.out)!r} must end in .png")
     try:
@@ -456,8 +633,12 @@ def command_explain(args: argparse.Namespace) -> int:
     except ExplainError as exc:
         raise UsageError(str(exc)) from None
     path = draw_explanation(explanation, args.out or default_output(args.suite_dir, explanation, args.image))
-    stages = ", ".join(f"{n} {m.shape[0]}x{m.shape[1]}" for n, m in zip(explanation.stage_names, explanation.stage_maps))
-    print(f"tlbench: {explanation.cell} image {args.image} ({explanation.weights_source} weights; stages {stages}) -> {path}")
+    stages = ", ".join(
+        f"{n} {m.shape[0]}x{m.shape[1]}" for n, m in zip(explanation.stage_names, explanation.stage_maps)
+    )
+    print(
+        f"tlbench: {explanation.cell} image {args.image} ({explanation.weights_source} weights; stages {stages}) -> {path}"
+    )
     return 0
 
 
@@ -486,8 +667,11 @@ def command_list(args: argparse.Namespace) -> int:
 
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
-    "run": command_run, "report": command_report, "explain": command_explain, "list": command_list,
-}  # fmt: skip
+    "run": command_run,
+    "report": command_report,
+    "explain": command_explain,
+    "list": command_list,
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

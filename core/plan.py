@@ -16,8 +16,9 @@ Phases run in order on one model, keeping its weights:
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
-from typing import Literal, Sequence
+from typing import Literal
 
 from .strategies import ALL_STAGES, Strategy
 
@@ -169,7 +170,9 @@ def _check_positive(label: str, value: float) -> None:
         raise PlanError(f"{label} must be a positive number, got {value!r}")
 
 
-def stage_plans(strategy: Strategy, stage_names: Sequence[str], head_lr: float, train_backbone: str) -> tuple[StagePlan, ...]:
+def stage_plans(
+    strategy: Strategy, stage_names: Sequence[str], head_lr: float, train_backbone: str
+) -> tuple[StagePlan, ...]:
     """Per-stage trainability, learning rate and BatchNorm mode for one phase.
 
     Args:
@@ -183,17 +186,23 @@ def stage_plans(strategy: Strategy, stage_names: Sequence[str], head_lr: float, 
     """
     n = len(stage_names)
     if train_backbone == "last_k" and not 0 < strategy.last_k_stages <= n:
-        raise PlanError(f"strategy {strategy.name!r} trains the last {strategy.last_k_stages} stage(s) but the model has {n}: {', '.join(stage_names)}")
+        raise PlanError(
+            f"strategy {strategy.name!r} trains the last {strategy.last_k_stages} stage(s) but the model has {n}: {', '.join(stage_names)}"
+        )
     plans = []
     for index, name in enumerate(stage_names):
         trainable = train_backbone == "all" or (train_backbone == "last_k" and index >= n - strategy.last_k_stages)
         scale = strategy.backbone_lr_scale
         if strategy.layer_decay is not None:
             scale *= strategy.layer_decay ** (n - index)
-        plans.append(StagePlan(
-            name=name, trainable=trainable, lr=head_lr * scale if trainable else 0.0,
-            bn_train=trainable or not strategy.frozen_bn_eval,
-        ))  # fmt: skip
+        plans.append(
+            StagePlan(
+                name=name,
+                trainable=trainable,
+                lr=head_lr * scale if trainable else 0.0,
+                bn_train=trainable or not strategy.frozen_bn_eval,
+            )
+        )
     return tuple(plans)
 
 
@@ -238,7 +247,9 @@ def make_plan(
     if strategy.layer_decay is not None:
         _check_positive(f"strategy {strategy.name!r} layer_decay", strategy.layer_decay)
     if strategy.cache_features and strategy.train_backbone != "none":
-        raise PlanError(f"strategy {strategy.name!r} caches features but trains the backbone ({strategy.train_backbone})")
+        raise PlanError(
+            f"strategy {strategy.name!r} caches features but trains the backbone ({strategy.train_backbone})"
+        )
     l2sp = strategy.l2sp_alpha > 0 or strategy.head_l2_beta > 0
     regularizers = Regularizers(strategy.l2sp_alpha, strategy.head_l2_beta)
     optim = OptimizerPlan(name=optimizer, weight_decay=0.0 if l2sp else weight_decay, momentum=momentum)
@@ -248,7 +259,9 @@ def make_plan(
     if strategy.distill_temperature is not None:
         _check_positive(f"strategy {strategy.name!r} distill_temperature", strategy.distill_temperature)
         if not 0 < strategy.distill_alpha <= 1:
-            raise PlanError(f"strategy {strategy.name!r}: distill_alpha must be in (0, 1], got {strategy.distill_alpha!r}")
+            raise PlanError(
+                f"strategy {strategy.name!r}: distill_alpha must be in (0, 1], got {strategy.distill_alpha!r}"
+            )
         distillation = Distillation(strategy.distill_temperature, strategy.distill_alpha)
     probe_lr = lr if strategy.probe_lr is None or strategy.cache_features else strategy.probe_lr
     _check_positive("probe learning rate", probe_lr)
@@ -259,9 +272,16 @@ def make_plan(
         stages = frozen if train_backbone == "none" else stage_plans(strategy, stage_names, head_lr, train_backbone)
         regs = regularizers if train_backbone != "none" else Regularizers(head_l2_beta=strategy.head_l2_beta)
         return PhasePlan(
-            name=name, inputs=inputs, epochs=count, head_lr=head_lr, stages=stages, optimizer=optim, regularizers=regs,
-            augment=augment if inputs == "images" else "none", distillation=distillation if inputs == "images" else None,
-        )  # fmt: skip
+            name=name,
+            inputs=inputs,
+            epochs=count,
+            head_lr=head_lr,
+            stages=stages,
+            optimizer=optim,
+            regularizers=regs,
+            augment=augment if inputs == "images" else "none",
+            distillation=distillation if inputs == "images" else None,
+        )
 
     if strategy.cache_features:
         phases = [phase("probe", "features", max(int(epochs), strategy.min_epochs), "none")]
@@ -274,4 +294,6 @@ def make_plan(
         if warmup > 0:
             phases.append(phase("head_warmup", "images", warmup, "none"))
         phases.append(phase("main", "images", main_epochs - warmup, strategy.train_backbone))
-    return TrainingPlan(strategy=strategy.name, pretrained=strategy.pretrained, phases=tuple(phases), augment=augment, seed=seed)
+    return TrainingPlan(
+        strategy=strategy.name, pretrained=strategy.pretrained, phases=tuple(phases), augment=augment, seed=seed
+    )

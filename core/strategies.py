@@ -205,7 +205,9 @@ def get_strategy(name: str) -> Strategy:
     base, sep, suffix = name.partition("@")
     if sep:
         if base not in SWEEPABLE:
-            raise KeyError(f"strategy {base!r} takes no @K suffix; only {', '.join(SWEEPABLE)}@K (K = 1, 2, ... or all)")
+            raise KeyError(
+                f"strategy {base!r} takes no @K suffix; only {', '.join(SWEEPABLE)}@K (K = 1, 2, ... or all)"
+            )
         if suffix == "all":
             k = ALL_STAGES
         elif suffix.isdigit() and int(suffix) >= 1:

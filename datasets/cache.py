@@ -153,7 +153,9 @@ def _load_split(directory: Path, name: str, names: list[str] | None) -> Split:
     images = np.load(directory / f"{name}_images.npy", mmap_mode="r")
     labels = np.load(directory / f"{name}_labels.npy")
     hashes = np.load(directory / f"{name}_hashes.npy")
-    if hashes.shape != (len(labels), CONTENT_HASH_BYTES + DHASH_BYTES) or (names is not None and len(names) != len(labels)):
+    if hashes.shape != (len(labels), CONTENT_HASH_BYTES + DHASH_BYTES) or (
+        names is not None and len(names) != len(labels)
+    ):
         raise ValueError(f"{directory}: {name} hashes or names do not match its labels")
     return Split(
         images=images,

@@ -68,13 +68,17 @@ def parse_argument(spec: str, argument: str) -> tuple[Path, Path, dict[str, str]
 def _pick_column(header: list[str], wanted: str | None, defaults: tuple[str, ...], what: str, path: Path) -> str:
     if wanted is not None:
         if wanted not in header:
-            raise DatasetError(f"{path} has no column {wanted!r} (columns: {', '.join(header)}); expected the {what} column")
+            raise DatasetError(
+                f"{path} has no column {wanted!r} (columns: {', '.join(header)}); expected the {what} column"
+            )
         return wanted
     lowered = {name.lower(): name for name in header}
     for name in defaults:
         if name in lowered:
             return lowered[name]
-    raise DatasetError(f"{path} has no {what} column (columns: {', '.join(header)}); expected one of {', '.join(defaults)} or ?{what}=COLUMN")
+    raise DatasetError(
+        f"{path} has no {what} column (columns: {', '.join(header)}); expected one of {', '.join(defaults)} or ?{what}=COLUMN"
+    )
 
 
 def index_images(images_dir: Path) -> tuple[dict[str, os.stat_result], dict[str, list[str]], list[tuple[str, str]]]:
@@ -135,7 +139,9 @@ class CsvSource(DatasetSource):
         label_col = _pick_column(header, self.options.get("label"), LABEL_COLUMNS, "label", path)
         split_col = self.options.get("split")
         if split_col is not None and split_col not in header:
-            raise DatasetError(f"{path} has no column {split_col!r} (columns: {', '.join(header)}); expected the split column")
+            raise DatasetError(
+                f"{path} has no column {split_col!r} (columns: {', '.join(header)}); expected the split column"
+            )
         by_path, by_stem, self.broken = index_images(self.images_dir)
         for rel, reason in self.broken[:MAX_SKIPPED_EXAMPLES]:
             log(f"{self.images_dir}: skipped {rel}: {reason}")
@@ -144,29 +150,46 @@ class CsvSource(DatasetSource):
         for line, row in enumerate(rows, start=2):
             name, label = (row.get(image_col) or "").strip(), (row.get(label_col) or "").strip()
             if not name or not label:
-                raise DatasetError(f"{path} line {line}: empty {image_col if not name else label_col!r}; expected an image name and a label")
+                raise DatasetError(
+                    f"{path} line {line}: empty {image_col if not name else label_col!r}; expected an image name and a label"
+                )
             split = "train"
             if split_col is not None:
-                split = next((s for s, aliases in SPLIT_ALIASES.items() if (row.get(split_col) or "").strip().lower() in aliases), "")
+                split = next(
+                    (
+                        s
+                        for s, aliases in SPLIT_ALIASES.items()
+                        if (row.get(split_col) or "").strip().lower() in aliases
+                    ),
+                    "",
+                )
                 if not split:
                     raise DatasetError(f"{path} line {line}: split {row.get(split_col)!r}; expected train, val or test")
             rel = os.path.normpath(name)
             if rel not in by_path:
                 stems = by_stem.get(name, [])
                 if len(stems) > 1:
-                    raise DatasetError(f"{path} line {line}: image {name!r} matches {len(stems)} files ({', '.join(stems[:3])}); expected one")
+                    raise DatasetError(
+                        f"{path} line {line}: image {name!r} matches {len(stems)} files ({', '.join(stems[:3])}); expected one"
+                    )
                 rel = stems[0] if stems else ""
             if not rel:
                 self.missing.append((line, name))
                 continue
             entries.append((rel, label, split, line))
         if not entries:
-            raise DatasetError(f"none of the {len(rows)} images named in {path} exists under {self.images_dir}; expected files such as {self.images_dir / (rows[0][image_col] if rows else 'IMAGE')}")
+            raise DatasetError(
+                f"none of the {len(rows)} images named in {path} exists under {self.images_dir}; expected files such as {self.images_dir / (rows[0][image_col] if rows else 'IMAGE')}"
+            )
         self.class_names = _sort_classes({label for _, label, _, _ in entries})
         if len(self.class_names) < 2:
-            raise DatasetError(f"{path}: column {label_col!r} has a single class {self.class_names[0]!r}; expected at least two classes")
+            raise DatasetError(
+                f"{path}: column {label_col!r} has a single class {self.class_names[0]!r}; expected at least two classes"
+            )
         if "train" not in {split for _, _, split, _ in entries}:
-            raise DatasetError(f"{path}: column {split_col!r} has no train rows; expected train rows (val/test optional)")
+            raise DatasetError(
+                f"{path}: column {split_col!r} has no train rows; expected train rows (val/test optional)"
+            )
         self.entries = entries
         self.repeated = repeated_rows(entries)
         if self.missing:
@@ -179,10 +202,18 @@ class CsvSource(DatasetSource):
     def fingerprint(self) -> str:
         digest = hashlib.sha256()
         stat = self.csv_path.stat()
-        digest.update(f"{self.csv_path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}|{sorted(self.options.items())}\n".encode("utf-8", "surrogateescape"))
+        digest.update(
+            f"{self.csv_path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}|{sorted(self.options.items())}\n".encode(
+                "utf-8", "surrogateescape"
+            )
+        )
         for rel, label, split, _ in self.entries:
             file_stat = self.stats[rel]
-            digest.update(f"{rel}|{label}|{split}|{file_stat.st_size}|{file_stat.st_mtime_ns}\n".encode("utf-8", "surrogateescape"))
+            digest.update(
+                f"{rel}|{label}|{split}|{file_stat.st_size}|{file_stat.st_mtime_ns}\n".encode(
+                    "utf-8", "surrogateescape"
+                )
+            )
         return f"csv|{digest.hexdigest()}"
 
     def build(self, policy: ResizePolicy, progress: bool = False) -> ArrayDataset:

@@ -116,7 +116,10 @@ def open_image(path: Path | str, target_px: int) -> Image.Image:
                     raise SkipImage(f"{width}x{height} px exceeds the {MAX_PIXELS:,}-pixel limit")
                 if image.format == "JPEG" and min(width, height) >= 4 * target_px:
                     scale = 2 * target_px / min(width, height)
-                    image.draft(image.mode if image.mode in ("L", "RGB") else "RGB", (max(1, int(width * scale)), max(1, int(height * scale))))
+                    image.draft(
+                        image.mode if image.mode in ("L", "RGB") else "RGB",
+                        (max(1, int(width * scale)), max(1, int(height * scale))),
+                    )
                 image.load()
                 return ImageOps.exif_transpose(image)
     except SkipImage:

@@ -64,7 +64,9 @@ def fetch(url: str, target: Path, md5: str | None, offline_hint: str) -> Path:
         raise
     except (urllib.error.URLError, OSError, ValueError) as exc:
         reason = getattr(exc, "reason", None) or exc
-        raise DatasetError(f"cannot download {url} ({' '.join(str(reason).split())}); offline? {offline_hint}") from None
+        raise DatasetError(
+            f"cannot download {url} ({' '.join(str(reason).split())}); offline? {offline_hint}"
+        ) from None
     finally:
         tmp.unlink(missing_ok=True)
     return target

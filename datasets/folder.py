@@ -117,7 +117,9 @@ def _walk_images(directory: Path, tree: ScannedTree) -> list[FileEntry]:
         try:
             children = sorted(os.scandir(current), key=lambda e: e.name)
         except OSError as exc:
-            raise DatasetError(f"cannot list {display_path(str(current))}: {exc.strerror or exc}; expected a readable folder") from None
+            raise DatasetError(
+                f"cannot list {display_path(str(current))}: {exc.strerror or exc}; expected a readable folder"
+            ) from None
         for child in children:
             if is_hidden(child.name):
                 tree.hidden += 1
@@ -126,10 +128,14 @@ def _walk_images(directory: Path, tree: ScannedTree) -> list[FileEntry]:
                 kind = _kind(child, visited)
                 stat = child.stat() if kind == "file" and is_image_name(child.name) else None
             except _Cycle:
-                tree.broken.append((display_path(child.path), "symbolic link loop (leads back to a folder already listed)"))
+                tree.broken.append(
+                    (display_path(child.path), "symbolic link loop (leads back to a folder already listed)")
+                )
                 continue
             except OSError as exc:
-                tree.broken.append((display_path(child.path), f"symbolic link loop or unreadable entry ({exc.strerror or exc})"))
+                tree.broken.append(
+                    (display_path(child.path), f"symbolic link loop or unreadable entry ({exc.strerror or exc})")
+                )
                 continue
             if kind == "dir":
                 stack.append(Path(child.path))
@@ -154,7 +160,9 @@ def _subdirs(directory: Path, broken: list[tuple[str, str]] | None = None) -> li
     try:
         return sorted(e.name for e in os.scandir(directory) if not is_hidden(e.name) and _is_dir(e, broken))
     except OSError as exc:
-        raise DatasetError(f"cannot list {display_path(str(directory))}: {exc.strerror or exc}; expected a readable folder") from None
+        raise DatasetError(
+            f"cannot list {display_path(str(directory))}: {exc.strerror or exc}; expected a readable folder"
+        ) from None
 
 
 def _count_hidden(directory: Path) -> int:
@@ -175,11 +183,15 @@ def find_split_dirs(root: Path) -> dict[str, str]:
         for split, aliases in SPLIT_ALIASES.items():
             if name.lower() in aliases:
                 if split in found:
-                    raise DatasetError(f"{root} has both {found[split]}/ and {name}/ for the {split} split; expected one")
+                    raise DatasetError(
+                        f"{root} has both {found[split]}/ and {name}/ for the {split} split; expected one"
+                    )
                 found[split] = name
     if found and "train" not in found:
         present = ", ".join(f"{d}/" for d in found.values())
-        raise DatasetError(f"{root} has {present} but no train/ folder; expected train/ (with optional val/, test/) or class folders directly")
+        raise DatasetError(
+            f"{root} has {present} but no train/ folder; expected train/ (with optional val/, test/) or class folders directly"
+        )
     return found
 
 
@@ -199,7 +211,9 @@ def scan_tree(root: Path) -> ScannedTree:
     if not train_classes:
         raise DatasetError(f"{split_paths['train']} has no class folders; expected one subfolder per class")
     if len(train_classes) < 2:
-        raise DatasetError(f"{split_paths['train']} has a single class folder {train_classes[0]!r}; expected at least two classes")
+        raise DatasetError(
+            f"{split_paths['train']} has a single class folder {train_classes[0]!r}; expected at least two classes"
+        )
     tree = ScannedTree(root=root, class_names=train_classes, files={}, split_dirs=split_dirs or {"train": "."})
     tree.hidden = sum(_count_hidden(directory) for directory in {root, *split_paths.values()})
     for split, path in split_paths.items():
@@ -208,14 +222,20 @@ def scan_tree(root: Path) -> ScannedTree:
             missing = [c for c in train_classes if c not in classes]
             extra = [c for c in classes if c not in train_classes]
             if missing:
-                raise DatasetError(f"class {missing[0]!r} has no folder in {path}; expected the same class folders as {split_paths['train']}: {', '.join(train_classes)}")
+                raise DatasetError(
+                    f"class {missing[0]!r} has no folder in {path}; expected the same class folders as {split_paths['train']}: {', '.join(train_classes)}"
+                )
             if extra:
-                raise DatasetError(f"{path} has class folder {extra[0]!r} absent from {split_paths['train']}; expected the classes {', '.join(train_classes)}")
+                raise DatasetError(
+                    f"{path} has class folder {extra[0]!r} absent from {split_paths['train']}; expected the classes {', '.join(train_classes)}"
+                )
         per_class = []
         for class_name in train_classes:
             entries = _walk_images(path / class_name, tree)
             if not entries:
-                raise DatasetError(f"class folder {path / class_name} has no image files; expected at least one image ({', '.join(sorted(IMAGE_EXTENSIONS & {'.png', '.jpg', '.jpeg', '.tif', '.bmp'}))}...)")
+                raise DatasetError(
+                    f"class folder {path / class_name} has no image files; expected at least one image ({', '.join(sorted(IMAGE_EXTENSIONS & {'.png', '.jpg', '.jpeg', '.tif', '.bmp'}))}...)"
+                )
             per_class.append(entries)
         tree.files[split] = per_class
     return tree
@@ -232,7 +252,13 @@ def tree_fingerprint(tree: ScannedTree) -> str:
         for class_name, entries in zip(tree.class_names, tree.files[split]):
             for entry in entries:
                 rel = os.path.relpath(entry.path, tree.root)
-                fields = (split.encode(), os.fsencode(class_name), os.fsencode(rel), b"%d" % entry.size, b"%d" % entry.mtime_ns)
+                fields = (
+                    split.encode(),
+                    os.fsencode(class_name),
+                    os.fsencode(rel),
+                    b"%d" % entry.size,
+                    b"%d" % entry.mtime_ns,
+                )
                 digest.update(b"|".join(fields) + b"\n")
     return digest.hexdigest()
 
@@ -267,7 +293,9 @@ def tree_files(tree: ScannedTree) -> dict[str, LabelledFiles]:
     out = {}
     for split, per_class in tree.files.items():
         paths = [entry.path for entries in per_class for entry in entries]
-        labels = np.concatenate([np.full(len(entries), index, dtype=np.int64) for index, entries in enumerate(per_class)])
+        labels = np.concatenate(
+            [np.full(len(entries), index, dtype=np.int64) for index, entries in enumerate(per_class)]
+        )
         out[split] = LabelledFiles(paths, labels, [os.path.relpath(path, tree.root) for path in paths])
     return out
 
@@ -284,7 +312,9 @@ class FolderSource(DatasetSource):
 
     slug = "folder"
 
-    def __init__(self, spec: str, root: Path, rename_splits: dict[str, str] | None = None, source_label: str | None = None) -> None:
+    def __init__(
+        self, spec: str, root: Path, rename_splits: dict[str, str] | None = None, source_label: str | None = None
+    ) -> None:
         super().__init__(spec)
         self.root = Path(root)
         self.rename_splits = dict(rename_splits or {})
@@ -317,7 +347,9 @@ class FolderSource(DatasetSource):
             + (f" (carved from train: {', '.join(carved)})" if carved else "")
         )
         if tree.ignored:
-            log(f"{self.spec}: ignored {len(tree.ignored)} non-image file(s), e.g. {', '.join(tree.ignored[:MAX_IGNORED_EXAMPLES])}")
+            log(
+                f"{self.spec}: ignored {len(tree.ignored)} non-image file(s), e.g. {', '.join(tree.ignored[:MAX_IGNORED_EXAMPLES])}"
+            )
         for path, reason in tree.broken[:MAX_SKIPPED_EXAMPLES]:
             log(f"{self.spec}: skipped {path}: {reason}")
         splits, report = decode_splits(files, policy, directory, progress, self.spec)

@@ -37,13 +37,17 @@ def ensure_extracted(url: str | None = None, target_dir: Path | None = None) -> 
     root = base / ROOT_NAME
     if (root / "train").is_dir():
         return root
-    archive = fetch(url or URL, base / "hymenoptera_data.zip", None, "download it yourself and use folder:PATH/hymenoptera_data")
+    archive = fetch(
+        url or URL, base / "hymenoptera_data.zip", None, "download it yourself and use folder:PATH/hymenoptera_data"
+    )
     tmp = Path(tempfile.mkdtemp(prefix=".hymenoptera.", dir=base))
     try:
         with zipfile.ZipFile(archive) as zipped:
             zipped.extractall(tmp)
         if not (tmp / ROOT_NAME / "train").is_dir():
-            raise DatasetError(f"{archive} has no {ROOT_NAME}/train folder; expected the PyTorch tutorial zip (delete it to re-download)")
+            raise DatasetError(
+                f"{archive} has no {ROOT_NAME}/train folder; expected the PyTorch tutorial zip (delete it to re-download)"
+            )
         if root.exists():
             shutil.rmtree(root)
         os.replace(tmp / ROOT_NAME, root)
@@ -61,6 +65,8 @@ def make_source(spec: str, argument: str | None) -> FolderSource:
         DatasetError: an argument was given, or the data cannot be obtained.
     """
     if argument:
-        raise DatasetError(f"dataset {spec!r} takes no argument; expected hymenoptera (or folder:PATH for a local copy)")
+        raise DatasetError(
+            f"dataset {spec!r} takes no argument; expected hymenoptera (or folder:PATH for a local copy)"
+        )
     root = ensure_extracted()
     return FolderSource(spec, root, rename_splits={"val": "test"}, source_label=f"hymenoptera ({URL})")

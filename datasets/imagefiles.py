@@ -175,7 +175,11 @@ def decode_splits(
     keeps: dict[str, np.ndarray] = {}
     for name, part in files.items():
         shape = (len(part.paths), size, size, 3)
-        outputs[name] = np.empty(shape, np.uint8) if directory is None else open_images_for_writing(directory, name, len(part.paths), size, ".partial")
+        outputs[name] = (
+            np.empty(shape, np.uint8)
+            if directory is None
+            else open_images_for_writing(directory, name, len(part.paths), size, ".partial")
+        )
         keeps[name] = np.ones(len(part.paths), dtype=bool)
     owners = [(name, i) for name, part in files.items() for i in range(len(part.paths))]
     try:
@@ -190,7 +194,9 @@ def decode_splits(
             bar.update(1)
     finally:
         bar.close()
-    splits = {name: _finish_split(name, outputs[name], keeps[name], files[name].labels, directory, size) for name in files}
+    splits = {
+        name: _finish_split(name, outputs[name], keeps[name], files[name].labels, directory, size) for name in files
+    }
     for name, part in files.items():
         if part.names is not None:
             splits[name].names = [image_name(name, n) for n, keep in zip(part.names, keeps[name]) if keep]
@@ -201,7 +207,9 @@ def decode_splits(
     return splits, report
 
 
-def _finish_split(name: str, images: np.ndarray, keep: np.ndarray, labels: np.ndarray, directory: Path | None, size: int) -> Split:
+def _finish_split(
+    name: str, images: np.ndarray, keep: np.ndarray, labels: np.ndarray, directory: Path | None, size: int
+) -> Split:
     labels = np.asarray(labels, dtype=np.int64)[keep]
     if directory is None:
         return Split(images=images if keep.all() else images[keep], labels=labels)
@@ -227,4 +235,6 @@ def check_classes_present(splits: dict[str, Split], class_names: list[str], desc
         present = set(np.unique(np.asarray(split.labels)).tolist())
         for index, class_name in enumerate(class_names):
             if index not in present:
-                raise DatasetError(f"{desc}: split {name!r} has no readable image of class {class_name!r}; every split needs every class")
+                raise DatasetError(
+                    f"{desc}: split {name!r} has no readable image of class {class_name!r}; every split needs every class"
+                )

@@ -25,14 +25,82 @@ from .resize import resize_array_batch
 _ZENODO = "https://zenodo.org/records/10519652/files/{name}.npz?download=1"
 #: official single-label 2-D MedMNIST v2 datasets (28 px files): MD5, class names, split sizes
 MEDMNIST_INFO: dict[str, dict[str, Any]] = {
-    "pathmnist": {"md5": "a8b06965200029087d5bd730944a56c1", "labels": ["adipose", "background", "debris", "lymphocytes", "mucus", "smooth muscle", "normal colon mucosa", "cancer-associated stroma", "colorectal adenocarcinoma epithelium"], "n_samples": (89996, 10004, 7180)},
-    "dermamnist": {"md5": "0744692d530f8e62ec473284d019b0c7", "labels": ["actinic keratoses and intraepithelial carcinoma", "basal cell carcinoma", "benign keratosis-like lesions", "dermatofibroma", "melanoma", "melanocytic nevi", "vascular lesions"], "n_samples": (7007, 1003, 2005)},
-    "octmnist": {"md5": "c68d92d5b585d8d81f7112f81e2d0842", "labels": ["choroidal neovascularization", "diabetic macular edema", "drusen", "normal"], "n_samples": (97477, 10832, 1000)},
-    "pneumoniamnist": {"md5": "28209eda62fecd6e6a2d98b1501bb15f", "labels": ["normal", "pneumonia"], "n_samples": (4708, 524, 624)},
-    "retinamnist": {"md5": "bd4c0672f1bba3e3a89f0e4e876791e4", "labels": ["0", "1", "2", "3", "4"], "n_samples": (1080, 120, 400)},
-    "breastmnist": {"md5": "750601b1f35ba3300ea97c75c52ff8f6", "labels": ["malignant", "normal, benign"], "n_samples": (546, 78, 156)},
-    "bloodmnist": {"md5": "7053d0359d879ad8a5505303e11de1dc", "labels": ["basophil", "eosinophil", "erythroblast", "immature granulocytes", "lymphocyte", "monocyte", "neutrophil", "platelet"], "n_samples": (11959, 1712, 3421)},
-    "tissuemnist": {"md5": "ebe78ee8b05294063de985d821c1c34b", "labels": ["Collecting Duct, Connecting Tubule", "Distal Convoluted Tubule", "Glomerular endothelial cells", "Interstitial endothelial cells", "Leukocytes", "Podocytes", "Proximal Tubule Segments", "Thick Ascending Limb"], "n_samples": (165466, 23640, 47280)},
+    "pathmnist": {
+        "md5": "a8b06965200029087d5bd730944a56c1",
+        "labels": [
+            "adipose",
+            "background",
+            "debris",
+            "lymphocytes",
+            "mucus",
+            "smooth muscle",
+            "normal colon mucosa",
+            "cancer-associated stroma",
+            "colorectal adenocarcinoma epithelium",
+        ],
+        "n_samples": (89996, 10004, 7180),
+    },
+    "dermamnist": {
+        "md5": "0744692d530f8e62ec473284d019b0c7",
+        "labels": [
+            "actinic keratoses and intraepithelial carcinoma",
+            "basal cell carcinoma",
+            "benign keratosis-like lesions",
+            "dermatofibroma",
+            "melanoma",
+            "melanocytic nevi",
+            "vascular lesions",
+        ],
+        "n_samples": (7007, 1003, 2005),
+    },
+    "octmnist": {
+        "md5": "c68d92d5b585d8d81f7112f81e2d0842",
+        "labels": ["choroidal neovascularization", "diabetic macular edema", "drusen", "normal"],
+        "n_samples": (97477, 10832, 1000),
+    },
+    "pneumoniamnist": {
+        "md5": "28209eda62fecd6e6a2d98b1501bb15f",
+        "labels": ["normal", "pneumonia"],
+        "n_samples": (4708, 524, 624),
+    },
+    "retinamnist": {
+        "md5": "bd4c0672f1bba3e3a89f0e4e876791e4",
+        "labels": ["0", "1", "2", "3", "4"],
+        "n_samples": (1080, 120, 400),
+    },
+    "breastmnist": {
+        "md5": "750601b1f35ba3300ea97c75c52ff8f6",
+        "labels": ["malignant", "normal, benign"],
+        "n_samples": (546, 78, 156),
+    },
+    "bloodmnist": {
+        "md5": "7053d0359d879ad8a5505303e11de1dc",
+        "labels": [
+            "basophil",
+            "eosinophil",
+            "erythroblast",
+            "immature granulocytes",
+            "lymphocyte",
+            "monocyte",
+            "neutrophil",
+            "platelet",
+        ],
+        "n_samples": (11959, 1712, 3421),
+    },
+    "tissuemnist": {
+        "md5": "ebe78ee8b05294063de985d821c1c34b",
+        "labels": [
+            "Collecting Duct, Connecting Tubule",
+            "Distal Convoluted Tubule",
+            "Glomerular endothelial cells",
+            "Interstitial endothelial cells",
+            "Leukocytes",
+            "Podocytes",
+            "Proximal Tubule Segments",
+            "Thick Ascending Limb",
+        ],
+        "n_samples": (165466, 23640, 47280),
+    },
 }
 #: images resized per progress step
 _CHUNK = 256
@@ -70,7 +138,9 @@ def check_npz(path: Path, flag: str | None = None) -> tuple[dict[str, int], int,
             classes of train are compared with val/test), length mismatch.
     """
     if not path.is_file():
-        raise DatasetError(f"MedMNIST file {path} does not exist; expected a .npz with {{train,val,test}}_{{images,labels}}")
+        raise DatasetError(
+            f"MedMNIST file {path} does not exist; expected a .npz with {{train,val,test}}_{{images,labels}}"
+        )
     try:
         archive = zipfile.ZipFile(path)
     except (zipfile.BadZipFile, OSError) as exc:
@@ -86,20 +156,28 @@ def check_npz(path: Path, flag: str | None = None) -> tuple[dict[str, int], int,
         for split in SPLITS:
             shape, dtype = npz_header(archive, f"{split}_images", path)
             if dtype != np.uint8 or not (len(shape) == 3 or (len(shape) == 4 and shape[-1] in (1, 3))):
-                raise DatasetError(f"{path}: {split}_images is {dtype} {shape}; expected uint8 (N, H, W) or (N, H, W, 3)")
+                raise DatasetError(
+                    f"{path}: {split}_images is {dtype} {shape}; expected uint8 (N, H, W) or (N, H, W, 3)"
+                )
             sizes[split] = shape[0]
             sides.add(tuple(shape[1:3]))
         if len(sides) != 1:
             raise DatasetError(f"{path}: image sizes differ between splits ({sorted(sides)}); expected one size")
     labels = read_labels(path, sizes)
     check_label_range(path, labels, flag)
-    num_classes = int(max(int(lab.max()) for lab in labels.values() if lab.size)) + 1 if any(lab.size for lab in labels.values()) else 0
+    num_classes = (
+        int(max(int(lab.max()) for lab in labels.values() if lab.size)) + 1
+        if any(lab.size for lab in labels.values())
+        else 0
+    )
     if num_classes < 2:
         raise DatasetError(f"{path}: labels have a single class; expected at least two classes")
     train_classes = set(np.unique(labels["train"]).tolist())
     absent = [c for c in range(num_classes) if c not in train_classes]
     if absent:
-        raise DatasetError(f"{path}: class {absent[0]} appears in val/test but not in train_labels; expected every class 0..{num_classes - 1} in train")
+        raise DatasetError(
+            f"{path}: class {absent[0]} appears in val/test but not in train_labels; expected every class 0..{num_classes - 1} in train"
+        )
     side = next(iter(sides))
     return sizes, num_classes, int(min(side))
 
@@ -141,12 +219,16 @@ def read_labels(path: Path, sizes: dict[str, int]) -> dict[str, np.ndarray]:
             if labels.ndim == 2 and labels.shape[1] == 1:
                 labels = labels[:, 0]
             if labels.ndim != 1:
-                raise DatasetError(f"{path}: {key} has shape {labels.shape}; expected (N,) or (N, 1) single-label classes (multi-label MedMNIST sets such as chestmnist are not supported)")
+                raise DatasetError(
+                    f"{path}: {key} has shape {labels.shape}; expected (N,) or (N, 1) single-label classes (multi-label MedMNIST sets such as chestmnist are not supported)"
+                )
             if labels.size and not np.issubdtype(labels.dtype, np.integer):
                 if not np.issubdtype(labels.dtype, np.floating) or not np.all(labels == np.round(labels)):
                     raise DatasetError(f"{path}: {key} has non-integer values ({labels.dtype}); expected class indices")
             if len(labels) != sizes[split]:
-                raise DatasetError(f"{path}: {key} has {len(labels)} labels but {split}_images has {sizes[split]} images; expected equal lengths")
+                raise DatasetError(
+                    f"{path}: {key} has {len(labels)} labels but {split}_images has {sizes[split]} images; expected equal lengths"
+                )
             out[split] = labels.astype(np.int64)
     return out
 
@@ -187,7 +269,11 @@ class MedMNISTSource(DatasetSource):
                     images = data[f"{split}_images"]
                     gray = gray or images.ndim == 3 or images.shape[-1] == 1
                     n = len(images)
-                    out = np.empty((n, size, size, 3), np.uint8) if directory is None else open_images_for_writing(directory, split, n, size)
+                    out = (
+                        np.empty((n, size, size, 3), np.uint8)
+                        if directory is None
+                        else open_images_for_writing(directory, split, n, size)
+                    )
                     for start in range(0, n, _CHUNK):
                         stop = min(n, start + _CHUNK)
                         resize_array_batch(images[start:stop], policy, out=out[start:stop])
@@ -197,10 +283,16 @@ class MedMNISTSource(DatasetSource):
                     splits[split] = Split(images=out, labels=labels[split])
         finally:
             bar.close()
-        log(f"{self.spec}: " + ", ".join(f"{name} {len(split)}" for name, split in splits.items()) + f" images of {self.side_px} px, {self.num_classes} classes")
+        log(
+            f"{self.spec}: "
+            + ", ".join(f"{name} {len(split)}" for name, split in splits.items())
+            + f" images of {self.side_px} px, {self.num_classes} classes"
+        )
         official = dict(zip(SPLITS, MEDMNIST_INFO[self.flag]["n_samples"])) if self.flag else None
         if official is not None and official != self.sizes:
-            log(f"{self.spec}: split sizes differ from the official {self.flag} ({', '.join(f'{k} {v}' for k, v in official.items())})")
+            log(
+                f"{self.spec}: split sizes differ from the official {self.flag} ({', '.join(f'{k} {v}' for k, v in official.items())})"
+            )
         meta = {
             "source": f"medmnist:{self.path}",
             "medmnist_flag": self.flag,
@@ -220,7 +312,9 @@ def resolve_name(name: str) -> Path:
         DatasetError: unknown name, or offline without a cached file.
     """
     if name not in MEDMNIST_INFO:
-        raise DatasetError(f"unknown MedMNIST dataset {name!r}; expected a .npz path or one of: {', '.join(MEDMNIST_INFO)}")
+        raise DatasetError(
+            f"unknown MedMNIST dataset {name!r}; expected a .npz path or one of: {', '.join(MEDMNIST_INFO)}"
+        )
     target = downloads_dir() / "medmnist" / f"{name}.npz"
     legacy = Path.home() / ".medmnist" / f"{name}.npz"
     if not target.is_file() and legacy.is_file():
@@ -236,7 +330,9 @@ def make_source(spec: str, argument: str | None) -> MedMNISTSource:
         DatasetError: missing argument, missing file, bad npz, unknown name or failed download.
     """
     if not argument:
-        raise DatasetError(f"dataset {spec!r} needs an argument; expected medmnist:PATH.npz or medmnist:NAME ({', '.join(MEDMNIST_INFO)})")
+        raise DatasetError(
+            f"dataset {spec!r} needs an argument; expected medmnist:PATH.npz or medmnist:NAME ({', '.join(MEDMNIST_INFO)})"
+        )
     looks_like_path = argument.endswith(".npz") or "/" in argument or "\\" in argument
     if looks_like_path:
         path = Path(argument).expanduser()

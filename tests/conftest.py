@@ -27,7 +27,9 @@ def fake_backend(monkeypatch: pytest.MonkeyPatch) -> str:
     monkeypatch.setenv("TLBENCH_BACKENDS", "fake=fake_backend:FakeBackend")
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(SUPPORT), os.environ.get("PYTHONPATH", "")])))
     monkeypatch.syspath_prepend(str(SUPPORT))
-    monkeypatch.setitem(backends.REGISTRY, "fake", backends.BackendEntry("fake", "fake_backend:FakeBackend", "fake", ()))
+    monkeypatch.setitem(
+        backends.REGISTRY, "fake", backends.BackendEntry("fake", "fake_backend:FakeBackend", "fake", ())
+    )
     return "fake"
 
 

@@ -10,7 +10,9 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 #: an absolute POSIX path into a machine's file system (home, temp, work dirs...), or a Windows drive path
-ABSOLUTE_PATH = re.compile(r"""(?<![\w./])(/(?:work|home|tmp|root|Users|mnt|opt|var|srv|private|data|scratch)/[^\s"',;)]+|[A-Za-z]:\\\\[^\s"']+)""")
+ABSOLUTE_PATH = re.compile(
+    r"""(?<![\w./])(/(?:work|home|tmp|root|Users|mnt|opt|var|srv|private|data|scratch)/[^\s"',;)]+|[A-Za-z]:\\\\[^\s"']+)"""
+)
 TEXT_SUFFIXES = {".json", ".jsonl", ".md", ".csv", ".tex", ".html", ".txt", ".sh"}
 
 

@@ -24,10 +24,10 @@ from typing import Any
 
 import numpy as np
 
+from ...core.strategies import get_strategy
 from ..running.artifacts import Predictions, cell_dir, find_weights, load_predictions
 from ..running.config import RunOptions
 from ..running.results import cell_id, latest_by_cell, load_results
-from ...core.strategies import get_strategy
 
 #: stage maps shown by default
 DEFAULT_STAGES = 4
@@ -77,7 +77,9 @@ def select_record(suite_dir: Path, cell: str | None) -> dict[str, Any]:
     """
     records = latest_by_cell(load_results(suite_dir / "results.jsonl"))
     if not records:
-        raise ExplainError(f"{suite_dir} holds no results.jsonl records; expected a suite directory made by `tlbench run`")
+        raise ExplainError(
+            f"{suite_dir} holds no results.jsonl records; expected a suite directory made by `tlbench run`"
+        )
     ids = _cell_ids(records)
     if cell is None:
         ok = [r for r in records if r.get("status") == "ok" and r.get("accuracy") is not None]
@@ -101,7 +103,9 @@ def stored_image(preds: Predictions, index: int, cell: str) -> tuple[np.ndarray,
     """
     count = len(preds.sample_indices)
     if not 0 <= index < count:
-        raise ExplainError(f"--image {index} is out of range for cell {cell!r}; expected 0..{count - 1} (stored test images)")
+        raise ExplainError(
+            f"--image {index} is out of range for cell {cell!r}; expected 0..{count - 1} (stored test images)"
+        )
     return np.asarray(preds.sample_images[index]), int(preds.labels[int(preds.sample_indices[index])])
 
 
@@ -113,7 +117,9 @@ def suite_options(suite_dir: Path) -> RunOptions:
     return RunOptions.from_dict(data)
 
 
-def build_backend(record: dict[str, Any], options: RunOptions, weights_path: Path | None, device: str) -> tuple[Any, str]:
+def build_backend(
+    record: dict[str, Any], options: RunOptions, weights_path: Path | None, device: str
+) -> tuple[Any, str]:
     """Build the cell's model through the backend registry; restore trained weights when saved.
 
     Returns:
@@ -135,21 +141,30 @@ def build_backend(record: dict[str, Any], options: RunOptions, weights_path: Pat
     except (KeyError, BackendError) as exc:
         raise ExplainError(str(exc).strip("'\"")) from None
     if not all(hasattr(backend, name) for name in ("to_input", "stage_parameter_names")):
-        raise ExplainError(f"tlbench explain supports the torch backends (timm, torchvision); backend {record['backend']!r} has no stage hooks")
+        raise ExplainError(
+            f"tlbench explain supports the torch backends (timm, torchvision); backend {record['backend']!r} has no stage hooks"
+        )
     trained = weights_path is not None
     spec = ModelSpec(
-        name=record["model"], num_classes=int(record["num_classes"]), image_size=int(record.get("image_size") or options.image_size),
-        weights="none" if trained else options.weights_for(record["backend"]), pretrained=strategy.pretrained and not trained,
-        allow_random_init=options.allow_random_init, in_chans=options.in_chans, seed=int(record["seed"]),
+        name=record["model"],
+        num_classes=int(record["num_classes"]),
+        image_size=int(record.get("image_size") or options.image_size),
+        weights="none" if trained else options.weights_for(record["backend"]),
+        pretrained=strategy.pretrained and not trained,
+        allow_random_init=options.allow_random_init,
+        in_chans=options.in_chans,
+        seed=int(record["seed"]),
         options=options.options_for(record["backend"]),
-    )  # fmt: skip
+    )
     try:
         info = backend.build(spec)
     except BackendError as exc:
         raise ExplainError(str(exc)) from None
     if trained:
         if not str(weights_path).endswith(backend.weights_suffix):
-            raise ExplainError(f"weights file {str(weights_path)!r} is not a {record['backend']} weights file (*{backend.weights_suffix})")
+            raise ExplainError(
+                f"weights file {str(weights_path)!r} is not a {record['backend']} weights file (*{backend.weights_suffix})"
+            )
         try:
             backend.load_weights(str(weights_path))
         except BackendError as exc:
@@ -233,7 +248,9 @@ def feature_maps(backend: Any, image: np.ndarray, count: int = DEFAULT_STAGES, g
     return {"names": names, "maps": maps, "probs": probs, "predicted": predicted, "gradcam": cam}
 
 
-def explain_cell(suite_dir: Path, cell: str | None = None, image_index: int = 0, stages: int = DEFAULT_STAGES, device: str = "cpu") -> Explanation:
+def explain_cell(
+    suite_dir: Path, cell: str | None = None, image_index: int = 0, stages: int = DEFAULT_STAGES, device: str = "cpu"
+) -> Explanation:
     """Compute the feature maps (and Grad-CAM with trained weights) of one cell on one stored test image.
 
     Raises:
@@ -251,11 +268,17 @@ def explain_cell(suite_dir: Path, cell: str | None = None, image_index: int = 0,
     backend, source = build_backend(record, suite_options(suite_dir), weights, device)
     result = feature_maps(backend, image, stages, gradcam=source == "trained")
     return Explanation(
-        cell=name, image=image, true_label=true_label, predicted=result["predicted"] if source == "trained" else None,
+        cell=name,
+        image=image,
+        true_label=true_label,
+        predicted=result["predicted"] if source == "trained" else None,
         class_names=preds.class_names,
-        stage_names=result["names"], stage_maps=result["maps"], gradcam=result["gradcam"], weights_source=source,
+        stage_names=result["names"],
+        stage_maps=result["maps"],
+        gradcam=result["gradcam"],
+        weights_source=source,
         probs=result["probs"],
-    )  # fmt: skip
+    )
 
 
 # ---- drawing ----------------------------------------------------------------------------------------------------
@@ -276,7 +299,9 @@ def draw_explanation(explanation: Explanation, path: Path) -> Path:
     axes[0].imshow(image, cmap="gray" if gray else None)
     predicted = "" if ex.predicted is None else f", pred {name(ex.predicted)}"
     wrong = ex.predicted is not None and ex.predicted != ex.true_label
-    axes[0].set_title(f"input\ntrue {name(ex.true_label)}{predicted}", fontsize=9, color="#c00000" if wrong else "black")
+    axes[0].set_title(
+        f"input\ntrue {name(ex.true_label)}{predicted}", fontsize=9, color="#c00000" if wrong else "black"
+    )
     for ax, stage, fmap in zip(axes[1:], ex.stage_names, ex.stage_maps):
         shown = ax.imshow(fmap, cmap="viridis")
         ax.set_title(f"{stage}\nmean activation {fmap.shape[0]}×{fmap.shape[1]}", fontsize=9)
@@ -285,12 +310,26 @@ def draw_explanation(explanation: Explanation, path: Path) -> Path:
         ax = axes[-1]
         ax.imshow(image, cmap="gray" if gray else None)
         h, w = ex.image.shape[:2]
-        ax.imshow(ex.gradcam, cmap="jet", alpha=0.45, extent=(-0.5, w - 0.5, h - 0.5, -0.5), interpolation="bilinear", vmin=0, vmax=1)
-        ax.set_title(f"Grad-CAM ({ex.stage_names[-1]})\nclass {name(ex.predicted)} p={ex.probs[ex.predicted]:.2f}", fontsize=9)
+        ax.imshow(
+            ex.gradcam,
+            cmap="jet",
+            alpha=0.45,
+            extent=(-0.5, w - 0.5, h - 0.5, -0.5),
+            interpolation="bilinear",
+            vmin=0,
+            vmax=1,
+        )
+        ax.set_title(
+            f"Grad-CAM ({ex.stage_names[-1]})\nclass {name(ex.predicted)} p={ex.probs[ex.predicted]:.2f}", fontsize=9
+        )
     for ax in axes:
         ax.set_xticks([])
         ax.set_yticks([])
-    weights = "trained weights" if ex.weights_source == "trained" else f"pretrained backbone {ex.weights_source}, trained weights not saved"
+    weights = (
+        "trained weights"
+        if ex.weights_source == "trained"
+        else f"pretrained backbone {ex.weights_source}, trained weights not saved"
+    )
     fig.suptitle(f"{ex.cell} — {weights}", fontsize=10)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.png")

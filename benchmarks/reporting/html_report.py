@@ -58,7 +58,7 @@ def _markdown_code_to_html(text: str) -> str:
     return re.sub(r"`([^`]*)`", r"<code>\1</code>", html.escape(text))
 
 
-def render_html(tables: "ReportTables", suite_name: str, env_line: str, images: dict[str, Path], note: str) -> str:
+def render_html(tables: ReportTables, suite_name: str, env_line: str, images: dict[str, Path], note: str) -> str:
     """The whole ``report.html`` text.
 
     Args:
@@ -70,15 +70,23 @@ def render_html(tables: "ReportTables", suite_name: str, env_line: str, images: 
     """
     title = f"tlbench suite {suite_name}"
     parts = [
-        "<!DOCTYPE html>", '<html lang="en">', "<head>", '<meta charset="utf-8">',
-        f"<title>{html.escape(title)}</title>", f"<style>{STYLE}</style>", "</head>", "<body>",
+        "<!DOCTYPE html>",
+        '<html lang="en">',
+        "<head>",
+        '<meta charset="utf-8">',
+        f"<title>{html.escape(title)}</title>",
+        f"<style>{STYLE}</style>",
+        "</head>",
+        "<body>",
         f"<h1>tlbench suite <code>{html.escape(suite_name)}</code></h1>",
-    ]  # fmt: skip
+    ]
     if env_line:
         parts.append(f'<p class="note">{html.escape(env_line)}</p>')
     if tables.warnings:
         parts.append("<h2>Warnings</h2>")
-        parts += [f'<p class="warning">{_markdown_code_to_html(line.replace("**", "`"))}</p>' for line in tables.warnings]
+        parts += [
+            f'<p class="warning">{_markdown_code_to_html(line.replace("**", "`"))}</p>' for line in tables.warnings
+        ]
     for heading, table in tables.pivots:
         parts += [f"<h2>{html.escape(heading)} — strategy × backend</h2>", table_html(table)]
     parts.append(f'<p class="note">{_markdown_code_to_html(note)}</p>')

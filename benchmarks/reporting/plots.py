@@ -17,8 +17,9 @@ from __future__ import annotations
 
 import math
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -46,10 +47,7 @@ def pareto_front(xs: Sequence[float], ys: Sequence[float]) -> list[int]:
     A point is dominated when another is at least as good on both axes and strictly better on one.
     """
     points = [(float(x), float(y), i) for i, (x, y) in enumerate(zip(xs, ys)) if math.isfinite(x) and math.isfinite(y)]
-    front = [
-        i for x, y, i in points
-        if not any((ox >= x and oy >= y) and (ox > x or oy > y) for ox, oy, _ in points)
-    ]  # fmt: skip
+    front = [i for x, y, i in points if not any((ox >= x and oy >= y) and (ox > x or oy > y) for ox, oy, _ in points)]
     return sorted(front, key=lambda i: (float(xs[i]), float(ys[i])))
 
 
@@ -88,7 +86,9 @@ def _save(fig, path: Path) -> Path:
     return path
 
 
-def pareto_plot(frame: pd.DataFrame, x_column: str, x_label: str, path: Path, lower_is_better: bool = False) -> Path | None:
+def pareto_plot(
+    frame: pd.DataFrame, x_column: str, x_label: str, path: Path, lower_is_better: bool = False
+) -> Path | None:
     """Accuracy vs ``x_column`` (log), one panel per dataset, Pareto front dashed; ``None`` if no ok cell.
 
     ``lower_is_better``: the x axis is a cost (training seconds), so the front is the cheapest for its accuracy.
@@ -103,7 +103,9 @@ def pareto_plot(frame: pd.DataFrame, x_column: str, x_label: str, path: Path, lo
     backends = list(dict.fromkeys(frame["backend"]))
     strategies = list(dict.fromkeys(frame["strategy"]))
     colors = _palette(backends)
-    fig, axes = plt.subplots(layout="constrained", nrows=1, ncols=len(datasets), figsize=(6.4 * len(datasets), 4.8), squeeze=False)
+    fig, axes = plt.subplots(
+        layout="constrained", nrows=1, ncols=len(datasets), figsize=(6.4 * len(datasets), 4.8), squeeze=False
+    )
     for ax, dataset in zip(axes[0], datasets):
         sub = ok[ok["dataset"] == dataset]
         grouped = sub.groupby(["backend", "strategy", "model"], sort=False)
@@ -114,13 +116,27 @@ def pareto_plot(frame: pd.DataFrame, x_column: str, x_label: str, path: Path, lo
             xs.append(x.mean())
             ys.append(y.mean())
             ax.errorbar(  # spreads clipped at 0: equal seeds give mean - min = -1e-17 in floating point
-                x.mean(), y.mean(), xerr=[[max(0.0, x.mean() - x.min())], [max(0.0, x.max() - x.mean())]],
-                yerr=[[max(0.0, y.mean() - y.min())], [max(0.0, y.max() - y.mean())]], fmt=MARKERS[strategies.index(strategy) % len(MARKERS)],
-                color=colors[backend], markersize=8, capsize=3, linestyle="none",
-            )  # fmt: skip
+                x.mean(),
+                y.mean(),
+                xerr=[[max(0.0, x.mean() - x.min())], [max(0.0, x.max() - x.mean())]],
+                yerr=[[max(0.0, y.mean() - y.min())], [max(0.0, y.max() - y.mean())]],
+                fmt=MARKERS[strategies.index(strategy) % len(MARKERS)],
+                color=colors[backend],
+                markersize=8,
+                capsize=3,
+                linestyle="none",
+            )
         front = pareto_front([-x for x in xs] if lower_is_better else xs, ys)
         ax.plot([xs[i] for i in front], [ys[i] for i in front], "--", color="0.4", linewidth=1, zorder=0)
-        ax.scatter([xs[i] for i in front], [ys[i] for i in front], s=220, facecolors="none", edgecolors="0.2", linewidths=1.2, zorder=3)
+        ax.scatter(
+            [xs[i] for i in front],
+            [ys[i] for i in front],
+            s=220,
+            facecolors="none",
+            edgecolors="0.2",
+            linewidths=1.2,
+            zorder=3,
+        )
         ax.set_xscale("log")
         ax.margins(x=0.12, y=0.1)  # markers and error caps never sit on the frame
         _plain_log_ticks(ax)
@@ -128,11 +144,22 @@ def pareto_plot(frame: pd.DataFrame, x_column: str, x_label: str, path: Path, lo
         ax.set_ylabel("test accuracy")
         ax.set_title(f"{short_dataset(dataset)}: accuracy vs {x_label}")
         ax.grid(True, which="both", alpha=0.3)
-    handles = [plt.Line2D([], [], color=colors[b], marker="o", linestyle="none", label=f"backend {b}") for b in backends]
-    handles += [plt.Line2D([], [], color="0.3", marker=MARKERS[i % len(MARKERS)], linestyle="none", label=s) for i, s in enumerate(strategies)]
-    handles.append(plt.Line2D([], [], color="0.4", linestyle="--", marker="o", markersize=11, markerfacecolor="none", label="Pareto front"))
+    handles = [
+        plt.Line2D([], [], color=colors[b], marker="o", linestyle="none", label=f"backend {b}") for b in backends
+    ]
+    handles += [
+        plt.Line2D([], [], color="0.3", marker=MARKERS[i % len(MARKERS)], linestyle="none", label=s)
+        for i, s in enumerate(strategies)
+    ]
+    handles.append(
+        plt.Line2D(
+            [], [], color="0.4", linestyle="--", marker="o", markersize=11, markerfacecolor="none", label="Pareto front"
+        )
+    )
     axes[0][-1].legend(handles=handles, loc="center left", bbox_to_anchor=(1.02, 0.5), fontsize=9, frameon=False)
-    fig.text(0.01, -0.02, "one point per configuration: mean over seeds, bars: min..max over seeds", fontsize=8, color="0.4")
+    fig.text(
+        0.01, -0.02, "one point per configuration: mean over seeds, bars: min..max over seeds", fontsize=8, color="0.4"
+    )
     return _save(fig, path)
 
 
@@ -201,7 +228,9 @@ def roc_pr_plot(frame: pd.DataFrame, suite_dir: Path, path: Path) -> Path | None
         return None
     datasets = list(dict.fromkeys(row["dataset"] for row, _ in curves))
     colors = _palette(list(dict.fromkeys(row["label"] for row, _ in curves)))
-    fig, axes = plt.subplots(layout="constrained", nrows=2, ncols=len(datasets), figsize=(6.0 * len(datasets), 10.0), squeeze=False)
+    fig, axes = plt.subplots(
+        layout="constrained", nrows=2, ncols=len(datasets), figsize=(6.0 * len(datasets), 10.0), squeeze=False
+    )
     for col, dataset in enumerate(datasets):
         roc_ax, pr_ax = axes[0][col], axes[1][col]
         for row, curve in curves:
@@ -209,11 +238,25 @@ def roc_pr_plot(frame: pd.DataFrame, suite_dir: Path, path: Path) -> Path | None
                 continue
             auc, ap = _fmt_metric(row.get("roc_auc")), _fmt_metric(row.get("pr_auc"))
             roc_ax.plot(curve["fpr"], curve["tpr"], color=colors[row["label"]], label=f"{row['label']} (AUC {auc})")
-            pr_ax.plot(curve["recall"], curve["precision"], color=colors[row["label"]], label=f"{row['label']} (AP {ap})")
+            pr_ax.plot(
+                curve["recall"], curve["precision"], color=colors[row["label"]], label=f"{row['label']} (AP {ap})"
+            )
         roc_ax.plot([0, 1], [0, 1], ":", color="0.6", linewidth=1)
         suffix = " (macro one-vs-rest)" if _num_classes(frame, dataset) > 2 else ""
-        roc_ax.set(xlabel="false positive rate", ylabel="true positive rate", title=f"{short_dataset(dataset)}: ROC{suffix}", xlim=(0, 1), ylim=(0, 1.02))
-        pr_ax.set(xlabel="recall", ylabel="precision", title=f"{short_dataset(dataset)}: precision-recall{suffix}", xlim=(0, 1), ylim=(0, 1.02))
+        roc_ax.set(
+            xlabel="false positive rate",
+            ylabel="true positive rate",
+            title=f"{short_dataset(dataset)}: ROC{suffix}",
+            xlim=(0, 1),
+            ylim=(0, 1.02),
+        )
+        pr_ax.set(
+            xlabel="recall",
+            ylabel="precision",
+            title=f"{short_dataset(dataset)}: precision-recall{suffix}",
+            xlim=(0, 1),
+            ylim=(0, 1.02),
+        )
         for ax, loc in ((roc_ax, "lower right"), (pr_ax, "lower left")):
             ax.legend(loc=loc, fontsize=8)
             ax.grid(True, alpha=0.3)
@@ -243,7 +286,9 @@ def training_curves_plot(frame: pd.DataFrame, suite_dir: Path, path: Path) -> Pa
     datasets = list(dict.fromkeys(row["dataset"] for row, _ in runs))
     labels = list(dict.fromkeys(row["label"] for row, _ in runs))
     colors = _palette(labels)
-    fig, axes = plt.subplots(layout="constrained", nrows=len(datasets), ncols=2, figsize=(12.8, 4.4 * len(datasets)), squeeze=False)
+    fig, axes = plt.subplots(
+        layout="constrained", nrows=len(datasets), ncols=2, figsize=(12.8, 4.4 * len(datasets)), squeeze=False
+    )
     for r, dataset in enumerate(datasets):
         shown: set[str] = set()
         for row, curve in runs:
@@ -255,12 +300,18 @@ def training_curves_plot(frame: pd.DataFrame, suite_dir: Path, path: Path) -> Pa
             style = dict(color=colors[row["label"]], marker="o", markersize=3, linewidth=1.2, alpha=0.85)
             axes[r][0].plot(epochs, [e["val_accuracy"] for e in curve], label=label, **style)
             axes[r][1].plot(epochs, [e["train_loss"] for e in curve], label=label, **style)
-        axes[r][0].set(xlabel="epoch", ylabel="validation accuracy", title=f"{short_dataset(dataset)}: validation accuracy")
-        axes[r][1].set(xlabel="epoch", ylabel="train loss (cross-entropy)", title=f"{short_dataset(dataset)}: train loss")
+        axes[r][0].set(
+            xlabel="epoch", ylabel="validation accuracy", title=f"{short_dataset(dataset)}: validation accuracy"
+        )
+        axes[r][1].set(
+            xlabel="epoch", ylabel="train loss (cross-entropy)", title=f"{short_dataset(dataset)}: train loss"
+        )
         axes[r][1].set_yscale("log")
         for ax in axes[r]:
             ax.grid(True, alpha=0.3)
-        axes[r][1].legend(loc="center left", bbox_to_anchor=(1.02, 0.5), fontsize=8, frameon=False, title="one line per seed")
+        axes[r][1].legend(
+            loc="center left", bbox_to_anchor=(1.02, 0.5), fontsize=8, frameon=False, title="one line per seed"
+        )
     return _save(fig, path)
 
 
@@ -292,21 +343,39 @@ def confusion_plot(frame: pd.DataFrame, suite_dir: Path, path: Path) -> Path | N
             panels.append((row, preds))
     if not panels:
         return None
-    fig, axes = plt.subplots(layout="constrained", nrows=1, ncols=len(panels), figsize=(5.6 * len(panels), 5.2), squeeze=False)
+    fig, axes = plt.subplots(
+        layout="constrained", nrows=1, ncols=len(panels), figsize=(5.6 * len(panels), 5.2), squeeze=False
+    )
     for ax, (row, preds) in zip(axes[0], panels):
         matrix = confusion_matrix_of(preds)
         rates = matrix / np.clip(matrix.sum(axis=1, keepdims=True), 1, None)
         image = ax.imshow(rates, cmap="Blues", vmin=0, vmax=1)
         n = matrix.shape[0]
         names = [_short(c) for c in preds.class_names] if len(preds.class_names) == n else [str(i) for i in range(n)]
-        ax.set_xticks(range(n), names, rotation=45 if max(map(len, names)) > 3 else 0, ha="right" if max(map(len, names)) > 3 else "center")
+        ax.set_xticks(
+            range(n),
+            names,
+            rotation=45 if max(map(len, names)) > 3 else 0,
+            ha="right" if max(map(len, names)) > 3 else "center",
+        )
         ax.set_yticks(range(n), names)
         if n <= 12:
             for i in range(n):
                 for j in range(n):
-                    ax.text(j, i, str(matrix[i, j]), ha="center", va="center", fontsize=8, color="white" if rates[i, j] > 0.5 else "black")
+                    ax.text(
+                        j,
+                        i,
+                        str(matrix[i, j]),
+                        ha="center",
+                        va="center",
+                        fontsize=8,
+                        color="white" if rates[i, j] > 0.5 else "black",
+                    )
         ax.set(xlabel="predicted", ylabel="true")
-        ax.set_title(f"{short_dataset(row['dataset'])}: best {row['backend']} cell\n{row['strategy']} seed {row['seed']} (accuracy {_fmt_metric(row['accuracy'])})", fontsize=10)
+        ax.set_title(
+            f"{short_dataset(row['dataset'])}: best {row['backend']} cell\n{row['strategy']} seed {row['seed']} (accuracy {_fmt_metric(row['accuracy'])})",
+            fontsize=10,
+        )
         fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="fraction of true class")
     return _save(fig, path)
 
@@ -326,7 +395,9 @@ def prediction_grid_plot(frame: pd.DataFrame, suite_dir: Path, path: Path) -> Pa
     if not rows:
         return None
     cols = min(GRID_IMAGES, max(len(p.sample_indices) for _, p in rows))
-    fig, axes = plt.subplots(layout="constrained", nrows=len(rows), ncols=cols, figsize=(1.7 * cols, 2.1 * len(rows) + 0.3), squeeze=False)
+    fig, axes = plt.subplots(
+        layout="constrained", nrows=len(rows), ncols=cols, figsize=(1.7 * cols, 2.1 * len(rows) + 0.3), squeeze=False
+    )
     for r, (row, preds) in enumerate(rows):
         picks = np.linspace(0, len(preds.sample_indices) - 1, min(cols, len(preds.sample_indices))).astype(int)
         for c in range(cols):
@@ -341,10 +412,24 @@ def prediction_grid_plot(frame: pd.DataFrame, suite_dir: Path, path: Path) -> Pa
             ax.imshow(image[..., 0] if image.shape[-1] == 1 else image, cmap="gray" if image.shape[-1] == 1 else None)
             wrong = predicted != true
             name = lambda i: _short(preds.class_names[i], 18) if i < len(preds.class_names) else str(i)  # noqa: E731
-            ax.set_title(f"pred {name(predicted)}\ntrue {name(true)}", fontsize=8, color="#c00000" if wrong else "black")
+            ax.set_title(
+                f"pred {name(predicted)}\ntrue {name(true)}", fontsize=8, color="#c00000" if wrong else "black"
+            )
             if wrong:
-                ax.add_patch(plt.Rectangle((-0.5, -0.5), image.shape[1], image.shape[0], fill=False, edgecolor="#c00000", linewidth=3))
-        axes[r][0].text(-0.15, 0.5, f"{short_dataset(row['dataset'])}\n{row['backend']}/{row['strategy']}\nseed {row['seed']}", transform=axes[r][0].transAxes, ha="right", va="center", fontsize=8)
+                ax.add_patch(
+                    plt.Rectangle(
+                        (-0.5, -0.5), image.shape[1], image.shape[0], fill=False, edgecolor="#c00000", linewidth=3
+                    )
+                )
+        axes[r][0].text(
+            -0.15,
+            0.5,
+            f"{short_dataset(row['dataset'])}\n{row['backend']}/{row['strategy']}\nseed {row['seed']}",
+            transform=axes[r][0].transAxes,
+            ha="right",
+            va="center",
+            fontsize=8,
+        )
     fig.suptitle("Test predictions of the best cell per backend (red: wrong)", fontsize=10)
     return _save(fig, path)
 
@@ -377,13 +462,21 @@ def stage_sweep_plot(frame: pd.DataFrame, path: Path) -> Path | None:
     top = max(numeric) if numeric else 0
     ok["x"] = ok["k"].map(lambda k: top + 1 if k == "all" else k)
     datasets = list(dict.fromkeys(ok["dataset"]))
-    fig, axes = plt.subplots(layout="constrained", nrows=1, ncols=len(datasets), figsize=(5.6 * len(datasets), 4.2), squeeze=False)
+    fig, axes = plt.subplots(
+        layout="constrained", nrows=1, ncols=len(datasets), figsize=(5.6 * len(datasets), 4.2), squeeze=False
+    )
     for ax, dataset in zip(axes[0], datasets):
         sub = ok[ok["dataset"] == dataset]
         for (backend, model), group in sub.groupby(["backend", "model"], sort=False):
             stats = group.groupby("x")["accuracy"].agg(["mean", "min", "max"]).sort_index()
-            ax.errorbar(stats.index, stats["mean"], yerr=[(stats["mean"] - stats["min"]).clip(lower=0), (stats["max"] - stats["mean"]).clip(lower=0)],
-                        marker="o", capsize=3, label=f"{backend}/{model}")  # fmt: skip
+            ax.errorbar(
+                stats.index,
+                stats["mean"],
+                yerr=[(stats["mean"] - stats["min"]).clip(lower=0), (stats["max"] - stats["mean"]).clip(lower=0)],
+                marker="o",
+                capsize=3,
+                label=f"{backend}/{model}",
+            )
         ticks = sorted(set(ok["x"]))
         ax.set_xticks(ticks, [("all" if t == top + 1 and "all" in set(ok["k"]) else str(int(t))) for t in ticks])
         ax.set_xlabel("trainable final stages (+ head)")
@@ -398,20 +491,33 @@ def stage_sweep_plot(frame: pd.DataFrame, path: Path) -> Path | None:
 def draw_suite_plots(frame: pd.DataFrame, suite_dir: Path, out_dir: Path) -> dict[str, Path]:
     """Draw every plot the suite's files allow; returns title -> PNG path (absent plots are left out)."""
     plots = {
-        "Accuracy vs training cost (Pareto)": lambda: pareto_plot(frame, "train_s", "training seconds", out_dir / "pareto_train.png", lower_is_better=True),
-        "Accuracy vs inference throughput (Pareto)": lambda: pareto_plot(frame, "infer_images_per_s", "inference images/s", out_dir / "pareto_inference.png"),
+        "Accuracy vs training cost (Pareto)": lambda: pareto_plot(
+            frame, "train_s", "training seconds", out_dir / "pareto_train.png", lower_is_better=True
+        ),
+        "Accuracy vs inference throughput (Pareto)": lambda: pareto_plot(
+            frame, "infer_images_per_s", "inference images/s", out_dir / "pareto_inference.png"
+        ),
         "ROC and precision-recall curves (first seed)": lambda: roc_pr_plot(frame, suite_dir, out_dir / "roc_pr.png"),
-        "Accuracy vs trainable stages (frozen-layer sweep)": lambda: stage_sweep_plot(frame, out_dir / "stage_sweep.png"),
+        "Accuracy vs trainable stages (frozen-layer sweep)": lambda: stage_sweep_plot(
+            frame, out_dir / "stage_sweep.png"
+        ),
         "Training curves": lambda: training_curves_plot(frame, suite_dir, out_dir / "training_curves.png"),
-        "Confusion matrix of the best cell per backend": lambda: confusion_plot(frame, suite_dir, out_dir / "confusion.png"),
-        "Prediction grid of the best cell per backend": lambda: prediction_grid_plot(frame, suite_dir, out_dir / "predictions.png"),
-    }  # fmt: skip
+        "Confusion matrix of the best cell per backend": lambda: confusion_plot(
+            frame, suite_dir, out_dir / "confusion.png"
+        ),
+        "Prediction grid of the best cell per backend": lambda: prediction_grid_plot(
+            frame, suite_dir, out_dir / "predictions.png"
+        ),
+    }
     written = {}
     for title, draw in plots.items():
         try:
             result = draw()
         except Exception as exc:  # one broken plot never costs the tables (or the results already written)
-            print(f"tlbench: warning: plot {title!r} not drawn: {type(exc).__name__}: {' '.join(str(exc).split())[:200]}", file=sys.stderr)
+            print(
+                f"tlbench: warning: plot {title!r} not drawn: {type(exc).__name__}: {' '.join(str(exc).split())[:200]}",
+                file=sys.stderr,
+            )
             continue
         if result is not None:
             written[title] = result

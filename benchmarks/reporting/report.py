@@ -10,10 +10,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from ..running.results import load_results
 from .html_report import render_html
 from .plots import draw_suite_plots
 from .tables import CI_NOTE, build_tables, csv_frame, environment_line, render_latex, render_markdown, results_frame
-from ..running.results import load_results
 
 
 def suite_name_of(suite_dir: Path) -> str:
@@ -40,7 +40,9 @@ def write_report(suite_dir: Path, plots: bool = True) -> dict[str, Path]:
     suite_dir = Path(suite_dir)
     records = load_results(suite_dir / "results.jsonl")
     if not records:
-        raise FileNotFoundError(f"{suite_dir} holds no results.jsonl records; expected a suite directory made by `tlbench run`")
+        raise FileNotFoundError(
+            f"{suite_dir} holds no results.jsonl records; expected a suite directory made by `tlbench run`"
+        )
     frame = results_frame(records)
     tables = build_tables(frame, suite_dir)
     images: dict[str, Path] = {}
@@ -49,9 +51,11 @@ def write_report(suite_dir: Path, plots: bool = True) -> dict[str, Path]:
     relative = {title: path.relative_to(suite_dir) for title, path in images.items()}
     name, env_line = suite_name_of(suite_dir), environment_line(suite_dir)
     paths = {
-        "md": suite_dir / "summary.md", "csv": suite_dir / "summary.csv", "tex": suite_dir / "summary.tex",
+        "md": suite_dir / "summary.md",
+        "csv": suite_dir / "summary.csv",
+        "tex": suite_dir / "summary.tex",
         "html": suite_dir / "report.html",
-    }  # fmt: skip
+    }
     paths["md"].write_text(render_markdown(tables, name, env_line, relative))
     csv_frame(frame).to_csv(paths["csv"], index=False)
     paths["tex"].write_text(render_latex(tables))

@@ -10,8 +10,8 @@ numpy and scipy only; the AUC is computed from ranks, vectorized over all resamp
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 from scipy import stats as sps

@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pandas as pd
 from tabulate import tabulate
@@ -26,22 +27,50 @@ from .stats import BOOTSTRAP_METRICS, BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED, boots
 
 #: columns of the per-cell table in Markdown/LaTeX (the CSV has every column)
 CELL_TABLE_COLUMNS = [
-    "backend", "model", "strategy", "dataset", "seed", "status", "pretrained", "accuracy", "balanced_accuracy",
-    "macro_f1", "roc_auc", "pr_auc", "train_images_per_s", "infer_images_per_s", "infer_latency_ms_p50",
-    "infer_latency_ms_p90", "time_to_best_s", "wall_s", "peak_rss_mb", "trainable_params", "error",
-]  # fmt: skip
+    "backend",
+    "model",
+    "strategy",
+    "dataset",
+    "seed",
+    "status",
+    "pretrained",
+    "accuracy",
+    "balanced_accuracy",
+    "macro_f1",
+    "roc_auc",
+    "pr_auc",
+    "train_images_per_s",
+    "infer_images_per_s",
+    "infer_latency_ms_p50",
+    "infer_latency_ms_p90",
+    "time_to_best_s",
+    "wall_s",
+    "peak_rss_mb",
+    "trainable_params",
+    "error",
+]
 
 METRIC_COLUMNS = {"accuracy", "balanced_accuracy", "macro_f1", "roc_auc", "pr_auc", "val_accuracy"}
 THROUGHPUT_COLUMNS = {"train_images_per_s", "infer_images_per_s"}
 
 #: human headers, with units, for the Markdown/LaTeX/HTML tables (the CSV keeps the column names)
 HEADERS = {
-    "accuracy": "accuracy", "balanced_accuracy": "balanced acc.", "macro_f1": "macro-F1", "roc_auc": "ROC-AUC",
-    "pr_auc": "PR-AUC", "train_images_per_s": "train (images/s)", "infer_images_per_s": "inference (images/s)",
-    "infer_latency_ms_p50": "latency p50 (ms)", "infer_latency_ms_p90": "latency p90 (ms)",
-    "time_to_best_s": "time to best (s)", "train_s": "training (s)", "wall_s": "wall (s)", "peak_rss_mb": "peak RSS (MiB)",
-    "peak_device_mb": "peak GPU (MiB)", "trainable_params": "trainable params",
-}  # fmt: skip
+    "accuracy": "accuracy",
+    "balanced_accuracy": "balanced acc.",
+    "macro_f1": "macro-F1",
+    "roc_auc": "ROC-AUC",
+    "pr_auc": "PR-AUC",
+    "train_images_per_s": "train (images/s)",
+    "infer_images_per_s": "inference (images/s)",
+    "infer_latency_ms_p50": "latency p50 (ms)",
+    "infer_latency_ms_p90": "latency p90 (ms)",
+    "time_to_best_s": "time to best (s)",
+    "train_s": "training (s)",
+    "wall_s": "wall (s)",
+    "peak_rss_mb": "peak RSS (MiB)",
+    "peak_device_mb": "peak GPU (MiB)",
+    "trainable_params": "trainable params",
+}
 
 #: the three comparison pivots: (title, value columns); ``peak_device_mb`` is dropped when no cell has it
 PIVOTS = [
@@ -213,7 +242,9 @@ def _markdown(frame: pd.DataFrame) -> str:
 
 
 def _latex(frame: pd.DataFrame) -> str:
-    return tabulate(frame.values.tolist(), headers=list(frame.columns), tablefmt="latex_booktabs", disable_numparse=True)
+    return tabulate(
+        frame.values.tolist(), headers=list(frame.columns), tablefmt="latex_booktabs", disable_numparse=True
+    )
 
 
 def environment_line(suite_dir: Path) -> str:
@@ -232,7 +263,9 @@ def environment_line(suite_dir: Path) -> str:
         gpus = ", ".join(env.get("gpus") or []) or "no GPU"
         packages = ", ".join(f"{k} {v}" for k, v in env.get("packages", {}).items())
         cells = f" [{counts.get(key, 0)} cell(s), environment {key}]" if len(environments) > 1 else ""
-        lines.append(f"Measured on {env.get('cpu')} ({env.get('cpu_count')} CPUs), {gpus}; {packages}; git {env.get('git_sha')}.{cells}")
+        lines.append(
+            f"Measured on {env.get('cpu')} ({env.get('cpu_count')} CPUs), {gpus}; {packages}; git {env.get('git_sha')}.{cells}"
+        )
     return " ".join(lines)
 
 
@@ -253,20 +286,28 @@ def data_checks(frame: pd.DataFrame) -> pd.DataFrame:
         if not isinstance(sizes, dict):
             continue
         dups = record.get("duplicates") if isinstance(record.get("duplicates"), dict) else {}
-        key = (record["dataset"], record.get("image_size"), json.dumps(sizes, sort_keys=True), json.dumps(dups, sort_keys=True))
+        key = (
+            record["dataset"],
+            record.get("image_size"),
+            json.dumps(sizes, sort_keys=True),
+            json.dumps(dups, sort_keys=True),
+        )
         if key in seen:
             continue
         seen.add(key)
-        rows.append({
-            "dataset": record["dataset"], "image size": format_value("image_size", record.get("image_size")),
-            "train / val / test": f"{sizes.get('train', '')} / {sizes.get('val', '')} / {sizes.get('test', '')}",
-            "skipped images": str(int(record.get("skipped_images") or 0)),
-            "cross-split duplicates": str(_count(dups, "cross_split")),
-            "within-split duplicates": str(_count(dups, "within_split")),
-            "conflicting labels": str(_count(dups, "conflicting_labels")),
-            "dropped": str(_count(dups, "dropped")),
-            "policy": str(dups.get("policy", "")) if dups else "not checked",
-        })  # fmt: skip
+        rows.append(
+            {
+                "dataset": record["dataset"],
+                "image size": format_value("image_size", record.get("image_size")),
+                "train / val / test": f"{sizes.get('train', '')} / {sizes.get('val', '')} / {sizes.get('test', '')}",
+                "skipped images": str(int(record.get("skipped_images") or 0)),
+                "cross-split duplicates": str(_count(dups, "cross_split")),
+                "within-split duplicates": str(_count(dups, "within_split")),
+                "conflicting labels": str(_count(dups, "conflicting_labels")),
+                "dropped": str(_count(dups, "dropped")),
+                "policy": str(dups.get("policy", "")) if dups else "not checked",
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -280,7 +321,9 @@ def data_warnings(frame: pd.DataFrame) -> list[str]:
                 f"{row['conflicting labels']} with conflicting labels were KEPT (--dedup keep): test scores may be inflated."
             )
         if int(row["skipped images"]):
-            lines.append(f"**{row['dataset']}**: {row['skipped images']} unreadable image(s) skipped (see cells/*/log.txt).")
+            lines.append(
+                f"**{row['dataset']}**: {row['skipped images']} unreadable image(s) skipped (see cells/*/log.txt)."
+            )
     return lines
 
 
@@ -388,7 +431,9 @@ def inference_note(frame: pd.DataFrame) -> str:
     for (backend, model, dataset), members in groups.items():
         passed = spread([r["infer_images_per_s"] for r in members])
         in_cell = spread([_pass_info(r)["in_cell"].get("infer_images_per_s") for r in members])
-        parts.append(f"{backend}/{model} on {dataset}: {len(members)} cells, spread {100 * passed:.1f} % (in their cells {100 * in_cell:.1f} %)")
+        parts.append(
+            f"{backend}/{model} on {dataset}: {len(members)} cells, spread {100 * passed:.1f} % (in their cells {100 * in_cell:.1f} %)"
+        )
     rounds = max(int(_pass_info(r).get("rounds") or 0) for r in records)
     return (
         "`inference (images/s)`: timed after the suite, the cells of each model loaded from their trained weights into "
@@ -405,11 +450,15 @@ def build_tables(frame: pd.DataFrame, suite_dir: Path | None) -> ReportTables:
     summarizer = Summarizer(frame, suite_dir)
     pivots = [(title, summarizer.pivot(pivot_columns(frame, columns))) for title, columns in PIVOTS]
     return ReportTables(
-        pivots=pivots, cells=formatted(frame, CELL_TABLE_COLUMNS), failed=failed_cells(frame),
-        data=data_checks(frame), warnings=tuple(data_warnings(frame) + speed_warnings(frame) + timing_warnings(frame)),
-        framework_agreement=agreement_table(frame), framework_speed=speed_table(frame),
+        pivots=pivots,
+        cells=formatted(frame, CELL_TABLE_COLUMNS),
+        failed=failed_cells(frame),
+        data=data_checks(frame),
+        warnings=tuple(data_warnings(frame) + speed_warnings(frame) + timing_warnings(frame)),
+        framework_agreement=agreement_table(frame),
+        framework_speed=speed_table(frame),
         notes=tuple(note for note in (inference_note(frame),) if note),
-    )  # fmt: skip
+    )
 
 
 def render_markdown(tables: ReportTables, suite_name: str, env_line: str, images: dict[str, Path] | None = None) -> str:
@@ -462,5 +511,3 @@ def csv_frame(frame: pd.DataFrame) -> pd.DataFrame:
         if out[column].map(lambda v: isinstance(v, (dict, list))).any():
             out[column] = out[column].map(lambda v: json.dumps(v, sort_keys=True) if isinstance(v, (dict, list)) else v)
     return out
-
-

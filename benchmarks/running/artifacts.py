@@ -34,7 +34,11 @@ WEIGHTS_STEM = "weights"
 def cell_dir(suite_dir: Path, cell_or_record: Any) -> Path:
     """The artifact directory of a cell (a ``CellConfig``) or of a result record (a dict)."""
     get = cell_or_record.get if isinstance(cell_or_record, dict) else lambda key: getattr(cell_or_record, key)
-    return Path(suite_dir) / "cells" / cell_id(get("backend"), get("model"), get("strategy"), get("dataset"), int(get("seed")))
+    return (
+        Path(suite_dir)
+        / "cells"
+        / cell_id(get("backend"), get("model"), get("strategy"), get("dataset"), int(get("seed")))
+    )
 
 
 def save_weights_requested() -> bool:
@@ -63,7 +67,9 @@ def confusion_record(labels: np.ndarray, probs: np.ndarray, class_names: list[st
     return {"class_names": list(class_names), "matrix": matrix.tolist()}
 
 
-def write_predictions(directory: Path, probs: np.ndarray, labels: np.ndarray, class_names: list[str], images: np.ndarray) -> None:
+def write_predictions(
+    directory: Path, probs: np.ndarray, labels: np.ndarray, class_names: list[str], images: np.ndarray
+) -> None:
     """``predictions.npz`` (no pickled objects) and ``confusion_matrix.json``; keeps ``SAMPLE_IMAGES`` test images."""
     directory.mkdir(parents=True, exist_ok=True)
     count = min(SAMPLE_IMAGES, len(images))
@@ -71,9 +77,13 @@ def write_predictions(directory: Path, probs: np.ndarray, labels: np.ndarray, cl
     samples = np.asarray(images[sample_idx]) if count else np.zeros((0, 1, 1, 3), np.uint8)
     tmp = directory / ".predictions.tmp.npz"
     np.savez_compressed(
-        tmp, probs=probs.astype(np.float32), labels=np.asarray(labels), class_names=np.array(class_names, dtype=str),
-        sample_indices=sample_idx, sample_images=samples,
-    )  # fmt: skip
+        tmp,
+        probs=probs.astype(np.float32),
+        labels=np.asarray(labels),
+        class_names=np.array(class_names, dtype=str),
+        sample_indices=sample_idx,
+        sample_images=samples,
+    )
     os.replace(tmp, directory / "predictions.npz")
     write_json_atomic(directory / "confusion_matrix.json", confusion_record(labels, probs, class_names))
 
@@ -83,7 +93,9 @@ def write_curve(directory: Path, curve: list[dict[str, Any]]) -> None:
     write_json_atomic(directory / "curve.json", curve)
 
 
-def write_latencies(directory: Path, latencies_ms: list[float] | tuple[float, ...], batch_size: int, keep_in_cell: bool = False) -> None:
+def write_latencies(
+    directory: Path, latencies_ms: list[float] | tuple[float, ...], batch_size: int, keep_in_cell: bool = False
+) -> None:
     """``latency.json``: every timed inference batch latency of the cell.
 
     Args:
@@ -122,10 +134,12 @@ def load_predictions(suite_dir: Path, record: dict[str, Any]) -> Predictions | N
         return None
     with np.load(path, allow_pickle=False) as data:
         return Predictions(
-            probs=data["probs"].astype(np.float64), labels=data["labels"].astype(np.int64),
-            class_names=[str(c) for c in data["class_names"]], sample_indices=data["sample_indices"],
+            probs=data["probs"].astype(np.float64),
+            labels=data["labels"].astype(np.int64),
+            class_names=[str(c) for c in data["class_names"]],
+            sample_indices=data["sample_indices"],
             sample_images=data["sample_images"],
-        )  # fmt: skip
+        )
 
 
 def load_curve(suite_dir: Path, record: dict[str, Any]) -> list[dict[str, Any]]:

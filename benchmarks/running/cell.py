@@ -23,14 +23,19 @@ import resource
 import sys
 import time
 import traceback
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import numpy as np
 
 from ...backends import BackendError, ModelSpec, backend_entry, get_backend_class
 from ...backends.base import Backend
 from ...backends.options import OptionsError
+from ...core.plan import PlanError, make_plan
+from ...core.strategies import get_strategy
+from ...datasets import ArrayDataset, DatasetError, ResizePolicy, Split, load_dataset
+from ...datasets.splitting import stratified_indices
 from . import artifacts
 from .config import CellConfig, RunOptions
 from .environment import load_probe_file
@@ -38,10 +43,6 @@ from .metrics import classification_metrics
 from .results import check_record, empty_record, write_json_atomic
 from .timing import measure_latency
 from .training import Inputs, batch_slices, predict_in_batches, train_plan
-from ...datasets import ArrayDataset, DatasetError, ResizePolicy, Split, load_dataset
-from ...datasets.splitting import stratified_indices
-from ...core.plan import PlanError, make_plan
-from ...core.strategies import get_strategy
 
 #: full test batches cycled by the inference timing loop
 INFER_BATCHES = 8
@@ -145,7 +146,9 @@ class CellRun:
         if quiet:
             self.log(f"machine quiet after {waited_s:.1f} s (--wait-quiet {limit_s:g})")
         else:
-            self.log(f"WARNING: other processes still busy after --wait-quiet {limit_s:g} s; measuring anyway (the cell is flagged if disturbed)")
+            self.log(
+                f"WARNING: other processes still busy after --wait-quiet {limit_s:g} s; measuring anyway (the cell is flagged if disturbed)"
+            )
         return {"waited_quiet_s": round(waited_s, 2), "quiet_at_start": quiet}
 
     @contextlib.contextmanager
@@ -192,10 +195,16 @@ class CellRun:
         record["split_sizes"] = {"train": len(train), "val": len(val), "test": len(test)}
 
         spec = ModelSpec(
-            name=cell.model, num_classes=dataset.num_classes, image_size=image_size, weights=weights,
-            pretrained=strategy.pretrained, allow_random_init=opts.allow_random_init, in_chans=opts.in_chans,
-            seed=cell.seed, options=opts.options_for(cell.backend),
-        )  # fmt: skip
+            name=cell.model,
+            num_classes=dataset.num_classes,
+            image_size=image_size,
+            weights=weights,
+            pretrained=strategy.pretrained,
+            allow_random_init=opts.allow_random_init,
+            in_chans=opts.in_chans,
+            seed=cell.seed,
+            options=opts.options_for(cell.backend),
+        )
         info = backend.build(spec)
         record.update(pretrained=info.pretrained, dtype=info.dtype, backend_facts=info.facts or None)
         gpu = backend.device_name()
@@ -204,9 +213,14 @@ class CellRun:
             self.log("WARNING: pretrained weights unavailable; random init (allowed by --allow-random-init)")
         try:
             plan = make_plan(
-                strategy, backend.stages(), epochs=opts.epochs, head_lr=opts.lr, optimizer=opts.optimizer,
-                augment=opts.augment, seed=cell.seed,
-            )  # fmt: skip
+                strategy,
+                backend.stages(),
+                epochs=opts.epochs,
+                head_lr=opts.lr,
+                optimizer=opts.optimizer,
+                augment=opts.augment,
+                seed=cell.seed,
+            )
         except PlanError as exc:
             raise BackendError(str(exc)) from None
         record["epochs"] = plan.epochs
@@ -228,9 +242,16 @@ class CellRun:
 
         with self._timed_window():  # what other processes use of the machine while this cell is timed
             outcome = train_plan(
-                backend, plan, Inputs(train.images, train.labels), Inputs(val.images, np.asarray(val.labels)),
-                opts.batch_size, opts.warmup_steps, self.log, feature_source=feature_source, soft_targets=soft_targets,
-            )  # fmt: skip
+                backend,
+                plan,
+                Inputs(train.images, train.labels),
+                Inputs(val.images, np.asarray(val.labels)),
+                opts.batch_size,
+                opts.warmup_steps,
+                self.log,
+                feature_source=feature_source,
+                soft_targets=soft_targets,
+            )
             # training is over: the backend may specialize the model for inference (--infer-compile); the test
             # predictions below then come from the model that is timed
             record["infer_prepare_s"] = backend.prepare_inference(min(opts.batch_size, len(test)))
@@ -241,24 +262,32 @@ class CellRun:
         if getattr(self, "teacher_note", None):
             record["plan"] = f"{plan.describe()}; {self.teacher_note}"
         record.update(
-            trainable_params=counts.trainable if counts else None, total_params=counts.total if counts else None,
-            val_accuracy=outcome.best_val_accuracy, best_epoch=outcome.best_epoch,
-            time_to_best_s=outcome.time_to_best_s, train_s=outcome.train_s,
+            trainable_params=counts.trainable if counts else None,
+            total_params=counts.total if counts else None,
+            val_accuracy=outcome.best_val_accuracy,
+            best_epoch=outcome.best_epoch,
+            time_to_best_s=outcome.time_to_best_s,
+            train_s=outcome.train_s,
             train_images_per_s=outcome.main_images_per_s(),
             train_first_steps_s=sum(p.first_steps_s for p in outcome.phases) or None,
             phase_images_per_s={p.name: p.images_per_s for p in outcome.phases if p.inputs == "images"} or None,
             feature_extract_s=outcome.feature_extract_s,
             feature_extract_images_per_s=outcome.feature_extract_images_per_s,
-            feature_dim=outcome.feature_dim, head_train_s=outcome.head_train_s,
-            feature_cache=None if outcome.feature_cache_hit is None else ("hit" if outcome.feature_cache_hit else "miss"),
-        )  # fmt: skip
+            feature_dim=outcome.feature_dim,
+            head_train_s=outcome.head_train_s,
+            feature_cache=None
+            if outcome.feature_cache_hit is None
+            else ("hit" if outcome.feature_cache_hit else "miss"),
+        )
 
         record.update(classification_metrics(test_labels, test_probs))
         self._mfu(info.dtype)
         record["peak_device_mb"] = backend.peak_device_memory_mb()
         self._save_artifacts(outcome.curve, test, test_labels, test_probs, dataset.class_names, latencies)
 
-    def _teacher_probabilities(self, backend_class: type[Backend], dataset: ArrayDataset, keep: np.ndarray | None) -> np.ndarray:
+    def _teacher_probabilities(
+        self, backend_class: type[Backend], dataset: ArrayDataset, keep: np.ndarray | None
+    ) -> np.ndarray:
         """The teacher cell's class probabilities on the train split (soft labels), computed once, in this process.
 
         The teacher is a finished cell of the same backend that saved its trained weights (``TLBENCH_SAVE_WEIGHTS=1``);
@@ -269,27 +298,44 @@ class CellRun:
         opts = self.options
         teacher = load_teacher(opts.teacher, self.cell.backend)
         if int(teacher.record.get("num_classes") or dataset.num_classes) != dataset.num_classes:
-            raise BackendError(f"teacher {teacher.name!r} has {teacher.record.get('num_classes')} classes, this dataset {dataset.num_classes}")
+            raise BackendError(
+                f"teacher {teacher.name!r} has {teacher.record.get('num_classes')} classes, this dataset {dataset.num_classes}"
+            )
         model, image_size = teacher.record["model"], int(teacher.record["image_size"])
         backend = build_trained(
-            backend_class, opts, self.cell.backend, model, dataset.num_classes, image_size, int(teacher.record["seed"]), teacher.weights
-        )  # fmt: skip
+            backend_class,
+            opts,
+            self.cell.backend,
+            model,
+            dataset.num_classes,
+            image_size,
+            int(teacher.record["seed"]),
+            teacher.weights,
+        )
         teacher_data, _ = self._load_dataset(backend, model, "none", record_data=False, image_size=image_size)
         train = teacher_data.splits["train"]
         if not np.array_equal(np.asarray(train.labels), np.asarray(dataset.splits["train"].labels)):
-            raise BackendError(f"teacher {teacher.name!r}: its train split differs from this cell's (another dataset or --dedup?)")
+            raise BackendError(
+                f"teacher {teacher.name!r}: its train split differs from this cell's (another dataset or --dedup?)"
+            )
         probs = predict_in_batches(backend.predict_proba, train.images, opts.batch_size)
         accuracy = float((probs.argmax(1) == np.asarray(train.labels)).mean())
-        self.log(f"teacher {teacher.name} ({model}): soft labels for {len(probs)} train images, train accuracy {accuracy:.3f}")
+        self.log(
+            f"teacher {teacher.name} ({model}): soft labels for {len(probs)} train images, train accuracy {accuracy:.3f}"
+        )
         self.teacher_note = f"teacher {teacher.name} (test accuracy {teacher.record.get('accuracy')})"
         return probs if keep is None else probs[keep]
 
     # ---- shared steps ---------------------------------------------------------------------------------
-    def _load_dataset(self, backend: Backend, model: str, weights: str, record_data: bool, image_size: int | None = None) -> tuple[ArrayDataset, ResizePolicy]:
+    def _load_dataset(
+        self, backend: Backend, model: str, weights: str, record_data: bool, image_size: int | None = None
+    ) -> tuple[ArrayDataset, ResizePolicy]:
         """The cell's dataset, resized for ``model`` (decoded once per policy, cached); its facts into the record."""
         opts, record = self.options, self.record
         size = image_size if image_size is not None else opts.image_size_for(type(backend), model, weights)
-        dataset, policy = load_cell_dataset(backend, self.cell.dataset, model, weights, size, opts, self.log, self.progress)
+        dataset, policy = load_cell_dataset(
+            backend, self.cell.dataset, model, weights, size, opts, self.log, self.progress
+        )
         if record_data:
             meta = dict(dataset.meta)
             record["duplicates"] = meta.pop("duplicates", None)
@@ -301,24 +347,53 @@ class CellRun:
             record["class_names"] = dataset.class_names
         return dataset, policy
 
-    def _features(self, backend: Backend, info: Any, model: str, weights: str, dataset: ArrayDataset, policy: ResizePolicy,
-                  splits: dict[str, np.ndarray], pooled: bool) -> Any:  # fmt: skip
+    def _features(
+        self,
+        backend: Backend,
+        info: Any,
+        model: str,
+        weights: str,
+        dataset: ArrayDataset,
+        policy: ResizePolicy,
+        splits: dict[str, np.ndarray],
+        pooled: bool,
+    ) -> Any:
         """Features of ``splits`` through the on-disk feature cache (see ``features``)."""
         from .features import FeatureCache, cached_features, feature_cache_root, feature_key
 
         opts = self.options
         key = feature_key(
-            backend=self.cell.backend, model=model, pretrained=info.pretrained, weights=weights, pooled=pooled,
-            options=opts.options_for(self.cell.backend).to_dict(), in_chans=opts.in_chans, policy=policy.key(),
-            dataset=dataset_meta_for_record(dataset.meta).get("cache_entry") or self.cell.dataset, spec=self.cell.dataset,
-            dedup=opts.dedup, sizes={k: len(v) for k, v in splits.items()}, versions=self.record["framework_versions"],
-        )  # fmt: skip
+            backend=self.cell.backend,
+            model=model,
+            pretrained=info.pretrained,
+            weights=weights,
+            pooled=pooled,
+            options=opts.options_for(self.cell.backend).to_dict(),
+            in_chans=opts.in_chans,
+            policy=policy.key(),
+            dataset=dataset_meta_for_record(dataset.meta).get("cache_entry") or self.cell.dataset,
+            spec=self.cell.dataset,
+            dedup=opts.dedup,
+            sizes={k: len(v) for k, v in splits.items()},
+            versions=self.record["framework_versions"],
+        )
         cached = cached_features(
-            FeatureCache(feature_cache_root(opts.cache_dir)), key, splits,
-            lambda batch: backend.extract_features(batch, pooled=pooled), opts.batch_size, backend.synchronize,
-            meta={"backend": self.cell.backend, "model": model, "dataset": self.cell.dataset, "pretrained": info.pretrained},
-        )  # fmt: skip
-        self.log(f"features of {model}: {'read from the cache' if cached.hit else 'extracted and cached'} in {cached.seconds:.2f} s ({key})")
+            FeatureCache(feature_cache_root(opts.cache_dir)),
+            key,
+            splits,
+            lambda batch: backend.extract_features(batch, pooled=pooled),
+            opts.batch_size,
+            backend.synchronize,
+            meta={
+                "backend": self.cell.backend,
+                "model": model,
+                "dataset": self.cell.dataset,
+                "pretrained": info.pretrained,
+            },
+        )
+        self.log(
+            f"features of {model}: {'read from the cache' if cached.hit else 'extracted and cached'} in {cached.seconds:.2f} s ({key})"
+        )
         return cached
 
     def _run_feature_probe(self, strategy: Any, backend_class: type[Backend], models: list[str]) -> None:
@@ -335,22 +410,43 @@ class CellRun:
                 size = opts.image_size_for(backend_class, model, weights)
                 record["image_size"] = record["image_size"] or size
                 spec = ModelSpec(
-                    name=model, num_classes=dataset.num_classes, image_size=size, weights=weights, pretrained=True,
-                    allow_random_init=opts.allow_random_init, in_chans=opts.in_chans, seed=cell.seed, options=opts.options_for(cell.backend),
-                )  # fmt: skip
+                    name=model,
+                    num_classes=dataset.num_classes,
+                    image_size=size,
+                    weights=weights,
+                    pretrained=True,
+                    allow_random_init=opts.allow_random_init,
+                    in_chans=opts.in_chans,
+                    seed=cell.seed,
+                    options=opts.options_for(cell.backend),
+                )
                 info = backend.build(spec)
                 counts = backend.apply_phase(make_plan(strategy, backend.stages(), epochs=1, seed=cell.seed).phases[0])
                 splits = {name: dataset.splits[name].images for name in ("train", "val", "test")}
                 cached = self._features(backend, info, model, weights, dataset, policy, splits, pooled=True)
-                parts.append({"model": model, "backend": backend, "info": info, "dataset": dataset, "features": cached, "counts": counts})
+                parts.append(
+                    {
+                        "model": model,
+                        "backend": backend,
+                        "info": info,
+                        "dataset": dataset,
+                        "features": cached,
+                        "counts": counts,
+                    }
+                )
                 trainable_note.append(info.pretrained)
             first = parts[0]["dataset"]
             for part in parts[1:]:
                 for name in ("train", "val", "test"):
                     if not np.array_equal(part["dataset"].splits[name].labels, first.splits[name].labels):
-                        raise BackendError(f"fusion: the {name} split of {part['model']!r} differs from {parts[0]['model']!r}'s")
+                        raise BackendError(
+                            f"fusion: the {name} split of {part['model']!r} differs from {parts[0]['model']!r}'s"
+                        )
             keep = train_indices(first, opts.max_train_images, cell.seed)
-            stack = {name: np.concatenate([p["features"].splits[name] for p in parts], axis=1) for name in ("train", "val", "test")}
+            stack = {
+                name: np.concatenate([p["features"].splits[name] for p in parts], axis=1)
+                for name in ("train", "val", "test")
+            }
             labels = {name: np.asarray(first.splits[name].labels) for name in ("train", "val", "test")}
             if keep is not None:
                 stack["train"], labels["train"] = stack["train"][keep], labels["train"][keep]
@@ -358,23 +454,42 @@ class CellRun:
             import time
 
             fit_start = time.perf_counter()
-            result = run_probe(strategy.probe_head, (stack["train"], labels["train"]), (stack["val"], labels["val"]), stack["test"], first.num_classes, cell.seed)
+            result = run_probe(
+                strategy.probe_head,
+                (stack["train"], labels["train"]),
+                (stack["val"], labels["val"]),
+                stack["test"],
+                first.num_classes,
+                cell.seed,
+            )
             fit_s = time.perf_counter() - fit_start
             latencies = self._measure_probe_inference(parts, result.predict)
         extract_s = sum(p["features"].seconds for p in parts)
         hits = {p["features"].hit for p in parts}
         dim = int(stack["train"].shape[1])
         record.update(
-            pretrained="+".join(trainable_note), dtype=parts[0]["info"].dtype,
-            backend_facts={p["model"]: p["info"].facts for p in parts} if len(parts) > 1 else (parts[0]["info"].facts or None),
-            device=parts[0]["info"].device, plan=f"{result.description}; features {dim}-d from {' + '.join(models)}",
-            epochs=None, best_epoch=None, val_accuracy=result.val_accuracy, train_s=extract_s + fit_s, head_train_s=fit_s,
-            feature_extract_s=extract_s, feature_dim=dim,
-            feature_extract_images_per_s=sum(p["features"].images for p in parts) / extract_s if extract_s > 0 else None,
+            pretrained="+".join(trainable_note),
+            dtype=parts[0]["info"].dtype,
+            backend_facts={p["model"]: p["info"].facts for p in parts}
+            if len(parts) > 1
+            else (parts[0]["info"].facts or None),
+            device=parts[0]["info"].device,
+            plan=f"{result.description}; features {dim}-d from {' + '.join(models)}",
+            epochs=None,
+            best_epoch=None,
+            val_accuracy=result.val_accuracy,
+            train_s=extract_s + fit_s,
+            head_train_s=fit_s,
+            feature_extract_s=extract_s,
+            feature_dim=dim,
+            feature_extract_images_per_s=sum(p["features"].images for p in parts) / extract_s
+            if extract_s > 0
+            else None,
             feature_cache="hit" if hits == {True} else "miss" if hits == {False} else "partial",
             trainable_params=dim * first.num_classes + first.num_classes if strategy.probe_head == "logreg" else 0,
-            total_params=sum(p["counts"].total for p in parts), time_to_best_s=extract_s + fit_s,
-        )  # fmt: skip
+            total_params=sum(p["counts"].total for p in parts),
+            time_to_best_s=extract_s + fit_s,
+        )
         self.log(f"{result.description}: val_accuracy={result.val_accuracy:.4f}, fit {fit_s:.2f} s")
         flops = [self._count_flops(p["backend"]) for p in parts]
         record["flops_per_image"] = sum(flops) if all(flops) else None
@@ -401,9 +516,14 @@ class CellRun:
 
         # a batch is a tuple (one image array per backbone): the images per call are bs, not len(tuple)
         stats = measure_latency(
-            run, batches, sync, warmup=opts.infer_warmup, repeats=opts.infer_repeats, min_time_s=opts.infer_min_time_s,
+            run,
+            batches,
+            sync,
+            warmup=opts.infer_warmup,
+            repeats=opts.infer_repeats,
+            min_time_s=opts.infer_min_time_s,
             batch_size=bs,
-        )  # fmt: skip
+        )
         return self._record_latency(stats)
 
     def _count_flops(self, backend: Backend) -> int | None:
@@ -422,7 +542,9 @@ class CellRun:
             return
         from .machine_peak import peak_flop_per_s
 
-        compute = "bfloat16" if dtype.startswith("bfloat16") else "float16" if dtype.startswith("float16") else "float32"
+        compute = (
+            "bfloat16" if dtype.startswith("bfloat16") else "float16" if dtype.startswith("float16") else "float32"
+        )
         try:
             peak = peak_flop_per_s(probe, compute)
         except ValueError:
@@ -454,7 +576,9 @@ class CellRun:
                 self.log(f"WARNING: {warning}")
         # the allocator variables only act when set before the process started (the subprocess launcher)
         wanted = settings.env
-        record["allocator_active"] = all(os.environ.get(k) == v for k, v in wanted.items() if k.startswith("MALLOC_") or k == "LD_PRELOAD")
+        record["allocator_active"] = all(
+            os.environ.get(k) == v for k, v in wanted.items() if k.startswith("MALLOC_") or k == "LD_PRELOAD"
+        )
         return record
 
     def _measure_inference(self, backend: Backend, test: Split) -> tuple[float, ...]:
@@ -462,21 +586,31 @@ class CellRun:
         opts = self.options
         batches = timing_batches(test.images, opts.batch_size)
         stats = measure_latency(
-            backend.predict_proba, batches, backend.synchronize,
-            warmup=opts.infer_warmup, repeats=opts.infer_repeats, min_time_s=opts.infer_min_time_s,
-        )  # fmt: skip
+            backend.predict_proba,
+            batches,
+            backend.synchronize,
+            warmup=opts.infer_warmup,
+            repeats=opts.infer_repeats,
+            min_time_s=opts.infer_min_time_s,
+        )
         return self._record_latency(stats)
 
     def _record_latency(self, stats: Any) -> tuple[float, ...]:
         """The inference timing columns of ``stats`` (a ``LatencyStats``); returns the raw latencies."""
         self.record.update(
-            infer_images_per_s=stats.images_per_s, infer_latency_ms_p50=stats.latency_ms_p50,
-            infer_latency_ms_p90=stats.latency_ms_p90, infer_batch_size=stats.batch_size,
-            infer_repeats=stats.repeats, infer_timed_s=stats.timed_s, infer_latency_cv=stats.latency_cv,
-        )  # fmt: skip
+            infer_images_per_s=stats.images_per_s,
+            infer_latency_ms_p50=stats.latency_ms_p50,
+            infer_latency_ms_p90=stats.latency_ms_p90,
+            infer_batch_size=stats.batch_size,
+            infer_repeats=stats.repeats,
+            infer_timed_s=stats.timed_s,
+            infer_latency_cv=stats.latency_cv,
+        )
         return stats.latencies_ms
 
-    def _save_artifacts(self, curve, test: Split, labels: np.ndarray, probs: np.ndarray, class_names: list[str], latencies) -> None:
+    def _save_artifacts(
+        self, curve, test: Split, labels: np.ndarray, probs: np.ndarray, class_names: list[str], latencies
+    ) -> None:
         directory = self.cell_dir
         artifacts.write_predictions(directory, probs, labels, class_names, test.images)
         artifacts.write_curve(directory, curve)
@@ -487,9 +621,15 @@ class CellRun:
 
 
 def load_cell_dataset(
-    backend: Backend, spec: str, model: str, weights: str, image_size: int, options: RunOptions,
-    log: Callable[[str], None], progress: bool = False,
-) -> tuple[ArrayDataset, ResizePolicy]:  # fmt: skip
+    backend: Backend,
+    spec: str,
+    model: str,
+    weights: str,
+    image_size: int,
+    options: RunOptions,
+    log: Callable[[str], None],
+    progress: bool = False,
+) -> tuple[ArrayDataset, ResizePolicy]:
     """Dataset ``spec`` decoded and resized once (cached) with ``model``'s resize policy at ``image_size``.
 
     The one place where a cell's images are made: the inference pass (``infer_pass``) reads the same bytes.
@@ -499,14 +639,20 @@ def load_cell_dataset(
     log(f"dataset {spec} at {policy.key()}")
     dataset = load_dataset(
         spec, policy, options.cache_dir, progress=progress, dedup=options.dedup, near_duplicates=options.near_duplicates
-    )  # fmt: skip
+    )
     return dataset, policy
 
 
 def build_trained(
-    backend_class: type[Backend], options: RunOptions, backend_name: str, model: str, num_classes: int, image_size: int,
-    seed: int, weights_path: Path,
-) -> Backend:  # fmt: skip
+    backend_class: type[Backend],
+    options: RunOptions,
+    backend_name: str,
+    model: str,
+    num_classes: int,
+    image_size: int,
+    seed: int,
+    weights_path: Path,
+) -> Backend:
     """A backend holding a finished cell's trained weights (a distillation teacher, a model of the inference pass):
     the architecture built without pretrained weights, with ``backend_name``'s options, then the saved weights.
 
@@ -514,10 +660,19 @@ def build_trained(
         BackendError: the model does not build or the weights do not fit it (one line).
     """
     backend = backend_class(options.device)
-    backend.build(ModelSpec(
-        name=model, num_classes=num_classes, image_size=image_size, weights="none", pretrained=False,
-        allow_random_init=True, in_chans=options.in_chans, seed=seed, options=options.options_for(backend_name),
-    ))  # fmt: skip
+    backend.build(
+        ModelSpec(
+            name=model,
+            num_classes=num_classes,
+            image_size=image_size,
+            weights="none",
+            pretrained=False,
+            allow_random_init=True,
+            in_chans=options.in_chans,
+            seed=seed,
+            options=options.options_for(backend_name),
+        )
+    )
     backend.load_weights(str(weights_path))
     return backend
 
@@ -553,7 +708,11 @@ def dataset_meta_for_record(meta: dict[str, Any]) -> dict[str, Any]:
 
 def duplicates_line(duplicates: dict[str, Any]) -> str:
     """``cross_split=4 within_split=28 conflicting_labels=0 dropped=32 (policy drop)`` for logs and the console."""
-    counts = " ".join(f"{k}={duplicates.get(k, 0)}" for k in ("cross_split", "within_split", "conflicting_labels", "near_cross_split", "dropped") if k in duplicates)
+    counts = " ".join(
+        f"{k}={duplicates.get(k, 0)}"
+        for k in ("cross_split", "within_split", "conflicting_labels", "near_cross_split", "dropped")
+        if k in duplicates
+    )
     return f"{counts} (policy {duplicates.get('policy')})"
 
 

@@ -37,7 +37,9 @@ def parse_weights_map(text: str) -> dict[str, str] | None:
     for item in items:
         match = _WEIGHTS_ENTRY.fullmatch(item)
         if match is None:
-            raise ValueError(f"--weights entry {item!r} is malformed; expected backend=VALUE (e.g. keras=vgg16.weights.h5)")
+            raise ValueError(
+                f"--weights entry {item!r} is malformed; expected backend=VALUE (e.g. keras=vgg16.weights.h5)"
+            )
         name, value = match.group(1), match.group(2).strip()
         if name in mapping:
             raise ValueError(f"--weights names backend {name!r} twice")
@@ -112,7 +114,7 @@ class RunOptions:
         mapping = parse_weights_map(self.weights)
         return self.weights if mapping is None else mapping.get(backend, "default")
 
-    def runtime(self) -> "RuntimeSettings":
+    def runtime(self) -> RuntimeSettings:
         """The resolved runtime of every cell process (threads, allocator); see ``running.runtime``.
 
         Raises:
@@ -122,7 +124,7 @@ class RunOptions:
 
         return resolve_runtime(self.threads, self.allocator)
 
-    def options_for(self, backend: str) -> "BackendOptions":
+    def options_for(self, backend: str) -> BackendOptions:
         """The typed options of ``backend`` (its registry row's options class)."""
         from ...backends import backend_entry
 
@@ -136,14 +138,18 @@ class RunOptions:
         ``--jit-compile`` for Keras never invalidates finished torch cells. The thread count does: float sums,
         hence bit-exact results, depend on it.
         """
-        payload = {k: v for k, v in asdict(self).items() if k not in ("cache_dir", "backend_options", "allocator", "wait_quiet_s", "infer_pass")}
+        payload = {
+            k: v
+            for k, v in asdict(self).items()
+            if k not in ("cache_dir", "backend_options", "allocator", "wait_quiet_s", "infer_pass")
+        }
         payload["weights"] = self.weights_for(backend) if backend is not None else self.weights
         if backend is not None:
             payload["backend_options"] = self.backend_options.get(backend, {})
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:12]
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "RunOptions":
+    def from_dict(cls, data: dict[str, Any]) -> RunOptions:
         """Build from a dict, ignoring unknown keys (older suites' flat backend flags)."""
         names = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in names})
@@ -165,7 +171,9 @@ class SuiteConfig:
         """All cells, in matrix order (dataset, model, backend, strategy, seed)."""
         return [
             CellConfig(backend=b, model=m, strategy=s, dataset=d, seed=seed)
-            for d, m, b, s, seed in itertools.product(self.datasets, self.models, self.backends, self.strategies, self.seeds)
+            for d, m, b, s, seed in itertools.product(
+                self.datasets, self.models, self.backends, self.strategies, self.seeds
+            )
         ]
 
     def to_dict(self) -> dict[str, Any]:

@@ -27,8 +27,9 @@ import shutil
 import subprocess
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any, Iterator
+from typing import Any
 
 import psutil
 
@@ -262,7 +263,7 @@ class ContentionSampler:
         self._started = False
 
     # ---- context manager -------------------------------------------------------------------------
-    def __enter__(self) -> "ContentionSampler":
+    def __enter__(self) -> ContentionSampler:
         self.start()
         return self
 
@@ -337,9 +338,10 @@ class ContentionSampler:
         steal_fraction = weighted("steal_cores") / self.machine_cores
         # the hypervisor running other guests on our cores slows a cell exactly like a busy process beside it
         disturbed = (
-            fraction > self.threshold or steal_fraction > self.threshold
+            fraction > self.threshold
+            or steal_fraction > self.threshold
             or (gpu_other_mean is not None and gpu_other_mean / 100.0 > self.threshold)
-        )  # fmt: skip
+        )
         top = sorted(by_process.items(), key=lambda item: item[1], reverse=True)[: self.top_n]
         return {
             "other_cpu_cores_mean": round(other_mean, 4),
@@ -354,9 +356,14 @@ class ContentionSampler:
             "threshold": self.threshold,
             "disturbed": bool(disturbed),
             "top_other_processes": [
-                {"name": names.get(key, "?"), "pid": key[0], "cores": round(seconds / duration_s, 3) if duration_s else 0.0}
-                for key, seconds in top if seconds > 0
-            ],  # fmt: skip
+                {
+                    "name": names.get(key, "?"),
+                    "pid": key[0],
+                    "cores": round(seconds / duration_s, 3) if duration_s else 0.0,
+                }
+                for key, seconds in top
+                if seconds > 0
+            ],
             "other_gpu_util_percent_mean": None if gpu_other_mean is None else round(gpu_other_mean, 2),
             "gpu_util_percent_mean": round(sum(gpu_total) / len(gpu_total), 2) if gpu_total else None,
         }
@@ -377,7 +384,9 @@ def describe(summary: dict[str, Any]) -> str:
         line += f"; speed canary at {100 * summary['canary_ratio_to_probe']:.0f}% of the probe's"
     if top:
         line += f"; top: {top}"
-    flags = ("DISTURBED: " if summary.get("disturbed") else "") + ("SLOWER THAN PROBED: " if summary.get("slower_than_probed") else "")
+    flags = ("DISTURBED: " if summary.get("disturbed") else "") + (
+        "SLOWER THAN PROBED: " if summary.get("slower_than_probed") else ""
+    )
     return flags + line
 
 

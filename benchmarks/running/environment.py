@@ -9,8 +9,8 @@ import hashlib
 import json
 import os
 import platform
-import socket
 import shutil
+import socket
 import subprocess
 import sys
 import time
@@ -63,7 +63,13 @@ def git_sha(repo: Path | None = None) -> str | None:
         sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True, timeout=10)
         if sha.returncode != 0:
             return None
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=repo, capture_output=True, text=True, timeout=10)
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=repo,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
         return sha.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
     except (OSError, subprocess.SubprocessError):
         return None
@@ -78,7 +84,13 @@ def machine_identity() -> dict[str, Any]:
             break
         except OSError:
             continue
-    return {"host": socket.gethostname(), "machine_id": machine_id, "cpu": cpu_model(), "cpu_count": os.cpu_count(), "gpus": gpu_names()}
+    return {
+        "host": socket.gethostname(),
+        "machine_id": machine_id,
+        "cpu": cpu_model(),
+        "cpu_count": os.cpu_count(),
+        "gpus": gpu_names(),
+    }
 
 
 #: environment variable naming the machine probe JSON (set by ``tlbench run`` for its cells)
@@ -132,7 +144,11 @@ def environment_record(backends: tuple[str, ...] | list[str], runtime: dict[str,
         "machine": machine_identity(),
         "cpu": cpu_model(),
         "cpu_count": os.cpu_count(),
-        "threads_env": {k: os.environ[k] for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "TF_NUM_INTRAOP_THREADS") if k in os.environ},
+        "threads_env": {
+            k: os.environ[k]
+            for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "TF_NUM_INTRAOP_THREADS")
+            if k in os.environ
+        },
         "gpus": gpu_names(),
         "packages": package_versions(packages),
         "runtime": runtime,

@@ -30,11 +30,12 @@ import socket
 import tempfile
 import time
 import uuid
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 from queue import Queue
-from typing import Any, Callable, Iterator, Mapping, Sequence
+from typing import Any
 
 from .artifacts import cell_dir as artifact_dir
 from .config import CellConfig, RunOptions, SuiteConfig
@@ -88,9 +89,15 @@ class Executor:
         raise NotImplementedError
 
     def run(
-        self, cells: Sequence[CellConfig], suite: SuiteConfig, out_dir: Path, *, timeout_s: float | None,
-        stream: bool, cell_runner: CellRunner,
-    ) -> Iterator[CellOutcome]:  # fmt: skip
+        self,
+        cells: Sequence[CellConfig],
+        suite: SuiteConfig,
+        out_dir: Path,
+        *,
+        timeout_s: float | None,
+        stream: bool,
+        cell_runner: CellRunner,
+    ) -> Iterator[CellOutcome]:
         """Run ``cells`` and yield each outcome as it finishes (each cell exactly once)."""
         raise NotImplementedError
 
@@ -141,15 +148,24 @@ class CellOccupancy:
         self.directory = Path(directory) if directory is not None else registry_dir()
         self.path = self.directory / f"{uuid.uuid4().hex}.json"
         self.start = self.end = 0.0
-        self.result: dict[str, Any] = {"cells_at_once_on_host": 1, "cells_at_once_on_device": 1, "host": self.host, "device": device}
+        self.result: dict[str, Any] = {
+            "cells_at_once_on_host": 1,
+            "cells_at_once_on_device": 1,
+            "host": self.host,
+            "device": device,
+        }
 
     def _entry(self) -> dict[str, Any]:
         return {
-            "host": self.host, "device": self.device, "start": self.start, "end": self.end or None,
-            "pid": os.getpid(), "pid_start": _process_start(os.getpid()),
-        }  # fmt: skip
+            "host": self.host,
+            "device": self.device,
+            "start": self.start,
+            "end": self.end or None,
+            "pid": os.getpid(),
+            "pid_start": _process_start(os.getpid()),
+        }
 
-    def __enter__(self) -> "CellOccupancy":
+    def __enter__(self) -> CellOccupancy:
         self.start = time.time()
         try:
             write_json_atomic(self.path, self._entry())
@@ -178,7 +194,11 @@ class CellOccupancy:
                 continue
             if entry.get("host") != self.host:
                 continue
-            if entry.get("end") is None and path != self.path and _process_start(int(entry.get("pid", -1))) != entry.get("pid_start"):
+            if (
+                entry.get("end") is None
+                and path != self.path
+                and _process_start(int(entry.get("pid", -1))) != entry.get("pid_start")
+            ):
                 path.unlink(missing_ok=True)  # its owner died mid-cell: not running any more
                 continue
             entries.append((path, entry))
@@ -198,9 +218,18 @@ class CellOccupancy:
 
 
 def run_tracked(
-    cell_runner: CellRunner, cell: CellConfig, suite: SuiteConfig, out_dir: Path, *, executor: str, device: str,
-    timeout_s: float | None, stream: bool, env: Mapping[str, str] | None = None, registry: Path | None = None,
-) -> dict[str, Any]:  # fmt: skip
+    cell_runner: CellRunner,
+    cell: CellConfig,
+    suite: SuiteConfig,
+    out_dir: Path,
+    *,
+    executor: str,
+    device: str,
+    timeout_s: float | None,
+    stream: bool,
+    env: Mapping[str, str] | None = None,
+    registry: Path | None = None,
+) -> dict[str, Any]:
     """Run one cell with ``cell_runner`` while it is registered on this host; its record gets ``concurrency``."""
     extra = {"env": dict(env)} if env else {}
     with CellOccupancy(device, registry) as occupancy:
@@ -214,7 +243,9 @@ def visible_gpus(env: Mapping[str, str] | None = None) -> list[str]:
     """Ids of the GPUs this process may use: ``CUDA_VISIBLE_DEVICES`` when set, else every GPU ``nvidia-smi`` lists."""
     env = os.environ if env is None else env
     if "CUDA_VISIBLE_DEVICES" in env:
-        return [item.strip() for item in env["CUDA_VISIBLE_DEVICES"].split(",") if item.strip() and item.strip() != "-1"]
+        return [
+            item.strip() for item in env["CUDA_VISIBLE_DEVICES"].split(",") if item.strip() and item.strip() != "-1"
+        ]
     return [str(index) for index in range(len(gpu_names()))]
 
 
@@ -270,7 +301,9 @@ class LocalExecutor(Executor):
         if on_gpu and index is None and gpus and self.parallel > 1:  # one worker per GPU, pinned
             self.slots = list(gpus[: self.parallel])
             if self.parallel > len(gpus):
-                note(f"--parallel {self.parallel}: {len(gpus)} GPU(s) visible, so {len(gpus)} cell(s) at once, one per GPU")
+                note(
+                    f"--parallel {self.parallel}: {len(gpus)} GPU(s) visible, so {len(gpus)} cell(s) at once, one per GPU"
+                )
             self.device = "cuda"
             return
         self.slots = [None] * self.parallel
@@ -280,7 +313,9 @@ class LocalExecutor(Executor):
             else:
                 self.device = f"cuda:{gpus[0]}" if gpus else "cuda:0"
             if self.parallel > 1:
-                note(f"--parallel {self.parallel} on one GPU ({device}): the cells share it; their timings are flagged in the report")
+                note(
+                    f"--parallel {self.parallel} on one GPU ({device}): the cells share it; their timings are flagged in the report"
+                )
         else:
             self.device = "cpu"
             cores = available_cores()
@@ -298,12 +333,21 @@ class LocalExecutor(Executor):
     def _device_of(self, slot: str | None) -> str:
         return f"cuda:{slot}" if slot is not None else self.device
 
-    def _run_one(self, cell: CellConfig, suite: SuiteConfig, out_dir: Path, slot: str | None, timeout_s, stream, cell_runner) -> CellOutcome:
+    def _run_one(
+        self, cell: CellConfig, suite: SuiteConfig, out_dir: Path, slot: str | None, timeout_s, stream, cell_runner
+    ) -> CellOutcome:
         env = {"CUDA_VISIBLE_DEVICES": slot} if slot is not None else None
         record = run_tracked(
-            cell_runner, cell, suite, out_dir, executor=self.name, device=self._device_of(slot),
-            timeout_s=timeout_s, stream=stream, env=env,
-        )  # fmt: skip
+            cell_runner,
+            cell,
+            suite,
+            out_dir,
+            executor=self.name,
+            device=self._device_of(slot),
+            timeout_s=timeout_s,
+            stream=stream,
+            env=env,
+        )
         return CellOutcome(cell, record, self._environment)
 
     def run(self, cells, suite, out_dir, *, timeout_s, stream, cell_runner) -> Iterator[CellOutcome]:
@@ -312,7 +356,9 @@ class LocalExecutor(Executor):
                 yield self._run_one(cell, suite, out_dir, self.slots[0], timeout_s, stream, cell_runner)
             return
         if getattr(cell_runner, "in_process", False):
-            raise ValueError("parallel cells need the subprocess launcher (run_cell_inprocess redirects this process' stderr)")
+            raise ValueError(
+                "parallel cells need the subprocess launcher (run_cell_inprocess redirects this process' stderr)"
+            )
         free: Queue[str | None] = Queue()
         for slot in self.slots:
             free.put(slot)
@@ -347,13 +393,19 @@ def _import_ray():
     try:
         import ray
     except ImportError:
-        raise ExecutorError("--executor ray needs Ray: pip install 'tlbench[ray]' (on the driver and on every node)") from None
+        raise ExecutorError(
+            "--executor ray needs Ray: pip install 'tlbench[ray]' (on the driver and on every node)"
+        ) from None
     return ray
 
 
 def pack_cell_dir(directory: Path) -> dict[str, bytes]:
     """Every file under a cell's artifact directory, by relative path (they are small: logs, curves, predictions)."""
-    return {path.relative_to(directory).as_posix(): path.read_bytes() for path in sorted(directory.rglob("*")) if path.is_file()}
+    return {
+        path.relative_to(directory).as_posix(): path.read_bytes()
+        for path in sorted(directory.rglob("*"))
+        if path.is_file()
+    }
 
 
 def unpack_cell_dir(directory: Path, files: Mapping[str, bytes]) -> None:
@@ -380,9 +432,16 @@ def _node_environment(backends: tuple[str, ...], options: RunOptions) -> dict[st
 
 
 def _ray_cell_task(
-    cell: CellConfig, suite: SuiteConfig, out_dir: str, timeout_s: float | None, stream: bool,
-    driver: dict[str, str], env: dict[str, str], cell_runner: CellRunner, ship: str,
-) -> dict[str, Any]:  # fmt: skip
+    cell: CellConfig,
+    suite: SuiteConfig,
+    out_dir: str,
+    timeout_s: float | None,
+    stream: bool,
+    driver: dict[str, str],
+    env: dict[str, str],
+    cell_runner: CellRunner,
+    ship: str,
+) -> dict[str, Any]:
     """One cell as a Ray task: the cell subprocess on this node, its environment, and its artifacts when needed."""
     import ray
 
@@ -395,11 +454,26 @@ def _ray_cell_task(
         gpu_ids = [str(g) for g in ray.get_gpu_ids()]
         device = f"cuda:{','.join(gpu_ids)}" if gpu_ids else "cpu"
         record = run_tracked(
-            cell_runner, cell, suite, suite_dir, executor="ray", device=device, timeout_s=timeout_s, stream=stream,
-            env=env, registry=registry_dir(env),
-        )  # fmt: skip
+            cell_runner,
+            cell,
+            suite,
+            suite_dir,
+            executor="ray",
+            device=device,
+            timeout_s=timeout_s,
+            stream=stream,
+            env=env,
+            registry=registry_dir(env),
+        )
         files = None if in_place else pack_cell_dir(artifact_dir(suite_dir, cell))
-        return {"record": record, "environment": environment, "artifacts": files, "node_id": node_id, "host": socket.gethostname(), "pid": os.getpid()}
+        return {
+            "record": record,
+            "environment": environment,
+            "artifacts": files,
+            "node_id": node_id,
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+        }
     finally:
         if not in_place:
             shutil.rmtree(suite_dir, ignore_errors=True)
@@ -420,7 +494,14 @@ class RayExecutor(Executor):
 
     name = "ray"
 
-    def __init__(self, address: str | None = None, *, max_retries: int = 3, ship_artifacts: str = "auto", init_kwargs: Mapping[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        address: str | None = None,
+        *,
+        max_retries: int = 3,
+        ship_artifacts: str = "auto",
+        init_kwargs: Mapping[str, Any] | None = None,
+    ) -> None:
         if ship_artifacts not in ("auto", "always", "never"):
             raise ValueError(f"invalid ship_artifacts {ship_artifacts!r}: choose from auto, always, never")
         self.address = address
@@ -444,18 +525,24 @@ class RayExecutor(Executor):
         device = suite.options.device
         index = _device_index(device)
         if index not in (None, 0):
-            raise ExecutorError(f"--device {device} with --executor ray: Ray gives each cell one GPU, use --device cuda or auto")
+            raise ExecutorError(
+                f"--device {device} with --executor ray: Ray gives each cell one GPU, use --device cuda or auto"
+            )
         self.num_gpus = 1 if runs_on_gpu(device, resources.get("GPU", 0) > 0) else 0
         self.num_cpus = float(suite.options.runtime().threads)
         nodes = self._nodes()
         if not nodes:
             need = f"{self.num_cpus:g} CPU(s)" + (" and a GPU" if self.num_gpus else "")
-            raise ExecutorError(f"no alive Ray node has {need} (the suite's --threads and device): set --threads to at most a node's CPUs")
+            raise ExecutorError(
+                f"no alive Ray node has {need} (the suite's --threads and device): set --threads to at most a node's CPUs"
+            )
         token = uuid.uuid4().hex[:12]
         self._marker = Path(out_dir) / f".tlbench-driver-{token}"
         self._marker.write_text(socket.gethostname())
         self._driver = {"node_id": ray.get_runtime_context().get_node_id(), "marker": self._marker.name}
-        note(f"Ray: {len(nodes)} node(s) can run cells ({self.num_cpus:g} CPU(s){' + 1 GPU' if self.num_gpus else ''} per cell)")
+        note(
+            f"Ray: {len(nodes)} node(s) can run cells ({self.num_cpus:g} CPU(s){' + 1 GPU' if self.num_gpus else ''} per cell)"
+        )
 
     def _nodes(self) -> list[dict[str, Any]]:
         import ray
@@ -474,9 +561,11 @@ class RayExecutor(Executor):
 
             probe = ray.remote(_node_environment)
             refs = [
-                probe.options(num_cpus=0, scheduling_strategy=NodeAffinitySchedulingStrategy(node["NodeID"], soft=False)).remote(suite.backends, suite.options)
+                probe.options(
+                    num_cpus=0, scheduling_strategy=NodeAffinitySchedulingStrategy(node["NodeID"], soft=False)
+                ).remote(suite.backends, suite.options)
                 for node in self._nodes()
-            ]  # fmt: skip
+            ]
             unique: dict[str, dict[str, Any]] = {}
             for environment in ray.get(refs, timeout=300):
                 unique.setdefault(environment["environment_id"], environment)
@@ -487,14 +576,19 @@ class RayExecutor(Executor):
         import ray
 
         task = ray.remote(_ray_cell_task).options(
-            num_cpus=self.num_cpus, num_gpus=self.num_gpus, max_retries=self.max_retries, retry_exceptions=False,
-        )  # fmt: skip
+            num_cpus=self.num_cpus,
+            num_gpus=self.num_gpus,
+            max_retries=self.max_retries,
+            retry_exceptions=False,
+        )
         env = {k: v for k, v in os.environ.items() if k.startswith(FORWARDED_PREFIX)}
         target = str(Path(out_dir).resolve())
         by_ref = {
-            task.remote(cell, suite, target, timeout_s, stream, self._driver, env, cell_runner, self.ship_artifacts): cell
+            task.remote(
+                cell, suite, target, timeout_s, stream, self._driver, env, cell_runner, self.ship_artifacts
+            ): cell
             for cell in cells
-        }  # fmt: skip
+        }
         self._pending = list(by_ref)
         while self._pending:
             ready, self._pending = ray.wait(self._pending, num_returns=1, timeout=1.0)  # a timeout: signals get in
@@ -505,8 +599,19 @@ class RayExecutor(Executor):
                 except ray.exceptions.RayError as exc:  # lost on every attempt, or a bug in the task
                     record = empty_record(cell, suite.options)
                     message = " ".join(str(exc).split())
-                    record.update(status="failed", error=f"ray task failed after {self.max_retries} retries: {type(exc).__name__}: {message}"[:500])
-                    record["concurrency"] = {"executor": self.name, "cells_at_once_on_host": None, "cells_at_once_on_device": None, "host": None, "device": None}
+                    record.update(
+                        status="failed",
+                        error=f"ray task failed after {self.max_retries} retries: {type(exc).__name__}: {message}"[
+                            :500
+                        ],
+                    )
+                    record["concurrency"] = {
+                        "executor": self.name,
+                        "cells_at_once_on_host": None,
+                        "cells_at_once_on_device": None,
+                        "host": None,
+                        "device": None,
+                    }
                     yield CellOutcome(cell, record, None)
                     continue
                 if result["artifacts"] is not None:
@@ -548,6 +653,8 @@ def make_executor(name: str = "local", *, parallel: int | None = None, ray_addre
             raise ExecutorError("--ray-address needs --executor ray")
         return LocalExecutor(1 if parallel is None else parallel)
     if parallel is not None:
-        raise ExecutorError("--parallel is for --executor local; Ray runs as many cells at once as the cluster's CPUs/GPUs allow")
+        raise ExecutorError(
+            "--parallel is for --executor local; Ray runs as many cells at once as the cluster's CPUs/GPUs allow"
+        )
     _import_ray()
     return RayExecutor(ray_address)

@@ -27,9 +27,10 @@ import argparse
 import json
 import sys
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 from . import artifacts
 from .artifacts import cell_dir as artifact_dir
@@ -42,9 +43,14 @@ ROUNDS = 10
 MAX_MODELS_PER_PROCESS = 16
 #: the inference columns a pass replaces (the cell's own values are kept under ``infer_pass["in_cell"]``)
 INFER_COLUMNS = (
-    "infer_images_per_s", "infer_latency_ms_p50", "infer_latency_ms_p90", "infer_repeats", "infer_timed_s",
-    "infer_latency_cv", "infer_mfu",
-)  # fmt: skip
+    "infer_images_per_s",
+    "infer_latency_ms_p50",
+    "infer_latency_ms_p90",
+    "infer_repeats",
+    "infer_timed_s",
+    "infer_latency_cv",
+    "infer_mfu",
+)
 #: the log of the pass processes, in the suite directory
 LOG_FILE = "infer_pass.log"
 
@@ -67,7 +73,13 @@ def pass_groups(records: Sequence[dict[str, Any]], out_dir: Path) -> list[list[d
             continue
         if artifacts.find_weights(artifact_dir(out_dir, record)) is None:
             continue
-        key = (record["backend"], record["model"], record["dataset"], record.get("image_size"), record.get("infer_batch_size"))
+        key = (
+            record["backend"],
+            record["model"],
+            record["dataset"],
+            record.get("image_size"),
+            record.get("infer_batch_size"),
+        )
         groups.setdefault(key, []).append(record)
     chunks = []
     for members in groups.values():
@@ -80,7 +92,9 @@ def pass_groups(records: Sequence[dict[str, Any]], out_dir: Path) -> list[list[d
 
 
 # ---- in the pass process ---------------------------------------------------------------------------------------
-def time_group(records: Sequence[dict[str, Any]], options: RunOptions, out_dir: Path, log: Callable[[str], None]) -> dict[str, Any]:
+def time_group(
+    records: Sequence[dict[str, Any]], options: RunOptions, out_dir: Path, log: Callable[[str], None]
+) -> dict[str, Any]:
     """Load every record's saved weights, prepare each model for inference and time them interleaved.
 
     Runs in the pass process (or inline, for tests). The records share backend, model, dataset and image size.
@@ -115,12 +129,20 @@ def time_group(records: Sequence[dict[str, Any]], options: RunOptions, out_dir: 
             raise InferPassError(f"cell {name} saved no weights")
         try:
             backend = build_trained(
-                backend_class, options, record["backend"], record["model"], int(record["num_classes"]), image_size,
-                int(record["seed"]), weights,
-            )  # fmt: skip
+                backend_class,
+                options,
+                record["backend"],
+                record["model"],
+                int(record["num_classes"]),
+                image_size,
+                int(record["seed"]),
+                weights,
+            )
             if batches is None:  # the cells' own test bytes, resized with the pretrained weights' policy
                 weights_name = options.weights_for(record["backend"])
-                dataset, _ = load_cell_dataset(backend, record["dataset"], record["model"], weights_name, image_size, options, log)
+                dataset, _ = load_cell_dataset(
+                    backend, record["dataset"], record["model"], weights_name, image_size, options, log
+                )
                 batches = timing_batches(dataset.splits["test"].images, options.batch_size)
             prepare_s[name] = backend.prepare_inference(len(batches[0]))
         except BackendError as exc:
@@ -131,16 +153,24 @@ def time_group(records: Sequence[dict[str, Any]], options: RunOptions, out_dir: 
     # the same watch as a cell's timed part: other processes and steal sampled, the speed canary before and after
     with watched(options.infer_min_time_s, (load_probe_file() or {}).get("canary_gflop_per_s")) as contention:
         stats = measure_interleaved(
-            runners, batches, rounds=ROUNDS, min_time_s=options.infer_min_time_s, warmup=options.infer_warmup,
+            runners,
+            batches,
+            rounds=ROUNDS,
+            min_time_s=options.infer_min_time_s,
+            warmup=options.infer_warmup,
             repeats=options.infer_repeats,
-        )  # fmt: skip
+        )
     log(f"contention: {describe(contention)}")
     for name, s in stats.items():
-        log(f"{name}: {s.images_per_s:.1f} img/s (median of {s.repeats} batches of {s.batch_size}, cv {s.latency_cv:.2f})")
+        log(
+            f"{name}: {s.images_per_s:.1f} img/s (median of {s.repeats} batches of {s.batch_size}, cv {s.latency_cv:.2f})"
+        )
     return {
         "cells": {name: {**asdict(s), "prepare_s": prepare_s[name]} for name, s in stats.items()},
-        "contention": contention, "rounds": ROUNDS, "models": len(runners),
-    }  # fmt: skip
+        "contention": contention,
+        "rounds": ROUNDS,
+        "models": len(runners),
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -160,9 +190,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         outcome = time_group(records, options, args.suite_dir, log)
     except Exception as exc:  # the driver keeps the cells' own figures and prints this line
-        from .cell import one_line_error
-
         import traceback
+
+        from .cell import one_line_error
 
         traceback.print_exc(file=sys.stderr)
         outcome = {"error": one_line_error(exc)}
@@ -171,23 +201,32 @@ def main(argv: list[str] | None = None) -> int:
 
 
 # ---- in the driver ------------------------------------------------------------------------------------------------
-def passed_record(record: dict[str, Any], stats: dict[str, Any], outcome: dict[str, Any], wall_s: float) -> dict[str, Any]:
+def passed_record(
+    record: dict[str, Any], stats: dict[str, Any], outcome: dict[str, Any], wall_s: float
+) -> dict[str, Any]:
     """A new record of ``record``'s cell with the pass's inference figures; the cell's own under ``infer_pass``."""
     updated = dict(record)
     in_cell = {column: record.get(column) for column in INFER_COLUMNS}
     images_per_s = float(stats["images_per_s"])
     updated.update(
-        infer_images_per_s=images_per_s, infer_latency_ms_p50=stats["latency_ms_p50"],
-        infer_latency_ms_p90=stats["latency_ms_p90"], infer_repeats=stats["repeats"], infer_timed_s=stats["timed_s"],
+        infer_images_per_s=images_per_s,
+        infer_latency_ms_p50=stats["latency_ms_p50"],
+        infer_latency_ms_p90=stats["latency_ms_p90"],
+        infer_repeats=stats["repeats"],
+        infer_timed_s=stats["timed_s"],
         infer_latency_cv=stats["latency_cv"],
-    )  # fmt: skip
+    )
     peak = (record.get("runtime") or {}).get("peak_flop_per_s")
     flops = record.get("flops_per_image")
     updated["infer_mfu"] = images_per_s * flops / peak if peak and flops else None
     updated["infer_pass"] = {
-        "models": outcome["models"], "rounds": outcome["rounds"], "wall_s": round(wall_s, 2),
-        "prepare_s": stats.get("prepare_s"), "in_cell": in_cell, "contention": outcome["contention"],
-    }  # fmt: skip
+        "models": outcome["models"],
+        "rounds": outcome["rounds"],
+        "wall_s": round(wall_s, 2),
+        "prepare_s": stats.get("prepare_s"),
+        "in_cell": in_cell,
+        "contention": outcome["contention"],
+    }
     return updated
 
 
@@ -196,7 +235,9 @@ def passed_record(record: dict[str, Any], stats: dict[str, Any], outcome: dict[s
 Launcher = Callable[..., tuple[int, bool]]
 
 
-def run_group(records: list[dict[str, Any]], suite: SuiteConfig, out_dir: Path, launch: Launcher | None = None) -> dict[str, Any]:
+def run_group(
+    records: list[dict[str, Any]], suite: SuiteConfig, out_dir: Path, launch: Launcher | None = None
+) -> dict[str, Any]:
     """Time one group: in a fresh process started by ``launch`` with the cells' runtime, or in this process when
     ``launch`` is ``None`` (the inline launcher of tests).
 
@@ -224,14 +265,25 @@ def run_group(records: list[dict[str, Any]], suite: SuiteConfig, out_dir: Path, 
     write_json_atomic(records_file, records)
     result_file.unlink(missing_ok=True)
     command = [
-        sys.executable, "-m", "tlbench.benchmarks.running.infer_pass", "--suite-dir", str(out_dir),
-        "--options", json.dumps(asdict(suite.options)), "--records", str(records_file), "--result-file", str(result_file),
-    ]  # fmt: skip
+        sys.executable,
+        "-m",
+        "tlbench.benchmarks.running.infer_pass",
+        "--suite-dir",
+        str(out_dir),
+        "--options",
+        json.dumps(asdict(suite.options)),
+        "--records",
+        str(records_file),
+        "--result-file",
+        str(result_file),
+    ]
     try:
         returncode, _ = launch(command, child_environment(suite.options.runtime()), log_path, append=True)
         if result_file.is_file():
             return json.loads(result_file.read_text())
-        tail = [ln.strip() for ln in log_path.read_text(errors="replace").splitlines() if ln.strip()][-1:] or ["no output"]
+        tail = [ln.strip() for ln in log_path.read_text(errors="replace").splitlines() if ln.strip()][-1:] or [
+            "no output"
+        ]
         how = f"was killed by signal {-returncode}" if returncode < 0 else f"exited with code {returncode}"
         return {"error": f"the pass process {how} without a result; last log line: {tail[0]}"[:500]}
     finally:
@@ -244,9 +296,12 @@ def run_group(records: list[dict[str, Any]], suite: SuiteConfig, out_dir: Path, 
 
 
 def run_infer_pass(
-    records: Sequence[dict[str, Any]], suite: SuiteConfig, out_dir: Path, launch: Launcher | None = None,
+    records: Sequence[dict[str, Any]],
+    suite: SuiteConfig,
+    out_dir: Path,
+    launch: Launcher | None = None,
     on_message: Callable[[str], None] | None = None,
-) -> list[dict[str, Any]]:  # fmt: skip
+) -> list[dict[str, Any]]:
     """Time the groups of ``records`` (this run's finished cells) again, interleaved; return their new records.
 
     ``launch`` starts each group's pass process (``None``: time in this process, for tests).
@@ -264,7 +319,9 @@ def run_infer_pass(
             outcome = run_group(group, suite, out_dir, launch)
             wall_s = time.perf_counter() - start
             if "error" in outcome:
-                say(f"inference pass of {what} failed, the cells keep their own figures: {outcome['error']} (see {out_dir / LOG_FILE})")
+                say(
+                    f"inference pass of {what} failed, the cells keep their own figures: {outcome['error']} (see {out_dir / LOG_FILE})"
+                )
                 continue
             fresh = []
             for record in group:

@@ -29,9 +29,10 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 DTYPES = ("float32", "bfloat16", "float16")
 #: ``--amp`` spellings → dtype names
@@ -73,7 +74,9 @@ def _check_dtypes(dtypes: Sequence[str]) -> tuple[str, ...]:
     return tuple(dict.fromkeys(dtypes))
 
 
-def _time_calls(run: Callable[[], object], sync: Callable[[], None], min_time_s: float, max_iteration_s: float) -> dict[str, Any]:
+def _time_calls(
+    run: Callable[[], object], sync: Callable[[], None], min_time_s: float, max_iteration_s: float
+) -> dict[str, Any]:
     """One warm-up call, then timed calls for ``min_time_s`` (at least 3, but never much past ``max_iteration_s``
     when a kernel is slow); a warm-up call slower than ``max_iteration_s`` is the measurement itself."""
     sync()
@@ -97,9 +100,7 @@ def _time_calls(run: Callable[[], object], sync: Callable[[], None], min_time_s:
     return {"median_s": statistics.median(times), "iterations": len(times), "bounded": False}
 
 
-def _measure_kernel(
-    op: str, dtype: str, device: str, min_time_s: float, max_iteration_s: float
-) -> dict[str, Any]:
+def _measure_kernel(op: str, dtype: str, device: str, min_time_s: float, max_iteration_s: float) -> dict[str, Any]:
     """FLOP/s of ``op`` (``matmul``/``conv``) in ``dtype`` on ``device``; the entry of ``details``."""
     import torch
 
@@ -119,7 +120,11 @@ def _measure_kernel(
         x = torch.randn(batch, channels, side, side, generator=generator).to(device=device, dtype=torch_dtype)
         w = torch.randn(channels, channels, 3, 3, generator=generator).to(device=device, dtype=torch_dtype)
         conv = torch.nn.functional.conv2d
-        return (lambda: conv(x, w, padding=1)), conv_flops(batch, channels, side), f"{batch}x{channels}x{side}x{side},3x3"
+        return (
+            (lambda: conv(x, w, padding=1)),
+            conv_flops(batch, channels, side),
+            f"{batch}x{channels}x{side}x{side},3x3",
+        )
 
     try:
         with torch.no_grad():
@@ -140,7 +145,13 @@ def _measure_kernel(
                     break
             full_flops = matmul_flops(sizes["matmul_n"]) if op == "matmul" else conv_flops(*sizes["conv"])
             if pilot_s * full_flops / flops > max_iteration_s:
-                return {"flop_per_s": flops / pilot_s, "median_s": pilot_s, "iterations": calls, "bounded": True, "shape": shape}
+                return {
+                    "flop_per_s": flops / pilot_s,
+                    "median_s": pilot_s,
+                    "iterations": calls,
+                    "bounded": True,
+                    "shape": shape,
+                }
             run, flops, shape = make(full=True)
             timing = _time_calls(run, sync, min_time_s, max_iteration_s)
     except (RuntimeError, TypeError, NotImplementedError) as err:  # dtype not implemented for this op/device
@@ -201,9 +212,8 @@ def probe_machine(
     dtypes = _check_dtypes(dtypes)
     if threads is not None:
         torch.set_num_threads(threads)
-    from .contention import ContentionSampler
-
     from .canary import canary_gflop_per_s
+    from .contention import ContentionSampler
 
     details: dict[str, dict[str, Any]] = {"matmul": {}, "conv": {}}
     with ContentionSampler(gpu=_device_type(device) == "cuda") as sampler:
@@ -246,7 +256,15 @@ def machine_key(device: str = "cpu", threads: int | None = None) -> str:
 
     facts = _machine_facts(device)
     threads = threads if threads is not None else torch.get_num_threads()
-    parts = [facts["cpu"], str(facts["cpu_count"]), str(threads), device, facts.get("gpu", ""), torch.__version__, str(PROBE_VERSION)]
+    parts = [
+        facts["cpu"],
+        str(facts["cpu_count"]),
+        str(threads),
+        device,
+        facts.get("gpu", ""),
+        torch.__version__,
+        str(PROBE_VERSION),
+    ]
     digest = hashlib.sha1("|".join(parts).encode()).hexdigest()[:12]
     slug = re.sub(r"[^A-Za-z0-9]+", "-", device).strip("-")
     return f"{slug}-{threads}t-{digest}"
@@ -364,7 +382,9 @@ def peak_flop_per_s(probe: dict[str, Any], dtype: str) -> float:
     values = [probe.get(f"{op}_flop_per_s", {}).get(dtype) for op in ("matmul", "conv")]
     values = [v for v in values if v]
     if not values:
-        raise ValueError(f"no measurement for dtype {dtype!r} in the probe: measured {', '.join(probe.get('matmul_flop_per_s', {}))}")
+        raise ValueError(
+            f"no measurement for dtype {dtype!r} in the probe: measured {', '.join(probe.get('matmul_flop_per_s', {}))}"
+        )
     return float(max(values))
 
 
@@ -393,9 +413,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         probe = load_or_probe(
-            args.cache_dir, args.device, tuple(d for d in args.dtypes.split(",") if d), args.min_time_s,
-            threads=args.threads, refresh=args.refresh,
-        )  # fmt: skip
+            args.cache_dir,
+            args.device,
+            tuple(d for d in args.dtypes.split(",") if d),
+            args.min_time_s,
+            threads=args.threads,
+            refresh=args.refresh,
+        )
     except ValueError as err:
         print(f"tlbench probe: {err}", file=sys.stderr)
         return 2

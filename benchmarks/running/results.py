@@ -8,30 +8,82 @@ import math
 import os
 import re
 import sys
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 #: the columns of one result record, in table order: every record has exactly these keys, whatever the
 #: backend (backend-specific facts go into the one ``backend_facts`` column), so ``summary.csv`` has a stable
 #: schema across backend sets
 RESULT_COLUMNS = [
-    "backend", "model", "strategy", "dataset", "seed", "status", "error", "pretrained", "device", "dtype",
-    "batch_size", "image_size", "epochs", "trainable_params", "total_params", "accuracy", "balanced_accuracy",
-    "macro_f1", "roc_auc", "pr_auc", "train_images_per_s", "infer_images_per_s", "infer_latency_ms_p50",
-    "infer_latency_ms_p90", "time_to_best_s", "wall_s", "peak_rss_mb", "peak_device_mb",
+    "backend",
+    "model",
+    "strategy",
+    "dataset",
+    "seed",
+    "status",
+    "error",
+    "pretrained",
+    "device",
+    "dtype",
+    "batch_size",
+    "image_size",
+    "epochs",
+    "trainable_params",
+    "total_params",
+    "accuracy",
+    "balanced_accuracy",
+    "macro_f1",
+    "roc_auc",
+    "pr_auc",
+    "train_images_per_s",
+    "infer_images_per_s",
+    "infer_latency_ms_p50",
+    "infer_latency_ms_p90",
+    "time_to_best_s",
+    "wall_s",
+    "peak_rss_mb",
+    "peak_device_mb",
     # how it was trained and measured
-    "val_accuracy", "best_epoch", "train_s", "train_first_steps_s", "phase_images_per_s",
-    "feature_extract_s", "feature_extract_images_per_s", "feature_dim", "feature_cache", "head_train_s", "infer_batch_size", "infer_repeats",
-    "infer_prepare_s", "infer_timed_s", "infer_latency_cv", "flops_per_image", "train_mfu", "infer_mfu", "plan",
+    "val_accuracy",
+    "best_epoch",
+    "train_s",
+    "train_first_steps_s",
+    "phase_images_per_s",
+    "feature_extract_s",
+    "feature_extract_images_per_s",
+    "feature_dim",
+    "feature_cache",
+    "head_train_s",
+    "infer_batch_size",
+    "infer_repeats",
+    "infer_prepare_s",
+    "infer_timed_s",
+    "infer_latency_cv",
+    "flops_per_image",
+    "train_mfu",
+    "infer_mfu",
+    "plan",
     # data
-    "num_classes", "class_names", "split_sizes", "skipped_images", "duplicates", "dataset_meta",
+    "num_classes",
+    "class_names",
+    "split_sizes",
+    "skipped_images",
+    "duplicates",
+    "dataset_meta",
     # provenance
-    "options_hash", "environment_id", "run_id", "framework_versions", "backend_facts", "runtime", "contention",
+    "options_hash",
+    "environment_id",
+    "run_id",
+    "framework_versions",
+    "backend_facts",
+    "runtime",
+    "contention",
     # the suite's inference pass (infer_pass.py): how the infer_* figures were re-timed, the cell's own kept
     "infer_pass",
     # where and beside how many other cells it ran (executors.CellOccupancy)
     "concurrency",
-]  # fmt: skip
+]
 
 #: a canary below this fraction of the probe's marks the cell's machine as slower than probed
 SLOW_RATIO = 0.8
@@ -67,10 +119,16 @@ def empty_record(cell: Any, options: Any) -> dict[str, Any]:
     """
     record: dict[str, Any] = {column: None for column in RESULT_COLUMNS}
     record.update(
-        backend=cell.backend, model=cell.model, strategy=cell.strategy, dataset=cell.dataset, seed=cell.seed,
-        batch_size=options.batch_size, image_size=options.image_size, epochs=options.epochs,
+        backend=cell.backend,
+        model=cell.model,
+        strategy=cell.strategy,
+        dataset=cell.dataset,
+        seed=cell.seed,
+        batch_size=options.batch_size,
+        image_size=options.image_size,
+        epochs=options.epochs,
         options_hash=options.fingerprint(cell.backend),
-    )  # fmt: skip
+    )
     return record
 
 

@@ -26,9 +26,10 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable, Collection, Iterator, Mapping
 from dataclasses import asdict
 from pathlib import Path
-from typing import IO, Any, Callable, Collection, Iterator, Mapping
+from typing import IO, Any
 
 from .artifacts import cell_dir as artifact_dir
 from .config import CellConfig, SuiteConfig
@@ -204,10 +205,12 @@ def completed_cells(records: list[dict[str, Any]], suite: SuiteConfig, environme
     machine's number, so resume re-runs it)."""
     hashes = {backend: suite.options.fingerprint(backend) for backend in suite.backends}
     return {
-        cell_key(r) for r in latest_by_cell(records)
-        if r.get("status") == "ok" and r.get("options_hash") == hashes.get(r.get("backend"))
+        cell_key(r)
+        for r in latest_by_cell(records)
+        if r.get("status") == "ok"
+        and r.get("options_hash") == hashes.get(r.get("backend"))
         and (environment is None or r.get("environment_id") == environment)
-    }  # fmt: skip
+    }
 
 
 #: a git-ignored file in a suite directory naming the checkout that runs cells into it
@@ -236,7 +239,10 @@ def local_run_id(out_dir: Path) -> str:
 
 
 def resume_plan(
-    records: list[dict[str, Any]], suite: SuiteConfig, environment: str | Collection[str], reuse_other_environments: bool
+    records: list[dict[str, Any]],
+    suite: SuiteConfig,
+    environment: str | Collection[str],
+    reuse_other_environments: bool,
 ) -> tuple[set[tuple], int]:
     """Cells to skip, and how many finished cells of *other* environments are re-run (or reused when asked).
 
@@ -252,17 +258,29 @@ def resume_plan(
 def cell_command(cell: CellConfig, suite: SuiteConfig, cell_dir: Path, result_file: Path, progress: bool) -> list[str]:
     """The subprocess command line that runs one cell."""
     command = [
-        sys.executable, "-m", "tlbench.benchmarks.running.cell",
-        "--cell", json.dumps(asdict(cell)), "--options", json.dumps(asdict(suite.options)),
-        "--cell-dir", str(cell_dir), "--result-file", str(result_file),
-    ]  # fmt: skip
+        sys.executable,
+        "-m",
+        "tlbench.benchmarks.running.cell",
+        "--cell",
+        json.dumps(asdict(cell)),
+        "--options",
+        json.dumps(asdict(suite.options)),
+        "--cell-dir",
+        str(cell_dir),
+        "--result-file",
+        str(result_file),
+    ]
     if progress:
         command.append("--progress")
     return command
 
 
 def run_cell_subprocess(
-    cell: CellConfig, suite: SuiteConfig, out_dir: Path, timeout_s: float | None = None, stream: bool = False,
+    cell: CellConfig,
+    suite: SuiteConfig,
+    out_dir: Path,
+    timeout_s: float | None = None,
+    stream: bool = False,
     env: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
     """Run ``cell`` in a fresh Python process and return its record (a ``failed`` one if the process died).
@@ -304,15 +322,21 @@ def run_cell_subprocess(
     if timed_out:
         record["error"] = f"cell timed out after {timeout_s:.0f} s"
     else:
-        tail = [ln.strip() for ln in log_path.read_text(errors="replace").splitlines() if ln.strip()][-1:] or ["no output"]
+        tail = [ln.strip() for ln in log_path.read_text(errors="replace").splitlines() if ln.strip()][-1:] or [
+            "no output"
+        ]
         record["error"] = exit_error(returncode, tail[0])
     return record
 
 
 def run_module_subprocess(
-    command: list[str], env: Mapping[str, str], log_path: Path, timeout_s: float | None = None, stream: bool = False,
+    command: list[str],
+    env: Mapping[str, str],
+    log_path: Path,
+    timeout_s: float | None = None,
+    stream: bool = False,
     append: bool = False,
-) -> tuple[int, bool]:  # fmt: skip
+) -> tuple[int, bool]:
     """Run ``command`` (a cell or an inference pass) as a stoppable child; its output goes to ``log_path``.
 
     The child runs in its own session/process group (a terminal's Ctrl-C reaches the runner only, which
@@ -332,9 +356,15 @@ def run_module_subprocess(
                 _check_interrupted()
                 raise RuntimeError("the suite is being stopped; process not started")
             process = subprocess.Popen(
-                command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=dict(env), text=True, bufsize=1,
-                start_new_session=True, preexec_fn=_die_with_parent if _PRCTL is not None else None,
-            )  # fmt: skip
+                command,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                env=dict(env),
+                text=True,
+                bufsize=1,
+                start_new_session=True,
+                preexec_fn=_die_with_parent if _PRCTL is not None else None,
+            )
             _LIVE[process.pid] = process
         pump = threading.Thread(target=_copy_lines, args=(process.stdout, log, stream), daemon=True)
         pump.start()
@@ -357,7 +387,11 @@ def run_module_subprocess(
 
 
 def run_cell_inprocess(
-    cell: CellConfig, suite: SuiteConfig, out_dir: Path, timeout_s: float | None = None, stream: bool = False,
+    cell: CellConfig,
+    suite: SuiteConfig,
+    out_dir: Path,
+    timeout_s: float | None = None,
+    stream: bool = False,
     env: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
     """Run ``cell`` in this process (the inline launcher): same procedure and record, no process start.
@@ -405,9 +439,13 @@ def _copy_lines(source: IO[str], log: IO[str], stream: bool) -> None:
 
 
 def _infer_pass(
-    produced: list[dict[str, Any]], suite: SuiteConfig, out_dir: Path, results_path: Path, inline: bool,
+    produced: list[dict[str, Any]],
+    suite: SuiteConfig,
+    out_dir: Path,
+    results_path: Path,
+    inline: bool,
     on_message: Callable[[str], None] | None,
-) -> None:  # fmt: skip
+) -> None:
     """The inference pass over this run's cells (``infer_pass``): each re-timed cell gets a new record, appended
     and put in ``produced`` in place of its cell's record."""
     from .infer_pass import run_infer_pass
@@ -504,14 +542,18 @@ def run_suite(
                     on_result(index, len(todo), record)
             _check_interrupted()
             if suite.options.infer_pass and executor.name == "local":
-                _infer_pass(produced, suite, out_dir, results_path, getattr(cell_runner, "in_process", False), on_message)
+                _infer_pass(
+                    produced, suite, out_dir, results_path, getattr(cell_runner, "in_process", False), on_message
+                )
             elif suite.options.infer_pass:  # cells measured on other nodes are not timed again here
                 from .infer_pass import discard_weights
 
                 discard_weights(produced, out_dir)
         except KeyboardInterrupt as exc:  # RunInterrupted included: stop what still runs, keep what is appended
             # (a library may turn our exception into a plain KeyboardInterrupt: Ray's wait does; the handler noted the signal)
-            signum = exc.signum if isinstance(exc, RunInterrupted) else (_PENDING[0] if _PENDING else int(signal.SIGINT))
+            signum = (
+                exc.signum if isinstance(exc, RunInterrupted) else (_PENDING[0] if _PENDING else int(signal.SIGINT))
+            )
             executor.cancel(signum)
             stop_running_cells(signum)
             if isinstance(exc, RunInterrupted):

@@ -21,9 +21,10 @@ import glob
 import math
 import os
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 #: allocator names accepted by ``resolve_runtime`` (``auto`` picks one of the others)
 ALLOCATOR_CHOICES = ("auto", "glibc-tuned", "jemalloc", "tcmalloc", "system")
@@ -57,17 +58,36 @@ JEMALLOC_CONF = "background_thread:true,metadata_thp:auto,dirty_decay_ms:-1,muzz
 
 #: directories searched for jemalloc/tcmalloc shared libraries (plus the active Python prefix and find_library)
 LIBRARY_DIRS = (
-    "/usr/lib/x86_64-linux-gnu", "/usr/lib/aarch64-linux-gnu", "/lib/x86_64-linux-gnu", "/lib/aarch64-linux-gnu",
-    "/usr/lib64", "/usr/lib", "/usr/local/lib", "/usr/local/lib64", "/opt/homebrew/lib",
-)  # fmt: skip
+    "/usr/lib/x86_64-linux-gnu",
+    "/usr/lib/aarch64-linux-gnu",
+    "/lib/x86_64-linux-gnu",
+    "/lib/aarch64-linux-gnu",
+    "/usr/lib64",
+    "/usr/lib",
+    "/usr/local/lib",
+    "/usr/local/lib64",
+    "/opt/homebrew/lib",
+)
 _LIBRARY_PATTERNS = {
     "jemalloc": ("libjemalloc.so.2", "libjemalloc.so", "libjemalloc.so.*"),
-    "tcmalloc": ("libtcmalloc.so.4", "libtcmalloc_minimal.so.4", "libtcmalloc.so", "libtcmalloc_minimal.so", "libtcmalloc*.so*"),
+    "tcmalloc": (
+        "libtcmalloc.so.4",
+        "libtcmalloc_minimal.so.4",
+        "libtcmalloc.so",
+        "libtcmalloc_minimal.so",
+        "libtcmalloc*.so*",
+    ),
 }
 _FIND_LIBRARY_NAMES = {"jemalloc": ("jemalloc",), "tcmalloc": ("tcmalloc", "tcmalloc_minimal")}
 
 #: framework names ``apply_framework_threads`` accepts (backend names map to their framework)
-FRAMEWORKS = {"torch": "torch", "timm": "torch", "torchvision": "torch", "tensorflow": "tensorflow", "keras": "tensorflow"}
+FRAMEWORKS = {
+    "torch": "torch",
+    "timm": "torch",
+    "torchvision": "torch",
+    "tensorflow": "tensorflow",
+    "keras": "tensorflow",
+}
 
 THREAD_ENV_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS")
 GLIBC_ENV_VARS = ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "MALLOC_TOP_PAD_")
@@ -206,7 +226,9 @@ class RuntimeSettings:
 
 def _check_positive_int(name: str, value: object) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"invalid {name} {value!r}: expected a positive integer (cores available: {available_cores()})")
+        raise ValueError(
+            f"invalid {name} {value!r}: expected a positive integer (cores available: {available_cores()})"
+        )
 
 
 def resolve_runtime(threads: int | None, allocator: str = "auto", *, interop_threads: int = 1) -> RuntimeSettings:
@@ -313,9 +335,19 @@ def apply_framework_threads(settings: RuntimeSettings, framework: str) -> dict[s
 
     threading = tf.config.threading
     for what, setter, getter, value in (
-        ("intra-op", threading.set_intra_op_parallelism_threads, threading.get_intra_op_parallelism_threads, settings.threads),
-        ("inter-op", threading.set_inter_op_parallelism_threads, threading.get_inter_op_parallelism_threads, settings.interop_threads),
-    ):  # fmt: skip
+        (
+            "intra-op",
+            threading.set_intra_op_parallelism_threads,
+            threading.get_intra_op_parallelism_threads,
+            settings.threads,
+        ),
+        (
+            "inter-op",
+            threading.set_inter_op_parallelism_threads,
+            threading.get_inter_op_parallelism_threads,
+            settings.interop_threads,
+        ),
+    ):
         if getter() == value:
             continue
         try:

@@ -58,7 +58,11 @@ def _full_probs(model_classes: np.ndarray, probs: np.ndarray, num_classes: int) 
 
 
 def logreg_probe(
-    train: tuple[np.ndarray, np.ndarray], val: tuple[np.ndarray, np.ndarray], test: np.ndarray, num_classes: int, seed: int = 0
+    train: tuple[np.ndarray, np.ndarray],
+    val: tuple[np.ndarray, np.ndarray],
+    test: np.ndarray,
+    num_classes: int,
+    seed: int = 0,
 ) -> ProbeResult:
     """L2 logistic regression on standardized features, C chosen on val (ties: the stronger regularization)."""
     from sklearn.linear_model import LogisticRegression
@@ -80,14 +84,27 @@ def logreg_probe(
     assert best is not None
     val_acc, c, model = best
     probs = _full_probs(model.classes_, model.predict_proba(x_test), num_classes)  # type: ignore[attr-defined]
+
     def predict(features: np.ndarray) -> np.ndarray:
         with single_blas_thread():
             return _full_probs(model.classes_, model.predict_proba(scaler.transform(features)), num_classes)  # type: ignore[attr-defined]
 
-    return ProbeResult(probs, val_acc, f"logreg probe: C={c:g} chosen on val from {len(LOGREG_C_GRID)} values (1e-4..1e4)", curve, predict)
+    return ProbeResult(
+        probs,
+        val_acc,
+        f"logreg probe: C={c:g} chosen on val from {len(LOGREG_C_GRID)} values (1e-4..1e4)",
+        curve,
+        predict,
+    )
 
 
-def knn_probe(train: tuple[np.ndarray, np.ndarray], val: tuple[np.ndarray, np.ndarray], test: np.ndarray, num_classes: int, k: int = KNN_K) -> ProbeResult:
+def knn_probe(
+    train: tuple[np.ndarray, np.ndarray],
+    val: tuple[np.ndarray, np.ndarray],
+    test: np.ndarray,
+    num_classes: int,
+    k: int = KNN_K,
+) -> ProbeResult:
     """Cosine k-NN: probabilities are the class frequencies among the ``k`` nearest train features."""
     from sklearn.neighbors import KNeighborsClassifier
 
@@ -96,6 +113,7 @@ def knn_probe(train: tuple[np.ndarray, np.ndarray], val: tuple[np.ndarray, np.nd
     val_probs = _full_probs(model.classes_, model.predict_proba(val[0]), num_classes)
     probs = _full_probs(model.classes_, model.predict_proba(test), num_classes)
     val_acc = _accuracy(val_probs, val[1])
+
     def predict(features: np.ndarray) -> np.ndarray:
         with single_blas_thread():
             return _full_probs(model.classes_, model.predict_proba(features), num_classes)
@@ -103,7 +121,14 @@ def knn_probe(train: tuple[np.ndarray, np.ndarray], val: tuple[np.ndarray, np.nd
     return ProbeResult(probs, val_acc, f"knn probe: k={k}, cosine", [{"k": k, "val_accuracy": val_acc}], predict)
 
 
-def run_probe(kind: str, train: tuple[np.ndarray, np.ndarray], val: tuple[np.ndarray, np.ndarray], test: np.ndarray, num_classes: int, seed: int) -> ProbeResult:
+def run_probe(
+    kind: str,
+    train: tuple[np.ndarray, np.ndarray],
+    val: tuple[np.ndarray, np.ndarray],
+    test: np.ndarray,
+    num_classes: int,
+    seed: int,
+) -> ProbeResult:
     """Dispatch on the strategy's ``probe_head`` (``logreg`` or ``knn``).
 
     Raises:

@@ -28,12 +28,16 @@ def load_teacher(path: str | None, backend: str | None = None) -> Teacher:
             ``backend`` (a student trains in its own framework's process); one line naming the path.
     """
     if not path:
-        raise BackendError("strategy 'distill' needs --teacher <suite>/cells/<cell_id> (a finished cell run with TLBENCH_SAVE_WEIGHTS=1)")
+        raise BackendError(
+            "strategy 'distill' needs --teacher <suite>/cells/<cell_id> (a finished cell run with TLBENCH_SAVE_WEIGHTS=1)"
+        )
     directory = Path(path)
     if not directory.is_dir() or directory.parent.name != "cells":
         raise BackendError(f"--teacher {path!r} is not a cell directory; expected <suite>/cells/<cell_id>")
     suite = directory.parent.parent
-    records = [r for r in latest_by_cell(load_results(suite / "results.jsonl")) if cell_dir(suite, r).name == directory.name]
+    records = [
+        r for r in latest_by_cell(load_results(suite / "results.jsonl")) if cell_dir(suite, r).name == directory.name
+    ]
     if not records or records[0].get("status") != "ok":
         raise BackendError(f"--teacher {path!r}: {suite / 'results.jsonl'} has no finished record of that cell")
     weights = find_weights(directory)
@@ -41,5 +45,7 @@ def load_teacher(path: str | None, backend: str | None = None) -> Teacher:
         raise BackendError(f"--teacher {path!r} saved no trained weights; re-run that cell with TLBENCH_SAVE_WEIGHTS=1")
     record = records[0]
     if backend is not None and record["backend"] != backend:
-        raise BackendError(f"--teacher {path!r} ran on backend {record['backend']!r}; a {backend!r} student needs a {backend!r} teacher")
+        raise BackendError(
+            f"--teacher {path!r} ran on backend {record['backend']!r}; a {backend!r} student needs a {backend!r} teacher"
+        )
     return Teacher(directory.name, record, weights)

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 
@@ -25,7 +25,7 @@ class SyncTimer:
         self.seconds = 0.0
         self._start: float | None = None
 
-    def __enter__(self) -> "SyncTimer":
+    def __enter__(self) -> SyncTimer:
         self.sync()
         self._start = time.perf_counter()
         return self
@@ -98,9 +98,13 @@ def measure_latency(
 
 
 def _timed_calls(
-    run_batch: Callable[[np.ndarray], object], batches: list[np.ndarray], sync: Callable[[], None], min_calls: int,
-    min_time_s: float, max_calls: int = 100_000,
-) -> list[float]:  # fmt: skip
+    run_batch: Callable[[np.ndarray], object],
+    batches: list[np.ndarray],
+    sync: Callable[[], None],
+    min_calls: int,
+    min_time_s: float,
+    max_calls: int = 100_000,
+) -> list[float]:
     """Seconds of each call of ``run_batch`` (batches cycled): at least ``min_calls`` and ``min_time_s``."""
     times: list[float] = []
     total = 0.0

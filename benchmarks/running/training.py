@@ -16,14 +16,15 @@ images/s.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
 from ...backends.base import Backend, ParamCounts
-from .timing import SyncTimer
 from ...core.plan import TrainingPlan
+from .timing import SyncTimer
 
 
 @dataclass
@@ -186,10 +187,14 @@ def train_plan(
                 raise ValueError(f"phase {phase.name!r} distills but no teacher probabilities were given")
             with first:
                 for idx in batches[:warm]:
-                    backend.train_step(source[idx], train_labels[idx], phase.inputs, None if soft is None else soft[idx])
+                    backend.train_step(
+                        source[idx], train_labels[idx], phase.inputs, None if soft is None else soft[idx]
+                    )
             with steady:
                 for idx in batches[warm:]:
-                    backend.train_step(source[idx], train_labels[idx], phase.inputs, None if soft is None else soft[idx])
+                    backend.train_step(
+                        source[idx], train_labels[idx], phase.inputs, None if soft is None else soft[idx]
+                    )
             timing.first_steps_s += first.seconds
             timing.steady_s += steady.seconds
             timing.steady_images += sum(len(b) for b in batches[warm:])
@@ -202,13 +207,23 @@ def train_plan(
             epoch_number += 1
             val_accuracy = float((val_probs.argmax(1) == val_labels).mean())
             entry = {
-                "epoch": epoch_number, "phase": phase.name, "train_loss": train_loss, "val_accuracy": val_accuracy,
-                "val_loss": log_loss(val_labels, val_probs), "elapsed_s": elapsed,
-            }  # fmt: skip
+                "epoch": epoch_number,
+                "phase": phase.name,
+                "train_loss": train_loss,
+                "val_accuracy": val_accuracy,
+                "val_loss": log_loss(val_labels, val_probs),
+                "elapsed_s": elapsed,
+            }
             outcome.curve.append(entry)
-            log(f"epoch {epoch_number} ({phase.name}): train_loss={train_loss:.4f} val_accuracy={val_accuracy:.4f} ({elapsed:.1f} s)")
+            log(
+                f"epoch {epoch_number} ({phase.name}): train_loss={train_loss:.4f} val_accuracy={val_accuracy:.4f} ({elapsed:.1f} s)"
+            )
             if outcome.best_val_accuracy is None or val_accuracy > outcome.best_val_accuracy:
-                outcome.best_val_accuracy, outcome.best_epoch, outcome.time_to_best_s = val_accuracy, epoch_number, elapsed
+                outcome.best_val_accuracy, outcome.best_epoch, outcome.time_to_best_s = (
+                    val_accuracy,
+                    epoch_number,
+                    elapsed,
+                )
                 best_state = backend.snapshot()
     if best_state is not None:
         backend.restore(best_state)

@@ -72,7 +72,18 @@ print(json.dumps({"images_per_s": batch / statistics.median(times), "batches": l
 
 def run_arm(arm: str, args: argparse.Namespace, env: dict[str, str]) -> float:
     """One arm in a fresh process; its inference images/s."""
-    command = [sys.executable, "-c", ARM, arm, args.model, str(args.image_size), str(args.batch_size), str(args.train_s), str(args.infer_s), str(args.threads)]
+    command = [
+        sys.executable,
+        "-c",
+        ARM,
+        arm,
+        args.model,
+        str(args.image_size),
+        str(args.batch_size),
+        str(args.train_s),
+        str(args.infer_s),
+        str(args.threads),
+    ]
     proc = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
     if proc.returncode != 0:
         tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
@@ -85,7 +96,9 @@ def main(argv: list[str] | None = None) -> int:
     from ..running.config import RunOptions
     from ..running.runtime import cell_environment
 
-    parser = argparse.ArgumentParser(prog="python -m tlbench.benchmarks.tools.bench_after_training", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m tlbench.benchmarks.tools.bench_after_training", description=__doc__.split("\n")[0]
+    )
     parser.add_argument("--model", default="tf_efficientnet_lite0", help="a timm model name")
     parser.add_argument("--image-size", type=int, default=64)
     parser.add_argument("--batch-size", type=int, default=32)
@@ -96,21 +109,31 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     for name in ("image_size", "batch_size", "rounds"):
         if getattr(args, name) < 1:
-            print(f"bench_after_training: error: --{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}", file=sys.stderr)
+            print(
+                f"bench_after_training: error: --{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}",
+                file=sys.stderr,
+            )
             return EXIT_USAGE
     for name in ("train_s", "infer_s"):
         if not getattr(args, name) > 0:
-            print(f"bench_after_training: error: --{name.replace('_', '-')} must be > 0 seconds, got {getattr(args, name)}", file=sys.stderr)
+            print(
+                f"bench_after_training: error: --{name.replace('_', '-')} must be > 0 seconds, got {getattr(args, name)}",
+                file=sys.stderr,
+            )
             return EXIT_USAGE
     runtime = RunOptions().runtime()
     args.threads = runtime.threads
     env = cell_environment(runtime, os.environ)
     figures: dict[str, list[float]] = {arm: [] for arm in ARMS}
     for index in range(args.rounds):
-        order = ARMS[index % len(ARMS):] + ARMS[: index % len(ARMS)]
+        order = ARMS[index % len(ARMS) :] + ARMS[: index % len(ARMS)]
         for arm in order:
             figures[arm].append(run_arm(arm, args, env))
-        print(f"round {index + 1}/{args.rounds}: " + ", ".join(f"{a} {figures[a][-1]:.0f}" for a in ARMS), file=sys.stderr, flush=True)
+        print(
+            f"round {index + 1}/{args.rounds}: " + ", ".join(f"{a} {figures[a][-1]:.0f}" for a in ARMS),
+            file=sys.stderr,
+            flush=True,
+        )
     fresh = statistics.median(figures["fresh"])
     lines = [
         f"# Inference right after training vs in a fresh process ({args.model}, {args.image_size} px)",

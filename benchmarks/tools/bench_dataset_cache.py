@@ -21,9 +21,9 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
 
 import numpy as np
 
@@ -100,7 +100,13 @@ def time_cache(spec: str, policy: ResizePolicy, rounds: int, workers: Sequence[i
                 shutil.rmtree(root, ignore_errors=True)
     reference = statistics.median(samples[f"cold build, {workers[0]} worker(s)"])
     timings = [
-        CacheTiming(name, statistics.median(values), images / statistics.median(values), statistics.median(values) / reference, len(values))
+        CacheTiming(
+            name,
+            statistics.median(values),
+            images / statistics.median(values),
+            statistics.median(values) / reference,
+            len(values),
+        )
         for name, values in sorted(samples.items(), key=lambda item: not item[0].startswith("cold"))
     ]
     return timings, images
@@ -110,24 +116,41 @@ def format_table(timings: list[CacheTiming], images: int, spec: str, policy: Res
     """The timings as a Markdown table with a one-line header naming what was measured."""
     from tabulate import tabulate
 
-    rows = [(t.variant, f"{t.seconds:.2f}", f"{t.images_per_s:,.0f}", f"{t.ratio_to_first_build:.2f}", t.rounds) for t in timings]
+    rows = [
+        (t.variant, f"{t.seconds:.2f}", f"{t.images_per_s:,.0f}", f"{t.ratio_to_first_build:.2f}", t.rounds)
+        for t in timings
+    ]
     head = f"dataset cache of {spec} ({images:,} images, {policy.key()}), medians over rounds"
-    return head + "\n\n" + tabulate(rows, headers=["variant", "median (s)", "images/s", "× cold build, fewest workers", "rounds"], tablefmt="github")
+    return (
+        head
+        + "\n\n"
+        + tabulate(
+            rows,
+            headers=["variant", "median (s)", "images/s", "× cold build, fewest workers", "rounds"],
+            tablefmt="github",
+        )
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; bad values print one line and return 2."""
-    parser = argparse.ArgumentParser(prog="python -m tlbench.benchmarks.tools.bench_dataset_cache", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m tlbench.benchmarks.tools.bench_dataset_cache", description=__doc__.split("\n")[0]
+    )
     parser.add_argument("--dataset", required=True, help="dataset spec (see `tlbench list datasets`)")
     parser.add_argument("--image-size", type=int, default=224)
     parser.add_argument("--crop-pct", type=float, default=0.875)
     parser.add_argument("--interpolation", default="bicubic")
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--workers", default=None, help="comma-separated worker counts (default: 1 and every usable core)")
+    parser.add_argument(
+        "--workers", default=None, help="comma-separated worker counts (default: 1 and every usable core)"
+    )
     args = parser.parse_args(argv)
     try:
         if args.rounds < 1 or args.image_size < 1 or not 0 < args.crop_pct <= 1:
-            raise ValueError(f"--rounds/--image-size must be >= 1 and --crop-pct in (0, 1], got {args.rounds}, {args.image_size}, {args.crop_pct}")
+            raise ValueError(
+                f"--rounds/--image-size must be >= 1 and --crop-pct in (0, 1], got {args.rounds}, {args.image_size}, {args.crop_pct}"
+            )
         text = args.workers or ",".join(map(str, sorted({1, data_workers()})))
         workers = [int(w) for w in text.split(",") if w.strip().isdigit()]
         if len(workers) != len(text.split(",")) or any(w < 1 for w in workers):

@@ -28,10 +28,10 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
-from dataclasses import dataclass, replace
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 EXIT_USAGE = 2
 #: (backend, model) pairs measured by default
@@ -144,10 +144,23 @@ class OverheadRow:
         return self.suite_infer_images_per_s / self.bare_infer_images_per_s
 
 
-def run_bare(backend: str, model: str, image_size: int, batch_size: int, steps: int, channels_last: bool, env: dict[str, str]) -> dict[str, float]:
+def run_bare(
+    backend: str, model: str, image_size: int, batch_size: int, steps: int, channels_last: bool, env: dict[str, str]
+) -> dict[str, float]:
     """The hand-written loop in a fresh process with the suite's runtime environment."""
     script = BARE_KERAS if backend == "keras" else BARE_TORCH
-    argv = [sys.executable, "-c", script, backend, model, str(image_size), str(batch_size), str(steps), "10", "1" if channels_last else "0"]
+    argv = [
+        sys.executable,
+        "-c",
+        script,
+        backend,
+        model,
+        str(image_size),
+        str(batch_size),
+        str(steps),
+        "10",
+        "1" if channels_last else "0",
+    ]
     proc = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=1800)
     if proc.returncode != 0:
         raise RuntimeError(f"bare {backend}/{model} loop failed: {proc.stderr.strip().splitlines()[-1:]}")
@@ -160,24 +173,40 @@ def run_suite_cell(backend: str, model: str, image_size: int, batch_size: int, s
     from ..running.runner import run_cell_subprocess
 
     options = RunOptions(
-        epochs=1, image_size=image_size, batch_size=batch_size, device="cpu", weights="none", allow_random_init=True,
-        max_train_images=batch_size * (steps + 2), warmup_steps=2,
-    )  # fmt: skip
-    suite = SuiteConfig(name="overhead", backends=(backend,), models=(model,), strategies=("scratch",), datasets=("digits",), options=options)
+        epochs=1,
+        image_size=image_size,
+        batch_size=batch_size,
+        device="cpu",
+        weights="none",
+        allow_random_init=True,
+        max_train_images=batch_size * (steps + 2),
+        warmup_steps=2,
+    )
+    suite = SuiteConfig(
+        name="overhead",
+        backends=(backend,),
+        models=(model,),
+        strategies=("scratch",),
+        datasets=("digits",),
+        options=options,
+    )
     record = run_cell_subprocess(CellConfig(backend, model, "scratch", "digits", 0), suite, out)
     if record.get("status") != "ok":
         raise RuntimeError(f"suite cell {backend}/{model} failed: {record.get('error')}")
     return record
 
 
-def measure(pairs: Sequence[tuple[str, str]], image_size: int, batch_size: int, steps: int, rounds: int) -> list[OverheadRow]:
+def measure(
+    pairs: Sequence[tuple[str, str]], image_size: int, batch_size: int, steps: int, rounds: int
+) -> list[OverheadRow]:
     """Interleaved rounds of suite cell and bare loop per pair; medians."""
-    from ...backends import get_backend_class
     from ..running.config import RunOptions
     from ..running.runtime import cell_environment
 
     env = cell_environment(RunOptions().runtime(), {**os.environ, "PYTHONUNBUFFERED": "1"})
-    samples: dict[tuple[str, str], dict[str, list[float]]] = {p: {k: [] for k in ("st", "bt", "si", "bi")} for p in pairs}
+    samples: dict[tuple[str, str], dict[str, list[float]]] = {
+        p: {k: [] for k in ("st", "bt", "si", "bi")} for p in pairs
+    }
     disturbed = {p: 0 for p in pairs}
     with tempfile.TemporaryDirectory() as tmp:
         for round_index in range(rounds):
@@ -192,8 +221,12 @@ def measure(pairs: Sequence[tuple[str, str]], image_size: int, batch_size: int, 
                 s["bt"].append(bare["train_images_per_s"])
                 s["bi"].append(bare["infer_images_per_s"])
                 disturbed[(backend, model)] += bool((record.get("contention") or {}).get("disturbed"))
-                print(f"round {round_index + 1}/{rounds} {backend}/{model}: suite {record['train_images_per_s']:.1f}/{record['infer_images_per_s']:.1f}, "
-                      f"bare {bare['train_images_per_s']:.1f}/{bare['infer_images_per_s']:.1f} img/s (train/infer)", file=sys.stderr, flush=True)  # fmt: skip
+                print(
+                    f"round {round_index + 1}/{rounds} {backend}/{model}: suite {record['train_images_per_s']:.1f}/{record['infer_images_per_s']:.1f}, "
+                    f"bare {bare['train_images_per_s']:.1f}/{bare['infer_images_per_s']:.1f} img/s (train/infer)",
+                    file=sys.stderr,
+                    flush=True,
+                )
     median = statistics.median
     return [
         OverheadRow(b, m, median(s["st"]), median(s["bt"]), median(s["si"]), median(s["bi"]), rounds, disturbed[(b, m)])
@@ -210,17 +243,38 @@ def format_table(rows: list[OverheadRow], image_size: int, batch_size: int, thre
         f"medians over {rows[0].rounds if rows else 0} interleaved rounds"
     )
     table = [
-        (r.backend, r.model, f"{r.suite_train_images_per_s:.1f}", f"{r.bare_train_images_per_s:.1f}", f"{r.train_ratio:.2f}",
-         f"{r.suite_infer_images_per_s:.1f}", f"{r.bare_infer_images_per_s:.1f}", f"{r.infer_ratio:.2f}", r.disturbed_rounds)
+        (
+            r.backend,
+            r.model,
+            f"{r.suite_train_images_per_s:.1f}",
+            f"{r.bare_train_images_per_s:.1f}",
+            f"{r.train_ratio:.2f}",
+            f"{r.suite_infer_images_per_s:.1f}",
+            f"{r.bare_infer_images_per_s:.1f}",
+            f"{r.infer_ratio:.2f}",
+            r.disturbed_rounds,
+        )
         for r in rows
-    ]  # fmt: skip
-    headers = ["backend", "model", "suite train img/s", "bare train img/s", "train ratio", "suite infer img/s", "bare infer img/s", "infer ratio", "disturbed rounds"]
+    ]
+    headers = [
+        "backend",
+        "model",
+        "suite train img/s",
+        "bare train img/s",
+        "train ratio",
+        "suite infer img/s",
+        "bare infer img/s",
+        "infer ratio",
+        "disturbed rounds",
+    ]
     return head + "\n\n" + tabulate(table, headers=headers, tablefmt="github")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; bad values print one line and return 2."""
-    parser = argparse.ArgumentParser(prog="python -m tlbench.benchmarks.tools.bench_overhead", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m tlbench.benchmarks.tools.bench_overhead", description=__doc__.splitlines()[0]
+    )
     parser.add_argument("--pairs", default=",".join(f"{b}:{m}" for b, m in DEFAULT_PAIRS), help="backend:model,...")
     parser.add_argument("--image-size", type=int, default=224)
     parser.add_argument("--batch-size", type=int, default=32)
@@ -232,7 +286,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         pairs = [tuple(item.split(":", 1)) for item in args.pairs.split(",") if item]
         if not pairs or any(len(p) != 2 for p in pairs):
             raise ValueError(f"--pairs must be backend:model,..., got {args.pairs!r}")
-        for name, value in (("image-size", args.image_size), ("batch-size", args.batch_size), ("steps", args.steps), ("rounds", args.rounds)):
+        for name, value in (
+            ("image-size", args.image_size),
+            ("batch-size", args.batch_size),
+            ("steps", args.steps),
+            ("rounds", args.rounds),
+        ):
             if value < 1:
                 raise ValueError(f"--{name} must be >= 1, got {value}")
     except ValueError as exc:
@@ -245,7 +304,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(text)
     if args.out is not None:
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(text + "\n\nMade by `python -m tlbench.benchmarks.tools.bench_overhead " + " ".join(sys.argv[1:] if argv is None else argv) + "`.\n")
+        args.out.write_text(
+            text
+            + "\n\nMade by `python -m tlbench.benchmarks.tools.bench_overhead "
+            + " ".join(sys.argv[1:] if argv is None else argv)
+            + "`.\n"
+        )
     return 0
 
 

@@ -21,9 +21,10 @@ import argparse
 import json
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -77,7 +78,9 @@ def parse_variant(text: str) -> dict[str, Any]:
         elif token == "infer_compile":
             infer_compile = True
         elif token != "fp32":
-            raise ValueError(f"unknown variant token {token!r} in {text!r}; expected +-joined tokens from: {', '.join(TOKENS)}")
+            raise ValueError(
+                f"unknown variant token {token!r} in {text!r}; expected +-joined tokens from: {', '.join(TOKENS)}"
+            )
     if infer_compile:
         options["infer_compile"] = True
     return options
@@ -118,7 +121,12 @@ def bench(
         ValueError: bad variant or non-positive size/count.
         BackendError: unknown model, or an option the device does not support (fp16 on CPU).
     """
-    for name, value in (("image-size", image_size), ("batch-size", batch_size), ("rounds", rounds), ("train-steps", train_steps)):
+    for name, value in (
+        ("image-size", image_size),
+        ("batch-size", batch_size),
+        ("rounds", rounds),
+        ("train-steps", train_steps),
+    ):
         if value < 1:
             raise ValueError(f"--{name} must be >= 1, got {value}")
     if batch_size < 2:
@@ -136,7 +144,11 @@ def bench(
     backends, infos, prepare_s, flops = [], [], [], []
     for options in parsed:
         backend = cls(device)
-        infos.append(backend.build(ModelSpec(model, num_classes, image_size, weights="none", seed=seed, options=TorchOptions(**options))))
+        infos.append(
+            backend.build(
+                ModelSpec(model, num_classes, image_size, weights="none", seed=seed, options=TorchOptions(**options))
+            )
+        )
         plan = make_plan(STRATEGIES["scratch"], backend.stages(), epochs=1, seed=seed)
         backend.apply_phase(plan.phases[-1])  # every layer trains, as in full fine-tuning
         for _ in range(warmup_steps):
@@ -153,7 +165,9 @@ def bench(
         for i, backend in enumerate(backends):
             if not parsed[i].get("infer_compile"):
                 train[i].append(_time_train(backend, images, labels, train_steps))
-            stats = measure_latency(backend.predict_proba, [images], backend.synchronize, warmup=1, repeats=infer_repeats)
+            stats = measure_latency(
+                backend.predict_proba, [images], backend.synchronize, warmup=1, repeats=infer_repeats
+            )
             infer[i].append(stats.images_per_s)
             latency[i].append(stats.latency_ms_p50)
     train_med = [float(np.median(t)) if t else None for t in train]
@@ -161,15 +175,24 @@ def bench(
     results = []
     for i in range(len(backends)):
         gflop_s = infer_med[i] * flops[i] / 1e9 if flops[i] else None
-        results.append(VariantResult(
-            variant=variants[i], dtype=infos[i].dtype, memory_format=str(infos[i].facts.get("memory_format", "")),
-            compiled=bool(infos[i].facts.get("compiled", False)),
-            train_images_per_s=train_med[i], train_ratio=None if train_med[i] is None else train_med[i] / train_med[0],
-            infer_images_per_s=infer_med[i], infer_ratio=infer_med[i] / infer_med[0],
-            infer_latency_ms_p50=float(np.median(latency[i])), rounds=rounds,
-            infer_compiled=bool(parsed[i].get("infer_compile")), infer_prepare_s=prepare_s[i],
-            infer_gflop_per_s=gflop_s, infer_mfu=gflop_s * 1e9 / peak_flop_per_s if gflop_s and peak_flop_per_s else None,
-        ))  # fmt: skip
+        results.append(
+            VariantResult(
+                variant=variants[i],
+                dtype=infos[i].dtype,
+                memory_format=str(infos[i].facts.get("memory_format", "")),
+                compiled=bool(infos[i].facts.get("compiled", False)),
+                train_images_per_s=train_med[i],
+                train_ratio=None if train_med[i] is None else train_med[i] / train_med[0],
+                infer_images_per_s=infer_med[i],
+                infer_ratio=infer_med[i] / infer_med[0],
+                infer_latency_ms_p50=float(np.median(latency[i])),
+                rounds=rounds,
+                infer_compiled=bool(parsed[i].get("infer_compile")),
+                infer_prepare_s=prepare_s[i],
+                infer_gflop_per_s=gflop_s,
+                infer_mfu=gflop_s * 1e9 / peak_flop_per_s if gflop_s and peak_flop_per_s else None,
+            )
+        )
     return results
 
 
@@ -181,13 +204,34 @@ def format_table(results: Sequence[VariantResult]) -> str:
     rows = []
     for r in results:
         train = "— (inference only)" if r.train_images_per_s is None else f"{r.train_images_per_s:.1f}"
-        row = [r.variant, r.dtype, r.memory_format, r.compiled, train, "—" if r.train_ratio is None else f"{r.train_ratio:.2f}x",
-               f"{r.infer_images_per_s:.1f}", f"{r.infer_ratio:.2f}x", f"{r.infer_latency_ms_p50:.1f}"]  # fmt: skip
+        row = [
+            r.variant,
+            r.dtype,
+            r.memory_format,
+            r.compiled,
+            train,
+            "—" if r.train_ratio is None else f"{r.train_ratio:.2f}x",
+            f"{r.infer_images_per_s:.1f}",
+            f"{r.infer_ratio:.2f}x",
+            f"{r.infer_latency_ms_p50:.1f}",
+        ]
         if mfu:
-            row += [f"{r.infer_gflop_per_s:.0f}" if r.infer_gflop_per_s else "—", f"{100 * r.infer_mfu:.1f} %" if r.infer_mfu else "—"]
+            row += [
+                f"{r.infer_gflop_per_s:.0f}" if r.infer_gflop_per_s else "—",
+                f"{100 * r.infer_mfu:.1f} %" if r.infer_mfu else "—",
+            ]
         rows.append(row)
-    headers = ["variant", "dtype", "memory_format", "compiled", "train img/s (median)", "train ratio",
-               "infer img/s (median)", "infer ratio", "infer p50 ms/batch"]  # fmt: skip
+    headers = [
+        "variant",
+        "dtype",
+        "memory_format",
+        "compiled",
+        "train img/s (median)",
+        "train ratio",
+        "infer img/s (median)",
+        "infer ratio",
+        "infer p50 ms/batch",
+    ]
     if mfu:
         headers += ["infer GFLOP/s", "infer MFU"]
     table = tabulate(rows, headers=headers, tablefmt="github")
@@ -205,17 +249,27 @@ class _Parser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     """Command-line options of the script."""
-    parser = _Parser(prog="python -m tlbench.benchmarks.tools.bench_torchvision_options", description=__doc__.split("\n")[0])
+    parser = _Parser(
+        prog="python -m tlbench.benchmarks.tools.bench_torchvision_options", description=__doc__.split("\n")[0]
+    )
     parser.add_argument("--backend", default="torchvision", help="a torch backend (torchvision, timm)")
     parser.add_argument("--model", default="resnet18")
-    parser.add_argument("--variants", default="fp32,channels_last,bf16,channels_last+bf16", help=f"comma-separated; tokens {', '.join(TOKENS)} joined by +")
+    parser.add_argument(
+        "--variants",
+        default="fp32,channels_last,bf16,channels_last+bf16",
+        help=f"comma-separated; tokens {', '.join(TOKENS)} joined by +",
+    )
     parser.add_argument("--image-size", type=int, default=64)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--rounds", type=int, default=5, help="interleaved measurement rounds (medians over them)")
     parser.add_argument("--train-steps", type=int, default=5, help="timed train steps per round")
     parser.add_argument("--infer-repeats", type=int, default=10, help="timed inference batches per round (>= 10)")
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--mfu", action="store_true", help="add inference GFLOP/s and MFU against this machine's cached fp32 probe (probed first if missing)")
+    parser.add_argument(
+        "--mfu",
+        action="store_true",
+        help="add inference GFLOP/s and MFU against this machine's cached fp32 probe (probed first if missing)",
+    )
     parser.add_argument("--out", type=Path, default=None, help="also write the results as JSON to this file")
     return parser
 
@@ -224,7 +278,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; bad values print one line and return 2."""
     args = build_parser().parse_args(argv)
     if args.out is not None and not args.out.parent.is_dir():
-        print(f"bench_torchvision_options: error: output directory {str(args.out.parent)!r} does not exist", file=sys.stderr)
+        print(
+            f"bench_torchvision_options: error: output directory {str(args.out.parent)!r} does not exist",
+            file=sys.stderr,
+        )
         return EXIT_USAGE
     variants = [v.strip() for v in args.variants.split(",") if v.strip()]
     peak = None
@@ -234,16 +291,28 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             probe = load_or_probe(device=args.device, dtypes=("float32",), threads=_threads())
             peak = peak_flop_per_s(probe, "float32")
-        results = bench(variants, args.backend, args.model, args.image_size, args.batch_size, rounds=args.rounds,
-                        train_steps=args.train_steps, infer_repeats=args.infer_repeats, device=args.device,
-                        peak_flop_per_s=peak)  # fmt: skip
+        results = bench(
+            variants,
+            args.backend,
+            args.model,
+            args.image_size,
+            args.batch_size,
+            rounds=args.rounds,
+            train_steps=args.train_steps,
+            infer_repeats=args.infer_repeats,
+            device=args.device,
+            peak_flop_per_s=peak,
+        )
     except (BackendError, ValueError, KeyError) as exc:
         print(f"bench_torchvision_options: error: {str(exc).strip(chr(39) + chr(34))}", file=sys.stderr)
         return EXIT_USAGE
     cls = get_backend_class(args.backend)
     versions = ", ".join(f"{k} {v}" for k, v in cls.framework_versions().items())
-    print(f"{args.backend}/{args.model}, {args.image_size} px, batch {args.batch_size}, device {args.device}, "
-          f"{args.rounds} rounds (medians); {versions}" + (f"; MFU peak: probed fp32 {peak / 1e9:.0f} GFLOP/s" if peak else ""))  # fmt: skip
+    print(
+        f"{args.backend}/{args.model}, {args.image_size} px, batch {args.batch_size}, device {args.device}, "
+        f"{args.rounds} rounds (medians); {versions}"
+        + (f"; MFU peak: probed fp32 {peak / 1e9:.0f} GFLOP/s" if peak else "")
+    )
     print(format_table(results))
     if args.out is not None:
         args.out.write_text(json.dumps([asdict(r) for r in results], indent=2))

@@ -17,19 +17,20 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
 from ...backends import BackendError, ModelSpec, get_backend_class
+from ...core.plan import make_plan
+from ...core.strategies import STRATEGIES
+from ...datasets import DatasetError, ResizePolicy, load_dataset
 from ..running.cell import subset_train
 from ..running.results import write_json_atomic
 from ..running.training import Inputs, predict_in_batches, train_plan
-from ...datasets import DatasetError, ResizePolicy, load_dataset
-from ...core.plan import make_plan
-from ...core.strategies import STRATEGIES
 
 EXIT_USAGE = 2
 
@@ -104,24 +105,50 @@ def make_checkpoint(
     data = load_dataset(dataset, ResizePolicy(config.image_size, config.crop_pct, config.interpolation), cache_dir)
     train = subset_train(data, max_train_images, seed)
     val, test = data.splits["val"], data.splits["test"]
-    spec = ModelSpec(name=model, num_classes=data.num_classes, image_size=image_size, weights="none",
-                     pretrained=False, in_chans=in_chans, seed=seed)  # fmt: skip
+    spec = ModelSpec(
+        name=model,
+        num_classes=data.num_classes,
+        image_size=image_size,
+        weights="none",
+        pretrained=False,
+        in_chans=in_chans,
+        seed=seed,
+    )
     backend.build(spec)
     plan = make_plan(STRATEGIES["scratch"], backend.stages(), epochs=epochs, head_lr=lr, seed=seed)
     outcome = train_plan(
-        backend, plan, Inputs(np.asarray(train.images), np.asarray(train.labels)), Inputs(val.images, np.asarray(val.labels)),
-        batch_size, log=lambda message: print(message, file=sys.stderr, flush=True),
-    )  # fmt: skip
+        backend,
+        plan,
+        Inputs(np.asarray(train.images), np.asarray(train.labels)),
+        Inputs(val.images, np.asarray(val.labels)),
+        batch_size,
+        log=lambda message: print(message, file=sys.stderr, flush=True),
+    )
     assert outcome.best_epoch is not None and outcome.best_val_accuracy is not None
     best = (outcome.best_val_accuracy, outcome.best_epoch)
     train_s = outcome.train_s
     test_acc = accuracy(predict_in_batches(backend.predict_proba, test.images, batch_size), test.labels)
     backend.save_weights(out)
-    result = CheckpointResult(path=os.path.abspath(out), best_epoch=best[1], val_accuracy=best[0],
-                              test_accuracy=test_acc, train_s=train_s, num_classes=data.num_classes)  # fmt: skip
-    sidecar = {**result.to_dict(), "backend": backend_name, "model": model, "dataset": dataset, "epochs": epochs,
-               "image_size": image_size, "in_chans": in_chans, "seed": seed, "data_config": config.__dict__,
-               "framework_versions": backend.framework_versions()}  # fmt: skip
+    result = CheckpointResult(
+        path=os.path.abspath(out),
+        best_epoch=best[1],
+        val_accuracy=best[0],
+        test_accuracy=test_acc,
+        train_s=train_s,
+        num_classes=data.num_classes,
+    )
+    sidecar = {
+        **result.to_dict(),
+        "backend": backend_name,
+        "model": model,
+        "dataset": dataset,
+        "epochs": epochs,
+        "image_size": image_size,
+        "in_chans": in_chans,
+        "seed": seed,
+        "data_config": config.__dict__,
+        "framework_versions": backend.framework_versions(),
+    }
     write_json_atomic(Path(out + ".json"), sidecar)
     return result
 
@@ -134,7 +161,9 @@ class _Parser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     """Command-line options of the script."""
-    parser = _Parser(prog="python -m tlbench.benchmarks.tools.make_digits_checkpoint", description=__doc__.split("\n")[0])
+    parser = _Parser(
+        prog="python -m tlbench.benchmarks.tools.make_digits_checkpoint", description=__doc__.split("\n")[0]
+    )
     parser.add_argument("--out", required=True, help="destination .pth file")
     parser.add_argument("--backend", default="torchvision")
     parser.add_argument("--model", default="resnet18")
@@ -156,9 +185,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         result = make_checkpoint(
-            args.out, args.backend, args.model, args.dataset, args.epochs, args.image_size, args.batch_size, args.lr,
-            args.seed, args.in_chans, args.max_train_images, args.cache_dir, args.device,
-        )  # fmt: skip
+            args.out,
+            args.backend,
+            args.model,
+            args.dataset,
+            args.epochs,
+            args.image_size,
+            args.batch_size,
+            args.lr,
+            args.seed,
+            args.in_chans,
+            args.max_train_images,
+            args.cache_dir,
+            args.device,
+        )
     except (BackendError, DatasetError, ValueError, KeyError) as exc:
         print(f"make_digits_checkpoint: error: {str(exc).strip(chr(39) + chr(34))}", file=sys.stderr)
         return EXIT_USAGE

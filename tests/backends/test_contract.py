@@ -49,13 +49,17 @@ def _images(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     return rng.integers(0, 256, (n, 32, 32, 3), dtype=np.uint8), np.arange(n) % NUM_CLASSES
 
 
-@pytest.mark.parametrize("strategy_name", ["scratch", "linear_probe", "partial_finetune", "full_finetune", "lp_ft", "layer_decay", "l2sp"])
+@pytest.mark.parametrize(
+    "strategy_name", ["scratch", "linear_probe", "partial_finetune", "full_finetune", "lp_ft", "layer_decay", "l2sp"]
+)
 def test_build_transfer_train_predict(backend_name, strategy_name):
     strategy = STRATEGIES[strategy_name]
     b = get_backend_class(backend_name)("cpu")
     config = b.default_data_config(SMALL_MODEL[backend_name], 32)
     assert config.image_size == 32 and 0 < config.crop_pct <= 1
-    info = b.build(ModelSpec(SMALL_MODEL[backend_name], NUM_CLASSES, 32, weights="none", pretrained=strategy.pretrained, seed=0))
+    info = b.build(
+        ModelSpec(SMALL_MODEL[backend_name], NUM_CLASSES, 32, weights="none", pretrained=strategy.pretrained, seed=0)
+    )
     assert info.pretrained == "none" and info.device.lower().startswith(("cpu", "/cpu", "/job"))
     assert len(b.stages()) >= 4 and len(set(b.stages())) == len(b.stages())
     counts = b.apply_phase(phase(b, strategy))

@@ -23,10 +23,16 @@ SIDE = 16
 def _torch_small_net():
     nn = torch.nn
     return nn.Sequential(
-        nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
-        nn.Conv2d(8, 8, 3, stride=2, padding=1, groups=8), nn.ReLU(),
-        nn.Conv2d(8, 16, 1), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, 10),
-    )  # fmt: skip
+        nn.Conv2d(3, 8, 3, padding=1),
+        nn.BatchNorm2d(8),
+        nn.ReLU(),
+        nn.Conv2d(8, 8, 3, stride=2, padding=1, groups=8),
+        nn.ReLU(),
+        nn.Conv2d(8, 16, 1),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(16, 10),
+    )
 
 
 def _keras():
@@ -118,7 +124,9 @@ def test_flops_module_is_framework_free_at_import() -> None:
     import subprocess
     import sys
 
-    code = "import sys, tlbench.backends.flops; print([m for m in ('torch', 'tensorflow', 'keras') if m in sys.modules])"
+    code = (
+        "import sys, tlbench.backends.flops; print([m for m in ('torch', 'tensorflow', 'keras') if m in sys.modules])"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip() == "[]"

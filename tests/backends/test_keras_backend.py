@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import urllib.error
 from pathlib import Path
 
 import numpy as np
@@ -17,10 +16,10 @@ import pytest
 from plans import phase
 
 from tlbench.backends import get_backend_class
-from tlbench.backends.options import KerasOptions
 from tlbench.backends.base import BackendError, DataConfig, ModelSpec
 from tlbench.backends.keras_backend import KerasBackend, check_image_size, keras_cache_dir
 from tlbench.backends.keras_models import KERAS_MODELS, model_info
+from tlbench.backends.options import KerasOptions
 from tlbench.core.strategies import STRATEGIES
 
 SIZE = 32
@@ -78,7 +77,10 @@ def test_the_cli_side_of_the_backend_never_imports_tensorflow():
     import tensorflow as tf
 
     assert result["versions"] == {"tensorflow": tf.__version__, "keras": keras.__version__}
-    assert result["error"] == "unknown keras model 'nope'; expected one of: vgg16, resnet50, mobilenet_v2, efficientnet_b0, densenet121"
+    assert (
+        result["error"]
+        == "unknown keras model 'nope'; expected one of: vgg16, resnet50, mobilenet_v2, efficientnet_b0, densenet121"
+    )
 
 
 def test_registry_unknown_model_and_sizes_are_backend_errors():
@@ -108,7 +110,9 @@ def test_fcn_head_takes_two_input_sizes_through_one_model(vgg):
 
     head_types = [type(layer).__name__ for layer in vgg.head.layers]
     assert head_types == ["InputLayer", "Conv2D", "ReLU", "Dropout", "Conv2D", "GlobalAveragePooling2D", "Activation"]
-    assert not any(isinstance(layer, (keras.layers.Dense, keras.layers.Flatten)) for layer in vgg.head.layers + vgg.backbone.layers)
+    assert not any(
+        isinstance(layer, (keras.layers.Dense, keras.layers.Flatten)) for layer in vgg.head.layers + vgg.backbone.layers
+    )
     hidden, classes = vgg.head.get_layer("head_conv1x1_hidden"), vgg.head.get_layer("head_conv1x1_classes")
     assert hidden.kernel.shape == (1, 1, 512, 256) and classes.kernel.shape == (1, 1, 256, 3)
     for size, side in ((32, 1), (64, 2)):  # VGG16 divides by 32: 1×1 and 2×2 feature maps
@@ -118,7 +122,9 @@ def test_fcn_head_takes_two_input_sizes_through_one_model(vgg):
         probs = vgg.predict_proba(x)
         assert probs.shape == (3, 3) and probs.dtype == np.float32
         np.testing.assert_allclose(probs.sum(1), 1.0, rtol=1e-5)
-        np.testing.assert_allclose(vgg.predict_proba(feats, "features"), probs, rtol=1e-5, atol=1e-6)  # features → head == model
+        np.testing.assert_allclose(
+            vgg.predict_proba(feats, "features"), probs, rtol=1e-5, atol=1e-6
+        )  # features → head == model
     assert not np.allclose(vgg.predict_proba(images(2, seed=1)), vgg.predict_proba(images(2, seed=2)))
 
 
@@ -167,7 +173,12 @@ def test_one_optimizer_per_learning_rate_head_and_backbone(vgg):
     # partial_finetune k=2 on VGG16: blocks 1..3 frozen, blocks 4..5 + head train
     trainable_layers = {layer.name for layer in vgg.backbone.layers if layer.trainable and layer.weights}
     assert trainable_layers == {f"block{b}_conv{i}" for b in (4, 5) for i in (1, 2, 3)}
-    block45 = sum(int(np.prod(w.shape)) for b in (4, 5) for i in (1, 2, 3) for w in vgg.backbone.get_layer(f"block{b}_conv{i}").weights)
+    block45 = sum(
+        int(np.prod(w.shape))
+        for b in (4, 5)
+        for i in (1, 2, 3)
+        for w in vgg.backbone.get_layer(f"block{b}_conv{i}").weights
+    )
     assert counts.trainable == block45 + vgg.head.count_params()
     assert counts.total == vgg.backbone.count_params() + vgg.head.count_params()  # VGG16 has no non-parameter state
     counts = vgg.apply_phase(phase(vgg, "linear_probe", optimizer="adamw", weight_decay=0.01))
@@ -206,7 +217,13 @@ def test_augmentation_runs_on_device_and_flips_or_zooms(vgg):
     vgg.apply_phase(phase(vgg, "scratch", augment="crop-flip", seed=1))
     cropped = vgg._prepare_train_fn(x).numpy()
     assert cropped.shape == plain.shape
-    assert sum(not (np.allclose(cropped[i], plain[i], atol=1e-3) or np.allclose(cropped[i], mirrored[i], atol=1e-3)) for i in range(16)) >= 8
+    assert (
+        sum(
+            not (np.allclose(cropped[i], plain[i], atol=1e-3) or np.allclose(cropped[i], mirrored[i], atol=1e-3))
+            for i in range(16)
+        )
+        >= 8
+    )
     vgg.apply_phase(phase(vgg, "scratch", augment="none"))
     np.testing.assert_allclose(vgg._prepare_train_fn(x).numpy(), plain, rtol=1e-6)  # evaluation path never augments
 
@@ -258,7 +275,9 @@ def test_bf16_mixed_precision_and_jit_compile_are_recorded():
     assert keras.config.dtype_policy().name == "float32"  # the global policy is put back
     probs = backend.predict_proba(images(2))
     assert probs.dtype == np.float32 and np.allclose(probs.sum(1), 1.0, atol=1e-3)
-    info = KerasBackend("cpu").build(ModelSpec("vgg16", 2, SIZE, weights="none", options=KerasOptions(jit_compile=True)))
+    info = KerasBackend("cpu").build(
+        ModelSpec("vgg16", 2, SIZE, weights="none", options=KerasOptions(jit_compile=True))
+    )
     assert info.facts["jit_compile"] is True and info.dtype == "float32"
 
 
@@ -289,17 +308,24 @@ def test_local_weight_files_load_into_the_backbone(tmp_path):
         assert backend.head.get_layer("head_conv1x1_classes").kernel.shape[-1] == 4  # a fresh head for the task
         np.testing.assert_allclose(
             backend.extract_features(images(2)),
-            reference(backend._preprocess(images(2).astype(np.float32)), training=False).numpy(), rtol=1e-5, atol=1e-5,
-        )  # fmt: skip
+            reference(backend._preprocess(images(2).astype(np.float32)), training=False).numpy(),
+            rtol=1e-5,
+            atol=1e-5,
+        )
 
 
 def test_bad_weight_files_are_backend_errors(tmp_path):
-    with pytest.raises(BackendError, match=r"weights file '.*missing\.weights\.h5' does not exist; expected a Keras") as info:
+    with pytest.raises(
+        BackendError, match=r"weights file '.*missing\.weights\.h5' does not exist; expected a Keras"
+    ) as info:
         build("vgg16", weights=str(tmp_path / "missing.weights.h5"))
     assert "\n" not in str(info.value)
     torch_file = tmp_path / "vgg16.pth"
     torch_file.write_bytes(b"PK\x03\x04 torch zip")
-    with pytest.raises(BackendError, match=r"'.*vgg16\.pth' is not a Keras weights file; expected a Keras .weights.h5/.h5 file of keras.applications.VGG16"):
+    with pytest.raises(
+        BackendError,
+        match=r"'.*vgg16\.pth' is not a Keras weights file; expected a Keras .weights.h5/.h5 file of keras.applications.VGG16",
+    ):
         build("vgg16", weights=str(torch_file))
     garbage = tmp_path / "garbage.weights.h5"
     garbage.write_bytes(b"not hdf5")
@@ -313,10 +339,15 @@ def test_bad_weight_files_are_backend_errors(tmp_path):
 
 
 def test_imagenet_weights_offline_fail_unless_random_init_is_allowed(offline_keras, tmp_path):
-    with pytest.raises(BackendError, match=r"no pretrained weights for keras model 'vgg16' \(offline and not in the Keras cache .*keras_home/models: Exception\); pass --weights PATH or --allow-random-init") as info:
+    with pytest.raises(
+        BackendError,
+        match=r"no pretrained weights for keras model 'vgg16' \(offline and not in the Keras cache .*keras_home/models: Exception\); pass --weights PATH or --allow-random-init",
+    ) as info:
         KerasBackend("cpu").build(ModelSpec("vgg16", num_classes=2, image_size=SIZE))
     assert "\n" not in str(info.value)
-    assert offline_keras and offline_keras[0].endswith("vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5")  # the Keras cache path was tried
+    assert offline_keras and offline_keras[0].endswith(
+        "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5"
+    )  # the Keras cache path was tried
     assert keras_cache_dir() == str(tmp_path / "keras_home" / "models")
     backend = KerasBackend("cpu")
     info = backend.build(ModelSpec("vgg16", num_classes=2, image_size=SIZE, allow_random_init=True))

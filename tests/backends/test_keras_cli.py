@@ -19,9 +19,18 @@ def run_cli(capsys: pytest.CaptureFixture, *argv: str) -> tuple[int, str, str]:
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        (["--backends", "keras", "--models", "nope"], "unknown keras model 'nope'; expected one of: vgg16, resnet50, mobilenet_v2, efficientnet_b0, densenet121"),
-        (["--backends", "timm,keras", "--models", "tf_efficientnet_lite0"], "unknown keras model 'tf_efficientnet_lite0'"),
-        (["--backends", "keras", "--models", "vgg16", "--weights", "IMAGENET1K_V1"], "backend 'keras' takes only default, none or a file"),
+        (
+            ["--backends", "keras", "--models", "nope"],
+            "unknown keras model 'nope'; expected one of: vgg16, resnet50, mobilenet_v2, efficientnet_b0, densenet121",
+        ),
+        (
+            ["--backends", "timm,keras", "--models", "tf_efficientnet_lite0"],
+            "unknown keras model 'tf_efficientnet_lite0'",
+        ),
+        (
+            ["--backends", "keras", "--models", "vgg16", "--weights", "IMAGENET1K_V1"],
+            "backend 'keras' takes only default, none or a file",
+        ),
     ],
 )
 def test_bad_values_exit_2_with_one_line(capsys, tmp_path, argv, message):
@@ -34,11 +43,17 @@ def test_bad_values_exit_2_with_one_line(capsys, tmp_path, argv, message):
 
 
 def test_vgg16_is_one_name_for_keras_and_timm(capsys):
-    args = build_parser().parse_args(["run", "--backends", "keras,timm", "--models", "vgg16", "--image-size", "32", "--amp", "bf16"])
+    args = build_parser().parse_args(
+        ["run", "--backends", "keras,timm", "--models", "vgg16", "--image-size", "32", "--amp", "bf16"]
+    )
     suite = suite_from_args(args)
     assert [(c.backend, c.model) for c in suite.cells()[:5:4]] == [("keras", "vgg16"), ("timm", "vgg16")]
     assert suite.options.options_for("keras").amp == suite.options.options_for("timm").amp == "bf16"
-    keras_only = suite_from_args(build_parser().parse_args(["run", "--backends", "keras", "--models", "vgg16", "--image-size", "32", "--jit-compile"]))
+    keras_only = suite_from_args(
+        build_parser().parse_args(
+            ["run", "--backends", "keras", "--models", "vgg16", "--image-size", "32", "--jit-compile"]
+        )
+    )
     assert keras_only.options.options_for("keras").jit_compile is True
     code, stdout, _ = run_cli(capsys, "list", "models", "--backend", "keras")
     assert code == 0 and stdout == "keras: vgg16, resnet50, mobilenet_v2, efficientnet_b0, densenet121\n"
@@ -52,10 +67,36 @@ def test_keras_suite_from_a_local_weights_file_runs_end_to_end(capsys, tmp_path,
     keras.applications.VGG16(include_top=False, weights=None, input_shape=(None, None, 3)).save_weights(weights)
     out = tmp_path / "suite"
     code, stdout, stderr = run_cli(
-        capsys, "run", "--out", str(out), "--backends", "keras", "--models", "vgg16", "--weights", str(weights),
-        "--strategies", "linear_probe,partial_finetune", "--dataset", "digits", "--image-size", "32", "--epochs", "1", "--min-time", "0",
-        "--max-train-images", "200", "--batch-size", "50", "--cache-dir", str(cache_dir), "--device", "cpu", "--no-probe",
-    )  # fmt: skip
+        capsys,
+        "run",
+        "--out",
+        str(out),
+        "--backends",
+        "keras",
+        "--models",
+        "vgg16",
+        "--weights",
+        str(weights),
+        "--strategies",
+        "linear_probe,partial_finetune",
+        "--dataset",
+        "digits",
+        "--image-size",
+        "32",
+        "--epochs",
+        "1",
+        "--min-time",
+        "0",
+        "--max-train-images",
+        "200",
+        "--batch-size",
+        "50",
+        "--cache-dir",
+        str(cache_dir),
+        "--device",
+        "cpu",
+        "--no-probe",
+    )
     assert code == 0, stderr
     lines = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
     # each cell's record, then the inference pass's: both Keras models reloaded from their saved weights.h5 and
@@ -63,7 +104,10 @@ def test_keras_suite_from_a_local_weights_file_runs_end_to_end(capsys, tmp_path,
     assert [r["strategy"] for r in lines] == ["linear_probe", "partial_finetune"] * 2
     records, passed = lines[:2], lines[2:]
     for own, new in zip(records, passed):
-        assert new["infer_pass"]["models"] == 2 and new["infer_pass"]["in_cell"]["infer_images_per_s"] == own["infer_images_per_s"]
+        assert (
+            new["infer_pass"]["models"] == 2
+            and new["infer_pass"]["in_cell"]["infer_images_per_s"] == own["infer_images_per_s"]
+        )
         assert new["infer_images_per_s"] > 0 and new["accuracy"] == own["accuracy"]
     assert not list(out.glob("cells/*/weights*"))
     for record in records:
@@ -71,8 +115,16 @@ def test_keras_suite_from_a_local_weights_file_runs_end_to_end(capsys, tmp_path,
         assert record["backend"] == "keras" and record["pretrained"] == f"file:{weights}"
         assert record["split_sizes"]["train"] == 200 and record["num_classes"] == 10
         assert set(record["framework_versions"]) == {"tensorflow", "keras"}
-        assert record["dtype"] == "float32" and record["device"] == "/CPU:0" and record["backend_facts"]["jit_compile"] is False
-        assert (record["train_images_per_s"] or record["feature_extract_images_per_s"]) > 0 and record["infer_images_per_s"] > 0 and record["peak_device_mb"] is None
+        assert (
+            record["dtype"] == "float32"
+            and record["device"] == "/CPU:0"
+            and record["backend_facts"]["jit_compile"] is False
+        )
+        assert (
+            (record["train_images_per_s"] or record["feature_extract_images_per_s"]) > 0
+            and record["infer_images_per_s"] > 0
+            and record["peak_device_mb"] is None
+        )
     probe, partial = records
     head = 512 * 256 + 256 + 256 * 10 + 10  # the FCN head's two 1x1 convolutions
     assert probe["trainable_params"] == head and probe["feature_dim"] == 512  # 1x1x512 VGG16 map at 32 px

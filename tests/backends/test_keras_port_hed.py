@@ -26,11 +26,18 @@ from tlbench.backends.keras_port import (
     hed_to_torchvision_vgg16,
     keras_vgg16_to_torchvision,
     load_vgg16_features,
-    main as port_main,
     torchvision_vgg16_to_keras,
     vgg16_keras_conv_names,
 )
-from tlbench.backends.offline_weights import HED_VGG16_TORCH_MEAN, HED_VGG16_TORCH_STD, hed_vgg16_path, read_hed_vgg16_kernels
+from tlbench.backends.keras_port import (
+    main as port_main,
+)
+from tlbench.backends.offline_weights import (
+    HED_VGG16_TORCH_MEAN,
+    HED_VGG16_TORCH_STD,
+    hed_vgg16_path,
+    read_hed_vgg16_kernels,
+)
 
 RELATIVE_TOLERANCE = 1e-4
 SIZE = 64
@@ -163,14 +170,20 @@ def test_errors_are_one_line_and_write_nothing(tmp_path, capsys):
     assert not list(tmp_path.iterdir())
     with pytest.raises(BackendError, match=r"^output '.*nowhere/hed\.pth': folder '.*nowhere' does not exist$"):
         hed_to_torchvision_vgg16(str(tmp_path / "nowhere" / "hed.pth"))
-    with pytest.raises(BackendError, match=r"^weights file '.*missing\.h5' does not exist; expected a Keras 3 \.weights\.h5"):
+    with pytest.raises(
+        BackendError, match=r"^weights file '.*missing\.h5' does not exist; expected a Keras 3 \.weights\.h5"
+    ):
         hed_to_torchvision_vgg16(str(tmp_path / "hed.pth"), hed_path=str(tmp_path / "missing.h5"))
     with pytest.raises(SystemExit):
         port_main(["a.pth", "b.weights.h5", "--hed-torch", str(tmp_path / "hed.pth")])
     assert "not both" in capsys.readouterr().err
     with pytest.raises(BackendError, match=r"^keras vgg16 weights lack layer 'block5_conv3'"):
-        keras_vgg16_to_torchvision({k: v for k, v in read_hed_vgg16_kernels(hed_vgg16_path()).items() if k != "block5_conv3"})
-    with pytest.raises(BackendError, match=r"^model ResNet has no 'features' module; expected torchvision or timm vgg16$"):
+        keras_vgg16_to_torchvision(
+            {k: v for k, v in read_hed_vgg16_kernels(hed_vgg16_path()).items() if k != "block5_conv3"}
+        )
+    with pytest.raises(
+        BackendError, match=r"^model ResNet has no 'features' module; expected torchvision or timm vgg16$"
+    ):
         load_vgg16_features(tv_models.resnet18(), {"features.0.weight": torch.zeros(1)})
     with pytest.raises(BackendError, match=r"^state dict key 'classifier.0.weight' is not under features\."):
         load_vgg16_features(tv_models.vgg11(), {"classifier.0.weight": torch.zeros(1)})

@@ -57,7 +57,9 @@ def check_changes(backend: KerasBackend, before: dict[str, np.ndarray], strategy
             stats += 1
             # frozen BatchNorm runs in inference mode (statistics untouched); trainable BatchNorm updates them,
             # except when the backbone only extracts features (linear_probe, head warm-up)
-            assert changed == (layer in trainable_layers and backend.backbone_trains), f"{label}: {path} changed={changed}"
+            assert changed == (layer in trainable_layers and backend.backbone_trains), (
+                f"{label}: {path} changed={changed}"
+            )
         elif path.startswith("fcn_head") or layer.startswith("head_"):
             assert changed, f"{label}: head variable {path} did not train"
         else:
@@ -67,7 +69,10 @@ def check_changes(backend: KerasBackend, before: dict[str, np.ndarray], strategy
 
 
 # MobileNetV2 scratch/full_finetune train everything like the second phase of the two-phase test below
-CASES = [("vgg16", s) for s in ("scratch", "linear_probe", "partial_finetune", "full_finetune")] + [("mobilenet_v2", "linear_probe"), ("mobilenet_v2", "partial_finetune")]
+CASES = [("vgg16", s) for s in ("scratch", "linear_probe", "partial_finetune", "full_finetune")] + [
+    ("mobilenet_v2", "linear_probe"),
+    ("mobilenet_v2", "partial_finetune"),
+]
 
 
 @pytest.mark.parametrize(("name", "strategy_name"), CASES)
@@ -107,5 +112,7 @@ def test_partial_finetune_freezes_vgg16_blocks_1_to_5_minus_k():
     for k in (1, 2, 4):
         strategy = Strategy(**{**STRATEGIES["partial_finetune"].to_dict(), "last_k_stages": k})
         backend.apply_phase(phase(backend, strategy))
-        frozen = sorted({layer.name.split("_")[0] for layer in backend.backbone.layers if layer.weights and not layer.trainable})
+        frozen = sorted(
+            {layer.name.split("_")[0] for layer in backend.backbone.layers if layer.weights and not layer.trainable}
+        )
         assert frozen == [f"block{b}" for b in range(1, 6 - k)]

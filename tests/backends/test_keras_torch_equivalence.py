@@ -8,8 +8,6 @@ works in one process.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
@@ -37,7 +35,9 @@ def relative_error(got: np.ndarray, want: np.ndarray) -> float:
 def torch_features(model: torch.nn.Module, nhwc: np.ndarray) -> np.ndarray:
     """torchvision ``vgg16.features`` on an NHWC float batch, returned NHWC."""
     with torch.inference_mode():
-        out = model.features(torch.from_numpy(np.ascontiguousarray(nhwc, dtype=np.float32)).permute(0, 3, 1, 2).contiguous())
+        out = model.features(
+            torch.from_numpy(np.ascontiguousarray(nhwc, dtype=np.float32)).permute(0, 3, 1, 2).contiguous()
+        )
     return out.permute(0, 2, 3, 1).numpy()
 
 
@@ -47,7 +47,9 @@ def test_mapping_follows_the_network_order(torch_vgg16):
     kernel, bias = mapped["block3_conv2"]
     conv = torch_vgg16.features[12]  # the 6th convolution of torchvision's features
     assert kernel.shape == (3, 3, 256, 256) and bias.shape == (256,)
-    np.testing.assert_array_equal(kernel[1, 2, 7, 9], conv.weight[9, 7, 1, 2].item())  # (out,in,kh,kw) -> (kh,kw,in,out)
+    np.testing.assert_array_equal(
+        kernel[1, 2, 7, 9], conv.weight[9, 7, 1, 2].item()
+    )  # (out,in,kh,kw) -> (kh,kw,in,out)
 
 
 @pytest.mark.parametrize("size", [32, 64])
@@ -75,14 +77,19 @@ def test_converted_checkpoint_runs_in_the_keras_backend_like_torchvision(torch_v
     assert info.pretrained == f"file:{converted}"
     uint8 = np.random.default_rng(7).integers(0, 256, (3, 32, 32, 3), dtype=np.uint8)
     preprocessed = np.asarray(backend._preprocess(uint8.astype(np.float32)))
-    assert relative_error(backend.extract_features(uint8), torch_features(torch_vgg16, preprocessed)) < RELATIVE_TOLERANCE
+    assert (
+        relative_error(backend.extract_features(uint8), torch_features(torch_vgg16, preprocessed)) < RELATIVE_TOLERANCE
+    )
 
 
 def test_port_errors_name_the_bad_input(tmp_path, capsys):
     torch.save(tv_models.resnet18().state_dict(), tmp_path / "rn18.pth")
     assert port_main([str(tmp_path / "rn18.pth"), str(tmp_path / "out.weights.h5")]) == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "expected a torchvision vgg16 state dict with 13 features.N convolutions, found 0" in err
+    assert (
+        err.count("\n") == 1
+        and "expected a torchvision vgg16 state dict with 13 features.N convolutions, found 0" in err
+    )
     assert port_main([str(tmp_path / "missing.pth"), str(tmp_path / "out.weights.h5")]) == 2
     assert "missing.pth' does not exist" in capsys.readouterr().err
     assert port_main([str(tmp_path / "rn18.pth"), str(tmp_path / "out.h5")]) == 2
@@ -92,6 +99,8 @@ def test_port_errors_name_the_bad_input(tmp_path, capsys):
     import keras
 
     mobilenet = keras.applications.MobileNetV2(include_top=False, weights=None, input_shape=(None, None, 3))
-    with pytest.raises(BackendError, match=r"the keras model has no layer 'block1_conv1'; expected keras.applications.VGG16"):
+    with pytest.raises(
+        BackendError, match=r"the keras model has no layer 'block1_conv1'; expected keras.applications.VGG16"
+    ):
         set_keras_weights(mobilenet, torchvision_vgg16_to_keras(tv_models.vgg16().state_dict()))
     assert not (tmp_path / "out.weights.h5").exists()

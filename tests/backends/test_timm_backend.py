@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from plans import phase
 import torch
 from PIL import Image
+from plans import phase
 from sklearn.datasets import load_sample_images
 
 from tlbench.backends import BackendError, ModelSpec, get_backend_class

@@ -45,4 +45,7 @@ def test_infer_compile_is_a_torch_flag_only():
     with pytest.raises(OptionsError, match=r"--infer-compile is not an option of backend 'keras'"):
         options_from_flags("keras", backend_entry("keras").options, {"infer_compile": True})
     # the default is left out of the recorded options, so cells finished before the flag existed keep their hash
-    assert "infer_compile" not in TorchOptions().to_dict() and TorchOptions(infer_compile=True).to_dict()["infer_compile"] is True
+    assert (
+        "infer_compile" not in TorchOptions().to_dict()
+        and TorchOptions(infer_compile=True).to_dict()["infer_compile"] is True
+    )

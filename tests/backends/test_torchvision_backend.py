@@ -12,14 +12,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from plans import phase
 import torch
+from plans import phase
 from torch import nn
 from torchvision import models as tv_models
 
 from tlbench.backends import get_backend_class
-from tlbench.backends.options import TorchOptions
 from tlbench.backends.base import BackendError, ModelSpec
+from tlbench.backends.options import TorchOptions
 from tlbench.backends.torchvision_backend import (
     LISTED_MODELS,
     TorchvisionBackend,
@@ -68,8 +68,18 @@ def offline_hub(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 def test_registry_and_listed_models():
     assert get_backend_class("torchvision") is TorchvisionBackend
     assert set(TorchvisionBackend.available_models()) == set(LISTED_MODELS)
-    assert {"resnet18", "resnet50", "resnet101", "densenet121", "vgg16", "alexnet", "mobilenet_v3_small",
-            "mobilenet_v3_large", "efficientnet_b0", "convnext_tiny"} <= set(LISTED_MODELS)  # fmt: skip
+    assert {
+        "resnet18",
+        "resnet50",
+        "resnet101",
+        "densenet121",
+        "vgg16",
+        "alexnet",
+        "mobilenet_v3_small",
+        "mobilenet_v3_large",
+        "efficientnet_b0",
+        "convnext_tiny",
+    } <= set(LISTED_MODELS)
     versions = TorchvisionBackend.framework_versions()
     assert versions["torch"] == torch.__version__ and "torchvision" in versions
 
@@ -230,9 +240,16 @@ def test_optimizer_groups_use_backbone_lr_scale():
 
 def test_snapshot_restore_and_speed_options_are_recorded():
     backend = TorchvisionBackend("cpu")
-    info = backend.build(ModelSpec("resnet18", 2, SIZE, weights="none", options=TorchOptions(channels_last=True, amp="bf16")))
+    info = backend.build(
+        ModelSpec("resnet18", 2, SIZE, weights="none", options=TorchOptions(channels_last=True, amp="bf16"))
+    )
     assert info.pretrained == "none" and info.dtype == "bfloat16-autocast" and info.device == "cpu"
-    assert info.facts == {"memory_format": "channels_last", "compiled": False, "infer_compiled": False, "head": "native"}
+    assert info.facts == {
+        "memory_format": "channels_last",
+        "compiled": False,
+        "infer_compiled": False,
+        "head": "native",
+    }
     assert backend.model.conv1.weight.is_contiguous(memory_format=torch.channels_last)
     backend.apply_phase(phase(backend, "scratch"))
     state = backend.snapshot()
@@ -306,13 +323,18 @@ def test_hub_cache_is_used_offline(offline_hub):
 
 
 def test_missing_weights_fail_unless_random_init_is_allowed(offline_hub):
-    with pytest.raises(BackendError, match=r"no pretrained weights for torchvision model 'resnet18'.*--weights PATH or --allow-random-init") as info:
+    with pytest.raises(
+        BackendError,
+        match=r"no pretrained weights for torchvision model 'resnet18'.*--weights PATH or --allow-random-init",
+    ) as info:
         TorchvisionBackend("cpu").build(ModelSpec("resnet18", num_classes=2, image_size=SIZE))
     assert "\n" not in str(info.value) and "not in the torch hub cache" in str(info.value)
     with pytest.raises(BackendError, match="IMAGENET1K_V1"):
         TorchvisionBackend("cpu").build(ModelSpec("resnet50", num_classes=2, image_size=SIZE, weights="IMAGENET1K_V1"))
     backend = TorchvisionBackend("cpu")
-    info = backend.build(ModelSpec("resnet50", num_classes=2, image_size=SIZE, weights="IMAGENET1K_V1", allow_random_init=True))
+    info = backend.build(
+        ModelSpec("resnet50", num_classes=2, image_size=SIZE, weights="IMAGENET1K_V1", allow_random_init=True)
+    )
     assert info.pretrained == "none"  # never passed off as a transfer result
     assert info.data_config.crop_pct == pytest.approx(224 / 256)  # V1's preprocessing, not DEFAULT's
     assert backend.model.fc.out_features == 2

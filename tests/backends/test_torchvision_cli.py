@@ -22,7 +22,10 @@ def run_cli(capsys: pytest.CaptureFixture, *argv: str) -> tuple[int, str, str]:
     ("argv", "message"),
     [
         (["--models", "nope"], "unknown torchvision model 'nope'"),
-        (["--models", "resnet18", "--weights", "IMAGENET1K_V9"], "weights 'IMAGENET1K_V9' for torchvision model 'resnet18'"),
+        (
+            ["--models", "resnet18", "--weights", "IMAGENET1K_V9"],
+            "weights 'IMAGENET1K_V9' for torchvision model 'resnet18'",
+        ),
         (["--models", "resnet18", "--weights", "no/such/file.pth"], "--weights 'no/such/file.pth' is not a file"),
     ],
 )
@@ -36,11 +39,32 @@ def test_bad_values_exit_2_with_one_line(capsys, tmp_path, argv, message):
 
 
 def test_weights_names_reach_only_backends_that_take_them(capsys, tmp_path):
-    code, _, stderr = run_cli(capsys, "run", "--backends", "timm,torchvision", "--models", "resnet18", "--weights", "IMAGENET1K_V1", "--out", str(tmp_path))
+    code, _, stderr = run_cli(
+        capsys,
+        "run",
+        "--backends",
+        "timm,torchvision",
+        "--models",
+        "resnet18",
+        "--weights",
+        "IMAGENET1K_V1",
+        "--out",
+        str(tmp_path),
+    )
     assert code == 2 and "backend 'timm' takes only default, none or a file" in stderr
     parse = build_parser().parse_args
-    assert suite_from_args(parse(["run", "--backends", "torchvision", "--models", "resnet50", "--weights", "IMAGENET1K_V1"])).options.weights == "IMAGENET1K_V1"
-    assert suite_from_args(parse(["run", "--backends", "torchvision", "--models", "resnet18", "--weights", "DEFAULT"])).options.weights == "default"
+    assert (
+        suite_from_args(
+            parse(["run", "--backends", "torchvision", "--models", "resnet50", "--weights", "IMAGENET1K_V1"])
+        ).options.weights
+        == "IMAGENET1K_V1"
+    )
+    assert (
+        suite_from_args(
+            parse(["run", "--backends", "torchvision", "--models", "resnet18", "--weights", "DEFAULT"])
+        ).options.weights
+        == "default"
+    )
 
 
 def test_list_models_shows_the_torchvision_models(capsys):
@@ -55,17 +79,46 @@ def test_suite_from_a_local_checkpoint_runs_end_to_end(capsys, tmp_path, cache_d
     torch.save(tv_models.resnet18(num_classes=7).state_dict(), checkpoint)
     out = tmp_path / "suite"
     code, stdout, stderr = run_cli(
-        capsys, "run", "--out", str(out), "--backends", "torchvision", "--models", "resnet18", "--weights", str(checkpoint),
-        "--strategies", "linear_probe,partial_finetune", "--dataset", "digits", "--image-size", "32", "--epochs", "1", "--min-time", "0",
-        "--max-train-images", "200", "--batch-size", "50", "--cache-dir", str(cache_dir), "--device", "cpu", "--no-probe",
-    )  # fmt: skip
+        capsys,
+        "run",
+        "--out",
+        str(out),
+        "--backends",
+        "torchvision",
+        "--models",
+        "resnet18",
+        "--weights",
+        str(checkpoint),
+        "--strategies",
+        "linear_probe,partial_finetune",
+        "--dataset",
+        "digits",
+        "--image-size",
+        "32",
+        "--epochs",
+        "1",
+        "--min-time",
+        "0",
+        "--max-train-images",
+        "200",
+        "--batch-size",
+        "50",
+        "--cache-dir",
+        str(cache_dir),
+        "--device",
+        "cpu",
+        "--no-probe",
+    )
     assert code == 0, stderr
     lines = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
     # each cell's record, then the inference pass's (both resnet18s reloaded from their weights, timed interleaved)
     assert [r["strategy"] for r in lines] == ["linear_probe", "partial_finetune"] * 2
     records = lines[:2]
     for own, new in zip(records, lines[2:]):
-        assert new["infer_pass"]["models"] == 2 and new["infer_pass"]["in_cell"]["infer_images_per_s"] == own["infer_images_per_s"]
+        assert (
+            new["infer_pass"]["models"] == 2
+            and new["infer_pass"]["in_cell"]["infer_images_per_s"] == own["infer_images_per_s"]
+        )
         assert new["infer_images_per_s"] > 0 and new["backend_facts"] == own["backend_facts"]
     for record in records:
         assert record["status"] == "ok", record["error"]
@@ -74,7 +127,9 @@ def test_suite_from_a_local_checkpoint_runs_end_to_end(capsys, tmp_path, cache_d
         assert record["framework_versions"]["torchvision"]
         facts = record["backend_facts"]
         assert facts["memory_format"] == "contiguous" and facts["compiled"] is False and record["dtype"] == "float32"
-        assert (record["train_images_per_s"] or record["feature_extract_images_per_s"]) > 0 and record["infer_images_per_s"] > 0
+        assert (record["train_images_per_s"] or record["feature_extract_images_per_s"]) > 0 and record[
+            "infer_images_per_s"
+        ] > 0
     probe, partial = records
     assert probe["trainable_params"] == 512 * 10 + 10  # the new fc alone
     # partial: fc + layer3 + layer4 of resnet18, counted from the model itself

@@ -101,7 +101,13 @@ def test_same_source_stages_head_and_input_policy(built):
         np.testing.assert_allclose(backend._mean.flatten().numpy(), (123.68, 116.779, 103.939), rtol=1e-6)
         np.testing.assert_allclose(backend._std.flatten().numpy(), 1.0, rtol=1e-6)
         head = backend.model.head
-        assert [type(m).__name__ for m in head.children()] == ["Conv2d", "ReLU", "Dropout", "Conv2d", "AdaptiveAvgPool2d"]
+        assert [type(m).__name__ for m in head.children()] == [
+            "Conv2d",
+            "ReLU",
+            "Dropout",
+            "Conv2d",
+            "AdaptiveAvgPool2d",
+        ]
         assert head.dropout.p == 0.5 and head.hidden.out_channels == 256 and head.hidden.in_channels == 512
         assert not any(isinstance(m, torch.nn.Linear) for m in backend.model.modules())  # no MLP, no Flatten->Linear
 
@@ -117,14 +123,18 @@ def test_same_weights_same_head_same_logits(built, photos):
         assert torch_maps.shape == (2, 512, SIZE // 32, SIZE // 32), name  # the spatial map, not pooled
         assert relative_error(torch_maps.transpose(0, 2, 3, 1), keras_maps) < RELATIVE_TOLERANCE, name
         assert relative_error(torch_logits(backends[name], photos), want) < RELATIVE_TOLERANCE, name
-        np.testing.assert_allclose(backends[name].predict_proba(photos), backends["keras"].predict_proba(photos), atol=1e-5)
+        np.testing.assert_allclose(
+            backends[name].predict_proba(photos), backends["keras"].predict_proba(photos), atol=1e-5
+        )
 
 
 def test_head_on_cached_features_is_the_whole_model(built, photos):
     for name in BACKENDS:
         backend = built["backends"][name]
         features = backend.extract_features(photos)
-        np.testing.assert_allclose(backend.predict_proba(features, "features"), backend.predict_proba(photos), rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(
+            backend.predict_proba(features, "features"), backend.predict_proba(photos), rtol=1e-5, atol=1e-6
+        )
 
 
 @pytest.mark.parametrize("strategy", SINGLE_MODEL_STRATEGIES)
@@ -164,10 +174,14 @@ def test_head_option_is_validated():
     KerasOptions(head="fcn").validate("keras", **check)
     with pytest.raises(OptionsError, match=r"^unknown --head 'mlp'; expected one of: native, fcn$"):
         TorchOptions(head="mlp").validate("timm", **check)
-    with pytest.raises(OptionsError, match=r"^backend 'keras' has only the fully-convolutional head \(--head fcn\), got --head native$"):
+    with pytest.raises(
+        OptionsError, match=r"^backend 'keras' has only the fully-convolutional head \(--head fcn\), got --head native$"
+    ):
         KerasOptions(head="native").validate("keras", **check)
     TorchOptions(head="fcn").check_model("timm", "vgg16_bn")
-    with pytest.raises(OptionsError, match=r"^--head fcn needs a VGG trunk .* got model 'resnet18'; use --head native for it$"):
+    with pytest.raises(
+        OptionsError, match=r"^--head fcn needs a VGG trunk .* got model 'resnet18'; use --head native for it$"
+    ):
         TorchOptions(head="fcn").check_model("torchvision", "resnet18")
     # not given (None): each backend's own default; given: only backends that take it
     assert options_from_flags("keras", KerasOptions, {"head": None}).head == "fcn"
@@ -186,7 +200,10 @@ def test_head_option_is_validated():
 
 def test_fcn_head_on_a_model_without_a_vgg_trunk_fails_at_build_in_one_line():
     backend = get_backend_class("torchvision")("cpu")
-    with pytest.raises(BackendError, match=r"^--head fcn needs a VGG trunk .* backend 'torchvision' got model 'resnet18'; use --head native for it$"):
+    with pytest.raises(
+        BackendError,
+        match=r"^--head fcn needs a VGG trunk .* backend 'torchvision' got model 'resnet18'; use --head native for it$",
+    ):
         backend.build(ModelSpec("resnet18", 2, 32, weights="none", options=TorchOptions(head="fcn")))
 
 
@@ -201,14 +218,40 @@ def test_native_head_with_vgg16_hed_loads_the_trunk_only():
 def test_command_line_validates_the_three_framework_run(capsys):
     from tlbench.benchmarks.cli import build_parser, main, suite_from_args
 
-    argv = ["run", "--backends", "keras,torchvision,timm", "--models", "vgg16", "--weights", "vgg16-hed", "--image-size", "32", "--device", "cpu"]
+    argv = [
+        "run",
+        "--backends",
+        "keras,torchvision,timm",
+        "--models",
+        "vgg16",
+        "--weights",
+        "vgg16-hed",
+        "--image-size",
+        "32",
+        "--device",
+        "cpu",
+    ]
     suite = suite_from_args(build_parser().parse_args([*argv, "--head", "fcn"]))
     assert suite.options.weights == "vgg16-hed"
-    assert {name: suite.options.options_for(name).head for name in suite.backends} == {"keras": "fcn", "torchvision": "fcn", "timm": "fcn"}
+    assert {name: suite.options.options_for(name).head for name in suite.backends} == {
+        "keras": "fcn",
+        "torchvision": "fcn",
+        "timm": "fcn",
+    }
     suite = suite_from_args(build_parser().parse_args(argv))  # no --head: each backend's default
-    assert {name: suite.options.options_for(name).head for name in suite.backends} == {"keras": "fcn", "torchvision": "native", "timm": "native"}
+    assert {name: suite.options.options_for(name).head for name in suite.backends} == {
+        "keras": "fcn",
+        "torchvision": "native",
+        "timm": "native",
+    }
     capsys.readouterr()
     assert main([*argv, "--head", "native"]) == 2
-    assert capsys.readouterr().err == "tlbench: error: backend 'keras' has only the fully-convolutional head (--head fcn), got --head native\n"
+    assert (
+        capsys.readouterr().err
+        == "tlbench: error: backend 'keras' has only the fully-convolutional head (--head fcn), got --head native\n"
+    )
     assert main(["run", "--backends", "timm", "--models", "resnet18", "--weights", "vgg16-hed", "--device", "cpu"]) == 2
-    assert capsys.readouterr().err == "tlbench: error: --weights vgg16-hed fits model 'vgg16' only; timm model 'resnet18' cannot use it\n"
+    assert (
+        capsys.readouterr().err
+        == "tlbench: error: --weights vgg16-hed fits model 'vgg16' only; timm model 'resnet18' cannot use it\n"
+    )

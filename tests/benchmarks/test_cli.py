@@ -13,8 +13,14 @@ from tlbench.benchmarks.cli import main
 @pytest.mark.parametrize(
     "argv, message",
     [
-        (["run", "--backends", "tensorflow"], "unknown backend 'tensorflow'; expected one of: timm, torchvision, keras"),
-        (["run", "--strategies", "linear_probe,finetune"], "unknown strategy 'finetune'; expected one of: scratch, linear_probe, partial_finetune, full_finetune"),
+        (
+            ["run", "--backends", "tensorflow"],
+            "unknown backend 'tensorflow'; expected one of: timm, torchvision, keras",
+        ),
+        (
+            ["run", "--strategies", "linear_probe,finetune"],
+            "unknown strategy 'finetune'; expected one of: scratch, linear_probe, partial_finetune, full_finetune",
+        ),
         (["run", "--dataset", "imagenet"], "unknown dataset 'imagenet'; expected one of: digits"),
         (["run", "--models", "resnet_9000"], "unknown timm model 'resnet_9000'"),
         (["run", "--seeds", "0,one"], "--seeds expects comma-separated integers, got '0,one'"),
@@ -24,25 +30,70 @@ from tlbench.benchmarks.cli import main
         (["run", "--device", "tpu"], "unknown device 'tpu'; expected one of: auto, cpu, cuda, gpu, cuda:N"),
         (["run", "--augment", "mixup"], "unknown --augment 'mixup'; expected one of: none, flip, crop-flip"),
         (["run", "--amp", "int8"], "unknown --amp 'int8'; expected one of: bf16, fp16 (or leave it out for float32)"),
-        (["run", "--weights", "/nonexistent/w.pth"], "--weights '/nonexistent/w.pth' is not a file; expected default, none, a local weights file or a weights name"),
-        (["run", "--weights", "IMAGENET1K_V1"], "--weights 'IMAGENET1K_V1' is a weights name, but backend 'timm' takes only default, none or a file"),
-        (["run", "--weights", "keras=/tmp/w.h5"], "--weights names backend 'keras', which is not in --backends; expected some of: timm"),
-        (["run", "--weights", "timm=/nonexistent/w.pth"], "--weights timm='/nonexistent/w.pth' is not a file; expected default, none, a local weights file or a weights name"),
-        (["run", "--weights", "timm=none,/tmp/w.pth"], "--weights entry '/tmp/w.pth' is malformed; expected backend=VALUE"),
+        (
+            ["run", "--weights", "/nonexistent/w.pth"],
+            "--weights '/nonexistent/w.pth' is not a file; expected default, none, a local weights file or a weights name",
+        ),
+        (
+            ["run", "--weights", "IMAGENET1K_V1"],
+            "--weights 'IMAGENET1K_V1' is a weights name, but backend 'timm' takes only default, none or a file",
+        ),
+        (
+            ["run", "--weights", "keras=/tmp/w.h5"],
+            "--weights names backend 'keras', which is not in --backends; expected some of: timm",
+        ),
+        (
+            ["run", "--weights", "timm=/nonexistent/w.pth"],
+            "--weights timm='/nonexistent/w.pth' is not a file; expected default, none, a local weights file or a weights name",
+        ),
+        (
+            ["run", "--weights", "timm=none,/tmp/w.pth"],
+            "--weights entry '/tmp/w.pth' is malformed; expected backend=VALUE",
+        ),
         (["run", "--weights", "timm=none,timm=default"], "--weights names backend 'timm' twice"),
-        (["run", "--backends", "timm,torchvision", "--models", "resnet18", "--weights", "timm=IMAGENET1K_V1"], "--weights 'IMAGENET1K_V1' is a weights name, but backend 'timm' takes only default, none or a file"),
+        (
+            ["run", "--backends", "timm,torchvision", "--models", "resnet18", "--weights", "timm=IMAGENET1K_V1"],
+            "--weights 'IMAGENET1K_V1' is a weights name, but backend 'timm' takes only default, none or a file",
+        ),
         (["run", "--lr", "-1"], "--lr must be a positive number, got -1.0"),
         # impossible combinations exit 2 before any cell runs (typed backend options, validated once)
-        (["run", "--backends", "keras", "--models", "vgg16", "--image-size", "16"], "backend 'keras' needs --image-size >= 32 (five stride-2 stages), got 16"),
-        (["run", "--backends", "keras", "--models", "vgg16", "--image-size", "32", "--in-chans", "1"], "backend 'keras' takes --in-chans 3 (gray replicated to RGB), got 1"),
-        (["run", "--backends", "keras", "--models", "vgg16", "--image-size", "32", "--amp", "fp16"], "backend 'keras' takes --amp bf16 only (mixed_bfloat16), got --amp fp16"),
-        (["run", "--amp", "fp16", "--device", "cpu"], "--amp fp16 needs a CUDA device but backend 'timm' would run on the CPU (--device cpu); use --amp bf16 on CPU"),
-        (["run", "--amp", "fp16"], "--amp fp16 needs a CUDA device but backend 'timm' would run on the CPU (--device auto)"),
+        (
+            ["run", "--backends", "keras", "--models", "vgg16", "--image-size", "16"],
+            "backend 'keras' needs --image-size >= 32 (five stride-2 stages), got 16",
+        ),
+        (
+            ["run", "--backends", "keras", "--models", "vgg16", "--image-size", "32", "--in-chans", "1"],
+            "backend 'keras' takes --in-chans 3 (gray replicated to RGB), got 1",
+        ),
+        (
+            ["run", "--backends", "keras", "--models", "vgg16", "--image-size", "32", "--amp", "fp16"],
+            "backend 'keras' takes --amp bf16 only (mixed_bfloat16), got --amp fp16",
+        ),
+        (
+            ["run", "--amp", "fp16", "--device", "cpu"],
+            "--amp fp16 needs a CUDA device but backend 'timm' would run on the CPU (--device cpu); use --amp bf16 on CPU",
+        ),
+        (
+            ["run", "--amp", "fp16"],
+            "--amp fp16 needs a CUDA device but backend 'timm' would run on the CPU (--device auto)",
+        ),
         # a flag a backend would ignore is refused instead of silently changing nothing
-        (["run", "--backends", "keras", "--models", "vgg16", "--image-size", "32", "--channels-last"], "--channels-last is not an option of backend 'keras' (it takes: --amp,"),
-        (["run", "--backends", "timm,keras", "--models", "vgg16", "--image-size", "32", "--compile"], "--compile is not an option of backend 'keras'"),
-        (["run", "--jit-compile"], "--jit-compile is not an option of backend 'timm' (it takes: --amp, --channels-last, --compile, --head, --infer-compile"),
-        (["run", "--backends", "keras", "--models", "vgg16", "--image-size", "32", "--infer-compile"], "--infer-compile is not an option of backend 'keras'"),
+        (
+            ["run", "--backends", "keras", "--models", "vgg16", "--image-size", "32", "--channels-last"],
+            "--channels-last is not an option of backend 'keras' (it takes: --amp,",
+        ),
+        (
+            ["run", "--backends", "timm,keras", "--models", "vgg16", "--image-size", "32", "--compile"],
+            "--compile is not an option of backend 'keras'",
+        ),
+        (
+            ["run", "--jit-compile"],
+            "--jit-compile is not an option of backend 'timm' (it takes: --amp, --channels-last, --compile, --head, --infer-compile",
+        ),
+        (
+            ["run", "--backends", "keras", "--models", "vgg16", "--image-size", "32", "--infer-compile"],
+            "--infer-compile is not an option of backend 'keras'",
+        ),
         (["run", "--wait-quiet", "-1"], "--wait-quiet must be a number of seconds >= 0, got -1.0"),
         (["run", "--cell-timeout", "0"], "--cell-timeout must be a positive number of seconds, got 0.0"),
         (["run", "--cell-timeout", "-5"], "--cell-timeout must be a positive number of seconds, got -5.0"),
@@ -86,7 +137,9 @@ def test_list_subcommands(capsys):
 
 
 def test_console_script_usage_error_has_no_traceback():
-    proc = subprocess.run([sys.executable, "-m", "tlbench", "run", "--backends", "nope"], capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, "-m", "tlbench", "run", "--backends", "nope"], capture_output=True, text=True
+    )
     assert proc.returncode == 2
     assert proc.stderr.strip() == "tlbench: error: unknown backend 'nope'; expected one of: timm, torchvision, keras"
 
@@ -96,7 +149,12 @@ def test_image_size_defaults_to_the_models_native_size_except_for_the_default_su
     from tlbench.benchmarks.cli import build_parser, suite_from_args
 
     assert suite_from_args(build_parser().parse_args(["run"])).options.image_size == 64  # the default suite keeps 64 px
-    assert suite_from_args(build_parser().parse_args(["run", "--strategies", "scratch", "--seeds", "0,1"])).options.image_size == 64
+    assert (
+        suite_from_args(
+            build_parser().parse_args(["run", "--strategies", "scratch", "--seeds", "0,1"])
+        ).options.image_size
+        == 64
+    )
     options = suite_from_args(build_parser().parse_args(["run", "--dataset", "digits", "--models", "resnet18"])).options
     assert options.image_size is None  # native, per model
     timm = get_backend_class("timm")
@@ -105,7 +163,12 @@ def test_image_size_defaults_to_the_models_native_size_except_for_the_default_su
     torchvision = get_backend_class("torchvision")
     assert torchvision.native_image_size("resnet50") == 224 and torchvision.native_image_size("inception_v3") == 299
     assert get_backend_class("keras").native_image_size("vgg16") == 224
-    assert suite_from_args(build_parser().parse_args(["run", "--dataset", "digits", "--models", "resnet18", "--image-size", "96"])).options.image_size == 96
+    assert (
+        suite_from_args(
+            build_parser().parse_args(["run", "--dataset", "digits", "--models", "resnet18", "--image-size", "96"])
+        ).options.image_size
+        == 96
+    )
 
 
 def test_the_inference_pass_is_on_by_default_off_on_request_and_under_ray():

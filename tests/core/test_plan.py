@@ -24,9 +24,14 @@ def test_two_phase_fine_tuning_and_lp_ft():
     assert [(p.name, p.epochs, p.inputs) for p in full.phases] == [("head_warmup", 1, "images"), ("main", 4, "images")]
     assert full.phases[1].stages[0].lr == pytest.approx(1e-4) and full.phases[1].head_lr == 1e-3
     assert full.phases[1].augment == "flip"
-    assert [p.name for p in make_plan(STRATEGIES["full_finetune"], STAGES, epochs=1).phases] == ["main"]  # no room to warm up
+    assert [p.name for p in make_plan(STRATEGIES["full_finetune"], STAGES, epochs=1).phases] == [
+        "main"
+    ]  # no room to warm up
     lp_ft = make_plan(STRATEGIES["lp_ft"], STAGES, epochs=3)
-    assert [(p.name, p.epochs, p.inputs, p.head_lr) for p in lp_ft.phases] == [("probe", 30, "features", 1e-2), ("main", 3, "images", 1e-3)]
+    assert [(p.name, p.epochs, p.inputs, p.head_lr) for p in lp_ft.phases] == [
+        ("probe", 30, "features", 1e-2),
+        ("main", 3, "images", 1e-3),
+    ]
     assert lp_ft.epochs == 33
 
 
@@ -49,7 +54,9 @@ def test_layer_decay_and_l2sp_are_fields():
     l2sp = make_plan(STRATEGIES["l2sp"], STAGES, epochs=3, weight_decay=0.05)
     warm, main = l2sp.phases
     assert main.regularizers.l2sp_alpha == 0.05 and main.regularizers.head_l2_beta == 0.005
-    assert warm.regularizers.l2sp_alpha == 0 and warm.regularizers.head_l2_beta == 0.005  # nothing to anchor while frozen
+    assert (
+        warm.regularizers.l2sp_alpha == 0 and warm.regularizers.head_l2_beta == 0.005
+    )  # nothing to anchor while frozen
     assert main.optimizer.weight_decay == 0.0  # the penalty replaces weight decay
 
 

@@ -82,7 +82,9 @@ def test_line_progress_logs_each_quarter(capsys: pytest.CaptureFixture[str]) -> 
         bar.update(1)
     bar.close()
     lines = capsys.readouterr().err.strip().splitlines()
-    assert [line.split("] ", 1)[1].split(" (")[0] for line in lines] == [f"caching x: {n}/8 images" for n in (2, 4, 6, 8)]
+    assert [line.split("] ", 1)[1].split(" (")[0] for line in lines] == [
+        f"caching x: {n}/8 images" for n in (2, 4, 6, 8)
+    ]
     assert isinstance(progress_bar(8, "x", enabled=False), NoProgress)
     assert isinstance(progress_bar(8, "x", enabled=True), LineProgress)  # stderr is captured: not a terminal
 

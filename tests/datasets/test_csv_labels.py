@@ -115,7 +115,9 @@ def test_ambiguous_stem_is_refused(tmp_path: Path) -> None:
         parse_dataset_spec(f"csv:{tmp_path / 'imgs'}:{csv_path}")
 
 
-def test_symbolic_link_loop_among_the_images_is_skipped_and_logged(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_symbolic_link_loop_among_the_images_is_skipped_and_logged(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     import os
 
     rows = make_images(tmp_path / "imgs", 10)
@@ -125,7 +127,9 @@ def test_symbolic_link_loop_among_the_images_is_skipped_and_logged(tmp_path: Pat
     csv_path = write_csv(tmp_path / "gt.csv", "image,label", lines)
     source = parse_dataset_spec(f"csv:{tmp_path / 'imgs'}:{csv_path}")
     err = capsys.readouterr().err
-    assert "skipped part1/ISIC_loop.jpg: symbolic link loop or unreadable entry (Too many levels of symbolic links)" in err
+    assert (
+        "skipped part1/ISIC_loop.jpg: symbolic link loop or unreadable entry (Too many levels of symbolic links)" in err
+    )
     assert source.missing == [(12, "part1/ISIC_loop.jpg")] and len(source.broken) == 2
     dataset = source.build(POLICY)
     assert sum(len(s) for s in dataset.splits.values()) == 10 and dataset.meta["skipped_images"] == 1

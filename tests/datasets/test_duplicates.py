@@ -60,7 +60,11 @@ def test_keep_reports_every_kind_without_removing_anything(tmp_path: Path) -> No
     assert report["cross_split"] == 3  # c1_leak (val), c2_leak (test), v0_leak (test)
     assert report["conflicting_labels"] == 2  # c3 (cats) and both.png (dogs)
     assert report["dropped"] == 0 and report["policy"] == "keep"
-    assert {k: len(v) for k, v in dataset.splits.items()} == {"train": 10, "val": 3, "test": 4} == dataset.meta["split_sizes"]
+    assert (
+        {k: len(v) for k, v in dataset.splits.items()}
+        == {"train": 10, "val": 3, "test": 4}
+        == dataset.meta["split_sizes"]
+    )
     assert report["examples"][0] == "train/dogs/both.png [dogs] == train/cats/c3.png [cats]"
     assert "val/cats/c1_leak.png == train/cats/c1.png" in report["examples"]
     assert "test/cats/c2_leak.png == train/cats/c2.png" in report["examples"]
@@ -80,8 +84,13 @@ def test_drop_keeps_the_earliest_copy_and_removes_conflicts_everywhere(tmp_path:
     keys = all_keys(dataset)
     assert len(set(keys)) == len(keys)  # no image left twice, in any split
     names = {split: dataset.splits[split].names for split in dataset.splits}
-    assert names["train"] == ["train/cats/c0.png", "train/cats/c1.png", "train/cats/c2.png"] + [f"train/dogs/d{i}.png" for i in range(4)]
-    assert names["val"] == ["val/cats/v0.png", "val/dogs/vd0.png"] and names["test"] == ["test/cats/t0.png", "test/dogs/td0.png"]
+    assert names["train"] == ["train/cats/c0.png", "train/cats/c1.png", "train/cats/c2.png"] + [
+        f"train/dogs/d{i}.png" for i in range(4)
+    ]
+    assert names["val"] == ["val/cats/v0.png", "val/dogs/vd0.png"] and names["test"] == [
+        "test/cats/t0.png",
+        "test/dogs/td0.png",
+    ]
     for split in dataset.splits.values():  # labels, names and images still line up
         assert len(split.labels) == len(split.names) == len(split.images) == len(split.content_hashes)
         assert [n.split("/")[1] for n in split.names] == [dataset.class_names[label] for label in split.labels]
@@ -158,7 +167,9 @@ def write_csv(path: Path, lines: list[str]) -> Path:
     return path
 
 
-def test_csv_naming_a_file_twice_is_reported_and_the_conflict_dropped(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_csv_naming_a_file_twice_is_reported_and_the_conflict_dropped(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     images = tmp_path / "imgs"
     rows = []
     for i in range(12):
@@ -206,8 +217,16 @@ def test_npz_copies_are_named_by_split_and_index(tmp_path: Path) -> None:
     kept = load_dataset(f"medmnist:{path}", POLICY, tmp_path / "cache", dedup="keep")
     report = kept.meta["duplicates"]
     assert (report["within_split"], report["cross_split"], report["conflicting_labels"]) == (1, 2, 2)
-    assert report["examples"] == ["test[1] [1] == train[0] [0]", "test[1] == train[0]", "test[2] == train[2]", "val[3] == val[1]"]
-    with pytest.raises(DatasetError, match=r"cross_split 2, conflicting_labels 2, within_split 1\), e\.g\. test\[1\] \[1\] == train\[0\] \[0\]"):
+    assert report["examples"] == [
+        "test[1] [1] == train[0] [0]",
+        "test[1] == train[0]",
+        "test[2] == train[2]",
+        "val[3] == val[1]",
+    ]
+    with pytest.raises(
+        DatasetError,
+        match=r"cross_split 2, conflicting_labels 2, within_split 1\), e\.g\. test\[1\] \[1\] == train\[0\] \[0\]",
+    ):
         load_dataset(f"medmnist:{path}", POLICY, tmp_path / "cache", dedup="error")
     dropped = load_dataset(f"medmnist:{path}", POLICY, tmp_path / "cache")
     assert dropped.meta["split_sizes"] == {"train": 7, "val": 3, "test": 2}
@@ -219,9 +238,14 @@ def test_dropping_that_empties_a_class_is_refused(tmp_path: Path) -> None:
         arrays["test_images"][:] = arrays["train_images"][:4]
 
     path = write_npz(tmp_path / "copied.npz", test=test_is_train)
-    with pytest.raises(DatasetError, match="split 'test' has no image of class '0' left after dedup='drop' removed 4 duplicate"):
+    with pytest.raises(
+        DatasetError, match="split 'test' has no image of class '0' left after dedup='drop' removed 4 duplicate"
+    ):
         load_dataset(f"medmnist:{path}", POLICY, tmp_path / "cache")
-    assert load_dataset(f"medmnist:{path}", POLICY, tmp_path / "cache", dedup="keep").meta["duplicates"]["cross_split"] == 4
+    assert (
+        load_dataset(f"medmnist:{path}", POLICY, tmp_path / "cache", dedup="keep").meta["duplicates"]["cross_split"]
+        == 4
+    )
 
 
 def test_near_duplicates_are_counted_only_on_request(tmp_path: Path) -> None:

@@ -18,7 +18,9 @@ POLICY = ResizePolicy(16)
 COLORS = {"cats": (220, 40, 40), "dogs": (40, 40, 220)}
 
 
-def make_image(path: Path, color: tuple[int, int, int], size: int = 24, mode: str = "RGB", mark: int | None = None) -> None:
+def make_image(
+    path: Path, color: tuple[int, int, int], size: int = 24, mode: str = "RGB", mark: int | None = None
+) -> None:
     """A flat image; ``mark`` paints a top band of that gray level so that marked images all differ."""
     path.parent.mkdir(parents=True, exist_ok=True)
     image = Image.new("RGB", (size, size), color)
@@ -85,7 +87,9 @@ def test_bad_files_are_skipped_counted_and_logged(tmp_path: Path, capsys: pytest
     assert meta["skipped_images"] == 3 and meta["ignored_files"] == 1 and meta["hidden_files"] == 2
     assert meta["gray_to_rgb"] is True and meta["gray_images"] == 1
     reasons = "\n".join(meta["skipped_examples"])
-    assert "zero.png: not an image" in reasons and "fake.jpg: not an image" in reasons and "pixel.png: 1x1 px" in reasons
+    assert (
+        "zero.png: not an image" in reasons and "fake.jpg: not an image" in reasons and "pixel.png: 1x1 px" in reasons
+    )
     err = capsys.readouterr().err
     assert "skipped 3 of 20 image files" in err and "notes.txt" in err
     saved = json.loads((Path(meta["cache_dir"]) / "meta.json").read_text())
@@ -108,10 +112,19 @@ def test_class_left_without_readable_images_is_fatal(tmp_path: Path) -> None:
         (lambda r: r.write_text("x"), "is not a directory"),
         (lambda r: (r / "train").mkdir(parents=True), "has no class folders"),
         (lambda r: make_tree(r, {"train": 1}, {"only": (1, 2, 3)}), "single class folder 'only'"),
-        (lambda r: (make_tree(r, {"train": 1}), (r / "train" / "birds").mkdir()), "class folder .*birds has no image files"),
+        (
+            lambda r: (make_tree(r, {"train": 1}), (r / "train" / "birds").mkdir()),
+            "class folder .*birds has no image files",
+        ),
         (lambda r: (make_tree(r, {"train": 1}), (r / "train" / "cats" / ".DS_Store").write_text("")), None),
-        (lambda r: (make_tree(r, {"train": 1}), make_tree(r, {"test": 1}, {"cats": (1, 1, 1)})), "class 'dogs' has no folder in .*test"),
-        (lambda r: (make_tree(r, {"train": 1, "test": 1}), make_tree(r, {"test": 1}, {"birds": (1, 1, 1)})), "class folder 'birds' absent"),
+        (
+            lambda r: (make_tree(r, {"train": 1}), make_tree(r, {"test": 1}, {"cats": (1, 1, 1)})),
+            "class 'dogs' has no folder in .*test",
+        ),
+        (
+            lambda r: (make_tree(r, {"train": 1, "test": 1}), make_tree(r, {"test": 1}, {"birds": (1, 1, 1)})),
+            "class folder 'birds' absent",
+        ),
         (lambda r: make_tree(r, {"val": 1, "valid": 1, "train": 1}), "both val/ and valid/"),
         (lambda r: make_tree(r, {"val": 1, "test": 1}), "no train/ folder"),
     ],
@@ -184,7 +197,9 @@ def test_cli_rejects_a_missing_folder_in_one_line(tmp_path: Path, capsys: pytest
     code = cli_main(["run", "--out", str(tmp_path / "out"), "--dataset", f"folder:{missing}", "--backends", "timm"])
     err = capsys.readouterr().err.strip()
     assert code == 2
-    assert err.splitlines() == [f"tlbench: error: dataset folder {missing} does not exist; expected an ImageFolder directory"]
+    assert err.splitlines() == [
+        f"tlbench: error: dataset folder {missing} does not exist; expected an ImageFolder directory"
+    ]
 
 
 def test_real_chest_xray_folder_parses_with_official_counts(shared_data: Path) -> None:
@@ -219,7 +234,9 @@ def test_symbolic_link_loops_are_skipped_counted_and_logged(tmp_path: Path, caps
     assert f"skipped {cats / 'self.png'}: symbolic link loop" in err and "Traceback" not in err
 
 
-def test_a_file_name_that_is_not_utf8_is_fingerprinted_and_named(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_a_file_name_that_is_not_utf8_is_fingerprinted_and_named(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     root = make_tree(tmp_path / "data", {"train": 3, "val": 1, "test": 1})
     cats = os.fsencode(root / "train" / "cats")
     Image.new("RGB", (24, 24), (1, 2, 3)).save(os.path.join(cats, b"caf\xe9.png"), format="PNG")  # Latin-1 name
@@ -230,7 +247,9 @@ def test_a_file_name_that_is_not_utf8_is_fingerprinted_and_named(tmp_path: Path,
     dataset = load_dataset(f"folder:{root}", POLICY, tmp_path / "cache")
     assert len(dataset.splits["train"]) == 7
     assert "train/cats/caf\\xe9.png" in dataset.splits["train"].names
-    assert dataset.meta["skipped_examples"] == [f"{root}/train/cats/bad\\xff.png: not an image Pillow can identify (empty, corrupt or another file type)"]
+    assert dataset.meta["skipped_examples"] == [
+        f"{root}/train/cats/bad\\xff.png: not an image Pillow can identify (empty, corrupt or another file type)"
+    ]
     assert "bad\\xff.png" in capsys.readouterr().err
     again = load_dataset(f"folder:{root}", POLICY, tmp_path / "cache")
     assert again.meta["cache_hit"] is True

@@ -8,8 +8,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from tlbench.datasets import DatasetError, ResizePolicy, parse_dataset_spec
-from tlbench.datasets import hymenoptera
+from tlbench.datasets import DatasetError, ResizePolicy, hymenoptera, parse_dataset_spec
 
 
 def make_zip(path: Path, root: str = "hymenoptera_data") -> Path:
@@ -43,7 +42,9 @@ def test_downloads_unpacks_and_uses_val_as_test(tmp_path: Path, monkeypatch: pyt
 def test_offline_without_cache_says_what_to_do(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TLBENCH_CACHE", str(tmp_path / "tlcache"))
     monkeypatch.setattr(hymenoptera, "URL", (tmp_path / "missing.zip").as_uri())
-    with pytest.raises(DatasetError, match="cannot download .*offline\\? download it yourself and use folder:PATH/hymenoptera_data"):
+    with pytest.raises(
+        DatasetError, match="cannot download .*offline\\? download it yourself and use folder:PATH/hymenoptera_data"
+    ):
         parse_dataset_spec("hymenoptera")
 
 

@@ -7,14 +7,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tlbench.datasets import DatasetError, ResizePolicy, load_dataset, parse_dataset_spec
-from tlbench.datasets import medmnist
+from tlbench.datasets import DatasetError, ResizePolicy, load_dataset, medmnist, parse_dataset_spec
 from tlbench.datasets.download import file_md5
 
 POLICY = ResizePolicy(16)
 
 
-def write_npz(path: Path, sizes=(6, 2, 4), rgb: bool = False, label_shape: str = "n1", drop: str | None = None, **override) -> Path:
+def write_npz(
+    path: Path, sizes=(6, 2, 4), rgb: bool = False, label_shape: str = "n1", drop: str | None = None, **override
+) -> Path:
     rng = np.random.default_rng(0)
     arrays = {}
     for split, n in zip(("train", "val", "test"), sizes):
@@ -55,9 +56,22 @@ def test_npz_builds_with_its_own_splits(tmp_path: Path, rgb: bool, label_shape: 
         ({"val_labels": np.array([0.5, 1.0])}, "non-integer"),
         ({"train_images": np.zeros((6, 28, 28), np.float32)}, "expected uint8"),
         ({"test_images": np.zeros((4, 32, 32), np.uint8)}, "image sizes differ"),
-        ({"train_labels": np.array([0, 2, 0, 2, 0, 2]), "val_labels": np.array([1, 1])}, "class 1 appears in val/test but not in train_labels"),
-        ({"val_labels": np.array([2, 1]), "test_labels": np.array([0, 1, 0, 1])}, "val_labels has label 2 out of range; expected 0..1"),
-        ({"train_labels": np.zeros(6, np.int64), "val_labels": np.zeros(2, np.int64), "test_labels": np.zeros(4, np.int64)}, "single class"),
+        (
+            {"train_labels": np.array([0, 2, 0, 2, 0, 2]), "val_labels": np.array([1, 1])},
+            "class 1 appears in val/test but not in train_labels",
+        ),
+        (
+            {"val_labels": np.array([2, 1]), "test_labels": np.array([0, 1, 0, 1])},
+            "val_labels has label 2 out of range; expected 0..1",
+        ),
+        (
+            {
+                "train_labels": np.zeros(6, np.int64),
+                "val_labels": np.zeros(2, np.int64),
+                "test_labels": np.zeros(4, np.int64),
+            },
+            "single class",
+        ),
     ],
 )
 def test_bad_npz_fails_at_parse_time(tmp_path: Path, kwargs: dict, message: str) -> None:
@@ -95,7 +109,9 @@ def test_named_dataset_downloads_once_with_md5(tmp_path: Path, monkeypatch: pyte
     published = write_npz(tmp_path / "server" / "breastmnist.npz")
     monkeypatch.setenv("TLBENCH_CACHE", str(tmp_path / "tlcache"))
     monkeypatch.setattr(medmnist, "_ZENODO", (tmp_path / "server").as_uri() + "/{name}.npz")
-    monkeypatch.setitem(medmnist.MEDMNIST_INFO, "breastmnist", {**medmnist.MEDMNIST_INFO["breastmnist"], "md5": file_md5(published)})
+    monkeypatch.setitem(
+        medmnist.MEDMNIST_INFO, "breastmnist", {**medmnist.MEDMNIST_INFO["breastmnist"], "md5": file_md5(published)}
+    )
     source = parse_dataset_spec("medmnist:breastmnist")
     assert source.path == tmp_path / "tlcache" / "downloads" / "medmnist" / "breastmnist.npz"
     assert source.path.read_bytes() == published.read_bytes()
@@ -108,42 +124,77 @@ def test_named_dataset_md5_mismatch_and_offline(tmp_path: Path, monkeypatch: pyt
     monkeypatch.setenv("TLBENCH_CACHE", str(tmp_path / "tlcache"))
     monkeypatch.setattr(medmnist.Path, "home", lambda: tmp_path / "home")
     monkeypatch.setattr(medmnist, "_ZENODO", published.as_uri())
-    with pytest.raises(DatasetError, match="^download of .* has MD5 [0-9a-f]{32}, expected 750601b1f35ba3300ea97c75c52ff8f6; retry"):
+    with pytest.raises(
+        DatasetError, match="^download of .* has MD5 [0-9a-f]{32}, expected 750601b1f35ba3300ea97c75c52ff8f6; retry"
+    ):
         parse_dataset_spec("medmnist:breastmnist")
     monkeypatch.setattr(medmnist, "_ZENODO", (tmp_path / "offline.npz").as_uri())
-    with pytest.raises(DatasetError, match="cannot download .*offline\\? pass a local file instead: medmnist:/path/to/breastmnist.npz"):
+    with pytest.raises(
+        DatasetError, match="cannot download .*offline\\? pass a local file instead: medmnist:/path/to/breastmnist.npz"
+    ):
         parse_dataset_spec("medmnist:breastmnist")
     assert not list((tmp_path / "tlcache" / "downloads" / "medmnist").iterdir())  # no partial file left
 
 
-@pytest.mark.parametrize(("name", "sizes", "class_names"), [
-    ("breastmnist", {"train": 546, "val": 78, "test": 156}, ["malignant", "normal, benign"]),
-    ("pneumoniamnist", {"train": 3882, "val": 524, "test": 624}, ["normal", "pneumonia"]),
-])
-def test_real_files_have_their_official_split_sizes(shared_data: Path, name: str, sizes: dict, class_names: list) -> None:
+@pytest.mark.parametrize(
+    ("name", "sizes", "class_names"),
+    [
+        ("breastmnist", {"train": 546, "val": 78, "test": 156}, ["malignant", "normal, benign"]),
+        ("pneumoniamnist", {"train": 3882, "val": 524, "test": 624}, ["normal", "pneumonia"]),
+    ],
+)
+def test_real_files_have_their_official_split_sizes(
+    shared_data: Path, name: str, sizes: dict, class_names: list
+) -> None:
     source = parse_dataset_spec(f"medmnist:{shared_data / (name + '.npz')}")
     assert source.sizes == sizes and source.class_names == class_names and source.side_px == 28
 
 
-def test_split_sizes_differing_from_the_official_ones_are_noted(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_split_sizes_differing_from_the_official_ones_are_noted(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     path = write_npz(tmp_path / "pneumoniamnist.npz")
     dataset = parse_dataset_spec(f"medmnist:{path}").build(POLICY)
     assert dataset.meta["official_split_sizes"] == {"train": 4708, "val": 524, "test": 624}
-    assert "split sizes differ from the official pneumoniamnist (train 4708, val 524, test 624)" in capsys.readouterr().err
+    assert (
+        "split sizes differ from the official pneumoniamnist (train 4708, val 524, test 624)" in capsys.readouterr().err
+    )
 
 
 @pytest.mark.parametrize(
     ("name", "labels", "message"),
     [
         # 2 classes in train; a 7 in test used to be reported as "class 2 appears in val/test but not in train"
-        ("tiny.npz", {"test_labels": np.array([0, 1, 7, 1])}, "tiny.npz: test_labels has label 7 out of range; expected 0..1 (the classes of train_labels)"),
-        ("pneumoniamnist.npz", {"val_labels": np.array([7, 1])}, "pneumoniamnist.npz: val_labels has label 7 out of range for pneumoniamnist; expected 0..1"),
-        ("breastmnist.npz", {"test_labels": np.array([0, 5, 0, 1])}, "breastmnist.npz: test_labels has label 5 out of range for breastmnist; expected 0..1"),
-        ("breastmnist.npz", {"train_labels": np.array([0, 1, 0, 1, 5, 1]), "test_labels": np.array([0, 5, 0, 1])}, "breastmnist.npz: train_labels has label 5 out of range for breastmnist; expected 0..1"),
-        ("tiny.npz", {"val_labels": np.array([0, -3])}, "tiny.npz: val_labels has label -3 out of range; expected 0..1 (the classes of train_labels)"),
+        (
+            "tiny.npz",
+            {"test_labels": np.array([0, 1, 7, 1])},
+            "tiny.npz: test_labels has label 7 out of range; expected 0..1 (the classes of train_labels)",
+        ),
+        (
+            "pneumoniamnist.npz",
+            {"val_labels": np.array([7, 1])},
+            "pneumoniamnist.npz: val_labels has label 7 out of range for pneumoniamnist; expected 0..1",
+        ),
+        (
+            "breastmnist.npz",
+            {"test_labels": np.array([0, 5, 0, 1])},
+            "breastmnist.npz: test_labels has label 5 out of range for breastmnist; expected 0..1",
+        ),
+        (
+            "breastmnist.npz",
+            {"train_labels": np.array([0, 1, 0, 1, 5, 1]), "test_labels": np.array([0, 5, 0, 1])},
+            "breastmnist.npz: train_labels has label 5 out of range for breastmnist; expected 0..1",
+        ),
+        (
+            "tiny.npz",
+            {"val_labels": np.array([0, -3])},
+            "tiny.npz: val_labels has label -3 out of range; expected 0..1 (the classes of train_labels)",
+        ),
     ],
 )
-def test_labels_out_of_range_name_the_split_value_and_range(tmp_path: Path, name: str, labels: dict, message: str) -> None:
+def test_labels_out_of_range_name_the_split_value_and_range(
+    tmp_path: Path, name: str, labels: dict, message: str
+) -> None:
     path = write_npz(tmp_path / name, label_shape="n", **labels)
     with pytest.raises(DatasetError) as caught:
         parse_dataset_spec(f"medmnist:{path}")

@@ -36,7 +36,9 @@ class FakeBackend(Backend):
         return {"numpy": np.__version__}
 
     def default_data_config(self, model_name: str, image_size: int, weights: str = "default") -> DataConfig:
-        return DataConfig(image_size=image_size, crop_pct=1.0, interpolation="bilinear", mean=(0.5,) * 3, std=(0.5,) * 3)
+        return DataConfig(
+            image_size=image_size, crop_pct=1.0, interpolation="bilinear", mean=(0.5,) * 3, std=(0.5,) * 3
+        )
 
     def build(self, spec: ModelSpec) -> BuildInfo:
         if spec.name == "raise":
@@ -54,8 +56,15 @@ class FakeBackend(Backend):
         self.b = np.zeros(spec.num_classes)
         self.losses: list[float] = []
         self.phases: list[PhasePlan] = []
-        source = "none" if not spec.pretrained else ("fake:init" if spec.weights == "default" else f"fake:{spec.weights}")
-        return BuildInfo(pretrained=source, data_config=self.default_data_config(spec.name, spec.image_size), dtype="float64", device="cpu")
+        source = (
+            "none" if not spec.pretrained else ("fake:init" if spec.weights == "default" else f"fake:{spec.weights}")
+        )
+        return BuildInfo(
+            pretrained=source,
+            data_config=self.default_data_config(spec.name, spec.image_size),
+            dtype="float64",
+            device="cpu",
+        )
 
     def stages(self) -> list[str]:
         return ["pool"]
@@ -82,7 +91,9 @@ class FakeBackend(Backend):
         e = np.exp(z)
         return e / e.sum(axis=1, keepdims=True)
 
-    def train_step(self, batch: np.ndarray, labels: np.ndarray, inputs: Inputs = "images", soft_targets: np.ndarray | None = None) -> None:
+    def train_step(
+        self, batch: np.ndarray, labels: np.ndarray, inputs: Inputs = "images", soft_targets: np.ndarray | None = None
+    ) -> None:
         if inputs == "images":
             if self.spec.name == "slow":
                 time.sleep(30)

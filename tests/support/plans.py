@@ -8,7 +8,9 @@ from tlbench.core.plan import PhasePlan, make_plan
 from tlbench.core.strategies import STRATEGIES, Strategy
 
 
-def phase(backend: Any, strategy: str | Strategy, name: str | None = None, *, epochs: int = 3, **options: Any) -> PhasePlan:
+def phase(
+    backend: Any, strategy: str | Strategy, name: str | None = None, *, epochs: int = 3, **options: Any
+) -> PhasePlan:
     """The phase ``name`` (default: the last, i.e. the strategy's own trainability) of the plan of ``strategy``
     over ``backend.stages()``; ``options`` go to ``make_plan`` (``optimizer``, ``augment``, ``seed``...)."""
     row = STRATEGIES[strategy] if isinstance(strategy, str) else strategy

@@ -11,10 +11,20 @@ from tlbench.benchmarks.running.metrics import classification_metrics
 from tlbench.benchmarks.running.results import append_result, cell_id
 
 BASE = {
-    "model": "m", "dataset": "digits", "pretrained": "imagenet:x", "device": "cpu", "dtype": "float32",
-    "batch_size": 32, "image_size": 32, "epochs": 2, "trainable_params": 1000, "total_params": 5000,
-    "num_classes": 3, "class_names": ["zero", "one", "two"], "split_sizes": {"train": 90, "val": 30, "test": 60},
-}  # fmt: skip
+    "model": "m",
+    "dataset": "digits",
+    "pretrained": "imagenet:x",
+    "device": "cpu",
+    "dtype": "float32",
+    "batch_size": 32,
+    "image_size": 32,
+    "epochs": 2,
+    "trainable_params": 1000,
+    "total_params": 5000,
+    "num_classes": 3,
+    "class_names": ["zero", "one", "two"],
+    "split_sizes": {"train": 90, "val": 30, "test": 60},
+}
 
 #: (backend, strategy, seed, accuracy of the fake predictions, train_images_per_s, infer_images_per_s, time_to_best_s, peak_rss_mb)
 OK_CELLS = [
@@ -47,12 +57,24 @@ def make_suite(root: Path, with_artifacts: bool = True, accuracy_shift: float = 
         acc = min(1.0, acc + accuracy_shift)
         labels, probs = fake_predictions(acc, seed)
         record = {
-            **BASE, "backend": backend, "strategy": strategy, "seed": seed, "status": "ok", "error": None,
+            **BASE,
+            "backend": backend,
+            "strategy": strategy,
+            "seed": seed,
+            "status": "ok",
+            "error": None,
             **classification_metrics(labels, probs),
-            "train_images_per_s": train, "train_s": round(180 / train, 4), "infer_images_per_s": infer, "infer_latency_ms_p50": 100.0 + i,
-            "infer_latency_ms_p90": 110.0 + i, "time_to_best_s": ttb, "wall_s": 20.0 + i, "peak_rss_mb": rss,
-            "peak_device_mb": None, "best_epoch": 2,
-        }  # fmt: skip
+            "train_images_per_s": train,
+            "train_s": round(180 / train, 4),
+            "infer_images_per_s": infer,
+            "infer_latency_ms_p50": 100.0 + i,
+            "infer_latency_ms_p90": 110.0 + i,
+            "time_to_best_s": ttb,
+            "wall_s": 20.0 + i,
+            "peak_rss_mb": rss,
+            "peak_device_mb": None,
+            "best_epoch": 2,
+        }
         append_result(root / "results.jsonl", record)
         if with_artifacts:
             cell_dir = root / "cells" / cell_id(backend, "m", strategy, "digits", seed)
@@ -60,17 +82,35 @@ def make_suite(root: Path, with_artifacts: bool = True, accuracy_shift: float = 
             rng = np.random.default_rng(100 + i + int(round(accuracy_shift * 1000)))
             images = rng.integers(0, 256, (8, 16, 16, 3), dtype=np.uint8)
             np.savez_compressed(
-                cell_dir / "predictions.npz", probs=probs, labels=labels, class_names=np.array(BASE["class_names"]),
-                sample_indices=np.linspace(0, 59, 8).astype(int), sample_images=images,
-            )  # fmt: skip
+                cell_dir / "predictions.npz",
+                probs=probs,
+                labels=labels,
+                class_names=np.array(BASE["class_names"]),
+                sample_indices=np.linspace(0, 59, 8).astype(int),
+                sample_images=images,
+            )
             curve = [
-                {"epoch": e, "train_loss": 1.0 / e + i * 0.1, "val_accuracy": acc - 0.1 / e, "val_loss": 1.2 / e, "elapsed_s": e * 1.5}
+                {
+                    "epoch": e,
+                    "train_loss": 1.0 / e + i * 0.1,
+                    "val_accuracy": acc - 0.1 / e,
+                    "val_loss": 1.2 / e,
+                    "elapsed_s": e * 1.5,
+                }
                 for e in (1, 2)
-            ]  # fmt: skip
+            ]
             (cell_dir / "curve.json").write_text(json.dumps(curve))
     for backend, strategy, seed, error in FAILED_CELLS:
-        append_result(root / "results.jsonl", {
-            **BASE, "backend": backend, "strategy": strategy, "seed": seed, "status": "failed", "error": error,
-            "wall_s": 1.0,
-        })  # fmt: skip
+        append_result(
+            root / "results.jsonl",
+            {
+                **BASE,
+                "backend": backend,
+                "strategy": strategy,
+                "seed": seed,
+                "status": "failed",
+                "error": error,
+                "wall_s": 1.0,
+            },
+        )
     return root

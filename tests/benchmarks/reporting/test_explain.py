@@ -8,12 +8,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from plans import phase
 from PIL import Image
+from plans import phase
 
+from tlbench.benchmarks.cli import main
 from tlbench.benchmarks.reporting import explain
 from tlbench.benchmarks.running.artifacts import SAVE_WEIGHTS_ENV, confusion_record, find_weights
-from tlbench.benchmarks.cli import main
 from tlbench.benchmarks.running.config import RunOptions, SuiteConfig
 from tlbench.benchmarks.running.results import append_result, cell_id
 from tlbench.benchmarks.running.runner import run_cell_inprocess, run_suite
@@ -27,10 +27,17 @@ def _write_cell(suite: Path, backend: str, model: str, strategy: str, status: st
     suite.mkdir(parents=True, exist_ok=True)
     (suite / "suite.json").write_text(json.dumps({"name": "x", "options": options.__dict__}))
     record = {
-        "backend": backend, "model": model, "strategy": strategy, "dataset": "digits", "seed": seed, "status": status,
-        "error": None if status == "ok" else "BackendError: boom", "accuracy": 0.5 if status == "ok" else None,
-        "num_classes": 3, "image_size": SIZE,
-    }  # fmt: skip
+        "backend": backend,
+        "model": model,
+        "strategy": strategy,
+        "dataset": "digits",
+        "seed": seed,
+        "status": status,
+        "error": None if status == "ok" else "BackendError: boom",
+        "accuracy": 0.5 if status == "ok" else None,
+        "num_classes": 3,
+        "image_size": SIZE,
+    }
     append_result(suite / "results.jsonl", record)
     cell_dir = suite / "cells" / cell_id(backend, model, strategy, "digits", seed)
     cell_dir.mkdir(parents=True, exist_ok=True)
@@ -40,9 +47,13 @@ def _write_cell(suite: Path, backend: str, model: str, strategy: str, status: st
         labels = np.array([0, 1, 2, 0, 1, 2])
         probs = np.full((6, 3), 1 / 3, np.float32)
         np.savez_compressed(
-            cell_dir / "predictions.npz", probs=probs, labels=labels, class_names=np.array(["a", "b", "c"]),
-            sample_indices=np.array([0, 2, 4, 5]), sample_images=images,
-        )  # fmt: skip
+            cell_dir / "predictions.npz",
+            probs=probs,
+            labels=labels,
+            class_names=np.array(["a", "b", "c"]),
+            sample_indices=np.array([0, 2, 4, 5]),
+            sample_images=images,
+        )
     return cell_dir
 
 
@@ -51,7 +62,6 @@ def trained_timm(tmp_path_factory: pytest.TempPathFactory):
     """A tiny timm model trained a few steps, its cell written with ``weights.pth`` (a state dict)."""
     from tlbench.backends import ModelSpec
     from tlbench.backends.timm_backend import TimmBackend
-    from tlbench.core.strategies import get_strategy
 
     suite = tmp_path_factory.mktemp("explain") / "suite"
     cell_dir = _write_cell(suite, "timm", SMALL_MODEL, "scratch")
@@ -106,12 +116,27 @@ def test_explain_without_saved_weights_uses_the_recorded_pretrained_backbone(tmp
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--cell", "nope"], "unknown cell 'nope' in {suite}; expected one of: timm__m__scratch__digits__s0, timm__m__linear_probe__digits__s1, timm__m__linear_probe__digits__s2"),
-        (["--cell", "timm__m__linear_probe__digits__s1"], "cell 'timm__m__linear_probe__digits__s1' failed (BackendError: boom); expected a finished cell"),
-        (["--cell", "timm__m__scratch__digits__s0", "--image", "9"], "--image 9 is out of range for cell 'timm__m__scratch__digits__s0'; expected 0..3 (stored test images)"),
-        (["--cell", "timm__m__scratch__digits__s0"], "cell timm/scratch trained from scratch and saved no weights; re-run it with TLBENCH_SAVE_WEIGHTS=1 to explain it"),
+        (
+            ["--cell", "nope"],
+            "unknown cell 'nope' in {suite}; expected one of: timm__m__scratch__digits__s0, timm__m__linear_probe__digits__s1, timm__m__linear_probe__digits__s2",
+        ),
+        (
+            ["--cell", "timm__m__linear_probe__digits__s1"],
+            "cell 'timm__m__linear_probe__digits__s1' failed (BackendError: boom); expected a finished cell",
+        ),
+        (
+            ["--cell", "timm__m__scratch__digits__s0", "--image", "9"],
+            "--image 9 is out of range for cell 'timm__m__scratch__digits__s0'; expected 0..3 (stored test images)",
+        ),
+        (
+            ["--cell", "timm__m__scratch__digits__s0"],
+            "cell timm/scratch trained from scratch and saved no weights; re-run it with TLBENCH_SAVE_WEIGHTS=1 to explain it",
+        ),
         (["--stages", "0"], "--stages 0 is out of range; expected 1..8"),
-        (["--cell", "timm__m__linear_probe__digits__s2", "--device", "tpu"], "unknown device 'tpu'; expected auto, cpu, cuda or cuda:N"),
+        (
+            ["--cell", "timm__m__linear_probe__digits__s2", "--device", "tpu"],
+            "unknown device 'tpu'; expected auto, cpu, cuda or cuda:N",
+        ),
         (["--out", "x.jpg"], "--out 'x.jpg' must end in .png"),
     ],
 )
@@ -134,7 +159,10 @@ def test_cli_explain_missing_suite_empty_suite_and_unsupported_backend(tmp_path,
     suite = tmp_path / "suite"
     _write_cell(suite, "fake", "softmax", "linear_probe")
     assert main(["explain", str(suite)]) == 2
-    assert capsys.readouterr().err == "tlbench: error: tlbench explain supports the torch backends (timm, torchvision); backend 'fake' has no stage hooks\n"
+    assert (
+        capsys.readouterr().err
+        == "tlbench: error: tlbench explain supports the torch backends (timm, torchvision); backend 'fake' has no stage hooks\n"
+    )
 
 
 @pytest.mark.parametrize("content", [b"not a checkpoint", "pickle"])
@@ -161,12 +189,32 @@ def test_cli_explain_corrupt_or_pickled_weights_file_is_refused(tmp_path, capsys
 
 def test_confusion_record_counts_true_by_predicted():
     probs = np.array([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4], [0.3, 0.7]])
-    assert confusion_record(np.array([0, 1, 1, 1]), probs, ["n", "p"]) == {"class_names": ["n", "p"], "matrix": [[1, 0], [1, 2]]}
+    assert confusion_record(np.array([0, 1, 1, 1]), probs, ["n", "p"]) == {
+        "class_names": ["n", "p"],
+        "matrix": [[1, 0], [1, 2]],
+    }
 
 
 def test_cells_save_confusion_matrix_always_and_weights_only_on_request(fake_backend, cache_dir, tmp_path, monkeypatch):
-    options = RunOptions(epochs=1, image_size=16, batch_size=64, device="cpu", infer_repeats=10, infer_warmup=1, infer_min_time_s=0.0, cache_dir=str(cache_dir))
-    suite = SuiteConfig(name="w", backends=("fake",), models=("softmax",), strategies=("scratch",), datasets=("digits",), seeds=(0,), options=options)
+    options = RunOptions(
+        epochs=1,
+        image_size=16,
+        batch_size=64,
+        device="cpu",
+        infer_repeats=10,
+        infer_warmup=1,
+        infer_min_time_s=0.0,
+        cache_dir=str(cache_dir),
+    )
+    suite = SuiteConfig(
+        name="w",
+        backends=("fake",),
+        models=("softmax",),
+        strategies=("scratch",),
+        datasets=("digits",),
+        seeds=(0,),
+        options=options,
+    )
     monkeypatch.setenv(SAVE_WEIGHTS_ENV, "1")
     run_suite(suite, tmp_path / "with", cell_runner=run_cell_inprocess)
     cell_dir = tmp_path / "with" / "cells" / "fake__softmax__scratch__digits__s0"

@@ -8,11 +8,21 @@ from tlbench.benchmarks.reporting.frameworks import agreement_table, anova_p, po
 from tlbench.benchmarks.reporting.tables import build_tables, render_markdown, results_frame
 
 
-def _record(backend: str, strategy: str, seed: int, accuracy: float, roc_auc: float, train: float | None, infer: float) -> dict:
+def _record(
+    backend: str, strategy: str, seed: int, accuracy: float, roc_auc: float, train: float | None, infer: float
+) -> dict:
     return {
-        "backend": backend, "model": "vgg16", "strategy": strategy, "dataset": "d", "seed": seed, "status": "ok",
-        "accuracy": accuracy, "roc_auc": roc_auc, "train_images_per_s": train, "infer_images_per_s": infer,
-    }  # fmt: skip
+        "backend": backend,
+        "model": "vgg16",
+        "strategy": strategy,
+        "dataset": "d",
+        "seed": seed,
+        "status": "ok",
+        "accuracy": accuracy,
+        "roc_auc": roc_auc,
+        "train_images_per_s": train,
+        "infer_images_per_s": infer,
+    }
 
 
 def _records() -> list[dict]:

@@ -4,11 +4,8 @@ from __future__ import annotations
 
 import base64
 import re
-import sys
-from pathlib import Path
 
 import pandas as pd
-
 from report_suite import make_suite
 
 from tlbench.benchmarks.reporting.html_report import image_data_uri, table_html

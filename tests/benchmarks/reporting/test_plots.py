@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 from PIL import Image
-from sklearn.metrics import auc
-
 from report_suite import make_suite
+from sklearn.metrics import auc
 
 from tlbench.benchmarks.reporting import plots
 from tlbench.benchmarks.reporting.report import load_results, results_frame
@@ -53,7 +51,14 @@ def test_every_plot_is_drawn_sized_right_and_differs_between_inputs(tmp_path):
     second = _draw(tmp_path, "b", 0.05)
     assert len(first) == 6 and list(first) == list(second)
     # about 85 % of each figure's nominal size at 100 dpi (bbox "tight" trims the margins)
-    expected_min = {"pareto_train": (540, 400), "pareto_inference": (540, 400), "roc_pr": (510, 850), "training_curves": (1080, 370), "confusion": (950, 440), "predictions": (1150, 380)}
+    expected_min = {
+        "pareto_train": (540, 400),
+        "pareto_inference": (540, 400),
+        "roc_pr": (510, 850),
+        "training_curves": (1080, 370),
+        "confusion": (950, 440),
+        "predictions": (1150, 380),
+    }
     for title, path in first.items():
         with Image.open(path) as image:
             width, height = image.size
@@ -90,14 +95,38 @@ def test_short_dataset_keeps_names_and_shortens_paths():
 def test_log_tick_labels_are_plain_and_short():
     from tlbench.benchmarks.reporting.plots import _plain_number
 
-    assert [_plain_number(v) for v in (0, 200, 500, 2000, 5000, 10000, 20000, 1.5e6)] == ["", "200", "500", "2000", "5000", "10k", "20k", "1.5M"]
+    assert [_plain_number(v) for v in (0, 200, 500, 2000, 5000, 10000, 20000, 1.5e6)] == [
+        "",
+        "200",
+        "500",
+        "2000",
+        "5000",
+        "10k",
+        "20k",
+        "1.5M",
+    ]
 
 
 def test_stage_sweep_plot_draws_accuracy_against_trainable_stages(tmp_path):
     rows = []
     for seed in (0, 1):
-        for strategy, acc in (("partial_finetune@1", 0.70), ("partial_finetune@2", 0.75), ("partial_finetune@all", 0.80), ("scratch", 0.5)):
-            rows.append({"backend": "timm", "model": "m", "strategy": strategy, "dataset": "digits", "seed": seed, "status": "ok", "accuracy": acc + 0.01 * seed})
+        for strategy, acc in (
+            ("partial_finetune@1", 0.70),
+            ("partial_finetune@2", 0.75),
+            ("partial_finetune@all", 0.80),
+            ("scratch", 0.5),
+        ):
+            rows.append(
+                {
+                    "backend": "timm",
+                    "model": "m",
+                    "strategy": strategy,
+                    "dataset": "digits",
+                    "seed": seed,
+                    "status": "ok",
+                    "accuracy": acc + 0.01 * seed,
+                }
+            )
     frame = pd.DataFrame(rows)
     assert plots.sweep_stages("partial_finetune@2") == 2 and plots.sweep_stages("partial_finetune") == 2
     assert plots.sweep_stages("partial_finetune@all") == "all" and plots.sweep_stages("scratch") is None
@@ -109,8 +138,20 @@ def test_stage_sweep_plot_draws_accuracy_against_trainable_stages(tmp_path):
 
 
 def test_equal_seeds_and_a_broken_plot_never_break_the_report(tmp_path, capsys, monkeypatch):
-    rows = [{"backend": "timm", "model": "m", "strategy": "knn_probe", "dataset": "d", "seed": s, "status": "ok",
-             "accuracy": 0.8064102564102564, "train_s": 0.1 + 0.2, "infer_images_per_s": 10.0} for s in range(3)]  # fmt: skip
+    rows = [
+        {
+            "backend": "timm",
+            "model": "m",
+            "strategy": "knn_probe",
+            "dataset": "d",
+            "seed": s,
+            "status": "ok",
+            "accuracy": 0.8064102564102564,
+            "train_s": 0.1 + 0.2,
+            "infer_images_per_s": 10.0,
+        }
+        for s in range(3)
+    ]
     frame = pd.DataFrame(rows)
     assert plots.pareto_plot(frame, "train_s", "training seconds", tmp_path / "p.png", lower_is_better=True) is not None
     monkeypatch.setattr(plots, "roc_pr_plot", lambda *a, **k: 1 / 0)

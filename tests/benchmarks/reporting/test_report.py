@@ -9,16 +9,15 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from report_suite import fake_predictions, make_suite
 from scipy import stats as sps
 
-from report_suite import fake_predictions, make_suite
-
 from tlbench import backends
+from tlbench.benchmarks.cli import main
 from tlbench.benchmarks.reporting import report
 from tlbench.benchmarks.reporting import tables as report_tables
-from tlbench.benchmarks.running.results import load_results
-from tlbench.benchmarks.cli import main
 from tlbench.benchmarks.reporting.stats import bootstrap_metric_ci
+from tlbench.benchmarks.running.results import load_results
 
 GOLDEN = Path(__file__).parent / "golden"
 REGENERATE = os.environ.get("TLBENCH_REGEN_GOLDEN") == "1"
@@ -39,7 +38,9 @@ def _check_golden(path: Path, name: str) -> None:
     if REGENERATE:
         golden.parent.mkdir(exist_ok=True)
         golden.write_bytes(path.read_bytes())
-    assert path.read_bytes() == golden.read_bytes(), f"{name} differs from the golden file (TLBENCH_REGEN_GOLDEN=1 rewrites it)"
+    assert path.read_bytes() == golden.read_bytes(), (
+        f"{name} differs from the golden file (TLBENCH_REGEN_GOLDEN=1 rewrites it)"
+    )
 
 
 def test_golden_markdown_and_csv_byte_exact(tmp_path, no_model_building):
@@ -56,9 +57,16 @@ def test_pivot_numbers_are_t_intervals_and_bootstrap_cis(tmp_path):
     title, main_pivot = tables.pivots[0]
     assert title == "Accuracy and training cost"
     assert list(main_pivot.columns) == [
-        "dataset", "model", "strategy", "timm: accuracy", "timm: training (s)", "timm: train (images/s)",
-        "keras: accuracy", "keras: training (s)", "keras: train (images/s)",
-    ]  # fmt: skip
+        "dataset",
+        "model",
+        "strategy",
+        "timm: accuracy",
+        "timm: training (s)",
+        "timm: train (images/s)",
+        "keras: accuracy",
+        "keras: training (s)",
+        "keras: train (images/s)",
+    ]
     rows = main_pivot.set_index("strategy")
     # timm linear_probe: two seeds 54/60 and 55/60 right -> mean 0.908, half-width t(0.975, 1) * s / sqrt(2)
     half = sps.t.ppf(0.975, 1) * np.std([54 / 60, 55 / 60], ddof=1) / np.sqrt(2)
@@ -80,7 +88,18 @@ def test_partly_failed_configuration_says_how_many_failed(tmp_path):
     suite = make_suite(tmp_path / "suite")
     from tlbench.benchmarks.running.results import append_result, load_results
 
-    append_result(suite / "results.jsonl", {"backend": "timm", "model": "m", "strategy": "scratch", "dataset": "digits", "seed": 1, "status": "failed", "error": "RuntimeError: out of memory"})
+    append_result(
+        suite / "results.jsonl",
+        {
+            "backend": "timm",
+            "model": "m",
+            "strategy": "scratch",
+            "dataset": "digits",
+            "seed": 1,
+            "status": "failed",
+            "error": "RuntimeError: out of memory",
+        },
+    )
     frame = report_tables.results_frame(load_results(suite / "results.jsonl"))
     pivot = report_tables.build_tables(frame, suite).pivots[0][1].set_index("strategy")
     assert pivot.loc["scratch", "timm: accuracy"].endswith(" (1 failed)")
@@ -110,7 +129,10 @@ def test_report_with_plots_lists_pngs_and_links_them(tmp_path, no_model_building
     frameworks = ("torch", "tensorflow", "keras", "timm", "tlbench.backends.")
     assert not [m for m in set(sys.modules) - before if m.startswith(frameworks)]
     pngs = {k: v for k, v in paths.items() if k.startswith("png:")}
-    assert set(pngs) == {f"png:{n}" for n in ("pareto_train", "pareto_inference", "roc_pr", "training_curves", "confusion", "predictions")}
+    assert set(pngs) == {
+        f"png:{n}"
+        for n in ("pareto_train", "pareto_inference", "roc_pr", "training_curves", "confusion", "predictions")
+    }
     md = paths["md"].read_text()
     for path in pngs.values():
         assert path.is_file() and path.stat().st_size > 5000
@@ -133,7 +155,10 @@ def test_cli_report_regenerates_from_files_and_rejects_bad_dirs(tmp_path, capsys
     assert (suite / "report.html").is_file()
     assert main(["report", str(tmp_path / "missing")]) == 2
     err = capsys.readouterr().err.strip()
-    assert err == f"tlbench: error: suite directory {str(tmp_path / 'missing')!r} does not exist; expected a directory made by `tlbench run`"
+    assert (
+        err
+        == f"tlbench: error: suite directory {str(tmp_path / 'missing')!r} does not exist; expected a directory made by `tlbench run`"
+    )
     empty = tmp_path / "empty"
     empty.mkdir()
     assert main(["report", str(empty)]) == 2
@@ -158,7 +183,10 @@ def test_summary_csv_schema_does_not_depend_on_the_backends(tmp_path):
     keras_like = {**base, "backend": "keras", "jit_compile": True, "keras_application": "VGG16", "head": "fcn-1x1"}
     assert suite("torch", [torch_like]) == suite("both", [torch_like, keras_like]) == RESULT_COLUMNS
     facts = pd.read_csv(tmp_path / "both" / "summary.csv")["backend_facts"].map(json.loads).tolist()
-    assert facts == [{"memory_format": "contiguous", "compiled": False}, {"jit_compile": True, "keras_application": "VGG16", "head": "fcn-1x1"}]
+    assert facts == [
+        {"memory_format": "contiguous", "compiled": False},
+        {"jit_compile": True, "keras_application": "VGG16", "head": "fcn-1x1"},
+    ]
 
 
 def test_data_checks_show_duplicates_and_skips_and_warn_when_leaks_are_kept(tmp_path):
@@ -166,12 +194,27 @@ def test_data_checks_show_duplicates_and_skips_and_warn_when_leaks_are_kept(tmp_
     from tlbench.benchmarks.running.results import append_result
 
     root = tmp_path / "leaky"
-    dups = {"within_split": 28, "cross_split": 4, "conflicting_labels": 1, "dropped": 0, "policy": "keep", "examples": []}
+    dups = {
+        "within_split": 28,
+        "cross_split": 4,
+        "conflicting_labels": 1,
+        "dropped": 0,
+        "policy": "keep",
+        "examples": [],
+    }
     record = {
-        "backend": "fake", "model": "m", "strategy": "scratch", "dataset": "folder:mri", "seed": 0, "status": "ok",
-        "accuracy": 0.9, "image_size": 64, "split_sizes": {"train": 100, "val": 20, "test": 30}, "skipped_images": 3,
+        "backend": "fake",
+        "model": "m",
+        "strategy": "scratch",
+        "dataset": "folder:mri",
+        "seed": 0,
+        "status": "ok",
+        "accuracy": 0.9,
+        "image_size": 64,
+        "split_sizes": {"train": 100, "val": 20, "test": 30},
+        "skipped_images": 3,
         "duplicates": dups,
-    }  # fmt: skip
+    }
     append_result(root / "results.jsonl", record)
     paths = report.write_report(root, plots=False)
     md = paths["md"].read_text()
@@ -180,7 +223,9 @@ def test_data_checks_show_duplicates_and_skips_and_warn_when_leaks_are_kept(tmp_
     assert "3 unreadable image(s) skipped" in md
     html_text = paths["html"].read_text()
     assert "Data checks" in html_text and "were KEPT" in html_text
-    assert data_notes(record) == "; 4 cross-split duplicate(s), 1 conflicting label(s) KEPT; 3 unreadable image(s) skipped"
+    assert (
+        data_notes(record) == "; 4 cross-split duplicate(s), 1 conflicting label(s) KEPT; 3 unreadable image(s) skipped"
+    )
     assert data_notes({**record, "duplicates": {**dups, "policy": "drop"}, "skipped_images": 0}).endswith("dropped")
 
 
@@ -188,8 +233,21 @@ def test_speed_warnings_name_disturbed_cells_and_hypervisor_steal():
     from tlbench.benchmarks.reporting.tables import results_frame, speed_warnings
 
     def record(seed: int, other: float, steal: float, disturbed: bool) -> dict:
-        contention = {"other_cpu_fraction_mean": other, "steal_cpu_fraction_mean": steal, "threshold": 0.1, "disturbed": disturbed}
-        return {"backend": "timm", "model": "m", "strategy": "scratch", "dataset": "d", "seed": seed, "status": "ok", "contention": contention}
+        contention = {
+            "other_cpu_fraction_mean": other,
+            "steal_cpu_fraction_mean": steal,
+            "threshold": 0.1,
+            "disturbed": disturbed,
+        }
+        return {
+            "backend": "timm",
+            "model": "m",
+            "strategy": "scratch",
+            "dataset": "d",
+            "seed": seed,
+            "status": "ok",
+            "contention": contention,
+        }
 
     slow = record(3, 0.0, 0.0, False)
     slow["contention"].update(canary_gflop_per_s=[60.0, 75.0], canary_ratio_to_probe=0.6, slower_than_probed=True)
@@ -197,7 +255,9 @@ def test_speed_warnings_name_disturbed_cells_and_hypervisor_steal():
     line, canary = speed_warnings(frame)
     assert canary.startswith("1 cell(s) ran while this machine computed slower than when it was probed")
     assert canary.endswith("timm/m/scratch/s3 (60%).")
-    assert line.startswith("2 cell(s) were timed while other processes (or, on a virtual machine, other guests of the host)")
+    assert line.startswith(
+        "2 cell(s) were timed while other processes (or, on a virtual machine, other guests of the host)"
+    )
     assert "timm/m/scratch/s1 (45% of the cores)" in line
     assert "timm/m/scratch/s2 (2% of the cores, 12% stolen by the hypervisor)" in line
     assert "/s0" not in line

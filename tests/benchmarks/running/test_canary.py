@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from tlbench.benchmarks.running.canary import canary_gflop_per_s, canary_summary
-from tlbench.benchmarks.running.results import SLOW_RATIO
 from tlbench.benchmarks.running.contention import describe
+from tlbench.benchmarks.running.results import SLOW_RATIO
 
 
 def test_canary_measures_a_positive_rate_quickly():
@@ -21,14 +21,24 @@ def test_canary_summary_flags_a_machine_slower_than_probed():
     assert slow["canary_ratio_to_probe"] == pytest.approx(0.7) and slow["slower_than_probed"] is True
     assert SLOW_RATIO == 0.8 and canary_summary(80.0, 80.0, 100.0)["slower_than_probed"] is False
     # an older probe without a canary: recorded, never judged
-    assert canary_summary(50.0, 50.0, None) == {"canary_gflop_per_s": [50.0, 50.0], "canary_ratio_to_probe": None, "slower_than_probed": False}
+    assert canary_summary(50.0, 50.0, None) == {
+        "canary_gflop_per_s": [50.0, 50.0],
+        "canary_ratio_to_probe": None,
+        "slower_than_probed": False,
+    }
 
 
 def test_describe_names_steal_and_the_canary():
     summary = {
-        "other_cpu_cores_mean": 0.02, "machine_cores": 2, "other_cpu_cores_p90": 0.03, "other_cpu_fraction_mean": 0.01,
-        "steal_cpu_fraction_mean": 0.12, "disturbed": True, "top_other_processes": [], **canary_summary(70.0, 72.0, 100.0),
-    }  # fmt: skip
+        "other_cpu_cores_mean": 0.02,
+        "machine_cores": 2,
+        "other_cpu_cores_p90": 0.03,
+        "other_cpu_fraction_mean": 0.01,
+        "steal_cpu_fraction_mean": 0.12,
+        "disturbed": True,
+        "top_other_processes": [],
+        **canary_summary(70.0, 72.0, 100.0),
+    }
     line = describe(summary)
     assert line.startswith("DISTURBED: SLOWER THAN PROBED: other processes used 0.02 of 2 cores")
     assert "12% stolen by the hypervisor" in line and "speed canary at 70% of the probe's" in line

@@ -69,8 +69,17 @@ def test_cli_keeps_paths_inside_the_working_directory_relative_and_others_absolu
     (work / "ckpt" / "vgg.pth").write_bytes(b"x")
     (tmp_path / "outside.pth").write_bytes(b"x")
     monkeypatch.chdir(work)
-    args = build_parser().parse_args(["run", "--backends", "timm,torchvision", "--models", "resnet18",
-                                      "--weights", f"torchvision={work / 'ckpt' / 'vgg.pth'},timm=../outside.pth"])  # fmt: skip
+    args = build_parser().parse_args(
+        [
+            "run",
+            "--backends",
+            "timm,torchvision",
+            "--models",
+            "resnet18",
+            "--weights",
+            f"torchvision={work / 'ckpt' / 'vgg.pth'},timm=../outside.pth",
+        ]
+    )
     options = suite_from_args(args).options
     assert options.weights == f"torchvision=ckpt/vgg.pth,timm={tmp_path / 'outside.pth'}"
     assert options.weights_for("torchvision") == "ckpt/vgg.pth"
@@ -83,15 +92,34 @@ def test_each_cell_builds_with_its_backends_weights(fake_backend, cache_dir, tmp
     from tlbench import backends
 
     monkeypatch.setenv("TLBENCH_BACKENDS", "fake=fake_backend:FakeBackend,fake2=fake_backend:FakeBackend")
-    monkeypatch.setitem(backends.REGISTRY, "fake2", backends.BackendEntry("fake2", "fake_backend:FakeBackend", "fake", ()))
-    options = RunOptions(epochs=1, image_size=16, batch_size=64, device="cpu", infer_warmup=1, infer_min_time_s=0.0, cache_dir=str(cache_dir))
-    suite = SuiteConfig(name="w", backends=("fake", "fake2"), models=("softmax",), strategies=("scratch", "linear_probe"),
-                        datasets=("digits",), seeds=(0,), options=replace(options, weights="fake=/w/a.pth"))  # fmt: skip
+    monkeypatch.setitem(
+        backends.REGISTRY, "fake2", backends.BackendEntry("fake2", "fake_backend:FakeBackend", "fake", ())
+    )
+    options = RunOptions(
+        epochs=1,
+        image_size=16,
+        batch_size=64,
+        device="cpu",
+        infer_warmup=1,
+        infer_min_time_s=0.0,
+        cache_dir=str(cache_dir),
+    )
+    suite = SuiteConfig(
+        name="w",
+        backends=("fake", "fake2"),
+        models=("softmax",),
+        strategies=("scratch", "linear_probe"),
+        datasets=("digits",),
+        seeds=(0,),
+        options=replace(options, weights="fake=/w/a.pth"),
+    )
     out = tmp_path / "suite"
     run_suite(suite, out, cell_runner=run_cell_inprocess)
     pretrained = {(r["backend"], r["strategy"]): r["pretrained"] for r in load_results(out / "results.jsonl")}
     assert pretrained == {
-        ("fake", "scratch"): "none", ("fake", "linear_probe"): "fake:/w/a.pth",
-        ("fake2", "scratch"): "none", ("fake2", "linear_probe"): "fake:init",
-    }  # fmt: skip
+        ("fake", "scratch"): "none",
+        ("fake", "linear_probe"): "fake:/w/a.pth",
+        ("fake2", "scratch"): "none",
+        ("fake2", "linear_probe"): "fake:init",
+    }
     assert json.loads((out / "suite.json").read_text())["options"]["weights"] == "fake=/w/a.pth"

@@ -10,8 +10,8 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Iterator
 
 import psutil
 import pytest
@@ -64,9 +64,10 @@ def test_children_of_this_tree_are_not_contention() -> None:
     """The same busy child is 'own' for a sampler rooted here and 'other' for one rooted at its sibling."""
     with _processes(BUSY.format(seconds=4), "import time; time.sleep(5)") as (busy, sleeper):
         before = _cpu_s(busy.pid)
-        with ContentionSampler(interval_s=0.2, gpu=False, top_n=10) as here, ContentionSampler(
-            interval_s=0.2, gpu=False, root_pid=sleeper.pid, top_n=10
-        ) as there:
+        with (
+            ContentionSampler(interval_s=0.2, gpu=False, top_n=10) as here,
+            ContentionSampler(interval_s=0.2, gpu=False, root_pid=sleeper.pid, top_n=10) as there,
+        ):
             time.sleep(1.6)
         busy_cores = (_cpu_s(busy.pid) - before) / here.summary()["duration_s"]
     mine, theirs = here.summary(), there.summary()
@@ -98,10 +99,20 @@ def test_summary_keys_and_gpu_absent(monkeypatch: pytest.MonkeyPatch) -> None:
         time.sleep(0.12)
     summary = sampler.summary()
     assert {
-        "other_cpu_cores_mean", "other_cpu_cores_p90", "other_cpu_fraction_mean", "own_cpu_cores_mean",
-        "steal_cpu_cores_mean", "machine_cores", "samples", "duration_s", "threshold", "disturbed",
-        "top_other_processes", "other_gpu_util_percent_mean", "gpu_util_percent_mean",
-    } <= summary.keys()  # fmt: skip
+        "other_cpu_cores_mean",
+        "other_cpu_cores_p90",
+        "other_cpu_fraction_mean",
+        "own_cpu_cores_mean",
+        "steal_cpu_cores_mean",
+        "machine_cores",
+        "samples",
+        "duration_s",
+        "threshold",
+        "disturbed",
+        "top_other_processes",
+        "other_gpu_util_percent_mean",
+        "gpu_util_percent_mean",
+    } <= summary.keys()
     assert summary["other_gpu_util_percent_mean"] is None and summary["samples"] >= 2
     assert 0.0 <= summary["other_cpu_fraction_mean"] <= 1.0 + 1e-6
     assert summary["other_cpu_cores_p90"] >= 0.0
@@ -145,14 +156,20 @@ def test_hypervisor_steal_above_the_threshold_is_disturbance(monkeypatch: pytest
     cores = summary["machine_cores"]
     assert summary["steal_cpu_cores_mean"] == pytest.approx(0.5, abs=0.05)
     assert summary["steal_cpu_fraction_mean"] == pytest.approx(0.5 / cores, abs=0.05 / cores)
-    assert summary["disturbed"] is (0.5 / cores > summary["threshold"] or summary["other_cpu_fraction_mean"] > summary["threshold"])
+    assert summary["disturbed"] is (
+        0.5 / cores > summary["threshold"] or summary["other_cpu_fraction_mean"] > summary["threshold"]
+    )
 
 
 def test_wait_until_quiet_also_waits_out_hypervisor_steal(monkeypatch: pytest.MonkeyPatch) -> None:
     real = contention._busy_and_steal_s
     t0 = time.monotonic()
     cores = psutil.cpu_count(logical=True) or 1
-    monkeypatch.setattr(contention, "_busy_and_steal_s", lambda: (real()[0], cores * (time.monotonic() - t0)))  # all stolen
+    monkeypatch.setattr(
+        contention, "_busy_and_steal_s", lambda: (real()[0], cores * (time.monotonic() - t0))
+    )  # all stolen
     assert wait_until_quiet(threshold=0.5, timeout_s=0.5, poll_s=0.1) is False
-    monkeypatch.setattr(contention, "_busy_and_steal_s", lambda: (real()[0], 0.0))  # nothing stolen; 101 % is never exceeded
+    monkeypatch.setattr(
+        contention, "_busy_and_steal_s", lambda: (real()[0], 0.0)
+    )  # nothing stolen; 101 % is never exceeded
     assert wait_until_quiet(threshold=1.01, timeout_s=1.0, poll_s=0.1) is True

@@ -15,9 +15,27 @@ from tlbench.benchmarks.running.results import load_results
 def test_run_writes_results_and_tables_and_resumes(tmp_path, cache_dir):
     out = tmp_path / "suite"
     argv = [
-        sys.executable, "-m", "tlbench", "run", "--out", str(out), "--strategies", "linear_probe,scratch",
-        "--image-size", "32", "--epochs", "1", "--min-time", "0", "--max-train-images", "300", "--cache-dir", str(cache_dir), "--device", "cpu",
-    ]  # fmt: skip
+        sys.executable,
+        "-m",
+        "tlbench",
+        "run",
+        "--out",
+        str(out),
+        "--strategies",
+        "linear_probe,scratch",
+        "--image-size",
+        "32",
+        "--epochs",
+        "1",
+        "--min-time",
+        "0",
+        "--max-train-images",
+        "300",
+        "--cache-dir",
+        str(cache_dir),
+        "--device",
+        "cpu",
+    ]
     proc = subprocess.run(argv, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
     records = {r["strategy"]: r for r in load_results(out / "results.jsonl")}
@@ -54,14 +72,21 @@ def test_run_writes_results_and_tables_and_resumes(tmp_path, cache_dir):
     lines = load_results(out / "results.jsonl")
     assert [r["strategy"] for r in lines] == ["linear_probe", "scratch", "linear_probe", "scratch"]
     for own, passed in zip(lines[:2], lines[2:]):
-        assert own["infer_pass"] is None and passed["infer_pass"]["models"] == 2 and passed["infer_pass"]["rounds"] == 10
+        assert (
+            own["infer_pass"] is None and passed["infer_pass"]["models"] == 2 and passed["infer_pass"]["rounds"] == 10
+        )
         assert passed["infer_pass"]["in_cell"]["infer_images_per_s"] == own["infer_images_per_s"]
-        assert passed["infer_images_per_s"] == pytest.approx(passed["infer_batch_size"] / (passed["infer_latency_ms_p50"] / 1e3))
+        assert passed["infer_images_per_s"] == pytest.approx(
+            passed["infer_batch_size"] / (passed["infer_latency_ms_p50"] / 1e3)
+        )
         assert passed["accuracy"] == own["accuracy"] and passed["infer_repeats"] >= 10
         assert passed["infer_pass"]["contention"]["samples"] >= 1
         cell = out / "cells" / f"timm__tf_efficientnet_lite0__{own['strategy']}__digits__s0"
         latency = json.loads((cell / "latency.json").read_text())
-        assert len(latency["latencies_ms"]) == passed["infer_repeats"] and len(latency["in_cell_latencies_ms"]) == own["infer_repeats"]
+        assert (
+            len(latency["latencies_ms"]) == passed["infer_repeats"]
+            and len(latency["in_cell_latencies_ms"]) == own["infer_repeats"]
+        )
         assert not list(cell.glob("weights*"))
     assert "inference pass: 2 cells of timm/tf_efficientnet_lite0/digits interleaved" in proc.stderr
     assert "timed after the suite, the cells of each model" in proc.stdout

@@ -20,15 +20,31 @@ from tlbench.benchmarks.cli import main
 from tlbench.benchmarks.reporting.tables import results_frame, timing_warnings
 from tlbench.benchmarks.running.config import RunOptions, SuiteConfig
 from tlbench.benchmarks.running.executors import (
-    REGISTRY_ENV, CellOccupancy, ExecutorError, LocalExecutor, RayExecutor, make_executor, max_at_once, pack_cell_dir,
+    REGISTRY_ENV,
+    CellOccupancy,
+    ExecutorError,
+    LocalExecutor,
+    RayExecutor,
+    make_executor,
+    max_at_once,
+    pack_cell_dir,
     unpack_cell_dir,
-)  # fmt: skip
+)
 from tlbench.benchmarks.running.results import cell_key, empty_record, latest_by_cell, load_results
 from tlbench.benchmarks.running.runner import RunInterrupted, run_cell_inprocess, run_suite
 
 SUPPORT = Path(__file__).resolve().parents[2] / "support"
 #: threads=1: two cells fit the 2-CPU test cluster at once
-FAST = RunOptions(epochs=2, image_size=16, batch_size=64, device="cpu", infer_repeats=10, infer_warmup=1, infer_min_time_s=0.0, threads=1)
+FAST = RunOptions(
+    epochs=2,
+    image_size=16,
+    batch_size=64,
+    device="cpu",
+    infer_repeats=10,
+    infer_warmup=1,
+    infer_min_time_s=0.0,
+    threads=1,
+)
 
 
 @pytest.fixture(autouse=True)
@@ -39,9 +55,14 @@ def own_registry(tmp_path, monkeypatch):
 
 def suite(cache_dir: Path, **changes) -> SuiteConfig:
     base = SuiteConfig(
-        name="x", backends=("fake",), models=("softmax",), strategies=("linear_probe", "scratch"),
-        datasets=("digits",), seeds=(0, 1), options=replace(FAST, cache_dir=str(cache_dir)),
-    )  # fmt: skip
+        name="x",
+        backends=("fake",),
+        models=("softmax",),
+        strategies=("linear_probe", "scratch"),
+        datasets=("digits",),
+        seeds=(0, 1),
+        options=replace(FAST, cache_dir=str(cache_dir)),
+    )
     return replace(base, **changes)
 
 
@@ -63,7 +84,18 @@ def test_occupancy_counts_cells_on_the_host_and_on_the_device(tmp_path):
     assert b.result["cells_at_once_on_device"] == c.result["cells_at_once_on_device"] == 2
     assert a.result["device"] == "cuda:0" and a.result["host"]
     # an entry whose owner died mid-cell is dropped, not counted
-    (registry / "dead.json").write_text(json.dumps({"host": a.host, "device": "cpu", "start": time.time() - 5, "end": None, "pid": 2**22 + 17, "pid_start": 1.0}))
+    (registry / "dead.json").write_text(
+        json.dumps(
+            {
+                "host": a.host,
+                "device": "cpu",
+                "start": time.time() - 5,
+                "end": None,
+                "pid": 2**22 + 17,
+                "pid_start": 1.0,
+            }
+        )
+    )
     with CellOccupancy("cpu", registry) as d:
         pass
     assert d.result["cells_at_once_on_host"] == 1 and not (registry / "dead.json").exists()
@@ -71,15 +103,35 @@ def test_occupancy_counts_cells_on_the_host_and_on_the_device(tmp_path):
 
 def test_timing_warnings_flag_shared_gpus_and_hosts():
     def row(device, host_n, device_n, status="ok"):
-        info = {"executor": "local", "cells_at_once_on_host": host_n, "cells_at_once_on_device": device_n, "host": "h", "device": device}
-        return {"backend": "b", "model": "m", "strategy": "s", "dataset": "d", "seed": host_n * 10 + device_n, "status": status, "concurrency": info}
+        info = {
+            "executor": "local",
+            "cells_at_once_on_host": host_n,
+            "cells_at_once_on_device": device_n,
+            "host": "h",
+            "device": device,
+        }
+        return {
+            "backend": "b",
+            "model": "m",
+            "strategy": "s",
+            "dataset": "d",
+            "seed": host_n * 10 + device_n,
+            "status": status,
+            "concurrency": info,
+        }
 
-    assert timing_warnings(results_frame([row("cpu", 1, 1), row("cuda:0", 2, 1), {"backend": "old", "status": "ok"}])) == [
+    assert timing_warnings(
+        results_frame([row("cpu", 1, 1), row("cuda:0", 2, 1), {"backend": "old", "status": "ok"}])
+    ) == [
         "**timing**: 1 timed cell(s) ran beside other cells on the same host (up to 2 at once), sharing its CPU cores "
         "and memory bandwidth: compare their speeds with care (--parallel 1, or --threads cores/N)."
-    ]  # fmt: skip
-    lines = timing_warnings(results_frame([row("cuda:0", 3, 2), row("cuda:1", 3, 3), row("cpu", 4, 4, status="failed")]))
-    assert len(lines) == 1 and lines[0].startswith("**timing**: 2 timed cell(s) shared their GPU with other cells (up to 3 at once)")
+    ]
+    lines = timing_warnings(
+        results_frame([row("cuda:0", 3, 2), row("cuda:1", 3, 3), row("cpu", 4, 4, status="failed")])
+    )
+    assert len(lines) == 1 and lines[0].startswith(
+        "**timing**: 2 timed cell(s) shared their GPU with other cells (up to 3 at once)"
+    )
 
 
 # ---- local ---------------------------------------------------------------------------------------------------------
@@ -94,7 +146,13 @@ def _stub_cell(cell, suite, out_dir, timeout_s=None, stream=False, env=None):
 def test_parallel_local_pins_one_worker_per_gpu(cache_dir, tmp_path):
     cfg = suite(cache_dir, options=replace(FAST, device="cuda"))
     messages = []
-    records = run_suite(cfg, tmp_path / "s", cell_runner=_stub_cell, executor=LocalExecutor(3, gpus=["4", "7"]), on_message=messages.append)
+    records = run_suite(
+        cfg,
+        tmp_path / "s",
+        cell_runner=_stub_cell,
+        executor=LocalExecutor(3, gpus=["4", "7"]),
+        on_message=messages.append,
+    )
     assert messages == ["--parallel 3: 2 GPU(s) visible, so 2 cell(s) at once, one per GPU"]
     assert len(records) == 4 and len({cell_key(r) for r in records}) == 4
     for record in records:
@@ -126,7 +184,7 @@ def test_parallel_cells_need_the_subprocess_launcher(fake_backend, cache_dir, tm
         (["--ray-address", "auto"], "--ray-address needs --executor ray"),
         (["--executor", "ray", "--parallel", "2"], "--parallel is for --executor local"),
     ],
-)  # fmt: skip
+)
 def test_executor_flags_are_checked_before_any_cell(fake_backend, argv, message, capsys, tmp_path):
     assert main(["run", "--backends", "fake", "--models", "softmax", "--out", str(tmp_path / "s"), *argv]) == 2
     assert message in capsys.readouterr().err
@@ -142,7 +200,10 @@ def test_artifacts_pack_and_unpack(tmp_path):
     (target).mkdir()
     (target / "stale.txt").write_text("from an earlier attempt")
     unpack_cell_dir(target, pack_cell_dir(source))
-    assert sorted(p.relative_to(target).as_posix() for p in target.rglob("*") if p.is_file()) == ["log.txt", "sub/x.bin"]
+    assert sorted(p.relative_to(target).as_posix() for p in target.rglob("*") if p.is_file()) == [
+        "log.txt",
+        "sub/x.bin",
+    ]
     with pytest.raises(ValueError, match="leaves the cell directory"):
         unpack_cell_dir(target, {"../evil.txt": b""})
 
@@ -182,7 +243,9 @@ def test_ray_and_local_give_the_same_cells_once_and_resume_each_other(ray_cluste
         assert len(records) == 4 and all(r["status"] == "ok" for r in records), [r["error"] for r in records]
         lines = load_results(folder / "results.jsonl")
         stored = latest_by_cell(lines)
-        assert sorted(map(cell_key, stored)) == sorted(map(cell_key, records)) and len({cell_key(r) for r in stored}) == 4
+        assert (
+            sorted(map(cell_key, stored)) == sorted(map(cell_key, records)) and len({cell_key(r) for r in stored}) == 4
+        )
         # the inference pass re-times the cells of one model on this machine only: a second record per cell
         # locally; cells measured by Ray workers are not re-timed by the driver, and their saved weights are gone
         assert len(lines) == (8 if executor == "local" else 4)
@@ -233,7 +296,9 @@ def test_a_ray_worker_killed_mid_cell_is_retried_and_recorded_once(ray_cluster, 
     assert len(killed) == 1, "the cell's Ray worker was never found"
     worker_pid, cell_pid = killed[0]
     assert not psutil.pid_exists(worker_pid)
-    assert not psutil.pid_exists(cell_pid) or psutil.Process(cell_pid).status() == psutil.STATUS_ZOMBIE  # died with its worker
+    assert (
+        not psutil.pid_exists(cell_pid) or psutil.Process(cell_pid).status() == psutil.STATUS_ZOMBIE
+    )  # died with its worker
     assert record["status"] == "ok", record["error"]
     (stored,) = load_results(out / "results.jsonl")
     assert stored["status"] == "ok" and stored["concurrency"]["executor"] == "ray"
@@ -258,7 +323,11 @@ def test_sigterm_during_a_ray_run_stops_its_cells_and_keeps_the_records(ray_clus
         while time.monotonic() < deadline and not cells:
             for proc in psutil.process_iter(["cmdline"]):
                 command = " ".join(proc.info["cmdline"] or [])
-                if "tlbench.benchmarks.running.cell" in command and '"model": "slow"' in command and str(out) in command:
+                if (
+                    "tlbench.benchmarks.running.cell" in command
+                    and '"model": "slow"' in command
+                    and str(out) in command
+                ):
                     cells.append(proc)
             time.sleep(0.05)
         while time.monotonic() < deadline and not (out / "results.jsonl").is_file():

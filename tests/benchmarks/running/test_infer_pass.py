@@ -12,11 +12,12 @@ import pytest
 from tlbench.benchmarks.running import infer_pass
 from tlbench.benchmarks.running.config import RunOptions, SuiteConfig
 from tlbench.benchmarks.running.infer_pass import pass_groups, passed_record
-from tlbench.benchmarks.running.results import spread
-from tlbench.benchmarks.running.results import latest_by_cell, load_results
+from tlbench.benchmarks.running.results import latest_by_cell, load_results, spread
 from tlbench.benchmarks.running.runner import run_cell_inprocess, run_module_subprocess, run_suite
 
-FAST = RunOptions(epochs=1, image_size=16, batch_size=64, device="cpu", infer_repeats=10, infer_warmup=1, infer_min_time_s=0.0)
+FAST = RunOptions(
+    epochs=1, image_size=16, batch_size=64, device="cpu", infer_repeats=10, infer_warmup=1, infer_min_time_s=0.0
+)
 
 
 @pytest.fixture(autouse=True)
@@ -27,17 +28,30 @@ def own_registry(tmp_path, monkeypatch):
 
 def suite(cache_dir: Path, **changes) -> SuiteConfig:
     base = SuiteConfig(
-        name="p", backends=("fake",), models=("softmax",), strategies=("linear_probe", "scratch", "knn_probe"),
-        datasets=("digits",), seeds=(0,), options=replace(FAST, cache_dir=str(cache_dir)),
-    )  # fmt: skip
+        name="p",
+        backends=("fake",),
+        models=("softmax",),
+        strategies=("linear_probe", "scratch", "knn_probe"),
+        datasets=("digits",),
+        seeds=(0,),
+        options=replace(FAST, cache_dir=str(cache_dir)),
+    )
     return replace(base, **changes)
 
 
 def record(strategy: str, seed: int = 0, dataset: str = "digits", **changes) -> dict:
     base = {
-        "backend": "fake", "model": "softmax", "strategy": strategy, "dataset": dataset, "seed": seed, "status": "ok",
-        "infer_images_per_s": 100.0, "image_size": 16, "infer_batch_size": 64, "num_classes": 10,
-    }  # fmt: skip
+        "backend": "fake",
+        "model": "softmax",
+        "strategy": strategy,
+        "dataset": dataset,
+        "seed": seed,
+        "status": "ok",
+        "infer_images_per_s": 100.0,
+        "image_size": 16,
+        "infer_batch_size": 64,
+        "num_classes": 10,
+    }
     return {**base, **changes}
 
 
@@ -49,12 +63,14 @@ def save_weights(out: Path, r: dict) -> None:
 
 def test_groups_hold_the_cells_of_one_model_that_saved_weights(tmp_path):
     records = [
-        record("linear_probe"), record("scratch"), record("full_finetune"),
+        record("linear_probe"),
+        record("scratch"),
+        record("full_finetune"),
         record("knn_probe"),  # an sklearn probe: its inference is not the network's
         record("partial_finetune"),  # saved no weights
         record("scratch", dataset="breastmnist"),  # alone on its dataset: nothing to compare with
         record("lp_ft", status="failed"),
-    ]  # fmt: skip
+    ]
     for r in records:
         if r["strategy"] != "partial_finetune":
             save_weights(tmp_path, r)
@@ -72,18 +88,38 @@ def test_large_groups_are_split_evenly_across_processes(tmp_path, monkeypatch):
 
 def test_a_passed_record_keeps_the_cells_own_figures_and_recomputes_mfu():
     own = record(
-        "scratch", infer_latency_ms_p50=640.0, infer_latency_ms_p90=700.0, infer_repeats=10, infer_timed_s=6.4,
-        infer_latency_cv=0.1, infer_mfu=0.05, flops_per_image=2e8, runtime={"peak_flop_per_s": 4e11}, accuracy=0.9,
-    )  # fmt: skip
-    stats = {"images_per_s": 200.0, "latency_ms_p50": 320.0, "latency_ms_p90": 330.0, "repeats": 40, "timed_s": 12.8, "latency_cv": 0.02}
+        "scratch",
+        infer_latency_ms_p50=640.0,
+        infer_latency_ms_p90=700.0,
+        infer_repeats=10,
+        infer_timed_s=6.4,
+        infer_latency_cv=0.1,
+        infer_mfu=0.05,
+        flops_per_image=2e8,
+        runtime={"peak_flop_per_s": 4e11},
+        accuracy=0.9,
+    )
+    stats = {
+        "images_per_s": 200.0,
+        "latency_ms_p50": 320.0,
+        "latency_ms_p90": 330.0,
+        "repeats": 40,
+        "timed_s": 12.8,
+        "latency_cv": 0.02,
+    }
     outcome = {"models": 3, "rounds": 10, "contention": {"disturbed": False}}
     new = passed_record(own, stats, outcome, wall_s=30.0)
     assert new["infer_images_per_s"] == 200.0 and new["infer_latency_ms_p50"] == 320.0 and new["infer_repeats"] == 40
     assert new["infer_mfu"] == pytest.approx(200.0 * 2e8 / 4e11) and new["accuracy"] == 0.9
     assert new["infer_pass"]["in_cell"] == {
-        "infer_images_per_s": 100.0, "infer_latency_ms_p50": 640.0, "infer_latency_ms_p90": 700.0, "infer_repeats": 10,
-        "infer_timed_s": 6.4, "infer_latency_cv": 0.1, "infer_mfu": 0.05,
-    }  # fmt: skip
+        "infer_images_per_s": 100.0,
+        "infer_latency_ms_p50": 640.0,
+        "infer_latency_ms_p90": 700.0,
+        "infer_repeats": 10,
+        "infer_timed_s": 6.4,
+        "infer_latency_cv": 0.1,
+        "infer_mfu": 0.05,
+    }
     assert new["infer_pass"]["models"] == 3 and new["infer_pass"]["wall_s"] == 30.0
     assert own["infer_images_per_s"] == 100.0 and "infer_pass" not in own  # the cell's record is not touched
     assert passed_record(record("scratch"), stats, outcome, 1.0)["infer_mfu"] is None  # no probe, no MFU
@@ -98,7 +134,11 @@ def test_the_pass_loads_each_cells_trained_weights_and_deletes_them(fake_backend
 
     loaded: list[str] = []
     original = fake.FakeBackend.load_weights
-    monkeypatch.setattr(fake.FakeBackend, "load_weights", lambda self, path: (loaded.append(Path(path).parent.name), original(self, path))[1])
+    monkeypatch.setattr(
+        fake.FakeBackend,
+        "load_weights",
+        lambda self, path: (loaded.append(Path(path).parent.name), original(self, path))[1],
+    )
     messages: list[str] = []
     out = tmp_path / "suite"
     produced = run_suite(suite(cache_dir), out, cell_runner=run_cell_inprocess, on_message=messages.append)
@@ -130,7 +170,9 @@ def test_a_failing_pass_keeps_the_cells_figures_and_says_why(fake_backend, cache
     produced = run_suite(suite(cache_dir), out, cell_runner=run_cell_inprocess, on_message=messages.append)
     assert len(load_results(out / "results.jsonl")) == 3 and all(r["infer_pass"] is None for r in produced)
     (message,) = messages
-    assert message.startswith("inference pass of fake/softmax/digits failed, the cells keep their own figures: cell fake__softmax__linear_probe__digits__s0: weights file ")
+    assert message.startswith(
+        "inference pass of fake/softmax/digits failed, the cells keep their own figures: cell fake__softmax__linear_probe__digits__s0: weights file "
+    )
     assert message.endswith(f"(see {out / 'infer_pass.log'})")
     assert not list(out.glob("cells/*/weights*"))
 
@@ -165,7 +207,9 @@ def test_an_unexpected_error_of_an_inline_pass_is_one_line_too(fake_backend, cac
         save_weights(tmp_path, r)
         weights = tmp_path / "cells" / f"fake__softmax__{r['strategy']}__digits__s0" / "weights.json"
         weights.write_text(json.dumps({"w": [[0.0] * 10] * 48, "b": [0.0] * 10}))  # a softmax head of 48 features
-    assert infer_pass.run_group(records, suite(cache_dir), tmp_path) == {"error": "dataset 'digits': cache entry vanished"}
+    assert infer_pass.run_group(records, suite(cache_dir), tmp_path) == {
+        "error": "dataset 'digits': cache entry vanished"
+    }
 
 
 def test_a_pass_process_that_dies_is_named_with_its_last_log_line(fake_backend, cache_dir, tmp_path):
@@ -177,7 +221,9 @@ def test_a_pass_process_that_dies_is_named_with_its_last_log_line(fake_backend, 
         return -9, False
 
     outcome = infer_pass.run_group(records, suite(cache_dir), tmp_path, launch=killed)
-    assert outcome == {"error": "the pass process was killed by signal 9 without a result; last log line: [12:00:00] loaded fake__softmax__linear_probe__digits__s0 from weights.json"}
+    assert outcome == {
+        "error": "the pass process was killed by signal 9 without a result; last log line: [12:00:00] loaded fake__softmax__linear_probe__digits__s0 from weights.json"
+    }
     assert not (tmp_path / ".infer-pass").exists()  # its work files are gone
 
 
@@ -197,8 +243,9 @@ def test_save_weights_keeps_the_weights_after_the_pass(fake_backend, cache_dir, 
     out = tmp_path / "suite"
     run_suite(suite(cache_dir), out, cell_runner=run_cell_inprocess)
     assert sorted(p.parent.name for p in out.glob("cells/*/weights.json")) == [
-        "fake__softmax__linear_probe__digits__s0", "fake__softmax__scratch__digits__s0",
-    ]  # fmt: skip
+        "fake__softmax__linear_probe__digits__s0",
+        "fake__softmax__scratch__digits__s0",
+    ]
     latency = json.loads((out / "cells" / "fake__softmax__scratch__digits__s0" / "latency.json").read_text())
     latest = {r["strategy"]: r for r in latest_by_cell(load_results(out / "results.jsonl"))}
     assert len(latency["latencies_ms"]) == latest["scratch"]["infer_repeats"]
@@ -209,16 +256,34 @@ def test_the_report_explains_the_pass_and_flags_a_disturbed_one():
     from tlbench.benchmarks.reporting.tables import inference_note, speed_warnings
 
     quiet = {"disturbed": False}
-    noisy = {"disturbed": True, "other_cpu_fraction_mean": 0.31, "steal_cpu_fraction_mean": 0.0, "threshold": 0.1, "slower_than_probed": True, "canary_ratio_to_probe": 0.72}
+    noisy = {
+        "disturbed": True,
+        "other_cpu_fraction_mean": 0.31,
+        "steal_cpu_fraction_mean": 0.0,
+        "threshold": 0.1,
+        "slower_than_probed": True,
+        "canary_ratio_to_probe": 0.72,
+    }
     rows = [
-        record("linear_probe", infer_images_per_s=105.0, infer_pass={"rounds": 10, "in_cell": {"infer_images_per_s": 120.0}, "contention": quiet}),
-        record("scratch", infer_images_per_s=100.0, infer_pass={"rounds": 10, "in_cell": {"infer_images_per_s": 96.0}, "contention": noisy}),
-    ]  # fmt: skip
+        record(
+            "linear_probe",
+            infer_images_per_s=105.0,
+            infer_pass={"rounds": 10, "in_cell": {"infer_images_per_s": 120.0}, "contention": quiet},
+        ),
+        record(
+            "scratch",
+            infer_images_per_s=100.0,
+            infer_pass={"rounds": 10, "in_cell": {"infer_images_per_s": 96.0}, "contention": noisy},
+        ),
+    ]
     frame = pd.DataFrame(rows)
     note = inference_note(frame)
     assert "round-robin (10 rounds, median batch latency)" in note
     assert note.endswith("fake/softmax on digits: 2 cells, spread 5.0 % (in their cells 25.0 %).")
     disturbed, slow = speed_warnings(frame)
     assert "fake/softmax/scratch/s0 (its inference pass: 31% of the cores)" in disturbed
-    assert slow.startswith("1 cell(s) ran while this machine computed slower") and "fake/softmax/scratch/s0 (its inference pass: 72%)" in slow
+    assert (
+        slow.startswith("1 cell(s) ran while this machine computed slower")
+        and "fake/softmax/scratch/s0 (its inference pass: 72%)" in slow
+    )
     assert inference_note(pd.DataFrame([record("scratch", infer_pass=None)])) == ""

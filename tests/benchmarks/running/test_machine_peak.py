@@ -10,19 +10,33 @@ from pathlib import Path
 import pytest
 
 from tlbench.benchmarks.running import probe as probe_mod
-from tlbench.benchmarks.running.machine_peak import amp_warning, load_or_probe, peak_flop_per_s, probe_machine, slower_dtypes
+from tlbench.benchmarks.running.machine_peak import (
+    amp_warning,
+    load_or_probe,
+    peak_flop_per_s,
+    probe_machine,
+    slower_dtypes,
+)
 
 pytest.importorskip("torch")
 
 
 def _synthetic(bf16: tuple[float, float] = (1e9, 2e9), fp16: tuple[float | None, float | None] = (5e10, 9e10)) -> dict:
     return {
-        "device": "cpu", "cpu": "test cpu", "cpu_count": 2, "threads": 2, "torch": "x", "measured_at": "now",
+        "device": "cpu",
+        "cpu": "test cpu",
+        "cpu_count": 2,
+        "threads": 2,
+        "torch": "x",
+        "measured_at": "now",
         "matmul_flop_per_s": {"float32": 1e11, "bfloat16": bf16[0], "float16": fp16[0]},
         "conv_flop_per_s": {"float32": 4e10, "bfloat16": bf16[1], "float16": fp16[1]},
-        "details": {}, "min_time_s": 0.5, "max_iteration_s": 2.0, "version": probe_mod.PROBE_VERSION,
+        "details": {},
+        "min_time_s": 0.5,
+        "max_iteration_s": 2.0,
+        "version": probe_mod.PROBE_VERSION,
         "canary_gflop_per_s": 80.0,
-    }  # fmt: skip
+    }
 
 
 def test_probe_structure_and_positive_numbers() -> None:
@@ -39,7 +53,9 @@ def test_probe_structure_and_positive_numbers() -> None:
     assert {"disturbed", "other_cpu_cores_mean"} <= result["contention"].keys()
     assert result["canary_gflop_per_s"] > 0  # what every cell's speed canary is compared with
     json.dumps(result)  # JSON-friendly
-    assert peak_flop_per_s(result, "float32") == max(result["matmul_flop_per_s"]["float32"], result["conv_flop_per_s"]["float32"])
+    assert peak_flop_per_s(result, "float32") == max(
+        result["matmul_flop_per_s"]["float32"], result["conv_flop_per_s"]["float32"]
+    )
 
 
 def test_a_slow_dtype_is_bounded_to_one_pilot_iteration() -> None:
@@ -91,7 +107,9 @@ def test_corrupt_or_incomplete_cache_is_reprobed(tmp_path: Path, monkeypatch: py
     path.write_text(json.dumps({**_synthetic(), "contention": {"disturbed": True}}))  # measured on a busy machine
     load_or_probe(tmp_path, "cpu")
     assert len(calls) == 3
-    path.write_text(json.dumps({k: v for k, v in _synthetic().items() if k != "canary_gflop_per_s"}))  # cached before the canary
+    path.write_text(
+        json.dumps({k: v for k, v in _synthetic().items() if k != "canary_gflop_per_s"})
+    )  # cached before the canary
     load_or_probe(tmp_path, "cpu")
     assert len(calls) == 4
 

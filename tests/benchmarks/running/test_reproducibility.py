@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 import numpy as np
 
 from tlbench.benchmarks.running.config import RunOptions, SuiteConfig
@@ -12,10 +10,29 @@ from tlbench.benchmarks.running.runner import run_suite
 
 
 def _run(root, cache_dir, seeds=(0,)):
-    options = RunOptions(epochs=2, image_size=32, batch_size=16, device="cpu", weights="none", allow_random_init=True,
-                         max_train_images=96, infer_repeats=10, infer_warmup=1, infer_min_time_s=0.0, threads=2, cache_dir=str(cache_dir))  # fmt: skip
-    suite = SuiteConfig(name="repro", backends=("timm",), models=("resnet18",), strategies=("scratch",), datasets=("digits",),
-                        seeds=seeds, options=options)  # fmt: skip
+    options = RunOptions(
+        epochs=2,
+        image_size=32,
+        batch_size=16,
+        device="cpu",
+        weights="none",
+        allow_random_init=True,
+        max_train_images=96,
+        infer_repeats=10,
+        infer_warmup=1,
+        infer_min_time_s=0.0,
+        threads=2,
+        cache_dir=str(cache_dir),
+    )
+    suite = SuiteConfig(
+        name="repro",
+        backends=("timm",),
+        models=("resnet18",),
+        strategies=("scratch",),
+        datasets=("digits",),
+        seeds=seeds,
+        options=options,
+    )
     run_suite(suite, root)
     return load_results(root / "results.jsonl")
 

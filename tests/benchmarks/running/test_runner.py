@@ -19,7 +19,9 @@ from tlbench.benchmarks.running.config import RunOptions, SuiteConfig
 from tlbench.benchmarks.running.results import RESULT_COLUMNS, append_result, latest_by_cell, load_results
 from tlbench.benchmarks.running.runner import exit_error, run_cell_inprocess, run_suite
 
-FAST = RunOptions(epochs=2, image_size=16, batch_size=64, device="cpu", infer_repeats=10, infer_warmup=1, infer_min_time_s=0.0)
+FAST = RunOptions(
+    epochs=2, image_size=16, batch_size=64, device="cpu", infer_repeats=10, infer_warmup=1, infer_min_time_s=0.0
+)
 
 
 @pytest.fixture(autouse=True)
@@ -30,9 +32,14 @@ def own_registry(tmp_path, monkeypatch):
 
 def suite(cache_dir: Path, **changes) -> SuiteConfig:
     base = SuiteConfig(
-        name="t", backends=("fake",), models=("softmax",), strategies=("linear_probe", "scratch"),
-        datasets=("digits",), seeds=(0, 1), options=replace(FAST, cache_dir=str(cache_dir)),
-    )  # fmt: skip
+        name="t",
+        backends=("fake",),
+        models=("softmax",),
+        strategies=("linear_probe", "scratch"),
+        datasets=("digits",),
+        seeds=(0, 1),
+        options=replace(FAST, cache_dir=str(cache_dir)),
+    )
     return replace(base, **changes)
 
 
@@ -50,7 +57,9 @@ def test_suite_records_every_column_and_resumes(fake_backend, cache_dir, tmp_pat
         assert own["infer_pass"] is None
         assert record["infer_pass"]["in_cell"]["infer_images_per_s"] == own["infer_images_per_s"]
         assert record["infer_pass"]["models"] == 4 and record["infer_repeats"] >= 10
-        assert {k: v for k, v in record.items() if not k.startswith("infer_")} == {k: v for k, v in own.items() if not k.startswith("infer_")}
+        assert {k: v for k, v in record.items() if not k.startswith("infer_")} == {
+            k: v for k, v in own.items() if not k.startswith("infer_")
+        }
     assert not list(out.glob("cells/*/weights*"))  # saved for the pass only
     for record in records:
         assert record["status"] == "ok", record["error"]
@@ -65,14 +74,19 @@ def test_suite_records_every_column_and_resumes(fake_backend, cache_dir, tmp_pat
             assert record["feature_extract_images_per_s"] > 0 and record["feature_dim"] == 48
             assert record["plan"].startswith("probe: 30 epoch(s) on features")
         else:
-            assert record["train_images_per_s"] > 0 and record["phase_images_per_s"]["main"] == record["train_images_per_s"]
+            assert (
+                record["train_images_per_s"] > 0
+                and record["phase_images_per_s"]["main"] == record["train_images_per_s"]
+            )
             assert record["feature_extract_s"] is None
         assert record["infer_latency_ms_p90"] >= record["infer_latency_ms_p50"]
         assert record["split_sizes"] == {"train": 1077, "val": 360, "test": 360}
     by_strategy = {r["strategy"]: r for r in records}
     assert by_strategy["linear_probe"]["epochs"] == 30  # min_epochs of the strategy table
     assert by_strategy["scratch"]["epochs"] == 2
-    assert {(r["strategy"], r["seed"]) for r in records} == {(s, k) for s in ("linear_probe", "scratch") for k in (0, 1)}
+    assert {(r["strategy"], r["seed"]) for r in records} == {
+        (s, k) for s in ("linear_probe", "scratch") for k in (0, 1)
+    }
     assert json.loads((out / "suite.json").read_text())["strategies"] == ["linear_probe", "scratch"]
     (env,) = json.loads((out / "environment.json").read_text())["environments"].values()
     assert env["cpu_count"] >= 1 and "numpy" in env["packages"]
@@ -86,7 +100,13 @@ def test_suite_records_every_column_and_resumes(fake_backend, cache_dir, tmp_pat
     assert run_suite(suite(cache_dir), out, **runner) == []
     assert len(load_results(out / "results.jsonl")) == 8
     # different run options: same cells are not "finished" any more
-    again = run_suite(suite(cache_dir, strategies=("scratch",), seeds=(0,), options=replace(FAST, epochs=1, cache_dir=str(cache_dir))), out, **runner)
+    again = run_suite(
+        suite(
+            cache_dir, strategies=("scratch",), seeds=(0,), options=replace(FAST, epochs=1, cache_dir=str(cache_dir))
+        ),
+        out,
+        **runner,
+    )
     assert len(again) == 1 and again[0]["epochs"] == 1
 
 
@@ -138,13 +158,41 @@ def _cell_processes(runner_pid: int, model: str) -> list[psutil.Process]:
 
 
 @pytest.mark.parametrize("signum, code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
-def test_a_signal_to_tlbench_run_stops_the_cell_and_keeps_appended_records(fake_backend, cache_dir, tmp_path, signum, code):
+def test_a_signal_to_tlbench_run_stops_the_cell_and_keeps_appended_records(
+    fake_backend, cache_dir, tmp_path, signum, code
+):
     out = tmp_path / "suite"
     command = [
-        sys.executable, "-m", "tlbench", "run", "--backends", "fake", "--models", "softmax,slow", "--strategies", "scratch",
-        "--dataset", "digits", "--seeds", "0", "--epochs", "1", "--image-size", "16", "--batch-size", "64",
-        "--device", "cpu", "--threads", "1", "--cache-dir", str(cache_dir), "--out", str(out), "--no-report",
-    ]  # fmt: skip
+        sys.executable,
+        "-m",
+        "tlbench",
+        "run",
+        "--backends",
+        "fake",
+        "--models",
+        "softmax,slow",
+        "--strategies",
+        "scratch",
+        "--dataset",
+        "digits",
+        "--seeds",
+        "0",
+        "--epochs",
+        "1",
+        "--image-size",
+        "16",
+        "--batch-size",
+        "64",
+        "--device",
+        "cpu",
+        "--threads",
+        "1",
+        "--cache-dir",
+        str(cache_dir),
+        "--out",
+        str(out),
+        "--no-report",
+    ]
     runner = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=os.environ.copy())
     try:
         deadline = time.monotonic() + 120
@@ -189,7 +237,10 @@ def test_cell_timeout_is_a_failed_record(fake_backend, cache_dir, tmp_path):
 
 def _append_many(path: str, worker: int) -> None:
     for i in range(50):
-        append_result(Path(path), {"backend": "b", "model": f"w{worker}", "strategy": "s", "dataset": "d", "seed": i, "pad": "x" * 5000})
+        append_result(
+            Path(path),
+            {"backend": "b", "model": f"w{worker}", "strategy": "s", "dataset": "d", "seed": i, "pad": "x" * 5000},
+        )
 
 
 def test_concurrent_appends_never_interleave(tmp_path):
@@ -216,7 +267,9 @@ def test_truncated_last_line_is_skipped_and_next_append_starts_a_new_line(tmp_pa
     assert "skipping unreadable line 2" in capsys.readouterr().err
 
 
-def test_cells_measured_in_another_environment_are_rerun_and_never_described_here(fake_backend, cache_dir, tmp_path, capsys):
+def test_cells_measured_in_another_environment_are_rerun_and_never_described_here(
+    fake_backend, cache_dir, tmp_path, capsys
+):
     """A committed suite from another machine: resume re-runs its cells here (or reuses them when asked), and
     environment.json only ever gains an entry for an environment that measured a cell."""
     out = tmp_path / "suite"
@@ -226,12 +279,18 @@ def test_cells_measured_in_another_environment_are_rerun_and_never_described_her
     # pretend the suite was measured on another machine and committed
     foreign = {**records[0], "environment_id": "elsewhere0001"}
     (out / "results.jsonl").write_text(json.dumps(foreign) + "\n")
-    (out / "environment.json").write_text(json.dumps({"environments": {"elsewhere0001": {"cpu": "Other CPU", "cpu_count": 64}}}))
+    (out / "environment.json").write_text(
+        json.dumps({"environments": {"elsewhere0001": {"cpu": "Other CPU", "cpu_count": 64}}})
+    )
     before = (out / "environment.json").read_text()
     messages = []
-    reused = run_suite(cfg, out, cell_runner=run_cell_inprocess, reuse_other_environments=True, on_message=messages.append)
+    reused = run_suite(
+        cfg, out, cell_runner=run_cell_inprocess, reuse_other_environments=True, on_message=messages.append
+    )
     assert reused == [] and (out / "environment.json").read_text() == before  # nothing ran: nothing described
-    assert messages == [f"1 cell(s) in {out} were measured in another environment or checkout; reused as finished (--reuse-results)"]
+    assert messages == [
+        f"1 cell(s) in {out} were measured in another environment or checkout; reused as finished (--reuse-results)"
+    ]
     messages.clear()
     (rerun,) = run_suite(cfg, out, cell_runner=run_cell_inprocess, on_message=messages.append)
     assert messages == [f"1 cell(s) in {out} were measured in another environment or checkout; re-run here"]
@@ -278,7 +337,11 @@ def test_wait_quiet_waits_outside_wall_time_and_records_the_wait(fake_backend, c
     try:
         time.sleep(0.3)
         options = replace(FAST, cache_dir=str(cache_dir), wait_quiet_s=1.0)
-        (record,) = run_suite(suite(cache_dir, strategies=("scratch",), seeds=(0,), options=options), tmp_path / "s", cell_runner=run_cell_inprocess)
+        (record,) = run_suite(
+            suite(cache_dir, strategies=("scratch",), seeds=(0,), options=options),
+            tmp_path / "s",
+            cell_runner=run_cell_inprocess,
+        )
     finally:
         os.kill(busy_pid, signal.SIGKILL)
     assert record["status"] == "ok", record["error"]
@@ -287,7 +350,9 @@ def test_wait_quiet_waits_outside_wall_time_and_records_the_wait(fake_backend, c
     log = (tmp_path / "s" / "cells" / "fake__softmax__scratch__digits__s0" / "log.txt").read_text()
     assert "still busy after --wait-quiet 1 s" in log
     # without the option nothing waits and nothing is added
-    (plain,) = run_suite(suite(cache_dir, strategies=("scratch",), seeds=(0,)), tmp_path / "p", cell_runner=run_cell_inprocess)
+    (plain,) = run_suite(
+        suite(cache_dir, strategies=("scratch",), seeds=(0,)), tmp_path / "p", cell_runner=run_cell_inprocess
+    )
     assert "waited_quiet_s" not in plain["contention"]
     # the wait is speed-only: it does not change which finished cells count
     assert options.fingerprint("fake") == replace(options, wait_quiet_s=0.0).fingerprint("fake")

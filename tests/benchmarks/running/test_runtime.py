@@ -66,7 +66,9 @@ def test_glibc_keeps_large_blocks_on_the_heap_in_the_subprocess() -> None:
 
 
 def test_system_allocator_leaves_the_allocator_environment_alone() -> None:
-    env = cell_environment(RuntimeSettings(threads=2, allocator="system"), {"MALLOC_ARENA_MAX": "2", "LD_PRELOAD": "x.so"})
+    env = cell_environment(
+        RuntimeSettings(threads=2, allocator="system"), {"MALLOC_ARENA_MAX": "2", "LD_PRELOAD": "x.so"}
+    )
     assert env["MALLOC_ARENA_MAX"] == "2" and env["LD_PRELOAD"] == "x.so"
     assert not any(k in env for k in runtime.GLIBC_ENV_VARS)
     assert env["OMP_NUM_THREADS"] == "2"
@@ -94,7 +96,9 @@ def test_auto_prefers_jemalloc_then_tcmalloc_then_glibc(monkeypatch: pytest.Monk
 
 def test_find_allocator_library_in_a_directory(tmp_path) -> None:
     (tmp_path / "libjemalloc.so.2").write_bytes(b"")
-    assert runtime.find_allocator_library("jemalloc", (str(tmp_path),)) == str((tmp_path / "libjemalloc.so.2").resolve())
+    assert runtime.find_allocator_library("jemalloc", (str(tmp_path),)) == str(
+        (tmp_path / "libjemalloc.so.2").resolve()
+    )
 
 
 @pytest.mark.parametrize(

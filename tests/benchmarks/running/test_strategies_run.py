@@ -12,12 +12,21 @@ from tlbench.benchmarks.running.config import RunOptions, SuiteConfig
 from tlbench.benchmarks.running.results import load_results
 from tlbench.benchmarks.running.runner import run_cell_inprocess, run_suite
 
-FAST = RunOptions(epochs=2, image_size=16, batch_size=64, device="cpu", infer_repeats=10, infer_warmup=1, infer_min_time_s=0.0)
+FAST = RunOptions(
+    epochs=2, image_size=16, batch_size=64, device="cpu", infer_repeats=10, infer_warmup=1, infer_min_time_s=0.0
+)
 
 
 def run(cache_dir: Path, out: Path, strategies: tuple[str, ...], models=("softmax",), seeds=(0,), **options) -> dict:
-    suite = SuiteConfig(name="s", backends=("fake",), models=models, strategies=strategies, datasets=("digits",),
-                        seeds=seeds, options=replace(FAST, cache_dir=str(cache_dir), **options))  # fmt: skip
+    suite = SuiteConfig(
+        name="s",
+        backends=("fake",),
+        models=models,
+        strategies=strategies,
+        datasets=("digits",),
+        seeds=seeds,
+        options=replace(FAST, cache_dir=str(cache_dir), **options),
+    )
     run_suite(suite, out, cell_runner=run_cell_inprocess)
     return {(r["strategy"], r["seed"]): r for r in load_results(out / "results.jsonl")}
 
@@ -59,7 +68,11 @@ def test_fusion_concatenates_backbones_and_rejects_single_models(fake_backend, t
 
 
 def test_lp_ft_layer_decay_l2sp_and_the_stage_sweep_run_their_plans(fake_backend, tmp_path):
-    records = run(tmp_path / "cache", tmp_path / "p", ("lp_ft", "layer_decay", "l2sp", "partial_finetune@1", "partial_finetune@all"))
+    records = run(
+        tmp_path / "cache",
+        tmp_path / "p",
+        ("lp_ft", "layer_decay", "l2sp", "partial_finetune@1", "partial_finetune@all"),
+    )
     for record in records.values():
         assert record["status"] == "ok", record["error"]
     lp_ft = records[("lp_ft", 0)]
@@ -88,12 +101,19 @@ def test_distill_trains_on_a_teacher_cells_soft_labels(fake_backend, tmp_path, m
     teacher_record = run(tmp_path / "cache", teacher_suite, ("linear_probe",))[("linear_probe", 0)]
     monkeypatch.delenv("TLBENCH_SAVE_WEIGHTS")
     teacher = teacher_suite / "cells" / "fake__softmax__linear_probe__digits__s0"
-    student = run(tmp_path / "cache", tmp_path / "student", ("distill",), teacher=str(teacher), epochs=40)[("distill", 0)]
+    student = run(tmp_path / "cache", tmp_path / "student", ("distill",), teacher=str(teacher), epochs=40)[
+        ("distill", 0)
+    ]
     assert student["status"] == "ok", student["error"]
-    assert "distilled T=4 alpha=0.7" in student["plan"] and "teacher fake__softmax__linear_probe__digits__s0" in student["plan"]
+    assert (
+        "distilled T=4 alpha=0.7" in student["plan"]
+        and "teacher fake__softmax__linear_probe__digits__s0" in student["plan"]
+    )
     assert teacher_record["accuracy"] > 0.8 and student["accuracy"] > 0.5
     # the CLI checks --teacher at the edge
-    parse = lambda *a: suite_from_args(build_parser().parse_args(["run", "--backends", "fake", "--models", "softmax", *a]))  # noqa: E731
+    parse = lambda *a: suite_from_args(
+        build_parser().parse_args(["run", "--backends", "fake", "--models", "softmax", *a])
+    )  # noqa: E731
     with pytest.raises(Exception, match="strategy 'distill' needs --teacher"):
         parse("--strategies", "distill")
     with pytest.raises(Exception, match="--teacher is only used by --strategies distill"):
@@ -101,5 +121,12 @@ def test_distill_trains_on_a_teacher_cells_soft_labels(fake_backend, tmp_path, m
     no_weights = run(tmp_path / "cache", tmp_path / "plain", ("scratch",))
     assert no_weights
     with pytest.raises(Exception, match="saved no trained weights; re-run that cell with TLBENCH_SAVE_WEIGHTS=1"):
-        parse("--strategies", "distill", "--teacher", str(tmp_path / "plain" / "cells" / "fake__softmax__scratch__digits__s0"))
-    assert parse("--strategies", "distill", "--teacher", str(teacher)).options.teacher.endswith("fake__softmax__linear_probe__digits__s0")
+        parse(
+            "--strategies",
+            "distill",
+            "--teacher",
+            str(tmp_path / "plain" / "cells" / "fake__softmax__scratch__digits__s0"),
+        )
+    assert parse("--strategies", "distill", "--teacher", str(teacher)).options.teacher.endswith(
+        "fake__softmax__linear_probe__digits__s0"
+    )

@@ -68,7 +68,9 @@ def test_measure_latency_takes_the_images_per_call_when_a_batch_is_a_tuple():
     batches = [(np.zeros((8, 4, 4, 3), np.uint8), np.zeros((8, 4, 4, 3), np.uint8))]  # one array per backbone
     stats = measure_latency(lambda batch: None, batches, lambda: None, warmup=0, repeats=10, batch_size=8)
     assert stats.batch_size == 8 and stats.images_per_s == pytest.approx(8 / (stats.latency_ms_p50 / 1e3))
-    assert measure_latency(lambda batch: None, batches, lambda: None, warmup=0, repeats=10).batch_size == 2  # len(tuple)
+    assert (
+        measure_latency(lambda batch: None, batches, lambda: None, warmup=0, repeats=10).batch_size == 2
+    )  # len(tuple)
 
 
 class SharedClock:
@@ -94,8 +96,13 @@ def test_interleaved_rotates_the_order_and_pools_each_models_latencies(monkeypat
     clock = SharedClock({"a": [0.1], "b": [0.2], "c": [0.4]})
     monkeypatch.setattr(timing.time, "perf_counter", clock.perf_counter)
     stats = timing.measure_interleaved(
-        {name: clock.runner(name) for name in "abc"}, [np.zeros((8, 2))], rounds=3, min_time_s=0.0, warmup=1, repeats=6,
-    )  # fmt: skip
+        {name: clock.runner(name) for name in "abc"},
+        [np.zeros((8, 2))],
+        rounds=3,
+        min_time_s=0.0,
+        warmup=1,
+        repeats=6,
+    )
     # one warm-up call each; then 3 rounds, each giving every model ceil(10 / 3) = 4 calls (never fewer than 10
     # timed calls per model in all), the model that opens a round rotating
     assert clock.calls[:3] == ["a", "b", "c"]
@@ -111,7 +118,9 @@ def test_interleaved_rotates_the_order_and_pools_each_models_latencies(monkeypat
 def test_interleaved_slots_last_their_share_of_the_minimum_time(monkeypatch):
     clock = SharedClock({"fast": [1 / 64], "slow": [0.25]})
     monkeypatch.setattr(timing.time, "perf_counter", clock.perf_counter)
-    stats = timing.measure_interleaved({n: clock.runner(n) for n in ("fast", "slow")}, [np.zeros((4, 1))], rounds=4, min_time_s=2.0, warmup=0)
+    stats = timing.measure_interleaved(
+        {n: clock.runner(n) for n in ("fast", "slow")}, [np.zeros((4, 1))], rounds=4, min_time_s=2.0, warmup=0
+    )
     # 2 s over 4 rounds = 0.5 s per slot: 32 calls of 1/64 s; the slow model gets 3 calls of 0.25 s (ceil(10 / 4))
     assert stats["fast"].repeats == 4 * 32 and stats["slow"].repeats == 4 * 3
     assert stats["fast"].timed_s == pytest.approx(2.0) and stats["slow"].timed_s == pytest.approx(3.0)
@@ -121,15 +130,20 @@ def test_interleaved_medians_resist_a_burst_that_hits_one_round(monkeypatch):
     """A disturbance during one round slows every model in it, never one model's whole window."""
     clock = SharedClock({"a": [0.1] * 4 + [0.3] * 4 + [0.1] * 100, "b": [0.1] * 4 + [0.3] * 4 + [0.1] * 100})
     monkeypatch.setattr(timing.time, "perf_counter", clock.perf_counter)
-    stats = timing.measure_interleaved({n: clock.runner(n) for n in "ab"}, [np.zeros((4, 1))], rounds=5, min_time_s=0.0, warmup=0)
+    stats = timing.measure_interleaved(
+        {n: clock.runner(n) for n in "ab"}, [np.zeros((4, 1))], rounds=5, min_time_s=0.0, warmup=0
+    )
     assert stats["a"].images_per_s == pytest.approx(stats["b"].images_per_s) == pytest.approx(40.0)
 
 
 @pytest.mark.parametrize(
     ("runners", "batches", "rounds", "message"),
-    [({}, [np.zeros((1, 1))], 1, "at least one model"), ({"a": (lambda b: None, lambda: None)}, [], 1, "at least one batch"),
-     ({"a": (lambda b: None, lambda: None)}, [np.zeros((1, 1))], 0, "invalid rounds 0")],
-)  # fmt: skip
+    [
+        ({}, [np.zeros((1, 1))], 1, "at least one model"),
+        ({"a": (lambda b: None, lambda: None)}, [], 1, "at least one batch"),
+        ({"a": (lambda b: None, lambda: None)}, [np.zeros((1, 1))], 0, "invalid rounds 0"),
+    ],
+)
 def test_interleaved_refuses_empty_input(runners, batches, rounds, message):
     with pytest.raises(ValueError, match=message):
         timing.measure_interleaved(runners, batches, rounds=rounds)

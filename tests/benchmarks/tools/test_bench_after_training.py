@@ -10,7 +10,22 @@ from tlbench.benchmarks.tools.bench_after_training import ARMS, main
 @pytest.mark.slow
 def test_one_tiny_round_times_every_arm(tmp_path, capsys):
     out = tmp_path / "table.md"
-    argv = ["--rounds", "1", "--image-size", "32", "--batch-size", "4", "--train-s", "0.3", "--infer-s", "0.1", "--model", "resnet18", "--out", str(out)]
+    argv = [
+        "--rounds",
+        "1",
+        "--image-size",
+        "32",
+        "--batch-size",
+        "4",
+        "--train-s",
+        "0.3",
+        "--infer-s",
+        "0.1",
+        "--model",
+        "resnet18",
+        "--out",
+        str(out),
+    ]
     assert main(argv) == 0
     text = out.read_text()
     assert text == capsys.readouterr().out.rstrip("\n") + "\n"
@@ -24,7 +39,10 @@ def test_one_tiny_round_times_every_arm(tmp_path, capsys):
 
 @pytest.mark.parametrize(
     ("argv", "message"),
-    [(["--rounds", "0"], "--rounds must be >= 1, got 0"), (["--train-s", "0"], "--train-s must be > 0 seconds, got 0.0")],
+    [
+        (["--rounds", "0"], "--rounds must be >= 1, got 0"),
+        (["--train-s", "0"], "--train-s must be > 0 seconds, got 0.0"),
+    ],
 )
 def test_usage_errors(argv, message, capsys):
     assert main(argv) == 2

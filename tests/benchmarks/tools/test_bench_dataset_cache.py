@@ -26,7 +26,12 @@ def test_cold_builds_then_warm_loads_with_ratios_to_the_first_build(tiny_folder)
     timings, images = time_cache(f"folder:{tiny_folder}", ResizePolicy(16), rounds=2, workers=[1, 2])
     assert images == 32  # 24 train images become train + carved val, 8 test
     names = [t.variant for t in timings]
-    assert names == ["cold build, 1 worker(s)", "cold build, 2 worker(s)", "warm open (memory maps)", "warm read (every byte)"]
+    assert names == [
+        "cold build, 1 worker(s)",
+        "cold build, 2 worker(s)",
+        "warm open (memory maps)",
+        "warm read (every byte)",
+    ]
     rounds = {t.variant: t.rounds for t in timings}
     assert rounds["cold build, 1 worker(s)"] == 2 and rounds["warm open (memory maps)"] == 4  # one per build
     assert timings[0].ratio_to_first_build == 1.0

@@ -21,7 +21,10 @@ def test_one_tiny_round_measures_both_loops():
     assert row.suite_infer_images_per_s > 0 and row.bare_infer_images_per_s > 0
 
 
-@pytest.mark.parametrize(("argv", "message"), [(["--rounds", "0"], "--rounds must be >= 1, got 0"), (["--pairs", "timm"], "--pairs must be backend:model")])
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [(["--rounds", "0"], "--rounds must be >= 1, got 0"), (["--pairs", "timm"], "--pairs must be backend:model")],
+)
 def test_usage_errors(argv, message, capsys):
     assert main(argv) == 2
     err = capsys.readouterr().err

@@ -15,13 +15,24 @@ from tlbench.benchmarks.tools.make_digits_checkpoint import main, make_checkpoin
 
 def test_checkpoint_is_saved_and_reloads_as_a_pretrained_source(tmp_path, cache_dir):
     out = tmp_path / "rn18_digits.pth"
-    result = make_checkpoint(str(out), model="resnet18", epochs=2, image_size=32, batch_size=50,
-                             max_train_images=300, cache_dir=str(cache_dir))  # fmt: skip
+    result = make_checkpoint(
+        str(out),
+        model="resnet18",
+        epochs=2,
+        image_size=32,
+        batch_size=50,
+        max_train_images=300,
+        cache_dir=str(cache_dir),
+    )
     assert out.is_file() and not (tmp_path / "rn18_digits.pth.tmp").exists()
     assert result.num_classes == 10 and result.best_epoch in (1, 2)
     assert result.test_accuracy > 0.2  # 2 epochs from scratch on 300 digits: well above chance (0.1)
     sidecar = json.loads((tmp_path / "rn18_digits.pth.json").read_text())
-    assert sidecar["model"] == "resnet18" and sidecar["dataset"] == "digits" and sidecar["val_accuracy"] == result.val_accuracy
+    assert (
+        sidecar["model"] == "resnet18"
+        and sidecar["dataset"] == "digits"
+        and sidecar["val_accuracy"] == result.val_accuracy
+    )
     state = torch.load(out, weights_only=True)
     assert state["fc.weight"].shape == (10, 512)
     backend = TorchvisionBackend("cpu")
