@@ -46,7 +46,8 @@ import numpy as np
 
 from ..core.plan import PhasePlan
 from .base import Backend, BackendError, BuildInfo, DataConfig, Inputs, ModelSpec, ParamCounts
-from .keras_models import KERAS_MODELS, MIN_IMAGE_SIZE, KerasModelInfo, model_info
+from .keras_models import KERAS_MODELS, KerasModelInfo, model_info
+from .options import KERAS_MIN_IMAGE_SIZE as MIN_IMAGE_SIZE
 from .options import FCN_HEAD_DROPOUT, FCN_HEAD_HIDDEN_CHANNELS, HEAD_FACTS, KerasOptions
 
 #: channels of the FCN head's hidden 1×1 convolution (shared with the torch backends' ``--head fcn``)
@@ -640,10 +641,10 @@ class KerasBackend(Backend):
         return keras.Model(inputs, self.head(self.backbone(inputs)), name=f"tlbench_{self.info.name}")
 
     def flops_per_image(self) -> int | None:
-        from .flops import keras_flops_per_image
+        from .engines.tensorflow_engine import flops_per_image
 
         self._require_model()
-        return int(keras_flops_per_image(self._combined(), self.spec.image_size))
+        return int(flops_per_image(self._combined(), self.spec.image_size, None))
 
     def synchronize(self) -> None:
         """Wait for queued device work: ``sync_devices`` on GPU, and a read-back of the on-device loss sum."""
