@@ -28,8 +28,9 @@ class BackendEntry:
         extra: the pip extra that installs its framework (``pip install 'tlbench[EXTRA]'``).
         packages: distributions whose versions ``environment.json`` records.
         options: its typed options class (framework-free).
-        framework: the framework whose thread pools the cell process sets (``torch``, ``tensorflow``; other
-            values: none).
+        engine: the engine it computes on (a row of ``backends.engines.ENGINES``: ``torch``, ``tensorflow``),
+            which says how a cell process sets its threads, probes the machine and counts FLOPs; ``none`` for a
+            backend that brings no engine (test doubles, plugins).
     """
 
     name: str
@@ -37,7 +38,7 @@ class BackendEntry:
     extra: str
     packages: tuple[str, ...]
     options: type[BackendOptions] = BackendOptions
-    framework: str = "none"
+    engine: str = "none"
 
 
 REGISTRY: dict[str, BackendEntry] = {

@@ -658,14 +658,14 @@ class TorchBackend(Backend):
         self._drop_frozen()
 
     def flops_per_image(self) -> int | None:
-        from .flops import torch_flops_per_image
+        from .engines.torch_engine import flops_per_image
 
         model = self._require_model()
         spec = self.spec
         assert spec is not None
         was_training = model.training
         try:
-            return int(torch_flops_per_image(model, spec.image_size, 1 if spec.in_chans == 1 else 3))
+            return int(flops_per_image(model, spec.image_size, 1 if spec.in_chans == 1 else 3))
         finally:
             model.train(was_training)
 

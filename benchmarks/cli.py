@@ -18,6 +18,7 @@ from typing import Any
 from ..backends import REGISTRY, BackendError, OptionsError, backend_entry, get_backend_class
 from ..backends.base import WEIGHTS_NAME
 from ..backends.options import options_from_flags
+from ..core.cell_kinds import CellKindError, check_backbones
 from ..core.plan import AUGMENTS, OPTIMIZERS
 from ..core.strategies import STRATEGIES, get_strategy
 from ..datasets import DEDUP_POLICIES, DatasetError, dataset_usages, parse_dataset_spec
@@ -50,28 +51,13 @@ def _choice_list(label: str, values: list[str], valid: Sequence[str]) -> tuple[s
 
 
 def _teacher_option(path: str | None, strategies: tuple[str, ...], backends: tuple[str, ...]) -> str | None:
-    """Check ``--teacher`` against the strategies: distill needs one of the same backend; others take none."""
-    distills = any(get_strategy(s).distill_temperature is not None for s in strategies)
-    if path is None:
-        if distills:
-            raise UsageError(
-                "strategy 'distill' needs --teacher <suite>/cells/<cell_id> (a finished cell run with TLBENCH_SAVE_WEIGHTS=1)"
-            )
-        return None
-    if not distills:
-        raise UsageError("--teacher is only used by --strategies distill")
-    from .running.teacher import load_teacher
+    """``--teacher`` checked against the matrix (``running.teacher.check_teacher_option``)."""
+    from .running.teacher import check_teacher_option
 
     try:
-        teacher = load_teacher(path)
+        return check_teacher_option(path, [get_strategy(s) for s in strategies], backends)
     except BackendError as exc:
         raise UsageError(str(exc)) from None
-    if set(backends) != {teacher.record["backend"]}:
-        raise UsageError(
-            f"--teacher {path!r} ran on backend {teacher.record['backend']!r}; run distill with --backends {teacher.record['backend']}"
-        )
-    inside = os.path.relpath(os.path.abspath(path))
-    return inside if not inside.startswith(os.pardir) else os.path.abspath(path)
 
 
 def _non_negative_seconds(name: str, value: float) -> float:
@@ -359,16 +345,14 @@ def suite_from_args(args: argparse.Namespace) -> SuiteConfig:
             get_strategy(name)
         except KeyError as exc:
             raise UsageError(str(exc.args[0])) from None
-    fused = [m for m in _csv(args.models) if "+" in m]
-    if fused and set(strategies) != {"fusion"}:
-        raise UsageError(
-            f"model {fused[0]!r} joins backbones with '+': only --strategies fusion takes it (run other strategies in their own suite)"
-        )
-    if "fusion" in strategies and any("+" not in m for m in _csv(args.models)):
-        raise UsageError("strategy 'fusion' needs models joined by '+', e.g. --models resnet18+densenet121")
     models = _csv(args.models)
     if not models:
         raise UsageError("--models needs at least one model name")
+    for name in strategies:
+        try:  # the kind of cell takes as many backbones as the strategy says (fusion: a+b)
+            check_backbones(get_strategy(name), models)
+        except CellKindError as exc:
+            raise UsageError(str(exc)) from None
     datasets = _csv(args.datasets)
     if not datasets:
         raise UsageError("--dataset needs at least one dataset spec")
@@ -485,12 +469,24 @@ def data_notes(record: dict[str, Any]) -> str:
     return "".join(f"; {note}" for note in notes)
 
 
+def probe_engine(backends: tuple[str, ...] | list[str]) -> str:
+    """The engine whose kernels the machine probe times: the first installed engine among the suite's backends'
+    (in ``ENGINES`` order, so a suite mixing torch and Keras probes with torch), else the first installed one."""
+    from ..backends.engines import ENGINES, engine_available
+
+    wanted = {REGISTRY[name].engine for name in backends if name in REGISTRY}
+    for name in ENGINES:
+        if name in wanted and engine_available(name):
+            return name
+    return next((name for name in ENGINES if engine_available(name)), next(iter(ENGINES)))
+
+
 def probe_machine_for(suite: SuiteConfig) -> dict[str, Any] | None:
     """Measure (or read from its per-machine cache) this machine's matmul/conv FLOP/s per dtype, in a subprocess
     with the cells' runtime, before any cell runs; warn about ``--amp`` dtypes slower than float32 here.
 
     The probe's file is handed to the cells (``TLBENCH_PROBE_FILE``) for their MFU columns and recorded in
-    ``environment.json``. Without torch (a Keras-only install) there is no probe and no MFU.
+    ``environment.json``. The probe runs on the engine of the suite's backends (``probe_engine``).
     """
     import json
     import subprocess
@@ -516,6 +512,8 @@ def probe_machine_for(suite: SuiteConfig) -> dict[str, Any] | None:
         device,
         "--threads",
         str(runtime.threads),
+        "--engine",
+        probe_engine(suite.backends),
     ]
     try:
         proc = subprocess.run(
@@ -525,7 +523,7 @@ def probe_machine_for(suite: SuiteConfig) -> dict[str, Any] | None:
     except (OSError, subprocess.SubprocessError, ValueError):
         probe = None
     if probe is None:
-        print("tlbench: machine probe unavailable (no torch?); MFU columns stay empty", file=sys.stderr)
+        print("tlbench: machine probe unavailable (no engine installed?); MFU columns stay empty", file=sys.stderr)
         return None
     path = default_cache_dir() / f"last-{os.getpid()}.json"
     path.parent.mkdir(parents=True, exist_ok=True)

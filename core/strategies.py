@@ -13,6 +13,8 @@ from typing import Literal
 
 TrainBackbone = Literal["none", "last_k", "all"]
 ProbeHead = Literal["linear", "logreg", "knn"]
+#: how many backbones a strategy takes: one, or two or more joined by ``+`` (``fusion``)
+Backbones = Literal["one", "several"]
 
 #: ``last_k_stages`` value meaning "every stage of the model" (``partial_finetune@all``)
 ALL_STAGES = -1
@@ -53,6 +55,9 @@ class Strategy:
         l2sp_alpha: L2-SP (Li et al. 2018): ``alpha * ||w - w0||^2`` on the trainable backbone, toward the
             pretrained weights ``w0``; weight decay is then off (the penalty replaces it).
         head_l2_beta: with L2-SP, ``beta * ||w||^2`` on the head.
+        backbones: ``one`` backbone, or ``several`` joined by ``+`` in the model name whose pooled features are
+            concatenated (``fusion``; only with a scikit-learn ``probe_head``). ``core.cell_kinds`` checks models
+            against it and decides the kind of cell.
     """
 
     name: str
@@ -74,6 +79,7 @@ class Strategy:
     distill_alpha: float = 0.0
     l2sp_alpha: float = 0.0
     head_l2_beta: float = 0.0
+    backbones: Backbones = "one"
 
     def to_dict(self) -> dict:
         """Plain-dict view for results and JSON."""
@@ -183,6 +189,7 @@ STRATEGIES: dict[str, Strategy] = {
             train_backbone="none",
             cache_features=True,
             probe_head="logreg",
+            backbones="several",
         ),
     )
 }

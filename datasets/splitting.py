@@ -36,3 +36,15 @@ def stratified_indices(labels: np.ndarray, fraction: float, seed: int) -> tuple[
         carve = min(max(carve, classes), n - classes)
     kept, carved = train_test_split(indices, test_size=carve, random_state=seed, stratify=stratify)
     return np.sort(kept), np.sort(carved)
+
+
+def train_subset_rows(train_labels: np.ndarray, limit: int | None, seed: int) -> np.ndarray | None:
+    """Rows of a train split to keep: ``None`` for all, else a sorted stratified subset of ``limit`` rows.
+
+    The subset depends only on the labels, ``limit`` and ``seed``: every backend and strategy of a cell's seed sees
+    the same rows (``--max-train-images``).
+    """
+    if limit is None or limit >= len(train_labels):
+        return None
+    _, keep = stratified_indices(np.asarray(train_labels), limit / len(train_labels), seed)
+    return np.sort(keep)

@@ -3,7 +3,8 @@
 Files (all written atomically, none pickled):
 
 - ``log.txt``: the cell process' output;
-- ``predictions.npz``: test probabilities, labels, class names and a few test images (for plots);
+- ``predictions.npz``: test probabilities, labels, class names and a few test images (for plots), and the
+  validation probabilities and labels (``val_probs``, ``val_labels``) of the same weights;
 - ``curve.json``: per-epoch train loss, validation accuracy/loss, phase and elapsed seconds;
 - ``confusion_matrix.json``: the test confusion matrix of the tested (best-epoch) weights;
 - ``latency.json``: every timed inference batch latency;
@@ -68,9 +69,19 @@ def confusion_record(labels: np.ndarray, probs: np.ndarray, class_names: list[st
 
 
 def write_predictions(
-    directory: Path, probs: np.ndarray, labels: np.ndarray, class_names: list[str], images: np.ndarray
+    directory: Path,
+    probs: np.ndarray,
+    labels: np.ndarray,
+    class_names: list[str],
+    images: np.ndarray,
+    val_probs: np.ndarray | None = None,
+    val_labels: np.ndarray | None = None,
 ) -> None:
-    """``predictions.npz`` (no pickled objects) and ``confusion_matrix.json``; keeps ``SAMPLE_IMAGES`` test images."""
+    """``predictions.npz`` (no pickled objects) and ``confusion_matrix.json``; keeps ``SAMPLE_IMAGES`` test images.
+
+    ``val_probs``/``val_labels``: the same model's validation predictions, stored beside the test ones so that an
+    operating point (a decision threshold) can be chosen on validation and only then applied to test.
+    """
     directory.mkdir(parents=True, exist_ok=True)
     count = min(SAMPLE_IMAGES, len(images))
     sample_idx = np.linspace(0, len(images) - 1, count).astype(int) if count else np.zeros(0, int)
@@ -83,6 +94,11 @@ def write_predictions(
         class_names=np.array(class_names, dtype=str),
         sample_indices=sample_idx,
         sample_images=samples,
+        **(
+            {"val_probs": np.asarray(val_probs, dtype=np.float32), "val_labels": np.asarray(val_labels)}
+            if val_probs is not None and val_labels is not None
+            else {}
+        ),
     )
     os.replace(tmp, directory / "predictions.npz")
     write_json_atomic(directory / "confusion_matrix.json", confusion_record(labels, probs, class_names))

@@ -132,3 +132,62 @@ def cached_features(
     if cache is not None:
         cache.save(key, features, meta or {})
     return CachedFeatures(features, False, seconds, total)
+
+
+def backbone_features(
+    backend: Any,
+    *,
+    backend_name: str,
+    model: str,
+    pretrained: str,
+    weights: str,
+    options: Any,
+    dataset_entry: str,
+    spec: str,
+    policy_key: str,
+    splits: dict[str, np.ndarray],
+    pooled: bool,
+    framework_versions: dict[str, str],
+    log: Callable[[str], None],
+) -> CachedFeatures:
+    """A cell's frozen-backbone features of ``splits`` through the on-disk cache (``cached_features``).
+
+    Args:
+        backend: the built backend (``extract_features``, ``synchronize``).
+        backend_name, model, pretrained, weights: what made the backbone (part of the key).
+        options: the suite's ``RunOptions`` (the backend's typed options, input channels, duplicate policy, batch
+            size and cache directory).
+        dataset_entry: the dataset cache entry (content + resize policy); ``spec``: the dataset spec as given.
+        policy_key: the resize policy.
+        splits: uint8 images per split.
+        pooled: globally pooled ``(N, D)`` vectors (scikit-learn heads), else what the backend's head consumes.
+        framework_versions: the framework's versions (part of the key).
+        log: the cell's log.
+    """
+    key = feature_key(
+        backend=backend_name,
+        model=model,
+        pretrained=pretrained,
+        weights=weights,
+        pooled=pooled,
+        options=options.options_for(backend_name).to_dict(),
+        in_chans=options.in_chans,
+        policy=policy_key,
+        dataset=dataset_entry,
+        spec=spec,
+        dedup=options.dedup,
+        sizes={k: len(v) for k, v in splits.items()},
+        versions=framework_versions,
+    )
+    cached = cached_features(
+        FeatureCache(feature_cache_root(options.cache_dir)),
+        key,
+        splits,
+        lambda batch: backend.extract_features(batch, pooled=pooled),
+        options.batch_size,
+        backend.synchronize,
+        meta={"backend": backend_name, "model": model, "dataset": spec, "pretrained": pretrained},
+    )
+    how = "read from the cache" if cached.hit else "extracted and cached"
+    log(f"features of {model}: {how} in {cached.seconds:.2f} s ({key})")
+    return cached

@@ -63,13 +63,14 @@ def pass_groups(records: Sequence[dict[str, Any]], out_dir: Path) -> list[list[d
     """The groups of records the pass times together: finished cells of one backend, model and dataset (so one
     network, input size and batch) that ran the model itself at inference (no sklearn probe) and saved their
     weights; only groups of two or more, split into chunks of at most ``MAX_MODELS_PER_PROCESS``."""
+    from ...core.cell_kinds import CELL_KINDS, kind_name
     from ...core.strategies import get_strategy
 
     groups: dict[tuple, list[dict[str, Any]]] = {}
     for record in records:
         if record.get("status") != "ok" or not record.get("infer_images_per_s"):
             continue
-        if get_strategy(record["strategy"]).probe_head != "linear":
+        if not CELL_KINDS[kind_name(get_strategy(record["strategy"]))].retimed_by_pass:
             continue
         if artifacts.find_weights(artifact_dir(out_dir, record)) is None:
             continue
@@ -106,17 +107,19 @@ def time_group(
         InferPassError: a cell's weights or data do not load (one line).
     """
     from ...backends import BackendError, backend_entry, get_backend_class
-    from .cell import build_trained, load_cell_dataset, timing_batches
+    from ...backends.inference import FrameworkInference, TrainedModel
+    from .cell_data import load_cell_dataset
     from .contention import describe, watched
     from .environment import load_probe_file
+    from .inference_timing import timing_batches
     from .runtime import apply_framework_threads
     from .timing import measure_interleaved
 
     first = records[0]
     backend_class = get_backend_class(first["backend"])
-    framework = backend_entry(first["backend"]).framework
-    if framework in ("torch", "tensorflow"):
-        apply_framework_threads(options.runtime(), framework)
+    engine_name = backend_entry(first["backend"]).engine
+    if engine_name != "none":
+        apply_framework_threads(options.runtime(), engine_name)
     image_size = int(first["image_size"])
     runners: dict[str, tuple[Callable, Callable]] = {}
     prepare_s: dict[str, float | None] = {}
@@ -127,17 +130,19 @@ def time_group(
         weights = artifacts.find_weights(directory)
         if weights is None:
             raise InferPassError(f"cell {name} saved no weights")
+        trained = TrainedModel(
+            backend=record["backend"],
+            model=record["model"],
+            num_classes=int(record["num_classes"]),
+            image_size=image_size,
+            seed=int(record["seed"]),
+            artifact=weights,
+            in_chans=options.in_chans,
+            options=options.options_for(record["backend"]),
+        )
+        engine = FrameworkInference(backend_class, options.device)
         try:
-            backend = build_trained(
-                backend_class,
-                options,
-                record["backend"],
-                record["model"],
-                int(record["num_classes"]),
-                image_size,
-                int(record["seed"]),
-                weights,
-            )
+            backend = engine.rebuild(trained)
             if batches is None:  # the cells' own test bytes, resized with the pretrained weights' policy
                 weights_name = options.weights_for(record["backend"])
                 dataset, _ = load_cell_dataset(
@@ -147,7 +152,7 @@ def time_group(
             prepare_s[name] = backend.prepare_inference(len(batches[0]))
         except BackendError as exc:
             raise InferPassError(f"cell {name}: {' '.join(str(exc).split())}") from None
-        runners[name] = (backend.predict_proba, backend.synchronize)
+        runners[name] = (engine.run, engine.synchronize)
         log(f"loaded {name} from {weights.name}")
     assert batches is not None
     # the same watch as a cell's timed part: other processes and steal sampled, the speed canary before and after
@@ -192,7 +197,7 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # the driver keeps the cells' own figures and prints this line
         import traceback
 
-        from .cell import one_line_error
+        from .errors import one_line_error
 
         traceback.print_exc(file=sys.stderr)
         outcome = {"error": one_line_error(exc)}
@@ -253,7 +258,7 @@ def run_group(
             try:
                 return time_group(records, suite.options, out_dir, log)
             except Exception as exc:  # as in a pass process: the cells keep their figures, the cause is one line
-                from .cell import one_line_error
+                from .errors import one_line_error
 
                 return {"error": str(exc) if isinstance(exc, InferPassError) else one_line_error(exc)}
     from .runtime import child_environment

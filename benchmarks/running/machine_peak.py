@@ -1,6 +1,7 @@
 """Machine probe: what this device can do per dtype, measured once per machine and cached.
 
-Two kernels per dtype, with torch: a square matmul and a 3x3 convolution (the two ops that dominate a CNN).
+Two kernels per dtype, run by an engine (``backends.engines``: torch by default, TensorFlow on a machine whose
+cells use it): a square matmul and a 3x3 convolution (the two ops that dominate a CNN).
 The result serves two purposes:
 
 * ``slower_dtypes`` / ``amp_warning``: a dtype the hardware has no native support for (bf16 on a CPU
@@ -13,7 +14,7 @@ over timed repeats after a warm-up, with the device synchronized before every cl
 that one iteration of a kernel would take longer than ``max_iteration_s`` is measured on a small pilot size
 instead (the fastest of 1-3 calls, flagged ``bounded``), so probing never takes minutes.
 
-torch is imported inside the functions only. ``python -m tlbench.benchmarks.running.machine_peak`` prints the
+No framework is imported at module level. ``python -m tlbench.benchmarks.running.machine_peak`` prints the
 (cached) probe as JSON, so a framework-free parent can run it in a subprocess with the cell's environment.
 """
 
@@ -32,6 +33,7 @@ import time
 from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 DTYPES = ("float32", "bfloat16", "float16")
@@ -40,7 +42,9 @@ AMP_DTYPES = {"bf16": "bfloat16", "bfloat16": "bfloat16", "fp16": "float16", "fl
 #: one iteration of a kernel may take at most this long before the pilot measurement is kept instead
 MAX_ITERATION_S = 2.0
 #: probe format version (part of the cache key: a new format is never read from an old file)
-PROBE_VERSION = 1
+PROBE_VERSION = 2
+#: the engine whose kernels are timed when none is named (``backends.engines``)
+DEFAULT_ENGINE = "torch"
 
 #: kernel sizes per device type: (matmul n, conv (batch, channels, side)); pilots are 1/64 and 1/32 of the work
 SIZES = {
@@ -100,63 +104,67 @@ def _time_calls(
     return {"median_s": statistics.median(times), "iterations": len(times), "bounded": False}
 
 
-def _measure_kernel(op: str, dtype: str, device: str, min_time_s: float, max_iteration_s: float) -> dict[str, Any]:
-    """FLOP/s of ``op`` (``matmul``/``conv``) in ``dtype`` on ``device``; the entry of ``details``."""
-    import torch
+def _kernel_shape(op: str, sizes: dict[str, Any], full: bool) -> tuple[int, ...]:
+    if op == "matmul":
+        return (sizes["matmul_n"] if full else sizes["pilot_matmul_n"],)
+    return tuple(sizes["conv"] if full else sizes["pilot_conv"])
 
+
+def _kernel_flops(op: str, shape: tuple[int, ...]) -> int:
+    return matmul_flops(shape[0]) if op == "matmul" else conv_flops(*shape)
+
+
+def _shape_text(op: str, shape: tuple[int, ...]) -> str:
+    if op == "matmul":
+        n = shape[0]
+        return f"{n}x{n}@{n}x{n}"
+    batch, channels, side = shape
+    return f"{batch}x{channels}x{side}x{side},3x3"
+
+
+def _measure_kernel(
+    op: str, dtype: str, device: str, min_time_s: float, max_iteration_s: float, engine: ModuleType
+) -> dict[str, Any]:
+    """FLOP/s of ``op`` (``matmul``/``conv``) in ``dtype`` on ``device`` with ``engine``; the entry of ``details``."""
     kind = _device_type(device)
     sizes = SIZES[kind]
-    torch_dtype = getattr(torch, dtype)
-    sync = (lambda: torch.cuda.synchronize(device)) if kind == "cuda" else (lambda: None)
-    generator = torch.Generator().manual_seed(0)
-
-    def make(full: bool) -> tuple[Callable[[], object], int, str]:
-        if op == "matmul":
-            n = sizes["matmul_n"] if full else sizes["pilot_matmul_n"]
-            a = torch.randn(n, n, generator=generator).to(device=device, dtype=torch_dtype)
-            b = torch.randn(n, n, generator=generator).to(device=device, dtype=torch_dtype)
-            return (lambda: torch.matmul(a, b)), matmul_flops(n), f"{n}x{n}@{n}x{n}"
-        batch, channels, side = sizes["conv"] if full else sizes["pilot_conv"]
-        x = torch.randn(batch, channels, side, side, generator=generator).to(device=device, dtype=torch_dtype)
-        w = torch.randn(channels, channels, 3, 3, generator=generator).to(device=device, dtype=torch_dtype)
-        conv = torch.nn.functional.conv2d
-        return (
-            (lambda: conv(x, w, padding=1)),
-            conv_flops(batch, channels, side),
-            f"{batch}x{channels}x{side}x{side},3x3",
-        )
-
+    sync = engine.synchronizer(device)
     try:
-        with torch.no_grad():
-            # pilot: a small instance tells whether the full size can finish an iteration within the bound;
-            # the fastest of up to 3 calls, so one scheduling hiccup on a busy machine does not trip the bound
-            run, flops, shape = make(full=False)
-            run()  # one-off setup (kernel selection, oneDNN primitive creation)
-            pilot_s, spent_s, calls = math.inf, 0.0, 0
-            while calls < 3:
-                calls += 1
-                sync()
-                start = time.perf_counter()
-                run()
-                sync()
-                elapsed = time.perf_counter() - start
-                pilot_s, spent_s = min(pilot_s, elapsed), spent_s + elapsed
-                if spent_s > max_iteration_s / 4:
-                    break
-            full_flops = matmul_flops(sizes["matmul_n"]) if op == "matmul" else conv_flops(*sizes["conv"])
-            if pilot_s * full_flops / flops > max_iteration_s:
-                return {
-                    "flop_per_s": flops / pilot_s,
-                    "median_s": pilot_s,
-                    "iterations": calls,
-                    "bounded": True,
-                    "shape": shape,
-                }
-            run, flops, shape = make(full=True)
-            timing = _time_calls(run, sync, min_time_s, max_iteration_s)
+        # pilot: a small instance tells whether the full size can finish an iteration within the bound;
+        # the fastest of up to 3 calls, so one scheduling hiccup on a busy machine does not trip the bound
+        shape = _kernel_shape(op, sizes, full=False)
+        run = engine.probe_kernel(op, dtype, device, shape)
+        run()  # one-off setup (kernel selection, oneDNN primitive creation, tracing)
+        pilot_s, spent_s, calls = math.inf, 0.0, 0
+        while calls < 3:
+            calls += 1
+            sync()
+            start = time.perf_counter()
+            run()
+            sync()
+            elapsed = time.perf_counter() - start
+            pilot_s, spent_s = min(pilot_s, elapsed), spent_s + elapsed
+            if spent_s > max_iteration_s / 4:
+                break
+        flops = _kernel_flops(op, shape)
+        full_shape = _kernel_shape(op, sizes, full=True)
+        if pilot_s * _kernel_flops(op, full_shape) / flops > max_iteration_s:
+            return {
+                "flop_per_s": flops / pilot_s,
+                "median_s": pilot_s,
+                "iterations": calls,
+                "bounded": True,
+                "shape": _shape_text(op, shape),
+            }
+        run = engine.probe_kernel(op, dtype, device, full_shape)
+        timing = _time_calls(run, sync, min_time_s, max_iteration_s)
     except (RuntimeError, TypeError, NotImplementedError) as err:  # dtype not implemented for this op/device
         return {"flop_per_s": None, "error": str(err).splitlines()[0][:200]}
-    return {"flop_per_s": flops / timing["median_s"], **timing, "shape": shape}
+    return {
+        "flop_per_s": _kernel_flops(op, full_shape) / timing["median_s"],
+        **timing,
+        "shape": _shape_text(op, full_shape),
+    }
 
 
 def _cpu_model() -> str:
@@ -166,14 +174,28 @@ def _cpu_model() -> str:
     return cpu_model()
 
 
-def _machine_facts(device: str) -> dict[str, Any]:
-    """CPU model, cores, GPU name: what identifies the hardware (no torch import for the CPU part)."""
+def _machine_facts(device: str, engine: ModuleType) -> dict[str, Any]:
+    """CPU model, cores, GPU name: what identifies the hardware (the engine is asked only for the GPU's name)."""
     facts: dict[str, Any] = {"cpu": _cpu_model(), "cpu_count": os.cpu_count()}
     if _device_type(device) == "cuda":
-        import torch
-
-        facts["gpu"] = torch.cuda.get_device_name(torch.device(device))
+        facts["gpu"] = engine.gpu_name(device)
     return facts
+
+
+def _start(engine: str, threads: int | None) -> ModuleType:
+    """The engine's module, its framework imported and its threads set (when ``threads`` is given).
+
+    Raises:
+        ValueError: unknown engine. EngineUnavailable: its framework is not installed.
+    """
+    from ...backends.engines import ENGINES, start_engine
+
+    if engine not in ENGINES:
+        raise ValueError(f"invalid engine {engine!r}: choose from {', '.join(ENGINES)}")
+    module = start_engine(engine)
+    if threads is not None:
+        module.apply_threads(threads, 1)
+    return module
 
 
 def probe_machine(
@@ -183,19 +205,22 @@ def probe_machine(
     *,
     threads: int | None = None,
     max_iteration_s: float = MAX_ITERATION_S,
+    engine: str = DEFAULT_ENGINE,
 ) -> dict[str, Any]:
-    """Measure matmul and 3x3-conv FLOP/s per dtype on ``device``.
+    """Measure matmul and 3x3-conv FLOP/s per dtype on ``device`` with ``engine``'s kernels.
 
     Args:
         device: ``cpu``, ``cuda`` or ``cuda:N``.
         dtypes: among ``float32``, ``bfloat16``, ``float16``.
         min_time_s: timed repeats per kernel and dtype last at least this long (after one warm-up call).
-        threads: ``torch.set_num_threads`` first (default: leave torch's setting, e.g. from
-            ``OMP_NUM_THREADS``).
+        threads: the engine's intra-op threads first (default: leave its setting, e.g. from ``OMP_NUM_THREADS``).
         max_iteration_s: a kernel whose single iteration would take longer is measured once on a pilot size.
+        engine: the engine whose kernels are timed (``backends.engines``: ``torch``, ``tensorflow``): a machine
+            without torch is probed with the engine its cells use.
 
     Returns:
-        ``{"device", "cpu", "cpu_count", "gpu" (cuda only), "threads", "torch", "measured_at" (ISO 8601, UTC),
+        ``{"device", "cpu", "cpu_count", "gpu" (cuda only), "threads", "engine", "engine_version",
+        "measured_at" (ISO 8601, UTC),
         "matmul_flop_per_s": {dtype: float | None}, "conv_flop_per_s": {dtype: float | None},
         "canary_gflop_per_s" (``running.canary``: the numpy matmul every cell repeats around its timed part),
         "details": {"matmul"|"conv": {dtype: {"flop_per_s", "median_s", "iterations", "bounded", "shape"}
@@ -206,12 +231,9 @@ def probe_machine(
     Raises:
         ValueError: unknown device or dtype.
     """
-    import torch
-
     _device_type(device)
     dtypes = _check_dtypes(dtypes)
-    if threads is not None:
-        torch.set_num_threads(threads)
+    module = _start(engine, threads)
     from .canary import canary_gflop_per_s
     from .contention import ContentionSampler
 
@@ -219,13 +241,14 @@ def probe_machine(
     with ContentionSampler(gpu=_device_type(device) == "cuda") as sampler:
         for dtype in dtypes:
             for op in ("matmul", "conv"):
-                details[op][dtype] = _measure_kernel(op, dtype, device, min_time_s, max_iteration_s)
+                details[op][dtype] = _measure_kernel(op, dtype, device, min_time_s, max_iteration_s, module)
         canary = canary_gflop_per_s()  # what each cell's canary is compared with (running.canary)
     return {
         "device": device,
-        **_machine_facts(device),
-        "threads": torch.get_num_threads(),
-        "torch": torch.__version__,
+        **_machine_facts(device, module),
+        "threads": module.current_threads(),
+        "engine": engine,
+        "engine_version": module.version(),
         "measured_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "matmul_flop_per_s": {d: details["matmul"][d]["flop_per_s"] for d in dtypes},
         "conv_flop_per_s": {d: details["conv"][d]["flop_per_s"] for d in dtypes},
@@ -247,22 +270,23 @@ def default_cache_dir() -> Path:
     return Path(root) / "probe"
 
 
-def machine_key(device: str = "cpu", threads: int | None = None) -> str:
-    """File-name-safe key of what the probe depends on: CPU model, core count, threads, device, torch version.
+def machine_key(device: str = "cpu", threads: int | None = None, engine: str = DEFAULT_ENGINE) -> str:
+    """File-name-safe key of what the probe depends on: CPU model, core count, threads, device, engine and its
+    version.
 
-    ``threads`` defaults to torch's current setting (imports torch).
+    ``threads`` defaults to the engine's current setting (imports the engine's framework).
     """
-    import torch
-
-    facts = _machine_facts(device)
-    threads = threads if threads is not None else torch.get_num_threads()
+    module = _start(engine, None)
+    facts = _machine_facts(device, module)
+    threads = threads if threads is not None else module.current_threads()
     parts = [
         facts["cpu"],
         str(facts["cpu_count"]),
         str(threads),
         device,
-        facts.get("gpu", ""),
-        torch.__version__,
+        facts.get("gpu") or "",
+        engine,
+        module.version(),
         str(PROBE_VERSION),
     ]
     digest = hashlib.sha1("|".join(parts).encode()).hexdigest()[:12]
@@ -307,6 +331,7 @@ def load_or_probe(
     *,
     threads: int | None = None,
     refresh: bool = False,
+    engine: str = DEFAULT_ENGINE,
 ) -> dict[str, Any]:
     """The cached probe of this machine, measuring (and caching) it first when needed.
 
@@ -316,15 +341,12 @@ def load_or_probe(
 
     Args:
         cache_dir: default ``default_cache_dir()``.
-        device, dtypes, min_time_s, threads: as ``probe_machine``.
+        device, dtypes, min_time_s, threads, engine: as ``probe_machine``.
         refresh: probe again even when a valid cache file exists.
     """
-    import torch
-
     dtypes = _check_dtypes(dtypes)
-    if threads is not None:
-        torch.set_num_threads(threads)
-    path = Path(cache_dir or default_cache_dir()) / f"{machine_key(device)}.json"
+    _start(engine, threads)
+    path = Path(cache_dir or default_cache_dir()) / f"{machine_key(device, engine=engine)}.json"
     if not refresh:
         try:
             cached = json.loads(path.read_text())
@@ -332,7 +354,7 @@ def load_or_probe(
             cached = None
         if _valid_probe(cached, dtypes) and not (cached.get("contention") or {}).get("disturbed"):
             return cached
-    probe = probe_machine(device, dtypes, min_time_s)
+    probe = probe_machine(device, dtypes, min_time_s, engine=engine)
     try:
         _write_json_atomic(path, probe)
     except OSError as err:  # a read-only cache costs a re-probe next time, nothing else
@@ -410,6 +432,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--cache-dir", type=Path, default=None)
     parser.add_argument("--refresh", action="store_true")
+    parser.add_argument("--engine", default=DEFAULT_ENGINE, help="whose kernels are timed (torch, tensorflow)")
     args = parser.parse_args(argv)
     try:
         probe = load_or_probe(
@@ -419,8 +442,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             args.min_time_s,
             threads=args.threads,
             refresh=args.refresh,
+            engine=args.engine,
         )
-    except ValueError as err:
+    except (ValueError, RuntimeError) as err:  # a bad value, or the engine is not installed (EngineUnavailable)
         print(f"tlbench probe: {err}", file=sys.stderr)
         return 2
     print(json.dumps(probe, indent=1, sort_keys=True))

@@ -80,14 +80,6 @@ _LIBRARY_PATTERNS = {
 }
 _FIND_LIBRARY_NAMES = {"jemalloc": ("jemalloc",), "tcmalloc": ("tcmalloc", "tcmalloc_minimal")}
 
-#: framework names ``apply_framework_threads`` accepts (backend names map to their framework)
-FRAMEWORKS = {
-    "torch": "torch",
-    "timm": "torch",
-    "torchvision": "torch",
-    "tensorflow": "tensorflow",
-    "keras": "tensorflow",
-}
 
 THREAD_ENV_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS")
 GLIBC_ENV_VARS = ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "MALLOC_TOP_PAD_")
@@ -293,73 +285,30 @@ def child_environment(settings: RuntimeSettings, extra: Mapping[str, str] | None
     return cell_environment(settings, {**base, **(extra or {})})
 
 
-def apply_framework_threads(settings: RuntimeSettings, framework: str) -> dict[str, Any]:
-    """Set the framework's thread pools inside the cell process (call right after importing the framework).
+def apply_framework_threads(settings: RuntimeSettings, engine: str) -> dict[str, Any]:
+    """Set the engine's thread pools inside the cell process (call right after importing the framework).
 
-    torch: ``torch.set_num_threads(threads)`` and ``torch.set_num_interop_threads(interop_threads)`` (the
-    latter raises ``RuntimeError`` once inter-op work has started or it was set before: kept as it is then).
-    TensorFlow: ``tf.config.threading.set_{intra,inter}_op_parallelism_threads`` (``RuntimeError`` once the TF
-    runtime is initialized; the ``TF_NUM_*`` variables of ``cell_environment`` have then already applied).
+    Each engine module says how (``backends.engines``: torch's ``set_num_threads``/``set_num_interop_threads``,
+    TensorFlow's ``tf.config.threading``); settings that can no longer change are kept and reported.
 
     Args:
         settings: the resolved runtime.
-        framework: ``torch``/``tensorflow`` or a backend name (``timm``, ``torchvision`` → torch, ``keras`` →
-            tensorflow).
+        engine: an engine name (``torch``, ``tensorflow``) or a backend name (its registry row's engine).
 
     Returns:
-        What the framework reports afterwards: ``{"framework", "intra_op_threads", "inter_op_threads",
+        What the engine reports afterwards: ``{"framework", "intra_op_threads", "inter_op_threads",
         "warnings"}`` (``warnings`` lists the settings that could not be applied).
 
     Raises:
-        ValueError: unknown framework.
+        ValueError: neither an engine nor a backend name.
     """
-    if framework not in FRAMEWORKS:
-        raise ValueError(f"invalid framework {framework!r}: choose from {', '.join(FRAMEWORKS)}")
-    warnings: list[str] = []
-    if FRAMEWORKS[framework] == "torch":
-        import torch
+    from ...backends import REGISTRY
+    from ...backends.engines import ENGINES, start_engine
 
-        torch.set_num_threads(settings.threads)
-        if torch.get_num_interop_threads() != settings.interop_threads:
-            try:
-                torch.set_num_interop_threads(settings.interop_threads)
-            except RuntimeError as err:
-                warnings.append(f"torch inter-op threads stay {torch.get_num_interop_threads()}: {err}")
-        return {
-            "framework": "torch",
-            "intra_op_threads": torch.get_num_threads(),
-            "inter_op_threads": torch.get_num_interop_threads(),
-            "warnings": warnings,
-        }
-    import tensorflow as tf
-
-    threading = tf.config.threading
-    for what, setter, getter, value in (
-        (
-            "intra-op",
-            threading.set_intra_op_parallelism_threads,
-            threading.get_intra_op_parallelism_threads,
-            settings.threads,
-        ),
-        (
-            "inter-op",
-            threading.set_inter_op_parallelism_threads,
-            threading.get_inter_op_parallelism_threads,
-            settings.interop_threads,
-        ),
-    ):
-        if getter() == value:
-            continue
-        try:
-            setter(value)
-        except RuntimeError as err:
-            warnings.append(f"tensorflow {what} threads stay {getter()}: {err}")
-    return {
-        "framework": "tensorflow",
-        "intra_op_threads": threading.get_intra_op_parallelism_threads(),
-        "inter_op_threads": threading.get_inter_op_parallelism_threads(),
-        "warnings": warnings,
-    }
+    name = REGISTRY[engine].engine if engine in REGISTRY else engine
+    if name not in ENGINES:
+        raise ValueError(f"invalid framework {engine!r}: choose from {', '.join([*ENGINES, *REGISTRY])}")
+    return start_engine(name).apply_threads(settings.threads, settings.interop_threads)
 
 
 def runtime_record(settings: RuntimeSettings) -> dict[str, Any]:

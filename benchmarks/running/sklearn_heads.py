@@ -32,6 +32,10 @@ class ProbeResult:
     description: str
     curve: list[dict[str, float]]
     predict: object = None  # features (N, D) -> probabilities (N, num_classes), for the inference timing loop
+    #: validation probabilities of the chosen setting (the operating point is chosen on them, never on test)
+    val_probs: np.ndarray | None = None
+    #: parameters the fit learned (logistic regression: coefficients + intercepts; k-NN: none)
+    trainable_params: int = 0
 
 
 def single_blas_thread():
@@ -84,6 +88,7 @@ def logreg_probe(
     assert best is not None
     val_acc, c, model = best
     probs = _full_probs(model.classes_, model.predict_proba(x_test), num_classes)  # type: ignore[attr-defined]
+    val_probs = _full_probs(model.classes_, model.predict_proba(x_val), num_classes)  # type: ignore[attr-defined]
 
     def predict(features: np.ndarray) -> np.ndarray:
         with single_blas_thread():
@@ -95,6 +100,8 @@ def logreg_probe(
         f"logreg probe: C={c:g} chosen on val from {len(LOGREG_C_GRID)} values (1e-4..1e4)",
         curve,
         predict,
+        val_probs=val_probs,
+        trainable_params=int(model.coef_.size + model.intercept_.size),  # type: ignore[attr-defined]
     )
 
 
@@ -118,7 +125,9 @@ def knn_probe(
         with single_blas_thread():
             return _full_probs(model.classes_, model.predict_proba(features), num_classes)
 
-    return ProbeResult(probs, val_acc, f"knn probe: k={k}, cosine", [{"k": k, "val_accuracy": val_acc}], predict)
+    return ProbeResult(
+        probs, val_acc, f"knn probe: k={k}, cosine", [{"k": k, "val_accuracy": val_acc}], predict, val_probs=val_probs
+    )
 
 
 def run_probe(

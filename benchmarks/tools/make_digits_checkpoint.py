@@ -28,7 +28,7 @@ from ...backends import BackendError, ModelSpec, get_backend_class
 from ...core.plan import make_plan
 from ...core.strategies import STRATEGIES
 from ...datasets import DatasetError, ResizePolicy, load_dataset
-from ..running.cell import subset_train
+from ..running.cell_data import train_rows, train_split
 from ..running.results import write_json_atomic
 from ..running.training import Inputs, predict_in_batches, train_plan
 
@@ -103,7 +103,7 @@ def make_checkpoint(
     backend.validate_model(model)
     config = backend.default_data_config(model, image_size, "none")
     data = load_dataset(dataset, ResizePolicy(config.image_size, config.crop_pct, config.interpolation), cache_dir)
-    train = subset_train(data, max_train_images, seed)
+    train = train_split(data, train_rows(data, max_train_images, seed))
     val, test = data.splits["val"], data.splits["test"]
     spec = ModelSpec(
         name=model,

@@ -30,8 +30,8 @@ SIZE = 64
 NUM_CLASSES = 3
 TORCH_BACKENDS = ("torchvision", "timm")
 BACKENDS = (*TORCH_BACKENDS, "keras")  # torch first, TensorFlow last
-#: the strategies a VGG16 runs (``fusion`` joins several models)
-SINGLE_MODEL_STRATEGIES = [name for name in STRATEGIES if name != "fusion"]
+#: the strategies a VGG16 runs alone (``fusion`` joins several backbones)
+SINGLE_MODEL_STRATEGIES = [name for name, row in STRATEGIES.items() if row.backbones == "one"]
 
 
 def relative_error(got: np.ndarray, want: np.ndarray) -> float:

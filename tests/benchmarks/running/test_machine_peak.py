@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tlbench.benchmarks.running import probe as probe_mod
+from tlbench.benchmarks.running import machine_peak as probe_mod
 from tlbench.benchmarks.running.machine_peak import (
     amp_warning,
     load_or_probe,
@@ -44,7 +44,7 @@ def test_probe_structure_and_positive_numbers() -> None:
     result = probe_machine("cpu", dtypes=("float32", "bfloat16"), min_time_s=0.02, max_iteration_s=5.0)
     assert time.perf_counter() - start < 30
     assert result["device"] == "cpu" and result["threads"] >= 1 and result["cpu"]
-    assert result["torch"] and result["measured_at"].startswith("20")
+    assert result["engine"] == "torch" and result["engine_version"] and result["measured_at"].startswith("20")
     for table in ("matmul_flop_per_s", "conv_flop_per_s"):
         assert set(result[table]) == {"float32", "bfloat16"}
         assert all(v > 0 for v in result[table].values())

@@ -1,0 +1,168 @@
+"""The ``feature_head`` kind of cell: pooled features of frozen backbones (cached) and a scikit-learn head.
+
+``logreg_probe`` and ``knn_probe`` take one backbone; ``fusion`` takes two or more (``--models a+b``) whose pooled
+features are concatenated. No gradient step runs, so the training loop is not involved: the head is fitted on the
+train features, its setting chosen on validation. At inference the backbones extract pooled features of a test
+batch and the fitted head predicts: that is what is timed.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ...backends import BackendError, ModelSpec
+from ...backends.base import Backend, BuildInfo
+from ...core.cell_kinds import backbones_of
+from ...core.plan import make_plan
+from ...core.strategies import Strategy
+from ...datasets import ArrayDataset
+from .cell_context import CellContext
+from .cell_data import dataset_meta_for_record, train_rows
+from .features import CachedFeatures, backbone_features
+from .inference_timing import latency_columns, time_inference, timing_slices
+from .measures import count_flops
+from .metrics import classification_metrics
+from .sklearn_heads import run_probe
+
+SPLITS = ("train", "val", "test")
+
+
+@dataclass
+class Backbone:
+    """One frozen backbone of the cell: the built backend, its data and its cached features."""
+
+    model: str
+    backend: Backend
+    info: BuildInfo
+    dataset: ArrayDataset
+    features: CachedFeatures
+    total_params: int
+
+
+def run_feature_head_cell(run: CellContext, strategy: Strategy, backend_class: type[Backend]) -> None:
+    """Extract (or read) the backbones' pooled features, fit ``strategy.probe_head`` on them, test and time it."""
+    cell, opts, record = run.cell, run.options, run.record
+    models = backbones_of(cell.model)
+    with run.timed_window():
+        parts = [_backbone(run, strategy, backend_class, model, first=index == 0) for index, model in enumerate(models)]
+        first = parts[0].dataset
+        for part in parts[1:]:
+            for name in SPLITS:
+                if not np.array_equal(part.dataset.splits[name].labels, first.splits[name].labels):
+                    raise BackendError(f"fusion: the {name} split of {part.model!r} differs from {parts[0].model!r}'s")
+        keep = train_rows(first, opts.max_train_images, cell.seed)
+        stack = {name: np.concatenate([p.features.splits[name] for p in parts], axis=1) for name in SPLITS}
+        labels = {name: np.asarray(first.splits[name].labels) for name in SPLITS}
+        if keep is not None:
+            stack["train"], labels["train"] = stack["train"][keep], labels["train"][keep]
+        record["split_sizes"] = {name: len(labels[name]) for name in labels}
+        fit_start = time.perf_counter()
+        result = run_probe(
+            strategy.probe_head,
+            (stack["train"], labels["train"]),
+            (stack["val"], labels["val"]),
+            stack["test"],
+            first.num_classes,
+            cell.seed,
+        )
+        fit_s = time.perf_counter() - fit_start
+        stats = _time_inference(parts, result.predict, opts)
+    extract_s = sum(p.features.seconds for p in parts)
+    hits = {p.features.hit for p in parts}
+    dim = int(stack["train"].shape[1])
+    record.update(latency_columns(stats))
+    record.update(
+        pretrained="+".join(p.info.pretrained for p in parts),
+        dtype=parts[0].info.dtype,
+        backend_facts={p.model: p.info.facts for p in parts} if len(parts) > 1 else (parts[0].info.facts or None),
+        device=parts[0].info.device,
+        plan=f"{result.description}; features {dim}-d from {' + '.join(models)}",
+        epochs=None,
+        best_epoch=None,
+        val_accuracy=result.val_accuracy,
+        train_s=extract_s + fit_s,
+        head_train_s=fit_s,
+        feature_extract_s=extract_s,
+        feature_dim=dim,
+        feature_extract_images_per_s=sum(p.features.images for p in parts) / extract_s if extract_s > 0 else None,
+        feature_cache="hit" if hits == {True} else "miss" if hits == {False} else "partial",
+        trainable_params=result.trainable_params,
+        total_params=sum(p.total_params for p in parts),
+        time_to_best_s=extract_s + fit_s,
+    )
+    run.log(f"{result.description}: val_accuracy={result.val_accuracy:.4f}, fit {fit_s:.2f} s")
+    flops = [count_flops(p.backend, run.log) for p in parts]
+    record["flops_per_image"] = sum(flops) if all(flops) else None
+    record.update(classification_metrics(labels["test"], result.test_probs))
+    run.add_mfu(record["dtype"] or "float32")
+    run.save_artifacts(
+        [],
+        first.splits["test"],
+        labels["test"],
+        result.test_probs,
+        first.class_names,
+        stats.latencies_ms,
+        val_probs=result.val_probs,
+        val_labels=labels["val"],
+    )
+
+
+def _backbone(run: CellContext, strategy: Strategy, backend_class: type[Backend], model: str, first: bool) -> Backbone:
+    """Build ``model`` frozen (the strategy's one phase applied) and get its pooled features of every split."""
+    cell, opts, record = run.cell, run.options, run.record
+    backend = backend_class(opts.device)
+    weights = opts.weights_for(cell.backend)
+    dataset, policy = run.load_dataset(backend, model, weights, record_data=first)
+    size = opts.image_size_for(backend_class, model, weights)
+    record["image_size"] = record["image_size"] or size
+    spec = ModelSpec(
+        name=model,
+        num_classes=dataset.num_classes,
+        image_size=size,
+        weights=weights,
+        pretrained=True,
+        allow_random_init=opts.allow_random_init,
+        in_chans=opts.in_chans,
+        seed=cell.seed,
+        options=opts.options_for(cell.backend),
+    )
+    info = backend.build(spec)
+    counts = backend.apply_phase(make_plan(strategy, backend.stages(), epochs=1, seed=cell.seed).phases[0])
+    features = backbone_features(
+        backend,
+        backend_name=cell.backend,
+        model=model,
+        pretrained=info.pretrained,
+        weights=weights,
+        options=opts,
+        dataset_entry=dataset_meta_for_record(dataset.meta).get("cache_entry") or cell.dataset,
+        spec=cell.dataset,
+        policy_key=policy.key(),
+        splits={name: dataset.splits[name].images for name in SPLITS},
+        pooled=True,
+        framework_versions=record["framework_versions"],
+        log=run.log,
+    )
+    return Backbone(model, backend, info, dataset, features, counts.total)
+
+
+def _time_inference(parts: list[Backbone], predict: Any, opts: Any) -> Any:
+    """Inference = every backbone's pooled features of a test batch + the fitted head, timed like a network."""
+    test_sets = [p.dataset.splits["test"].images for p in parts]
+    bs = min(opts.batch_size, len(test_sets[0]))
+    batches = [tuple(np.asarray(images[s]) for images in test_sets) for s in timing_slices(len(test_sets[0]), bs)]
+
+    def run_batch(batch: tuple[np.ndarray, ...]) -> np.ndarray:
+        feats = [p.backend.extract_features(images, pooled=True) for p, images in zip(parts, batch, strict=True)]
+        return predict(np.concatenate(feats, axis=1))
+
+    def sync() -> None:
+        for part in parts:
+            part.backend.synchronize()
+
+    # a batch is a tuple (one image array per backbone): the images per call are bs, not len(tuple)
+    return time_inference(run_batch, sync, batches, opts, batch_size=bs)

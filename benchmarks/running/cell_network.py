@@ -1,0 +1,168 @@
+"""The ``network`` kind of cell: the backend's network trained through the plan (the one training loop).
+
+dataset (same bytes for every backend) → ``Backend.build`` → ``make_plan(strategy, backend.stages(), options)`` →
+``train_plan`` → the best-validation weights predict validation and test → the model is timed at inference through
+the inference-engine seam → artifacts. Scratch, fine-tuning of any depth, LP-FT, distillation and the linear probe
+on cached features all run here.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from ...backends import BackendError, ModelSpec
+from ...backends.base import Backend
+from ...backends.inference import FrameworkInference
+from ...core.plan import PlanError, make_plan
+from ...core.strategies import Strategy
+from .cell_context import CellContext
+from .cell_data import train_rows, train_split
+from .features import backbone_features
+from .inference_timing import latency_columns, time_inference, timing_batches
+from .measures import count_flops
+from .metrics import classification_metrics
+from .teacher import plan_distills, soft_targets
+from .training import Inputs, predict_in_batches, train_plan
+
+
+def run_network_cell(run: CellContext, strategy: Strategy, backend_class: type[Backend]) -> None:
+    """Train ``run.cell``'s network with ``strategy``'s plan, test it, time it; fills ``run.record``."""
+    cell, opts, record = run.cell, run.options, run.record
+    backend = backend_class(opts.device)
+    run.backend = backend
+    weights = opts.weights_for(cell.backend)
+    image_size = record["image_size"] = opts.image_size_for(backend_class, cell.model, weights)
+    dataset, policy = run.load_dataset(backend, cell.model, weights, record_data=True)
+    keep = train_rows(dataset, opts.max_train_images, cell.seed)
+    train = train_split(dataset, keep)
+    val, test = dataset.splits["val"], dataset.splits["test"]
+    record["split_sizes"] = {"train": len(train), "val": len(val), "test": len(test)}
+
+    spec = ModelSpec(
+        name=cell.model,
+        num_classes=dataset.num_classes,
+        image_size=image_size,
+        weights=weights,
+        pretrained=strategy.pretrained,
+        allow_random_init=opts.allow_random_init,
+        in_chans=opts.in_chans,
+        seed=cell.seed,
+        options=opts.options_for(cell.backend),
+    )
+    info = backend.build(spec)
+    record.update(pretrained=info.pretrained, dtype=info.dtype, backend_facts=info.facts or None)
+    gpu = backend.device_name()
+    record["device"] = f"{info.device} ({gpu})" if gpu else info.device
+    if strategy.pretrained and info.pretrained == "none":
+        run.log("WARNING: pretrained weights unavailable; random init (allowed by --allow-random-init)")
+    try:
+        plan = make_plan(
+            strategy,
+            backend.stages(),
+            epochs=opts.epochs,
+            head_lr=opts.lr,
+            optimizer=opts.optimizer,
+            augment=opts.augment,
+            seed=cell.seed,
+        )
+    except PlanError as exc:
+        raise BackendError(str(exc)) from None
+    record["epochs"] = plan.epochs
+    record["plan"] = plan.describe()
+    run.log(f"{cell.backend}/{cell.model} {strategy.name}: {plan.describe()}")
+
+    record["flops_per_image"] = count_flops(backend, run.log)
+    backend.reset_peak_memory()
+    teacher = None
+    if plan_distills(plan):
+
+        def teacher_images(teacher_backend: Backend, model: str, size: int) -> tuple[np.ndarray, np.ndarray]:
+            data, _ = run.load_dataset(teacher_backend, model, "none", record_data=False, image_size=size)
+            return data.splits["train"].images, np.asarray(data.splits["train"].labels)
+
+        teacher = soft_targets(
+            opts,
+            cell.backend,
+            backend_class,
+            np.asarray(dataset.splits["train"].labels),
+            dataset.num_classes,
+            keep,
+            teacher_images,
+            run.log,
+        )
+
+    def feature_source() -> Any:
+        splits = {"train": dataset.splits["train"].images, "val": val.images}
+        cached = backbone_features(
+            backend,
+            backend_name=cell.backend,
+            model=cell.model,
+            pretrained=info.pretrained,
+            weights=weights,
+            options=opts,
+            dataset_entry=record["dataset_meta"].get("cache_entry") or cell.dataset,
+            spec=cell.dataset,
+            policy_key=policy.key(),
+            splits=splits,
+            pooled=False,
+            framework_versions=record["framework_versions"],
+            log=run.log,
+        )
+        if keep is not None:
+            cached.splits["train"] = cached.splits["train"][keep]
+        return cached
+
+    val_labels, test_labels = np.asarray(val.labels), np.asarray(test.labels)
+    with run.timed_window():  # what other processes use of the machine while this cell is timed
+        outcome = train_plan(
+            backend,
+            plan,
+            Inputs(train.images, train.labels),
+            Inputs(val.images, val_labels),
+            opts.batch_size,
+            opts.warmup_steps,
+            run.log,
+            feature_source=feature_source,
+            soft_targets=teacher.probs if teacher is not None else None,
+        )
+        # training is over: the backend may specialize the model for inference (--infer-compile); the predictions
+        # below then come from the model that is timed
+        record["infer_prepare_s"] = backend.prepare_inference(min(opts.batch_size, len(test)))
+        test_probs = predict_in_batches(backend.predict_proba, test.images, opts.batch_size)
+        engine = FrameworkInference.of(backend)
+        stats = time_inference(engine.run, engine.synchronize, timing_batches(test.images, opts.batch_size), opts)
+    val_probs = predict_in_batches(backend.predict_proba, val.images, opts.batch_size)
+    record.update(latency_columns(stats))
+    counts = outcome.counts
+    record.update(
+        plan=f"{plan.describe()}; {teacher.note}" if teacher is not None else record["plan"],
+        trainable_params=counts.trainable if counts else None,
+        total_params=counts.total if counts else None,
+        val_accuracy=outcome.best_val_accuracy,
+        best_epoch=outcome.best_epoch,
+        time_to_best_s=outcome.time_to_best_s,
+        train_s=outcome.train_s,
+        train_images_per_s=outcome.main_images_per_s(),
+        train_first_steps_s=sum(p.first_steps_s for p in outcome.phases) or None,
+        phase_images_per_s={p.name: p.images_per_s for p in outcome.phases if p.inputs == "images"} or None,
+        feature_extract_s=outcome.feature_extract_s,
+        feature_extract_images_per_s=outcome.feature_extract_images_per_s,
+        feature_dim=outcome.feature_dim,
+        head_train_s=outcome.head_train_s,
+        feature_cache=None if outcome.feature_cache_hit is None else ("hit" if outcome.feature_cache_hit else "miss"),
+    )
+    record.update(classification_metrics(test_labels, test_probs))
+    run.add_mfu(info.dtype)
+    record["peak_device_mb"] = backend.peak_device_memory_mb()
+    run.save_artifacts(
+        outcome.curve,
+        test,
+        test_labels,
+        test_probs,
+        dataset.class_names,
+        stats.latencies_ms,
+        val_probs=val_probs,
+        val_labels=val_labels,
+    )
