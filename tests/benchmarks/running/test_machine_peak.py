@@ -143,3 +143,47 @@ def test_command_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: p
     assert json.loads(capsys.readouterr().out)["cpu"] == "test cpu"
     assert probe_mod.main(["--cache-dir", str(tmp_path), "--dtypes", "int8"]) == 2
     assert "'int8'" in capsys.readouterr().err
+
+
+def test_the_probe_runs_any_engines_kernels(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The probe's loop is engine-free: a numpy engine's kernels are timed, an unsupported dtype is recorded."""
+    import types
+
+    import numpy as np
+
+    engine = types.SimpleNamespace()
+
+    def probe_kernel(op, dtype, device, shape):
+        if dtype != "float32":
+            raise NotImplementedError(f"{dtype} matmul not implemented")
+        n = shape[0] if op == "matmul" else 16
+        a = np.ones((n, n), np.float32)
+        return lambda: a @ a
+
+    engine.probe_kernel = probe_kernel
+    engine.synchronizer = lambda device: lambda: None
+    ok = probe_mod._measure_kernel("matmul", "float32", "cpu", 0.01, 5.0, engine)
+    assert ok["flop_per_s"] > 0 and ok["shape"] == "1024x1024@1024x1024" and not ok["bounded"]
+    missing = probe_mod._measure_kernel("matmul", "bfloat16", "cpu", 0.01, 5.0, engine)
+    assert missing == {"flop_per_s": None, "error": "bfloat16 matmul not implemented"}
+
+
+def test_a_machine_without_torch_is_probed_with_tensorflow(tmp_path: Path) -> None:
+    """``--engine tensorflow``: the probe does not need torch to be the cells' engine."""
+    import subprocess
+    import sys
+
+    pytest.importorskip("tensorflow")
+    command = [sys.executable, "-m", "tlbench.benchmarks.running.machine_peak", "--engine", "tensorflow"]
+    command += ["--dtypes", "float32", "--min-time-s", "0.01", "--threads", "1", "--cache-dir", str(tmp_path)]
+    proc = subprocess.run(command, capture_output=True, text=True, timeout=300, check=False)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    result = json.loads(proc.stdout)
+    assert result["engine"] == "tensorflow" and result["engine_version"] and result["threads"] == 1
+    assert result["matmul_flop_per_s"]["float32"] > 0 and result["conv_flop_per_s"]["float32"] > 0
+    assert len(list(tmp_path.glob("cpu-1t-*.json"))) == 1  # cached under its own key
+
+
+def test_an_unknown_engine_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    assert probe_mod.main(["--engine", "jax", "--dtypes", "float32"]) == 2
+    assert "invalid engine 'jax'" in capsys.readouterr().err
