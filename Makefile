@@ -1,12 +1,13 @@
 # The two commands of the README, both idempotent on a fresh clone:
 #   make bench   set up .venv (once) and run the default suite: prints the table, writes results/default/
 #   make test    set up .venv (once) and run the test suite
+#   make lint    ruff lint + format check (CI runs it too)
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.tlbench-installed
 
-.PHONY: setup bench test clean
+.PHONY: setup bench test lint clean
 
 setup: $(STAMP)
 
@@ -25,6 +26,11 @@ bench: setup
 
 test: setup
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# ruff lint + format check (configured in pyproject.toml); CI runs it before the tests
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 
 clean:
 	rm -rf $(VENV) build *.egg-info
