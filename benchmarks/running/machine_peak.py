@@ -420,7 +420,10 @@ def amp_warning(probe: dict[str, Any], amp: str | None, factor: float = 1.5) -> 
         return None
     where = probe.get("gpu") or probe.get("cpu") or probe.get("device")
     how = "is not supported" if math.isinf(slowdown) else f"runs {slowdown:.1f}x slower than float32"
-    return f"--amp {amp}: {dtype} {how} on this {probe.get('device', 'device')} ({where}); its speed figures will reflect that"
+    return (
+        f"--amp {amp}: {dtype} {how} on this {probe.get('device', 'device')} ({where}); its speed figures will "
+        "reflect that"
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -43,7 +43,8 @@ def load_teacher(path: str | None, backend: str | None = None) -> Teacher:
     """
     if not path:
         raise BackendError(
-            "strategy 'distill' needs --teacher <suite>/cells/<cell_id> (a finished cell run with TLBENCH_SAVE_WEIGHTS=1)"
+            "strategy 'distill' needs --teacher <suite>/cells/<cell_id> (a finished cell run with "
+            "TLBENCH_SAVE_WEIGHTS=1)"
         )
     directory = Path(path)
     if not directory.is_dir() or directory.parent.name != "cells":
@@ -60,7 +61,8 @@ def load_teacher(path: str | None, backend: str | None = None) -> Teacher:
     record = records[0]
     if backend is not None and record["backend"] != backend:
         raise BackendError(
-            f"--teacher {path!r} ran on backend {record['backend']!r}; a {backend!r} student needs a {backend!r} teacher"
+            f"--teacher {path!r} ran on backend {record['backend']!r}; a {backend!r} student needs a {backend!r} "
+            "teacher"
         )
     return Teacher(directory.name, record, weights)
 
