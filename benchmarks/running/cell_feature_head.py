@@ -90,6 +90,7 @@ def run_feature_head_cell(run: CellContext, strategy: Strategy, backend_class: t
         feature_dim=dim,
         feature_extract_images_per_s=sum(p.features.images for p in parts) / extract_s if extract_s > 0 else None,
         feature_cache="hit" if hits == {True} else "miss" if hits == {False} else "partial",
+        feature_cache_read_s=sum(p.features.read_s or 0.0 for p in parts) if True in hits else None,
         trainable_params=result.trainable_params,
         total_params=sum(p.total_params for p in parts),
         time_to_best_s=extract_s + fit_s,

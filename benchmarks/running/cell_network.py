@@ -152,6 +152,7 @@ def run_network_cell(run: CellContext, strategy: Strategy, backend_class: type[B
         feature_dim=outcome.feature_dim,
         head_train_s=outcome.head_train_s,
         feature_cache=None if outcome.feature_cache_hit is None else ("hit" if outcome.feature_cache_hit else "miss"),
+        feature_cache_read_s=outcome.feature_cache_read_s,
     )
     record.update(classification_metrics(test_labels, test_probs))
     run.add_mfu(info.dtype)

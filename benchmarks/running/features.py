@@ -22,8 +22,8 @@ from typing import Any
 
 import numpy as np
 
-#: bump when what is stored changes
-FEATURE_CACHE_FORMAT = 1
+#: bump when what is stored changes (2: weights files keyed by content; the extraction seconds kept in meta.json)
+FEATURE_CACHE_FORMAT = 2
 
 
 def feature_cache_root(cache_dir: str | Path | None = None) -> Path:
@@ -31,6 +31,19 @@ def feature_cache_root(cache_dir: str | Path | None = None) -> Path:
     ``~/.cache/tlbench``)."""
     root = cache_dir or os.environ.get("TLBENCH_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "tlbench")
     return Path(root) / "features"
+
+
+def weights_identity(weights: str) -> str:
+    """What the features depend on of ``weights``: a local file's content (``sha256:<16 hex>``, so a checkpoint
+    regenerated at the same path never reuses stale features), else the value itself (``default``, a name)."""
+    path = Path(weights)
+    if not path.is_file():
+        return weights
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return f"sha256:{digest.hexdigest()[:16]}"
 
 
 def feature_key(**facts: Any) -> str:
@@ -43,16 +56,26 @@ def feature_key(**facts: Any) -> str:
 
 @dataclass
 class CachedFeatures:
-    """Pooled features per split and how they were obtained."""
+    """Features per split and how they were obtained.
+
+    Attributes:
+        splits: the features per split.
+        hit: read from the cache.
+        seconds: seconds of the extraction (synchronized): measured now on a miss; on a hit, the seconds the entry's
+            extraction took when it was made (``meta.json``), so a probe's cost never becomes a file read.
+        images: images extracted.
+        read_s: on a hit, the seconds spent reading the entry (``None`` on a miss).
+    """
 
     splits: dict[str, np.ndarray]
     hit: bool
     seconds: float
     images: int
+    read_s: float | None = None
 
     @property
     def images_per_s(self) -> float | None:
-        """Images/s of this extraction (a cache hit reads files: its rate is the cost the user pays)."""
+        """Images/s of the extraction."""
         return self.images / self.seconds if self.seconds > 0 else None
 
 
@@ -65,7 +88,7 @@ class FeatureCache:
     def load(self, key: str, splits: list[str], lengths: dict[str, int]) -> dict[str, np.ndarray] | None:
         """The cached splits, or ``None`` when any is missing or has another length (a changed dataset)."""
         directory = self.root / key
-        found = {}
+        found: dict[str, np.ndarray] = {}
         for split in splits:
             path = directory / f"{split}.npy"
             try:
@@ -76,6 +99,14 @@ class FeatureCache:
                 return None
             found[split] = array
         return found
+
+    def meta(self, key: str) -> dict[str, Any]:
+        """The entry's ``meta.json`` (``{}`` when missing or unreadable)."""
+        try:
+            data = json.loads((self.root / key / "meta.json").read_text())
+        except (OSError, ValueError):
+            return {}
+        return data if isinstance(data, dict) else {}
 
     def save(self, key: str, features: dict[str, np.ndarray], meta: dict[str, Any]) -> None:
         """Write every split atomically (a temporary directory renamed into place); a read-only cache is skipped."""
@@ -126,12 +157,19 @@ def cached_features(
     start = time.perf_counter()
     loaded = cache.load(key, list(images), lengths) if cache is not None else None
     if loaded is not None:
-        return CachedFeatures(loaded, True, time.perf_counter() - start, total)
+        assert cache is not None
+        read_s = time.perf_counter() - start
+        extract_s = cache.meta(key).get("extract_s")
+        if isinstance(extract_s, (int, float)) and extract_s > 0:
+            return CachedFeatures(loaded, True, float(extract_s), total, read_s=read_s)
+        # an entry without its extraction seconds: extract again, so the cost reported is real
+    sync()
+    start = time.perf_counter()
     features = {split: predict_in_batches(extract, array, batch_size) for split, array in images.items()}
     sync()
     seconds = time.perf_counter() - start
     if cache is not None:
-        cache.save(key, features, meta or {})
+        cache.save(key, features, {**(meta or {}), "extract_s": seconds, "images": total})
     return CachedFeatures(features, False, seconds, total)
 
 
@@ -169,7 +207,7 @@ def backbone_features(
         backend=backend_name,
         model=model,
         pretrained=pretrained,
-        weights=weights,
+        weights=weights_identity(weights),
         pooled=pooled,
         options=options.options_for(backend_name).to_dict(),
         in_chans=options.in_chans,
@@ -189,6 +227,9 @@ def backbone_features(
         backend.synchronize,
         meta={"backend": backend_name, "model": model, "dataset": spec, "pretrained": pretrained},
     )
-    how = "read from the cache" if cached.hit else "extracted and cached"
-    log(f"features of {model}: {how} in {cached.seconds:.2f} s ({key})")
+    if cached.hit:
+        how = f"read from the cache in {cached.read_s:.2f} s (extracted in {cached.seconds:.2f} s when cached)"
+    else:
+        how = f"extracted and cached in {cached.seconds:.2f} s"
+    log(f"features of {model}: {how} ({key})")
     return cached

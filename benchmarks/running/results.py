@@ -54,6 +54,7 @@ RESULT_COLUMNS = [
     "feature_extract_images_per_s",
     "feature_dim",
     "feature_cache",
+    "feature_cache_read_s",
     "head_train_s",
     "infer_batch_size",
     "infer_repeats",

@@ -70,6 +70,8 @@ class TrainOutcome:
     feature_extract_images: int = 0
     feature_dim: int | None = None
     feature_cache_hit: bool | None = None
+    #: seconds spent reading cached features (a cache hit), apart from ``feature_extract_s``
+    feature_cache_read_s: float | None = None
     counts: ParamCounts | None = None
 
     @property
@@ -163,6 +165,7 @@ def train_plan(
                 cached = feature_source()
                 features.update(train=cached.splits["train"], val=cached.splits["val"])
                 seconds, outcome.feature_cache_hit = cached.seconds, cached.hit
+                outcome.feature_cache_read_s = cached.read_s
             else:
                 extract = SyncTimer(backend.synchronize)
                 with extract:
