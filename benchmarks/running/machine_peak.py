@@ -43,6 +43,8 @@ AMP_DTYPES = {"bf16": "bfloat16", "bfloat16": "bfloat16", "fp16": "float16", "fl
 MAX_ITERATION_S = 2.0
 #: probe format version (part of the cache key: a new format is never read from an old file)
 PROBE_VERSION = 2
+#: a cached probe whose canary now runs more than this fraction faster or slower is measured again
+PROBE_DRIFT = 0.10
 #: the engine whose kernels are timed when none is named (``backends.engines``)
 DEFAULT_ENGINE = "torch"
 
@@ -332,19 +334,25 @@ def load_or_probe(
     threads: int | None = None,
     refresh: bool = False,
     engine: str = DEFAULT_ENGINE,
+    canary: Callable[[], float] | None = None,
 ) -> dict[str, Any]:
     """The cached probe of this machine, measuring (and caching) it first when needed.
 
     The file is ``<cache_dir>/<machine_key>.json``, written atomically. A missing, unreadable or corrupt file,
-    one that lacks a requested dtype, or one measured while other processes disturbed the machine
-    (``contention.disturbed``) is re-probed (never a traceback).
+    one that lacks a requested dtype, one measured while other processes disturbed the machine
+    (``contention.disturbed``), or one whose speed canary has drifted by more than ``PROBE_DRIFT`` since (the
+    machine is no longer the one probed) is re-probed (never a traceback).
 
     Args:
         cache_dir: default ``default_cache_dir()``.
         device, dtypes, min_time_s, threads, engine: as ``probe_machine``.
         refresh: probe again even when a valid cache file exists.
+        canary: the speed canary's GFLOP/s now (default ``canary.canary_gflop_per_s``): a cached probe whose canary
+            differs from it by more than ``PROBE_DRIFT`` is measured again (``reprobed_after_drift`` records both);
+            a kept one carries ``canary_check``.
     """
     dtypes = _check_dtypes(dtypes)
+    drifted: dict[str, Any] | None = None
     _start(engine, threads)
     path = Path(cache_dir or default_cache_dir()) / f"{machine_key(device, engine=engine)}.json"
     if not refresh:
@@ -353,13 +361,28 @@ def load_or_probe(
         except (OSError, ValueError):
             cached = None
         if _valid_probe(cached, dtypes) and not (cached.get("contention") or {}).get("disturbed"):
-            return cached
+            assert cached is not None
+            now = (canary or _canary)()
+            drift = now / cached["canary_gflop_per_s"] - 1
+            check = {"canary_gflop_per_s": round(now, 2), "drift": round(drift, 3)}
+            if abs(drift) <= PROBE_DRIFT:
+                return {**cached, "canary_check": check}
+            drifted = {**check, "cached_canary_gflop_per_s": cached["canary_gflop_per_s"]}
+            drifted["cached_measured_at"] = cached.get("measured_at")
     probe = probe_machine(device, dtypes, min_time_s, engine=engine)
+    if drifted is not None:  # both recorded: why it was measured again, and the new figures
+        probe["reprobed_after_drift"] = drifted
     try:
         _write_json_atomic(path, probe)
     except OSError as err:  # a read-only cache costs a re-probe next time, nothing else
         print(f"tlbench: could not cache the machine probe in {path}: {err}", file=sys.stderr)
     return probe
+
+
+def _canary() -> float:
+    from .canary import canary_gflop_per_s
+
+    return canary_gflop_per_s()
 
 
 # ---- interpretation -----------------------------------------------------------------------------------

@@ -21,6 +21,12 @@ from tlbench.benchmarks.running.machine_peak import (
 pytest.importorskip("torch")
 
 
+@pytest.fixture(autouse=True)
+def steady_canary(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The speed canary of a cache check reads what the synthetic probes recorded (80 GFLOP/s): no drift."""
+    monkeypatch.setattr(probe_mod, "_canary", lambda: 80.0)
+
+
 def _synthetic(bf16: tuple[float, float] = (1e9, 2e9), fp16: tuple[float | None, float | None] = (5e10, 9e10)) -> dict:
     return {
         "device": "cpu",
@@ -84,7 +90,8 @@ def test_cache_hit_does_not_measure_again(tmp_path: Path, monkeypatch: pytest.Mo
     monkeypatch.setattr(probe_mod, "probe_machine", fake_probe)
     first = load_or_probe(tmp_path, "cpu")
     second = load_or_probe(tmp_path, "cpu")
-    assert len(calls) == 1 and first == second
+    assert len(calls) == 1 and {k: v for k, v in second.items() if k != "canary_check"} == first
+    assert second["canary_check"] == {"canary_gflop_per_s": 80.0, "drift": 0.0}
     files = list(tmp_path.glob("*.json"))
     assert len(files) == 1 and files[0].stem == probe_mod.machine_key("cpu")
     assert not list(tmp_path.glob(".*tmp"))  # atomic write left no temporary file
@@ -187,3 +194,23 @@ def test_a_machine_without_torch_is_probed_with_tensorflow(tmp_path: Path) -> No
 def test_an_unknown_engine_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
     assert probe_mod.main(["--engine", "jax", "--dtypes", "float32"]) == 2
     assert "invalid engine 'jax'" in capsys.readouterr().err
+
+
+def test_a_cached_probe_is_measured_again_when_the_canary_has_drifted(tmp_path: Path, monkeypatch) -> None:
+    calls = []
+
+    def fake_probe(device, dtypes, min_time_s, **kwargs):
+        calls.append(device)
+        return _synthetic()
+
+    monkeypatch.setattr(probe_mod, "probe_machine", fake_probe)
+    load_or_probe(tmp_path, "cpu")
+    kept = load_or_probe(tmp_path, "cpu", canary=lambda: 87.0)  # +8.75 %: within PROBE_DRIFT
+    assert len(calls) == 1 and kept["canary_check"]["drift"] == pytest.approx(0.0875, abs=1e-3)
+    again = load_or_probe(tmp_path, "cpu", canary=lambda: 60.0)  # -25 %: another machine than the one probed
+    assert len(calls) == 2
+    assert again["reprobed_after_drift"]["cached_canary_gflop_per_s"] == 80.0
+    assert again["reprobed_after_drift"]["canary_gflop_per_s"] == 60.0
+    assert again["reprobed_after_drift"]["drift"] == pytest.approx(-0.25)
+    cached = json.loads(next(tmp_path.glob("*.json")).read_text())
+    assert "reprobed_after_drift" in cached  # the new probe is the cache now, with the reason
