@@ -335,8 +335,15 @@ class Backend(abc.ABC):
         """Forward FLOPs of the built model for one image at its input size (a multiply-add = 2 FLOPs), counted
         by the framework (``torch.utils.flop_counter``, Keras layers); ``None`` when this backend cannot count.
 
-        Training FLOPs are taken as 3 × forward (forward + gradients w.r.t. inputs and weights), the same
-        convention for every backend, so MFU compares frameworks on the same work.
+        Training FLOPs come from ``train_flops_per_image`` where a backend counts them, else 3 × forward.
+        """
+        return None
+
+    def train_flops_per_image(self) -> int | None:
+        """FLOPs of one training image through the model *as the current phase left it trainable*: the forward plus
+        the gradients that phase computes (w.r.t. the inputs of layers after the first trainable one, w.r.t. the
+        trainable weights). A frozen backbone makes it close to 1 × forward, full fine-tuning close to 3 ×.
+        ``None`` when this backend cannot count it (MFU then assumes 3 × forward, and the record says so).
         """
         return None
 

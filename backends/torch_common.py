@@ -669,6 +669,14 @@ class TorchBackend(Backend):
         finally:
             model.train(was_training)
 
+    def train_flops_per_image(self) -> int | None:
+        from .engines.torch_engine import flops_per_image
+
+        model = self._require_model()
+        spec = self.spec
+        assert spec is not None
+        return int(flops_per_image(model, spec.image_size, 1 if spec.in_chans == 1 else 3, training=True))
+
     def synchronize(self) -> None:
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)

@@ -112,8 +112,14 @@ def gpu_name(device: str) -> str | None:
     return tf.config.experimental.get_device_details(gpus[index]).get("device_name")
 
 
-def flops_per_image(model: Any, image_size: int, in_chans: int | None = None) -> int:
-    """Forward FLOPs of one image, counted over the Keras layers (``backends.flops.keras_flops_per_image``)."""
+def flops_per_image(model: Any, image_size: int, in_chans: int | None = None, training: bool = False) -> int:
+    """Forward FLOPs of one image, counted over the Keras layers (``backends.flops.keras_flops_per_image``).
+
+    Raises:
+        NotImplementedError: ``training``: Keras has no counter of the backward pass (MFU then takes 3 x forward).
+    """
+    if training:
+        raise NotImplementedError("Keras counts forward FLOPs only")
     from ..flops import keras_flops_per_image
 
     return keras_flops_per_image(model, image_size, in_chans)

@@ -89,8 +89,10 @@ def gpu_name(device: str) -> str | None:
     return torch.cuda.get_device_name(torch.device(device))
 
 
-def flops_per_image(model: Any, image_size: int, in_chans: int = 3) -> int:
-    """Forward FLOPs of one image (``torch.utils.flop_counter``; ``backends.flops.torch_flops_per_image``)."""
+def flops_per_image(model: Any, image_size: int, in_chans: int = 3, training: bool = False) -> int:
+    """FLOPs of one image (``torch.utils.flop_counter``; ``backends.flops.torch_flops_per_image``): the forward, or
+    with ``training`` forward + the gradients the model's current trainability asks for (a frozen stage computes
+    no weight gradient, so partial fine-tuning costs less than 3 x the forward)."""
     from ..flops import torch_flops_per_image
 
-    return torch_flops_per_image(model, image_size, in_chans)
+    return torch_flops_per_image(model, image_size, in_chans, training=training)

@@ -177,9 +177,10 @@ class CellRun:
             if key in columns:
                 self.record[key] = columns[key]
         if "peak_flop_per_s" in columns:
-            (self.record["runtime"] or {}).update(
-                peak_flop_per_s=columns["peak_flop_per_s"], peak_dtype=columns["peak_dtype"]
-            )
+            runtime = self.record["runtime"] or {}
+            runtime.update(peak_flop_per_s=columns["peak_flop_per_s"], peak_dtype=columns["peak_dtype"])
+            if "train_flops" in columns:
+                runtime["train_flops"] = columns["train_flops"]
 
     def save_artifacts(
         self,

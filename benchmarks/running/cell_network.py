@@ -21,7 +21,7 @@ from .cell_context import CellContext
 from .cell_data import train_rows, train_split
 from .features import backbone_features
 from .inference_timing import latency_columns, time_inference, timing_batches
-from .measures import count_flops
+from .measures import count_flops, count_train_flops
 from .metrics import classification_metrics
 from .teacher import plan_distills, soft_targets
 from .training import Inputs, predict_in_batches, train_plan
@@ -127,6 +127,8 @@ def run_network_cell(run: CellContext, strategy: Strategy, backend_class: type[B
             feature_source=feature_source,
             soft_targets=teacher.probs if teacher is not None else None,
         )
+        if outcome.main_images_per_s() is not None:  # the main phase's trainability is still applied
+            record["train_flops_per_image"] = count_train_flops(backend, run.log)
         # training is over: the backend may specialize the model for inference (--infer-compile); the predictions
         # below then come from the model that is timed
         record["infer_prepare_s"] = backend.prepare_inference(min(opts.batch_size, len(test)))

@@ -21,6 +21,16 @@ def count_flops(backend: Backend, log: Callable[[str], None]) -> int | None:
         return None
 
 
+def count_train_flops(backend: Backend, log: Callable[[str], None]) -> int | None:
+    """FLOPs of one training image of the phase the backend is in (``Backend.train_flops_per_image``); ``None``
+    (logged) when it cannot count."""
+    try:
+        return backend.train_flops_per_image()
+    except Exception as exc:
+        log(f"training FLOPs not counted: {one_line_error(exc)}")
+        return None
+
+
 def compute_dtype(dtype: str) -> str:
     """The probe's dtype for a record's ``dtype`` (``bfloat16 autocast`` → ``bfloat16``; else ``float32``)."""
     if dtype.startswith("bfloat16"):
@@ -33,11 +43,14 @@ def compute_dtype(dtype: str) -> str:
 def mfu_columns(record: dict[str, Any], probe: dict[str, Any] | None, dtype: str) -> dict[str, Any]:
     """``infer_mfu``/``train_mfu`` (achieved FLOP/s over the probe's peak for the compute dtype) and the peak used.
 
-    Training counts 3 × forward FLOPs (forward + gradients w.r.t. inputs and weights). Returns ``{}`` when there is
-    no probe, no FLOP count or no measurement of the dtype.
+    Training uses the strategy-aware ``train_flops_per_image`` of the record (forward + the gradients the main
+    phase computes: a partial fine-tuning's frozen stages compute no weight gradient) and 3 × forward only when
+    the backend could not count it (``train_flops`` says which). Returns ``{}`` when there is no probe, no FLOP
+    count or no measurement of the dtype.
 
     Returns:
-        ``{"infer_mfu", "train_mfu", "peak_flop_per_s", "peak_dtype"}`` (the MFU keys only for measured rates).
+        ``{"infer_mfu", "train_mfu", "peak_flop_per_s", "peak_dtype", "train_flops"}`` (the MFU keys only for
+        measured rates).
     """
     from .machine_peak import peak_flop_per_s
 
@@ -53,5 +66,7 @@ def mfu_columns(record: dict[str, Any], probe: dict[str, Any] | None, dtype: str
     if record.get("infer_images_per_s"):
         columns["infer_mfu"] = record["infer_images_per_s"] * flops / peak
     if record.get("train_images_per_s"):
-        columns["train_mfu"] = record["train_images_per_s"] * 3 * flops / peak
+        counted = record.get("train_flops_per_image")
+        columns["train_mfu"] = record["train_images_per_s"] * (counted or 3 * flops) / peak
+        columns["train_flops"] = "counted" if counted else "3x forward"
     return columns

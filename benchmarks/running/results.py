@@ -62,6 +62,7 @@ RESULT_COLUMNS = [
     "infer_timed_s",
     "infer_latency_cv",
     "flops_per_image",
+    "train_flops_per_image",
     "train_mfu",
     "infer_mfu",
     "plan",
