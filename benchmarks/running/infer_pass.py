@@ -62,7 +62,8 @@ class InferPassError(RuntimeError):
 def pass_groups(records: Sequence[dict[str, Any]], out_dir: Path) -> list[list[dict[str, Any]]]:
     """The groups of records the pass times together: finished cells of one backend, model and dataset (so one
     network, input size and batch) that ran the model itself at inference (no sklearn probe) and saved their
-    weights; only groups of two or more, split into chunks of at most ``MAX_MODELS_PER_PROCESS``."""
+    weights, split into chunks of at most ``MAX_MODELS_PER_PROCESS``. A group of one is timed too: its figure then
+    comes from a fresh process like every other model's."""
     from ...core.cell_kinds import CELL_KINDS, kind_name
     from ...core.strategies import get_strategy
 
@@ -84,8 +85,6 @@ def pass_groups(records: Sequence[dict[str, Any]], out_dir: Path) -> list[list[d
         groups.setdefault(key, []).append(record)
     chunks = []
     for members in groups.values():
-        if len(members) < 2:
-            continue
         count = -(-len(members) // MAX_MODELS_PER_PROCESS)
         size = -(-len(members) // count)  # even chunks: 17 cells -> 9 + 8, not 16 + 1
         chunks += [members[i : i + size] for i in range(0, len(members), size)]
@@ -308,45 +307,46 @@ def run_infer_pass(
     launch: Launcher | None = None,
     on_message: Callable[[str], None] | None = None,
 ) -> list[dict[str, Any]]:
-    """Time the groups of ``records`` (this run's finished cells) again, interleaved; return their new records.
+    """Time the groups of ``records`` again, interleaved; return their new records.
 
-    ``launch`` starts each group's pass process (``None``: time in this process, for tests).
+    ``records`` are the latest records of the suite's cells (this run's and those of earlier runs into the same
+    directory whose weights are still there: a resumed suite is timed as a whole). ``launch`` starts each group's
+    pass process (``None``: time in this process, for tests).
 
-    Saved weights are deleted afterwards unless ``TLBENCH_SAVE_WEIGHTS`` keeps them. A group whose pass fails
-    keeps its cells' own figures (one line to ``on_message``).
+    A group's saved weights are deleted once its pass has completed (unless ``TLBENCH_SAVE_WEIGHTS`` keeps them);
+    an interrupted or failed pass keeps them, so the next run of the suite times those cells again. A group whose
+    pass fails keeps its cells' own figures (one line to ``on_message``).
     """
     say = on_message or (lambda message: None)
     updated: list[dict[str, Any]] = []
-    try:
-        for group in pass_groups(records, out_dir):
-            first = group[0]
-            what = f"{first['backend']}/{first['model']}/{first['dataset']}"
-            start = time.perf_counter()
-            outcome = run_group(group, suite, out_dir, launch)
-            wall_s = time.perf_counter() - start
-            if "error" in outcome:
-                say(
-                    f"inference pass of {what} failed, the cells keep their own figures: {outcome['error']} (see "
-                    f"{out_dir / LOG_FILE})"
-                )
-                continue
-            fresh = []
-            for record in group:
-                directory = artifact_dir(out_dir, record)
-                stats = outcome["cells"][directory.name]
-                fresh.append(passed_record(record, stats, outcome, wall_s))
-                artifacts.write_latencies(directory, stats["latencies_ms"], int(stats["batch_size"]), keep_in_cell=True)
-            updated += fresh
-            before = [float(r["infer_images_per_s"]) for r in group]
-            after = [float(r["infer_images_per_s"]) for r in fresh]
+    for group in pass_groups(records, out_dir):
+        first = group[0]
+        what = f"{first['backend']}/{first['model']}/{first['dataset']}"
+        start = time.perf_counter()
+        outcome = run_group(group, suite, out_dir, launch)
+        wall_s = time.perf_counter() - start
+        if "error" in outcome:
             say(
-                f"inference pass: {len(group)} cells of {what} interleaved in one process ({ROUNDS} rounds, "
-                f"{wall_s:.0f} s): "
-                f"{min(after):.0f}-{max(after):.0f} img/s (spread {spread(after):.1%}); timed in their cells "
-                f"{min(before):.0f}-{max(before):.0f} ({spread(before):.1%})"
+                f"inference pass of {what} failed, the cells keep their own figures and their weights for the "
+                f"next run: {outcome['error']} (see {out_dir / LOG_FILE})"
             )
-    finally:
-        discard_weights(records, out_dir)
+            continue
+        fresh = []
+        for record in group:
+            directory = artifact_dir(out_dir, record)
+            stats = outcome["cells"][directory.name]
+            fresh.append(passed_record(record, stats, outcome, wall_s))
+            artifacts.write_latencies(directory, stats["latencies_ms"], int(stats["batch_size"]), keep_in_cell=True)
+        updated += fresh
+        before = [float(r["infer_images_per_s"]) for r in group]
+        after = [float(r["infer_images_per_s"]) for r in fresh]
+        say(
+            f"inference pass: {len(group)} cells of {what} interleaved in one process ({ROUNDS} rounds, "
+            f"{wall_s:.0f} s): "
+            f"{min(after):.0f}-{max(after):.0f} img/s (spread {spread(after):.1%}); timed in their cells "
+            f"{min(before):.0f}-{max(before):.0f} ({spread(before):.1%})"
+        )
+        discard_weights(group, out_dir)  # only now: an interrupted pass keeps what it needs
     return updated
 
 

@@ -446,17 +446,20 @@ def _infer_pass(
     inline: bool,
     on_message: Callable[[str], None] | None,
 ) -> None:
-    """The inference pass over this run's cells (``infer_pass``): each re-timed cell gets a new record, appended
-    and put in ``produced`` in place of its cell's record."""
+    """The inference pass (``infer_pass``) over the latest records of every cell of the suite whose weights are
+    still in the directory: this run's cells and those an interrupted earlier run left, timed together. Each
+    re-timed cell gets a new record, appended (and put in ``produced`` in place of this run's record)."""
     from .infer_pass import run_infer_pass
 
+    wanted = {cell_key(asdict(cell)) for cell in suite.cells()}
+    latest = [r for r in latest_by_cell(load_results(results_path)) if cell_key(r) in wanted]
     launch = None if inline else run_module_subprocess
-    updated = {cell_key(r): r for r in run_infer_pass(produced, suite, out_dir, launch=launch, on_message=on_message)}
+    updated = {cell_key(r): r for r in run_infer_pass(latest, suite, out_dir, launch=launch, on_message=on_message)}
+    for fresh in updated.values():
+        append_result(results_path, fresh)
     for position, record in enumerate(produced):
-        fresh = updated.get(cell_key(record))
-        if fresh is not None:
-            append_result(results_path, fresh)
-            produced[position] = fresh
+        if cell_key(record) in updated:
+            produced[position] = updated[cell_key(record)]
 
 
 def run_suite(

@@ -68,14 +68,17 @@ def test_groups_hold_the_cells_of_one_model_that_saved_weights(tmp_path):
         record("full_finetune"),
         record("knn_probe"),  # an sklearn probe: its inference is not the network's
         record("partial_finetune"),  # saved no weights
-        record("scratch", dataset="breastmnist"),  # alone on its dataset: nothing to compare with
+        record("scratch", dataset="breastmnist"),  # alone on its dataset: still timed in a fresh process
         record("lp_ft", status="failed"),
     ]
     for r in records:
         if r["strategy"] != "partial_finetune":
             save_weights(tmp_path, r)
     groups = pass_groups(records, tmp_path)
-    assert [[r["strategy"] for r in g] for g in groups] == [["linear_probe", "scratch", "full_finetune"]]
+    assert [[(r["strategy"], r["dataset"]) for r in g] for g in groups] == [
+        [("linear_probe", "digits"), ("scratch", "digits"), ("full_finetune", "digits")],
+        [("scratch", "breastmnist")],
+    ]
 
 
 def test_large_groups_are_split_evenly_across_processes(tmp_path, monkeypatch):
@@ -84,6 +87,42 @@ def test_large_groups_are_split_evenly_across_processes(tmp_path, monkeypatch):
     for r in records:
         save_weights(tmp_path, r)
     assert [len(g) for g in pass_groups(records, tmp_path)] == [2, 2, 1]
+
+
+def test_a_resumed_suite_is_timed_as_a_whole_and_a_failed_pass_keeps_the_weights(
+    fake_backend, cache_dir, tmp_path, monkeypatch
+):
+    import fake_backend as fake
+
+    from tlbench.backends import BackendError
+
+    original = fake.FakeBackend.load_weights
+    out = tmp_path / "suite"
+    messages: list[str] = []
+
+    def corrupt(self, path):
+        raise BackendError("the pass process was stopped")
+
+    monkeypatch.setattr(fake.FakeBackend, "load_weights", corrupt)
+    first = suite(cache_dir, strategies=("linear_probe",))
+    run_suite(first, out, cell_runner=run_cell_inprocess, on_message=messages.append)
+    assert "keep their own figures and their weights for the next run" in messages[-1]
+    assert [p.parent.name for p in out.glob("cells/*/weights*")] == ["fake__softmax__linear_probe__digits__s0"]
+
+    loaded: list[str] = []
+    monkeypatch.setattr(
+        fake.FakeBackend,
+        "load_weights",
+        lambda self, path: (loaded.append(Path(path).parent.name), original(self, path))[1],
+    )
+    both = suite(cache_dir, strategies=("linear_probe", "scratch"))
+    run_suite(both, out, cell_runner=run_cell_inprocess, on_message=messages.append)
+    # the resumed cell (finished in the first run) and this run's cell are timed together, in one group
+    assert sorted(loaded) == ["fake__softmax__linear_probe__digits__s0", "fake__softmax__scratch__digits__s0"]
+    assert messages[-1].startswith("inference pass: 2 cells of fake/softmax/digits interleaved")
+    latest = {r["strategy"]: r for r in latest_by_cell(load_results(out / "results.jsonl"))}
+    assert latest["linear_probe"]["infer_pass"]["models"] == latest["scratch"]["infer_pass"]["models"] == 2
+    assert not list(out.glob("cells/*/weights*"))  # deleted once their pass completed
 
 
 def test_a_passed_record_keeps_the_cells_own_figures_and_recomputes_mfu():
@@ -171,10 +210,11 @@ def test_a_failing_pass_keeps_the_cells_figures_and_says_why(fake_backend, cache
     assert len(load_results(out / "results.jsonl")) == 3 and all(r["infer_pass"] is None for r in produced)
     (message,) = messages
     assert message.startswith(
-        "inference pass of fake/softmax/digits failed, the cells keep their own figures: cell fake__softmax__linear_probe__digits__s0: weights file "
+        "inference pass of fake/softmax/digits failed, the cells keep their own figures and their weights for the "
+        "next run: cell fake__softmax__linear_probe__digits__s0: weights file "
     )
     assert message.endswith(f"(see {out / 'infer_pass.log'})")
-    assert not list(out.glob("cells/*/weights*"))
+    assert len(list(out.glob("cells/*/weights*"))) == 2  # kept: the next run of the suite times them again
 
 
 def test_a_failing_pass_process_is_one_line_too(fake_backend, cache_dir, tmp_path):
@@ -195,13 +235,13 @@ def test_a_failing_pass_process_is_one_line_too(fake_backend, cache_dir, tmp_pat
 
 
 def test_an_unexpected_error_of_an_inline_pass_is_one_line_too(fake_backend, cache_dir, tmp_path, monkeypatch):
-    from tlbench.benchmarks.running import cell
+    from tlbench.benchmarks.running import cell_data
     from tlbench.datasets import DatasetError
 
     def gone(*args, **kwargs):
         raise DatasetError("dataset 'digits': cache entry vanished")
 
-    monkeypatch.setattr(cell, "load_cell_dataset", gone)
+    monkeypatch.setattr(cell_data, "load_cell_dataset", gone)
     records = [record("linear_probe"), record("scratch")]
     for r in records:
         save_weights(tmp_path, r)
