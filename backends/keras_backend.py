@@ -223,7 +223,7 @@ class KerasBackend(Backend):
                 f"keras backend takes --in-chans 3 (gray replicated to RGB), got {spec.in_chans}: "
                 "keras.applications' weights and preprocess_input are RGB-only"
             )
-        tf, keras = self._tf, self._keras
+        keras = self._keras
         options = spec.options if isinstance(spec.options, KerasOptions) else KerasOptions(amp=spec.options.amp)
         if options.head != "fcn":
             raise BackendError(

@@ -197,7 +197,7 @@ def vgg16_conv_shapes() -> dict[str, tuple[tuple[int, int, int, int], tuple[int]
     """Keras VGG16 convolution name -> (kernel HWIO shape, bias shape), in network order."""
     shapes: dict[str, tuple[tuple[int, int, int, int], tuple[int]]] = {}
     in_channels = 3
-    for block, (channels, count) in enumerate(zip(_VGG16_BLOCK_CHANNELS, _VGG16_BLOCK_CONVS), start=1):
+    for block, (channels, count) in enumerate(zip(_VGG16_BLOCK_CHANNELS, _VGG16_BLOCK_CONVS, strict=True), start=1):
         for conv in range(1, count + 1):
             shapes[f"block{block}_conv{conv}"] = ((3, 3, in_channels, channels), (channels,))
             in_channels = channels
@@ -280,7 +280,7 @@ def load_positional_state_dict(model: Any, state: Mapping[str, Any]) -> None:
             f"state dict has {len(state)} tensors but the model has {len(target)}; expected the same architecture"
         )
     mapped = OrderedDict()
-    for (target_key, target_value), (source_key, source_value) in zip(target.items(), state.items()):
+    for (target_key, target_value), (source_key, source_value) in zip(target.items(), state.items(), strict=True):
         if tuple(target_value.shape) != tuple(source_value.shape):
             raise BackendError(
                 f"tensor {source_key!r} has shape {tuple(source_value.shape)} "

@@ -249,7 +249,7 @@ def tree_fingerprint(tree: ScannedTree) -> str:
     """
     digest = hashlib.sha256()
     for split in sorted(tree.files):
-        for class_name, entries in zip(tree.class_names, tree.files[split]):
+        for class_name, entries in zip(tree.class_names, tree.files[split], strict=True):
             for entry in entries:
                 rel = os.path.relpath(entry.path, tree.root)
                 fields = (

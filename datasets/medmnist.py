@@ -288,7 +288,7 @@ class MedMNISTSource(DatasetSource):
             + ", ".join(f"{name} {len(split)}" for name, split in splits.items())
             + f" images of {self.side_px} px, {self.num_classes} classes"
         )
-        official = dict(zip(SPLITS, MEDMNIST_INFO[self.flag]["n_samples"])) if self.flag else None
+        official = dict(zip(SPLITS, MEDMNIST_INFO[self.flag]["n_samples"], strict=True)) if self.flag else None
         if official is not None and official != self.sizes:
             log(
                 f"{self.spec}: split sizes differ from the official {self.flag} ({', '.join(f'{k} {v}' for k, v in official.items())})"

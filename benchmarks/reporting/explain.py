@@ -186,7 +186,7 @@ def stage_modules(backend: Any, count: int) -> list[tuple[str, Any]]:
     for names in backend.stage_parameter_names(model):
         parts = [n.split(".")[:-1] for n in names]
         common = []
-        for items in zip(*parts):
+        for items in zip(*parts, strict=False):
             if len(set(items)) != 1:
                 break
             common.append(items[0])
@@ -302,7 +302,7 @@ def draw_explanation(explanation: Explanation, path: Path) -> Path:
     axes[0].set_title(
         f"input\ntrue {name(ex.true_label)}{predicted}", fontsize=9, color="#c00000" if wrong else "black"
     )
-    for ax, stage, fmap in zip(axes[1:], ex.stage_names, ex.stage_maps):
+    for ax, stage, fmap in zip(axes[1:], ex.stage_names, ex.stage_maps, strict=False):
         shown = ax.imshow(fmap, cmap="viridis")
         ax.set_title(f"{stage}\nmean activation {fmap.shape[0]}×{fmap.shape[1]}", fontsize=9)
         fig.colorbar(shown, ax=ax, fraction=0.046, pad=0.02)

@@ -203,7 +203,7 @@ class CellOccupancy:
                 continue
             entries.append((path, entry))
         intervals = [(float(e["start"]), float(e["end"] if e.get("end") is not None else now)) for _, e in entries]
-        on_device = [iv for iv, (_, e) in zip(intervals, entries) if e.get("device") == self.device]
+        on_device = [iv for iv, (_, e) in zip(intervals, entries, strict=True) if e.get("device") == self.device]
         running_starts = [float(e["start"]) for p, e in entries if e.get("end") is None]
         for path, entry in entries:  # forget what no running cell overlaps (and no future cell can)
             end = entry.get("end")

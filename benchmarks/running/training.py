@@ -202,7 +202,9 @@ def train_plan(
             train_loss = backend.pop_train_loss()
             evaluate = SyncTimer(backend.synchronize)
             with evaluate:
-                val_probs = predict_in_batches(lambda b: backend.predict_proba(b, phase.inputs), val_source, batch_size)
+                val_probs = predict_in_batches(
+                    lambda b, inputs=phase.inputs: backend.predict_proba(b, inputs), val_source, batch_size
+                )
             elapsed += first.seconds + steady.seconds + evaluate.seconds
             epoch_number += 1
             val_accuracy = float((val_probs.argmax(1) == val_labels).mean())

@@ -85,7 +85,7 @@ def time_cache(spec: str, policy: ResizePolicy, rounds: int, workers: Sequence[i
             root = Path(tempfile.mkdtemp(prefix="tlbench-cache-bench-"))
             try:
                 start = time.perf_counter()
-                dataset = _with_workers(count, lambda: load_dataset(spec, policy, root))
+                dataset = _with_workers(count, lambda root=root: load_dataset(spec, policy, root))
                 samples.setdefault(f"cold build, {count} worker(s)", []).append(time.perf_counter() - start)
                 images = sum(len(s.images) for s in dataset.splits.values())
                 del dataset

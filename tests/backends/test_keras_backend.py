@@ -213,7 +213,8 @@ def test_augmentation_runs_on_device_and_flips_or_zooms(vgg):
     flipped = vgg._prepare_train_fn(x).numpy()
     same = [np.allclose(flipped[i], plain[i]) for i in range(16)]
     mirror = [np.allclose(flipped[i], mirrored[i]) for i in range(16)]
-    assert all(s or m for s, m in zip(same, mirror)) and any(same) and any(mirror)  # each image kept or mirrored
+    # each image kept or mirrored
+    assert all(s or m for s, m in zip(same, mirror, strict=True)) and any(same) and any(mirror)
     vgg.apply_phase(phase(vgg, "scratch", augment="crop-flip", seed=1))
     cropped = vgg._prepare_train_fn(x).numpy()
     assert cropped.shape == plain.shape
@@ -303,7 +304,9 @@ def test_local_weight_files_load_into_the_backbone(tmp_path):
         info = backend.build(ModelSpec("vgg16", num_classes=4, image_size=SIZE, weights=str(path)))
         assert info.pretrained == f"file:{path}"
         for layer in (layer for layer in reference.layers if layer.weights):
-            for got, want in zip(backend.backbone.get_layer(layer.name).get_weights(), layer.get_weights()):
+            for got, want in zip(
+                backend.backbone.get_layer(layer.name).get_weights(), layer.get_weights(), strict=True
+            ):
                 np.testing.assert_array_equal(got, want)
         assert backend.head.get_layer("head_conv1x1_classes").kernel.shape[-1] == 4  # a fresh head for the task
         np.testing.assert_allclose(

@@ -53,7 +53,7 @@ def test_suite_records_every_column_and_resumes(fake_backend, cache_dir, tmp_pat
     # each cell's own record, then the inference pass's (the four cells of one model timed again, interleaved)
     assert len(lines) == 8 and lines[4:] == produced
     records = latest_by_cell(lines)
-    for own, record in zip(lines[:4], records):
+    for own, record in zip(lines[:4], records, strict=True):
         assert own["infer_pass"] is None
         assert record["infer_pass"]["in_cell"]["infer_images_per_s"] == own["infer_images_per_s"]
         assert record["infer_pass"]["models"] == 4 and record["infer_repeats"] >= 10
