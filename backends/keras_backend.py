@@ -630,7 +630,8 @@ class KerasBackend(Backend):
         except Exception as exc:  # h5py and shape errors come in many types
             message = " ".join(str(exc).split())[:200]
             raise BackendError(
-                f"weights file {path!r} does not fit keras model {self.info.name!r} with this head ({type(exc).__name__}: {message})"
+                f"weights file {path!r} does not fit keras model {self.info.name!r} "
+                f"with this head ({type(exc).__name__}: {message})"
             ) from exc
 
     def _combined(self) -> Any:

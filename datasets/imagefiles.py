@@ -238,5 +238,6 @@ def check_classes_present(splits: dict[str, Split], class_names: list[str], desc
         for index, class_name in enumerate(class_names):
             if index not in present:
                 raise DatasetError(
-                    f"{desc}: split {name!r} has no readable image of class {class_name!r}; every split needs every class"
+                    f"{desc}: split {name!r} has no readable image of class {class_name!r}; "
+                    "every split needs every class"
                 )

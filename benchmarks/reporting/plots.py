@@ -377,7 +377,8 @@ def confusion_plot(frame: pd.DataFrame, suite_dir: Path, path: Path) -> Path | N
                     )
         ax.set(xlabel="predicted", ylabel="true")
         ax.set_title(
-            f"{short_dataset(row['dataset'])}: best {row['backend']} cell\n{row['strategy']} seed {row['seed']} (accuracy {_fmt_metric(row['accuracy'])})",
+            f"{short_dataset(row['dataset'])}: best {row['backend']} cell\n"
+            f"{row['strategy']} seed {row['seed']} (accuracy {_fmt_metric(row['accuracy'])})",
             fontsize=10,
         )
         fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="fraction of true class")

@@ -218,7 +218,8 @@ def train_plan(
             }
             outcome.curve.append(entry)
             log(
-                f"epoch {epoch_number} ({phase.name}): train_loss={train_loss:.4f} val_accuracy={val_accuracy:.4f} ({elapsed:.1f} s)"
+                f"epoch {epoch_number} ({phase.name}): train_loss={train_loss:.4f} val_accuracy={val_accuracy:.4f} "
+                f"({elapsed:.1f} s)"
             )
             if outcome.best_val_accuracy is None or val_accuracy > outcome.best_val_accuracy:
                 outcome.best_val_accuracy, outcome.best_epoch, outcome.time_to_best_s = (

@@ -327,7 +327,10 @@ def test_bad_weight_files_are_backend_errors(tmp_path):
     torch_file.write_bytes(b"PK\x03\x04 torch zip")
     with pytest.raises(
         BackendError,
-        match=r"'.*vgg16\.pth' is not a Keras weights file; expected a Keras .weights.h5/.h5 file of keras.applications.VGG16",
+        match=(
+            r"'.*vgg16\.pth' is not a Keras weights file; "
+            r"expected a Keras .weights.h5/.h5 file of keras.applications.VGG16"
+        ),
     ):
         build("vgg16", weights=str(torch_file))
     garbage = tmp_path / "garbage.weights.h5"
@@ -344,7 +347,11 @@ def test_bad_weight_files_are_backend_errors(tmp_path):
 def test_imagenet_weights_offline_fail_unless_random_init_is_allowed(offline_keras, tmp_path):
     with pytest.raises(
         BackendError,
-        match=r"no pretrained weights for keras model 'vgg16' \(offline and not in the Keras cache .*keras_home/models: Exception\); pass --weights PATH or --allow-random-init",
+        match=(
+            r"no pretrained weights for keras model 'vgg16' "
+            r"\(offline and not in the Keras cache .*keras_home/models: Exception\); "
+            r"pass --weights PATH or --allow-random-init"
+        ),
     ) as info:
         KerasBackend("cpu").build(ModelSpec("vgg16", num_classes=2, image_size=SIZE))
     assert "\n" not in str(info.value)

@@ -171,7 +171,8 @@ def test_a_failing_pass_keeps_the_cells_figures_and_says_why(fake_backend, cache
     assert len(load_results(out / "results.jsonl")) == 3 and all(r["infer_pass"] is None for r in produced)
     (message,) = messages
     assert message.startswith(
-        "inference pass of fake/softmax/digits failed, the cells keep their own figures: cell fake__softmax__linear_probe__digits__s0: weights file "
+        "inference pass of fake/softmax/digits failed, the cells keep their own figures: "
+        "cell fake__softmax__linear_probe__digits__s0: weights file "
     )
     assert message.endswith(f"(see {out / 'infer_pass.log'})")
     assert not list(out.glob("cells/*/weights*"))
@@ -222,7 +223,10 @@ def test_a_pass_process_that_dies_is_named_with_its_last_log_line(fake_backend, 
 
     outcome = infer_pass.run_group(records, suite(cache_dir), tmp_path, launch=killed)
     assert outcome == {
-        "error": "the pass process was killed by signal 9 without a result; last log line: [12:00:00] loaded fake__softmax__linear_probe__digits__s0 from weights.json"
+        "error": (
+            "the pass process was killed by signal 9 without a result; "
+            "last log line: [12:00:00] loaded fake__softmax__linear_probe__digits__s0 from weights.json"
+        )
     }
     assert not (tmp_path / ".infer-pass").exists()  # its work files are gone
 

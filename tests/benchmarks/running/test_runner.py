@@ -1,4 +1,5 @@
-"""Runner: in-process and subprocess launchers, atomic JSON-lines results, resume, failure isolation (numpy fake backend)."""
+"""Runner: in-process and subprocess launchers, atomic JSON-lines results, resume, failure isolation
+(numpy fake backend)."""
 
 from __future__ import annotations
 
@@ -123,8 +124,8 @@ def test_failing_and_crashing_cells_are_recorded_and_the_rest_go_on(fake_backend
     # a cell killed by a signal says which, what that usually means, and its last log line
     assert status["sigkill"]["status"] == "failed"
     assert status["sigkill"]["error"].startswith(
-        "cell process killed by signal 9 (SIGKILL): usually out of memory (the kernel OOM killer) or an external kill -9; "
-        "last log line: ["
+        "cell process killed by signal 9 (SIGKILL): usually out of memory (the kernel OOM killer) "
+        "or an external kill -9; last log line: ["
     ), status["sigkill"]["error"]
     # failed cells are retried on the next run, finished ones are not
     retried = run_suite(cfg, out)
