@@ -46,8 +46,8 @@ import numpy as np
 
 from ..core.plan import PhasePlan
 from .base import Backend, BackendError, BuildInfo, DataConfig, Inputs, ModelSpec, ParamCounts
-from .keras_models import KERAS_MODELS, MIN_IMAGE_SIZE, KerasModelInfo, model_info
-from .options import FCN_HEAD_DROPOUT, FCN_HEAD_HIDDEN_CHANNELS, HEAD_FACTS, KerasOptions
+from .keras_models import KERAS_MODELS, KerasModelInfo, model_info
+from .options import FCN_HEAD_DROPOUT, FCN_HEAD_HIDDEN_CHANNELS, HEAD_FACTS, KERAS_MIN_IMAGE_SIZE, KerasOptions
 
 #: channels of the FCN head's hidden 1×1 convolution (shared with the torch backends' ``--head fcn``)
 HEAD_HIDDEN_CHANNELS = FCN_HEAD_HIDDEN_CHANNELS
@@ -124,8 +124,8 @@ def keras_cache_dir() -> str:
 
 def check_image_size(model_name: str, image_size: int) -> None:
     """Raise ``BackendError`` when ``image_size`` is below what the backbone's five stride-2 stages need."""
-    if image_size < MIN_IMAGE_SIZE:
-        raise BackendError(f"keras model {model_name!r} needs --image-size >= {MIN_IMAGE_SIZE}, got {image_size}")
+    if image_size < KERAS_MIN_IMAGE_SIZE:
+        raise BackendError(f"keras model {model_name!r} needs --image-size >= {KERAS_MIN_IMAGE_SIZE}, got {image_size}")
 
 
 class KerasBackend(Backend):
