@@ -125,7 +125,7 @@ def _einsum_flops(equation: str, kernel_shape: tuple[int, ...], output_shape: tu
     """2 x output elements x the product of the kernel dimensions summed over (absent from the output)."""
     lhs, out_spec = equation.replace(" ", "").split("->")
     kernel_spec = lhs.split(",")[1]
-    contracted = [size for letter, size in zip(kernel_spec, kernel_shape) if letter not in out_spec]
+    contracted = [size for letter, size in zip(kernel_spec, kernel_shape, strict=True) if letter not in out_spec]
     return 2 * math.prod(int(d) for d in output_shape) * math.prod(int(d) for d in contracted)
 
 

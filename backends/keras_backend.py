@@ -47,8 +47,7 @@ import numpy as np
 from ..core.plan import PhasePlan
 from .base import Backend, BackendError, BuildInfo, DataConfig, Inputs, ModelSpec, ParamCounts
 from .keras_models import KERAS_MODELS, KerasModelInfo, model_info
-from .options import KERAS_MIN_IMAGE_SIZE as MIN_IMAGE_SIZE
-from .options import FCN_HEAD_DROPOUT, FCN_HEAD_HIDDEN_CHANNELS, HEAD_FACTS, KerasOptions
+from .options import FCN_HEAD_DROPOUT, FCN_HEAD_HIDDEN_CHANNELS, HEAD_FACTS, KERAS_MIN_IMAGE_SIZE, KerasOptions
 
 #: channels of the FCN head's hidden 1×1 convolution (shared with the torch backends' ``--head fcn``)
 HEAD_HIDDEN_CHANNELS = FCN_HEAD_HIDDEN_CHANNELS
@@ -125,8 +124,8 @@ def keras_cache_dir() -> str:
 
 def check_image_size(model_name: str, image_size: int) -> None:
     """Raise ``BackendError`` when ``image_size`` is below what the backbone's five stride-2 stages need."""
-    if image_size < MIN_IMAGE_SIZE:
-        raise BackendError(f"keras model {model_name!r} needs --image-size >= {MIN_IMAGE_SIZE}, got {image_size}")
+    if image_size < KERAS_MIN_IMAGE_SIZE:
+        raise BackendError(f"keras model {model_name!r} needs --image-size >= {KERAS_MIN_IMAGE_SIZE}, got {image_size}")
 
 
 class KerasBackend(Backend):
@@ -224,7 +223,7 @@ class KerasBackend(Backend):
                 f"keras backend takes --in-chans 3 (gray replicated to RGB), got {spec.in_chans}: "
                 "keras.applications' weights and preprocess_input are RGB-only"
             )
-        tf, keras = self._tf, self._keras
+        keras = self._keras
         options = spec.options if isinstance(spec.options, KerasOptions) else KerasOptions(amp=spec.options.amp)
         if options.head != "fcn":
             raise BackendError(
@@ -631,7 +630,8 @@ class KerasBackend(Backend):
         except Exception as exc:  # h5py and shape errors come in many types
             message = " ".join(str(exc).split())[:200]
             raise BackendError(
-                f"weights file {path!r} does not fit keras model {self.info.name!r} with this head ({type(exc).__name__}: {message})"
+                f"weights file {path!r} does not fit keras model {self.info.name!r} "
+                f"with this head ({type(exc).__name__}: {message})"
             ) from exc
 
     def _combined(self) -> Any:

@@ -70,7 +70,7 @@ def torchvision_vgg16_to_keras(state: Mapping[str, Any]) -> dict[str, list[np.nd
             f"expected a torchvision vgg16 state dict with {len(names)} features.N convolutions, found {len(convs)}"
         )
     mapped: dict[str, list[np.ndarray]] = {}
-    for name, index in zip(names, sorted(convs)):
+    for name, index in zip(names, sorted(convs), strict=True):
         entry = convs[index]
         if "weight" not in entry or "bias" not in entry or entry["weight"].ndim != 4:
             raise BackendError(f"features.{index} of the vgg16 state dict is not a convolution with weight and bias")
@@ -162,7 +162,7 @@ def keras_vgg16_to_torchvision(
         BackendError: a convolution is missing or is not a 4-d kernel with a matching bias.
     """
     state: OrderedDict[str, np.ndarray] = OrderedDict()
-    for index, name in zip(TORCHVISION_VGG16_CONV_INDICES, vgg16_keras_conv_names()):
+    for index, name in zip(TORCHVISION_VGG16_CONV_INDICES, vgg16_keras_conv_names(), strict=True):
         if name not in kernels:
             raise BackendError(
                 f"keras vgg16 weights lack layer {name!r}; expected the 13 convolutions block1_conv1 ... block5_conv3"

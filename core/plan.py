@@ -125,7 +125,10 @@ class PhasePlan:
             extra = f", L2-SP alpha={self.regularizers.l2sp_alpha:g} beta={self.regularizers.head_l2_beta:g}"
         if self.distillation is not None:
             extra += f", distilled T={self.distillation.temperature:g} alpha={self.distillation.alpha:g}"
-        return f"{self.name}: {self.epochs} epoch(s) on {self.inputs}, {len(trainable)}/{len(self.stages)} stages train ({lr_text}{extra})"
+        return (
+            f"{self.name}: {self.epochs} epoch(s) on {self.inputs}, {len(trainable)}/{len(self.stages)} stages train "
+            f"({lr_text}{extra})"
+        )
 
 
 @dataclass(frozen=True)
@@ -187,7 +190,8 @@ def stage_plans(
     n = len(stage_names)
     if train_backbone == "last_k" and not 0 < strategy.last_k_stages <= n:
         raise PlanError(
-            f"strategy {strategy.name!r} trains the last {strategy.last_k_stages} stage(s) but the model has {n}: {', '.join(stage_names)}"
+            f"strategy {strategy.name!r} trains the last {strategy.last_k_stages} stage(s) but the model has {n}: "
+            f"{', '.join(stage_names)}"
         )
     plans = []
     for index, name in enumerate(stage_names):

@@ -19,15 +19,18 @@ DATASETS: dict[str, tuple[str, str]] = {
     "digits": ("tlbench.datasets.digits:make_source", "digits — scikit-learn handwritten digits, 10 classes, offline"),
     "folder": (
         "tlbench.datasets.folder:make_source",
-        "folder:PATH — ImageFolder tree PATH/{train,val,test}/<class>/*; missing val/test carved from train (seeded, stratified)",
+        "folder:PATH — ImageFolder tree PATH/{train,val,test}/<class>/*; "
+        "missing val/test carved from train (seeded, stratified)",
     ),
     "medmnist": (
         "tlbench.datasets.medmnist:make_source",
-        "medmnist:PATH.npz | medmnist:NAME — MedMNIST v2 npz (official splits); NAME (e.g. breastmnist) downloads once, MD5-checked",
+        "medmnist:PATH.npz | medmnist:NAME — MedMNIST v2 npz (official splits); "
+        "NAME (e.g. breastmnist) downloads once, MD5-checked",
     ),
     "csv": (
         "tlbench.datasets.csv_labels:make_source",
-        "csv:IMAGES_DIR:LABELS.csv[?image=COL&label=COL&split=COL] — ISIC-style image,label CSV; missing images reported",
+        "csv:IMAGES_DIR:LABELS.csv[?image=COL&label=COL&split=COL] — ISIC-style image,label CSV; "
+        "missing images reported",
     ),
     "hymenoptera": (
         "tlbench.datasets.hymenoptera:make_source",

@@ -77,7 +77,8 @@ def _pick_column(header: list[str], wanted: str | None, defaults: tuple[str, ...
         if name in lowered:
             return lowered[name]
     raise DatasetError(
-        f"{path} has no {what} column (columns: {', '.join(header)}); expected one of {', '.join(defaults)} or ?{what}=COLUMN"
+        f"{path} has no {what} column (columns: {', '.join(header)}); "
+        f"expected one of {', '.join(defaults)} or ?{what}=COLUMN"
     )
 
 
@@ -151,7 +152,8 @@ class CsvSource(DatasetSource):
             name, label = (row.get(image_col) or "").strip(), (row.get(label_col) or "").strip()
             if not name or not label:
                 raise DatasetError(
-                    f"{path} line {line}: empty {image_col if not name else label_col!r}; expected an image name and a label"
+                    f"{path} line {line}: empty {image_col if not name else label_col!r}; "
+                    "expected an image name and a label"
                 )
             split = "train"
             if split_col is not None:
@@ -170,7 +172,8 @@ class CsvSource(DatasetSource):
                 stems = by_stem.get(name, [])
                 if len(stems) > 1:
                     raise DatasetError(
-                        f"{path} line {line}: image {name!r} matches {len(stems)} files ({', '.join(stems[:3])}); expected one"
+                        f"{path} line {line}: image {name!r} matches {len(stems)} files ({', '.join(stems[:3])}); "
+                        "expected one"
                     )
                 rel = stems[0] if stems else ""
             if not rel:
@@ -179,12 +182,14 @@ class CsvSource(DatasetSource):
             entries.append((rel, label, split, line))
         if not entries:
             raise DatasetError(
-                f"none of the {len(rows)} images named in {path} exists under {self.images_dir}; expected files such as {self.images_dir / (rows[0][image_col] if rows else 'IMAGE')}"
+                f"none of the {len(rows)} images named in {path} exists under {self.images_dir}; "
+                f"expected files such as {self.images_dir / (rows[0][image_col] if rows else 'IMAGE')}"
             )
         self.class_names = _sort_classes({label for _, label, _, _ in entries})
         if len(self.class_names) < 2:
             raise DatasetError(
-                f"{path}: column {label_col!r} has a single class {self.class_names[0]!r}; expected at least two classes"
+                f"{path}: column {label_col!r} has a single class {self.class_names[0]!r}; "
+                "expected at least two classes"
             )
         if "train" not in {split for _, _, split, _ in entries}:
             raise DatasetError(

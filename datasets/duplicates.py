@@ -226,8 +226,9 @@ def _check_classes_left(dataset: ArrayDataset, splits: dict[str, Split], dropped
         missing = [c for i, c in enumerate(dataset.class_names) if i not in present]
         if missing:
             raise DatasetError(
-                f"dataset {dataset.name!r}: split {name!r} has no image of class {missing[0]!r} left after dedup='drop' "
-                f"removed {dropped} duplicate(s); expected every class in every split (dedup='keep' keeps them)"
+                f"dataset {dataset.name!r}: split {name!r} has no image of class {missing[0]!r} left after "
+                f"dedup='drop' removed {dropped} duplicate(s); expected every class in every split "
+                "(dedup='keep' keeps them)"
             )
 
 

@@ -190,7 +190,8 @@ def find_split_dirs(root: Path) -> dict[str, str]:
     if found and "train" not in found:
         present = ", ".join(f"{d}/" for d in found.values())
         raise DatasetError(
-            f"{root} has {present} but no train/ folder; expected train/ (with optional val/, test/) or class folders directly"
+            f"{root} has {present} but no train/ folder; "
+            "expected train/ (with optional val/, test/) or class folders directly"
         )
     return found
 
@@ -223,18 +224,21 @@ def scan_tree(root: Path) -> ScannedTree:
             extra = [c for c in classes if c not in train_classes]
             if missing:
                 raise DatasetError(
-                    f"class {missing[0]!r} has no folder in {path}; expected the same class folders as {split_paths['train']}: {', '.join(train_classes)}"
+                    f"class {missing[0]!r} has no folder in {path}; "
+                    f"expected the same class folders as {split_paths['train']}: {', '.join(train_classes)}"
                 )
             if extra:
                 raise DatasetError(
-                    f"{path} has class folder {extra[0]!r} absent from {split_paths['train']}; expected the classes {', '.join(train_classes)}"
+                    f"{path} has class folder {extra[0]!r} absent from {split_paths['train']}; "
+                    f"expected the classes {', '.join(train_classes)}"
                 )
         per_class = []
         for class_name in train_classes:
             entries = _walk_images(path / class_name, tree)
             if not entries:
                 raise DatasetError(
-                    f"class folder {path / class_name} has no image files; expected at least one image ({', '.join(sorted(IMAGE_EXTENSIONS & {'.png', '.jpg', '.jpeg', '.tif', '.bmp'}))}...)"
+                    f"class folder {path / class_name} has no image files; expected at least one image "
+                    f"({', '.join(sorted(IMAGE_EXTENSIONS & {'.png', '.jpg', '.jpeg', '.tif', '.bmp'}))}...)"
                 )
             per_class.append(entries)
         tree.files[split] = per_class
@@ -249,7 +253,7 @@ def tree_fingerprint(tree: ScannedTree) -> str:
     """
     digest = hashlib.sha256()
     for split in sorted(tree.files):
-        for class_name, entries in zip(tree.class_names, tree.files[split]):
+        for class_name, entries in zip(tree.class_names, tree.files[split], strict=True):
             for entry in entries:
                 rel = os.path.relpath(entry.path, tree.root)
                 fields = (
@@ -342,13 +346,15 @@ class FolderSource(DatasetSource):
         files, carved = self._split_files()
         tree = self.tree
         log(
-            f"{self.spec}: {sum(len(f.paths) for f in files.values())} image files, classes {', '.join(tree.class_names)}; "
+            f"{self.spec}: {sum(len(f.paths) for f in files.values())} image files, "
+            f"classes {', '.join(tree.class_names)}; "
             + ", ".join(f"{name} {len(part.paths)}" for name, part in files.items())
             + (f" (carved from train: {', '.join(carved)})" if carved else "")
         )
         if tree.ignored:
             log(
-                f"{self.spec}: ignored {len(tree.ignored)} non-image file(s), e.g. {', '.join(tree.ignored[:MAX_IGNORED_EXAMPLES])}"
+                f"{self.spec}: ignored {len(tree.ignored)} non-image file(s), "
+                f"e.g. {', '.join(tree.ignored[:MAX_IGNORED_EXAMPLES])}"
             )
         for path, reason in tree.broken[:MAX_SKIPPED_EXAMPLES]:
             log(f"{self.spec}: skipped {path}: {reason}")

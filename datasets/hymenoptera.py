@@ -46,7 +46,8 @@ def ensure_extracted(url: str | None = None, target_dir: Path | None = None) -> 
             zipped.extractall(tmp)
         if not (tmp / ROOT_NAME / "train").is_dir():
             raise DatasetError(
-                f"{archive} has no {ROOT_NAME}/train folder; expected the PyTorch tutorial zip (delete it to re-download)"
+                f"{archive} has no {ROOT_NAME}/train folder; "
+                "expected the PyTorch tutorial zip (delete it to re-download)"
             )
         if root.exists():
             shutil.rmtree(root)

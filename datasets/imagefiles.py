@@ -183,7 +183,9 @@ def decode_splits(
         keeps[name] = np.ones(len(part.paths), dtype=bool)
     owners = [(name, i) for name, part in files.items() for i in range(len(part.paths))]
     try:
-        for (name, i), path, decoded in zip(owners, all_paths, _decoded_stream(all_paths, policy, workers)):
+        for (name, i), path, decoded in zip(
+            owners, all_paths, _decoded_stream(all_paths, policy, workers), strict=True
+        ):
             if decoded.array is None:
                 keeps[name][i] = False
                 report.skipped.append((display_path(path), decoded.reason))
@@ -199,7 +201,7 @@ def decode_splits(
     }
     for name, part in files.items():
         if part.names is not None:
-            splits[name].names = [image_name(name, n) for n, keep in zip(part.names, keeps[name]) if keep]
+            splits[name].names = [image_name(name, n) for n, keep in zip(part.names, keeps[name], strict=True) if keep]
     if report.skipped:
         log(f"{desc}: skipped {len(report.skipped)} of {total} image files; first ones:")
         for path, reason in report.skipped[:MAX_SKIPPED_EXAMPLES]:
@@ -236,5 +238,6 @@ def check_classes_present(splits: dict[str, Split], class_names: list[str], desc
         for index, class_name in enumerate(class_names):
             if index not in present:
                 raise DatasetError(
-                    f"{desc}: split {name!r} has no readable image of class {class_name!r}; every split needs every class"
+                    f"{desc}: split {name!r} has no readable image of class {class_name!r}; "
+                    "every split needs every class"
                 )

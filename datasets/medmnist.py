@@ -176,7 +176,8 @@ def check_npz(path: Path, flag: str | None = None) -> tuple[dict[str, int], int,
     absent = [c for c in range(num_classes) if c not in train_classes]
     if absent:
         raise DatasetError(
-            f"{path}: class {absent[0]} appears in val/test but not in train_labels; expected every class 0..{num_classes - 1} in train"
+            f"{path}: class {absent[0]} appears in val/test but not in train_labels; "
+            f"expected every class 0..{num_classes - 1} in train"
         )
     side = next(iter(sides))
     return sizes, num_classes, int(min(side))
@@ -220,14 +221,16 @@ def read_labels(path: Path, sizes: dict[str, int]) -> dict[str, np.ndarray]:
                 labels = labels[:, 0]
             if labels.ndim != 1:
                 raise DatasetError(
-                    f"{path}: {key} has shape {labels.shape}; expected (N,) or (N, 1) single-label classes (multi-label MedMNIST sets such as chestmnist are not supported)"
+                    f"{path}: {key} has shape {labels.shape}; expected (N,) or (N, 1) single-label classes "
+                    "(multi-label MedMNIST sets such as chestmnist are not supported)"
                 )
             if labels.size and not np.issubdtype(labels.dtype, np.integer):
                 if not np.issubdtype(labels.dtype, np.floating) or not np.all(labels == np.round(labels)):
                     raise DatasetError(f"{path}: {key} has non-integer values ({labels.dtype}); expected class indices")
             if len(labels) != sizes[split]:
                 raise DatasetError(
-                    f"{path}: {key} has {len(labels)} labels but {split}_images has {sizes[split]} images; expected equal lengths"
+                    f"{path}: {key} has {len(labels)} labels but {split}_images has {sizes[split]} images; "
+                    "expected equal lengths"
                 )
             out[split] = labels.astype(np.int64)
     return out
@@ -288,10 +291,11 @@ class MedMNISTSource(DatasetSource):
             + ", ".join(f"{name} {len(split)}" for name, split in splits.items())
             + f" images of {self.side_px} px, {self.num_classes} classes"
         )
-        official = dict(zip(SPLITS, MEDMNIST_INFO[self.flag]["n_samples"])) if self.flag else None
+        official = dict(zip(SPLITS, MEDMNIST_INFO[self.flag]["n_samples"], strict=True)) if self.flag else None
         if official is not None and official != self.sizes:
             log(
-                f"{self.spec}: split sizes differ from the official {self.flag} ({', '.join(f'{k} {v}' for k, v in official.items())})"
+                f"{self.spec}: split sizes differ from the official {self.flag} "
+                f"({', '.join(f'{k} {v}' for k, v in official.items())})"
             )
         meta = {
             "source": f"medmnist:{self.path}",
@@ -331,7 +335,8 @@ def make_source(spec: str, argument: str | None) -> MedMNISTSource:
     """
     if not argument:
         raise DatasetError(
-            f"dataset {spec!r} needs an argument; expected medmnist:PATH.npz or medmnist:NAME ({', '.join(MEDMNIST_INFO)})"
+            f"dataset {spec!r} needs an argument; "
+            f"expected medmnist:PATH.npz or medmnist:NAME ({', '.join(MEDMNIST_INFO)})"
         )
     looks_like_path = argument.endswith(".npz") or "/" in argument or "\\" in argument
     if looks_like_path:

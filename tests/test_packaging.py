@@ -48,7 +48,8 @@ def test_installed_package_does_not_provide_top_level_datasets(tmp_path):
 
 def test_core_imports_no_framework(tmp_path):
     code = (
-        "import sys, tlbench.backends, tlbench.benchmarks.cli, tlbench.benchmarks.running.runner, tlbench.benchmarks.reporting.report, "
+        "import sys, tlbench.backends, tlbench.benchmarks.cli, tlbench.benchmarks.running.runner, "
+        "tlbench.benchmarks.reporting.report, "
         "tlbench.datasets; from tlbench.backends import get_backend_class; "
         "print(sorted(m for m in ('torch', 'tensorflow', 'keras', 'timm', 'torchvision') if m in sys.modules))"
     )

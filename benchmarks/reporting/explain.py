@@ -3,11 +3,11 @@
 Which weights: a cell run with ``TLBENCH_SAVE_WEIGHTS=1`` keeps its tested (best-epoch) weights in
 ``cells/<cell_id>/weights.pth`` (a torch state dict, loaded with ``weights_only=True``; never a pickle, so
 opening a shared results folder cannot execute code); explain builds the same architecture and loads exactly
-those weights through ``Backend.load_weights``, so the maps and the Grad-CAM are those of the trained model. Without saved weights nothing is retrained: the model is
-built from the cell's recorded pretrained weights, which for ``linear_probe`` *is* the trained backbone (it was
-frozen) and for fine-tuned cells is the backbone before fine-tuning; the figure says which. Grad-CAM needs the
-trained head, so it is drawn only with saved weights; a ``scratch`` cell without saved weights is refused
-(its random init explains nothing).
+those weights through ``Backend.load_weights``, so the maps and the Grad-CAM are those of the trained model.
+Without saved weights nothing is retrained: the model is built from the cell's recorded pretrained weights,
+which for ``linear_probe`` *is* the trained backbone (it was frozen) and for fine-tuned cells is the backbone
+before fine-tuning; the figure says which. Grad-CAM needs the trained head, so it is drawn only with saved
+weights; a ``scratch`` cell without saved weights is refused (its random init explains nothing).
 
 The image is one of the test images stored in ``predictions.npz`` (already at the model's input size), so no
 dataset is loaded. Feature maps use the torch backends' stage structure (``stage_parameter_names``) and forward
@@ -142,7 +142,8 @@ def build_backend(
         raise ExplainError(str(exc).strip("'\"")) from None
     if not all(hasattr(backend, name) for name in ("to_input", "stage_parameter_names")):
         raise ExplainError(
-            f"tlbench explain supports the torch backends (timm, torchvision); backend {record['backend']!r} has no stage hooks"
+            "tlbench explain supports the torch backends (timm, torchvision); "
+            f"backend {record['backend']!r} has no stage hooks"
         )
     trained = weights_path is not None
     spec = ModelSpec(
@@ -163,7 +164,8 @@ def build_backend(
     if trained:
         if not str(weights_path).endswith(backend.weights_suffix):
             raise ExplainError(
-                f"weights file {str(weights_path)!r} is not a {record['backend']} weights file (*{backend.weights_suffix})"
+                f"weights file {str(weights_path)!r} is not a {record['backend']} weights file "
+                f"(*{backend.weights_suffix})"
             )
         try:
             backend.load_weights(str(weights_path))
@@ -186,7 +188,7 @@ def stage_modules(backend: Any, count: int) -> list[tuple[str, Any]]:
     for names in backend.stage_parameter_names(model):
         parts = [n.split(".")[:-1] for n in names]
         common = []
-        for items in zip(*parts):
+        for items in zip(*parts, strict=False):
             if len(set(items)) != 1:
                 break
             common.append(items[0])
@@ -302,7 +304,7 @@ def draw_explanation(explanation: Explanation, path: Path) -> Path:
     axes[0].set_title(
         f"input\ntrue {name(ex.true_label)}{predicted}", fontsize=9, color="#c00000" if wrong else "black"
     )
-    for ax, stage, fmap in zip(axes[1:], ex.stage_names, ex.stage_maps):
+    for ax, stage, fmap in zip(axes[1:], ex.stage_names, ex.stage_maps, strict=False):
         shown = ax.imshow(fmap, cmap="viridis")
         ax.set_title(f"{stage}\nmean activation {fmap.shape[0]}×{fmap.shape[1]}", fontsize=9)
         fig.colorbar(shown, ax=ax, fraction=0.046, pad=0.02)

@@ -80,7 +80,7 @@ def agreement_table(frame: pd.DataFrame) -> pd.DataFrame:
             groups = {b: v for b, v in groups.items() if len(v) >= 2}
             if len(groups) < 2:
                 continue
-            row: dict[str, Any] = dict(zip(KEYS, key))
+            row: dict[str, Any] = dict(zip(KEYS, key, strict=True))
             row["metric"] = metric
             means = []
             for backend, values in groups.items():
@@ -100,7 +100,7 @@ def speed_table(frame: pd.DataFrame) -> pd.DataFrame:
     """One row per configuration: each backend's median train / inference images/s and ratio to the fastest."""
     rows: list[dict[str, Any]] = []
     for key, by_backend in _comparable(frame).items():
-        row: dict[str, Any] = dict(zip(KEYS, key))
+        row: dict[str, Any] = dict(zip(KEYS, key, strict=True))
         for column, label in (("train_images_per_s", "train"), ("infer_images_per_s", "inference")):
             medians = {b: float(np.median(v)) for b, g in by_backend.items() if (v := _values(g, column))}
             fastest = max(medians.values()) if medians else None

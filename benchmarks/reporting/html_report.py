@@ -35,7 +35,7 @@ def table_html(frame: pd.DataFrame) -> str:
     rows = []
     for values in frame.itertuples(index=False):
         cells = []
-        for column, value in zip(frame.columns, values):
+        for column, value in zip(frame.columns, values, strict=True):
             text = "" if value is None else str(value)
             classes = []
             if text == "failed" or text.endswith("failed)"):

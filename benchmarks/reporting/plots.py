@@ -46,7 +46,11 @@ def pareto_front(xs: Sequence[float], ys: Sequence[float]) -> list[int]:
 
     A point is dominated when another is at least as good on both axes and strictly better on one.
     """
-    points = [(float(x), float(y), i) for i, (x, y) in enumerate(zip(xs, ys)) if math.isfinite(x) and math.isfinite(y)]
+    points = [
+        (float(x), float(y), i)
+        for i, (x, y) in enumerate(zip(xs, ys, strict=True))
+        if math.isfinite(x) and math.isfinite(y)
+    ]
     front = [i for x, y, i in points if not any((ox >= x and oy >= y) and (ox > x or oy > y) for ox, oy, _ in points)]
     return sorted(front, key=lambda i: (float(xs[i]), float(ys[i])))
 
@@ -106,7 +110,7 @@ def pareto_plot(
     fig, axes = plt.subplots(
         layout="constrained", nrows=1, ncols=len(datasets), figsize=(6.4 * len(datasets), 4.8), squeeze=False
     )
-    for ax, dataset in zip(axes[0], datasets):
+    for ax, dataset in zip(axes[0], datasets, strict=True):
         sub = ok[ok["dataset"] == dataset]
         grouped = sub.groupby(["backend", "strategy", "model"], sort=False)
         xs, ys = [], []
@@ -346,7 +350,7 @@ def confusion_plot(frame: pd.DataFrame, suite_dir: Path, path: Path) -> Path | N
     fig, axes = plt.subplots(
         layout="constrained", nrows=1, ncols=len(panels), figsize=(5.6 * len(panels), 5.2), squeeze=False
     )
-    for ax, (row, preds) in zip(axes[0], panels):
+    for ax, (row, preds) in zip(axes[0], panels, strict=True):
         matrix = confusion_matrix_of(preds)
         rates = matrix / np.clip(matrix.sum(axis=1, keepdims=True), 1, None)
         image = ax.imshow(rates, cmap="Blues", vmin=0, vmax=1)
@@ -373,7 +377,8 @@ def confusion_plot(frame: pd.DataFrame, suite_dir: Path, path: Path) -> Path | N
                     )
         ax.set(xlabel="predicted", ylabel="true")
         ax.set_title(
-            f"{short_dataset(row['dataset'])}: best {row['backend']} cell\n{row['strategy']} seed {row['seed']} (accuracy {_fmt_metric(row['accuracy'])})",
+            f"{short_dataset(row['dataset'])}: best {row['backend']} cell\n"
+            f"{row['strategy']} seed {row['seed']} (accuracy {_fmt_metric(row['accuracy'])})",
             fontsize=10,
         )
         fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="fraction of true class")
@@ -411,7 +416,10 @@ def prediction_grid_plot(frame: pd.DataFrame, suite_dir: Path, path: Path) -> Pa
             predicted, true = int(preds.probs[index].argmax()), int(preds.labels[index])
             ax.imshow(image[..., 0] if image.shape[-1] == 1 else image, cmap="gray" if image.shape[-1] == 1 else None)
             wrong = predicted != true
-            name = lambda i: _short(preds.class_names[i], 18) if i < len(preds.class_names) else str(i)  # noqa: E731
+
+            def name(i: int, class_names: Sequence[str] = preds.class_names) -> str:
+                return _short(class_names[i], 18) if i < len(class_names) else str(i)
+
             ax.set_title(
                 f"pred {name(predicted)}\ntrue {name(true)}", fontsize=8, color="#c00000" if wrong else "black"
             )
@@ -465,7 +473,7 @@ def stage_sweep_plot(frame: pd.DataFrame, path: Path) -> Path | None:
     fig, axes = plt.subplots(
         layout="constrained", nrows=1, ncols=len(datasets), figsize=(5.6 * len(datasets), 4.2), squeeze=False
     )
-    for ax, dataset in zip(axes[0], datasets):
+    for ax, dataset in zip(axes[0], datasets, strict=True):
         sub = ok[ok["dataset"] == dataset]
         for (backend, model), group in sub.groupby(["backend", "model"], sort=False):
             stats = group.groupby("x")["accuracy"].agg(["mean", "min", "max"]).sort_index()

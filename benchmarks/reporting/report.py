@@ -60,6 +60,6 @@ def write_report(suite_dir: Path, plots: bool = True) -> dict[str, Path]:
     csv_frame(frame).to_csv(paths["csv"], index=False)
     paths["tex"].write_text(render_latex(tables))
     paths["html"].write_text(render_html(tables, name, env_line, images, CI_NOTE))
-    for title, path in images.items():
+    for path in images.values():
         paths[f"png:{path.stem}"] = path
     return paths

@@ -161,7 +161,10 @@ def summarize_values(column: str, values: list[float], bootstrap: Callable[[str]
             text += f" [{format_value(column, interval.low)}, {format_value(column, interval.high)}]"
         return text
     interval = t_interval(finite)
-    return f"{format_value(column, interval.estimate)} ± {_format_half_width(column, interval.half_width)} (n={interval.n})"
+    return (
+        f"{format_value(column, interval.estimate)} ± {_format_half_width(column, interval.half_width)} "
+        f"(n={interval.n})"
+    )
 
 
 def _format_half_width(column: str, half: float) -> str:
@@ -264,7 +267,8 @@ def environment_line(suite_dir: Path) -> str:
         packages = ", ".join(f"{k} {v}" for k, v in env.get("packages", {}).items())
         cells = f" [{counts.get(key, 0)} cell(s), environment {key}]" if len(environments) > 1 else ""
         lines.append(
-            f"Measured on {env.get('cpu')} ({env.get('cpu_count')} CPUs), {gpus}; {packages}; git {env.get('git_sha')}.{cells}"
+            f"Measured on {env.get('cpu')} ({env.get('cpu_count')} CPUs), {gpus}; "
+            f"{packages}; git {env.get('git_sha')}.{cells}"
         )
     return " ".join(lines)
 
@@ -318,7 +322,8 @@ def data_warnings(frame: pd.DataFrame) -> list[str]:
         if row["policy"] == "keep" and (int(row["cross-split duplicates"]) or int(row["conflicting labels"])):
             lines.append(
                 f"**{row['dataset']}**: {row['cross-split duplicates']} val/test image(s) also in an earlier split and "
-                f"{row['conflicting labels']} with conflicting labels were KEPT (--dedup keep): test scores may be inflated."
+                f"{row['conflicting labels']} with conflicting labels were KEPT (--dedup keep): "
+                "test scores may be inflated."
             )
         if int(row["skipped images"]):
             lines.append(
@@ -356,9 +361,9 @@ def speed_warnings(frame: pd.DataFrame) -> list[str]:
         )
     if slow:
         lines.append(
-            f"{len(slow)} cell(s) ran while this machine computed slower than when it was probed (a fixed matmul, timed "
-            f"before and after the cell, below {100 * SLOW_RATIO:.0f} % of the probe's rate): another guest on the "
-            f"host's cores or a throttled CPU, invisible in the process list; their speed figures are too low: "
+            f"{len(slow)} cell(s) ran while this machine computed slower than when it was probed (a fixed matmul, "
+            f"timed before and after the cell, below {100 * SLOW_RATIO:.0f} % of the probe's rate): another guest "
+            "on the host's cores or a throttled CPU, invisible in the process list; their speed figures are too low: "
             f"{', '.join(slow[:6])}{' ...' if len(slow) > 6 else ''}."
         )
     lines += sorted(amp)
@@ -389,9 +394,9 @@ def timing_warnings(frame: pd.DataFrame) -> list[str]:
         )
     if host:
         lines.append(
-            f"**timing**: {len(host)} timed cell(s) ran beside other cells on the same host (up to {max(host)} at once), "
-            f"sharing its CPU cores and memory bandwidth: compare their speeds with care (--parallel 1, or --threads "
-            f"cores/N)."
+            f"**timing**: {len(host)} timed cell(s) ran beside other cells on the same host (up to {max(host)} "
+            "at once), sharing its CPU cores and memory bandwidth: compare their speeds with care (--parallel 1, "
+            "or --threads cores/N)."
         )
     return lines
 
@@ -432,7 +437,8 @@ def inference_note(frame: pd.DataFrame) -> str:
         passed = spread([r["infer_images_per_s"] for r in members])
         in_cell = spread([_pass_info(r)["in_cell"].get("infer_images_per_s") for r in members])
         parts.append(
-            f"{backend}/{model} on {dataset}: {len(members)} cells, spread {100 * passed:.1f} % (in their cells {100 * in_cell:.1f} %)"
+            f"{backend}/{model} on {dataset}: {len(members)} cells, spread {100 * passed:.1f} % "
+            f"(in their cells {100 * in_cell:.1f} %)"
         )
     rounds = max(int(_pass_info(r).get("rounds") or 0) for r in records)
     return (

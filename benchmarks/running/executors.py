@@ -203,7 +203,7 @@ class CellOccupancy:
                 continue
             entries.append((path, entry))
         intervals = [(float(e["start"]), float(e["end"] if e.get("end") is not None else now)) for _, e in entries]
-        on_device = [iv for iv, (_, e) in zip(intervals, entries) if e.get("device") == self.device]
+        on_device = [iv for iv, (_, e) in zip(intervals, entries, strict=True) if e.get("device") == self.device]
         running_starts = [float(e["start"]) for p, e in entries if e.get("end") is None]
         for path, entry in entries:  # forget what no running cell overlaps (and no future cell can)
             end = entry.get("end")
@@ -302,7 +302,8 @@ class LocalExecutor(Executor):
             self.slots = list(gpus[: self.parallel])
             if self.parallel > len(gpus):
                 note(
-                    f"--parallel {self.parallel}: {len(gpus)} GPU(s) visible, so {len(gpus)} cell(s) at once, one per GPU"
+                    f"--parallel {self.parallel}: {len(gpus)} GPU(s) visible, so {len(gpus)} cell(s) at once, "
+                    "one per GPU"
                 )
             self.device = "cuda"
             return
@@ -314,15 +315,17 @@ class LocalExecutor(Executor):
                 self.device = f"cuda:{gpus[0]}" if gpus else "cuda:0"
             if self.parallel > 1:
                 note(
-                    f"--parallel {self.parallel} on one GPU ({device}): the cells share it; their timings are flagged in the report"
+                    f"--parallel {self.parallel} on one GPU ({device}): the cells share it; "
+                    "their timings are flagged in the report"
                 )
         else:
             self.device = "cpu"
             cores = available_cores()
             if self.parallel * settings.threads > cores:
                 note(
-                    f"--parallel {self.parallel} x {settings.threads} thread(s) on {cores} core(s): the cells compete for "
-                    f"cores and their timings are flagged in the report (set --threads {max(1, cores // self.parallel)})"
+                    f"--parallel {self.parallel} x {settings.threads} thread(s) on {cores} core(s): the cells compete "
+                    "for cores and their timings are flagged in the report "
+                    f"(set --threads {max(1, cores // self.parallel)})"
                 )
 
     def environments(self, suite: SuiteConfig) -> list[dict[str, Any]]:
@@ -534,14 +537,16 @@ class RayExecutor(Executor):
         if not nodes:
             need = f"{self.num_cpus:g} CPU(s)" + (" and a GPU" if self.num_gpus else "")
             raise ExecutorError(
-                f"no alive Ray node has {need} (the suite's --threads and device): set --threads to at most a node's CPUs"
+                f"no alive Ray node has {need} (the suite's --threads and device): "
+                "set --threads to at most a node's CPUs"
             )
         token = uuid.uuid4().hex[:12]
         self._marker = Path(out_dir) / f".tlbench-driver-{token}"
         self._marker.write_text(socket.gethostname())
         self._driver = {"node_id": ray.get_runtime_context().get_node_id(), "marker": self._marker.name}
         note(
-            f"Ray: {len(nodes)} node(s) can run cells ({self.num_cpus:g} CPU(s){' + 1 GPU' if self.num_gpus else ''} per cell)"
+            f"Ray: {len(nodes)} node(s) can run cells "
+            f"({self.num_cpus:g} CPU(s){' + 1 GPU' if self.num_gpus else ''} per cell)"
         )
 
     def _nodes(self) -> list[dict[str, Any]]:

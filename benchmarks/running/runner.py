@@ -553,7 +553,8 @@ def run_suite(
 
                 discard_weights(produced, out_dir)
         except KeyboardInterrupt as exc:  # RunInterrupted included: stop what still runs, keep what is appended
-            # (a library may turn our exception into a plain KeyboardInterrupt: Ray's wait does; the handler noted the signal)
+            # (a library may turn our exception into a plain KeyboardInterrupt: Ray's wait does;
+            # the handler noted the signal)
             signum = (
                 exc.signum if isinstance(exc, RunInterrupted) else (_PENDING[0] if _PENDING else int(signal.SIGINT))
             )

@@ -205,7 +205,9 @@ def train_plan(
             train_loss = backend.pop_train_loss()
             evaluate = SyncTimer(backend.synchronize)
             with evaluate:
-                val_probs = predict_in_batches(lambda b: backend.predict_proba(b, phase.inputs), val_source, batch_size)
+                val_probs = predict_in_batches(
+                    lambda b, inputs=phase.inputs: backend.predict_proba(b, inputs), val_source, batch_size
+                )
             elapsed += first.seconds + steady.seconds + evaluate.seconds
             epoch_number += 1
             val_accuracy = float((val_probs.argmax(1) == val_labels).mean())
@@ -219,7 +221,8 @@ def train_plan(
             }
             outcome.curve.append(entry)
             log(
-                f"epoch {epoch_number} ({phase.name}): train_loss={train_loss:.4f} val_accuracy={val_accuracy:.4f} ({elapsed:.1f} s)"
+                f"epoch {epoch_number} ({phase.name}): train_loss={train_loss:.4f} val_accuracy={val_accuracy:.4f} "
+                f"({elapsed:.1f} s)"
             )
             if outcome.best_val_accuracy is None or val_accuracy > outcome.best_val_accuracy:
                 outcome.best_val_accuracy, outcome.best_epoch, outcome.time_to_best_s = (

@@ -117,7 +117,8 @@ def main(argv: list[str] | None = None) -> int:
     for name in ("train_s", "infer_s"):
         if not getattr(args, name) > 0:
             print(
-                f"bench_after_training: error: --{name.replace('_', '-')} must be > 0 seconds, got {getattr(args, name)}",
+                f"bench_after_training: error: --{name.replace('_', '-')} must be > 0 seconds, "
+                f"got {getattr(args, name)}",
                 file=sys.stderr,
             )
             return EXIT_USAGE
@@ -138,12 +139,14 @@ def main(argv: list[str] | None = None) -> int:
     lines = [
         f"# Inference right after training vs in a fresh process ({args.model}, {args.image_size} px)",
         "",
-        f"Command: `python -m tlbench.benchmarks.tools.bench_after_training --rounds {args.rounds} --image-size {args.image_size} "
-        f"--batch-size {args.batch_size} --train-s {args.train_s:g} --infer-s {args.infer_s:g}`",
+        f"Command: `python -m tlbench.benchmarks.tools.bench_after_training --rounds {args.rounds} "
+        f"--image-size {args.image_size} --batch-size {args.batch_size} --train-s {args.train_s:g} "
+        f"--infer-s {args.infer_s:g}`",
         "",
-        f"CPU {platform.processor() or platform.machine()}, {runtime.threads} threads, float32, batch {args.batch_size}, "
-        f"allocator {runtime.allocator}; each arm a fresh process, arms interleaved per round (opening arm rotating), "
-        f"{args.train_s:g} s of training, {args.infer_s:g} s of timed inference (median batch latency); nothing else ran.",
+        f"CPU {platform.processor() or platform.machine()}, {runtime.threads} threads, float32, "
+        f"batch {args.batch_size}, allocator {runtime.allocator}; each arm a fresh process, arms interleaved per "
+        f"round (opening arm rotating), {args.train_s:g} s of training, {args.infer_s:g} s of timed inference "
+        "(median batch latency); nothing else ran.",
         "",
         "| arm | inference images/s (median of rounds) | ratio to fresh | per round |",
         "|---|---|---|---|",

@@ -85,7 +85,7 @@ def time_cache(spec: str, policy: ResizePolicy, rounds: int, workers: Sequence[i
             root = Path(tempfile.mkdtemp(prefix="tlbench-cache-bench-"))
             try:
                 start = time.perf_counter()
-                dataset = _with_workers(count, lambda: load_dataset(spec, policy, root))
+                dataset = _with_workers(count, lambda root=root: load_dataset(spec, policy, root))
                 samples.setdefault(f"cold build, {count} worker(s)", []).append(time.perf_counter() - start)
                 images = sum(len(s.images) for s in dataset.splits.values())
                 del dataset
@@ -149,7 +149,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.rounds < 1 or args.image_size < 1 or not 0 < args.crop_pct <= 1:
             raise ValueError(
-                f"--rounds/--image-size must be >= 1 and --crop-pct in (0, 1], got {args.rounds}, {args.image_size}, {args.crop_pct}"
+                "--rounds/--image-size must be >= 1 and --crop-pct in (0, 1], "
+                f"got {args.rounds}, {args.image_size}, {args.crop_pct}"
             )
         text = args.workers or ",".join(map(str, sorted({1, data_workers()})))
         workers = [int(w) for w in text.split(",") if w.strip().isdigit()]

@@ -222,7 +222,8 @@ def measure(
                 s["bi"].append(bare["infer_images_per_s"])
                 disturbed[(backend, model)] += bool((record.get("contention") or {}).get("disturbed"))
                 print(
-                    f"round {round_index + 1}/{rounds} {backend}/{model}: suite {record['train_images_per_s']:.1f}/{record['infer_images_per_s']:.1f}, "
+                    f"round {round_index + 1}/{rounds} {backend}/{model}: "
+                    f"suite {record['train_images_per_s']:.1f}/{record['infer_images_per_s']:.1f}, "
                     f"bare {bare['train_images_per_s']:.1f}/{bare['infer_images_per_s']:.1f} img/s (train/infer)",
                     file=sys.stderr,
                     flush=True,
@@ -239,8 +240,8 @@ def format_table(rows: list[OverheadRow], image_size: int, batch_size: int, thre
     from tabulate import tabulate
 
     head = (
-        f"suite cell vs bare loop, CPU float32, {image_size} px, batch {batch_size}, {threads} threads, tuned allocator; "
-        f"medians over {rows[0].rounds if rows else 0} interleaved rounds"
+        f"suite cell vs bare loop, CPU float32, {image_size} px, batch {batch_size}, {threads} threads, "
+        f"tuned allocator; medians over {rows[0].rounds if rows else 0} interleaved rounds"
     )
     table = [
         (

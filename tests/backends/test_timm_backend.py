@@ -35,7 +35,7 @@ def test_offline_imagenet_weights_are_real():
     policy = ResizePolicy(224, cfg.crop_pct, cfg.interpolation)
     photos = load_sample_images()
     top1 = {}
-    for path, image in zip(photos.filenames, photos.images):
+    for path, image in zip(photos.filenames, photos.images, strict=True):
         probs = b.predict_proba(resize_image(Image.fromarray(image), policy)[None])
         top1[path.rsplit("/", 1)[-1]] = int(probs.argmax())
     assert top1 == {"flower.jpg": 985, "china.jpg": 698}  # daisy, palace

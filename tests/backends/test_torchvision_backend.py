@@ -1,4 +1,5 @@
-"""torchvision backend: contract, structure from the modules, strategies, weights (file, hub cache, offline), 1-channel stems.
+"""torchvision backend: contract, structure from the modules, strategies, weights (file, hub cache, offline),
+1-channel stems.
 
 Offline: no test downloads anything. Pretrained sources are checkpoints the tests save themselves (a local
 file, or a file put in a temporary torch hub cache); the download is replaced by a function that fails like an

@@ -41,7 +41,7 @@ def test_isic_ids_without_extension_are_found_and_labelled(tmp_path: Path) -> No
     assert {k: len(v) for k, v in dataset.splits.items()} == {"train": 14, "val": 2, "test": 4}
     assert dataset.meta["carved_splits"] == "val,test" and dataset.meta["skipped_images"] == 0
     for split in dataset.splits.values():
-        for image, label in zip(split.images, split.labels):
+        for image, label in zip(split.images, split.labels, strict=True):
             assert np.abs(image[8, 8].astype(int) - COLORS[dataset.class_names[label]]).max() <= 3
 
 
@@ -61,7 +61,10 @@ def test_missing_images_are_reported_and_skipped(tmp_path: Path, capsys: pytest.
 def test_split_column_and_relative_paths(tmp_path: Path) -> None:
     rows = make_images(tmp_path / "imgs", 12, ext=".png")
     splits = ["train"] * 8 + ["validation"] * 2 + ["TEST"] * 2
-    lines = [f"{'part1' if i < 6 else 'part2'}/{n}.png,{lab},{s}" for i, ((n, lab), s) in enumerate(zip(rows, splits))]
+    lines = [
+        f"{'part1' if i < 6 else 'part2'}/{n}.png,{lab},{s}"
+        for i, ((n, lab), s) in enumerate(zip(rows, splits, strict=True))
+    ]
     csv_path = write_csv(tmp_path / "gt.csv", "file,dx,fold", lines)
     dataset = load_dataset(f"csv:{tmp_path / 'imgs'}:{csv_path}?image=file&label=dx&split=fold", POLICY, tmp_path / "c")
     assert {k: len(v) for k, v in dataset.splits.items()} == {"train": 8, "val": 2, "test": 2}

@@ -197,10 +197,10 @@ def test_csv_naming_a_file_twice_is_reported_and_the_conflict_dropped(
 def write_npz(path: Path, sizes=(8, 4, 4), **override) -> Path:
     rng = np.random.default_rng(0)
     arrays = {}
-    for split, n in zip(("train", "val", "test"), sizes):
+    for split, n in zip(("train", "val", "test"), sizes, strict=True):
         arrays[f"{split}_images"] = rng.integers(0, 255, (n, 28, 28), dtype=np.uint8)
         arrays[f"{split}_labels"] = (np.arange(n) % 2)[:, None]
-    for key, change in override.items():
+    for change in override.values():
         change(arrays)
     np.savez(path, **arrays)
     return path

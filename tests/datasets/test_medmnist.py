@@ -18,7 +18,7 @@ def write_npz(
 ) -> Path:
     rng = np.random.default_rng(0)
     arrays = {}
-    for split, n in zip(("train", "val", "test"), sizes):
+    for split, n in zip(("train", "val", "test"), sizes, strict=True):
         shape = (n, 28, 28, 3) if rgb else (n, 28, 28)
         arrays[f"{split}_images"] = rng.integers(0, 255, shape, dtype=np.uint8)
         labels = np.arange(n) % 2

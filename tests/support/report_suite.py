@@ -26,7 +26,8 @@ BASE = {
     "split_sizes": {"train": 90, "val": 30, "test": 60},
 }
 
-#: (backend, strategy, seed, accuracy of the fake predictions, train_images_per_s, infer_images_per_s, time_to_best_s, peak_rss_mb)
+#: (backend, strategy, seed, accuracy of the fake predictions,
+#:  train_images_per_s, infer_images_per_s, time_to_best_s, peak_rss_mb)
 OK_CELLS = [
     ("timm", "linear_probe", 0, 0.9, 1234.5, 310.0, 3.25, 900.0),
     ("timm", "linear_probe", 1, 0.92, 1100.0, 290.0, 3.75, 910.0),

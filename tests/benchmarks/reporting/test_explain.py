@@ -118,7 +118,8 @@ def test_explain_without_saved_weights_uses_the_recorded_pretrained_backbone(tmp
     [
         (
             ["--cell", "nope"],
-            "unknown cell 'nope' in {suite}; expected one of: timm__m__scratch__digits__s0, timm__m__linear_probe__digits__s1, timm__m__linear_probe__digits__s2",
+            "unknown cell 'nope' in {suite}; expected one of: timm__m__scratch__digits__s0, "
+            "timm__m__linear_probe__digits__s1, timm__m__linear_probe__digits__s2",
         ),
         (
             ["--cell", "timm__m__linear_probe__digits__s1"],
@@ -130,7 +131,8 @@ def test_explain_without_saved_weights_uses_the_recorded_pretrained_backbone(tmp
         ),
         (
             ["--cell", "timm__m__scratch__digits__s0"],
-            "cell timm/scratch trained from scratch and saved no weights; re-run it with TLBENCH_SAVE_WEIGHTS=1 to explain it",
+            "cell timm/scratch trained from scratch and saved no weights; "
+            "re-run it with TLBENCH_SAVE_WEIGHTS=1 to explain it",
         ),
         (["--stages", "0"], "--stages 0 is out of range; expected 1..8"),
         (
@@ -159,9 +161,9 @@ def test_cli_explain_missing_suite_empty_suite_and_unsupported_backend(tmp_path,
     suite = tmp_path / "suite"
     _write_cell(suite, "fake", "softmax", "linear_probe")
     assert main(["explain", str(suite)]) == 2
-    assert (
-        capsys.readouterr().err
-        == "tlbench: error: tlbench explain supports the torch backends (timm, torchvision); backend 'fake' has no stage hooks\n"
+    assert capsys.readouterr().err == (
+        "tlbench: error: tlbench explain supports the torch backends (timm, torchvision); "
+        "backend 'fake' has no stage hooks\n"
     )
 
 

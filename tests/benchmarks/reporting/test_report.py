@@ -155,9 +155,9 @@ def test_cli_report_regenerates_from_files_and_rejects_bad_dirs(tmp_path, capsys
     assert (suite / "report.html").is_file()
     assert main(["report", str(tmp_path / "missing")]) == 2
     err = capsys.readouterr().err.strip()
-    assert (
-        err
-        == f"tlbench: error: suite directory {str(tmp_path / 'missing')!r} does not exist; expected a directory made by `tlbench run`"
+    assert err == (
+        f"tlbench: error: suite directory {str(tmp_path / 'missing')!r} does not exist; "
+        "expected a directory made by `tlbench run`"
     )
     empty = tmp_path / "empty"
     empty.mkdir()

@@ -71,7 +71,7 @@ def test_run_writes_results_and_tables_and_resumes(tmp_path, cache_dir):
     # infer_* figures are the pass's, the cell's own kept; the weights saved for it are gone afterwards
     lines = load_results(out / "results.jsonl")
     assert [r["strategy"] for r in lines] == ["linear_probe", "scratch", "linear_probe", "scratch"]
-    for own, passed in zip(lines[:2], lines[2:]):
+    for own, passed in zip(lines[:2], lines[2:], strict=True):
         assert (
             own["infer_pass"] is None and passed["infer_pass"]["models"] == 2 and passed["infer_pass"]["rounds"] == 10
         )

@@ -262,7 +262,10 @@ def test_a_pass_process_that_dies_is_named_with_its_last_log_line(fake_backend, 
 
     outcome = infer_pass.run_group(records, suite(cache_dir), tmp_path, launch=killed)
     assert outcome == {
-        "error": "the pass process was killed by signal 9 without a result; last log line: [12:00:00] loaded fake__softmax__linear_probe__digits__s0 from weights.json"
+        "error": (
+            "the pass process was killed by signal 9 without a result; "
+            "last log line: [12:00:00] loaded fake__softmax__linear_probe__digits__s0 from weights.json"
+        )
     }
     assert not (tmp_path / ".infer-pass").exists()  # its work files are gone
 

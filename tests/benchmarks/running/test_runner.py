@@ -1,4 +1,5 @@
-"""Runner: in-process and subprocess launchers, atomic JSON-lines results, resume, failure isolation (numpy fake backend)."""
+"""Runner: in-process and subprocess launchers, atomic JSON-lines results, resume, failure isolation
+(numpy fake backend)."""
 
 from __future__ import annotations
 
@@ -53,7 +54,7 @@ def test_suite_records_every_column_and_resumes(fake_backend, cache_dir, tmp_pat
     # each cell's own record, then the inference pass's (the four cells of one model timed again, interleaved)
     assert len(lines) == 8 and lines[4:] == produced
     records = latest_by_cell(lines)
-    for own, record in zip(lines[:4], records):
+    for own, record in zip(lines[:4], records, strict=True):
         assert own["infer_pass"] is None
         assert record["infer_pass"]["in_cell"]["infer_images_per_s"] == own["infer_images_per_s"]
         assert record["infer_pass"]["models"] == 4 and record["infer_repeats"] >= 10
@@ -123,8 +124,8 @@ def test_failing_and_crashing_cells_are_recorded_and_the_rest_go_on(fake_backend
     # a cell killed by a signal says which, what that usually means, and its last log line
     assert status["sigkill"]["status"] == "failed"
     assert status["sigkill"]["error"].startswith(
-        "cell process killed by signal 9 (SIGKILL): usually out of memory (the kernel OOM killer) or an external kill -9; "
-        "last log line: ["
+        "cell process killed by signal 9 (SIGKILL): usually out of memory (the kernel OOM killer) "
+        "or an external kill -9; last log line: ["
     ), status["sigkill"]["error"]
     # failed cells are retried on the next run, finished ones are not
     retried = run_suite(cfg, out)

@@ -113,10 +113,11 @@ def test_distill_trains_on_a_teacher_cells_soft_labels(fake_backend, tmp_path, m
         and "teacher fake__softmax__linear_probe__digits__s0" in student["plan"]
     )
     assert teacher_record["accuracy"] > 0.8 and student["accuracy"] > 0.5
+
     # the CLI checks --teacher at the edge
-    parse = lambda *a: suite_from_args(
-        build_parser().parse_args(["run", "--backends", "fake", "--models", "softmax", *a])
-    )  # noqa: E731
+    def parse(*a: str) -> SuiteConfig:
+        return suite_from_args(build_parser().parse_args(["run", "--backends", "fake", "--models", "softmax", *a]))
+
     with pytest.raises(Exception, match="strategy 'distill' needs --teacher"):
         parse("--strategies", "distill")
     with pytest.raises(Exception, match="--teacher is only used by --strategies distill"):
