@@ -8,7 +8,7 @@ probe, says how much of the machine the cell had. A cell whose canary ran below 
 flagged in the report ("the machine was slower than probed"): its speed figures are too low, for a reason no
 process list shows.
 
-Framework-free: numpy only.
+Framework-free: numpy (on one BLAS thread, threadpoolctl) only.
 """
 
 from __future__ import annotations
@@ -27,12 +27,21 @@ CANARY_MIN_TIME_S = 0.25
 
 
 def canary_gflop_per_s(min_time_s: float = CANARY_MIN_TIME_S, side: int = CANARY_SIDE) -> float:
-    """GFLOP/s of a fixed ``side``-square float32 matmul, over at least ``min_time_s`` (median of the calls)."""
+    """GFLOP/s of a fixed ``side``-square float32 matmul on ONE BLAS thread, over at least ``min_time_s`` (median
+    of the calls). One thread: the canary measures how fast a core is now, leaves no BLAS threads spinning, and
+    reads the same in the probe's process and in the watch process."""
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=1, user_api="blas"):
+        return _matmul_gflop_per_s(min_time_s, side)
+
+
+def _matmul_gflop_per_s(min_time_s: float, side: int) -> float:
     rng = np.random.default_rng(0)
     a = rng.standard_normal((side, side), dtype=np.float32)
     b = rng.standard_normal((side, side), dtype=np.float32)
     out = np.empty((side, side), dtype=np.float32)
-    np.matmul(a, b, out=out)  # warm-up: BLAS threads started, pages touched
+    np.matmul(a, b, out=out)  # warm-up: pages touched
     times: list[float] = []
     total = 0.0
     while total < min_time_s or len(times) < 5:

@@ -143,7 +143,8 @@ class CellRun:
         """Around a cell's timed part: sample what other processes use (``contention``), and run the speed canary
         just before and after it (``canary``: is the machine as fast as when it was probed?). The record's
         ``contention`` gets both, also when the body raises."""
-        from .contention import describe, watched
+        from .contention import describe
+        from .watch import watched
 
         summary: dict[str, Any] = {}
         try:

@@ -22,12 +22,10 @@ psutil is the only dependency; no framework is imported.
 
 from __future__ import annotations
 
-import contextlib
 import shutil
 import subprocess
 import threading
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -102,29 +100,80 @@ class _Interval:
     other_cores: float
     own_cores: float
     steal_cores: float
+    #: the watch itself (``exclude_pid``'s subtree): neither the measured work nor another process's
+    watch_cores: float = 0.0
+
+
+@dataclass
+class _SubtreeClock:
+    """Cumulative CPU seconds of one process subtree, compared between two scans.
+
+    A subtree's cumulative time is conserved when a member exits and a member reaps it (its time moves into the
+    reaper's ``children_*`` counters), so the delta is taken between sums, not per process.
+    """
+
+    last: dict[tuple[int, float], float] = field(default_factory=dict)
+
+    def reset(self, processes: dict[tuple[int, float], _ProcessInfo], keys: set[tuple[int, float]]) -> None:
+        """Take the baseline of the subtree ``keys``."""
+        self.last = {k: processes[k].own_s + processes[k].children_s for k in keys}
+
+    def delta_s(
+        self,
+        processes: dict[tuple[int, float], _ProcessInfo],
+        keys: set[tuple[int, float]],
+        seen_before: set[tuple[int, float]],
+    ) -> float:
+        """CPU seconds the subtree ``keys`` used since the last call; the baseline moves to now."""
+        now = {k: processes[k].own_s + processes[k].children_s for k in keys}
+        previous_s = 0.0
+        for key, cumulative in self.last.items():
+            if key in now or key not in processes:  # still in the subtree, or exited (and reaped)
+                previous_s += cumulative
+            # else: alive but re-parented outside the subtree: its time leaves with it
+        current_s = 0.0
+        for key, cumulative in now.items():
+            current_s += cumulative
+            if key not in self.last and key in seen_before:  # joined the subtree without being new: baseline it
+                previous_s += cumulative
+        self.last = now
+        return max(0.0, current_s - previous_s)
 
 
 @dataclass
 class _CpuTracker:
-    """Computes, between two calls of ``sample``, the CPU cores used by the tree and by everything else."""
+    """Computes, between two calls of ``sample``, the CPU cores used by the tree, by the watch and by the rest.
+
+    ``exclude_pid``: a process (the watch) whose subtree is neither the measured tree nor another process, even when
+    it is a descendant of ``root_pid``: its time is reported apart (``watch_cores``).
+    """
 
     root_pid: int
+    exclude_pid: int | None = None
     last_time: float = 0.0
     last_busy_s: float = 0.0
     last_steal_s: float = 0.0
-    last_tree: dict[tuple[int, float], float] = field(default_factory=dict)
+    tree: _SubtreeClock = field(default_factory=_SubtreeClock)
+    watch: _SubtreeClock = field(default_factory=_SubtreeClock)
     last_all: dict[tuple[int, float], float] = field(default_factory=dict)
     other_by_process_s: dict[tuple[int, float], float] = field(default_factory=dict)
     names: dict[tuple[int, float], str] = field(default_factory=dict)
+
+    def _split(
+        self, processes: dict[tuple[int, float], _ProcessInfo]
+    ) -> tuple[set[tuple[int, float]], set[tuple[int, float]]]:
+        watch = _tree_keys(processes, self.exclude_pid) if self.exclude_pid is not None else set()
+        return _tree_keys(processes, self.root_pid) - watch, watch
 
     def start(self) -> None:
         """Take the baseline."""
         self.last_time = time.monotonic()
         self.last_busy_s, self.last_steal_s = _busy_and_steal_s()
         processes = _scan_processes()
-        tree = _tree_keys(processes, self.root_pid)
-        self.last_tree = {k: processes[k].own_s + processes[k].children_s for k in tree}
-        self.last_all = {k: p.own_s for k, p in processes.items() if k not in tree}
+        tree, watch = self._split(processes)
+        self.tree.reset(processes, tree)
+        self.watch.reset(processes, watch)
+        self.last_all = {k: p.own_s for k, p in processes.items() if k not in tree and k not in watch}
 
     def sample(self) -> _Interval:
         """Measure the interval since the previous call (or ``start``)."""
@@ -132,24 +181,12 @@ class _CpuTracker:
         busy_s, steal_s = _busy_and_steal_s()
         now = time.monotonic()
         wall_s = max(now - self.last_time, 1e-9)
-        tree = _tree_keys(processes, self.root_pid)
-        tree_now = {k: processes[k].own_s + processes[k].children_s for k in tree}
-        # The tree's cumulative CPU time is conserved when a member exits and a member reaps it (its time moves
-        # into the reaper's children_* counters), so the delta is taken between sums, not per process.
-        seen_before = self.last_tree.keys() | self.last_all.keys()  # a process absent from the last scan is new
-        previous_s = 0.0
-        for key, cumulative in self.last_tree.items():
-            if key in tree_now or key not in processes:  # still in the tree, or exited (and reaped)
-                previous_s += cumulative
-            # else: alive but re-parented outside the tree: its time leaves with it
-        current_s = 0.0
-        for key, cumulative in tree_now.items():
-            current_s += cumulative
-            if key not in self.last_tree and key in seen_before:  # joined the tree without being new: baseline it
-                previous_s += cumulative
-        tree_delta_s = max(0.0, current_s - previous_s)
+        tree, watch = self._split(processes)
+        seen_before = self.tree.last.keys() | self.watch.last.keys() | self.last_all.keys()  # absent: new
+        tree_delta_s = self.tree.delta_s(processes, tree, seen_before)
+        watch_delta_s = self.watch.delta_s(processes, watch, seen_before)
         # other processes, for the "top" list only (the totals come from the machine-wide counters)
-        all_now = {k: p.own_s for k, p in processes.items() if k not in tree}
+        all_now = {k: p.own_s for k, p in processes.items() if k not in tree and k not in watch}
         for key, own_s in all_now.items():
             previous = self.last_all.get(key)
             if previous is None:
@@ -161,12 +198,13 @@ class _CpuTracker:
         busy_delta_s = max(0.0, busy_s - self.last_busy_s)
         interval = _Interval(
             wall_s=wall_s,
-            other_cores=max(0.0, busy_delta_s - tree_delta_s) / wall_s,
+            other_cores=max(0.0, busy_delta_s - tree_delta_s - watch_delta_s) / wall_s,
             own_cores=tree_delta_s / wall_s,
             steal_cores=max(0.0, steal_s - self.last_steal_s) / wall_s,
+            watch_cores=watch_delta_s / wall_s,
         )
         self.last_time, self.last_busy_s, self.last_steal_s = now, busy_s, steal_s
-        self.last_tree, self.last_all = tree_now, all_now
+        self.last_all = all_now
         return interval
 
 
@@ -230,6 +268,7 @@ class ContentionSampler:
             on average (or, with a GPU, more than this fraction of its SM time).
         interval_s: seconds between CPU samples.
         root_pid: the tree whose CPU use is the measured work (default: this process).
+        exclude_pid: the watch's own process (``watch.py``): its subtree is neither measured work nor other.
         gpu: sample per-process GPU utilization when ``nvidia-smi`` exists.
         gpu_interval_s: seconds between GPU samples.
         top_n: how many other processes to name in the summary.
@@ -243,6 +282,7 @@ class ContentionSampler:
         gpu: bool = True,
         gpu_interval_s: float = DEFAULT_GPU_INTERVAL_S,
         top_n: int = 3,
+        exclude_pid: int | None = None,
     ) -> None:
         if interval_s <= 0:
             raise ValueError(f"invalid interval_s {interval_s!r}: expected a positive number of seconds")
@@ -253,7 +293,8 @@ class ContentionSampler:
         self.gpu_interval_s = gpu_interval_s
         self.top_n = top_n
         self.machine_cores = psutil.cpu_count(logical=True) or 1
-        self._tracker = _CpuTracker(self.root_pid)
+        self.exclude_pid = exclude_pid
+        self._tracker = _CpuTracker(self.root_pid, exclude_pid)
         self._intervals: list[_Interval] = []
         self._gpu_other_percent: list[float] = []
         self._gpu_total_percent: list[float] = []
@@ -270,12 +311,15 @@ class ContentionSampler:
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
-    def start(self) -> None:
-        """Take the baseline and start the sampling thread(s)."""
+    def start(self, threads: bool = True) -> None:
+        """Take the baseline and start the sampling thread(s); ``threads=False``: the caller samples itself
+        (``sample_cpu``, ``sample_gpu``), as the single-threaded watch process does."""
         if self._started:
             raise RuntimeError("ContentionSampler already started")
         self._started = True
         self._tracker.start()
+        if not threads:
+            return
         self._threads = [threading.Thread(target=self._run_cpu, name="tlbench-contention", daemon=True)]
         if self.gpu:
             self._threads.append(threading.Thread(target=self._run_gpu, name="tlbench-contention-gpu", daemon=True))
@@ -296,19 +340,32 @@ class ContentionSampler:
         with self._lock:
             self._intervals.append(self._tracker.sample())
 
+    def sample_cpu(self) -> None:
+        """Close one CPU interval now (for a caller that samples without threads)."""
+        self._sample_cpu()
+
+    def sample_gpu(self) -> bool:
+        """Take one GPU sample; ``False`` when ``nvidia-smi`` cannot be read (no more GPU samples then)."""
+        rows = _gpu_process_utilization()
+        if rows is None:
+            return False
+        processes = _scan_processes()
+        tree, _ = self._tracker._split(processes)
+        pids = {key[0] for key in tree}
+        watch = {key[0] for key in _tree_keys(processes, self.exclude_pid)} if self.exclude_pid is not None else set()
+        with self._lock:
+            self._gpu_total_percent.append(min(100.0, sum(sm for pid, sm in rows if pid not in watch)))
+            self._gpu_other_percent.append(min(100.0, sum(sm for pid, sm in rows if pid not in pids | watch)))
+        return True
+
     def _run_cpu(self) -> None:
         while not self._stop.wait(self.interval_s):
             self._sample_cpu()
 
     def _run_gpu(self) -> None:
         while not self._stop.is_set():
-            rows = _gpu_process_utilization()
-            if rows is None:
+            if not self.sample_gpu():
                 return
-            tree = {key[0] for key in _tree_keys(_scan_processes(), self.root_pid)}
-            with self._lock:
-                self._gpu_total_percent.append(min(100.0, sum(sm for _, sm in rows)))
-                self._gpu_other_percent.append(min(100.0, sum(sm for pid, sm in rows if pid not in tree)))
             self._stop.wait(self.gpu_interval_s)
 
     # ---- results ---------------------------------------------------------------------------------
@@ -318,6 +375,7 @@ class ContentionSampler:
         Returns:
             ``other_cpu_cores_mean`` (time-weighted), ``other_cpu_cores_p90`` (over samples),
             ``other_cpu_fraction_mean`` (mean / ``machine_cores``), ``own_cpu_cores_mean`` (this process tree),
+            ``watch_cpu_cores_mean`` (the watch process, apart from both),
             ``steal_cpu_cores_mean`` and ``steal_cpu_fraction_mean`` (hypervisor steal: time other guests of the
             host ran on our virtual cores; not counted as other), ``machine_cores``, ``samples``, ``duration_s``,
             ``threshold``, ``disturbed`` (other CPU fraction, steal fraction, or other GPU SM fraction above
@@ -348,6 +406,7 @@ class ContentionSampler:
             "other_cpu_cores_p90": round(_percentile([i.other_cores for i in intervals], 90), 4),
             "other_cpu_fraction_mean": round(fraction, 4),
             "own_cpu_cores_mean": round(weighted("own_cores"), 4),
+            "watch_cpu_cores_mean": round(weighted("watch_cores"), 4),
             "steal_cpu_cores_mean": round(weighted("steal_cores"), 4),
             "steal_cpu_fraction_mean": round(steal_fraction, 4),
             "machine_cores": self.machine_cores,
@@ -370,7 +429,9 @@ class ContentionSampler:
 
 
 def describe(summary: dict[str, Any]) -> str:
-    """One log line from a ``ContentionSampler.summary()``."""
+    """One log line from a ``ContentionSampler.summary()`` (or the watch's error)."""
+    if "other_cpu_cores_mean" not in summary:
+        return f"not watched: {summary.get('watch_error', 'no samples')}"
     top = ", ".join(f"{p['name']}[{p['pid']}] {p['cores']:.2f}" for p in summary.get("top_other_processes", []))
     line = (
         f"other processes used {summary['other_cpu_cores_mean']:.2f} of {summary['machine_cores']} cores "
@@ -418,29 +479,3 @@ def wait_until_quiet(
             return True
         if time.monotonic() >= deadline:
             return False
-
-
-@contextlib.contextmanager
-def watched(canary_max_s: float, canary_reference_gflop_per_s: float | None) -> Iterator[dict[str, Any]]:
-    """Watch a timed part: sample what other processes (and the hypervisor) use during it, and time the speed
-    canary just before and after it. The yielded dict is filled on exit (also when the body raises) with the
-    sampler's summary and ``canary_summary`` against the probe's canary.
-
-    Args:
-        canary_max_s: the canary's minimum time, capped at ``canary.CANARY_MIN_TIME_S`` (quick test runs pass
-            their short ``--min-time`` and keep a quick canary).
-        canary_reference_gflop_per_s: the canary measured with the machine probe (``None``: no ratio).
-    """
-    from .canary import CANARY_MIN_TIME_S, canary_gflop_per_s, canary_summary
-
-    canary_s = min(CANARY_MIN_TIME_S, canary_max_s)
-    summary: dict[str, Any] = {}
-    before = canary_gflop_per_s(canary_s)
-    sampler = ContentionSampler()
-    sampler.start()
-    try:
-        yield summary
-    finally:
-        sampler.stop()
-        after = canary_gflop_per_s(canary_s)
-        summary.update(sampler.summary(), **canary_summary(before, after, canary_reference_gflop_per_s))

@@ -108,11 +108,12 @@ def time_group(
     from ...backends import BackendError, backend_entry, get_backend_class
     from ...backends.inference import FrameworkInference, TrainedModel
     from .cell_data import load_cell_dataset
-    from .contention import describe, watched
+    from .contention import describe
     from .environment import load_probe_file
     from .inference_timing import timing_batches
     from .runtime import apply_framework_threads
     from .timing import measure_interleaved
+    from .watch import watched
 
     first = records[0]
     backend_class = get_backend_class(first["backend"])

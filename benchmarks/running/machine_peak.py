@@ -41,8 +41,9 @@ DTYPES = ("float32", "bfloat16", "float16")
 AMP_DTYPES = {"bf16": "bfloat16", "bfloat16": "bfloat16", "fp16": "float16", "float16": "float16", "half": "float16"}
 #: one iteration of a kernel may take at most this long before the pilot measurement is kept instead
 MAX_ITERATION_S = 2.0
-#: probe format version (part of the cache key: a new format is never read from an old file)
-PROBE_VERSION = 2
+#: probe format version (part of the cache key: a new format is never read from an old file; 3: the canary runs
+#: on one BLAS thread)
+PROBE_VERSION = 3
 #: a cached probe whose canary now runs more than this fraction faster or slower is measured again
 PROBE_DRIFT = 0.10
 #: the engine whose kernels are timed when none is named (``backends.engines``)
