@@ -172,14 +172,38 @@ def bootstrap_metric_ci(
     estimate = float(metric_rows(metric, labels[None], probs[None])[0])
     if not math.isfinite(estimate):
         return Interval(estimate, math.nan, math.nan, int(labels.size), "bootstrap", confidence)
-    idx = bootstrap_indices(labels.size, resamples, seed)
-    values = np.concatenate([metric_rows(metric, labels[chunk], probs[chunk]) for chunk in _chunks(idx, labels.size)])
+    values = resampled_metric(metric, labels, probs, bootstrap_indices(labels.size, resamples, seed))
+    return percentile_interval(estimate, values, int(labels.size), confidence)
+
+
+def resampled_metric(metric: str, labels: np.ndarray, probs: np.ndarray, idx: np.ndarray) -> np.ndarray:
+    """``metric`` on each bootstrap resample ``idx`` (``(R, n)`` indices) of labels ``(n,)`` and probs ``(n, C)``.
+
+    Returns:
+        ``(R,)`` values, ``nan`` where the metric is undefined on a resample. Two classifiers resampled with the
+        same ``idx`` give a paired bootstrap of their difference.
+    """
+    labels, probs = np.asarray(labels, dtype=np.int64), np.asarray(probs, dtype=np.float64)
+    return np.concatenate([metric_rows(metric, labels[chunk], probs[chunk]) for chunk in _chunks(idx, labels.size)])
+
+
+def percentile_interval(estimate: float, values: np.ndarray, n: int, confidence: float = 0.95) -> Interval:
+    """The percentile-bootstrap interval of resampled ``values`` (non-finite ones dropped) around ``estimate``.
+
+    Args:
+        estimate: the statistic on the full sample.
+        values: the statistic on each resample.
+        n: test images per resample (kept in the interval).
+        confidence: two-sided coverage in (0, 1).
+    """
+    _check_confidence(confidence)
+    values = np.asarray(values, dtype=np.float64)
     values = values[np.isfinite(values)]
-    if values.size == 0:
-        return Interval(estimate, math.nan, math.nan, int(labels.size), "bootstrap", confidence)
+    if values.size == 0 or not math.isfinite(estimate):
+        return Interval(estimate, math.nan, math.nan, n, "bootstrap", confidence)
     tail = (1 - confidence) / 2 * 100
     low, high = np.percentile(values, [tail, 100 - tail])
-    return Interval(estimate, float(low), float(high), int(labels.size), "bootstrap", confidence)
+    return Interval(estimate, float(low), float(high), n, "bootstrap", confidence)
 
 
 def _chunks(idx: np.ndarray, n: int, max_elements: int = 2_000_000) -> list[np.ndarray]:
