@@ -21,7 +21,14 @@ import numpy as np
 
 from ..running.artifacts import Predictions
 from .options import OperatingPoint
-from .stats import BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED, Interval, bootstrap_indices, percentile_interval, t_interval
+from .stats import (
+    BOOTSTRAP_RESAMPLES,
+    BOOTSTRAP_SEED,
+    Interval,
+    bootstrap_counts,
+    percentile_interval,
+    t_interval,
+)
 
 #: equal-width confidence bins of the ECE and the reliability diagram
 ECE_BINS = 15
@@ -150,17 +157,24 @@ def cell_clinical(
     resamples: int = BOOTSTRAP_RESAMPLES,
     seed: int = BOOTSTRAP_SEED,
 ) -> CellClinical:
-    """ECE, per-class recall and (binary, with validation predictions) sensitivity/specificity of one cell."""
+    """ECE, per-class recall and (binary, with validation predictions) sensitivity/specificity of one cell.
+
+    The bootstrap resamples are those of ``stats.bootstrap_counts`` (the same as for the other metrics), each
+    statistic summed over the resampled images' counts.
+    """
     labels, probs = preds.labels, preds.probs
-    num_classes = probs.shape[1]
-    idx = bootstrap_indices(labels.size, resamples, seed)
-    result = CellClinical(n=int(labels.size))
+    n, num_classes = probs.shape
+    counts = bootstrap_counts(n, resamples, seed)
+    result = CellClinical(n=int(n))
+    confidence, predicted = probs.max(axis=1), probs.argmax(axis=1)
+    correct = (predicted == labels).astype(np.float64)
+    in_bin = _bins(confidence, ECE_BINS)[:, None] == np.arange(ECE_BINS)[None, :]
     result.values["ece"] = expected_calibration_error(labels, probs)
-    result.resampled["ece"] = ece_rows(labels[idx], probs[idx])
-    predicted = probs.argmax(axis=1)
+    result.resampled["ece"] = np.abs(_counted(counts, in_bin * (correct - confidence)[:, None])).sum(axis=1) / n
     names = _class_names(preds, num_classes)
+    members = (labels[:, None] == np.arange(num_classes)[None, :]).astype(np.float64)
     full = recall_rows(labels[None], predicted[None], num_classes)[0]
-    rows = recall_rows(labels[idx], predicted[idx], num_classes)
+    rows = _ratio(_counted(counts, members * correct[:, None]), _counted(counts, members))
     for c, name in enumerate(names):
         result.values[f"recall:{name}"] = float(full[c])
         result.resampled[f"recall:{name}"] = rows[:, c]
@@ -178,8 +192,20 @@ def cell_clinical(
     truth, call = labels == pos, probs[:, pos] >= result.threshold
     sens, spec = sens_spec_rows(truth[None], call[None])
     result.values["sensitivity"], result.values["specificity"] = float(sens[0]), float(spec[0])
-    result.resampled["sensitivity"], result.resampled["specificity"] = sens_spec_rows(truth[idx], call[idx])
+    sums = _counted(counts, np.stack([truth & call, truth, ~truth & ~call, ~truth], axis=1).astype(np.float64))
+    result.resampled["sensitivity"] = _ratio(sums[:, 0], sums[:, 1])
+    result.resampled["specificity"] = _ratio(sums[:, 2], sums[:, 3])
     return result
+
+
+def _counted(counts: list[np.ndarray], columns: np.ndarray) -> np.ndarray:
+    """``(R, K)``: per resample, the sum over the drawn images of each column of ``columns`` ``(n, K)``."""
+    return np.concatenate([chunk @ columns for chunk in counts])
+
+
+def _ratio(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(denominator > 0, numerator / denominator, np.nan)
 
 
 def _class_names(preds: Predictions, num_classes: int) -> list[str]:

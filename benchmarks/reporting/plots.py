@@ -24,7 +24,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ..running.artifacts import Predictions, load_curve, load_predictions
+from ..running.artifacts import Predictions
+from .sources import SuiteSources, as_sources
 
 MARKERS = ["o", "s", "^", "D", "v", "P", "X", "*", "<", ">"]
 DPI = 100
@@ -46,7 +47,11 @@ def pareto_front(xs: Sequence[float], ys: Sequence[float]) -> list[int]:
 
     A point is dominated when another is at least as good on both axes and strictly better on one.
     """
-    points = [(float(x), float(y), i) for i, (x, y) in enumerate(zip(xs, ys)) if math.isfinite(x) and math.isfinite(y)]
+    points = [
+        (float(x), float(y), i)
+        for i, (x, y) in enumerate(zip(xs, ys, strict=True))
+        if math.isfinite(x) and math.isfinite(y)
+    ]
     front = [i for x, y, i in points if not any((ox >= x and oy >= y) and (ox > x or oy > y) for ox, oy, _ in points)]
     return sorted(front, key=lambda i: (float(xs[i]), float(ys[i])))
 
@@ -106,7 +111,7 @@ def pareto_plot(
     fig, axes = plt.subplots(
         layout="constrained", nrows=1, ncols=len(datasets), figsize=(6.4 * len(datasets), 4.8), squeeze=False
     )
-    for ax, dataset in zip(axes[0], datasets):
+    for ax, dataset in zip(axes[0], datasets, strict=True):
         sub = ok[ok["dataset"] == dataset]
         grouped = sub.groupby(["backend", "strategy", "model"], sort=False)
         xs, ys = [], []
@@ -215,13 +220,13 @@ def _first_seed(ok: pd.DataFrame) -> pd.DataFrame:
     return ok.sort_values("seed", kind="stable").drop_duplicates(["dataset", "label"], keep="first")
 
 
-def roc_pr_plot(frame: pd.DataFrame, suite_dir: Path, path: Path) -> Path | None:
+def roc_pr_plot(frame: pd.DataFrame, suite_dir: Path | SuiteSources, path: Path) -> Path | None:
     """ROC (top) and PR (bottom) curves per dataset; ``None`` when no cell stored predictions."""
     plt = _pyplot()
     ok = _first_seed(_ok(frame))
     curves = []
     for _, row in ok.iterrows():
-        preds = load_predictions(suite_dir, row.to_dict())
+        preds = as_sources(suite_dir).predictions(row.to_dict())
         if preds is not None and preds.probs.shape[1] >= 2:
             curves.append((row, roc_pr_curves(preds.labels, preds.probs)))
     if not curves:
@@ -272,13 +277,13 @@ def _fmt_metric(value: Any) -> str:
     return "n/a" if value is None or pd.isna(value) else f"{float(value):.3f}"
 
 
-def training_curves_plot(frame: pd.DataFrame, suite_dir: Path, path: Path) -> Path | None:
+def training_curves_plot(frame: pd.DataFrame, suite_dir: Path | SuiteSources, path: Path) -> Path | None:
     """Validation accuracy (left) and train loss (right) per epoch, a row per dataset, a line per cell."""
     plt = _pyplot()
     ok = _ok(frame)
     runs = []
     for _, row in ok.iterrows():
-        curve = load_curve(suite_dir, row.to_dict())
+        curve = as_sources(suite_dir).curve(row.to_dict())
         if curve:
             runs.append((row, curve))
     if not runs:
@@ -333,12 +338,12 @@ def confusion_matrix_of(preds: Predictions) -> np.ndarray:
     return matrix
 
 
-def confusion_plot(frame: pd.DataFrame, suite_dir: Path, path: Path) -> Path | None:
+def confusion_plot(frame: pd.DataFrame, suite_dir: Path | SuiteSources, path: Path) -> Path | None:
     """Row-normalized confusion matrices (counts annotated) of the best cell per backend and dataset."""
     plt = _pyplot()
     panels = []
     for row in _best_per_backend(_ok(frame)):
-        preds = load_predictions(suite_dir, row.to_dict())
+        preds = as_sources(suite_dir).predictions(row.to_dict())
         if preds is not None:
             panels.append((row, preds))
     if not panels:
@@ -346,7 +351,7 @@ def confusion_plot(frame: pd.DataFrame, suite_dir: Path, path: Path) -> Path | N
     fig, axes = plt.subplots(
         layout="constrained", nrows=1, ncols=len(panels), figsize=(5.6 * len(panels), 5.2), squeeze=False
     )
-    for ax, (row, preds) in zip(axes[0], panels):
+    for ax, (row, preds) in zip(axes[0], panels, strict=True):
         matrix = confusion_matrix_of(preds)
         rates = matrix / np.clip(matrix.sum(axis=1, keepdims=True), 1, None)
         image = ax.imshow(rates, cmap="Blues", vmin=0, vmax=1)
@@ -373,7 +378,8 @@ def confusion_plot(frame: pd.DataFrame, suite_dir: Path, path: Path) -> Path | N
                     )
         ax.set(xlabel="predicted", ylabel="true")
         ax.set_title(
-            f"{short_dataset(row['dataset'])}: best {row['backend']} cell\n{row['strategy']} seed {row['seed']} (accuracy {_fmt_metric(row['accuracy'])})",
+            f"{short_dataset(row['dataset'])}: best {row['backend']} cell\n"
+            f"{row['strategy']} seed {row['seed']} (accuracy {_fmt_metric(row['accuracy'])})",
             fontsize=10,
         )
         fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="fraction of true class")
@@ -384,12 +390,12 @@ def _short(text: str, limit: int = 14) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def prediction_grid_plot(frame: pd.DataFrame, suite_dir: Path, path: Path) -> Path | None:
+def prediction_grid_plot(frame: pd.DataFrame, suite_dir: Path | SuiteSources, path: Path) -> Path | None:
     """Stored test images of the best cell per backend, titled ``pred / true``; wrong predictions in red."""
     plt = _pyplot()
     rows = []
     for row in _best_per_backend(_ok(frame)):
-        preds = load_predictions(suite_dir, row.to_dict())
+        preds = as_sources(suite_dir).predictions(row.to_dict())
         if preds is not None and len(preds.sample_indices):
             rows.append((row, preds))
     if not rows:
@@ -411,7 +417,7 @@ def prediction_grid_plot(frame: pd.DataFrame, suite_dir: Path, path: Path) -> Pa
             predicted, true = int(preds.probs[index].argmax()), int(preds.labels[index])
             ax.imshow(image[..., 0] if image.shape[-1] == 1 else image, cmap="gray" if image.shape[-1] == 1 else None)
             wrong = predicted != true
-            name = lambda i: _short(preds.class_names[i], 18) if i < len(preds.class_names) else str(i)  # noqa: E731
+            name = lambda i, names=preds.class_names: _short(names[i], 18) if i < len(names) else str(i)  # noqa: E731
             ax.set_title(
                 f"pred {name(predicted)}\ntrue {name(true)}", fontsize=8, color="#c00000" if wrong else "black"
             )
@@ -465,7 +471,7 @@ def stage_sweep_plot(frame: pd.DataFrame, path: Path) -> Path | None:
     fig, axes = plt.subplots(
         layout="constrained", nrows=1, ncols=len(datasets), figsize=(5.6 * len(datasets), 4.2), squeeze=False
     )
-    for ax, dataset in zip(axes[0], datasets):
+    for ax, dataset in zip(axes[0], datasets, strict=True):
         sub = ok[ok["dataset"] == dataset]
         for (backend, model), group in sub.groupby(["backend", "model"], sort=False):
             stats = group.groupby("x")["accuracy"].agg(["mean", "min", "max"]).sort_index()
@@ -488,8 +494,9 @@ def stage_sweep_plot(frame: pd.DataFrame, path: Path) -> Path | None:
     return _save(fig, path)
 
 
-def draw_suite_plots(frame: pd.DataFrame, suite_dir: Path, out_dir: Path) -> dict[str, Path]:
+def draw_suite_plots(frame: pd.DataFrame, suite_dir: Path | SuiteSources, out_dir: Path) -> dict[str, Path]:
     """Draw every plot the suite's files allow; returns title -> PNG path (absent plots are left out)."""
+    suite_dir = as_sources(suite_dir)
     plots = {
         "Accuracy vs training cost (Pareto)": lambda: pareto_plot(
             frame, "train_s", "training seconds", out_dir / "pareto_train.png", lower_is_better=True
@@ -509,6 +516,18 @@ def draw_suite_plots(frame: pd.DataFrame, suite_dir: Path, out_dir: Path) -> dic
             frame, suite_dir, out_dir / "predictions.png"
         ),
     }
+    return draw_each(plots)
+
+
+def draw_each(plots: dict[str, Any]) -> dict[str, Path]:
+    """Call each plot maker; a failing one is a warning on stderr (it never costs the tables or other plots).
+
+    Args:
+        plots: title -> a function drawing the plot and returning its path (or ``None`` when there is no data).
+
+    Returns:
+        title -> path of the plots drawn.
+    """
     written = {}
     for title, draw in plots.items():
         try:

@@ -162,3 +162,21 @@ def test_bad_operating_points_and_selection_metrics_are_one_line(text, message):
     assert parse_operating_point(" Sens:0.95 ") == OperatingPoint("sensitivity", 0.95)
     with pytest.raises(ReportOptionError, match="invalid --select-by 'f1': expected one of auto, roc_auc, accuracy"):
         ReportOptions(select_by="f1")
+
+
+def test_cell_bootstrap_counts_equal_the_gathered_resamples():
+    from tlbench.benchmarks.reporting.clinical import recall_rows, sens_spec_rows
+    from tlbench.benchmarks.reporting.stats import bootstrap_indices
+
+    rng = np.random.default_rng(2)
+    labels = rng.integers(0, 2, 90)
+    scores = np.clip(labels * 0.3 + rng.uniform(0, 0.7, 90), 0, 1)
+    preds = _predictions(labels, scores, [0, 1, 0, 1], [0.2, 0.7, 0.4, 0.6])
+    cell = cell_clinical(preds, OperatingPoint(), resamples=200, seed=4)
+    idx = bootstrap_indices(90, 200, 4)
+    assert cell.resampled["ece"] == pytest.approx(ece_rows(labels[idx], preds.probs[idx]), abs=1e-12)
+    recall = recall_rows(labels[idx], preds.probs.argmax(axis=1)[idx], 2)
+    assert cell.resampled["recall:PNEUMONIA"] == pytest.approx(recall[:, 1], abs=1e-12)
+    call = scores >= cell.threshold
+    sens, spec = sens_spec_rows((labels == 1)[idx], call[idx])
+    assert cell.resampled["sensitivity"] == pytest.approx(sens) and cell.resampled["specificity"] == pytest.approx(spec)
