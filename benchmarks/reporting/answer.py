@@ -92,8 +92,10 @@ def answer_pool(
     comparisons = adjust([comparer.compare(v.candidate.key, answer.best.candidate.key, metric) for v in others])
     for verdict, comparison in zip(others, comparisons, strict=True):
         verdict.comparison = comparison
-        significant = math.isfinite(comparison.p_holm) and comparison.p_holm < alpha
-        verdict.verdict = "worse" if significant and comparison.delta < 0 else "tied"
+        if not math.isfinite(comparison.p_holm):
+            verdict.verdict = "untested"  # the metric is undefined for one of the two
+        else:
+            verdict.verdict = "worse" if comparison.p_holm < alpha and comparison.delta < 0 else "tied"
     return answer
 
 

@@ -82,15 +82,19 @@ class Candidate:
         return float(np.mean(values)) if values else math.nan
 
     def signature(self) -> tuple:
-        """What network the backend trains: total parameters, head, pretrained weights (first seed's record)."""
-        record = self.records[0]
-        facts = record.get("backend_facts") if isinstance(record.get("backend_facts"), dict) else {}
-        total = pd.to_numeric(record.get("total_params"), errors="coerce")
-        return (
-            None if total is None or not math.isfinite(float(total)) else int(total),
-            facts.get("head") or record.get("head"),
-            record.get("pretrained"),
-        )
+        """What network the backend trains (``network_signature`` of the first seed's record)."""
+        return network_signature(self.records[0])
+
+
+def network_signature(record: dict[str, Any]) -> tuple:
+    """What network a record's cell trained: total parameters, head kind, pretrained weights."""
+    facts = record.get("backend_facts") if isinstance(record.get("backend_facts"), dict) else {}
+    total = pd.to_numeric(record.get("total_params"), errors="coerce")
+    return (
+        None if total is None or not math.isfinite(float(total)) else int(total),
+        facts.get("head") or record.get("head"),
+        record.get("pretrained"),
+    )
 
 
 def build_candidates(frame: pd.DataFrame, sources: SuiteSources | None) -> dict[str, list[Candidate]]:
