@@ -23,10 +23,11 @@ from typing import Any
 import pandas as pd
 
 from .candidates import Candidate, network_mismatches, same_test_set
-from .clinical import BINARY_ONLY
+from .clinical import BINARY_ONLY, interval_text
 from .clinical_tables import ClinicalMetrics, positive_name
 from .comparisons import METRIC_TITLES, TEST_NAMES, Comparer, Comparison, adjust, delta_text, p_text, resolve_metric
 from .options import ReportOptions
+from .stats import t_interval
 
 
 @dataclass
@@ -61,12 +62,11 @@ class PoolAnswer:
 
 
 def _value_text(comparer: Comparer | None, candidate: Candidate, metric: str) -> str:
-    from .clinical import interval_text
-
+    """The metric with its interval: from the predictions, else over the records' seeds (t) or the bare value."""
     if comparer is not None:
         return interval_text(comparer.scores[candidate.key].interval(metric))
     values = candidate.recorded(metric)
-    return f"{sum(values) / len(values):.3f}" + (f" (n={len(values)})" if len(values) > 1 else "") if values else ""
+    return interval_text(t_interval(values)) if values else ""
 
 
 def _value(comparer: Comparer | None, candidate: Candidate, metric: str) -> float:
@@ -221,8 +221,8 @@ def _cheapest(pool: PoolAnswer, names: dict[tuple, str]) -> str:
         reference = best.candidate.median(column)
         against = f"{reference:,.1f}" if unit == "s" else f"{reference:,.0f}"
         parts.append(f"{what}: {_bold(names[chosen.candidate.key])} ({value} {unit}; the best: {against} {unit})")
-    label = "untested set" if not pool.tested else "tied set"
-    return f"Cheapest of the {label}: " + "; ".join(parts) + "." if parts else ""
+    label = "the tied set" if pool.tested else "all (ties not tested)"
+    return f"Cheapest of {label}: " + "; ".join(parts) + "." if parts else ""
 
 
 def pool_lines(pool: PoolAnswer, names: dict[tuple, str], clinical: ClinicalMetrics | None, alpha: float) -> list[str]:
@@ -269,6 +269,8 @@ def answer_markdown(
     """The answer's Markdown lines (a bullet list per dataset), without the table."""
     from .plots import short_dataset
 
+    if not answers:
+        return ["No configuration finished (every cell failed): nothing to compare; see the failed cells.", ""]
     lines: list[str] = []
     for answer in answers:
         head = f"{_bold(short_dataset(answer.dataset))}" + (f" — {answer.test_summary}" if answer.test_summary else "")

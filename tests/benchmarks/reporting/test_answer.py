@@ -203,6 +203,10 @@ def test_records_without_predictions_are_answered_untested(tmp_path):
     answer = paths["answer"].read_text()
     assert "Best by ROC-AUC (mean of 2 seed(s)): **a**" in answer
     assert "Ties not tested: not every cell stored test predictions on one test set" in answer
+    assert "Cheapest of all (ties not tested): fewest training seconds: the best itself (10.0 s)" in answer
+    rows = {r["configuration"]: r for r in _markdown_table(answer, "| dataset").to_dict("records")}
+    assert rows["b"]["verdict"] == "untested" and rows["b"]["p (Holm)"] == ""
+    assert rows["a"]["value (95% CI)"] == "0.900 ± 0.000 (n=2)"  # the records' ROC-AUC over seeds
     assert "clinical" not in paths
 
 
@@ -292,3 +296,13 @@ def test_a_cell_in_two_suites_is_read_from_the_later_one(tmp_path):
     preds = sources.predictions(by_strategy["a"])
     assert (preds.probs.argmax(axis=1) == preds.labels).mean() == pytest.approx(0.9)
     assert sources.predictions(by_strategy["a"]) is preds  # loaded once
+
+
+def test_a_suite_where_every_cell_failed_says_so(tmp_path, capsys):
+    root = tmp_path / "failed"
+    record = {"backend": "timm", "model": "m", "strategy": "a", "dataset": "d", "seed": 0, "status": "failed"}
+    append_result(root / "results.jsonl", {**record, "error": "RuntimeError: out of memory"})
+    assert main(["report", str(root)]) == 0
+    assert capsys.readouterr().out.startswith(
+        "## The answer\n\nNo configuration finished (every cell failed): nothing to compare; see the failed cells."
+    )
