@@ -220,8 +220,24 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--verbose", "-v", action="store_true", help="stream each cell's log to stderr")
     run.add_argument("--no-report", action="store_true", help="do not write the summary tables at the end")
 
-    report = sub.add_parser("report", help="write summary tables for a suite directory")
-    report.add_argument("suite_dir", type=Path)
+    report = sub.add_parser("report", help="write the answer and summary tables for one suite, or several together")
+    report.add_argument("suite_dir", type=Path, nargs="+", help="suite directories (several: ranked across datasets)")
+    report.add_argument(
+        "--out", type=Path, default=None, help="report directory (default: the suite; needed for several)"
+    )
+    report.add_argument(
+        "--select-by",
+        default="auto",
+        help="ranking metric: auto (ROC-AUC if all configurations have it, else accuracy), roc_auc or accuracy",
+    )
+    report.add_argument(
+        "--operating-point",
+        default="youden",
+        help="binary threshold chosen on validation: youden (default) or sens:X, e.g. sens:0.95",
+    )
+    report.add_argument(
+        "--positive-class", default=None, help="class counted as positive for sensitivity (default: the non-normal one)"
+    )
 
     explain = sub.add_parser("explain", help="feature maps (and Grad-CAM) of one cell's model on one stored test image")
     explain.add_argument("suite_dir", type=Path)
@@ -587,7 +603,8 @@ def command_run(args: argparse.Namespace) -> int:
         print(f"tlbench: {total - len(produced)} cell(s) already finished in {out_dir} (resumed)", file=sys.stderr)
     if not args.no_report:
         paths = write_report(out_dir)
-        print(paths["md"].read_text())
+        print(paths["answer"].read_text())
+        print(f"tlbench: full tables in {paths['md']} and {paths['html']}", file=sys.stderr)
         print(f"tlbench: wrote {', '.join(str(p) for p in paths.values())}", file=sys.stderr)
     wanted = {cell_key(asdict(c)) for c in suite.cells()}
     latest = latest_by_cell(load_results(out_dir / RESULTS_FILE))
@@ -602,17 +619,23 @@ def command_run(args: argparse.Namespace) -> int:
 
 
 def command_report(args: argparse.Namespace) -> int:
+    from .reporting.options import ReportOptionError, ReportOptions, parse_operating_point
     from .reporting.report import write_report
 
-    if not args.suite_dir.is_dir():
-        raise UsageError(
-            f"suite directory {str(args.suite_dir)!r} does not exist; expected a directory made by `tlbench run`"
-        )
+    for suite_dir in args.suite_dir:
+        if not suite_dir.is_dir():
+            raise UsageError(
+                f"suite directory {str(suite_dir)!r} does not exist; expected a directory made by `tlbench run`"
+            )
+    if len(args.suite_dir) > 1 and args.out is None:
+        raise UsageError(f"{len(args.suite_dir)} suite directories given: name the report's directory with --out DIR")
     try:
-        paths = write_report(args.suite_dir)
-    except FileNotFoundError as exc:
+        options = ReportOptions(args.select_by, parse_operating_point(args.operating_point), args.positive_class)
+        paths = write_report(args.suite_dir, out_dir=args.out, options=options)
+    except (FileNotFoundError, ReportOptionError) as exc:
         raise UsageError(str(exc)) from None
-    print(paths["md"].read_text())
+    print(paths["answer"].read_text())
+    print(f"tlbench: full tables in {paths['md']} and {paths['html']}", file=sys.stderr)
     return 0
 
 

@@ -54,12 +54,16 @@ def pooled_sd(groups: list[list[float]]) -> float:
 
 
 def _comparable(frame: pd.DataFrame) -> dict[tuple, dict[str, pd.DataFrame]]:
-    """(dataset, model, strategy) → {backend: its ok records}, for configurations with >= 2 backends of >= 2 seeds."""
+    """(dataset, model, strategy) → {backend: its ok records}, for configurations with >= 2 backends of >= 2 seeds
+    that train the same network (parameters, head, weights: ``candidates.network_signature``)."""
+    from .candidates import network_signature
+
     ok = frame[frame["status"] == "ok"]
     result: dict[tuple, dict[str, pd.DataFrame]] = {}
     for key, group in ok.groupby(KEYS, sort=False):
         by_backend = {b: g for b, g in group.groupby("backend", sort=False) if g["seed"].nunique() >= 2}
-        if len(by_backend) >= 2:
+        networks = {network_signature(g.iloc[0].to_dict()) for g in by_backend.values()}
+        if len(by_backend) >= 2 and len(networks) == 1:
             result[key] = by_backend
     return result
 
@@ -125,5 +129,6 @@ def _ordered(rows: list[dict[str, Any]], frame: pd.DataFrame) -> pd.DataFrame:
 FRAMEWORKS_NOTE = (
     "Same model, strategy and data on several backends, seeds pooled per backend. `agree`: one-way ANOVA over "
     f"the seeds of each backend, p >= {ALPHA} (no evidence that the backends' means differ; with few seeds only a "
-    "gap of several seed SDs is detectable). Speed: median over seeds, in parentheses the ratio to the fastest backend."
+    "gap of several seed SDs is detectable). Speed: median over seeds, in parentheses the ratio to the fastest "
+    "backend. Backends that train different networks (parameters, head, weights) are left out: see the answer."
 )

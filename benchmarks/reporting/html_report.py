@@ -9,7 +9,7 @@ import base64
 import html
 import re
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
@@ -54,8 +54,28 @@ def image_data_uri(path: Path) -> str:
 
 
 def _markdown_code_to_html(text: str) -> str:
-    """Escape ``text`` and turn Markdown backtick spans into ``<code>``."""
-    return re.sub(r"`([^`]*)`", r"<code>\1</code>", html.escape(text))
+    """Escape ``text`` and turn Markdown backtick spans into ``<code>`` and ``**bold**`` into ``<strong>``."""
+    text = re.sub(r"`([^`]*)`", r"<code>\1</code>", html.escape(text))
+    return re.sub(r"\*\*([^*]+)\*\*", r"<strong>\1</strong>", text)
+
+
+def answer_html(evidence: Any) -> list[str]:
+    """The answer section: a paragraph per dataset heading, its sentences as a list, the compact table, the note."""
+    parts = ['<h2 id="answer">The answer</h2>']
+    items: list[str] = []
+    for line in list(evidence.answer) + [""]:
+        if line.startswith("- "):
+            items.append(f"<li>{_markdown_code_to_html(line[2:])}</li>")
+            continue
+        if items:
+            parts += ["<ul>", *items, "</ul>"]
+            items = []
+        if line.strip():
+            parts.append(f"<p>{_markdown_code_to_html(line)}</p>")
+    if not evidence.table.empty:
+        parts.append(table_html(evidence.table))
+    parts.append(f'<p class="note">{_markdown_code_to_html(evidence.note)}</p>')
+    return parts
 
 
 def render_html(tables: ReportTables, suite_name: str, env_line: str, images: dict[str, Path], note: str) -> str:
@@ -82,11 +102,17 @@ def render_html(tables: ReportTables, suite_name: str, env_line: str, images: di
     ]
     if env_line:
         parts.append(f'<p class="note">{html.escape(env_line)}</p>')
+    if tables.evidence is not None:
+        parts += answer_html(tables.evidence)
     if tables.warnings:
         parts.append("<h2>Warnings</h2>")
         parts += [
             f'<p class="warning">{_markdown_code_to_html(line.replace("**", "`"))}</p>' for line in tables.warnings
         ]
+    for section in tables.evidence.sections if tables.evidence is not None else []:
+        parts += [f"<h{section.level}>{html.escape(section.title)}</h{section.level}>", table_html(section.table)]
+        if section.note:
+            parts.append(f'<p class="note">{_markdown_code_to_html(section.note)}</p>')
     for heading, table in tables.pivots:
         parts += [f"<h2>{html.escape(heading)} — strategy × backend</h2>", table_html(table)]
     parts.append(f'<p class="note">{_markdown_code_to_html(note)}</p>')

@@ -24,7 +24,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ..running.artifacts import Predictions, load_curve, load_predictions
+from ..running.artifacts import Predictions
+from .sources import SuiteSources, as_sources
 
 MARKERS = ["o", "s", "^", "D", "v", "P", "X", "*", "<", ">"]
 DPI = 100
@@ -219,13 +220,13 @@ def _first_seed(ok: pd.DataFrame) -> pd.DataFrame:
     return ok.sort_values("seed", kind="stable").drop_duplicates(["dataset", "label"], keep="first")
 
 
-def roc_pr_plot(frame: pd.DataFrame, suite_dir: Path, path: Path) -> Path | None:
+def roc_pr_plot(frame: pd.DataFrame, suite_dir: Path | SuiteSources, path: Path) -> Path | None:
     """ROC (top) and PR (bottom) curves per dataset; ``None`` when no cell stored predictions."""
     plt = _pyplot()
     ok = _first_seed(_ok(frame))
     curves = []
     for _, row in ok.iterrows():
-        preds = load_predictions(suite_dir, row.to_dict())
+        preds = as_sources(suite_dir).predictions(row.to_dict())
         if preds is not None and preds.probs.shape[1] >= 2:
             curves.append((row, roc_pr_curves(preds.labels, preds.probs)))
     if not curves:
@@ -276,13 +277,13 @@ def _fmt_metric(value: Any) -> str:
     return "n/a" if value is None or pd.isna(value) else f"{float(value):.3f}"
 
 
-def training_curves_plot(frame: pd.DataFrame, suite_dir: Path, path: Path) -> Path | None:
+def training_curves_plot(frame: pd.DataFrame, suite_dir: Path | SuiteSources, path: Path) -> Path | None:
     """Validation accuracy (left) and train loss (right) per epoch, a row per dataset, a line per cell."""
     plt = _pyplot()
     ok = _ok(frame)
     runs = []
     for _, row in ok.iterrows():
-        curve = load_curve(suite_dir, row.to_dict())
+        curve = as_sources(suite_dir).curve(row.to_dict())
         if curve:
             runs.append((row, curve))
     if not runs:
@@ -337,12 +338,12 @@ def confusion_matrix_of(preds: Predictions) -> np.ndarray:
     return matrix
 
 
-def confusion_plot(frame: pd.DataFrame, suite_dir: Path, path: Path) -> Path | None:
+def confusion_plot(frame: pd.DataFrame, suite_dir: Path | SuiteSources, path: Path) -> Path | None:
     """Row-normalized confusion matrices (counts annotated) of the best cell per backend and dataset."""
     plt = _pyplot()
     panels = []
     for row in _best_per_backend(_ok(frame)):
-        preds = load_predictions(suite_dir, row.to_dict())
+        preds = as_sources(suite_dir).predictions(row.to_dict())
         if preds is not None:
             panels.append((row, preds))
     if not panels:
@@ -389,12 +390,12 @@ def _short(text: str, limit: int = 14) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def prediction_grid_plot(frame: pd.DataFrame, suite_dir: Path, path: Path) -> Path | None:
+def prediction_grid_plot(frame: pd.DataFrame, suite_dir: Path | SuiteSources, path: Path) -> Path | None:
     """Stored test images of the best cell per backend, titled ``pred / true``; wrong predictions in red."""
     plt = _pyplot()
     rows = []
     for row in _best_per_backend(_ok(frame)):
-        preds = load_predictions(suite_dir, row.to_dict())
+        preds = as_sources(suite_dir).predictions(row.to_dict())
         if preds is not None and len(preds.sample_indices):
             rows.append((row, preds))
     if not rows:
@@ -496,8 +497,9 @@ def stage_sweep_plot(frame: pd.DataFrame, path: Path) -> Path | None:
     return _save(fig, path)
 
 
-def draw_suite_plots(frame: pd.DataFrame, suite_dir: Path, out_dir: Path) -> dict[str, Path]:
+def draw_suite_plots(frame: pd.DataFrame, suite_dir: Path | SuiteSources, out_dir: Path) -> dict[str, Path]:
     """Draw every plot the suite's files allow; returns title -> PNG path (absent plots are left out)."""
+    suite_dir = as_sources(suite_dir)
     plots = {
         "Accuracy vs training cost (Pareto)": lambda: pareto_plot(
             frame, "train_s", "training seconds", out_dir / "pareto_train.png", lower_is_better=True
@@ -517,6 +519,18 @@ def draw_suite_plots(frame: pd.DataFrame, suite_dir: Path, out_dir: Path) -> dic
             frame, suite_dir, out_dir / "predictions.png"
         ),
     }
+    return draw_each(plots)
+
+
+def draw_each(plots: dict[str, Any]) -> dict[str, Path]:
+    """Call each plot maker; a failing one is a warning on stderr (it never costs the tables or other plots).
+
+    Args:
+        plots: title -> a function drawing the plot and returning its path (or ``None`` when there is no data).
+
+    Returns:
+        title -> path of the plots drawn.
+    """
     written = {}
     for title, draw in plots.items():
         try:

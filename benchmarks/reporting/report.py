@@ -1,19 +1,35 @@
-"""Reports from stored results: ``summary.md``, ``summary.csv``, ``summary.tex``, ``report.html`` and PNG plots.
+"""Reports from stored results: ``answer.md``, ``summary.md``, ``summary.csv``, ``summary.tex``, ``report.html``,
+``clinical.csv`` and PNG plots.
 
-Everything is made from the suite directory alone (``results.jsonl``, ``environment.json``, ``suite.json`` and
-the per-cell artifacts in ``cells/<cell_id>/``): no model is rebuilt, nothing is retrained. The tables come
-from ``tables``, the plots from ``plots``, the HTML page from ``html_report``; this module only writes files.
+Everything is made from suite directories alone (``results.jsonl``, ``environment.json``, ``suite.json`` and
+the per-cell artifacts in ``cells/<cell_id>/``): no model is rebuilt, nothing is retrained. One suite is reported
+into its own directory; several (``tlbench report A B C --out D``) are reported together into ``D``, e.g. to rank
+strategies across datasets. The answer and its evidence come from ``evidence``, the tables from ``tables``, the
+plots from ``plots`` and ``stat_plots``, the HTML page from ``html_report``; this module only writes files.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 
-from ..running.results import load_results
+from .evidence import build_evidence
 from .html_report import render_html
+from .options import ReportOptions
 from .plots import draw_suite_plots
-from .tables import CI_NOTE, build_tables, csv_frame, environment_line, render_latex, render_markdown, results_frame
+from .sources import load_suites
+from .tables import (
+    CI_NOTE,
+    build_tables,
+    csv_frame,
+    data_warnings,
+    environment_line,
+    render_answer,
+    render_latex,
+    render_markdown,
+    results_frame,
+)
 
 
 def suite_name_of(suite_dir: Path) -> str:
@@ -24,42 +40,62 @@ def suite_name_of(suite_dir: Path) -> str:
     return suite_dir.name
 
 
-def write_report(suite_dir: Path, plots: bool = True) -> dict[str, Path]:
-    """Write the tables, plots and the HTML report of the suite in ``suite_dir``.
+def write_report(
+    suite_dir: Path | Sequence[Path],
+    plots: bool = True,
+    out_dir: Path | None = None,
+    options: ReportOptions | None = None,
+) -> dict[str, Path]:
+    """Write the answer, tables, plots and the HTML report of one suite, or of several together.
 
     Args:
-        suite_dir: a directory made by ``tlbench run``.
+        suite_dir: a directory made by ``tlbench run``, or several (their records are read as one report).
         plots: also draw the PNG plots (``plots/*.png``) and embed them in the HTML report.
+        out_dir: where to write; default the suite directory (required for several suites).
+        options: selection metric, operating point, positive class (default: ``ReportOptions()``).
 
     Returns:
-        The written paths: ``md``, ``csv``, ``tex``, ``html`` and one ``png:<name>`` per plot.
+        The written paths: ``answer``, ``md``, ``csv``, ``tex``, ``html``, ``clinical`` (when a cell stored
+        predictions) and one ``png:<name>`` per plot.
 
     Raises:
-        FileNotFoundError: ``suite_dir`` holds no ``results.jsonl`` records.
+        FileNotFoundError: a suite directory holds no ``results.jsonl`` records.
+        ValueError: several suites without ``out_dir``.
     """
-    suite_dir = Path(suite_dir)
-    records = load_results(suite_dir / "results.jsonl")
-    if not records:
-        raise FileNotFoundError(
-            f"{suite_dir} holds no results.jsonl records; expected a suite directory made by `tlbench run`"
-        )
+    dirs = [Path(suite_dir)] if isinstance(suite_dir, (str, Path)) else [Path(d) for d in suite_dir]
+    if len(dirs) > 1 and out_dir is None:
+        raise ValueError(f"{len(dirs)} suite directories given: name the report's directory with --out DIR")
+    out = Path(out_dir) if out_dir is not None else dirs[0]
+    out.mkdir(parents=True, exist_ok=True)
+    records, sources = load_suites(dirs)
+    options = options or ReportOptions()
     frame = results_frame(records)
-    tables = build_tables(frame, suite_dir)
+    evidence = build_evidence(frame, sources, options, data_warnings)
+    tables = build_tables(frame, sources, evidence)
     images: dict[str, Path] = {}
     if plots:
-        images = draw_suite_plots(frame, suite_dir, suite_dir / "plots")
-    relative = {title: path.relative_to(suite_dir) for title, path in images.items()}
-    name, env_line = suite_name_of(suite_dir), environment_line(suite_dir)
+        from .stat_plots import draw_evidence_plots
+
+        images = draw_suite_plots(frame, sources, out / "plots")
+        images.update(draw_evidence_plots(evidence, out / "plots"))
+    relative = {title: path.relative_to(out) for title, path in images.items()}
+    name = " + ".join(suite_name_of(d) for d in dirs)
+    env_line = " ".join(line for line in map(environment_line, dirs) if line)
     paths = {
-        "md": suite_dir / "summary.md",
-        "csv": suite_dir / "summary.csv",
-        "tex": suite_dir / "summary.tex",
-        "html": suite_dir / "report.html",
+        "answer": out / "answer.md",
+        "md": out / "summary.md",
+        "csv": out / "summary.csv",
+        "tex": out / "summary.tex",
+        "html": out / "report.html",
     }
+    paths["answer"].write_text(render_answer(evidence))
     paths["md"].write_text(render_markdown(tables, name, env_line, relative))
     csv_frame(frame).to_csv(paths["csv"], index=False)
     paths["tex"].write_text(render_latex(tables))
     paths["html"].write_text(render_html(tables, name, env_line, images, CI_NOTE))
+    if not evidence.clinical_cells.empty:
+        paths["clinical"] = out / "clinical.csv"
+        evidence.clinical_cells.to_csv(paths["clinical"], index=False)
     for path in images.values():
         paths[f"png:{path.stem}"] = path
     return paths

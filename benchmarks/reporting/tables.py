@@ -21,8 +21,8 @@ from typing import Any
 import pandas as pd
 from tabulate import tabulate
 
-from ..running.artifacts import load_predictions
 from ..running.results import RESULT_COLUMNS, SLOW_RATIO, latest_by_cell, load_results, spread
+from .sources import SuiteSources, as_sources
 from .stats import BOOTSTRAP_METRICS, BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED, bootstrap_metric_ci, t_interval
 
 #: columns of the per-cell table in Markdown/LaTeX (the CSV has every column)
@@ -161,10 +161,8 @@ def summarize_values(column: str, values: list[float], bootstrap: Callable[[str]
             text += f" [{format_value(column, interval.low)}, {format_value(column, interval.high)}]"
         return text
     interval = t_interval(finite)
-    return (
-        f"{format_value(column, interval.estimate)} ± {_format_half_width(column, interval.half_width)} "
-        f"(n={interval.n})"
-    )
+    half = _format_half_width(column, interval.half_width)
+    return f"{format_value(column, interval.estimate)} ± {half} (n={interval.n})"
 
 
 def _format_half_width(column: str, half: float) -> str:
@@ -176,16 +174,16 @@ def _format_half_width(column: str, half: float) -> str:
 class Summarizer:
     """Pivot cells of a suite, with bootstrap intervals computed once per cell and metric."""
 
-    def __init__(self, frame: pd.DataFrame, suite_dir: Path | None) -> None:
+    def __init__(self, frame: pd.DataFrame, suite_dir: Path | SuiteSources | None) -> None:
         self.frame = frame
-        self.suite_dir = suite_dir
+        self.sources = as_sources(suite_dir)
         self._cache: dict[tuple, Any] = {}
 
     def _bootstrap(self, record: dict[str, Any]) -> Callable[[str], Any]:
         def compute(column: str):
             key = (record["backend"], record["model"], record["strategy"], record["dataset"], record["seed"], column)
             if key not in self._cache:
-                preds = load_predictions(self.suite_dir, record) if self.suite_dir is not None else None
+                preds = self.sources.predictions(record) if self.sources is not None else None
                 self._cache[key] = None if preds is None else bootstrap_metric_ci(column, preds.labels, preds.probs)
             return self._cache[key]
 
@@ -267,8 +265,8 @@ def environment_line(suite_dir: Path) -> str:
         packages = ", ".join(f"{k} {v}" for k, v in env.get("packages", {}).items())
         cells = f" [{counts.get(key, 0)} cell(s), environment {key}]" if len(environments) > 1 else ""
         lines.append(
-            f"Measured on {env.get('cpu')} ({env.get('cpu_count')} CPUs), {gpus}; "
-            f"{packages}; git {env.get('git_sha')}.{cells}"
+            f"Measured on {env.get('cpu')} ({env.get('cpu_count')} CPUs), {gpus}; {packages}; "
+            f"git {env.get('git_sha')}.{cells}"
         )
     return " ".join(lines)
 
@@ -321,9 +319,9 @@ def data_warnings(frame: pd.DataFrame) -> list[str]:
     for row in data_checks(frame).to_dict("records"):
         if row["policy"] == "keep" and (int(row["cross-split duplicates"]) or int(row["conflicting labels"])):
             lines.append(
-                f"**{row['dataset']}**: {row['cross-split duplicates']} val/test image(s) also in an earlier split and "
-                f"{row['conflicting labels']} with conflicting labels were KEPT (--dedup keep): "
-                "test scores may be inflated."
+                f"**{row['dataset']}**: {row['cross-split duplicates']} val/test image(s) also in an earlier split "
+                f"and {row['conflicting labels']} with conflicting labels were KEPT (--dedup keep): test scores may be "
+                "inflated."
             )
         if int(row["skipped images"]):
             lines.append(
@@ -362,8 +360,8 @@ def speed_warnings(frame: pd.DataFrame) -> list[str]:
     if slow:
         lines.append(
             f"{len(slow)} cell(s) ran while this machine computed slower than when it was probed (a fixed matmul, "
-            f"timed before and after the cell, below {100 * SLOW_RATIO:.0f} % of the probe's rate): another guest "
-            "on the host's cores or a throttled CPU, invisible in the process list; their speed figures are too low: "
+            f"timed before and after the cell, below {100 * SLOW_RATIO:.0f} % of the probe's rate): another guest on "
+            f"the host's cores or a throttled CPU, invisible in the process list; their speed figures are too low: "
             f"{', '.join(slow[:6])}{' ...' if len(slow) > 6 else ''}."
         )
     lines += sorted(amp)
@@ -394,9 +392,9 @@ def timing_warnings(frame: pd.DataFrame) -> list[str]:
         )
     if host:
         lines.append(
-            f"**timing**: {len(host)} timed cell(s) ran beside other cells on the same host (up to {max(host)} "
-            "at once), sharing its CPU cores and memory bandwidth: compare their speeds with care (--parallel 1, "
-            "or --threads cores/N)."
+            f"**timing**: {len(host)} timed cell(s) ran beside other cells on the same host (up to {max(host)} at "
+            f"once), sharing its CPU cores and memory bandwidth: compare their speeds with care (--parallel 1, or "
+            f"--threads cores/N)."
         )
     return lines
 
@@ -415,6 +413,8 @@ class ReportTables:
     framework_speed: pd.DataFrame = field(default_factory=pd.DataFrame)
     #: how the figures were measured, below the pivots (the inference pass)
     notes: tuple[str, ...] = ()
+    #: the answer and its evidence (``reporting.evidence.Evidence``); ``None`` when not built
+    evidence: Any = None
 
 
 def _pass_info(record: dict[str, Any]) -> dict[str, Any]:
@@ -449,8 +449,14 @@ def inference_note(frame: pd.DataFrame) -> str:
     )
 
 
-def build_tables(frame: pd.DataFrame, suite_dir: Path | None) -> ReportTables:
-    """The pivots (with intervals), the framework comparison, the all-cells and failed-cells tables of ``frame``."""
+def build_tables(frame: pd.DataFrame, suite_dir: Path | SuiteSources | None, evidence: Any = None) -> ReportTables:
+    """The pivots (with intervals), the framework comparison, the all-cells and failed-cells tables of ``frame``.
+
+    Args:
+        frame: the latest record per cell.
+        suite_dir: the suite directory, or the ``SuiteSources`` of several suites (where predictions are read).
+        evidence: the answer and its evidence (``evidence.build_evidence``), rendered first; optional.
+    """
     from .frameworks import agreement_table, speed_table
 
     summarizer = Summarizer(frame, suite_dir)
@@ -464,7 +470,20 @@ def build_tables(frame: pd.DataFrame, suite_dir: Path | None) -> ReportTables:
         framework_agreement=agreement_table(frame),
         framework_speed=speed_table(frame),
         notes=tuple(note for note in (inference_note(frame),) if note),
+        evidence=evidence,
     )
+
+
+def render_answer(evidence: Any) -> str:
+    """The answer section in Markdown (``## The answer``, its sentences, the compact table, how it was decided):
+    the top of ``summary.md`` and what ``tlbench report`` prints."""
+    if evidence is None:
+        return ""
+    parts = ["## The answer", ""] + list(evidence.answer)
+    if not evidence.table.empty:
+        parts += [_markdown(evidence.table), ""]
+    parts += [evidence.note, ""]
+    return "\n".join(parts)
 
 
 def render_markdown(tables: ReportTables, suite_name: str, env_line: str, images: dict[str, Path] | None = None) -> str:
@@ -472,8 +491,13 @@ def render_markdown(tables: ReportTables, suite_name: str, env_line: str, images
     parts = [f"# tlbench suite `{suite_name}`", ""]
     if env_line:
         parts += [env_line, ""]
+    if tables.evidence is not None:
+        parts += [render_answer(tables.evidence)]
     if tables.warnings:
         parts += ["## Warnings", ""] + [f"- {line}" for line in tables.warnings] + [""]
+    for section in tables.evidence.sections if tables.evidence is not None else []:
+        parts += [f"{'#' * section.level} {section.title}", "", _markdown(section.table), ""]
+        parts += [section.note, ""] if section.note else []
     for title, table in tables.pivots:
         parts += [f"## {title} — strategy × backend", "", _markdown(table), ""]
     parts += [CI_NOTE, ""]
@@ -499,6 +523,10 @@ def render_markdown(tables: ReportTables, suite_name: str, env_line: str, images
 def render_latex(tables: ReportTables) -> str:
     """The whole ``summary.tex`` text (booktabs tables)."""
     parts = []
+    if tables.evidence is not None and not tables.evidence.table.empty:
+        parts += ["% The answer", _latex(tables.evidence.table), ""]
+    for section in tables.evidence.sections if tables.evidence is not None else []:
+        parts += [f"% {section.title.replace('—', '--')}", _latex(section.table), ""]
     for title, table in tables.pivots:
         parts += [f"% {title} -- strategy x backend", _latex(table), ""]
     if not tables.framework_agreement.empty:

@@ -141,6 +141,9 @@ class Predictions:
     class_names: list[str]
     sample_indices: np.ndarray
     sample_images: np.ndarray
+    #: validation probabilities and labels of the tested (best-validation) weights; ``None`` in older cells
+    val_probs: np.ndarray | None = None
+    val_labels: np.ndarray | None = None
 
 
 def load_predictions(suite_dir: Path, record: dict[str, Any]) -> Predictions | None:
@@ -155,6 +158,8 @@ def load_predictions(suite_dir: Path, record: dict[str, Any]) -> Predictions | N
             class_names=[str(c) for c in data["class_names"]],
             sample_indices=data["sample_indices"],
             sample_images=data["sample_images"],
+            val_probs=data["val_probs"].astype(np.float64) if "val_probs" in data else None,
+            val_labels=data["val_labels"].astype(np.int64) if "val_labels" in data else None,
         )
 
 

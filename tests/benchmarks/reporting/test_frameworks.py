@@ -74,3 +74,17 @@ def test_summary_has_the_framework_section_only_when_backends_can_be_compared():
     assert "## Which framework — do the backends agree?" in text and "### Which framework — speed" in text
     one_backend = [r for r in _records() if r["backend"] == "keras"]
     assert "Which framework" not in render_markdown(build_tables(results_frame(one_backend), None), "s", "")
+
+
+def test_backends_training_different_networks_are_not_compared():
+    """torchvision's native VGG16 (134 M parameters, MLP head) beside Keras' FCN head (14.8 M): no agreement row."""
+    records = _records()
+    for record in records:
+        if record["backend"] == "keras" and record["strategy"] == "full_finetune":
+            record.update(total_params=14_846_530, backend_facts={"head": "fcn-1x1"})
+        elif record["strategy"] == "full_finetune":
+            record.update(total_params=134_268_738, backend_facts={"head": "native"})
+    frame = results_frame(records)
+    assert "full_finetune" not in set(agreement_table(frame)["strategy"])
+    assert set(agreement_table(frame)["strategy"]) == {"partial_finetune", "scratch"}
+    assert "full_finetune" not in set(speed_table(frame)["strategy"])

@@ -18,11 +18,18 @@ def test_html_report_is_self_contained_with_every_plot_embedded(tmp_path):
     text = paths["html"].read_text()
     uris = re.findall(r'<img src="data:image/png;base64,([A-Za-z0-9+/=]+)"', text)
     pngs = sorted(p for k, p in paths.items() if k.startswith("png:"))
-    assert len(uris) == len(pngs) == 6
+    assert len(uris) == len(pngs) == 7  # six suite plots and the reliability diagram
     assert sorted(base64.b64decode(u) for u in uris) == sorted(p.read_bytes() for p in pngs)
     assert "http://" not in text and "https://" not in text and "<script" not in text
-    # 3 pivots, which framework (agreement, speed: 2 backends x 2 seeds), data checks, failed cells, all cells
-    assert text.count("<table>") == 8
+    # the answer, paired comparisons, calibration, per-class recall, confusion matrix of the best; 3 pivots, which
+    # framework (agreement, speed: 2 backends x 2 seeds), data checks, failed cells, all cells
+    assert text.count("<table>") == 13
+    assert (
+        text.index('<h2 id="answer">The answer</h2>')
+        < text.index("<h2>Paired comparisons")
+        < text.index("<h2>Accuracy")
+    )
+    assert "Best by ROC-AUC (mean of 2 seed(s)): <strong>timm/linear_probe</strong>" in text
     assert '<td class="failed">failed</td>' in text
     assert "BackendError: keras model &#x27;m&#x27; needs weights" in text
     assert "0.908 ± 0.106 (n=2)" in text and "<code>mean ± h (n=k)</code>" in text

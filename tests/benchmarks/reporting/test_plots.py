@@ -12,7 +12,8 @@ from report_suite import make_suite
 from sklearn.metrics import auc
 
 from tlbench.benchmarks.reporting import plots
-from tlbench.benchmarks.reporting.report import load_results, results_frame
+from tlbench.benchmarks.reporting.tables import results_frame
+from tlbench.benchmarks.running.results import load_results
 
 
 def test_pareto_front_keeps_only_non_dominated_points_sorted_by_x():

@@ -46,7 +46,7 @@ def _check_golden(path: Path, name: str) -> None:
 def test_golden_markdown_and_csv_byte_exact(tmp_path, no_model_building):
     suite = make_suite(tmp_path / "suite")
     paths = report.write_report(suite, plots=False)
-    assert set(paths) == {"md", "csv", "tex", "html"}
+    assert set(paths) == {"answer", "md", "csv", "tex", "html", "clinical"}
     _check_golden(paths["md"], "summary.md")
     _check_golden(paths["csv"], "summary.csv")
 
@@ -131,7 +131,15 @@ def test_report_with_plots_lists_pngs_and_links_them(tmp_path, no_model_building
     pngs = {k: v for k, v in paths.items() if k.startswith("png:")}
     assert set(pngs) == {
         f"png:{n}"
-        for n in ("pareto_train", "pareto_inference", "roc_pr", "training_curves", "confusion", "predictions")
+        for n in (
+            "pareto_train",
+            "pareto_inference",
+            "roc_pr",
+            "training_curves",
+            "confusion",
+            "predictions",
+            "reliability",
+        )
     }
     md = paths["md"].read_text()
     for path in pngs.values():
@@ -150,14 +158,20 @@ def test_csv_has_every_record_and_nested_values_as_json(tmp_path):
 def test_cli_report_regenerates_from_files_and_rejects_bad_dirs(tmp_path, capsys, no_model_building):
     suite = make_suite(tmp_path / "suite")
     assert main(["report", str(suite)]) == 0
-    out = capsys.readouterr().out
-    assert "0.908 ± 0.106 (n=2)" in out
+    captured = capsys.readouterr()
+    # the console shows the answer section only (also the top of summary.md); the full tables stay in the files
+    answer = (suite / "answer.md").read_text()
+    assert captured.out == answer + "\n"
+    assert answer.startswith("## The answer\n") and "| timm/linear_probe  | ROC-AUC" in answer
+    assert "0.908 ± 0.106 (n=2)" not in captured.out and "0.908 ± 0.106 (n=2)" in (suite / "summary.md").read_text()
+    assert (suite / "summary.md").read_text().startswith("# tlbench suite `golden`\n\n" + answer)
+    assert f"full tables in {suite / 'summary.md'} and {suite / 'report.html'}" in captured.err
     assert (suite / "report.html").is_file()
     assert main(["report", str(tmp_path / "missing")]) == 2
     err = capsys.readouterr().err.strip()
+    missing = str(tmp_path / "missing")
     assert err == (
-        f"tlbench: error: suite directory {str(tmp_path / 'missing')!r} does not exist; "
-        "expected a directory made by `tlbench run`"
+        f"tlbench: error: suite directory {missing!r} does not exist; expected a directory made by `tlbench run`"
     )
     empty = tmp_path / "empty"
     empty.mkdir()

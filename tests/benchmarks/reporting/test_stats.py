@@ -132,3 +132,25 @@ def test_bootstrap_rejects_unknown_metric_and_bad_shapes():
 def test_interval_properties():
     interval = Interval(0.5, 0.4, 0.7, 3, "t")
     assert interval.defined and interval.half_width == pytest.approx(0.15)
+
+
+@pytest.mark.parametrize("classes", [2, 4])
+def test_resampled_metric_counts_equal_ranking_every_resample(classes):
+    """The count-based bootstrap (images sorted once) gives exactly the per-row rank AUC and accuracy, ties and
+    resamples without a class included."""
+    from tlbench.benchmarks.reporting.stats import metric_rows, resample_counts, resampled_metric
+
+    rng = np.random.default_rng(classes)
+    n = 120
+    labels = rng.integers(0, classes, n)
+    labels[:2] = classes - 1  # a rare class: some resamples miss it
+    labels[2:] = np.where(labels[2:] == classes - 1, 0, labels[2:])
+    probs = np.round(rng.dirichlet(np.ones(classes), n), 1)  # rounded: many ties
+    idx = bootstrap_indices(n, 300, 1)
+    counts = [resample_counts(idx[:120], n), resample_counts(idx[120:], n)]  # two row chunks
+    for metric in ("accuracy", "roc_auc"):
+        counted = resampled_metric(metric, labels, probs, counts)
+        ranked = metric_rows(metric, labels[idx], probs[idx])
+        assert np.array_equal(np.isnan(counted), np.isnan(ranked))
+        assert counted[~np.isnan(counted)] == pytest.approx(ranked[~np.isnan(ranked)], abs=1e-12)
+    assert np.isnan(resampled_metric("roc_auc", labels, probs, counts)).any()

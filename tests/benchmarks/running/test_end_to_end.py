@@ -49,8 +49,8 @@ def test_run_writes_results_and_tables_and_resumes(tmp_path, cache_dir):
     assert probe["trainable_params"] == 1280 * 10 + 10 and probe["total_params"] == scratch["total_params"]
     assert probe["feature_extract_s"] > 0 and probe["epochs"] == 30
     assert probe["dtype"] == "float32" and probe["device"] == "cpu"
-    # stdout is the Markdown summary; the files exist
-    assert proc.stdout.strip() == (out / "summary.md").read_text().strip()
+    # stdout is the answer (the top of the Markdown summary); the files exist
+    assert proc.stdout.strip() == (out / "answer.md").read_text().strip()
     assert "| linear_probe" in proc.stdout and "| scratch" in proc.stdout
     for name in ("summary.md", "summary.csv", "summary.tex", "environment.json", "suite.json"):
         assert (out / name).is_file(), name
@@ -89,7 +89,7 @@ def test_run_writes_results_and_tables_and_resumes(tmp_path, cache_dir):
         )
         assert not list(cell.glob("weights*"))
     assert "inference pass: 2 cells of timm/tf_efficientnet_lite0/digits interleaved" in proc.stderr
-    assert "timed after the suite, the cells of each model" in proc.stdout
+    assert "timed after the suite, the cells of each model" in (out / "summary.md").read_text()
     # second run: resumes, trains nothing, times nothing again
     again = subprocess.run(argv + ["--no-report"], capture_output=True, text=True, timeout=300)
     assert again.returncode == 0
