@@ -544,6 +544,7 @@ def probe_machine_for(suite: SuiteConfig) -> dict[str, Any] | None:
 
 
 def command_run(args: argparse.Namespace) -> int:
+    from .console_summary import console_summary
     from .reporting.report import write_report
     from .running.executors import ExecutorError, make_executor
     from .running.results import cell_key, latest_by_cell, load_results
@@ -559,17 +560,18 @@ def command_run(args: argparse.Namespace) -> int:
     print(f"tlbench: suite {suite.name!r}: {total} cell(s) -> {out_dir}", file=sys.stderr, flush=True)
     if not args.no_probe:
         probe_machine_for(suite)
-    from tqdm import tqdm
+    from .live_console import LiveConsole
+    from .running import progress
+    from .running.artifacts import cell_dir
 
-    # a bar over cells on a terminal (not while cell logs stream to it); plain lines otherwise
-    with tqdm(total=total, unit="cell", file=sys.stderr, disable=args.verbose or not sys.stderr.isatty()) as bar:
+    # one live line per running cell on a terminal (not while cell logs stream to it); plain lines otherwise
+    console = LiveConsole(sys.stderr, live=sys.stderr.isatty() and not args.verbose)
 
-        def on_result(index: int, todo: int, record: dict[str, Any]) -> None:
-            bar.n = total - todo + index
-            bar.refresh()
-            tqdm.write(f"[{index}/{todo}] {cell_summary(record)}", file=sys.stderr)
+    def on_result(index: int, todo: int, record: dict[str, Any]) -> None:
+        console.cell_finished(cell_dir(out_dir, record).name, f"[{index}/{todo}] {cell_summary(record)}")
 
-        try:
+    try:
+        with progress.listening(console):
             produced = run_suite(
                 suite,
                 out_dir,
@@ -577,20 +579,22 @@ def command_run(args: argparse.Namespace) -> int:
                 stream=args.verbose,
                 on_result=on_result,
                 reuse_other_environments=args.reuse_results,
-                on_message=lambda line: tqdm.write(f"tlbench: {line}", file=sys.stderr),
+                on_message=lambda line: console.message(f"tlbench: {line}"),
                 executor=executor,
             )
-        except RunInterrupted as exc:  # SIGINT or SIGTERM: cells stopped, appended records kept
-            print("tlbench: interrupted; finished cells are kept in results.jsonl", file=sys.stderr, flush=True)
-            return exc.exit_code
-        except ExecutorError as exc:  # the executor cannot run this suite (no Ray node fits, ...)
-            raise UsageError(str(exc)) from None
+    except RunInterrupted as exc:  # SIGINT or SIGTERM: cells stopped, appended records kept
+        console.close()
+        print("tlbench: interrupted; finished cells are kept in results.jsonl", file=sys.stderr, flush=True)
+        return exc.exit_code
+    except ExecutorError as exc:  # the executor cannot run this suite (no Ray node fits, ...)
+        raise UsageError(str(exc)) from None
+    finally:
+        console.close()
     if len(produced) < total:
         print(f"tlbench: {total - len(produced)} cell(s) already finished in {out_dir} (resumed)", file=sys.stderr)
     if not args.no_report:
         paths = write_report(out_dir)
-        print(paths["md"].read_text())
-        print(f"tlbench: wrote {', '.join(str(p) for p in paths.values())}", file=sys.stderr)
+        print(console_summary(out_dir, paths))
     wanted = {cell_key(asdict(c)) for c in suite.cells()}
     latest = latest_by_cell(load_results(out_dir / RESULTS_FILE))
     failed = [r for r in latest if cell_key(r) in wanted and r.get("status") != "ok"]
@@ -604,6 +608,7 @@ def command_run(args: argparse.Namespace) -> int:
 
 
 def command_report(args: argparse.Namespace) -> int:
+    from .console_summary import console_summary
     from .reporting.report import write_report
 
     if not args.suite_dir.is_dir():
@@ -614,7 +619,7 @@ def command_report(args: argparse.Namespace) -> int:
         paths = write_report(args.suite_dir)
     except FileNotFoundError as exc:
         raise UsageError(str(exc)) from None
-    print(paths["md"].read_text())
+    print(console_summary(args.suite_dir, paths))
     return 0
 
 
