@@ -1,4 +1,4 @@
-"""The ``tlbench`` command line: ``run``, ``report``, ``list``.
+"""The ``tlbench`` command line: ``run``, ``report``, ``explain``, ``export``, ``list``.
 
 User mistakes (unknown backend/model/strategy/dataset, bad option values) print one line naming the bad
 value and the valid choices, and exit with code 2 — never a traceback.
@@ -250,6 +250,19 @@ def build_parser() -> argparse.ArgumentParser:
     explain.add_argument(
         "--out", type=Path, default=None, help="PNG path (default: <suite>/explain/<cell>__img<N>.png)"
     )
+
+    export = sub.add_parser(
+        "export", help="export a suite's results to an experiment tracker (mlflow: one MLflow run per cell)"
+    )
+    export.add_argument("tracker", choices=("mlflow",), help="mlflow (needs the extra: pip install 'tlbench[mlflow]')")
+    export.add_argument("suite_dir", type=Path)
+    export.add_argument(
+        "--tracking-uri",
+        default=None,
+        help="MLflow tracking URI, e.g. sqlite:///mlflow.db or http://host:5000 (default: $MLFLOW_TRACKING_URI, "
+        "else MLflow's local default)",
+    )
+    export.add_argument("--experiment", default=None, help="experiment name (default: tlbench/<suite name>)")
 
     lister = sub.add_parser("list", help="list backends, models, strategies or datasets")
     lister.add_argument("what", choices=("backends", "models", "strategies", "datasets"))
@@ -647,6 +660,27 @@ def command_explain(args: argparse.Namespace) -> int:
     return 0
 
 
+def command_export(args: argparse.Namespace) -> int:
+    """``tlbench export mlflow``: one MLflow run per cell of a suite directory (idempotent)."""
+    from .reporting.export_mlflow import ExportError, export_mlflow
+
+    if not args.suite_dir.is_dir():
+        raise UsageError(
+            f"suite directory {str(args.suite_dir)!r} does not exist; expected a directory made by `tlbench run`"
+        )
+    try:
+        done = export_mlflow(args.suite_dir, args.tracking_uri, args.experiment)
+    except ExportError as exc:
+        raise UsageError(str(exc)) from None
+    total = done.created + done.replaced + done.unchanged
+    print(
+        f"tlbench: {total} cell run(s) in MLflow experiment {done.experiment!r} at {done.tracking_uri}: "
+        f"{done.created} created, {done.replaced} replaced (re-run cells), {done.unchanged} unchanged"
+    )
+    print(f"tlbench: browse them with: mlflow ui --backend-store-uri {done.tracking_uri}")
+    return 0
+
+
 def command_list(args: argparse.Namespace) -> int:
     if args.what == "backends":
         for name, target in REGISTRY.items():
@@ -675,6 +709,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "run": command_run,
     "report": command_report,
     "explain": command_explain,
+    "export": command_export,
     "list": command_list,
 }
 
