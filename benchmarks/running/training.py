@@ -5,7 +5,7 @@ head-only phase then the main phase, LP-FT is a probe phase then the main phase.
 (seeded), steps, validates, and snapshots the weights when validation accuracy improves; at the end the best
 epoch's weights are restored (the ones tested; never selected on test).
 
-Timing (see README "What is measured"): the clock is read only after ``backend.synchronize()``. In each image
+Timing (see docs/columns.md): the clock is read only after ``backend.synchronize()``. In each image
 phase the first ``warmup_steps`` steps are excluded from throughput (allocator warm-up, kernel selection,
 tf.function tracing and XLA/torch.compile happen there after every ``apply_phase``) and reported apart as
 ``first_steps_s``; validation is excluded from throughput but included in ``time_to_best_s``. Feature
