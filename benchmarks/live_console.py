@@ -9,6 +9,7 @@ and the cells' training loops); time comes from an injected clock.
 
 from __future__ import annotations
 
+import os
 import shutil
 import threading
 import time
@@ -191,7 +192,13 @@ class LiveConsole:
 
     # ---- drawing -----------------------------------------------------------------------------------------------
     def _columns(self) -> int:
-        return self.width or shutil.get_terminal_size((100, 24)).columns
+        """The terminal's width (of the stream written to, else of stdout), ``width`` when given."""
+        if self.width:
+            return self.width
+        try:
+            return os.get_terminal_size(self.stream.fileno()).columns
+        except (AttributeError, OSError, ValueError):
+            return shutil.get_terminal_size((100, 24)).columns
 
     def _live_lines(self, now: float) -> list[str]:
         suite = f" · suite ETA {self._suite_eta(now)}{self._position()}"
