@@ -1,4 +1,4 @@
-"""The ``tlbench`` command line: ``run``, ``report``, ``list``.
+"""The ``tlbench`` command line: ``run``, ``report``, ``explain``, ``export``, ``list``.
 
 User mistakes (unknown backend/model/strategy/dataset, bad option values) print one line naming the bad
 value and the valid choices, and exit with code 2 — never a traceback.
@@ -252,6 +252,19 @@ def build_parser() -> argparse.ArgumentParser:
     explain.add_argument(
         "--out", type=Path, default=None, help="PNG path (default: <suite>/explain/<cell>__img<N>.png)"
     )
+
+    export = sub.add_parser(
+        "export", help="export a suite's results to an experiment tracker (mlflow: one MLflow run per cell)"
+    )
+    export.add_argument("tracker", choices=("mlflow",), help="mlflow (needs the extra: pip install 'tlbench[mlflow]')")
+    export.add_argument("suite_dir", type=Path)
+    export.add_argument(
+        "--tracking-uri",
+        default=None,
+        help="MLflow tracking URI, e.g. sqlite:///mlflow.db or http://host:5000 (default: $MLFLOW_TRACKING_URI, "
+        "else MLflow's local default)",
+    )
+    export.add_argument("--experiment", default=None, help="experiment name (default: tlbench/<suite name>)")
 
     lister = sub.add_parser("list", help="list backends, models, strategies or datasets")
     lister.add_argument("what", choices=("backends", "models", "strategies", "datasets"))
@@ -558,6 +571,7 @@ def probe_machine_for(suite: SuiteConfig) -> dict[str, Any] | None:
 
 
 def command_run(args: argparse.Namespace) -> int:
+    from .console_summary import console_summary
     from .reporting.report import write_report
     from .running.executors import ExecutorError, make_executor
     from .running.results import cell_key, latest_by_cell, load_results
@@ -573,17 +587,18 @@ def command_run(args: argparse.Namespace) -> int:
     print(f"tlbench: suite {suite.name!r}: {total} cell(s) -> {out_dir}", file=sys.stderr, flush=True)
     if not args.no_probe:
         probe_machine_for(suite)
-    from tqdm import tqdm
+    from .live_console import LiveConsole
+    from .running import progress
+    from .running.artifacts import cell_dir
 
-    # a bar over cells on a terminal (not while cell logs stream to it); plain lines otherwise
-    with tqdm(total=total, unit="cell", file=sys.stderr, disable=args.verbose or not sys.stderr.isatty()) as bar:
+    # one live line per running cell on a terminal (not while cell logs stream to it); plain lines otherwise
+    console = LiveConsole(sys.stderr, live=sys.stderr.isatty() and not args.verbose)
 
-        def on_result(index: int, todo: int, record: dict[str, Any]) -> None:
-            bar.n = total - todo + index
-            bar.refresh()
-            tqdm.write(f"[{index}/{todo}] {cell_summary(record)}", file=sys.stderr)
+    def on_result(index: int, todo: int, record: dict[str, Any]) -> None:
+        console.cell_finished(cell_dir(out_dir, record).name, f"[{index}/{todo}] {cell_summary(record)}")
 
-        try:
+    try:
+        with progress.listening(console):
             produced = run_suite(
                 suite,
                 out_dir,
@@ -591,21 +606,22 @@ def command_run(args: argparse.Namespace) -> int:
                 stream=args.verbose,
                 on_result=on_result,
                 reuse_other_environments=args.reuse_results,
-                on_message=lambda line: tqdm.write(f"tlbench: {line}", file=sys.stderr),
+                on_message=lambda line: console.message(f"tlbench: {line}"),
                 executor=executor,
             )
-        except RunInterrupted as exc:  # SIGINT or SIGTERM: cells stopped, appended records kept
-            print("tlbench: interrupted; finished cells are kept in results.jsonl", file=sys.stderr, flush=True)
-            return exc.exit_code
-        except ExecutorError as exc:  # the executor cannot run this suite (no Ray node fits, ...)
-            raise UsageError(str(exc)) from None
+    except RunInterrupted as exc:  # SIGINT or SIGTERM: cells stopped, appended records kept
+        console.close()
+        print("tlbench: interrupted; finished cells are kept in results.jsonl", file=sys.stderr, flush=True)
+        return exc.exit_code
+    except ExecutorError as exc:  # the executor cannot run this suite (no Ray node fits, ...)
+        raise UsageError(str(exc)) from None
+    finally:
+        console.close()
     if len(produced) < total:
         print(f"tlbench: {total - len(produced)} cell(s) already finished in {out_dir} (resumed)", file=sys.stderr)
     if not args.no_report:
         paths = write_report(out_dir)
-        print(paths["answer"].read_text())
-        print(f"tlbench: full tables in {paths['md']} and {paths['html']}", file=sys.stderr)
-        print(f"tlbench: wrote {', '.join(str(p) for p in paths.values())}", file=sys.stderr)
+        print(console_summary(out_dir, paths))
     wanted = {cell_key(asdict(c)) for c in suite.cells()}
     latest = latest_by_cell(load_results(out_dir / RESULTS_FILE))
     failed = [r for r in latest if cell_key(r) in wanted and r.get("status") != "ok"]
@@ -619,6 +635,7 @@ def command_run(args: argparse.Namespace) -> int:
 
 
 def command_report(args: argparse.Namespace) -> int:
+    from .console_summary import console_summary
     from .reporting.options import ReportOptionError, ReportOptions, parse_operating_point
     from .reporting.report import write_report
 
@@ -634,8 +651,7 @@ def command_report(args: argparse.Namespace) -> int:
         paths = write_report(args.suite_dir, out_dir=args.out, options=options)
     except (FileNotFoundError, ReportOptionError) as exc:
         raise UsageError(str(exc)) from None
-    print(paths["answer"].read_text())
-    print(f"tlbench: full tables in {paths['md']} and {paths['html']}", file=sys.stderr)
+    print(console_summary(args.suite_dir, paths))
     return 0
 
 
@@ -660,6 +676,27 @@ def command_explain(args: argparse.Namespace) -> int:
     print(
         f"tlbench: {explanation.cell} image {args.image} ({explanation.weights_source} weights; stages {stages}) -> {path}"
     )
+    return 0
+
+
+def command_export(args: argparse.Namespace) -> int:
+    """``tlbench export mlflow``: one MLflow run per cell of a suite directory (idempotent)."""
+    from .reporting.export_mlflow import ExportError, export_mlflow
+
+    if not args.suite_dir.is_dir():
+        raise UsageError(
+            f"suite directory {str(args.suite_dir)!r} does not exist; expected a directory made by `tlbench run`"
+        )
+    try:
+        done = export_mlflow(args.suite_dir, args.tracking_uri, args.experiment)
+    except ExportError as exc:
+        raise UsageError(str(exc)) from None
+    total = done.created + done.replaced + done.unchanged
+    print(
+        f"tlbench: {total} cell run(s) in MLflow experiment {done.experiment!r} at {done.tracking_uri}: "
+        f"{done.created} created, {done.replaced} replaced (re-run cells), {done.unchanged} unchanged"
+    )
+    print(f"tlbench: browse them with: mlflow ui --backend-store-uri {done.tracking_uri}")
     return 0
 
 
@@ -691,6 +728,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "run": command_run,
     "report": command_report,
     "explain": command_explain,
+    "export": command_export,
     "list": command_list,
 }
 

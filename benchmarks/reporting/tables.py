@@ -249,25 +249,23 @@ def _latex(frame: pd.DataFrame) -> str:
 
 
 def environment_line(suite_dir: Path) -> str:
-    """Where the numbers were measured: one sentence per environment that produced records, with its cells."""
+    """Where the numbers were measured: one sentence per environment that measured a reported cell (the latest
+    record of a cell), with its cells when there are several; an environment whose cells were all re-run
+    elsewhere (committed results re-made on a fresh clone) is not named."""
     from ..running.environment import load_environments
 
-    environments = load_environments(suite_dir)
-    if not environments:
-        return ""
     counts: dict[str, int] = {}
     for record in latest_by_cell(load_results(Path(suite_dir) / "results.jsonl")):
         key = record.get("environment_id") or "legacy"
         counts[key] = counts.get(key, 0) + 1
+    environments = {key: env for key, env in load_environments(suite_dir).items() if counts.get(key)}
     lines = []
     for key, env in environments.items():
         gpus = ", ".join(env.get("gpus") or []) or "no GPU"
         packages = ", ".join(f"{k} {v}" for k, v in env.get("packages", {}).items())
-        cells = f" [{counts.get(key, 0)} cell(s), environment {key}]" if len(environments) > 1 else ""
-        lines.append(
-            f"Measured on {env.get('cpu')} ({env.get('cpu_count')} CPUs), {gpus}; {packages}; "
-            f"git {env.get('git_sha')}.{cells}"
-        )
+        cells = f" [{counts[key]} cell(s), environment {key}]" if len(environments) > 1 else ""
+        where = f"Measured on {env.get('cpu')} ({env.get('cpu_count')} CPUs), {gpus}"
+        lines.append(f"{where}; {packages}; git {env.get('git_sha')}.{cells}")
     return " ".join(lines)
 
 

@@ -31,6 +31,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import IO, Any
 
+from . import progress
 from .artifacts import cell_dir as artifact_dir
 from .config import CellConfig, SuiteConfig
 from .environment import add_environment
@@ -308,7 +309,9 @@ def run_cell_subprocess(
     log_path = cell_dir / "log.txt"
     from .runtime import child_environment
 
-    child_env = child_environment(suite.options.runtime(), env)  # threads, allocator: before start
+    # threads, allocator: before start; the cell reports its training progress (progress.py)
+    child_env = child_environment(suite.options.runtime(), {**(env or {}), **progress.CHILD_ENV})
+    progress.publish(progress.Event("started", cell_dir.name))
     start = time.perf_counter()
     command = cell_command(cell, suite, cell_dir, result_file, progress=stream)
     returncode, timed_out = run_module_subprocess(command, child_env, log_path, timeout_s=timeout_s, stream=stream)
@@ -407,7 +410,8 @@ def run_cell_inprocess(
     directory = artifact_dir(out_dir, cell)
     directory.mkdir(parents=True, exist_ok=True)
     with open(directory / "log.txt", "w") as log, contextlib.redirect_stderr(_Tee(log, sys.stderr) if stream else log):
-        return CellRun(cell, suite.options, directory).run()
+        with progress.inprocess_cell(directory.name):
+            return CellRun(cell, suite.options, directory).run()
 
 
 run_cell_inprocess.in_process = True  # type: ignore[attr-defined]  # executors: no cells at once in one process
@@ -430,8 +434,11 @@ class _Tee:
 
 
 def _copy_lines(source: IO[str], log: IO[str], stream: bool) -> None:
-    """Copy a child's output to its log file (and to stderr when streaming) until EOF."""
+    """Copy a child's output to its log file (and to stderr when streaming) until EOF; its progress lines go to
+    this process's progress listeners instead."""
     for line in source:
+        if progress.forward_line(line, log.name):
+            continue
         log.write(line)
         log.flush()
         if stream:
@@ -528,6 +535,7 @@ def run_suite(
                 verb = "reused as finished (--reuse-results)" if reuse_other_environments else "re-run here"
                 on_message(f"{elsewhere} cell(s) in {out_dir} were measured in another environment or checkout; {verb}")
             todo = [c for c in suite.cells() if cell_key(asdict(c)) not in done]
+            progress.publish(progress.Event("planned", count=len(todo)))
             described: set[str] = set()
             outcomes = executor.run(todo, suite, out_dir, timeout_s=timeout_s, stream=stream, cell_runner=cell_runner)
             for index, outcome in enumerate(outcomes, 1):

@@ -5,7 +5,7 @@ head-only phase then the main phase, LP-FT is a probe phase then the main phase.
 (seeded), steps, validates, and snapshots the weights when validation accuracy improves; at the end the best
 epoch's weights are restored (the ones tested; never selected on test).
 
-Timing (see README "What is measured"): the clock is read only after ``backend.synchronize()``. In each image
+Timing (see docs/columns.md): the clock is read only after ``backend.synchronize()``. In each image
 phase the first ``warmup_steps`` steps are excluded from throughput (allocator warm-up, kernel selection,
 tf.function tracing and XLA/torch.compile happen there after every ``apply_phase``) and reported apart as
 ``first_steps_s``; validation is excluded from throughput but included in ``time_to_best_s``. Feature
@@ -24,6 +24,7 @@ import numpy as np
 
 from ...backends.base import Backend, ParamCounts
 from ...core.plan import TrainingPlan
+from .progress import training_reporter
 from .timing import SyncTimer
 
 
@@ -146,6 +147,7 @@ def train_plan(
     Returns:
         The curve, per-phase timings and the best epoch; the backend holds its weights.
     """
+    report = training_reporter([(phase.inputs, phase.epochs) for phase in plan.phases])  # live progress, if wanted
     rng = np.random.default_rng(plan.seed)
     outcome = TrainOutcome()
     val_labels = np.asarray(val.labels)
@@ -179,10 +181,12 @@ def train_plan(
             outcome.train_s += seconds
             source_note = " (read from the feature cache)" if outcome.feature_cache_hit else ""
             log(f"features {features['train'].shape} of train + val in {seconds:.2f} s{source_note}")
+        report.phase(phase.name)
         source = features["train"] if phase.inputs == "features" else train.images
         val_source = features["val"] if phase.inputs == "features" else val.images
         for epoch in range(phase.epochs):
             batches = epoch_batches(rng, len(train), batch_size)
+            report.epoch_started(epoch + 1, len(batches))
             warm = min(warmup_steps, len(batches)) if (phase.inputs == "images" and epoch == 0) else 0
             first, steady = SyncTimer(backend.synchronize), SyncTimer(backend.synchronize)
             soft = soft_targets if phase.distillation is not None else None
@@ -193,11 +197,13 @@ def train_plan(
                     backend.train_step(
                         source[idx], train_labels[idx], phase.inputs, None if soft is None else soft[idx]
                     )
+                    report.step(len(idx))
             with steady:
                 for idx in batches[warm:]:
                     backend.train_step(
                         source[idx], train_labels[idx], phase.inputs, None if soft is None else soft[idx]
                     )
+                    report.step(len(idx))
             timing.first_steps_s += first.seconds
             timing.steady_s += steady.seconds
             timing.steady_images += sum(len(b) for b in batches[warm:])
@@ -220,6 +226,7 @@ def train_plan(
                 "elapsed_s": elapsed,
             }
             outcome.curve.append(entry)
+            report.epoch_ended(timing.images_per_s)
             log(
                 f"epoch {epoch_number} ({phase.name}): train_loss={train_loss:.4f} val_accuracy={val_accuracy:.4f} "
                 f"({elapsed:.1f} s)"
@@ -231,6 +238,7 @@ def train_plan(
                     elapsed,
                 )
                 best_state = backend.snapshot()
+    report.finished()
     if best_state is not None:
         backend.restore(best_state)
     if outcome.best_val_accuracy is not None and math.isnan(outcome.best_val_accuracy):

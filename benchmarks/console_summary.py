@@ -1,0 +1,199 @@
+"""What ``tlbench run`` and ``tlbench report`` print at the end: the answer, one compact table, where the reports are.
+
+The full tables (every pivot, every cell, data checks, warnings) are in ``summary.md`` and ``report.html``; the
+console gets only what fits a terminal of ``width`` columns (100 by default): the report's answer section when it
+has one (else the most accurate configuration per dataset and the cheapest one within its interval), one table
+of the configurations (columns dropped, then identities shortened, until every line fits), the number of
+warnings, and the paths of the written reports.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from tabulate import tabulate
+
+from .reporting.tables import (
+    ROW_KEYS,
+    Summarizer,
+    data_warnings,
+    format_value,
+    header,
+    results_frame,
+    speed_warnings,
+    timing_warnings,
+)
+from .running.results import load_results
+
+#: console width the end-of-run text fits
+WIDTH = 100
+#: the compact table's value columns, most important first (the last ones are dropped when too wide)
+COMPACT_COLUMNS = ["accuracy", "train_s", "infer_images_per_s", "roc_auc"]
+#: the identity columns, shown only when they vary within the suite
+IDENTITY_COLUMNS = ["dataset", "model", "backend"]
+#: a section of ``summary.md`` whose heading starts with one of these is the report's answer
+ANSWER_HEADINGS = ("answer", "the answer")
+
+
+def markdown_section(text: str, starts: tuple[str, ...]) -> str:
+    """The first ``## `` section of ``text`` whose heading starts with one of ``starts`` (case-insensitive),
+    heading included, up to the next ``## `` heading; empty when there is none."""
+    headings = list(re.finditer(r"^## +(.*)$", text, flags=re.M))
+    for position, match in enumerate(headings):
+        if match.group(1).strip().lower().startswith(starts):
+            end = headings[position + 1].start() if position + 1 < len(headings) else len(text)
+            return text[match.start() : end].strip()
+    return ""
+
+
+def _label(row: dict[str, Any], varying: list[str]) -> str:
+    parts = [str(row[c]) for c in ("backend", "model") if c in varying]
+    return f"{row['strategy']} ({'/'.join(parts)})" if parts else str(row["strategy"])
+
+
+def configurations(frame: pd.DataFrame) -> list[dict[str, Any]]:
+    """One entry per (dataset, model, strategy, backend) with ok seeds: mean accuracy and training seconds."""
+    ok = frame[frame["status"] == "ok"]
+    rows = []
+    for key, group in ok.groupby([*ROW_KEYS, "backend"], sort=False):
+        accuracy = pd.to_numeric(group["accuracy"], errors="coerce").dropna()
+        if accuracy.empty:
+            continue
+        train_s = pd.to_numeric(group["train_s"], errors="coerce").dropna()
+        rows.append(
+            {
+                **dict(zip([*ROW_KEYS, "backend"], key, strict=True)),
+                "accuracy": float(accuracy.mean()),
+                "train_s": float(train_s.mean()) if not train_s.empty else math.nan,
+                "group": group,
+            }
+        )
+    return rows
+
+
+def fallback_answer(frame: pd.DataFrame, summarizer: Summarizer) -> list[str]:
+    """Per dataset: the most accurate configuration (with its interval) and the one that trains fastest among
+    those whose mean accuracy lies within that interval."""
+    varying = [c for c in IDENTITY_COLUMNS if frame[c].nunique() > 1]
+    lines = []
+    rows = configurations(frame)
+    for dataset in dict.fromkeys(r["dataset"] for r in rows):
+        members = [r for r in rows if r["dataset"] == dataset]
+        best = max(members, key=lambda r: r["accuracy"])
+        text = summarizer.cell_text(best["group"], "accuracy")
+        prefix = f"{dataset}: " if "dataset" in varying else ""
+        lines.append(f"{prefix}most accurate: {_label(best, varying)}, accuracy {text}")
+        low = _interval_low(text, best["accuracy"])
+        tied = [r for r in members if r["accuracy"] >= low and math.isfinite(r["train_s"])]
+        cheapest = min(tied, key=lambda r: r["train_s"], default=None)
+        share = 100 * cheapest["train_s"] / best["train_s"] if cheapest and best["train_s"] > 0 else math.nan
+        if share <= 90:  # a real saving (nan, no training seconds, is never one)
+            lines.append(
+                f"{prefix}within its interval and cheapest to train: {_label(cheapest, varying)}, accuracy "
+                f"{format_value('accuracy', cheapest['accuracy'])} in {format_value('train_s', cheapest['train_s'])} s "
+                f"of training ({share:.0f} % of {format_value('train_s', best['train_s'])} s)"
+            )
+    return lines
+
+
+def _interval_low(text: str, estimate: float) -> float:
+    """The lower bound in ``0.9 [0.85, 0.95]`` or ``0.9 ± 0.05 (n=3)``; the estimate itself without one."""
+    bracket = re.search(r"\[([-\d.]+),", text)
+    if bracket:
+        return float(bracket.group(1))
+    plus_minus = re.search(r"± ([\d.]+)", text)
+    return estimate - float(plus_minus.group(1)) if plus_minus else estimate
+
+
+#: how the compact table is made narrower until it fits: (longest identity text, value columns kept)
+NARROWING = [
+    (32, COMPACT_COLUMNS),
+    (32, COMPACT_COLUMNS[:3]),
+    (24, COMPACT_COLUMNS[:3]),
+    (24, COMPACT_COLUMNS[:2]),
+    (18, COMPACT_COLUMNS[:2]),
+    (14, COMPACT_COLUMNS[:2]),
+    (12, COMPACT_COLUMNS[:2]),
+    (10, COMPACT_COLUMNS[:1]),
+]
+
+
+def compact_table(frame: pd.DataFrame, summarizer: Summarizer, width: int = WIDTH) -> str:
+    """One row per configuration (``simple`` table): the identity columns that vary and the value columns, made
+    narrower (long names shortened, the least important columns left out, see ``NARROWING``) until every line
+    fits ``width`` columns."""
+    varying = [c for c in IDENTITY_COLUMNS if frame[c].nunique() > 1]
+    keys = [*ROW_KEYS, "backend"]
+    groups = list(frame.groupby(keys, sort=False))
+    identity = {c: [str(dict(zip(keys, k, strict=True))[c]) for k, _ in groups] for c in [*varying, "strategy"]}
+    values = {c: [summarizer.cell_text(g, c) for _, g in groups] for c in COMPACT_COLUMNS}
+    text = ""
+    for limit, columns in NARROWING:
+        table = {  # strategy names (at most 18 characters) are never shortened
+            c: [_cut(v, max(limit, 18) if c == "strategy" else limit, keep_end=c == "dataset") for v in identity[c]]
+            for c in identity
+        }
+        table.update({header(c): values[c] for c in columns})
+        align = ["left"] * len(identity) + ["right"] * len(columns)
+        rows = pd.DataFrame(table).values.tolist()
+        text = tabulate(rows, headers=list(table), tablefmt="simple", disable_numparse=True, colalign=align)
+        if max(len(line) for line in text.splitlines()) <= width:
+            return text
+    return "\n".join(line[:width] for line in text.splitlines())
+
+
+def _cut(text: str, limit: int, keep_end: bool = False) -> str:
+    """``text`` in at most ``limit`` characters: its start (or, for a dataset spec such as a path, its end)."""
+    if len(text) <= limit:
+        return text
+    return "…" + text[len(text) - limit + 1 :] if keep_end else text[: limit - 1] + "…"
+
+
+def console_summary(suite_dirs: Path | list[Path], paths: dict[str, Path], width: int = WIDTH) -> str:
+    """The end-of-run text for the suite(s) in ``suite_dirs`` whose reports are at ``paths`` (``write_report``)."""
+    dirs = [Path(d) for d in suite_dirs] if isinstance(suite_dirs, list) else [Path(suite_dirs)]
+    frame = results_frame([r for d in dirs for r in load_results(d / "results.jsonl")])
+    summarizer = Summarizer(frame, dirs[0])
+    ok = int((frame["status"] == "ok").sum())
+    where = ", ".join(str(d) for d in dirs)
+    parts = [f"tlbench: {len(frame)} cell(s), {ok} ok, in {where}", ""]
+    markdown = paths["md"].read_text() if "md" in paths and paths["md"].is_file() else ""
+    answer = markdown_section(markdown, ANSWER_HEADINGS)
+    if answer:  # the report's answer: its sentences and its one compact table
+        parts += [answer, ""]
+    else:
+        lines = fallback_answer(frame, summarizer)
+        if lines:
+            wrapped = [textwrap.fill(line, width, initial_indent="  ", subsequent_indent="    ") for line in lines]
+            parts += ["Answer", *wrapped, ""]
+        parts += [compact_table(frame, summarizer, width), ""]
+    warnings = data_warnings(frame) + speed_warnings(frame) + timing_warnings(frame)
+    failed = len(frame) - ok
+    notes = []
+    if failed:
+        notes.append(f"{failed} failed cell(s)")
+    if warnings:
+        notes.append(f"{len(warnings)} warning(s)")
+    if notes:
+        parts += [f"{' and '.join(notes)}: see the report.", ""]
+    parts += report_paths(paths)
+    return "\n".join(parts)
+
+
+def report_paths(paths: dict[str, Path]) -> list[str]:
+    """``Full report: …/report.html`` then the tables and the plots folder."""
+    lines = []
+    if "html" in paths:
+        lines.append(f"Full report: {paths['html']}")
+    tables = [paths[k] for k in ("md", "csv", "tex") if k in paths]
+    if tables:
+        lines.append(f"Tables:      {tables[0]}" + "".join(f", {p.name}" for p in tables[1:]))
+    plots = [p for k, p in paths.items() if k.startswith("png:")]
+    if plots:
+        lines.append(f"Plots:       {plots[0].parent}/ ({len(plots)} PNG)")
+    return lines
