@@ -51,6 +51,73 @@ def markdown_section(text: str, starts: tuple[str, ...]) -> str:
     return ""
 
 
+#: a paragraph of the answer section that explains the method: kept in the files, not on the console
+METHOD_PARAGRAPH = "How this is decided"
+#: the answer table's columns dropped first when it is too wide for the terminal (value and verdict stay)
+ANSWER_DROP_ORDER = ("inference (images/s)", "p (Holm)", "training (s)", "Δ vs best [95% CI]", "metric")
+#: columns shown only when they vary (a single value is said in the sentences)
+ANSWER_CONSTANT_COLUMNS = ("metric", "dataset")
+
+
+def terminal_answer(section: str, width: int = WIDTH) -> str:
+    """The report's answer section for a terminal of ``width`` columns: sentences wrapped, the method paragraph
+    left to the files, and its table re-drawn with columns dropped (constant ones first) until it fits."""
+    out: list[str] = []
+    table: list[list[str]] = []
+    for line in section.splitlines() + [""]:
+        if line.startswith("|"):
+            cells = [c.strip() for c in line.strip().strip("|").split("|")]
+            if not all(set(c) <= set("-: ") for c in cells):  # the separator row
+                table.append(cells)
+            continue
+        if table:
+            out += [_fit_table(table, width), ""]
+            table = []
+        if line.startswith(METHOD_PARAGRAPH):
+            continue
+        line = line.replace("**", "")  # Markdown emphasis means nothing on a terminal
+        if line.startswith("## "):
+            out.append(line[3:].strip().upper())
+        elif line.startswith("- "):
+            out.append(textwrap.fill(line[2:], width, initial_indent="  - ", subsequent_indent="    "))
+        elif line.strip():
+            out.append(textwrap.fill(line, width))
+        elif out and out[-1] != "":
+            out.append("")
+    return "\n".join(out).strip()
+
+
+def _fit_table(rows: list[list[str]], width: int) -> str:
+    """A Markdown table's rows as a plain table that fits ``width``: constant identity columns dropped, then the
+    least important columns, then long names shortened, then (last) the dataset column."""
+    frame = pd.DataFrame(rows[1:], columns=rows[0])
+    for column in ANSWER_CONSTANT_COLUMNS:
+        if column in frame.columns and frame[column].nunique() <= 1:
+            frame = frame.drop(columns=column)
+
+    def render(table: pd.DataFrame) -> str:
+        return tabulate(table, headers="keys", tablefmt="simple", showindex=False)
+
+    def fits(text: str) -> bool:
+        return max(len(line) for line in text.splitlines()) <= width
+
+    text = render(frame)
+    for column in ANSWER_DROP_ORDER:
+        if fits(text):
+            return text
+        if column in frame.columns:
+            frame = frame.drop(columns=column)
+            text = render(frame)
+    for limit in (40, 32, 24):
+        if fits(text):
+            return text
+        frame = frame.map(lambda value, n=limit: value if len(value) <= n else value[: n - 1] + "…")
+        text = render(frame)
+    if not fits(text) and "dataset" in frame.columns:
+        text = render(frame.drop(columns="dataset"))
+    return text
+
+
 def _label(row: dict[str, Any], varying: list[str]) -> str:
     parts = [str(row[c]) for c in ("backend", "model") if c in varying]
     return f"{row['strategy']} ({'/'.join(parts)})" if parts else str(row["strategy"])
@@ -164,8 +231,8 @@ def console_summary(suite_dirs: Path | list[Path], paths: dict[str, Path], width
     parts = [f"tlbench: {len(frame)} cell(s), {ok} ok, in {where}", ""]
     markdown = paths["md"].read_text() if "md" in paths and paths["md"].is_file() else ""
     answer = markdown_section(markdown, ANSWER_HEADINGS)
-    if answer:  # the report's answer: its sentences and its one compact table
-        parts += [answer, ""]
+    if answer:  # the report's answer: its sentences and its one table, fitted to the terminal
+        parts += [terminal_answer(answer, width), ""]
     else:
         lines = fallback_answer(frame, summarizer)
         if lines:

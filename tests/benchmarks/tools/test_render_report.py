@@ -30,7 +30,7 @@ def test_the_report_renders_with_its_answer_and_plots_visible(tmp_path: Path) ->
         "Plots",
         "Failed cells",
     ]
-    assert len(plots) == 6 and len(result.images) == len(plots)
+    assert len(plots) == 7 and len(result.images) == len(plots)  # with the reliability diagram
     assert all(image["complete"] and image["naturalWidth"] > 0 and image["visible"] for image in result.images)
     with Image.open(result.screenshot) as shot:
         assert shot.format == "PNG" and shot.size == (result.width, result.height)
