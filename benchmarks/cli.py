@@ -585,6 +585,12 @@ def command_run(args: argparse.Namespace) -> int:
     out_dir = args.out if args.out is not None else Path("results") / suite.name
     total = len(suite.cells())
     print(f"tlbench: suite {suite.name!r}: {total} cell(s) -> {out_dir}", file=sys.stderr, flush=True)
+    if args.executor == "ray" and not args.no_infer_pass:
+        print(
+            "tlbench: no inference pass with --executor ray: each cell's inference figures are its own, timed on its "
+            "node right after training (see docs/methodology.md)",
+            file=sys.stderr,
+        )
     if not args.no_probe:
         probe_machine_for(suite)
     from .live_console import LiveConsole
