@@ -1,4 +1,5 @@
-"""Runner: in-process and subprocess launchers, atomic JSON-lines results, resume, failure isolation (numpy fake backend)."""
+"""Runner: in-process and subprocess launchers, atomic JSON-lines results, resume, failure isolation, signals, code
+version (numpy fake backend)."""
 
 from __future__ import annotations
 
@@ -15,9 +16,17 @@ from pathlib import Path
 import psutil
 import pytest
 
-from tlbench.benchmarks.running.config import RunOptions, SuiteConfig
-from tlbench.benchmarks.running.results import RESULT_COLUMNS, append_result, latest_by_cell, load_results
-from tlbench.benchmarks.running.runner import exit_error, run_cell_inprocess, run_suite
+from tlbench.benchmarks.running import runner
+from tlbench.benchmarks.running.config import CellConfig, RunOptions, SuiteConfig
+from tlbench.benchmarks.running.results import (
+    RESULT_COLUMNS,
+    append_result,
+    empty_record,
+    latest_by_cell,
+    load_results,
+    write_json_atomic,
+)
+from tlbench.benchmarks.running.runner import RunInterrupted, exit_error, run_cell_inprocess, run_suite
 
 FAST = RunOptions(
     epochs=2, image_size=16, batch_size=64, device="cpu", infer_repeats=10, infer_warmup=1, infer_min_time_s=0.0
@@ -53,7 +62,7 @@ def test_suite_records_every_column_and_resumes(fake_backend, cache_dir, tmp_pat
     # each cell's own record, then the inference pass's (the four cells of one model timed again, interleaved)
     assert len(lines) == 8 and lines[4:] == produced
     records = latest_by_cell(lines)
-    for own, record in zip(lines[:4], records):
+    for own, record in zip(lines[:4], records, strict=True):
         assert own["infer_pass"] is None
         assert record["infer_pass"]["in_cell"]["infer_images_per_s"] == own["infer_images_per_s"]
         assert record["infer_pass"]["models"] == 4 and record["infer_repeats"] >= 10
@@ -123,8 +132,8 @@ def test_failing_and_crashing_cells_are_recorded_and_the_rest_go_on(fake_backend
     # a cell killed by a signal says which, what that usually means, and its last log line
     assert status["sigkill"]["status"] == "failed"
     assert status["sigkill"]["error"].startswith(
-        "cell process killed by signal 9 (SIGKILL): usually out of memory (the kernel OOM killer) or an external kill -9; "
-        "last log line: ["
+        "cell process killed by signal 9 (SIGKILL): usually out of memory (the kernel OOM killer) or an external "
+        "kill -9; last log line: ["
     ), status["sigkill"]["error"]
     # failed cells are retried on the next run, finished ones are not
     retried = run_suite(cfg, out)
@@ -356,3 +365,131 @@ def test_wait_quiet_waits_outside_wall_time_and_records_the_wait(fake_backend, c
     assert "waited_quiet_s" not in plain["contention"]
     # the wait is speed-only: it does not change which finished cells count
     assert options.fingerprint("fake") == replace(options, wait_quiet_s=0.0).fingerprint("fake")
+
+
+# ---- a signal as a cell finishes: its record is appended first ---------------------------------------------------
+def _one_cell_suite(cache_dir: Path, seeds: tuple[int, ...] = (0, 1)) -> SuiteConfig:
+    return suite(
+        cache_dir,
+        strategies=("scratch",),
+        seeds=seeds,
+        options=replace(FAST, cache_dir=str(cache_dir), infer_pass=False),
+    )
+
+
+def _our_handler_is_installed(signum: int) -> bool:
+    """Guard: never send a real SIGTERM/SIGINT to pytest unless run_suite's handler will take it."""
+    return signal.getsignal(signum) not in (signal.SIG_DFL, signal.SIG_IGN, signal.default_int_handler, None)
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+@pytest.mark.parametrize("finished", [True, False], ids=["cell-wrote-its-record", "cell-still-running"])
+def test_a_signal_as_the_cell_process_exits_keeps_the_record_it_wrote(
+    fake_backend, cache_dir, tmp_path, monkeypatch, signum, finished
+):
+    """The signal arrives the moment the cell process is gone, before the runner has read its ``result.json``
+    (a stand-in for the process writes the record, or not, and the signal comes; no sleeps)."""
+    cfg = _one_cell_suite(cache_dir)
+    launched: list[int] = []
+
+    def cell_process(command, env, log_path, timeout_s=None, stream=False, append=False):
+        cell = CellConfig(**json.loads(command[command.index("--cell") + 1]))
+        launched.append(cell.seed)
+        if finished:  # the cell's last act: its record, written atomically
+            record = empty_record(cell, cfg.options)
+            record.update(status="ok", accuracy=0.75)
+            write_json_atomic(Path(command[command.index("--result-file") + 1]), record)
+        assert _our_handler_is_installed(signum)
+        signal.raise_signal(signum)  # run_suite's handler raises RunInterrupted right here
+        return 0, False
+
+    monkeypatch.setattr(runner, "run_module_subprocess", cell_process)
+    out = tmp_path / "suite"
+    before = signal.getsignal(signum)
+    with pytest.raises(RunInterrupted) as interrupted:
+        run_suite(cfg, out)
+    assert interrupted.value.signum == signum and launched == [0]  # the second cell never started
+    records = load_results(out / "results.jsonl")
+    if finished:
+        (record,) = records
+        assert (record["seed"], record["status"], record["accuracy"]) == (0, "ok", 0.75)
+        assert record["environment_id"] and record["run_id"]
+    else:  # a cell stopped by the signal is not a result
+        assert records == []
+    assert not list(out.glob("cells/*/result.json"))
+    assert signal.getsignal(signum) == before  # the previous handler is back
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_after_the_record_is_read_is_honoured_once_it_is_appended(fake_backend, cache_dir, tmp_path, signum):
+    """The window of the old runner: the cell's record in hand (``result.json`` already deleted), the interruption
+    checked before the append: the finished cell was lost."""
+    sent: list[int] = []
+
+    def finished_then_signal(*args, **kwargs):
+        record = run_cell_inprocess(*args, **kwargs)
+        if not sent:
+            sent.append(signum)
+            assert _our_handler_is_installed(signum)
+            signal.raise_signal(signum)  # held: the handler stops cells but raises nothing yet
+        return record
+
+    out = tmp_path / "suite"
+    with pytest.raises(RunInterrupted) as interrupted:
+        run_suite(_one_cell_suite(cache_dir), out, cell_runner=finished_then_signal)
+    assert interrupted.value.signum == signum
+    (record,) = load_results(out / "results.jsonl")
+    assert record["seed"] == 0 and record["status"] == "ok" and record["accuracy"] > 0.5
+    # the run can be resumed: the appended cell counts as finished, only the other one runs
+    (rest,) = run_suite(_one_cell_suite(cache_dir), out, cell_runner=run_cell_inprocess)
+    assert rest["seed"] == 1
+
+
+# ---- code version ------------------------------------------------------------------------------------------------
+def test_cells_made_by_other_code_are_rerun_or_kept_with_reuse_results_and_marked(
+    fake_backend, cache_dir, tmp_path, monkeypatch
+):
+    from tlbench.benchmarks.reporting.tables import build_tables, results_frame
+    from tlbench.benchmarks.running import environment
+
+    code = {"commit": "a" * 40, "dirty": False, "diff_sha": None}
+    monkeypatch.setattr(environment, "code_version", lambda repo=None: dict(code))
+    out = tmp_path / "suite"
+    (first,) = run_suite(_one_cell_suite(cache_dir, (0,)), out, cell_runner=run_cell_inprocess)
+    assert first["code_version"] == {"commit": "a" * 40, "diff_sha": None}
+    assert run_suite(_one_cell_suite(cache_dir, (0,)), out, cell_runner=run_cell_inprocess) == []  # same code
+
+    code.update(dirty=True, diff_sha="0123456789ab")  # the same commit with uncommitted changes
+    messages: list[str] = []
+    (again,) = run_suite(
+        _one_cell_suite(cache_dir, (0,)), out, cell_runner=run_cell_inprocess, on_message=messages.append
+    )
+    assert messages == [
+        f"1 cell(s) in {out} were made by other code than this checkout's (aaaaaaa+diff 0123456789ab); re-run here"
+    ]
+    assert again["code_version"] == {"commit": "a" * 40, "diff_sha": "0123456789ab"}
+    assert again["environment_id"] == first["environment_id"]  # same commit, same machine: one environment
+
+    code.update(commit="b" * 40, dirty=False, diff_sha=None)  # a new commit: a new environment too
+    messages.clear()
+    kept = run_suite(
+        _one_cell_suite(cache_dir, (0, 1)),
+        out,
+        cell_runner=run_cell_inprocess,
+        reuse_other_environments=True,
+        on_message=messages.append,
+    )
+    assert [r["seed"] for r in kept] == [1]  # seed 0 kept from the other code
+    assert kept[0]["environment_id"] != first["environment_id"]
+    assert messages == [
+        f"1 cell(s) in {out} were measured in another environment or checkout; reused as finished (--reuse-results)"
+    ]
+    latest = latest_by_cell(load_results(out / "results.jsonl"))
+    warnings = build_tables(results_frame(latest), None).warnings
+    assert [w for w in warnings if w.startswith("cells made by other code")] == [
+        "cells made by other code: 1 cell(s) by aaaaaaa+diff 0123456789ab, but 1 by bbbbbbb "
+        "(fake/softmax/scratch/digits/s1) (kept with --reuse-results; re-run them to compare one code version)"
+    ]
+    # without --reuse-results the kept cell is re-run by this code
+    (rerun,) = run_suite(_one_cell_suite(cache_dir, (0, 1)), out, cell_runner=run_cell_inprocess)
+    assert rerun["seed"] == 0 and rerun["code_version"]["commit"] == "b" * 40
