@@ -1,12 +1,14 @@
 # The two commands of the README, both idempotent on a fresh clone:
-#   make bench   set up .venv (once) and run the default suite: prints the table, writes results/default/
-#   make test    set up .venv (once) and run the test suite
+#   make bench      set up .venv (once) and run the default suite: prints the table, writes results/default/
+#   make test       set up .venv (once) and run the test suite (all of it: what CI runs)
+# and the inner loop of development:
+#   make test-fast  the fast tier: no model training, no Ray, no ../shared data (pytest -m "not slow")
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.tlbench-installed
 
-.PHONY: setup bench test clean
+.PHONY: setup bench test test-fast clean
 
 setup: $(STAMP)
 
@@ -25,6 +27,9 @@ bench: setup
 
 test: setup
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+test-fast: setup
+	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info

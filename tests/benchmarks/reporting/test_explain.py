@@ -76,6 +76,7 @@ def trained_timm(tmp_path_factory: pytest.TempPathFactory):
     return suite, cell_dir.name, backend.predict_proba(image[None])[0]
 
 
+@pytest.mark.slow  # trains a real timm model (trained_timm)
 def test_explain_restores_the_trained_weights_and_draws_stages_and_gradcam(trained_timm, tmp_path):
     suite, cell, trained_probs = trained_timm
     ex = explain.explain_cell(suite, cell, image_index=1, stages=4)
@@ -95,6 +96,7 @@ def test_explain_restores_the_trained_weights_and_draws_stages_and_gradcam(train
     assert other.read_bytes() != out.read_bytes()
 
 
+@pytest.mark.slow  # trains a real timm model (trained_timm)
 def test_cli_explain_writes_the_default_png(trained_timm, capsys):
     suite, cell, _ = trained_timm
     assert main(["explain", str(suite), "--cell", cell, "--image", "3", "--stages", "3"]) == 0
@@ -118,7 +120,8 @@ def test_explain_without_saved_weights_uses_the_recorded_pretrained_backbone(tmp
     [
         (
             ["--cell", "nope"],
-            "unknown cell 'nope' in {suite}; expected one of: timm__m__scratch__digits__s0, timm__m__linear_probe__digits__s1, timm__m__linear_probe__digits__s2",
+            "unknown cell 'nope' in {suite}; expected one of: timm__m__scratch__digits__s0, "
+            "timm__m__linear_probe__digits__s1, timm__m__linear_probe__digits__s2",
         ),
         (
             ["--cell", "timm__m__linear_probe__digits__s1"],
@@ -130,7 +133,8 @@ def test_explain_without_saved_weights_uses_the_recorded_pretrained_backbone(tmp
         ),
         (
             ["--cell", "timm__m__scratch__digits__s0"],
-            "cell timm/scratch trained from scratch and saved no weights; re-run it with TLBENCH_SAVE_WEIGHTS=1 to explain it",
+            "cell timm/scratch trained from scratch and saved no weights; "
+            "re-run it with TLBENCH_SAVE_WEIGHTS=1 to explain it",
         ),
         (["--stages", "0"], "--stages 0 is out of range; expected 1..8"),
         (
@@ -160,8 +164,8 @@ def test_cli_explain_missing_suite_empty_suite_and_unsupported_backend(tmp_path,
     _write_cell(suite, "fake", "softmax", "linear_probe")
     assert main(["explain", str(suite)]) == 2
     assert (
-        capsys.readouterr().err
-        == "tlbench: error: tlbench explain supports the torch backends (timm, torchvision); backend 'fake' has no stage hooks\n"
+        capsys.readouterr().err == "tlbench: error: tlbench explain supports the torch backends (timm, torchvision); "
+        "backend 'fake' has no stage hooks\n"
     )
 
 

@@ -129,6 +129,7 @@ def test_spread():
     assert spread([100.0, 110.0]) == pytest.approx(0.1) and spread([5.0]) == 0.0 and spread([]) == 0.0
 
 
+@pytest.mark.slow  # cells and pass processes train and time
 def test_the_pass_loads_each_cells_trained_weights_and_deletes_them(fake_backend, cache_dir, tmp_path, monkeypatch):
     import fake_backend as fake
 
@@ -156,6 +157,7 @@ def test_the_pass_loads_each_cells_trained_weights_and_deletes_them(fake_backend
     assert "loaded fake__softmax__scratch__digits__s0 from weights.json" in log and "contention:" in log
 
 
+@pytest.mark.slow  # cells and pass processes train and time
 def test_a_failing_pass_keeps_the_cells_figures_and_says_why(fake_backend, cache_dir, tmp_path, monkeypatch):
     import fake_backend as fake
 
@@ -171,12 +173,14 @@ def test_a_failing_pass_keeps_the_cells_figures_and_says_why(fake_backend, cache
     assert len(load_results(out / "results.jsonl")) == 3 and all(r["infer_pass"] is None for r in produced)
     (message,) = messages
     assert message.startswith(
-        "inference pass of fake/softmax/digits failed, the cells keep their own figures: cell fake__softmax__linear_probe__digits__s0: weights file "
+        "inference pass of fake/softmax/digits failed, the cells keep their own figures: "
+        "cell fake__softmax__linear_probe__digits__s0: weights file "
     )
     assert message.endswith(f"(see {out / 'infer_pass.log'})")
     assert not list(out.glob("cells/*/weights*"))
 
 
+@pytest.mark.slow  # cells and pass processes train and time
 def test_a_failing_pass_process_is_one_line_too(fake_backend, cache_dir, tmp_path):
     """The subprocess launcher: the pass process writes its error; the driver prints it and goes on."""
     out = tmp_path / "suite"
@@ -222,11 +226,13 @@ def test_a_pass_process_that_dies_is_named_with_its_last_log_line(fake_backend, 
 
     outcome = infer_pass.run_group(records, suite(cache_dir), tmp_path, launch=killed)
     assert outcome == {
-        "error": "the pass process was killed by signal 9 without a result; last log line: [12:00:00] loaded fake__softmax__linear_probe__digits__s0 from weights.json"
+        "error": "the pass process was killed by signal 9 without a result; "
+        "last log line: [12:00:00] loaded fake__softmax__linear_probe__digits__s0 from weights.json"
     }
     assert not (tmp_path / ".infer-pass").exists()  # its work files are gone
 
 
+@pytest.mark.slow  # cells and pass processes train and time
 def test_no_infer_pass_saves_nothing_and_times_nothing_again(fake_backend, cache_dir, tmp_path):
     out = tmp_path / "suite"
     cfg = suite(cache_dir, options=replace(FAST, cache_dir=str(cache_dir), infer_pass=False))
@@ -238,6 +244,7 @@ def test_no_infer_pass_saves_nothing_and_times_nothing_again(fake_backend, cache
     assert cfg.options.fingerprint("fake") == suite(cache_dir).options.fingerprint("fake")
 
 
+@pytest.mark.slow  # cells and pass processes train and time
 def test_save_weights_keeps_the_weights_after_the_pass(fake_backend, cache_dir, tmp_path, monkeypatch):
     monkeypatch.setenv("TLBENCH_SAVE_WEIGHTS", "1")
     out = tmp_path / "suite"
