@@ -31,6 +31,7 @@ def run(cache_dir: Path, out: Path, strategies: tuple[str, ...], models=("softma
     return {(r["strategy"], r["seed"]): r for r in load_results(out / "results.jsonl")}
 
 
+@pytest.mark.slow  # cells train on digits
 def test_probes_fit_on_cached_features_and_a_second_run_reads_them(fake_backend, tmp_path):
     cache = tmp_path / "cache"
     first = run(cache, tmp_path / "a", ("logreg_probe", "knn_probe", "linear_probe"))
@@ -56,6 +57,7 @@ def test_probes_fit_on_cached_features_and_a_second_run_reads_them(fake_backend,
     assert (cache / "features").is_dir() and not list((cache / "features").rglob("*.pkl"))
 
 
+@pytest.mark.slow  # cells train on digits
 def test_fusion_concatenates_backbones_and_rejects_single_models(fake_backend, tmp_path):
     records = run(tmp_path / "cache", tmp_path / "f", ("fusion",), models=("softmax+softmax",))
     fused = records[("fusion", 0)]
@@ -67,6 +69,7 @@ def test_fusion_concatenates_backbones_and_rejects_single_models(fake_backend, t
     assert bad["status"] == "failed" and "fusion takes two or more models joined by '+'" in bad["error"]
 
 
+@pytest.mark.slow  # cells train on digits
 def test_lp_ft_layer_decay_l2sp_and_the_stage_sweep_run_their_plans(fake_backend, tmp_path):
     records = run(
         tmp_path / "cache",
@@ -93,6 +96,7 @@ def test_bad_sweep_names_are_usage_errors(capsys):
     assert "only --strategies fusion takes it" in capsys.readouterr().err
 
 
+@pytest.mark.slow  # cells train on digits
 def test_distill_trains_on_a_teacher_cells_soft_labels(fake_backend, tmp_path, monkeypatch):
     from tlbench.benchmarks.cli import build_parser, suite_from_args
 
@@ -110,10 +114,11 @@ def test_distill_trains_on_a_teacher_cells_soft_labels(fake_backend, tmp_path, m
         and "teacher fake__softmax__linear_probe__digits__s0" in student["plan"]
     )
     assert teacher_record["accuracy"] > 0.8 and student["accuracy"] > 0.5
+
     # the CLI checks --teacher at the edge
-    parse = lambda *a: suite_from_args(
-        build_parser().parse_args(["run", "--backends", "fake", "--models", "softmax", *a])
-    )  # noqa: E731
+    def parse(*a):
+        return suite_from_args(build_parser().parse_args(["run", "--backends", "fake", "--models", "softmax", *a]))
+
     with pytest.raises(Exception, match="strategy 'distill' needs --teacher"):
         parse("--strategies", "distill")
     with pytest.raises(Exception, match="--teacher is only used by --strategies distill"):
