@@ -116,6 +116,8 @@ def test_the_default_suite_file_is_the_bare_run(monkeypatch: pytest.MonkeyPatch)
     assert from_file.name == bare.name == "default"
     assert from_file.matrix() == bare.matrix()
     assert from_file.options.wait_quiet_s == 60.0  # how the committed default suite was made (speed only)
+    # the committed default suite is this matrix: `make bench` on a clone resumes results/default, no new directory
+    assert recorded_suite(ROOT / "results" / "default").matrix() == bare.matrix()
 
 
 def _committed_suites() -> list[str]:
