@@ -1,13 +1,15 @@
 # The two commands of the README, both idempotent on a fresh clone:
-#   make bench   set up .venv (once) and run the default suite: prints the table, writes results/default/
-#   make test    set up .venv (once) and run the test suite
-#   make lint    ruff lint + format check (CI runs it too)
+#   make bench      set up .venv (once) and run the default suite: prints the table, writes results/default/
+#   make test       set up .venv (once) and run the test suite (all of it: what CI runs)
+#   make lint       ruff lint + format check (CI runs it too)
+# and the inner loop of development:
+#   make test-fast  the fast tier: no model training, no Ray, no ../shared data (pytest -m "not slow")
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.tlbench-installed
 
-.PHONY: setup bench test lint clean
+.PHONY: setup bench test test-fast lint clean
 
 setup: $(STAMP)
 
@@ -26,6 +28,9 @@ bench: setup
 
 test: setup
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+test-fast: setup
+	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
 
 # ruff lint + format check (configured in pyproject.toml); CI runs it before the tests
 lint: setup

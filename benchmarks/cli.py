@@ -81,7 +81,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", help="run a suite (backend × model × strategy × dataset × seed)")
     run.add_argument(
-        "--suite", default=DEFAULT_SUITE, help="suite name; results go to results/<suite> (default: %(default)s)"
+        "suite_file",
+        nargs="?",
+        type=Path,
+        default=None,
+        help="a suite file (suites/<name>.toml): keys are the flags below without dashes; flags given here override it",
+    )
+    run.add_argument(
+        "--suite",
+        default=None,
+        help=f"suite name; results go to results/<suite> (default: the suite file's name, else {DEFAULT_SUITE})",
     )
     run.add_argument("--out", type=Path, help="write the suite to this directory instead of results/<suite>")
     run.add_argument(
@@ -265,6 +274,7 @@ def build_parser() -> argparse.ArgumentParser:
         "else MLflow's local default)",
     )
     export.add_argument("--experiment", default=None, help="experiment name (default: tlbench/<suite name>)")
+    parser.set_defaults(run_parser=run)  # suite files become this parser's flags (apply_suite_file)
 
     lister = sub.add_parser("list", help="list backends, models, strategies or datasets")
     lister.add_argument("what", choices=("backends", "models", "strategies", "datasets"))
@@ -459,7 +469,7 @@ def suite_from_args(args: argparse.Namespace) -> SuiteConfig:
         raise UsageError(str(exc)) from None
     _validate_models(backends, models, options)
     return SuiteConfig(
-        name=args.suite,
+        name=args.suite or DEFAULT_SUITE,
         backends=backends,
         models=tuple(models),
         strategies=strategies,
@@ -533,6 +543,7 @@ def probe_machine_for(suite: SuiteConfig) -> dict[str, Any] | None:
         or (options.device == "auto" and gpu_names())
         else "cpu"
     )
+    cache = default_cache_dir(options.cache_dir)  # --cache-dir: <cache-dir>/probe
     command = [
         sys.executable,
         "-m",
@@ -543,6 +554,8 @@ def probe_machine_for(suite: SuiteConfig) -> dict[str, Any] | None:
         str(runtime.threads),
         "--engine",
         probe_engine(suite.backends),
+        "--cache-dir",
+        str(cache),
     ]
     try:
         proc = subprocess.run(
@@ -554,7 +567,7 @@ def probe_machine_for(suite: SuiteConfig) -> dict[str, Any] | None:
     if probe is None:
         print("tlbench: machine probe unavailable (no engine installed?); MFU columns stay empty", file=sys.stderr)
         return None
-    path = default_cache_dir() / f"last-{os.getpid()}.json"
+    path = cache / f"last-{os.getpid()}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(probe))
     os.environ[PROBE_FILE_ENV] = str(path)
@@ -570,6 +583,87 @@ def probe_machine_for(suite: SuiteConfig) -> dict[str, Any] | None:
     return probe
 
 
+def apply_suite_file(
+    parser: argparse.ArgumentParser, argv: Sequence[str], args: argparse.Namespace
+) -> argparse.Namespace:
+    """``tlbench run FILE [flags]``: the file's keys as flags, then the command line's own (which win).
+
+    The file's flags are first parsed alone, so a bad value in it names the file.
+
+    Raises:
+        UsageError: an unreadable file, an unknown key, a bad value (one line).
+    """
+    from .suite_files import SuiteFileError, suite_file_tokens
+
+    try:
+        tokens = suite_file_tokens(args.suite_file, args.run_parser)
+    except SuiteFileError as exc:
+        raise UsageError(str(exc)) from None
+    argv = list(argv)
+    at = argv.index("run") + 1
+    try:
+        file_only = parser.parse_args(argv[:at] + [str(args.suite_file)] + tokens)
+    except UsageError as exc:
+        raise UsageError(f"{args.suite_file}: {exc}") from None
+    merged = parser.parse_args(argv[:at] + tokens + argv[at:])
+    merged.file_args = file_only  # to tell a bad value of the file from one of the command line
+    return merged
+
+
+def run_suite_from_args(args: argparse.Namespace) -> SuiteConfig:
+    """``suite_from_args``; a value the suite file got wrong (and the command line did not override) is reported
+    with the file's name.
+
+    Raises:
+        UsageError: a bad value (one line).
+    """
+    try:
+        return suite_from_args(args)
+    except UsageError as exc:
+        file_only = getattr(args, "file_args", None)
+        if file_only is not None:
+            try:
+                suite_from_args(file_only)
+            except UsageError as alone:
+                if str(alone) == str(exc):
+                    raise UsageError(f"{args.suite_file}: {exc}") from None
+        raise
+
+
+def suite_directory(
+    args: argparse.Namespace, suite: SuiteConfig, say: Callable[[str], None]
+) -> tuple[Path, SuiteConfig]:
+    """Where ``suite`` runs: ``--out``, else ``results/<suite name>``; a directory holds one matrix.
+
+    A different matrix without ``--suite``/``--out``/suite file goes to ``results/<model>-<dataset>-<hash8>``
+    instead of the default suite's directory (said through ``say``).
+
+    Raises:
+        UsageError: the directory asked for holds another matrix (one line).
+    """
+    from dataclasses import replace
+
+    from .suite_files import matrix_differences, matrix_dir_name, recorded_suite
+
+    out_dir = args.out if args.out is not None else Path("results") / suite.name
+    existing = recorded_suite(out_dir)
+    if existing is None or existing.matrix() == suite.matrix():
+        return out_dir, suite
+    differences = "; ".join(matrix_differences(existing, suite))
+    if args.out is not None or args.suite is not None:
+        raise UsageError(
+            f"suite directory {str(out_dir)!r} holds another matrix ({differences}); choose another --suite or --out, "
+            "or remove the directory to start it over"
+        )
+    name = matrix_dir_name(suite)
+    moved = Path("results") / name
+    other = recorded_suite(moved)
+    if other is not None and other.matrix() != suite.matrix():
+        raise UsageError(f"suite directory {str(moved)!r} holds another matrix; name this run's suite with --suite")
+    say(f"tlbench: {out_dir} holds another matrix ({differences}); this one goes to {moved}")
+    return moved, replace(suite, name=name)
+
+
 def command_run(args: argparse.Namespace) -> int:
     from .console_summary import console_summary
     from .reporting.report import write_report
@@ -577,12 +671,12 @@ def command_run(args: argparse.Namespace) -> int:
     from .running.results import cell_key, latest_by_cell, load_results
     from .running.runner import RESULTS_FILE, RunInterrupted, run_suite
 
-    suite = suite_from_args(args)
+    suite = run_suite_from_args(args)
     try:
         executor = make_executor(args.executor, parallel=args.parallel, ray_address=args.ray_address)
     except ExecutorError as exc:
         raise UsageError(str(exc)) from None
-    out_dir = args.out if args.out is not None else Path("results") / suite.name
+    out_dir, suite = suite_directory(args, suite, lambda line: print(line, file=sys.stderr, flush=True))
     total = len(suite.cells())
     print(f"tlbench: suite {suite.name!r}: {total} cell(s) -> {out_dir}", file=sys.stderr, flush=True)
     if args.executor == "ray" and not args.no_infer_pass:
@@ -743,10 +837,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``tlbench`` console script; returns the exit code."""
     parser = build_parser()
     try:
+        argv = list(sys.argv[1:] if argv is None else argv)
         args = parser.parse_args(argv)
         if args.command is None:
             parser.print_help()
             return EXIT_USAGE
+        if args.command == "run" and args.suite_file is not None:
+            args = apply_suite_file(parser, argv, args)
         return COMMANDS[args.command](args)
     except UsageError as exc:
         print(f"tlbench: error: {exc}", file=sys.stderr)

@@ -1,4 +1,10 @@
-"""Shared fixtures. torch is imported before anything can import TensorFlow (they must load in that order)."""
+"""Shared fixtures and the fast tier. torch is imported before anything can import TensorFlow (they must load in that
+order).
+
+The fast tier (``make test-fast`` = ``pytest -m "not slow"``, for the inner loop) leaves out every test marked
+``slow``: those that train real models or measure the machine carry the mark themselves; those that read the
+offline data in ``../shared`` (the ``shared_data`` fixture) or start Ray (``ray_cluster``) get it here.
+"""
 
 from __future__ import annotations
 
@@ -45,3 +51,14 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip(f"offline data folder {SHARED_DATA} not present")
     return SHARED_DATA
+
+
+#: fixtures whose tests belong to the slow tier whatever they do: the offline data beside the project, a Ray cluster
+SLOW_FIXTURES = ("shared_data", "ray_cluster")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark ``slow`` every test that reads ``../shared`` or starts Ray (see the module docstring)."""
+    for item in items:
+        if any(name in getattr(item, "fixturenames", ()) for name in SLOW_FIXTURES):
+            item.add_marker(pytest.mark.slow)

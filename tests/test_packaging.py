@@ -7,9 +7,12 @@ import sys
 import zipfile
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
+@pytest.mark.slow  # builds a wheel / starts interpreters
 def test_wheel_contains_only_the_tlbench_namespace(tmp_path):
     proc = subprocess.run(
         [
@@ -46,6 +49,7 @@ def test_installed_package_does_not_provide_top_level_datasets(tmp_path):
     assert spec == "None" or str(ROOT) not in spec
 
 
+@pytest.mark.slow  # builds a wheel / starts interpreters
 def test_core_imports_no_framework(tmp_path):
     code = (
         "import sys, tlbench.backends, tlbench.benchmarks.cli, tlbench.benchmarks.running.runner, "

@@ -21,7 +21,7 @@ from typing import Any
 import pandas as pd
 from tabulate import tabulate
 
-from ..running.results import RESULT_COLUMNS, SLOW_RATIO, latest_by_cell, load_results, spread
+from ..running.results import RESULT_COLUMNS, SLOW_RATIO, latest_by_cell, load_results, other_code_warnings, spread
 from .sources import SuiteSources, as_sources
 from .stats import BOOTSTRAP_METRICS, BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED, bootstrap_metric_ci, t_interval
 
@@ -464,7 +464,12 @@ def build_tables(frame: pd.DataFrame, suite_dir: Path | SuiteSources | None, evi
         cells=formatted(frame, CELL_TABLE_COLUMNS),
         failed=failed_cells(frame),
         data=data_checks(frame),
-        warnings=tuple(data_warnings(frame) + speed_warnings(frame) + timing_warnings(frame)),
+        warnings=tuple(
+            data_warnings(frame)
+            + speed_warnings(frame)
+            + timing_warnings(frame)
+            + other_code_warnings(frame.to_dict("records"))
+        ),
         framework_agreement=agreement_table(frame),
         framework_speed=speed_table(frame),
         notes=tuple(note for note in (inference_note(frame),) if note),

@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from .results import cell_id, write_json_atomic
+from .results import cell_id, legacy_cell_id, write_json_atomic
 
 #: environment variable that makes every cell keep its trained weights
 SAVE_WEIGHTS_ENV = "TLBENCH_SAVE_WEIGHTS"
@@ -32,14 +32,24 @@ SAMPLE_IMAGES = 16
 WEIGHTS_STEM = "weights"
 
 
-def cell_dir(suite_dir: Path, cell_or_record: Any) -> Path:
-    """The artifact directory of a cell (a ``CellConfig``) or of a result record (a dict)."""
+def _key(cell_or_record: Any) -> tuple[str, str, str, str, int]:
     get = cell_or_record.get if isinstance(cell_or_record, dict) else lambda key: getattr(cell_or_record, key)
-    return (
-        Path(suite_dir)
-        / "cells"
-        / cell_id(get("backend"), get("model"), get("strategy"), get("dataset"), int(get("seed")))
-    )
+    return get("backend"), get("model"), get("strategy"), get("dataset"), int(get("seed"))
+
+
+def cell_dir(suite_dir: Path, cell_or_record: Any) -> Path:
+    """The artifact directory of a cell (a ``CellConfig``) or of a result record (a dict): where it is written."""
+    return Path(suite_dir) / "cells" / cell_id(*_key(cell_or_record))
+
+
+def existing_cell_dir(suite_dir: Path, cell_or_record: Any) -> Path:
+    """Where to read a cell's artifacts: ``cell_dir``, or the directory a cell run before cell ids were hashed
+    got (``results.legacy_cell_id``) when only that one exists."""
+    current = cell_dir(suite_dir, cell_or_record)
+    if current.is_dir():
+        return current
+    legacy = Path(suite_dir) / "cells" / legacy_cell_id(*_key(cell_or_record))
+    return legacy if legacy.is_dir() else current
 
 
 def save_weights_requested() -> bool:
@@ -148,7 +158,7 @@ class Predictions:
 
 def load_predictions(suite_dir: Path, record: dict[str, Any]) -> Predictions | None:
     """The stored predictions of a record's cell, or ``None`` when the cell saved none (failed, or older run)."""
-    path = cell_dir(suite_dir, record) / "predictions.npz"
+    path = existing_cell_dir(suite_dir, record) / "predictions.npz"
     if not path.is_file():
         return None
     with np.load(path, allow_pickle=False) as data:
@@ -165,5 +175,5 @@ def load_predictions(suite_dir: Path, record: dict[str, Any]) -> Predictions | N
 
 def load_curve(suite_dir: Path, record: dict[str, Any]) -> list[dict[str, Any]]:
     """The per-epoch curve of a record's cell (``curve.json``), empty when absent."""
-    path = cell_dir(suite_dir, record) / "curve.json"
+    path = existing_cell_dir(suite_dir, record) / "curve.json"
     return json.loads(path.read_text()) if path.is_file() else []

@@ -70,9 +70,9 @@ class RunOptions:
     The defaults are the default suite's: chosen so that timm ``tf_efficientnet_lite0`` × 4 strategies on
     ``digits`` finishes in well under 5 minutes on a 2-core CPU (see README). ``image_size=None`` means each
     model's native pretrained input size (what ``tlbench run`` uses once the matrix is not the default suite's).
-    Backend-specific options
-    (``--amp``, ``--channels-last``, ``--compile``, ``--jit-compile``) live in ``backend_options``, one typed
-    options dict per backend (``tlbench.backends.options``), validated by the command line before any cell.
+    Backend-specific options (``--amp``, ``--channels-last``, ``--compile``, ``--jit-compile``) live in
+    ``backend_options``, one typed options dict per backend (``tlbench.backends.options``), validated by the
+    command line before any cell.
     """
 
     epochs: int = 5
@@ -180,3 +180,32 @@ class SuiteConfig:
     def to_dict(self) -> dict[str, Any]:
         """JSON-friendly view (stored as ``suite.json``)."""
         return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> SuiteConfig:
+        """Build from a ``suite.json`` (``to_dict``); unknown option keys of older suites are ignored."""
+        return cls(
+            name=str(data.get("name", DEFAULT_SUITE)),
+            backends=tuple(data.get("backends", ())),
+            models=tuple(data.get("models", ())),
+            strategies=tuple(data.get("strategies", ())),
+            datasets=tuple(data.get("datasets", ())),
+            seeds=tuple(int(seed) for seed in data.get("seeds", ())),
+            options=RunOptions.from_dict(data.get("options") or {}),
+        )
+
+    def matrix(self) -> dict[str, Any]:
+        """What makes two runs the same matrix: the cells (backends, models, strategies, datasets, seeds, in any
+        order) and, per backend, the options that change its results (``RunOptions.fingerprint``)."""
+        return {
+            "backends": sorted(self.backends),
+            "models": sorted(self.models),
+            "strategies": sorted(self.strategies),
+            "datasets": sorted(self.datasets),
+            "seeds": sorted(self.seeds),
+            "options": {backend: self.options.fingerprint(backend) for backend in sorted(self.backends)},
+        }
+
+    def matrix_hash(self) -> str:
+        """12 hex digits of ``matrix()``."""
+        return hashlib.sha256(json.dumps(self.matrix(), sort_keys=True).encode()).hexdigest()[:12]

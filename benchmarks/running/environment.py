@@ -1,4 +1,4 @@
-"""The environment record stored once per suite: versions, CPU, GPU, threads, git sha.
+"""The environment record stored once per suite: versions, CPU, GPU, threads, code version (commit and diff).
 
 Framework versions are read from package metadata, so recording them never imports a framework.
 """
@@ -56,23 +56,69 @@ def gpu_names() -> list[str]:
     return [line.strip() for line in out.stdout.splitlines() if line.strip()]
 
 
-def git_sha(repo: Path | None = None) -> str | None:
-    """Commit of the tlbench checkout (``+dirty`` if modified), ``None`` outside git."""
-    repo = repo or Path(__file__).resolve().parent.parent
+#: what the code version ignores: the suite directories a run itself writes (tracked or not)
+CODE_VERSION_IGNORED = ("results",)
+
+
+def _git(repo: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(["git", *args], cwd=repo, capture_output=True, timeout=30)
+
+
+def code_version(repo: Path | None = None) -> dict[str, Any] | None:
+    """The code a number was measured with: the commit of the tlbench checkout and its uncommitted changes.
+
+    The changes are the diff against the commit (staged or not) plus the untracked files git does not ignore,
+    everything under ``results/`` left out: a run rewrites its own suite directory, so a clean checkout that has
+    just run a suite is still clean.
+
+    Args:
+        repo: a directory inside the checkout (default: the one holding this module).
+
+    Returns:
+        ``{"commit": sha, "dirty": bool, "diff_sha": 12 hex digits of the changes, or None when clean}``;
+        ``None`` outside a git checkout (an installed wheel).
+    """
+    start = repo or Path(__file__).resolve().parent
     try:
-        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True, timeout=10)
+        top = _git(start, "rev-parse", "--show-toplevel")
+        if top.returncode != 0:
+            return None
+        root = Path(top.stdout.decode().strip())
+        sha = _git(root, "rev-parse", "HEAD")
         if sha.returncode != 0:
             return None
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
-            cwd=repo,
-            capture_output=True,
-            text=True,
-            timeout=10,
-        )
-        return sha.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
+        outside = ["--", ".", *(f":(exclude){name}" for name in CODE_VERSION_IGNORED)]
+        diff = _git(root, "diff", "HEAD", "--binary", "--no-color", "--no-ext-diff", *outside)
+        untracked = _git(root, "ls-files", "--others", "--exclude-standard", "-z", *outside)
     except (OSError, subprocess.SubprocessError):
         return None
+    digest = hashlib.sha256(diff.stdout)
+    changed = bool(diff.stdout)
+    for name in sorted(n for n in untracked.stdout.decode(errors="surrogateescape").split("\0") if n):
+        changed = True
+        digest.update(b"\0untracked\0" + name.encode(errors="surrogateescape") + b"\0")
+        try:
+            digest.update((root / name).read_bytes())
+        except OSError:  # vanished or unreadable: its name still counts
+            pass
+    return {
+        "commit": sha.stdout.decode().strip(),
+        "dirty": changed,
+        "diff_sha": digest.hexdigest()[:12] if changed else None,
+    }
+
+
+def record_code_version(version: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The ``code_version`` column of a result record: ``{"commit", "diff_sha"}`` of ``code_version()``."""
+    return None if version is None else {"commit": version.get("commit"), "diff_sha": version.get("diff_sha")}
+
+
+def git_sha(repo: Path | None = None) -> str | None:
+    """Commit of the tlbench checkout (``+dirty`` with changes outside ``results/``), ``None`` outside git."""
+    version = code_version(repo)
+    if version is None:
+        return None
+    return version["commit"] + ("+dirty" if version["dirty"] else "")
 
 
 def machine_identity() -> dict[str, Any]:
@@ -118,9 +164,10 @@ def probe_summary() -> dict[str, Any] | None:
 
 
 def environment_id(record: dict[str, Any]) -> str:
-    """A short stable id of an environment record: the machine, Python and package versions (not the time,
-    not the git sha: re-running after a code change on the same machine is the same environment)."""
+    """A short stable id of an environment record: the machine, Python and package versions and the commit (not
+    the time, not uncommitted changes: those are in each record's ``code_version``, which resume compares)."""
     keys = {k: record.get(k) for k in ("machine", "python", "platform", "packages", "runtime")}
+    keys["commit"] = (record.get("code_version") or {}).get("commit")
     return hashlib.sha256(json.dumps(keys, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
@@ -153,8 +200,10 @@ def environment_record(backends: tuple[str, ...] | list[str], runtime: dict[str,
         "packages": package_versions(packages),
         "runtime": runtime,
         "probe": probe_summary(),
-        "git_sha": git_sha(),
     }
+    version = code_version()
+    record["code_version"] = version
+    record["git_sha"] = None if version is None else version["commit"] + ("+dirty" if version["dirty"] else "")
     record["environment_id"] = environment_id(record)
     return record
 

@@ -267,9 +267,10 @@ def probe_machine(
 # ---- cache -----------------------------------------------------------------------------------------
 
 
-def default_cache_dir() -> Path:
-    """``$TLBENCH_CACHE/probe`` or ``~/.cache/tlbench/probe``."""
-    root = os.environ.get("TLBENCH_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "tlbench")
+def default_cache_dir(root: str | Path | None = None) -> Path:
+    """Where probes are cached: ``<root>/probe`` for a cache root (``tlbench run --cache-dir``), else
+    ``$TLBENCH_CACHE/probe`` or ``~/.cache/tlbench/probe`` (the dataset cache's root, as ``datasets.cache``)."""
+    root = root or os.environ.get("TLBENCH_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "tlbench")
     return Path(root) / "probe"
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import json
 import math
 import os
@@ -75,6 +76,8 @@ RESULT_COLUMNS = [
     "dataset_meta",
     # provenance
     "options_hash",
+    # the code that made the record: {"commit": sha, "diff_sha": hash of uncommitted changes or None}
+    "code_version",
     "environment_id",
     "run_id",
     "framework_versions",
@@ -106,8 +109,44 @@ def cell_key(record: dict[str, Any]) -> tuple:
     return tuple(record.get(k) for k in CELL_KEY)
 
 
+#: one part of a cell id kept as it is: filesystem-safe characters, single underscores inside
+_PLAIN_PART = re.compile(r"[A-Za-z0-9.+-]+(?:_[A-Za-z0-9.+-]+)*")
+#: a cell id made only of plain parts is kept as it is up to this length
+PLAIN_ID_MAX = 120
+#: characters of backend, model, strategy and dataset in the readable prefix of a hashed cell id (at most about
+#: 190 characters in all, well below the usual 255 of a file name)
+PREFIX_PART_MAX = (32, 48, 32, 48)
+
+
+def _squash(part: str, limit: int) -> str:
+    """``part`` in filesystem-safe characters, at most ``limit`` of them (its start and its end kept)."""
+    safe = re.sub(r"[^A-Za-z0-9_.+-]+", "-", part).strip("-_") or "-"
+    if len(safe) <= limit:
+        return safe
+    head = limit // 3
+    return f"{safe[:head]}-{safe[-(limit - head - 1) :]}"
+
+
 def cell_id(backend: str, model: str, strategy: str, dataset: str, seed: int) -> str:
-    """A filesystem-safe, readable identifier of a cell (its artifact directory's name)."""
+    """A filesystem-safe, readable identifier of a cell (its artifact directory's name), one per cell.
+
+    A cell whose names are plain (filesystem-safe, no double underscore) keeps ``backend__model__strategy__
+    dataset__s<seed>``; any other (a dataset spec with a path, a long name) gets a readable prefix, its parts cut
+    to ``PREFIX_PART_MAX`` characters, and 12 hex digits of the hash of the full key, so two cells never share a
+    directory: plain ids end in ``__s<seed>``, hashed ones in ``__<hex>``.
+    """
+    parts = (backend, model, strategy, dataset)
+    plain = "__".join(parts) + f"__s{seed}"
+    if all(_PLAIN_PART.fullmatch(p) for p in parts) and len(plain) <= PLAIN_ID_MAX:
+        return plain
+    digest = hashlib.sha256(json.dumps([*parts, int(seed)]).encode()).hexdigest()[:12]
+    prefix = "__".join(_squash(part, limit) for part, limit in zip(parts, PREFIX_PART_MAX, strict=True))
+    return f"{prefix}__s{seed}__{digest}"
+
+
+def legacy_cell_id(backend: str, model: str, strategy: str, dataset: str, seed: int) -> str:
+    """The artifact directory name of cells run before ``cell_id`` hashed long or squashed keys (read only: two
+    cells could share it)."""
     raw = f"{backend}__{model}__{strategy}__{dataset}__s{seed}"
     return re.sub(r"[^A-Za-z0-9_.+-]+", "-", raw)[:200]
 
@@ -216,3 +255,33 @@ def write_json_atomic(path: Path, obj: Any) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     tmp.write_text(json.dumps(_jsonable(obj), indent=1))
     os.replace(tmp, path)
+
+
+def code_label(version: Any) -> str:
+    """``abc1234`` for a commit, ``abc1234+diff 0f1e2d3c4b5a`` with uncommitted changes, ``unknown code``."""
+    if not isinstance(version, dict) or not version.get("commit"):
+        return "unknown code"
+    label = str(version["commit"])[:7]
+    return label + (f"+diff {version['diff_sha']}" if version.get("diff_sha") else "")
+
+
+def other_code_warnings(records: Iterable[dict[str, Any]], shown: int = 4) -> list[str]:
+    """One warning when a suite's cells were made by more than one code version (``--reuse-results`` kept cells
+    finished by other code): the version of most cells, then each other version with its cells."""
+    groups: dict[str, list[str]] = {}
+    for record in records:
+        name = "/".join(str(record.get(k)) for k in CELL_KEY[:-1]) + f"/s{record.get('seed')}"
+        groups.setdefault(code_label(record.get("code_version")), []).append(name)
+    if len(groups) < 2:
+        return []
+    main, *others = sorted(groups, key=lambda label: -len(groups[label]))
+    described = []
+    for label in others:
+        names = groups[label]
+        more = f" and {len(names) - shown} more" if len(names) > shown else ""
+        described.append(f"{len(names)} by {label} ({', '.join(names[:shown])}{more})")
+    return [
+        f"cells made by other code: {len(groups[main])} cell(s) by {main}, but "
+        + "; ".join(described)
+        + " (kept with --reuse-results; re-run them to compare one code version)"
+    ]

@@ -34,9 +34,17 @@ from typing import IO, Any
 from . import progress
 from .artifacts import cell_dir as artifact_dir
 from .config import CellConfig, SuiteConfig
-from .environment import add_environment
+from .environment import add_environment, record_code_version
 from .executors import Executor, LocalExecutor
-from .results import append_result, cell_key, empty_record, latest_by_cell, load_results, write_json_atomic
+from .results import (
+    append_result,
+    cell_key,
+    code_label,
+    empty_record,
+    latest_by_cell,
+    load_results,
+    write_json_atomic,
+)
 
 RESULTS_FILE = "results.jsonl"
 #: seconds a cell process group gets to exit after a forwarded SIGINT/SIGTERM before it is killed
@@ -96,12 +104,29 @@ _LIVE: dict[int, subprocess.Popen] = {}
 _STOPPING = threading.Event()
 #: the signal that interrupted the current run, once one did
 _PENDING: list[int] = []
+#: finished cells whose records are in hand but not yet appended: a signal meanwhile is honoured after the append
+_HELD = [0]
 
 
 def reset_stop() -> None:
     """Allow cells to start again (``run_suite`` calls this when it starts)."""
     _STOPPING.clear()
     _PENDING.clear()
+    with _LIVE_LOCK:
+        _HELD[0] = 0
+
+
+def hold_interrupts() -> None:
+    """A finished cell's record is in hand: until ``release_interrupts``, SIGINT/SIGTERM stop the cells but raise
+    nothing, so the record is appended before the interruption is honoured (``run_suite``)."""
+    with _LIVE_LOCK:
+        _HELD[0] += 1
+
+
+def release_interrupts() -> None:
+    """The record held by ``hold_interrupts`` is appended (or dropped as no result)."""
+    with _LIVE_LOCK:
+        _HELD[0] = max(0, _HELD[0] - 1)
 
 
 def _check_interrupted() -> None:
@@ -185,6 +210,8 @@ def _interrupts_raise() -> Iterator[Callable[[], None]]:
         _STOPPING.set()  # no cell starts any more; the running ones get the signal now
         for process in list(_LIVE.values()):
             _signal_group(process, signum)
+        if _HELD[0]:  # a finished cell's record is on its way to results.jsonl: run_suite raises once it is there
+            return
         raise RunInterrupted(signum)
 
     def arm() -> None:
@@ -200,17 +227,29 @@ def _interrupts_raise() -> Iterator[Callable[[], None]]:
             signal.signal(sig, old if old is not None else signal.SIG_DFL)
 
 
-def completed_cells(records: list[dict[str, Any]], suite: SuiteConfig, environment: str | None = None) -> set[tuple]:
+def completed_cells(
+    records: list[dict[str, Any]], suite: SuiteConfig, environment: str | dict[str, Any] | None = None
+) -> set[tuple]:
     """Keys of cells whose latest record is ``ok``, made with the same options for its backend and, when
     ``environment`` is given, measured in that environment (a number timed on another machine is not this
-    machine's number, so resume re-runs it)."""
+    machine's number, so resume re-runs it).
+
+    Args:
+        records: the suite's records.
+        suite: the matrix and options.
+        environment: an environment id, or an environment record: then the cell must also have been made by that
+            environment's code (``code_version``: same commit and same uncommitted changes).
+    """
     hashes = {backend: suite.options.fingerprint(backend) for backend in suite.backends}
+    env_id = environment.get("environment_id") if isinstance(environment, dict) else environment
+    code = record_code_version(environment.get("code_version")) if isinstance(environment, dict) else None
     return {
         cell_key(r)
         for r in latest_by_cell(records)
         if r.get("status") == "ok"
         and r.get("options_hash") == hashes.get(r.get("backend"))
-        and (environment is None or r.get("environment_id") == environment)
+        and (env_id is None or r.get("environment_id") == env_id)
+        and (not isinstance(environment, dict) or r.get("code_version") == code)
     }
 
 
@@ -242,14 +281,15 @@ def local_run_id(out_dir: Path) -> str:
 def resume_plan(
     records: list[dict[str, Any]],
     suite: SuiteConfig,
-    environment: str | Collection[str],
+    environment: str | dict[str, Any] | Collection[str | dict[str, Any]],
     reuse_other_environments: bool,
 ) -> tuple[set[tuple], int]:
     """Cells to skip, and how many finished cells of *other* environments are re-run (or reused when asked).
 
-    ``environment`` is the id of where cells run now, or several (the nodes of a Ray cluster).
+    ``environment`` is where cells run now (an id, or an environment record: its code counts too), or several
+    (the nodes of a Ray cluster).
     """
-    ids = [environment] if isinstance(environment, str) else list(environment)
+    ids = [environment] if isinstance(environment, (str, dict)) else list(environment)
     here: set[tuple] = set().union(*(completed_cells(records, suite, e) for e in ids)) if ids else set()
     anywhere = completed_cells(records, suite)
     elsewhere = len(anywhere - here)
@@ -314,7 +354,16 @@ def run_cell_subprocess(
     progress.publish(progress.Event("started", cell_dir.name))
     start = time.perf_counter()
     command = cell_command(cell, suite, cell_dir, result_file, progress=stream)
-    returncode, timed_out = run_module_subprocess(command, child_env, log_path, timeout_s=timeout_s, stream=stream)
+    try:
+        returncode, timed_out = run_module_subprocess(command, child_env, log_path, timeout_s=timeout_s, stream=stream)
+        hold_interrupts()  # from here a signal waits until run_suite has appended what this returns
+    except KeyboardInterrupt:  # RunInterrupted: the signal came as the cell finished; keep the record it wrote
+        record = _finished_record(result_file)
+        if record is None:
+            raise
+        hold_interrupts()
+        result_file.unlink(missing_ok=True)
+        return record
     if result_file.is_file() and not timed_out:
         record = json.loads(result_file.read_text())
         result_file.unlink()
@@ -330,6 +379,14 @@ def run_cell_subprocess(
         ]
         record["error"] = exit_error(returncode, tail[0])
     return record
+
+
+def _finished_record(result_file: Path) -> dict[str, Any] | None:
+    """The record a cell process wrote (atomically) before it exited, or ``None``."""
+    try:
+        return json.loads(result_file.read_text())
+    except (OSError, ValueError):
+        return None
 
 
 def run_module_subprocess(
@@ -411,7 +468,9 @@ def run_cell_inprocess(
     directory.mkdir(parents=True, exist_ok=True)
     with open(directory / "log.txt", "w") as log, contextlib.redirect_stderr(_Tee(log, sys.stderr) if stream else log):
         with progress.inprocess_cell(directory.name):
-            return CellRun(cell, suite.options, directory).run()
+            record = CellRun(cell, suite.options, directory).run()
+    hold_interrupts()
+    return record
 
 
 run_cell_inprocess.in_process = True  # type: ignore[attr-defined]  # executors: no cells at once in one process
@@ -491,7 +550,8 @@ def run_suite(
     where it was measured (that environment is added to ``environment.json`` with its first record).
 
     SIGINT and SIGTERM (in the main thread) stop the running cells (their process groups get the signal,
-    SIGKILL after ``STOP_GRACE_S``) and raise ``RunInterrupted``; records already appended stay.
+    SIGKILL after ``STOP_GRACE_S``) and raise ``RunInterrupted``; records already appended stay, and a cell that
+    finished as the signal came is appended first (``hold_interrupts``).
 
     Args:
         suite: the matrix and options.
@@ -527,30 +587,48 @@ def run_suite(
             here = [e["environment_id"] for e in environments]
             run_id = local_run_id(out_dir)
             records = load_results(results_path)
-            done_here, _ = resume_plan([r for r in records if r.get("run_id") == run_id], suite, here, False)
+            ours = [r for r in records if r.get("run_id") == run_id]
+            done_here, _ = resume_plan(ours, suite, environments, False)
+            any_code_here, _ = resume_plan(ours, suite, here, False)
             anywhere = completed_cells(records, suite)
-            elsewhere = len(anywhere - done_here)
+            elsewhere = len(anywhere - any_code_here)
+            other_code = len(any_code_here - done_here)
             done = anywhere if reuse_other_environments else done_here
+            verb = "reused as finished (--reuse-results)" if reuse_other_environments else "re-run here"
             if elsewhere and on_message is not None:
-                verb = "reused as finished (--reuse-results)" if reuse_other_environments else "re-run here"
                 on_message(f"{elsewhere} cell(s) in {out_dir} were measured in another environment or checkout; {verb}")
+            if other_code and on_message is not None:
+                codes = ", ".join(sorted({code_label(e.get("code_version")) for e in environments}))
+                on_message(
+                    f"{other_code} cell(s) in {out_dir} were made by other code than this checkout's ({codes}); {verb}"
+                )
             todo = [c for c in suite.cells() if cell_key(asdict(c)) not in done]
             progress.publish(progress.Event("planned", count=len(todo)))
             described: set[str] = set()
-            outcomes = executor.run(todo, suite, out_dir, timeout_s=timeout_s, stream=stream, cell_runner=cell_runner)
-            for index, outcome in enumerate(outcomes, 1):
-                _check_interrupted()  # a cell stopped by the signal is not a result
-                record = outcome.record
-                environment = outcome.environment
+
+            def _append(record: dict[str, Any], environment: dict[str, Any] | None) -> None:
                 record["environment_id"] = environment["environment_id"] if environment else None
+                record["code_version"] = record_code_version(environment.get("code_version")) if environment else None
                 record["run_id"] = run_id
                 if environment and environment["environment_id"] not in described:
                     add_environment(out_dir, environment)  # only now: this environment measured a cell of the suite
                     described.add(environment["environment_id"])
                 append_result(results_path, record)
                 produced.append(record)
-                if on_result is not None:
-                    on_result(index, len(todo), record)
+
+            outcomes = executor.run(todo, suite, out_dir, timeout_s=timeout_s, stream=stream, cell_runner=cell_runner)
+            for index, outcome in enumerate(outcomes, 1):
+                record = outcome.record
+                try:
+                    # a cell stopped by the signal is not a result; one that finished as it came is appended first
+                    if not _PENDING or record.get("status") == "ok":
+                        _append(record, outcome.environment)
+                        if on_result is not None:
+                            on_result(index, len(todo), record)
+                finally:
+                    release_interrupts()
+                if not _HELD[0]:  # other finished records still on their way (parallel cells) come first
+                    _check_interrupted()
             _check_interrupted()
             if suite.options.infer_pass and executor.name == "local":
                 _infer_pass(
@@ -561,8 +639,8 @@ def run_suite(
 
                 discard_weights(produced, out_dir)
         except KeyboardInterrupt as exc:  # RunInterrupted included: stop what still runs, keep what is appended
-            # (a library may turn our exception into a plain KeyboardInterrupt: Ray's wait does;
-            # the handler noted the signal)
+            # (a library may turn our exception into a plain KeyboardInterrupt: Ray's wait does; the handler noted
+            # the signal)
             signum = (
                 exc.signum if isinstance(exc, RunInterrupted) else (_PENDING[0] if _PENDING else int(signal.SIGINT))
             )

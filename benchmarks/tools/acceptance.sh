@@ -7,7 +7,9 @@
 # Run it on a quiet machine: every cell records what other processes used of the cores while it was timed,
 # and the reports flag disturbed cells.
 #
-# Needs `make setup` (.venv) and the offline data beside the project (../shared/data, or
+# Each suite step runs the suite file of its results folder (suites/<folder>.toml: the matrix and options, the one
+# source of the committed figures; `tlbench run suites/<folder>.toml` re-makes one by hand). Needs `make setup`
+# (.venv) and the offline data at ../shared/data (the path the suite files name; the benchmark tools also take
 # $TLBENCH_SHARED_DATA). Transfer checkpoints made here go to .cache/checkpoints (git-ignored, never committed).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -21,7 +23,7 @@ TUNED_ENV=$($PY -c "from tlbench.benchmarks.running.config import RunOptions; pr
 
 step_default() {  # issue 2: the default suite (what `make bench` runs), each cell waiting up to 60 s for a quiet machine
   rm -rf results/default
-  $TL run --wait-quiet 60
+  $TL run suites/default.toml
 }
 
 step_after_training() {  # speed issue: why the inference pass: inference right after training vs in a fresh process
@@ -37,22 +39,19 @@ step_cache() {  # issue 3: cold cache build vs warm load of the 5,840-image ches
 step_chest() {  # issue 3: linear probe of the offline ImageNet Lite0 on the chest X-ray folder (val carved from train);
   # inference timed on the trained model compiled with inductor freezing (speed issue: MFU >= 40 %)
   rm -rf results/chest_xray_linear_probe
-  $TL run --suite chest_xray_linear_probe --dataset "folder:$DATA/chest_xray_pneumonia" \
-    --strategies linear_probe --image-size 224 --batch-size 64 --infer-compile
+  $TL run suites/chest_xray_linear_probe.toml
 }
 
 step_medmnist() {  # issue 3: both MedMNIST files, official splits
   rm -rf results/medmnist_linear_probe
-  $TL run --suite medmnist_linear_probe \
-    --dataset "medmnist:$DATA/breastmnist.npz,medmnist:$DATA/pneumoniamnist.npz" --strategies linear_probe --image-size 64
+  $TL run suites/medmnist_linear_probe.toml
 }
 
 step_resnet18() {  # issues 4 and 6: a digits-trained resnet18 as the transfer source, timm and torchvision, 2 seeds
   [ -f "$CKPT/resnet18_digits.pth" ] || $PY -m tlbench.benchmarks.tools.make_digits_checkpoint \
     --backend torchvision --model resnet18 --epochs 5 --out "$CKPT/resnet18_digits.pth"
   rm -rf results/resnet18_breastmnist
-  $TL run --suite resnet18_breastmnist --backends timm,torchvision --models resnet18 \
-    --weights "$CKPT/resnet18_digits.pth" --dataset "medmnist:$DATA/breastmnist.npz" --seeds 0,1 --image-size 64
+  $TL run suites/resnet18_breastmnist.toml
 }
 
 step_overhead() {  # speed issue: suite cell vs a bare hand-written loop per backend (224 px, float32, CPU)
@@ -73,47 +72,35 @@ step_memory_format() {  # speed issue: channels-last vs contiguous through the B
     --image-size 224 --batch-size 16 --variants fp32,channels_last --rounds 3 | tee -a results/bench_memory_format.md
 }
 
-LITE0_STRATEGIES=scratch,linear_probe,logreg_probe,knn_probe,partial_finetune,full_finetune,lp_ft,layer_decay,l2sp
-
 step_strategies() {  # strategies issue: which strategy wins, at what cost: Lite0 (offline ImageNet), 3 seeds, 64 px
   rm -rf results/strategies_breastmnist
-  $TL run --suite strategies_breastmnist --dataset "medmnist:$DATA/breastmnist.npz" --image-size 64 \
-    --strategies "$LITE0_STRATEGIES" --seeds 0,1,2
+  $TL run suites/strategies_breastmnist.toml
 }
 
 step_strategies_more() {  # the same matrix on digits and the chest X-ray folder (about 45 min on 2 cores)
   rm -rf results/strategies_digits results/strategies_chest_xray
-  $TL run --suite strategies_digits --dataset digits --image-size 64 --strategies "$LITE0_STRATEGIES" --seeds 0,1,2 \
-    --max-train-images 500
-  $TL run --suite strategies_chest_xray --dataset "folder:$DATA/chest_xray_pneumonia" --image-size 64 \
-    --strategies "$LITE0_STRATEGIES" --seeds 0,1,2 --max-train-images 600
+  $TL run suites/strategies_digits.toml
+  $TL run suites/strategies_chest_xray.toml
 }
 
 step_sweep() {  # strategies issue: the frozen-layer sweep (accuracy vs trainable stages) and fusion of two backbones
   rm -rf results/sweep_breastmnist results/fusion_breastmnist
-  $TL run --suite sweep_breastmnist --dataset "medmnist:$DATA/breastmnist.npz" --image-size 64 --seeds 0,1,2 \
-    --strategies partial_finetune@1,partial_finetune@2,partial_finetune@4,partial_finetune@6,partial_finetune@all
-  $TL run --suite fusion_breastmnist --dataset "medmnist:$DATA/breastmnist.npz" --image-size 64 --seeds 0,1,2 \
-    --models tf_efficientnet_lite0+tf_efficientnet_lite1 --strategies fusion
+  $TL run suites/sweep_breastmnist.toml
+  $TL run suites/fusion_breastmnist.toml
 }
 
 step_frameworks() {  # same-weights issue: vgg16-hed trunk + FCN head in Keras, torchvision and timm, 3 seeds (about 45 min)
   rm -rf results/frameworks_vgg16_breastmnist results/frameworks_vgg16_chest_xray
-  $TL run --suite frameworks_vgg16_breastmnist --backends keras,torchvision,timm --models vgg16 --weights vgg16-hed \
-    --head fcn --dataset "medmnist:$DATA/breastmnist.npz" --image-size 32 --seeds 0,1,2
-  $TL run --suite frameworks_vgg16_chest_xray --backends keras,torchvision,timm --models vgg16 --weights vgg16-hed \
-    --head fcn --dataset "folder:$DATA/chest_xray_pneumonia" --image-size 32 --seeds 0,1,2 --max-train-images 400
+  $TL run suites/frameworks_vgg16_breastmnist.toml
+  $TL run suites/frameworks_vgg16_chest_xray.toml
 }
 
 step_distill() {  # strategies issue: a Lite2 teacher (layer_decay, weights kept in .cache/teachers, never committed)
   # distilled into Lite0 at T=4 (seed 003), beside Lite0 full fine-tuning in the same suite, 3 seeds
+  # (distill_breastmnist.toml names the teacher's cell directory)
   rm -rf .cache/teachers/teacher_breastmnist results/distill_breastmnist
-  TLBENCH_SAVE_WEIGHTS=1 $TL run --suite teacher_breastmnist --out .cache/teachers/teacher_breastmnist \
-    --dataset "medmnist:$DATA/breastmnist.npz" --image-size 64 --models tf_efficientnet_lite2 --strategies layer_decay --seeds 0
-  local teacher
-  teacher=$(ls -d .cache/teachers/teacher_breastmnist/cells/*/ | head -1)
-  $TL run --suite distill_breastmnist --dataset "medmnist:$DATA/breastmnist.npz" --image-size 64 --seeds 0,1,2 \
-    --strategies distill,full_finetune --teacher "${teacher%/}"
+  TLBENCH_SAVE_WEIGHTS=1 $TL run suites/teacher_breastmnist.toml --out .cache/teachers/teacher_breastmnist
+  $TL run suites/distill_breastmnist.toml
 }
 
 ALL_STEPS="default after_training overhead memory_format infer_compile cache chest medmnist resnet18 strategies frameworks sweep distill strategies_more"

@@ -66,7 +66,13 @@ def _read_every_byte(dataset: ArrayDataset) -> int:
     return count
 
 
-def time_cache(spec: str, policy: ResizePolicy, rounds: int, workers: Sequence[int]) -> tuple[list[CacheTiming], int]:
+def time_cache(
+    spec: str,
+    policy: ResizePolicy,
+    rounds: int,
+    workers: Sequence[int],
+    clock: Callable[[], float] = time.perf_counter,
+) -> tuple[list[CacheTiming], int]:
     """Time cold builds (per worker count) and warm loads of ``spec``.
 
     Args:
@@ -74,6 +80,7 @@ def time_cache(spec: str, policy: ResizePolicy, rounds: int, workers: Sequence[i
         policy: resize policy of the cache entry.
         rounds: number of interleaved rounds; timings are medians over them.
         workers: decode worker counts, one cold build each per round; ratios are to the first.
+        clock: seconds, read before and after each timed step (tests inject one).
 
     Returns:
         The timings (cold builds first) and the number of images in the dataset.
@@ -84,17 +91,17 @@ def time_cache(spec: str, policy: ResizePolicy, rounds: int, workers: Sequence[i
         for count in workers:
             root = Path(tempfile.mkdtemp(prefix="tlbench-cache-bench-"))
             try:
-                start = time.perf_counter()
+                start = clock()
                 dataset = _with_workers(count, lambda root=root: load_dataset(spec, policy, root))
-                samples.setdefault(f"cold build, {count} worker(s)", []).append(time.perf_counter() - start)
+                samples.setdefault(f"cold build, {count} worker(s)", []).append(clock() - start)
                 images = sum(len(s.images) for s in dataset.splits.values())
                 del dataset
-                start = time.perf_counter()
+                start = clock()
                 dataset = load_dataset(spec, policy, root)
-                samples.setdefault("warm open (memory maps)", []).append(time.perf_counter() - start)
-                start = time.perf_counter()
+                samples.setdefault("warm open (memory maps)", []).append(clock() - start)
+                start = clock()
                 _read_every_byte(dataset)
-                samples.setdefault("warm read (every byte)", []).append(time.perf_counter() - start)
+                samples.setdefault("warm read (every byte)", []).append(clock() - start)
                 del dataset
             finally:
                 shutil.rmtree(root, ignore_errors=True)

@@ -18,8 +18,11 @@ SMALL_MODEL = {"timm": "resnet18", "torchvision": "resnet18", "keras": "vgg16"}
 NUM_CLASSES = 3
 
 
-@pytest.fixture(params=list(SMALL_MODEL))
+@pytest.fixture(
+    params=[pytest.param(name, marks=pytest.mark.slow) if name == "keras" else name for name in SMALL_MODEL]
+)
 def backend_name(request) -> str:
+    """Each backend; Keras in the slow tier (importing TensorFlow alone takes seconds)."""
     return request.param
 
 
@@ -49,6 +52,7 @@ def _images(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     return rng.integers(0, 256, (n, 32, 32, 3), dtype=np.uint8), np.arange(n) % NUM_CLASSES
 
 
+@pytest.mark.slow  # builds and trains a real model
 @pytest.mark.parametrize(
     "strategy_name", ["scratch", "linear_probe", "partial_finetune", "full_finetune", "lp_ft", "layer_decay", "l2sp"]
 )
@@ -91,6 +95,7 @@ def test_build_transfer_train_predict(backend_name, strategy_name):
     assert b.peak_device_memory_mb() is None  # CPU
 
 
+@pytest.mark.slow  # builds and trains a real model
 def test_snapshot_restore_round_trip(backend_name):
     b = get_backend_class(backend_name)("cpu")
     b.build(ModelSpec(SMALL_MODEL[backend_name], NUM_CLASSES, 32, weights="none", pretrained=False, seed=0))
@@ -104,6 +109,7 @@ def test_snapshot_restore_round_trip(backend_name):
     np.testing.assert_allclose(b.predict_proba(x), reference, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.slow  # builds and trains a real model
 def test_two_phase_reapply(backend_name):
     b = get_backend_class(backend_name)("cpu")
     b.build(ModelSpec(SMALL_MODEL[backend_name], NUM_CLASSES, 32, weights="none", seed=0))
@@ -118,6 +124,7 @@ def test_two_phase_reapply(backend_name):
     assert np.isfinite(b.pop_train_loss())
 
 
+@pytest.mark.slow  # builds and trains a real model
 def test_layer_wise_lr_decay_is_plan_data(backend_name):
     """Per-stage learning rates come from the plan alone; the framework's optimizers hold exactly those."""
     b = get_backend_class(backend_name)("cpu")
@@ -149,6 +156,7 @@ def test_plan_for_other_stages_is_rejected(backend_name):
         b.apply_phase(wrong)
 
 
+@pytest.mark.slow  # builds and trains a real model
 def test_weights_files_round_trip_in_the_native_safe_format(backend_name, tmp_path):
     b = get_backend_class(backend_name)("cpu")
     spec = ModelSpec(SMALL_MODEL[backend_name], NUM_CLASSES, 32, weights="none", pretrained=False, seed=0)
@@ -179,6 +187,7 @@ def test_weights_files_round_trip_in_the_native_safe_format(backend_name, tmp_pa
         other.load_weights(str(bad))
 
 
+@pytest.mark.slow  # builds and trains a real model
 def test_distillation_uses_the_teachers_soft_labels(backend_name):
     b = get_backend_class(backend_name)("cpu")
     b.build(ModelSpec(SMALL_MODEL[backend_name], NUM_CLASSES, 32, weights="none", seed=0))
@@ -200,6 +209,7 @@ def test_distillation_uses_the_teachers_soft_labels(backend_name):
     assert not np.allclose(moved_soft, b.predict_proba(x), atol=1e-7)  # the soft labels changed the update
 
 
+@pytest.mark.slow  # builds and trains a real model
 def test_prepare_inference_ends_training_and_keeps_predictions(backend_name):
     """After ``prepare_inference`` the model predicts what it predicted before, and training is refused."""
     strategy = STRATEGIES["full_finetune"]

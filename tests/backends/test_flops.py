@@ -84,11 +84,13 @@ def test_grouped_conv_backward_is_not_overcounted() -> None:
     assert torch_flops_per_image(model, 8, in_chans=64, training=True) == 2 * forward  # forward + weight gradient
 
 
+@pytest.mark.slow  # imports TensorFlow
 def test_keras_small_net_matches_hand_count() -> None:
     keras = _keras()
     assert keras_flops_per_image(_keras_small_net(keras), SIDE) == SMALL_NET_FLOPS
 
 
+@pytest.mark.slow  # imports TensorFlow
 def test_keras_model_still_works_after_counting() -> None:
     keras = _keras()
     import numpy as np
@@ -101,6 +103,7 @@ def test_keras_model_still_works_after_counting() -> None:
     np.testing.assert_allclose(np.asarray(model(x)), before, rtol=1e-6)
 
 
+@pytest.mark.slow  # imports TensorFlow
 def test_keras_fixed_input_size_must_match() -> None:
     keras = _keras()
     inputs = keras.Input((32, 32, 3))
@@ -110,6 +113,7 @@ def test_keras_fixed_input_size_must_match() -> None:
         keras_flops_per_image(model, 64)
 
 
+@pytest.mark.slow  # imports TensorFlow
 def test_vgg16_features_agree_between_torchvision_and_keras() -> None:
     torchvision = pytest.importorskip("torchvision")
     keras = _keras()

@@ -22,6 +22,8 @@ from tlbench.backends.keras_models import KERAS_MODELS, model_info
 from tlbench.backends.options import KerasOptions
 from tlbench.core.strategies import STRATEGIES
 
+pytestmark = pytest.mark.slow  # TensorFlow: imported, built and trained
+
 SIZE = 32
 
 

@@ -9,6 +9,8 @@ import pytest
 
 from tlbench.benchmarks.cli import build_parser, main, suite_from_args
 
+pytestmark = pytest.mark.slow  # TensorFlow: imported, built and trained
+
 
 def run_cli(capsys: pytest.CaptureFixture, *argv: str) -> tuple[int, str, str]:
     code = main(list(argv))

@@ -39,6 +39,8 @@ from tlbench.backends.offline_weights import (
     read_hed_vgg16_kernels,
 )
 
+pytestmark = pytest.mark.slow  # TensorFlow: imported, built and trained
+
 RELATIVE_TOLERANCE = 1e-4
 SIZE = 64
 

@@ -13,6 +13,8 @@ from tlbench.backends.base import ModelSpec
 from tlbench.backends.keras_backend import KerasBackend
 from tlbench.core.strategies import STRATEGIES, Strategy, head_only
 
+pytestmark = pytest.mark.slow  # TensorFlow: imported, built and trained
+
 SIZE = 32
 X = np.random.default_rng(1).integers(0, 256, (4, SIZE, SIZE, 3), dtype=np.uint8)
 Y = np.array([0, 1, 2, 0])

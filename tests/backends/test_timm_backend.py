@@ -26,6 +26,7 @@ def batch(n: int = 4, size: int = 32, seed: int = 0) -> tuple[np.ndarray, np.nda
     return rng.integers(0, 256, (n, size, size, 3), dtype=np.uint8), rng.integers(0, 3, n)
 
 
+@pytest.mark.slow  # builds and trains real models
 def test_offline_imagenet_weights_are_real():
     b = backend()
     info = b.build(ModelSpec(LITE0, num_classes=1000, image_size=224))
@@ -55,6 +56,7 @@ def _train_once(strategy_name: str):
     return b, counts, changed
 
 
+@pytest.mark.slow  # builds and trains real models
 @pytest.mark.parametrize("strategy_name", ["linear_probe", "partial_finetune", "full_finetune", "scratch"])
 def test_exactly_the_intended_parameters_change(strategy_name):
     b, counts, changed = _train_once(strategy_name)
@@ -81,6 +83,7 @@ def test_exactly_the_intended_parameters_change(strategy_name):
         assert buffers_changed
 
 
+@pytest.mark.slow  # builds and trains real models
 def test_partial_finetune_trains_last_two_stages_of_lite0():
     b, counts, _ = _train_once("partial_finetune")
     stages = b.stage_parameter_names(b.model)
@@ -98,6 +101,7 @@ def test_two_phase_head_warmup_then_unfreeze():
     assert b.apply_phase(phase(b, full)).trainable == warm.total
 
 
+@pytest.mark.slow  # builds and trains real models
 def test_features_head_and_full_model_agree():
     b = backend()
     b.build(ModelSpec(LITE0, num_classes=3, image_size=32))
@@ -117,6 +121,7 @@ def test_features_head_and_full_model_agree():
     assert b.peak_device_memory_mb() is None and b.device_name() is None
 
 
+@pytest.mark.slow  # builds and trains real models
 def test_local_weights_file_round_trip(tmp_path):
     source = backend()
     source.build(ModelSpec(LITE0, num_classes=10, image_size=32, weights="none"))
@@ -164,6 +169,7 @@ def test_no_weights_offline_fails_unless_random_init_allowed(monkeypatch):
     assert info.pretrained == "none"
 
 
+@pytest.mark.slow  # builds and trains real models
 def test_single_channel_input_sums_rgb_stem_weights():
     rgb, gray = backend(), backend()
     rgb.build(ModelSpec(LITE0, num_classes=3, image_size=32))

@@ -11,6 +11,7 @@ from tlbench.backends.options import TorchOptions, options_from_flags
 from tlbench.core.strategies import STRATEGIES
 
 
+@pytest.mark.slow  # torch.compile of a real model
 def test_frozen_compiled_model_matches_eager_for_every_batch_size(tmp_path):
     b = get_backend_class("timm")("cpu")
     options = TorchOptions(infer_compile=True)

@@ -122,6 +122,7 @@ def test_weights_enum_names():
 
 
 # ---- structure, read from the modules -------------------------------------------------------------------
+@pytest.mark.slow  # builds and trains real models
 @pytest.mark.parametrize("name", LISTED_MODELS)
 def test_classifier_and_stages_partition_the_parameters(name):
     model = meta_model(name)
@@ -161,6 +162,7 @@ def test_stage_layouts_of_the_seed_families():
 
 
 # ---- contract on real (tiny) forward passes -------------------------------------------------------------
+@pytest.mark.slow  # builds and trains real models
 @pytest.mark.parametrize("name", FORWARD_MODELS)
 def test_features_then_head_equal_the_model(name):
     backend = build(name, num_classes=3)
@@ -197,6 +199,7 @@ def _bn_owner(buffer_name: str) -> str:
     return buffer_name.rsplit(".", 1)[0]
 
 
+@pytest.mark.slow  # builds and trains real models
 @pytest.mark.parametrize("name", ["resnet18", "mobilenet_v3_small"])
 @pytest.mark.parametrize("strategy_name", ["scratch", "linear_probe", "partial_finetune", "full_finetune"])
 def test_a_train_step_changes_exactly_the_intended_parameters(name, strategy_name):
@@ -239,6 +242,7 @@ def test_optimizer_groups_use_backbone_lr_scale():
     assert {id(p) for p in head_group["params"]} == {id(p) for p in backend.model.fc.parameters()}
 
 
+@pytest.mark.slow  # builds and trains real models
 def test_snapshot_restore_and_speed_options_are_recorded():
     backend = TorchvisionBackend("cpu")
     info = backend.build(
@@ -275,6 +279,7 @@ def _reference_resnet18(tmp_path: Path, num_classes: int = 5, in_chans: int = 3)
     return model, path
 
 
+@pytest.mark.slow  # builds and trains real models
 def test_local_checkpoint_loads_the_backbone_and_outputs_match(tmp_path):
     reference, path = _reference_resnet18(tmp_path)
     backend = TorchvisionBackend("cpu")
@@ -323,6 +328,7 @@ def test_hub_cache_is_used_offline(offline_hub):
     assert TorchvisionBackend.available_models()[0] == "resnet18"  # offline-ready first
 
 
+@pytest.mark.slow  # builds and trains real models
 def test_missing_weights_fail_unless_random_init_is_allowed(offline_hub):
     with pytest.raises(
         BackendError,
@@ -342,6 +348,7 @@ def test_missing_weights_fail_unless_random_init_is_allowed(offline_hub):
 
 
 # ---- grayscale -------------------------------------------------------------------------------------------
+@pytest.mark.slow  # builds and trains real models
 def test_in_chans_1_sums_the_pretrained_rgb_stem(tmp_path):
     reference, path = _reference_resnet18(tmp_path)
     gray = build("resnet18", weights=str(path), in_chans=1)
@@ -362,6 +369,7 @@ def test_in_chans_1_sums_the_pretrained_rgb_stem(tmp_path):
     assert mobile.predict_proba(images(2)).shape == (2, 3)
 
 
+@pytest.mark.slow  # builds and trains real models
 def test_single_channel_checkpoint_reloads_into_a_single_channel_model(tmp_path):
     reference, path = _reference_resnet18(tmp_path, in_chans=1)
     gray = build("resnet18", weights=str(path), in_chans=1)

@@ -73,6 +73,7 @@ def test_list_models_shows_the_torchvision_models(capsys):
     assert set(stdout.split(": ", 1)[1].strip().split(", ")) == set(LISTED_MODELS)
 
 
+@pytest.mark.slow  # a real suite end to end
 def test_suite_from_a_local_checkpoint_runs_end_to_end(capsys, tmp_path, cache_dir):
     torch.manual_seed(0)
     checkpoint = tmp_path / "rn18.pth"

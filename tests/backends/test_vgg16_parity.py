@@ -83,6 +83,7 @@ def torch_logits(backend, uint8: np.ndarray) -> np.ndarray:
         return backend.model(backend.to_input(uint8)).numpy()
 
 
+@pytest.mark.slow  # VGG16 in three frameworks
 def test_same_source_stages_head_and_input_policy(built):
     backends, infos = built["backends"], built["infos"]
     for name in BACKENDS:
@@ -112,6 +113,7 @@ def test_same_source_stages_head_and_input_policy(built):
         assert not any(isinstance(m, torch.nn.Linear) for m in backend.model.modules())  # no MLP, no Flatten->Linear
 
 
+@pytest.mark.slow  # VGG16 in three frameworks
 def test_same_weights_same_head_same_logits(built, photos):
     backends = built["backends"]
     want = keras_logits(backends["keras"], photos)
@@ -128,6 +130,7 @@ def test_same_weights_same_head_same_logits(built, photos):
         )
 
 
+@pytest.mark.slow  # VGG16 in three frameworks
 def test_head_on_cached_features_is_the_whole_model(built, photos):
     for name in BACKENDS:
         backend = built["backends"][name]
@@ -137,6 +140,7 @@ def test_head_on_cached_features_is_the_whole_model(built, photos):
         )
 
 
+@pytest.mark.slow  # VGG16 in three frameworks
 @pytest.mark.parametrize("strategy", SINGLE_MODEL_STRATEGIES)
 def test_trainable_parameters_are_equal_for_every_strategy(built, strategy):
     backends = built["backends"]
@@ -152,6 +156,7 @@ def test_trainable_parameters_are_equal_for_every_strategy(built, strategy):
         assert counts["keras"].trainable == head
 
 
+@pytest.mark.slow  # VGG16 in three frameworks
 def test_vgg16_hed_is_validated_for_vgg16_only():
     assert WEIGHTS_NAME.fullmatch("vgg16-hed") and WEIGHTS_NAME.fullmatch("IMAGENET1K_V1")
     assert not WEIGHTS_NAME.fullmatch("w.pth") and not WEIGHTS_NAME.fullmatch("vgg16_hed")
@@ -207,6 +212,7 @@ def test_fcn_head_on_a_model_without_a_vgg_trunk_fails_at_build_in_one_line():
         backend.build(ModelSpec("resnet18", 2, 32, weights="none", options=TorchOptions(head="fcn")))
 
 
+@pytest.mark.slow  # VGG16 in three frameworks
 def test_native_head_with_vgg16_hed_loads_the_trunk_only():
     backend = get_backend_class("torchvision")("cpu")
     info = backend.build(ModelSpec("vgg16", 2, 32, weights="vgg16-hed"))
@@ -215,6 +221,7 @@ def test_native_head_with_vgg16_hed_loads_the_trunk_only():
     assert backend.classifier_prefixes(backend.model) == ["classifier.6"]
 
 
+@pytest.mark.slow  # VGG16 in three frameworks
 def test_command_line_validates_the_three_framework_run(capsys):
     from tlbench.benchmarks.cli import build_parser, main, suite_from_args
 

@@ -140,6 +140,7 @@ def test_list_subcommands(capsys):
     assert capsys.readouterr().out.startswith("timm: tf_efficientnet_lite0")
 
 
+@pytest.mark.slow  # a fresh interpreter imports the package
 def test_console_script_usage_error_has_no_traceback():
     proc = subprocess.run(
         [sys.executable, "-m", "tlbench", "run", "--backends", "nope"], capture_output=True, text=True

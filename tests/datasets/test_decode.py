@@ -121,6 +121,7 @@ def test_missing_file_is_skipped(tmp_path: Path) -> None:
     assert decoded.array is None and "unreadable" in decoded.reason
 
 
+@pytest.mark.slow  # decodes 10,000 px images
 def test_10000_px_images_decode(tmp_path: Path) -> None:
     big = Image.new("L", (10_000, 10_000), 0)
     big.paste(255, (0, 0, 5_000, 10_000))  # left half white

@@ -257,6 +257,7 @@ def test_a_file_name_that_is_not_utf8_is_fingerprinted_and_named(
     assert load_dataset(f"folder:{root}", POLICY, tmp_path / "cache").meta["cache_hit"] is False
 
 
+@pytest.mark.slow  # forks decode workers
 def test_decode_pool_forks_only_a_single_threaded_process() -> None:
     """fork in a process whose framework runs thread pools can copy a held lock into a worker that then never
     returns (it hung the suite after torch inductor had started its compile workers): such a process uses a fork

@@ -76,6 +76,7 @@ def trained_timm(tmp_path_factory: pytest.TempPathFactory):
     return suite, cell_dir.name, backend.predict_proba(image[None])[0]
 
 
+@pytest.mark.slow  # trains a real timm model (trained_timm)
 def test_explain_restores_the_trained_weights_and_draws_stages_and_gradcam(trained_timm, tmp_path):
     suite, cell, trained_probs = trained_timm
     ex = explain.explain_cell(suite, cell, image_index=1, stages=4)
@@ -95,6 +96,7 @@ def test_explain_restores_the_trained_weights_and_draws_stages_and_gradcam(train
     assert other.read_bytes() != out.read_bytes()
 
 
+@pytest.mark.slow  # trains a real timm model (trained_timm)
 def test_cli_explain_writes_the_default_png(trained_timm, capsys):
     suite, cell, _ = trained_timm
     assert main(["explain", str(suite), "--cell", cell, "--image", "3", "--stages", "3"]) == 0

@@ -6,12 +6,14 @@ import base64
 import re
 
 import pandas as pd
+import pytest
 from report_suite import make_suite
 
 from tlbench.benchmarks.reporting.html_report import image_data_uri, table_html
 from tlbench.benchmarks.reporting.report import write_report
 
 
+@pytest.mark.slow  # draws every plot
 def test_html_report_is_self_contained_with_every_plot_embedded(tmp_path):
     suite = make_suite(tmp_path / "suite")
     paths = write_report(suite)

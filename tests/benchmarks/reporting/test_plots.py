@@ -47,6 +47,7 @@ def _draw(tmp_path: Path, name: str, shift: float) -> dict[str, Path]:
     return plots.draw_suite_plots(frame, suite, suite / "plots")
 
 
+@pytest.mark.slow  # draws every plot
 def test_every_plot_is_drawn_sized_right_and_differs_between_inputs(tmp_path):
     first = _draw(tmp_path, "a", 0.0)
     second = _draw(tmp_path, "b", 0.05)
@@ -72,6 +73,7 @@ def test_every_plot_is_drawn_sized_right_and_differs_between_inputs(tmp_path):
         assert path.read_bytes() != second[title].read_bytes(), f"{path.name} does not depend on the data"
 
 
+@pytest.mark.slow  # draws every plot
 def test_plots_without_artifacts_draw_only_the_pareto_plots(tmp_path):
     suite = make_suite(tmp_path / "s", with_artifacts=False)
     frame = results_frame(load_results(suite / "results.jsonl"))
@@ -138,6 +140,7 @@ def test_stage_sweep_plot_draws_accuracy_against_trainable_stages(tmp_path):
     assert plots.stage_sweep_plot(frame[frame["strategy"] == "scratch"], tmp_path / "none.png") is None
 
 
+@pytest.mark.slow  # draws every plot
 def test_equal_seeds_and_a_broken_plot_never_break_the_report(tmp_path, capsys, monkeypatch):
     rows = [
         {

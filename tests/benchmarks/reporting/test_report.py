@@ -122,6 +122,7 @@ def test_summarize_and_format_rounding():
     assert report_tables.header("peak_rss_mb") == "peak RSS (MiB)"
 
 
+@pytest.mark.slow  # draws every plot
 def test_report_with_plots_lists_pngs_and_links_them(tmp_path, no_model_building):
     suite = make_suite(tmp_path / "suite")
     before = set(sys.modules)
@@ -155,6 +156,7 @@ def test_csv_has_every_record_and_nested_values_as_json(tmp_path):
     assert frame.loc[0, "class_names"] == '["zero", "one", "two"]'
 
 
+@pytest.mark.slow  # draws every plot
 def test_cli_report_regenerates_from_files_and_rejects_bad_dirs(tmp_path, capsys, no_model_building):
     suite = make_suite(tmp_path / "suite")
     assert main(["report", str(suite)]) == 0

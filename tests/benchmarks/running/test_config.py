@@ -63,6 +63,7 @@ def test_backend_options_are_typed_and_fingerprinted_per_backend():
     assert keras_only.fingerprint("keras") != RunOptions().fingerprint("keras")
 
 
+@pytest.mark.slow  # builds real models
 def test_cli_keeps_paths_inside_the_working_directory_relative_and_others_absolute(tmp_path, monkeypatch):
     work = tmp_path / "work"
     (work / "ckpt").mkdir(parents=True)
@@ -88,6 +89,7 @@ def test_cli_keeps_paths_inside_the_working_directory_relative_and_others_absolu
     assert suite_from_args(args).options.weights == "ckpt/vgg.pth"
 
 
+@pytest.mark.slow  # builds real models
 def test_each_cell_builds_with_its_backends_weights(fake_backend, cache_dir, tmp_path, monkeypatch):
     from tlbench import backends
 

@@ -43,6 +43,7 @@ def _pids(summary: dict) -> list[int]:
     return [p["pid"] for p in summary["top_other_processes"]]
 
 
+@pytest.mark.slow  # real processes, sampled for seconds
 def test_a_busy_process_outside_the_tree_is_contention() -> None:
     """The sampler's tree is a sleeping process; a busy sibling outside it is 'other'."""
     with _processes(BUSY.format(seconds=4), "import time; time.sleep(5)") as (busy, sleeper):
@@ -60,6 +61,7 @@ def test_a_busy_process_outside_the_tree_is_contention() -> None:
     assert "DISTURBED" in describe(summary)
 
 
+@pytest.mark.slow  # real processes, sampled for seconds
 def test_children_of_this_tree_are_not_contention() -> None:
     """The same busy child is 'own' for a sampler rooted here and 'other' for one rooted at its sibling."""
     with _processes(BUSY.format(seconds=4), "import time; time.sleep(5)") as (busy, sleeper):

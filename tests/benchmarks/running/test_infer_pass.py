@@ -168,6 +168,7 @@ def test_spread():
     assert spread([100.0, 110.0]) == pytest.approx(0.1) and spread([5.0]) == 0.0 and spread([]) == 0.0
 
 
+@pytest.mark.slow  # cells and pass processes train and time
 def test_the_pass_loads_each_cells_trained_weights_and_deletes_them(fake_backend, cache_dir, tmp_path, monkeypatch):
     import fake_backend as fake
 
@@ -195,6 +196,7 @@ def test_the_pass_loads_each_cells_trained_weights_and_deletes_them(fake_backend
     assert "loaded fake__softmax__scratch__digits__s0 from weights.json" in log and "contention:" in log
 
 
+@pytest.mark.slow  # cells and pass processes train and time
 def test_a_failing_pass_keeps_the_cells_figures_and_says_why(fake_backend, cache_dir, tmp_path, monkeypatch):
     import fake_backend as fake
 
@@ -217,6 +219,7 @@ def test_a_failing_pass_keeps_the_cells_figures_and_says_why(fake_backend, cache
     assert len(list(out.glob("cells/*/weights*"))) == 2  # kept: the next run of the suite times them again
 
 
+@pytest.mark.slow  # cells and pass processes train and time
 def test_a_failing_pass_process_is_one_line_too(fake_backend, cache_dir, tmp_path):
     """The subprocess launcher: the pass process writes its error; the driver prints it and goes on."""
     out = tmp_path / "suite"
@@ -270,6 +273,7 @@ def test_a_pass_process_that_dies_is_named_with_its_last_log_line(fake_backend, 
     assert not (tmp_path / ".infer-pass").exists()  # its work files are gone
 
 
+@pytest.mark.slow  # cells and pass processes train and time
 def test_no_infer_pass_saves_nothing_and_times_nothing_again(fake_backend, cache_dir, tmp_path):
     out = tmp_path / "suite"
     cfg = suite(cache_dir, options=replace(FAST, cache_dir=str(cache_dir), infer_pass=False))
@@ -281,6 +285,7 @@ def test_no_infer_pass_saves_nothing_and_times_nothing_again(fake_backend, cache
     assert cfg.options.fingerprint("fake") == suite(cache_dir).options.fingerprint("fake")
 
 
+@pytest.mark.slow  # cells and pass processes train and time
 def test_save_weights_keeps_the_weights_after_the_pass(fake_backend, cache_dir, tmp_path, monkeypatch):
     monkeypatch.setenv("TLBENCH_SAVE_WEIGHTS", "1")
     out = tmp_path / "suite"

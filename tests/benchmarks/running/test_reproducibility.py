@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from tlbench.benchmarks.running.config import RunOptions, SuiteConfig
 from tlbench.benchmarks.running.results import load_results
@@ -37,6 +38,7 @@ def _run(root, cache_dir, seeds=(0,)):
     return load_results(root / "results.jsonl")
 
 
+@pytest.mark.slow  # trains real models twice
 def test_same_seed_same_threads_gives_bit_identical_results(tmp_path, cache_dir):
     first = _run(tmp_path / "a", cache_dir)[0]
     second = _run(tmp_path / "b", cache_dir)[0]

@@ -1,5 +1,5 @@
-"""Runner: in-process and subprocess launchers, atomic JSON-lines results, resume, failure isolation
-(numpy fake backend)."""
+"""Runner: in-process and subprocess launchers, atomic JSON-lines results, resume, failure isolation, signals, code
+version (numpy fake backend)."""
 
 from __future__ import annotations
 
@@ -16,9 +16,23 @@ from pathlib import Path
 import psutil
 import pytest
 
-from tlbench.benchmarks.running.config import RunOptions, SuiteConfig
-from tlbench.benchmarks.running.results import RESULT_COLUMNS, append_result, latest_by_cell, load_results
-from tlbench.benchmarks.running.runner import exit_error, run_cell_inprocess, run_suite
+from tlbench.benchmarks.running import runner
+from tlbench.benchmarks.running.config import CellConfig, RunOptions, SuiteConfig
+from tlbench.benchmarks.running.results import (
+    RESULT_COLUMNS,
+    append_result,
+    empty_record,
+    latest_by_cell,
+    load_results,
+    write_json_atomic,
+)
+from tlbench.benchmarks.running.runner import (
+    RunInterrupted,
+    exit_error,
+    run_cell_inprocess,
+    run_cell_subprocess,
+    run_suite,
+)
 
 FAST = RunOptions(
     epochs=2, image_size=16, batch_size=64, device="cpu", infer_repeats=10, infer_warmup=1, infer_min_time_s=0.0
@@ -44,6 +58,7 @@ def suite(cache_dir: Path, **changes) -> SuiteConfig:
     return replace(base, **changes)
 
 
+@pytest.mark.slow  # cell processes that import and train
 @pytest.mark.parametrize("launcher", ["inprocess", "subprocess"])
 def test_suite_records_every_column_and_resumes(fake_backend, cache_dir, tmp_path, launcher):
     out = tmp_path / "suite"
@@ -111,6 +126,7 @@ def test_suite_records_every_column_and_resumes(fake_backend, cache_dir, tmp_pat
     assert len(again) == 1 and again[0]["epochs"] == 1
 
 
+@pytest.mark.slow  # cell processes that import and train
 def test_failing_and_crashing_cells_are_recorded_and_the_rest_go_on(fake_backend, cache_dir, tmp_path):
     out = tmp_path / "suite"
     cfg = suite(cache_dir, models=("raise", "crash", "sigkill", "softmax"), strategies=("scratch",), seeds=(0,))
@@ -158,6 +174,7 @@ def _cell_processes(runner_pid: int, model: str) -> list[psutil.Process]:
     return found
 
 
+@pytest.mark.slow  # cell processes that import and train
 @pytest.mark.parametrize("signum, code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
 def test_a_signal_to_tlbench_run_stops_the_cell_and_keeps_appended_records(
     fake_backend, cache_dir, tmp_path, signum, code
@@ -230,6 +247,7 @@ def _in_group(process: psutil.Process, group: int) -> bool:
         return False
 
 
+@pytest.mark.slow  # cell processes that import and train
 def test_cell_timeout_is_a_failed_record(fake_backend, cache_dir, tmp_path):
     cfg = suite(cache_dir, models=("slow",), strategies=("scratch",), seeds=(0,))
     (record,) = run_suite(cfg, tmp_path / "s", timeout_s=8)
@@ -269,13 +287,14 @@ def test_truncated_last_line_is_skipped_and_next_append_starts_a_new_line(tmp_pa
 
 
 def test_cells_measured_in_another_environment_are_rerun_and_never_described_here(
-    fake_backend, cache_dir, tmp_path, capsys
+    fake_backend, cache_dir, tmp_path, monkeypatch
 ):
     """A committed suite from another machine: resume re-runs its cells here (or reuses them when asked), and
     environment.json only ever gains an entry for an environment that measured a cell."""
     out = tmp_path / "suite"
     cfg = suite(cache_dir, strategies=("scratch",), seeds=(0,))
-    (first,) = run_suite(cfg, out, cell_runner=run_cell_inprocess)
+    _instant_cells(monkeypatch, cfg.options)
+    (first,) = run_suite(cfg, out)
     records = load_results(out / "results.jsonl")
     # pretend the suite was measured on another machine and committed
     foreign = {**records[0], "environment_id": "elsewhere0001"}
@@ -285,41 +304,41 @@ def test_cells_measured_in_another_environment_are_rerun_and_never_described_her
     )
     before = (out / "environment.json").read_text()
     messages = []
-    reused = run_suite(
-        cfg, out, cell_runner=run_cell_inprocess, reuse_other_environments=True, on_message=messages.append
-    )
+    reused = run_suite(cfg, out, reuse_other_environments=True, on_message=messages.append)
     assert reused == [] and (out / "environment.json").read_text() == before  # nothing ran: nothing described
     assert messages == [
         f"1 cell(s) in {out} were measured in another environment or checkout; reused as finished (--reuse-results)"
     ]
     messages.clear()
-    (rerun,) = run_suite(cfg, out, cell_runner=run_cell_inprocess, on_message=messages.append)
+    (rerun,) = run_suite(cfg, out, on_message=messages.append)
     assert messages == [f"1 cell(s) in {out} were measured in another environment or checkout; re-run here"]
     assert rerun["environment_id"] == first["environment_id"] != "elsewhere0001"
     environments = json.loads((out / "environment.json").read_text())["environments"]
     assert set(environments) == {"elsewhere0001", first["environment_id"]}
     # now finished here: a third run does nothing
-    assert run_suite(cfg, out, cell_runner=run_cell_inprocess) == []
+    assert run_suite(cfg, out) == []
 
 
-def test_a_cloned_suite_directory_reruns_its_committed_cells(fake_backend, cache_dir, tmp_path):
+def test_a_cloned_suite_directory_reruns_its_committed_cells(fake_backend, cache_dir, tmp_path, monkeypatch):
     """Committed results (a clone: same machine, no local run id) are re-run, never re-rendered as finished."""
     import shutil
 
     cfg = suite(cache_dir, strategies=("scratch",), seeds=(0,))
+    _instant_cells(monkeypatch, cfg.options)
     out = tmp_path / "main" / "suite"
-    (first,) = run_suite(cfg, out, cell_runner=run_cell_inprocess)
-    assert run_suite(cfg, out, cell_runner=run_cell_inprocess) == []  # same copy: resumes
+    (first,) = run_suite(cfg, out)
+    assert run_suite(cfg, out) == []  # same copy: resumes
     clone = tmp_path / "clone" / "suite"
     shutil.copytree(out, clone, ignore=shutil.ignore_patterns(".run-id"))  # what git clone gives (.run-id is ignored)
     messages = []
-    (again,) = run_suite(cfg, clone, cell_runner=run_cell_inprocess, on_message=messages.append)
+    (again,) = run_suite(cfg, clone, on_message=messages.append)
     assert again["run_id"] != first["run_id"] and again["environment_id"] == first["environment_id"]
     assert messages == [f"1 cell(s) in {clone} were measured in another environment or checkout; re-run here"]
-    assert run_suite(cfg, clone, cell_runner=run_cell_inprocess) == []
+    assert run_suite(cfg, clone) == []
     assert ".run-id" in (Path(__file__).resolve().parents[3] / ".gitignore").read_text()
 
 
+@pytest.mark.slow  # cell processes that import and train
 def test_wait_quiet_waits_outside_wall_time_and_records_the_wait(fake_backend, cache_dir, tmp_path):
     """``--wait-quiet``: a busy process outside the run keeps the machine above 10 % of its cores, so the cell
     waits the whole limit, says so, records it in ``contention`` and still runs (``wall_s`` excludes the wait)."""
@@ -328,9 +347,10 @@ def test_wait_quiet_waits_outside_wall_time_and_records_the_wait(fake_backend, c
         pytest.skip(f"one busy process is under 10 % of {cores} cores: the machine would count as quiet")
     # a busy loop *outside* this process tree (a child of ours would count as the cell's own work): started by a
     # launcher that exits at once, so the loop is re-parented away from us
-    launcher = (
+    launcher = (  # the loop ends by itself after 2 minutes: an interrupted pytest cannot leave it spinning
         "import subprocess, sys\n"
-        "loop = subprocess.Popen([sys.executable, '-c', 'while True:\\n    pass\\n'], stdin=subprocess.DEVNULL,\n"
+        "loop = subprocess.Popen([sys.executable, '-c', 'import time\\nend = time.time() + 120\\n"
+        "while time.time() < end:\\n    pass\\n'], stdin=subprocess.DEVNULL,\n"
         "                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)\n"  # our pipe must close
         "print(loop.pid)\n"
     )
@@ -357,3 +377,151 @@ def test_wait_quiet_waits_outside_wall_time_and_records_the_wait(fake_backend, c
     assert "waited_quiet_s" not in plain["contention"]
     # the wait is speed-only: it does not change which finished cells count
     assert options.fingerprint("fake") == replace(options, wait_quiet_s=0.0).fingerprint("fake")
+
+
+# ---- a signal as a cell finishes: its record is appended first ---------------------------------------------------
+def _one_cell_suite(cache_dir: Path, seeds: tuple[int, ...] = (0, 1)) -> SuiteConfig:
+    return suite(
+        cache_dir,
+        strategies=("scratch",),
+        seeds=seeds,
+        options=replace(FAST, cache_dir=str(cache_dir), infer_pass=False),
+    )
+
+
+def _instant_cells(monkeypatch: pytest.MonkeyPatch, options: RunOptions) -> list[CellConfig]:
+    """Cell processes that finish at once: each writes an ``ok`` record (accuracy 0.75) as its last act, the way a
+    real cell does, through the real ``run_cell_subprocess``; returns the cells launched, in order."""
+    launched: list[CellConfig] = []
+
+    def cell_process(command, env, log_path, timeout_s=None, stream=False, append=False):
+        cell = CellConfig(**json.loads(command[command.index("--cell") + 1]))
+        launched.append(cell)
+        record = empty_record(cell, options)
+        record.update(status="ok", accuracy=0.75)
+        write_json_atomic(Path(command[command.index("--result-file") + 1]), record)
+        return 0, False
+
+    monkeypatch.setattr(runner, "run_module_subprocess", cell_process)
+    return launched
+
+
+def _our_handler_is_installed(signum: int) -> bool:
+    """Guard: never send a real SIGTERM/SIGINT to pytest unless run_suite's handler will take it."""
+    return signal.getsignal(signum) not in (signal.SIG_DFL, signal.SIG_IGN, signal.default_int_handler, None)
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+@pytest.mark.parametrize("finished", [True, False], ids=["cell-wrote-its-record", "cell-still-running"])
+def test_a_signal_as_the_cell_process_exits_keeps_the_record_it_wrote(
+    fake_backend, cache_dir, tmp_path, monkeypatch, signum, finished
+):
+    """The signal arrives the moment the cell process is gone, before the runner has read its ``result.json``
+    (a stand-in for the process writes the record, or not, and the signal comes; no sleeps)."""
+    cfg = _one_cell_suite(cache_dir)
+    launched: list[int] = []
+
+    def cell_process(command, env, log_path, timeout_s=None, stream=False, append=False):
+        cell = CellConfig(**json.loads(command[command.index("--cell") + 1]))
+        launched.append(cell.seed)
+        if finished:  # the cell's last act: its record, written atomically
+            record = empty_record(cell, cfg.options)
+            record.update(status="ok", accuracy=0.75)
+            write_json_atomic(Path(command[command.index("--result-file") + 1]), record)
+        assert _our_handler_is_installed(signum)
+        signal.raise_signal(signum)  # run_suite's handler raises RunInterrupted right here
+        return 0, False
+
+    monkeypatch.setattr(runner, "run_module_subprocess", cell_process)
+    out = tmp_path / "suite"
+    before = signal.getsignal(signum)
+    with pytest.raises(RunInterrupted) as interrupted:
+        run_suite(cfg, out)
+    assert interrupted.value.signum == signum and launched == [0]  # the second cell never started
+    records = load_results(out / "results.jsonl")
+    if finished:
+        (record,) = records
+        assert (record["seed"], record["status"], record["accuracy"]) == (0, "ok", 0.75)
+        assert record["environment_id"] and record["run_id"]
+    else:  # a cell stopped by the signal is not a result
+        assert records == []
+    assert not list(out.glob("cells/*/result.json"))
+    assert signal.getsignal(signum) == before  # the previous handler is back
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_after_the_record_is_read_is_honoured_once_it_is_appended(
+    fake_backend, cache_dir, tmp_path, monkeypatch, signum
+):
+    """The window of the old runner: the cell's record in hand (``result.json`` already deleted), the interruption
+    checked before the append: the finished cell was lost."""
+    cfg = _one_cell_suite(cache_dir)
+    launched = _instant_cells(monkeypatch, cfg.options)
+    sent: list[int] = []
+
+    def finished_then_signal(*args, **kwargs):
+        record = run_cell_subprocess(*args, **kwargs)
+        if not sent:
+            sent.append(signum)
+            assert _our_handler_is_installed(signum)
+            signal.raise_signal(signum)  # held: the handler stops cells but raises nothing yet
+        return record
+
+    out = tmp_path / "suite"
+    with pytest.raises(RunInterrupted) as interrupted:
+        run_suite(cfg, out, cell_runner=finished_then_signal)
+    assert interrupted.value.signum == signum and [c.seed for c in launched] == [0]
+    (record,) = load_results(out / "results.jsonl")
+    assert (record["seed"], record["status"], record["accuracy"]) == (0, "ok", 0.75)
+    assert not list(out.glob("cells/*/result.json"))
+    # the run can be resumed: the appended cell counts as finished, only the other one runs
+    (rest,) = run_suite(cfg, out)
+    assert rest["seed"] == 1 and [c.seed for c in launched] == [0, 1]
+
+
+# ---- code version ------------------------------------------------------------------------------------------------
+def test_cells_made_by_other_code_are_rerun_or_kept_with_reuse_results_and_marked(
+    fake_backend, cache_dir, tmp_path, monkeypatch
+):
+    from tlbench.benchmarks.reporting.tables import build_tables, results_frame
+    from tlbench.benchmarks.running import environment
+
+    code = {"commit": "a" * 40, "dirty": False, "diff_sha": None}
+    monkeypatch.setattr(environment, "code_version", lambda repo=None: dict(code))
+    _instant_cells(monkeypatch, _one_cell_suite(cache_dir).options)
+    out = tmp_path / "suite"
+    (first,) = run_suite(_one_cell_suite(cache_dir, (0,)), out)
+    assert first["code_version"] == {"commit": "a" * 40, "diff_sha": None}
+    assert run_suite(_one_cell_suite(cache_dir, (0,)), out) == []  # same code
+
+    code.update(dirty=True, diff_sha="0123456789ab")  # the same commit with uncommitted changes
+    messages: list[str] = []
+    (again,) = run_suite(_one_cell_suite(cache_dir, (0,)), out, on_message=messages.append)
+    assert messages == [
+        f"1 cell(s) in {out} were made by other code than this checkout's (aaaaaaa+diff 0123456789ab); re-run here"
+    ]
+    assert again["code_version"] == {"commit": "a" * 40, "diff_sha": "0123456789ab"}
+    assert again["environment_id"] == first["environment_id"]  # same commit, same machine: one environment
+
+    code.update(commit="b" * 40, dirty=False, diff_sha=None)  # a new commit: a new environment too
+    messages.clear()
+    kept = run_suite(
+        _one_cell_suite(cache_dir, (0, 1)),
+        out,
+        reuse_other_environments=True,
+        on_message=messages.append,
+    )
+    assert [r["seed"] for r in kept] == [1]  # seed 0 kept from the other code
+    assert kept[0]["environment_id"] != first["environment_id"]
+    assert messages == [
+        f"1 cell(s) in {out} were measured in another environment or checkout; reused as finished (--reuse-results)"
+    ]
+    latest = latest_by_cell(load_results(out / "results.jsonl"))
+    warnings = build_tables(results_frame(latest), None).warnings
+    assert [w for w in warnings if w.startswith("cells made by other code")] == [
+        "cells made by other code: 1 cell(s) by aaaaaaa+diff 0123456789ab, but 1 by bbbbbbb "
+        "(fake/softmax/scratch/digits/s1) (kept with --reuse-results; re-run them to compare one code version)"
+    ]
+    # without --reuse-results the kept cell is re-run by this code
+    (rerun,) = run_suite(_one_cell_suite(cache_dir, (0, 1)), out)
+    assert rerun["seed"] == 0 and rerun["code_version"]["commit"] == "b" * 40

@@ -133,6 +133,7 @@ def test_runtime_record_is_exact_and_json_friendly() -> None:
     assert record["cores_available"] == runtime.available_cores()
 
 
+@pytest.mark.slow  # a cell subprocess imports torch
 def test_torch_threads_in_a_cell_subprocess() -> None:
     pytest.importorskip("torch")
     settings = RuntimeSettings(threads=1, allocator="system")

@@ -31,6 +31,7 @@ def run(cache_dir: Path, out: Path, strategies: tuple[str, ...], models=("softma
     return {(r["strategy"], r["seed"]): r for r in load_results(out / "results.jsonl")}
 
 
+@pytest.mark.slow  # cells train on digits
 def test_probes_fit_on_cached_features_and_a_second_run_reads_them(fake_backend, tmp_path):
     cache = tmp_path / "cache"
     first = run(cache, tmp_path / "a", ("logreg_probe", "knn_probe", "linear_probe"))
@@ -59,6 +60,7 @@ def test_probes_fit_on_cached_features_and_a_second_run_reads_them(fake_backend,
     assert (cache / "features").is_dir() and not list((cache / "features").rglob("*.pkl"))
 
 
+@pytest.mark.slow  # cells train on digits
 def test_fusion_concatenates_backbones_and_rejects_single_models(fake_backend, tmp_path):
     records = run(tmp_path / "cache", tmp_path / "f", ("fusion",), models=("softmax+softmax",))
     fused = records[("fusion", 0)]
@@ -70,6 +72,7 @@ def test_fusion_concatenates_backbones_and_rejects_single_models(fake_backend, t
     assert bad["status"] == "failed" and "fusion takes two or more models joined by '+'" in bad["error"]
 
 
+@pytest.mark.slow  # cells train on digits
 def test_lp_ft_layer_decay_l2sp_and_the_stage_sweep_run_their_plans(fake_backend, tmp_path):
     records = run(
         tmp_path / "cache",
@@ -96,6 +99,7 @@ def test_bad_sweep_names_are_usage_errors(capsys):
     assert "only --strategies fusion takes it" in capsys.readouterr().err
 
 
+@pytest.mark.slow  # cells train on digits
 def test_distill_trains_on_a_teacher_cells_soft_labels(fake_backend, tmp_path, monkeypatch):
     from tlbench.benchmarks.cli import build_parser, suite_from_args
 

@@ -22,24 +22,35 @@ def tiny_folder(tmp_path):
     return tmp_path / "data"
 
 
+def _scripted_clock(durations: list[float]):
+    """A clock read twice per timed step (before, after) whose steps last ``durations`` in turn."""
+    now, readings = 0.0, []
+    for duration in durations:
+        readings += [now, now + duration]
+        now += duration + 1.0
+    return iter(readings).__next__
+
+
 def test_cold_builds_then_warm_loads_with_ratios_to_the_first_build(tiny_folder):
-    timings, images = time_cache(f"folder:{tiny_folder}", ResizePolicy(16), rounds=2, workers=[1, 2])
+    # per round and worker count: cold build, warm open, warm read
+    durations = [4.0, 0.1, 0.5, 2.0, 0.3, 0.7] + [6.0, 0.2, 0.6, 3.0, 0.1, 0.5]
+    timings, images = time_cache(
+        f"folder:{tiny_folder}", ResizePolicy(16), rounds=2, workers=[1, 2], clock=_scripted_clock(durations)
+    )
     assert images == 32  # 24 train images become train + carved val, 8 test
-    names = [t.variant for t in timings]
-    assert names == [
+    table = {t.variant: (t.seconds, t.images_per_s, t.ratio_to_first_build, t.rounds) for t in timings}
+    assert list(table) == [
         "cold build, 1 worker(s)",
         "cold build, 2 worker(s)",
         "warm open (memory maps)",
         "warm read (every byte)",
     ]
-    rounds = {t.variant: t.rounds for t in timings}
-    assert rounds["cold build, 1 worker(s)"] == 2 and rounds["warm open (memory maps)"] == 4  # one per build
-    assert timings[0].ratio_to_first_build == 1.0
-    for t in timings:
-        assert t.seconds > 0 and t.images_per_s == pytest.approx(images / t.seconds)
-        assert t.ratio_to_first_build == pytest.approx(t.seconds / timings[0].seconds)
-    table = format_table(timings, images, "folder:x", ResizePolicy(16))
-    assert table.startswith("dataset cache of folder:x (32 images, ") and "| warm read (every byte)" in table
+    assert table["cold build, 1 worker(s)"] == pytest.approx((5.0, 6.4, 1.0, 2))  # median of 4 and 6 s; 32 images / 5 s
+    assert table["cold build, 2 worker(s)"] == pytest.approx((2.5, 12.8, 0.5, 2))
+    assert table["warm open (memory maps)"] == pytest.approx((0.15, 32 / 0.15, 0.03, 4))  # median of 0.1, 0.3, 0.2, 0.1
+    assert table["warm read (every byte)"] == pytest.approx((0.55, 32 / 0.55, 0.11, 4))
+    text = format_table(timings, images, "folder:x", ResizePolicy(16))
+    assert text.startswith("dataset cache of folder:x (32 images, ") and "| warm read (every byte)" in text
 
 
 def test_cli_prints_the_table_and_rejects_bad_values(tiny_folder, capsys):

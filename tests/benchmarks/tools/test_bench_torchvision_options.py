@@ -16,6 +16,7 @@ def test_parse_variant():
         parse_variant("bf16+fp8")
 
 
+@pytest.mark.slow  # trains real models
 def test_variants_are_built_as_asked_and_ratios_are_to_the_first():
     results = bench(
         ["fp32", "channels_last+bf16"],
@@ -41,6 +42,7 @@ def test_variants_are_built_as_asked_and_ratios_are_to_the_first():
         assert r.infer_latency_ms_p50 > 0
 
 
+@pytest.mark.slow  # trains real models
 def test_cli_writes_json_and_rejects_bad_values(capsys, tmp_path):
     out = tmp_path / "bench.json"
     code = main(

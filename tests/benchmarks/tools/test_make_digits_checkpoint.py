@@ -13,6 +13,7 @@ from tlbench.backends.torchvision_backend import TorchvisionBackend
 from tlbench.benchmarks.tools.make_digits_checkpoint import main, make_checkpoint
 
 
+@pytest.mark.slow  # trains a real model
 def test_checkpoint_is_saved_and_reloads_as_a_pretrained_source(tmp_path, cache_dir):
     out = tmp_path / "rn18_digits.pth"
     result = make_checkpoint(
