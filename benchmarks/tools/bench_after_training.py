@@ -20,13 +20,12 @@ median over rounds and its ratio to ``fresh``. Run it on a quiet machine::
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
-import statistics
-import subprocess
 import sys
 from pathlib import Path
+
+from .arms import interleaved_rounds, ratio_rows, run_arm_process, usage_error
 
 EXIT_USAGE = 2
 ARMS = ("fresh", "after_training", "after_training_trim", "after_training_new_model")
@@ -72,23 +71,8 @@ print(json.dumps({"images_per_s": batch / statistics.median(times), "batches": l
 
 def run_arm(arm: str, args: argparse.Namespace, env: dict[str, str]) -> float:
     """One arm in a fresh process; its inference images/s."""
-    command = [
-        sys.executable,
-        "-c",
-        ARM,
-        arm,
-        args.model,
-        str(args.image_size),
-        str(args.batch_size),
-        str(args.train_s),
-        str(args.infer_s),
-        str(args.threads),
-    ]
-    proc = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
-    if proc.returncode != 0:
-        tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
-        raise RuntimeError(f"arm {arm} failed: {tail}")
-    return float(json.loads(proc.stdout.strip().splitlines()[-1])["images_per_s"])
+    argv = [arm, args.model, str(args.image_size), str(args.batch_size), str(args.train_s), str(args.infer_s)]
+    return run_arm_process(ARM, [*argv, str(args.threads)], env)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -107,35 +91,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--out", type=Path, default=None, help="also write the Markdown table here")
     args = parser.parse_args(argv)
-    for name in ("image_size", "batch_size", "rounds"):
-        if getattr(args, name) < 1:
-            print(
-                f"bench_after_training: error: --{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}",
-                file=sys.stderr,
-            )
-            return EXIT_USAGE
-    for name in ("train_s", "infer_s"):
-        if not getattr(args, name) > 0:
-            print(
-                f"bench_after_training: error: --{name.replace('_', '-')} must be > 0 seconds, "
-                f"got {getattr(args, name)}",
-                file=sys.stderr,
-            )
-            return EXIT_USAGE
+    error = usage_error(
+        "bench_after_training", vars(args), ("image_size", "batch_size", "rounds"), ("train_s", "infer_s")
+    )
+    if error:
+        print(error, file=sys.stderr)
+        return EXIT_USAGE
     runtime = RunOptions().runtime()
     args.threads = runtime.threads
     env = cell_environment(runtime, os.environ)
-    figures: dict[str, list[float]] = {arm: [] for arm in ARMS}
-    for index in range(args.rounds):
-        order = ARMS[index % len(ARMS) :] + ARMS[: index % len(ARMS)]
-        for arm in order:
-            figures[arm].append(run_arm(arm, args, env))
-        print(
-            f"round {index + 1}/{args.rounds}: " + ", ".join(f"{a} {figures[a][-1]:.0f}" for a in ARMS),
-            file=sys.stderr,
-            flush=True,
-        )
-    fresh = statistics.median(figures["fresh"])
+    figures = interleaved_rounds(ARMS, args.rounds, lambda arm: run_arm(arm, args, env))
     lines = [
         f"# Inference right after training vs in a fresh process ({args.model}, {args.image_size} px)",
         "",
@@ -151,9 +116,7 @@ def main(argv: list[str] | None = None) -> int:
         "| arm | inference images/s (median of rounds) | ratio to fresh | per round |",
         "|---|---|---|---|",
     ]
-    for arm in ARMS:
-        median = statistics.median(figures[arm])
-        lines.append(f"| {arm} | {median:.0f} | {median / fresh:.3f} | {', '.join(f'{v:.0f}' for v in figures[arm])} |")
+    lines += ratio_rows(figures, "fresh")
     text = "\n".join(lines) + "\n"
     print(text)
     if args.out is not None:

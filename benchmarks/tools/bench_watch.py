@@ -19,13 +19,12 @@ its ratio to ``unwatched``. Run it on a quiet machine::
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
-import statistics
-import subprocess
 import sys
 from pathlib import Path
+
+from .arms import interleaved_rounds, ratio_rows, run_arm_process, usage_error
 
 EXIT_USAGE = 2
 ARMS = ("unwatched", "watch_process", "watch_in_thread")
@@ -73,13 +72,8 @@ print(json.dumps({"images_per_s": batch / statistics.median(times), "batches": l
 
 def run_arm(arm: str, args: argparse.Namespace, env: dict[str, str]) -> float:
     """One arm in a fresh process; its inference images/s."""
-    command = [sys.executable, "-c", ARM, arm, args.model, str(args.image_size), str(args.batch_size)]
-    command += [str(args.infer_s), str(args.threads)]
-    proc = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
-    if proc.returncode != 0:
-        tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
-        raise RuntimeError(f"arm {arm} failed: {tail}")
-    return float(json.loads(proc.stdout.strip().splitlines()[-1])["images_per_s"])
+    argv = [arm, args.model, str(args.image_size), str(args.batch_size), str(args.infer_s), str(args.threads)]
+    return run_arm_process(ARM, argv, env)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -97,25 +91,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--out", type=Path, default=None, help="also write the Markdown table here")
     args = parser.parse_args(argv)
-    for name in ("image_size", "batch_size", "rounds"):
-        if getattr(args, name) < 1:
-            value = getattr(args, name)
-            print(f"bench_watch: error: --{name.replace('_', '-')} must be >= 1, got {value}", file=sys.stderr)
-            return EXIT_USAGE
-    if not args.infer_s > 0:
-        print(f"bench_watch: error: --infer-s must be > 0 seconds, got {args.infer_s}", file=sys.stderr)
+    error = usage_error("bench_watch", vars(args), ("image_size", "batch_size", "rounds"), ("infer_s",))
+    if error:
+        print(error, file=sys.stderr)
         return EXIT_USAGE
     runtime = RunOptions().runtime()
     args.threads = runtime.threads
     env = cell_environment(runtime, os.environ)
-    figures: dict[str, list[float]] = {arm: [] for arm in ARMS}
-    for index in range(args.rounds):
-        order = ARMS[index % len(ARMS) :] + ARMS[: index % len(ARMS)]
-        for arm in order:
-            figures[arm].append(run_arm(arm, args, env))
-        done = ", ".join(f"{a} {figures[a][-1]:.0f}" for a in ARMS)
-        print(f"round {index + 1}/{args.rounds}: {done}", file=sys.stderr, flush=True)
-    reference = statistics.median(figures["unwatched"])
+    figures = interleaved_rounds(ARMS, args.rounds, lambda arm: run_arm(arm, args, env))
     lines = [
         f"# What the watch costs the watched work ({args.model}, {args.image_size} px inference)",
         "",
@@ -129,10 +112,7 @@ def main(argv: list[str] | None = None) -> int:
         "| arm | inference images/s (median of rounds) | ratio to unwatched | per round |",
         "|---|---|---|---|",
     ]
-    for arm in ARMS:
-        median = statistics.median(figures[arm])
-        per_round = ", ".join(f"{v:.0f}" for v in figures[arm])
-        lines.append(f"| {arm} | {median:.0f} | {median / reference:.3f} | {per_round} |")
+    lines += ratio_rows(figures, "unwatched")
     text = "\n".join(lines) + "\n"
     print(text)
     if args.out is not None:

@@ -33,3 +33,26 @@ def test_bad_values_are_one_line_usage_errors(argv, message, capsys):
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert err.strip() == f"bench_watch: error: {message}"
+
+
+def test_rounds_rotate_the_opener_and_the_table_holds_medians_and_ratios(monkeypatch, capsys):
+    from tlbench.benchmarks.tools import bench_watch
+
+    calls: list[str] = []
+    scripted = {
+        "unwatched": [100.0, 104.0, 102.0],
+        "watch_process": [101.0, 99.0, 100.0],
+        "watch_in_thread": [90.0] * 3,
+    }
+
+    def run_arm(arm, args, env):
+        calls.append(arm)
+        return scripted[arm][sum(1 for c in calls if c == arm) - 1]
+
+    monkeypatch.setattr(bench_watch, "run_arm", run_arm)
+    assert bench_watch.main(["--rounds", "3"]) == 0
+    assert calls[0::3] == ["unwatched", "watch_process", "watch_in_thread"]  # the opening arm rotates
+    out = capsys.readouterr().out
+    assert "| unwatched | 102 | 1.000 | 100, 104, 102 |" in out
+    assert "| watch_process | 100 | 0.980 | 101, 99, 100 |" in out  # median 100 / median 102
+    assert "| watch_in_thread | 90 | 0.882 | 90, 90, 90 |" in out
