@@ -78,7 +78,9 @@ def logreg_probe(
     curve = []
     for c in LOGREG_C_GRID:
         model = LogisticRegression(C=c, max_iter=2000, random_state=seed)
-        with warnings.catch_warnings():
+        # one BLAS thread: each L-BFGS step is a tiny matmul; BLAS threads spinning between steps made a 96-d fit
+        # on 1,000 images take minutes on a loaded 2-core machine (and the framework's threads idle meanwhile)
+        with warnings.catch_warnings(), single_blas_thread():
             warnings.simplefilter("ignore")  # ConvergenceWarning at large C is expected; the val score decides
             model.fit(x_train, train[1])
         val_acc = _accuracy(_full_probs(model.classes_, model.predict_proba(x_val), num_classes), val[1])
