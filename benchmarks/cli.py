@@ -21,7 +21,7 @@ from ..backends.options import options_from_flags
 from ..core.cell_kinds import CellKindError, check_backbones
 from ..core.plan import AUGMENTS, OPTIMIZERS
 from ..core.strategies import STRATEGIES, get_strategy
-from ..datasets import DEDUP_POLICIES, DatasetError, dataset_usages, parse_dataset_spec
+from ..datasets import DEDUP_POLICIES, GROUP_LEAKAGE_POLICIES, DatasetError, dataset_usages, parse_grouped_spec
 from .running.config import DEFAULT_SUITE, RunOptions, SuiteConfig, format_weights_map, parse_weights_map
 
 EXIT_USAGE = 2
@@ -168,6 +168,20 @@ def build_parser() -> argparse.ArgumentParser:
         "--dedup",
         default=opts.dedup,
         help="exact duplicate images: drop (default: cross-split copies leave val/test, one copy kept per split, conflicting labels removed), keep (report only), error",
+    )
+    run.add_argument(
+        "--group-by",
+        default=None,
+        metavar="PATTERN|column:NAME",
+        help="patient-level splits: a regular expression whose first group names the patient in each image file's "
+        "path relative to the dataset root (e.g. 'person(\\d+)_'), or column:NAME of a csv: dataset; carved val/test "
+        "take whole patients, and patients in more than one split are counted",
+    )
+    run.add_argument(
+        "--group-leakage",
+        default=opts.group_leakage,
+        help="with --group-by, patients in more than one split: drop (default: their images leave the later split), "
+        "keep (report only), error",
     )
     run.add_argument(
         "--near-duplicates",
@@ -358,7 +372,7 @@ def suite_from_args(args: argparse.Namespace) -> SuiteConfig:
         raise UsageError("--dataset needs at least one dataset spec")
     for spec in datasets:
         try:
-            parse_dataset_spec(spec)
+            parse_grouped_spec(spec, args.group_by)
         except DatasetError as exc:
             raise UsageError(str(exc)) from None
     try:
@@ -379,6 +393,7 @@ def suite_from_args(args: argparse.Namespace) -> SuiteConfig:
         ("augment", args.augment, AUGMENTS),
         ("optimizer", args.optimizer, OPTIMIZERS),
         ("dedup", args.dedup, DEDUP_POLICIES),
+        ("group-leakage", args.group_leakage, GROUP_LEAKAGE_POLICIES),
     ):
         if value not in valid:
             raise UsageError(
@@ -419,6 +434,8 @@ def suite_from_args(args: argparse.Namespace) -> SuiteConfig:
         infer_pass=not args.no_infer_pass and args.executor != "ray",
         dedup=args.dedup,
         near_duplicates=args.near_duplicates,
+        group_by=args.group_by,
+        group_leakage=args.group_leakage,
         threads=args.threads,
         allocator=args.allocator,
         teacher=_teacher_option(args.teacher, strategies, backends),
@@ -463,6 +480,13 @@ def data_notes(record: dict[str, Any]) -> str:
         action = "dropped" if dups.get("policy") == "drop" else "KEPT"
         notes.append(
             f"{dups.get('cross_split', 0)} cross-split duplicate(s), {dups.get('conflicting_labels', 0)} conflicting label(s) {action}"
+        )
+    groups = record.get("groups") or {}
+    if groups.get("shared_groups"):
+        action = "dropped" if groups.get("policy") == "drop" else "KEPT"
+        notes.append(
+            f"{groups['shared_groups']} patient group(s) in more than one split, "
+            f"{groups.get('leaked_images', 0)} later-split image(s) {action}"
         )
     if record.get("skipped_images"):
         notes.append(f"{record['skipped_images']} unreadable image(s) skipped")

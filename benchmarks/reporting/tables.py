@@ -295,6 +295,7 @@ def data_checks(frame: pd.DataFrame) -> pd.DataFrame:
             record.get("image_size"),
             json.dumps(sizes, sort_keys=True),
             json.dumps(dups, sort_keys=True),
+            json.dumps(record.get("groups"), sort_keys=True),
         )
         if key in seen:
             continue
@@ -312,7 +313,10 @@ def data_checks(frame: pd.DataFrame) -> pd.DataFrame:
                 "policy": str(dups.get("policy", "")) if dups else "not checked",
             }
         )
-    return pd.DataFrame(rows)
+        groups = record.get("groups") if isinstance(record.get("groups"), dict) else None
+        if groups:  # --group-by: patients in more than one split, and what was done about it
+            rows[-1]["patients in 2+ splits"] = f"{_count(groups, 'shared_groups')} ({groups.get('policy', '')})"
+    return pd.DataFrame(rows).fillna("-")
 
 
 def data_warnings(frame: pd.DataFrame) -> list[str]:

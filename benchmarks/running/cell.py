@@ -37,7 +37,7 @@ from ...core.cell_kinds import cell_kind
 from ...core.strategies import Strategy, get_strategy
 from ...datasets import ArrayDataset, ResizePolicy, Split
 from . import artifacts
-from .cell_data import data_facts, duplicates_line, load_cell_dataset
+from .cell_data import data_facts, duplicates_line, groups_line, load_cell_dataset
 from .cell_feature_head import run_feature_head_cell
 from .cell_network import run_network_cell
 from .config import CellConfig, RunOptions
@@ -168,6 +168,8 @@ class CellRun:
             self.record.update(data_facts(dataset))
             if self.record["duplicates"]:
                 self.log(f"duplicates: {duplicates_line(self.record['duplicates'])}")
+            if self.record["groups"]:
+                self.log(f"groups: {groups_line(self.record['groups'])}")
         return dataset, policy
 
     def add_mfu(self, dtype: str) -> None:

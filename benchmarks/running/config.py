@@ -8,7 +8,7 @@ import json
 import os
 import re
 from dataclasses import asdict, dataclass, field, fields
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 if TYPE_CHECKING:  # pragma: no cover
     from ...backends.options import BackendOptions
@@ -99,6 +99,12 @@ class RunOptions:
     cache_dir: str | None = None
     wait_quiet_s: float = 0.0
     infer_pass: bool = True
+    group_by: str | None = None
+    group_leakage: str = "drop"
+
+    #: options added after results were committed: ``fingerprint`` leaves them out while they hold their default, so
+    #: the cells finished before they existed keep their fingerprint (and resume still counts them)
+    OMITTED_AT_DEFAULT: ClassVar[tuple[str, ...]] = ("group_by", "group_leakage")
 
     def image_size_for(self, backend_class: Any, model: str, weights: str) -> int:
         """The input side of ``model``: ``image_size``, or the model's native size when that is ``None``."""
@@ -135,14 +141,16 @@ class RunOptions:
         """Hash of the options that change ``backend``'s results: the shared ones and that backend's own.
 
         Where the cache lives, the allocator, ``--wait-quiet`` and the inference pass (speed only) and options of
-        other backends do not count, so adding
+        other backends do not count, nor do options of ``OMITTED_AT_DEFAULT`` at their default, so adding
         ``--jit-compile`` for Keras never invalidates finished torch cells. The thread count does: float sums,
         hence bit-exact results, depend on it.
         """
+        defaults = {f.name: f.default for f in fields(self)}
         payload = {
             k: v
             for k, v in asdict(self).items()
             if k not in ("cache_dir", "backend_options", "allocator", "wait_quiet_s", "infer_pass")
+            and not (k in self.OMITTED_AT_DEFAULT and v == defaults[k])
         }
         payload["weights"] = self.weights_for(backend) if backend is not None else self.weights
         if backend is not None:

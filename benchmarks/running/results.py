@@ -72,6 +72,7 @@ RESULT_COLUMNS = [
     "split_sizes",
     "skipped_images",
     "duplicates",
+    "groups",
     "dataset_meta",
     # provenance
     "options_hash",
