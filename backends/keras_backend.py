@@ -44,7 +44,7 @@ from typing import Any
 
 import numpy as np
 
-from ..core.plan import PhasePlan
+from ..core.plan import ADAM_EPSILON, OPTIMIZERS, RMSPROP_RHO, PhasePlan
 from .base import Backend, BackendError, BuildInfo, DataConfig, Inputs, ModelSpec, ParamCounts
 from .keras_models import KERAS_MODELS, KerasModelInfo, model_info
 from .options import FCN_HEAD_DROPOUT, FCN_HEAD_HIDDEN_CHANNELS, HEAD_FACTS, KERAS_MIN_IMAGE_SIZE, KerasOptions
@@ -152,6 +152,8 @@ class KerasBackend(Backend):
         self._loss_sum = self._tf.Variable(0.0, dtype=self._tf.float32, trainable=False)
         self._train_fn: Any = None
         self._groups: list[tuple[Any, list[Any]]] = []
+        self._planned_lrs: list[float] = []
+        self._clip_grad_norm: float | None = None
         self._anchors: dict[str, Any] = {}
         self._l2sp: list[tuple[Any, Any]] = []
         self._head_l2: list[Any] = []
@@ -387,12 +389,20 @@ class KerasBackend(Backend):
             optimizer = self._optimizer(phase, lr)
             optimizer.build(variables)
             self._groups.append((optimizer, variables))
+        self._planned_lrs = list(by_lr)
+        self._clip_grad_norm = phase.optimizer.clip_grad_norm
         self._regularizer_terms(phase, head_vars, backbone_vars)
         self._augmenter = self._make_augmenter(phase.augment, self.spec.seed if self.spec else 0)
         self._distillation = phase.distillation
         self._make_train_functions()
         trainable = sum(int(np.prod(v.shape)) for v in head_vars + backbone_vars)
         return ParamCounts(trainable=trainable, total=self._total_params)
+
+    def set_lr_scale(self, factor: float) -> None:
+        """Assign ``factor`` × the planned rate to each optimizer's learning-rate variable (the steps read it)."""
+        self._require_phase()
+        for (optimizer, _), planned in zip(self._groups, self._planned_lrs, strict=True):
+            optimizer.learning_rate = planned * factor
 
     def applied_learning_rates(self) -> dict[str, float | None]:
         info, backbone = self._require_model()
@@ -439,7 +449,18 @@ class KerasBackend(Backend):
             return optimizers.SGD(
                 learning_rate=learning_rate, momentum=opt.momentum, weight_decay=opt.weight_decay or None
             )
-        raise BackendError(f"unknown optimizer {opt.name!r}; expected adamw or sgd")
+        if opt.name == "adam":
+            return optimizers.Adam(
+                learning_rate=learning_rate, epsilon=ADAM_EPSILON, weight_decay=opt.weight_decay or None
+            )
+        if opt.name == "rmsprop":
+            return optimizers.RMSprop(
+                learning_rate=learning_rate,
+                rho=RMSPROP_RHO,
+                epsilon=ADAM_EPSILON,
+                weight_decay=opt.weight_decay or None,
+            )
+        raise BackendError(f"unknown optimizer {opt.name!r}; expected one of: {', '.join(OPTIMIZERS)}")
 
     def _make_augmenter(self, augment: str, seed: int) -> Any:
         if augment == "none":
@@ -500,8 +521,12 @@ class KerasBackend(Backend):
                 total += beta * tf.add_n([tf.reduce_sum(tf.square(tf.cast(v, tf.float32))) for v in head_l2])
             return total
 
+        clip_norm = self._clip_grad_norm
+
         def apply_gradients(loss: Any, tape: Any) -> None:
             grads = tape.gradient(loss, all_vars)
+            if clip_norm is not None:  # one global norm over every group's variables (traced only when clipping)
+                grads, _ = tf.clip_by_global_norm(grads, clip_norm)
             start = 0
             for optimizer, variables in groups:
                 optimizer.apply(grads[start : start + len(variables)], variables)

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..core.plan import PhasePlan
+from ..core.plan import ADAM_EPSILON, RMSPROP_RHO, PhasePlan
 from .base import Backend, BackendError, BuildInfo, DataConfig, Inputs, ModelSpec, ParamCounts
 from .options import FCN_HEAD_DROPOUT, FCN_HEAD_HIDDEN_CHANNELS, HEAD_FACTS, OptionsError, TorchOptions
 from .torch_files import read_state_dict  # noqa: F401  (re-exported for the torch backends)
@@ -273,6 +273,8 @@ class TorchBackend(Backend):
         self._l2sp_params: list[tuple[nn.Parameter, torch.Tensor]] = []
         self._head_params: list[nn.Parameter] = []
         self._distillation: Any = None
+        self._planned_lrs: list[float] = []
+        self._clip_grad_norm: float | None = None
 
     # ---- hooks for subclasses -------------------------------------------------------------------------
     @abc.abstractmethod
@@ -406,8 +408,18 @@ class TorchBackend(Backend):
             self.optimizer = torch.optim.SGD(
                 param_groups, lr=phase.head_lr, momentum=opt.momentum, weight_decay=opt.weight_decay
             )
+        elif opt.name == "adam":
+            self.optimizer = torch.optim.Adam(
+                param_groups, lr=phase.head_lr, eps=ADAM_EPSILON, weight_decay=opt.weight_decay
+            )
+        elif opt.name == "rmsprop":
+            self.optimizer = torch.optim.RMSprop(
+                param_groups, lr=phase.head_lr, alpha=RMSPROP_RHO, eps=ADAM_EPSILON, weight_decay=opt.weight_decay
+            )
         else:
             self.optimizer = torch.optim.AdamW(param_groups, lr=phase.head_lr, weight_decay=opt.weight_decay)
+        self._planned_lrs = [group["lr"] for group in self.optimizer.param_groups]
+        self._clip_grad_norm = opt.clip_grad_norm
         self._eval_bn = self._bn_modules_in_eval(model, phase, stage_of)
         self._install_regularizers(phase, head_params, trainable_backbone)
         self.augment = phase.augment
@@ -417,6 +429,12 @@ class TorchBackend(Backend):
         total = sum(p.numel() for p in model.parameters())
         trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
         return ParamCounts(trainable=trainable, total=total)
+
+    def set_lr_scale(self, factor: float) -> None:
+        if self.optimizer is None:
+            raise RuntimeError("apply_phase() must be called first")
+        for group, planned in zip(self.optimizer.param_groups, self._planned_lrs, strict=True):
+            group["lr"] = planned * factor
 
     def applied_learning_rates(self) -> dict[str, float | None]:
         model = self._require_model()
@@ -537,6 +555,9 @@ class TorchBackend(Backend):
         total = objective if penalty is None else objective + penalty
         self.optimizer.zero_grad(set_to_none=True)
         total.backward()
+        if self._clip_grad_norm is not None:  # one global norm over every trainable parameter (seed 003)
+            params = [p for group in self.optimizer.param_groups for p in group["params"]]
+            nn.utils.clip_grad_norm_(params, self._clip_grad_norm)
         self.optimizer.step()
         self._loss_sum += loss.detach().float()
         self._loss_steps += 1

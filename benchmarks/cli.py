@@ -19,7 +19,7 @@ from ..backends import REGISTRY, BackendError, OptionsError, backend_entry, get_
 from ..backends.base import WEIGHTS_NAME
 from ..backends.options import options_from_flags
 from ..core.cell_kinds import CellKindError, check_backbones
-from ..core.plan import AUGMENTS, OPTIMIZERS
+from ..core.plan import AUGMENTS, OPTIMIZERS, SCHEDULES, SELECT_BY, SELECT_FROM
 from ..core.strategies import STRATEGIES, get_strategy
 from ..datasets import DEDUP_POLICIES, GROUP_LEAKAGE_POLICIES, DatasetError, dataset_usages, parse_grouped_spec
 from .running.config import DEFAULT_SUITE, RunOptions, SuiteConfig, format_weights_map, parse_weights_map
@@ -130,6 +130,43 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--optimizer", default=opts.optimizer, help=f"one of: {', '.join(OPTIMIZERS)}")
     run.add_argument("--lr", type=float, default=None, help="head learning rate (default: the strategy's)")
     run.add_argument("--augment", default=opts.augment, help=f"training augmentation on device: {', '.join(AUGMENTS)}")
+    run.add_argument(
+        "--clip-grad-norm",
+        type=float,
+        default=None,
+        metavar="X",
+        help="clip the global norm of the gradients of all trainable parameters at X before each step (default: none)",
+    )
+    run.add_argument(
+        "--schedule",
+        default=opts.schedule,
+        help=f"learning-rate schedule within each phase: {', '.join(SCHEDULES)} (cosine: linear warm-up of "
+        "--lr-warmup-epochs, then cosine annealing; step: x --step-gamma every --step-every epochs; default: none)",
+    )
+    run.add_argument(
+        "--lr-warmup-epochs", type=int, default=opts.lr_warmup_epochs, help="--schedule cosine: warm-up epochs"
+    )
+    run.add_argument("--step-every", type=int, default=opts.step_every, help="--schedule step: epochs between decays")
+    run.add_argument("--step-gamma", type=float, default=opts.step_gamma, help="--schedule step: factor of each decay")
+    run.add_argument(
+        "--patience",
+        type=int,
+        default=None,
+        help="early stopping: end the last phase after N epochs without a better validation score (--epochs is then "
+        "the maximum; default: every epoch runs)",
+    )
+    run.add_argument(
+        "--select-by",
+        default=opts.select_by,
+        help=f"validation metric that picks the epoch (and the C of logistic probes): {', '.join(SELECT_BY)} "
+        "(default: accuracy)",
+    )
+    run.add_argument(
+        "--select-from",
+        default=opts.select_from,
+        help="candidate epochs: all (default: every epoch of every phase) or main (the last phase's: LP-FT's "
+        "fine-tuning, full fine-tuning after its head warm-up)",
+    )
     run.add_argument("--channels-last", action="store_true", help="torch backends: channels-last memory format")
     run.add_argument("--amp", default="", help="mixed precision: bf16 (CPU/GPU) or fp16 (GPU)")
     run.add_argument("--compile", action="store_true", help="torch backends: torch.compile for training")
@@ -394,6 +431,9 @@ def suite_from_args(args: argparse.Namespace) -> SuiteConfig:
         ("optimizer", args.optimizer, OPTIMIZERS),
         ("dedup", args.dedup, DEDUP_POLICIES),
         ("group-leakage", args.group_leakage, GROUP_LEAKAGE_POLICIES),
+        ("schedule", args.schedule, SCHEDULES),
+        ("select-by", args.select_by, SELECT_BY),
+        ("select-from", args.select_from, SELECT_FROM),
     ):
         if value not in valid:
             raise UsageError(
@@ -402,6 +442,10 @@ def suite_from_args(args: argparse.Namespace) -> SuiteConfig:
     weights = _weights_option(args.weights, backends)
     if args.lr is not None and not (args.lr > 0 and math.isfinite(args.lr)):
         raise UsageError(f"--lr must be a positive number, got {args.lr}")
+    if args.clip_grad_norm is not None and not (args.clip_grad_norm > 0 and math.isfinite(args.clip_grad_norm)):
+        raise UsageError(f"--clip-grad-norm must be a positive number, got {args.clip_grad_norm}")
+    if not (0 < args.step_gamma <= 1):
+        raise UsageError(f"--step-gamma must be in (0, 1], got {args.step_gamma}")
     if args.cell_timeout is not None and not (args.cell_timeout > 0 and math.isfinite(args.cell_timeout)):
         raise UsageError(f"--cell-timeout must be a positive number of seconds, got {args.cell_timeout}")
     default_matrix = (backends, tuple(models), tuple(datasets)) == (
@@ -436,6 +480,14 @@ def suite_from_args(args: argparse.Namespace) -> SuiteConfig:
         near_duplicates=args.near_duplicates,
         group_by=args.group_by,
         group_leakage=args.group_leakage,
+        schedule=args.schedule,
+        lr_warmup_epochs=_positive("lr-warmup-epochs", args.lr_warmup_epochs, 0),
+        step_every=_positive("step-every", args.step_every),
+        step_gamma=args.step_gamma,
+        patience=None if args.patience is None else _positive("patience", args.patience),
+        select_by=args.select_by,
+        select_from=args.select_from,
+        clip_grad_norm=args.clip_grad_norm,
         threads=args.threads,
         allocator=args.allocator,
         teacher=_teacher_option(args.teacher, strategies, backends),

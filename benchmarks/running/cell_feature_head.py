@@ -68,6 +68,7 @@ def run_feature_head_cell(run: CellContext, strategy: Strategy, backend_class: t
             stack["test"],
             first.num_classes,
             cell.seed,
+            opts.select_by,
         )
         fit_s = time.perf_counter() - fit_start
         stats = _time_inference(parts, result.predict, opts)

@@ -66,11 +66,12 @@ def run_network_cell(run: CellContext, strategy: Strategy, backend_class: type[B
             optimizer=opts.optimizer,
             augment=opts.augment,
             seed=cell.seed,
+            **opts.plan_options(),
         )
     except PlanError as exc:
         raise BackendError(str(exc)) from None
     record["epochs"] = plan.epochs
-    record["plan"] = plan.describe()
+    record["plan"] = plan.describe() + head_note(info.facts)
     run.log(f"{cell.backend}/{cell.model} {strategy.name}: {plan.describe()}")
 
     record["flops_per_image"] = count_flops(backend, run.log)
@@ -139,11 +140,20 @@ def run_network_cell(run: CellContext, strategy: Strategy, backend_class: type[B
     record.update(latency_columns(stats))
     counts = outcome.counts
     record.update(
-        plan=f"{plan.describe()}; {teacher.note}" if teacher is not None else record["plan"],
+        plan=f"{record['plan']}; {teacher.note}" if teacher is not None else record["plan"],
         trainable_params=counts.trainable if counts else None,
         total_params=counts.total if counts else None,
         val_accuracy=outcome.best_val_accuracy,
         best_epoch=outcome.best_epoch,
+        selection={
+            "by": plan.selection.by,
+            "score": outcome.best_score,
+            "candidates": plan.selection.candidates,
+            "patience": plan.selection.patience,
+            "epochs_run": outcome.epochs_run,
+            "early_stopped": outcome.early_stopped,
+        },
+        probe_best=outcome.probe_best,
         time_to_best_s=outcome.time_to_best_s,
         train_s=outcome.train_s,
         train_images_per_s=outcome.main_images_per_s(),
@@ -169,3 +179,10 @@ def run_network_cell(run: CellContext, strategy: Strategy, backend_class: type[B
         val_probs=val_probs,
         val_labels=val_labels,
     )
+
+
+def head_note(facts: dict[str, Any] | None) -> str:
+    """``; head mlp-512-256-128`` when the backend built a head other than its default one (``--head``), else ``""``
+    (so the plan line of a default cell is what it always was)."""
+    head = (facts or {}).get("head")
+    return f"; head {head}" if isinstance(head, str) and head.startswith("mlp") else ""

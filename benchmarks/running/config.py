@@ -101,10 +101,40 @@ class RunOptions:
     infer_pass: bool = True
     group_by: str | None = None
     group_leakage: str = "drop"
+    schedule: str = "none"
+    lr_warmup_epochs: int = 1
+    step_every: int = 5
+    step_gamma: float = 0.1
+    patience: int | None = None
+    select_by: str = "accuracy"
+    select_from: str = "all"
+    clip_grad_norm: float | None = None
 
     #: options added after results were committed: ``fingerprint`` leaves them out while they hold their default, so
     #: the cells finished before they existed keep their fingerprint (and resume still counts them)
-    OMITTED_AT_DEFAULT: ClassVar[tuple[str, ...]] = ("group_by", "group_leakage")
+    OMITTED_AT_DEFAULT: ClassVar[tuple[str, ...]] = (
+        "group_by",
+        "group_leakage",
+        "schedule",
+        "lr_warmup_epochs",
+        "step_every",
+        "step_gamma",
+        "patience",
+        "select_by",
+        "select_from",
+        "clip_grad_norm",
+    )
+
+    def plan_options(self) -> dict[str, Any]:
+        """The keyword arguments of ``core.plan.make_plan`` these options decide beyond epochs, learning rate,
+        optimizer and augmentation: gradient clipping, the learning-rate schedule and the epoch selection."""
+        from ...core.plan import Schedule, Selection
+
+        return {
+            "clip_grad_norm": self.clip_grad_norm,
+            "schedule": Schedule(self.schedule, self.lr_warmup_epochs, self.step_every, self.step_gamma),
+            "selection": Selection(self.select_by, self.select_from, self.patience),
+        }
 
     def image_size_for(self, backend_class: Any, model: str, weights: str) -> int:
         """The input side of ``model``: ``image_size``, or the model's native size when that is ``None``."""

@@ -47,6 +47,10 @@ RESULT_COLUMNS = [
     # how it was trained and measured
     "val_accuracy",
     "best_epoch",
+    # the epoch selection (metric, its score at the kept epoch, candidates, early stopping) and, for a probe phase
+    # followed by fine-tuning (LP-FT), the probe phase's own best epoch
+    "selection",
+    "probe_best",
     "train_s",
     "train_first_steps_s",
     "phase_images_per_s",

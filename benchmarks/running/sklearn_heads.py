@@ -17,6 +17,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .selection import is_better, val_score
+
 #: the C grid of the logistic-regression probe (1e-4 ... 1e4, one value per decade)
 LOGREG_C_GRID = tuple(10.0**e for e in range(-4, 5))
 #: neighbours of the k-NN probe
@@ -67,26 +69,32 @@ def logreg_probe(
     test: np.ndarray,
     num_classes: int,
     seed: int = 0,
+    select_by: str = "accuracy",
 ) -> ProbeResult:
-    """L2 logistic regression on standardized features, C chosen on val (ties: the stronger regularization)."""
+    """L2 logistic regression on standardized features, C chosen on val by ``select_by`` (``selection.val_score``;
+    ties: the stronger regularization)."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.preprocessing import StandardScaler
 
     scaler = StandardScaler().fit(train[0])
     x_train, x_val, x_test = (scaler.transform(x) for x in (train[0], val[0], test))
-    best: tuple[float, float, object] | None = None
+    best: tuple[float, float, float, object] | None = None
     curve = []
     for c in LOGREG_C_GRID:
         model = LogisticRegression(C=c, max_iter=2000, random_state=seed)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # ConvergenceWarning at large C is expected; the val score decides
             model.fit(x_train, train[1])
-        val_acc = _accuracy(_full_probs(model.classes_, model.predict_proba(x_val), num_classes), val[1])
-        curve.append({"C": c, "val_accuracy": val_acc})
-        if best is None or val_acc > best[0]:
-            best = (val_acc, c, model)
+        val_probs = _full_probs(model.classes_, model.predict_proba(x_val), num_classes)
+        val_acc = _accuracy(val_probs, val[1])
+        score = val_acc if select_by == "accuracy" else val_score(select_by, val[1], val_probs)
+        curve.append(
+            {"C": c, "val_accuracy": val_acc, **({f"val_{select_by}": score} if select_by != "accuracy" else {})}
+        )
+        if is_better(score, None if best is None else best[0], select_by != "loss"):
+            best = (score, val_acc, c, model)
     assert best is not None
-    val_acc, c, model = best
+    _, val_acc, c, model = best
     probs = _full_probs(model.classes_, model.predict_proba(x_test), num_classes)  # type: ignore[attr-defined]
     val_probs = _full_probs(model.classes_, model.predict_proba(x_val), num_classes)  # type: ignore[attr-defined]
 
@@ -97,7 +105,8 @@ def logreg_probe(
     return ProbeResult(
         probs,
         val_acc,
-        f"logreg probe: C={c:g} chosen on val from {len(LOGREG_C_GRID)} values (1e-4..1e4)",
+        f"logreg probe: C={c:g} chosen on val{'' if select_by == 'accuracy' else f' {select_by}'} from "
+        f"{len(LOGREG_C_GRID)} values (1e-4..1e4)",
         curve,
         predict,
         val_probs=val_probs,
@@ -137,14 +146,15 @@ def run_probe(
     test: np.ndarray,
     num_classes: int,
     seed: int,
+    select_by: str = "accuracy",
 ) -> ProbeResult:
-    """Dispatch on the strategy's ``probe_head`` (``logreg`` or ``knn``).
+    """Dispatch on the strategy's ``probe_head`` (``logreg``: C chosen on val by ``select_by``, or ``knn``).
 
     Raises:
         ValueError: another kind.
     """
     if kind == "logreg":
-        return logreg_probe(train, val, test, num_classes, seed)
+        return logreg_probe(train, val, test, num_classes, seed, select_by)
     if kind == "knn":
         return knn_probe(train, val, test, num_classes)
     raise ValueError(f"unknown probe head {kind!r}; expected logreg or knn")
