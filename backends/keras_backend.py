@@ -4,6 +4,8 @@ Model (seed 003): ``keras.applications.<App>(include_top=False)`` built for any 
 FCN head ``Conv2D(256, 1x1) → ReLU → Dropout(0.5) → Conv2D(num_classes, 1x1) → GlobalAveragePooling2D →
 softmax`` (no Flatten/Dense, so one model takes any input size ≥ 32 px). The head outputs logits; the softmax
 is applied by ``predict_*`` and folded into the training loss (``from_logits=True``) for numerical stability.
+``--head mlp`` replaces it by seed 002's head: ``GlobalAveragePooling2D → Dense(512) → ReLU → Dropout(0.5) →
+Dense(256) → ReLU → Dropout(0.5) → Dense(128) → ReLU → Dropout(0.5) → Dense(num_classes)`` (the torch backends' too).
 
 Inputs: the runner's shared uint8 NHWC arrays, cast to float32 on device and normalized by the application's
 own ``preprocess_input`` (VGG16/ResNet50: caffe-style BGR mean subtraction; MobileNetV2: [-1, 1];
@@ -47,7 +49,15 @@ import numpy as np
 from ..core.plan import ADAM_EPSILON, OPTIMIZERS, RMSPROP_RHO, PhasePlan
 from .base import Backend, BackendError, BuildInfo, DataConfig, Inputs, ModelSpec, ParamCounts
 from .keras_models import KERAS_MODELS, KerasModelInfo, model_info
-from .options import FCN_HEAD_DROPOUT, FCN_HEAD_HIDDEN_CHANNELS, HEAD_FACTS, KERAS_MIN_IMAGE_SIZE, KerasOptions
+from .options import (
+    FCN_HEAD_DROPOUT,
+    FCN_HEAD_HIDDEN_CHANNELS,
+    HEAD_FACTS,
+    KERAS_MIN_IMAGE_SIZE,
+    MLP_HEAD_DROPOUT,
+    MLP_HEAD_UNITS,
+    KerasOptions,
+)
 
 #: channels of the FCN head's hidden 1×1 convolution (shared with the torch backends' ``--head fcn``)
 HEAD_HIDDEN_CHANNELS = FCN_HEAD_HIDDEN_CHANNELS
@@ -227,9 +237,9 @@ class KerasBackend(Backend):
             )
         keras = self._keras
         options = spec.options if isinstance(spec.options, KerasOptions) else KerasOptions(amp=spec.options.amp)
-        if options.head != "fcn":
+        if options.head not in ("fcn", "mlp"):
             raise BackendError(
-                f"keras backend has only the fully-convolutional head (--head fcn), got --head {options.head}"
+                f"keras backend has no native classifier: --head fcn (default) or mlp, got --head {options.head}"
             )
         seed = spec.seed
         keras.utils.set_random_seed(seed)
@@ -238,7 +248,11 @@ class KerasBackend(Backend):
         keras.config.set_dtype_policy(policy)
         try:
             backbone, source = self._create_backbone(info, spec)
-            head = self._create_head(int(backbone.output_shape[-1]), spec.num_classes, seed)
+            channels = int(backbone.output_shape[-1])
+            if options.head == "mlp":
+                head = self._create_mlp_head(channels, spec.num_classes, seed)
+            else:
+                head = self._create_head(channels, spec.num_classes, seed)
         finally:
             keras.config.set_dtype_policy(previous_policy)
         self.spec, self.info, self.backbone, self.head = spec, info, backbone, head
@@ -255,7 +269,11 @@ class KerasBackend(Backend):
             data_config=self.default_data_config(spec.name, spec.image_size, spec.weights),
             dtype="float32" if policy == "float32" else "bfloat16-mixed",
             device=self.device,
-            facts={"jit_compile": self.jit_compile, "keras_application": info.application, "head": HEAD_FACTS["fcn"]},
+            facts={
+                "jit_compile": self.jit_compile,
+                "keras_application": info.application,
+                "head": HEAD_FACTS[options.head],
+            },
         )
 
     @staticmethod
@@ -332,6 +350,20 @@ class KerasBackend(Backend):
         x = layers.GlobalAveragePooling2D(name="head_gap")(x)
         logits = layers.Activation("linear", dtype="float32", name="head_logits")(x)  # float32 under mixed precision
         return self._keras.Model(inputs, logits, name="fcn_head")
+
+    def _create_mlp_head(self, channels: int, num_classes: int, seed: int) -> Any:
+        """``--head mlp``: global average pooling of the trunk's map, then seed 002's MLP (``MLP_HEAD_UNITS``, ReLU,
+        dropout after each hidden layer); it takes the same spatial map as the fcn head, so cached features and
+        the training loop do not change."""
+        layers = self._keras.layers
+        inputs = self._keras.Input((None, None, channels), name="features")
+        x = layers.GlobalAveragePooling2D(name="head_gap")(inputs)
+        for index, units in enumerate(MLP_HEAD_UNITS):
+            x = layers.Dense(units, activation="relu", name=f"head_dense{units}")(x)
+            x = layers.Dropout(MLP_HEAD_DROPOUT, seed=seed + index, name=f"head_dropout{index + 1}")(x)
+        x = layers.Dense(num_classes, name="head_dense_classes")(x)
+        logits = layers.Activation("linear", dtype="float32", name="head_logits")(x)  # float32 under mixed precision
+        return self._keras.Model(inputs, logits, name="mlp_head")
 
     def stage_layer_names(self) -> list[list[str]]:
         """Names of the backbone's weighted layers grouped into ordered stages, stem first.

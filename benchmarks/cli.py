@@ -179,7 +179,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--head",
         default=None,
-        help="classifier head: native (the model's own; torch default) or fcn (Keras' 1x1-conv head on the trunk's map; VGG models in torch, the only head of keras)",
+        help="classifier head: native (the model's own; torch default), fcn (Keras' 1x1-conv head on the trunk's "
+        "map; VGG models in torch, the keras default) or mlp (seed 002's 512-256-128 MLP with ReLU and dropout 0.5 on "
+        "the pooled features; every torch and keras model)",
     )
     run.add_argument("--max-train-images", type=int, default=None, help="train on a stratified subset of this size")
     run.add_argument(

@@ -120,3 +120,13 @@ def test_the_flags_reach_the_run_options():
     assert options.fingerprint("timm") != RunOptions().fingerprint("timm")
     # without the new flags, the default suite's cells keep the fingerprint of results/default (committed)
     assert suite_from_args(build_parser().parse_args(["run"])).options.fingerprint("timm") == "694fc21b1567"
+
+
+def test_the_mlp_head_is_in_the_plan_line_and_reaches_every_backend():
+    from tlbench.benchmarks.running.cell_network import head_note
+
+    assert head_note({"head": "mlp-512-256-128"}) == "; head mlp-512-256-128"
+    assert head_note({"head": "native"}) == head_note({"head": "fcn-1x1"}) == head_note(None) == ""
+    argv = ["run", "--backends", "timm,keras", "--models", "vgg16", "--image-size", "32", "--head", "mlp"]
+    options = suite_from_args(build_parser().parse_args(argv)).options
+    assert options.options_for("timm").head == options.options_for("keras").head == "mlp"
