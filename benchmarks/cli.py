@@ -162,6 +162,14 @@ def build_parser() -> argparse.ArgumentParser:
         "(default: accuracy)",
     )
     run.add_argument(
+        "--tune",
+        action="store_true",
+        help="tune every strategy on validation first, with the same trial budget (its row's search space: learning "
+        "rates per strategy family, weight decay, the logistic probe's C, k-NN's k): trial cells train on train and "
+        "are scored on val by --select-by (on the first seed, in <suite>/tuning/, never reading test); the winner then "
+        "runs on every seed (default: off, the strategies' own settings)",
+    )
+    run.add_argument(
         "--select-from",
         default=opts.select_from,
         help="candidate epochs: all (default: every epoch of every phase) or main (the last phase's: LP-FT's "
@@ -444,6 +452,8 @@ def suite_from_args(args: argparse.Namespace) -> SuiteConfig:
     weights = _weights_option(args.weights, backends)
     if args.lr is not None and not (args.lr > 0 and math.isfinite(args.lr)):
         raise UsageError(f"--lr must be a positive number, got {args.lr}")
+    if args.tune and args.lr is not None:
+        raise UsageError(f"--lr {args.lr} and --tune: the tuned learning rate replaces --lr; drop one of them")
     if args.clip_grad_norm is not None and not (args.clip_grad_norm > 0 and math.isfinite(args.clip_grad_norm)):
         raise UsageError(f"--clip-grad-norm must be a positive number, got {args.clip_grad_norm}")
     if not (0 < args.step_gamma <= 1):
@@ -490,6 +500,7 @@ def suite_from_args(args: argparse.Namespace) -> SuiteConfig:
         select_by=args.select_by,
         select_from=args.select_from,
         clip_grad_norm=args.clip_grad_norm,
+        tune=args.tune,
         threads=args.threads,
         allocator=args.allocator,
         teacher=_teacher_option(args.teacher, strategies, backends),
@@ -624,6 +635,7 @@ def command_run(args: argparse.Namespace) -> int:
     from .running.executors import ExecutorError, make_executor
     from .running.results import cell_key, latest_by_cell, load_results
     from .running.runner import RESULTS_FILE, RunInterrupted, run_suite
+    from .running.tuning_run import run_tuned_suite
 
     suite = suite_from_args(args)
     try:
@@ -646,7 +658,7 @@ def command_run(args: argparse.Namespace) -> int:
             tqdm.write(f"[{index}/{todo}] {cell_summary(record)}", file=sys.stderr)
 
         try:
-            produced = run_suite(
+            produced = (run_tuned_suite if suite.options.tune else run_suite)(
                 suite,
                 out_dir,
                 timeout_s=args.cell_timeout,

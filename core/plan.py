@@ -352,7 +352,8 @@ def make_plan(
         epochs: ``--epochs``; a probe-only strategy runs at least ``strategy.min_epochs``.
         head_lr: ``--lr`` (default: the strategy's ``head_lr``).
         optimizer: one of ``OPTIMIZERS``.
-        weight_decay: optimizer weight decay (0 when L2-SP replaces it, and for Adam and RMSprop).
+        weight_decay: optimizer weight decay (the strategy's when it has one; 0 when L2-SP replaces it, and for Adam
+            and RMSprop).
         momentum: SGD momentum.
         augment: training augmentation.
         seed: the cell's seed.
@@ -386,6 +387,8 @@ def make_plan(
             f"strategy {strategy.name!r} caches features but trains the backbone ({strategy.train_backbone})"
         )
     l2sp = strategy.l2sp_alpha > 0 or strategy.head_l2_beta > 0
+    if strategy.weight_decay is not None:  # a searched value (--tune) replaces the run's
+        weight_decay = strategy.weight_decay
     regularizers = Regularizers(strategy.l2sp_alpha, strategy.head_l2_beta)
     optim = OptimizerPlan(
         name=optimizer,

@@ -456,6 +456,7 @@ def inference_note(frame: pd.DataFrame) -> str:
 def build_tables(frame: pd.DataFrame, suite_dir: Path | None) -> ReportTables:
     """The pivots (with intervals), the framework comparison, the all-cells and failed-cells tables of ``frame``."""
     from .frameworks import agreement_table, speed_table
+    from .tuning_note import tuning_note
 
     summarizer = Summarizer(frame, suite_dir)
     pivots = [(title, summarizer.pivot(pivot_columns(frame, columns))) for title, columns in PIVOTS]
@@ -467,7 +468,7 @@ def build_tables(frame: pd.DataFrame, suite_dir: Path | None) -> ReportTables:
         warnings=tuple(data_warnings(frame) + speed_warnings(frame) + timing_warnings(frame)),
         framework_agreement=agreement_table(frame),
         framework_speed=speed_table(frame),
-        notes=tuple(note for note in (inference_note(frame),) if note),
+        notes=tuple(note for note in (inference_note(frame), tuning_note(frame)) if note),
     )
 
 

@@ -46,6 +46,13 @@ def load_cell_dataset(
     return dataset, policy
 
 
+def without_test(dataset: ArrayDataset) -> ArrayDataset:
+    """``dataset`` without its test split: what a tuning trial may see (it cannot read what it does not hold)."""
+    splits = {name: split for name, split in dataset.splits.items() if name != "test"}
+    meta = {**dataset.meta, "split_sizes": {name: len(split) for name, split in splits.items()}}
+    return ArrayDataset(name=dataset.name, class_names=list(dataset.class_names), splits=splits, meta=meta)
+
+
 def train_rows(dataset: ArrayDataset, limit: int | None, seed: int) -> np.ndarray | None:
     """Rows of the train split a cell uses (``--max-train-images``): ``None`` for all (``train_subset_rows``)."""
     return train_subset_rows(np.asarray(dataset.splits["train"].labels), limit, seed)

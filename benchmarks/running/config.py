@@ -7,7 +7,7 @@ import itertools
 import json
 import os
 import re
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from typing import TYPE_CHECKING, Any, ClassVar
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -109,6 +109,12 @@ class RunOptions:
     select_by: str = "accuracy"
     select_from: str = "all"
     clip_grad_norm: float | None = None
+    tune: bool = False
+    #: with ``tune``: the configuration each ``backend|model|strategy|dataset`` won on validation (``None``: every
+    #: trial failed), filled by ``tuning_run.run_tuned_suite``; part of the fingerprint (other winners re-run cells)
+    tuned: dict[str, dict[str, float] | None] = field(default_factory=dict)
+    #: with ``tune``: what was searched and how the winner was found, per key (recorded, not fingerprinted)
+    tuning_facts: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     #: options added after results were committed: ``fingerprint`` leaves them out while they hold their default, so
     #: the cells finished before they existed keep their fingerprint (and resume still counts them)
@@ -123,6 +129,8 @@ class RunOptions:
         "select_by",
         "select_from",
         "clip_grad_norm",
+        "tune",
+        "tuned",
     )
 
     def plan_options(self) -> dict[str, Any]:
@@ -175,11 +183,11 @@ class RunOptions:
         ``--jit-compile`` for Keras never invalidates finished torch cells. The thread count does: float sums,
         hence bit-exact results, depend on it.
         """
-        defaults = {f.name: f.default for f in fields(self)}
+        defaults = {f.name: f.default_factory() if f.default is MISSING else f.default for f in fields(self)}
         payload = {
             k: v
             for k, v in asdict(self).items()
-            if k not in ("cache_dir", "backend_options", "allocator", "wait_quiet_s", "infer_pass")
+            if k not in ("cache_dir", "backend_options", "allocator", "wait_quiet_s", "infer_pass", "tuning_facts")
             and not (k in self.OMITTED_AT_DEFAULT and v == defaults[k])
         }
         payload["weights"] = self.weights_for(backend) if backend is not None else self.weights

@@ -51,6 +51,9 @@ RESULT_COLUMNS = [
     # followed by fine-tuning (LP-FT), the probe phase's own best epoch
     "selection",
     "probe_best",
+    # --tune: what was searched, the budget, what won on val (``tuning``) and the trials' total seconds
+    "tuning",
+    "tuning_s",
     "train_s",
     "train_first_steps_s",
     "phase_images_per_s",
