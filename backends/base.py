@@ -28,7 +28,7 @@ from typing import Any, ClassVar, Literal
 
 import numpy as np
 
-from ..core.plan import PhasePlan
+from ..core.plan import OPTIMIZERS, PhasePlan
 from .errors import BackendError
 from .options import BackendOptions
 
@@ -242,6 +242,18 @@ class Backend(abc.ABC):
             compare it with the plan, so a backend cannot silently ignore a per-stage learning rate.
         """
 
+    def set_lr_scale(self, factor: float) -> None:
+        """Run the current phase's optimizer(s) at ``factor`` × the learning rates the phase planned (every stage and
+        the head alike), from the next step on: the plan's learning-rate schedule, applied per epoch. The optimizer
+        state (moments, momentum) is kept; ``applied_learning_rates`` reads the scaled rates back; the next
+        ``apply_phase`` starts again from the planned rates. The training loop never calls it with a constant
+        schedule.
+
+        Raises:
+            BackendError: this backend cannot change its learning rates during a phase.
+        """
+        raise BackendError(f"backend {self.name!r} cannot change its learning rate during a phase (--schedule)")
+
     # ---- training and inference ----------------------------------------------------------------------
     @abc.abstractmethod
     def train_step(
@@ -354,7 +366,8 @@ class Backend(abc.ABC):
         planned = [stage.name for stage in phase.stages]
         if planned != names:
             raise BackendError(f"plan phase {phase.name!r} names stages {planned} but the model has {names}")
-        if phase.optimizer.name not in ("adamw", "sgd"):
+        if phase.optimizer.name not in OPTIMIZERS:
             raise BackendError(
-                f"backend {self.name!r} has no optimizer {phase.optimizer.name!r}; expected adamw or sgd"
+                f"backend {self.name!r} has no optimizer {phase.optimizer.name!r}; expected one of: "
+                f"{', '.join(OPTIMIZERS)}"
             )

@@ -4,6 +4,8 @@ Model (seed 003): ``keras.applications.<App>(include_top=False)`` built for any 
 FCN head ``Conv2D(256, 1x1) → ReLU → Dropout(0.5) → Conv2D(num_classes, 1x1) → GlobalAveragePooling2D →
 softmax`` (no Flatten/Dense, so one model takes any input size ≥ 32 px). The head outputs logits; the softmax
 is applied by ``predict_*`` and folded into the training loss (``from_logits=True``) for numerical stability.
+``--head mlp`` replaces it by seed 002's head: ``GlobalAveragePooling2D → Dense(512) → ReLU → Dropout(0.5) →
+Dense(256) → ReLU → Dropout(0.5) → Dense(128) → ReLU → Dropout(0.5) → Dense(num_classes)`` (the torch backends' too).
 
 Inputs: the runner's shared uint8 NHWC arrays, cast to float32 on device and normalized by the application's
 own ``preprocess_input`` (VGG16/ResNet50: caffe-style BGR mean subtraction; MobileNetV2: [-1, 1];
@@ -44,10 +46,18 @@ from typing import Any
 
 import numpy as np
 
-from ..core.plan import PhasePlan
+from ..core.plan import ADAM_EPSILON, OPTIMIZERS, RMSPROP_RHO, PhasePlan
 from .base import Backend, BackendError, BuildInfo, DataConfig, Inputs, ModelSpec, ParamCounts
 from .keras_models import KERAS_MODELS, KerasModelInfo, model_info
-from .options import FCN_HEAD_DROPOUT, FCN_HEAD_HIDDEN_CHANNELS, HEAD_FACTS, KERAS_MIN_IMAGE_SIZE, KerasOptions
+from .options import (
+    FCN_HEAD_DROPOUT,
+    FCN_HEAD_HIDDEN_CHANNELS,
+    HEAD_FACTS,
+    KERAS_MIN_IMAGE_SIZE,
+    MLP_HEAD_DROPOUT,
+    MLP_HEAD_UNITS,
+    KerasOptions,
+)
 
 #: channels of the FCN head's hidden 1×1 convolution (shared with the torch backends' ``--head fcn``)
 HEAD_HIDDEN_CHANNELS = FCN_HEAD_HIDDEN_CHANNELS
@@ -152,6 +162,8 @@ class KerasBackend(Backend):
         self._loss_sum = self._tf.Variable(0.0, dtype=self._tf.float32, trainable=False)
         self._train_fn: Any = None
         self._groups: list[tuple[Any, list[Any]]] = []
+        self._planned_lrs: list[float] = []
+        self._clip_grad_norm: float | None = None
         self._anchors: dict[str, Any] = {}
         self._l2sp: list[tuple[Any, Any]] = []
         self._head_l2: list[Any] = []
@@ -225,9 +237,9 @@ class KerasBackend(Backend):
             )
         keras = self._keras
         options = spec.options if isinstance(spec.options, KerasOptions) else KerasOptions(amp=spec.options.amp)
-        if options.head != "fcn":
+        if options.head not in ("fcn", "mlp"):
             raise BackendError(
-                f"keras backend has only the fully-convolutional head (--head fcn), got --head {options.head}"
+                f"keras backend has no native classifier: --head fcn (default) or mlp, got --head {options.head}"
             )
         seed = spec.seed
         keras.utils.set_random_seed(seed)
@@ -236,7 +248,11 @@ class KerasBackend(Backend):
         keras.config.set_dtype_policy(policy)
         try:
             backbone, source = self._create_backbone(info, spec)
-            head = self._create_head(int(backbone.output_shape[-1]), spec.num_classes, seed)
+            channels = int(backbone.output_shape[-1])
+            if options.head == "mlp":
+                head = self._create_mlp_head(channels, spec.num_classes, seed)
+            else:
+                head = self._create_head(channels, spec.num_classes, seed)
         finally:
             keras.config.set_dtype_policy(previous_policy)
         self.spec, self.info, self.backbone, self.head = spec, info, backbone, head
@@ -253,7 +269,11 @@ class KerasBackend(Backend):
             data_config=self.default_data_config(spec.name, spec.image_size, spec.weights),
             dtype="float32" if policy == "float32" else "bfloat16-mixed",
             device=self.device,
-            facts={"jit_compile": self.jit_compile, "keras_application": info.application, "head": HEAD_FACTS["fcn"]},
+            facts={
+                "jit_compile": self.jit_compile,
+                "keras_application": info.application,
+                "head": HEAD_FACTS[options.head],
+            },
         )
 
     @staticmethod
@@ -331,6 +351,20 @@ class KerasBackend(Backend):
         logits = layers.Activation("linear", dtype="float32", name="head_logits")(x)  # float32 under mixed precision
         return self._keras.Model(inputs, logits, name="fcn_head")
 
+    def _create_mlp_head(self, channels: int, num_classes: int, seed: int) -> Any:
+        """``--head mlp``: global average pooling of the trunk's map, then seed 002's MLP (``MLP_HEAD_UNITS``, ReLU,
+        dropout after each hidden layer); it takes the same spatial map as the fcn head, so cached features and
+        the training loop do not change."""
+        layers = self._keras.layers
+        inputs = self._keras.Input((None, None, channels), name="features")
+        x = layers.GlobalAveragePooling2D(name="head_gap")(inputs)
+        for index, units in enumerate(MLP_HEAD_UNITS):
+            x = layers.Dense(units, activation="relu", name=f"head_dense{units}")(x)
+            x = layers.Dropout(MLP_HEAD_DROPOUT, seed=seed + index, name=f"head_dropout{index + 1}")(x)
+        x = layers.Dense(num_classes, name="head_dense_classes")(x)
+        logits = layers.Activation("linear", dtype="float32", name="head_logits")(x)  # float32 under mixed precision
+        return self._keras.Model(inputs, logits, name="mlp_head")
+
     def stage_layer_names(self) -> list[list[str]]:
         """Names of the backbone's weighted layers grouped into ordered stages, stem first.
 
@@ -387,12 +421,20 @@ class KerasBackend(Backend):
             optimizer = self._optimizer(phase, lr)
             optimizer.build(variables)
             self._groups.append((optimizer, variables))
+        self._planned_lrs = list(by_lr)
+        self._clip_grad_norm = phase.optimizer.clip_grad_norm
         self._regularizer_terms(phase, head_vars, backbone_vars)
         self._augmenter = self._make_augmenter(phase.augment, self.spec.seed if self.spec else 0)
         self._distillation = phase.distillation
         self._make_train_functions()
         trainable = sum(int(np.prod(v.shape)) for v in head_vars + backbone_vars)
         return ParamCounts(trainable=trainable, total=self._total_params)
+
+    def set_lr_scale(self, factor: float) -> None:
+        """Assign ``factor`` × the planned rate to each optimizer's learning-rate variable (the steps read it)."""
+        self._require_phase()
+        for (optimizer, _), planned in zip(self._groups, self._planned_lrs, strict=True):
+            optimizer.learning_rate = planned * factor
 
     def applied_learning_rates(self) -> dict[str, float | None]:
         info, backbone = self._require_model()
@@ -439,7 +481,18 @@ class KerasBackend(Backend):
             return optimizers.SGD(
                 learning_rate=learning_rate, momentum=opt.momentum, weight_decay=opt.weight_decay or None
             )
-        raise BackendError(f"unknown optimizer {opt.name!r}; expected adamw or sgd")
+        if opt.name == "adam":
+            return optimizers.Adam(
+                learning_rate=learning_rate, epsilon=ADAM_EPSILON, weight_decay=opt.weight_decay or None
+            )
+        if opt.name == "rmsprop":
+            return optimizers.RMSprop(
+                learning_rate=learning_rate,
+                rho=RMSPROP_RHO,
+                epsilon=ADAM_EPSILON,
+                weight_decay=opt.weight_decay or None,
+            )
+        raise BackendError(f"unknown optimizer {opt.name!r}; expected one of: {', '.join(OPTIMIZERS)}")
 
     def _make_augmenter(self, augment: str, seed: int) -> Any:
         if augment == "none":
@@ -500,8 +553,12 @@ class KerasBackend(Backend):
                 total += beta * tf.add_n([tf.reduce_sum(tf.square(tf.cast(v, tf.float32))) for v in head_l2])
             return total
 
+        clip_norm = self._clip_grad_norm
+
         def apply_gradients(loss: Any, tape: Any) -> None:
             grads = tape.gradient(loss, all_vars)
+            if clip_norm is not None:  # one global norm over every group's variables (traced only when clipping)
+                grads, _ = tf.clip_by_global_norm(grads, clip_norm)
             start = 0
             for optimizer, variables in groups:
                 optimizer.apply(grads[start : start + len(variables)], variables)

@@ -16,15 +16,21 @@ from dataclasses import MISSING, asdict, dataclass, fields
 from typing import Any, ClassVar
 
 AMPS = ("", "bf16", "fp16")
-#: classifier heads (``--head``): ``native`` (the model's own classifier: a Linear/MLP on pooled features) or
-#: ``fcn`` (the fully-convolutional head of the Keras backend, on the trunk's spatial feature map)
-HEADS = ("native", "fcn")
+#: classifier heads (``--head``): ``native`` (the model's own classifier: a Linear/MLP on pooled features), ``fcn``
+#: (the fully-convolutional head of the Keras backend, on the trunk's spatial feature map) or ``mlp`` (seed 002's
+#: head on pooled features: ``MLP_HEAD_UNITS`` hidden units, ReLU and dropout after each)
+HEADS = ("native", "fcn", "mlp")
 #: the ``fcn`` head, the same in every framework: ``Conv 1x1 (C_trunk → 256) → ReLU → Dropout(0.5) →
 #: Conv 1x1 (256 → num_classes) → global average pool``, kernels Glorot-uniform, biases zero (Keras' defaults)
 FCN_HEAD_HIDDEN_CHANNELS = 256
 FCN_HEAD_DROPOUT = 0.5
+#: the ``mlp`` head, the same in every framework: ``Dense(512) → ReLU → Dropout(0.5) → Dense(256) → ReLU →
+#: Dropout(0.5) → Dense(128) → ReLU → Dropout(0.5) → Dense(num_classes)`` on the pooled features, kernels
+#: Glorot-uniform, biases zero (Keras' defaults)
+MLP_HEAD_UNITS = (512, 256, 128)
+MLP_HEAD_DROPOUT = 0.5
 #: what ``BuildInfo.facts["head"]`` records for each head
-HEAD_FACTS = {"native": "native", "fcn": "fcn-1x1"}
+HEAD_FACTS = {"native": "native", "fcn": "fcn-1x1", "mlp": "mlp-" + "-".join(map(str, MLP_HEAD_UNITS))}
 #: models whose trunk the torch backends can put the ``fcn`` head on: the plain VGGs (a ``features`` stack of
 #: convolutions and max-pools ending in 512 channels, same layout in torchvision and timm)
 FCN_MODELS = re.compile(r"vgg(11|13|16|19)(_bn)?")
@@ -66,7 +72,8 @@ class BackendOptions:
     def check_model(self, backend: str, model: str) -> None:
         """Raise ``OptionsError`` when ``backend`` cannot honour these options for ``model`` (framework-free).
 
-        The base options fit every model; ``TorchOptions`` rejects ``head="fcn"`` for non-VGG models.
+        The base options fit every model; ``TorchOptions`` rejects ``head="fcn"`` for non-VGG models (``mlp`` fits
+        every model).
         """
 
     def to_dict(self) -> dict[str, Any]:
@@ -110,8 +117,9 @@ class TorchOptions(BackendOptions):
         infer_compile: once training is over, ``torch.compile`` the trained model for inference with inductor's
             freezing (weights folded in as constants, BatchNorm into convolutions; batches padded to one shape);
             its compile time is its own column (``infer_prepare_s``).
-        head: ``native`` (the model's own classifier, its last Linear replaced) or ``fcn`` (VGG models only: the
-            Keras backend's fully-convolutional head directly on ``features``' 512-channel map, no pooling/MLP).
+        head: ``native`` (the model's own classifier, its last Linear replaced), ``fcn`` (VGG models only: the
+            Keras backend's fully-convolutional head directly on ``features``' 512-channel map, no pooling/MLP) or
+            ``mlp`` (any model: seed 002's MLP in place of the last Linear, on the features that Linear took).
     """
 
     channels_last: bool = False
@@ -154,8 +162,8 @@ class KerasOptions(BackendOptions):
 
     Attributes:
         jit_compile: XLA-compile the train and predict steps.
-        head: always ``fcn`` (the backend's fully-convolutional head); ``native`` is rejected, keras.applications
-            backbones are built with ``include_top=False``.
+        head: ``fcn`` (the backend's fully-convolutional head, the default) or ``mlp`` (global average pooling, then
+            seed 002's MLP); ``native`` is rejected, keras.applications backbones are built with ``include_top=False``.
     """
 
     jit_compile: bool = False
@@ -166,9 +174,10 @@ class KerasOptions(BackendOptions):
     def validate(self, backend: str, *, device: str, image_size: int, in_chans: int, gpu_visible: bool) -> None:
         super().validate(backend, device=device, image_size=image_size, in_chans=in_chans, gpu_visible=gpu_visible)
         _check_head(self.head)
-        if self.head != "fcn":
+        if self.head == "native":
             raise OptionsError(
-                f"backend {backend!r} has only the fully-convolutional head (--head fcn), got --head {self.head}"
+                f"backend {backend!r} has no native classifier (its backbones are built without their top): "
+                f"--head fcn (default) or mlp, got --head {self.head}"
             )
         if self.amp == "fp16":
             raise OptionsError(f"backend {backend!r} takes --amp bf16 only (mixed_bfloat16), got --amp fp16")

@@ -13,7 +13,8 @@ Weights (``ModelSpec.weights``):
 - ``"none"``: random init.
 
 Head (``TorchOptions.head``): ``native`` is timm's classifier (for VGG: ``pre_logits`` ConvMlp + ``head``); ``fcn``
-(VGG models) puts the Keras backend's fully-convolutional head on ``features`` (``torch_common.FcnClassifier``).
+(VGG models) puts the Keras backend's fully-convolutional head on ``features`` (``torch_common.FcnClassifier``);
+``mlp`` puts seed 002's MLP (``torch_common.MlpHead``) in place of timm's classifier Linear, on its pre-logits.
 
 If pretrained weights cannot be had, the build fails with a one-line reason unless ``allow_random_init`` is
 set, in which case the results say ``pretrained="none"``.

@@ -22,9 +22,17 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..core.plan import PhasePlan
+from ..core.plan import ADAM_EPSILON, RMSPROP_RHO, PhasePlan
 from .base import Backend, BackendError, BuildInfo, DataConfig, Inputs, ModelSpec, ParamCounts
-from .options import FCN_HEAD_DROPOUT, FCN_HEAD_HIDDEN_CHANNELS, HEAD_FACTS, OptionsError, TorchOptions
+from .options import (
+    FCN_HEAD_DROPOUT,
+    FCN_HEAD_HIDDEN_CHANNELS,
+    HEAD_FACTS,
+    MLP_HEAD_DROPOUT,
+    MLP_HEAD_UNITS,
+    OptionsError,
+    TorchOptions,
+)
 from .torch_files import read_state_dict  # noqa: F401  (re-exported for the torch backends)
 
 _BN_TYPES = (nn.modules.batchnorm._BatchNorm,)
@@ -62,6 +70,54 @@ class FcnHead(nn.Module):
 
 #: state-dict prefix of the fcn head in an :class:`FcnClassifier`
 FCN_HEAD_PREFIX = "head"
+
+
+# ---- the MLP head (``--head mlp``), seed 002's head, the same in Keras ------------------------------------------
+class MlpHead(nn.Sequential):
+    """``Linear(D, 512) → ReLU → Dropout(0.5) → Linear(512, 256) → ReLU → Dropout(0.5) → Linear(256, 128) → ReLU →
+    Dropout(0.5) → Linear(128, num_classes)`` (``options.MLP_HEAD_UNITS``), initialized like Keras' ``Dense``
+    (Glorot-uniform kernels, zero biases). It takes what the model's last Linear took (the pooled features)."""
+
+    def __init__(
+        self,
+        in_features: int,
+        num_classes: int,
+        units: tuple[int, ...] = MLP_HEAD_UNITS,
+        dropout: float = MLP_HEAD_DROPOUT,
+    ) -> None:
+        layers: list[nn.Module] = []
+        width = in_features
+        for hidden in units:
+            layers += [nn.Linear(width, hidden), nn.ReLU(), nn.Dropout(dropout)]
+            width = hidden
+        layers.append(nn.Linear(width, num_classes))
+        super().__init__(*layers)
+        self.in_features = in_features
+        for layer in self:
+            if isinstance(layer, nn.Linear):
+                nn.init.xavier_uniform_(layer.weight)
+                nn.init.zeros_(layer.bias)
+
+
+def install_mlp_head(model: nn.Module, name: str, num_classes: int, model_name: str) -> None:
+    """Put an :class:`MlpHead` in place of the classifier Linear at ``name`` (its input width kept).
+
+    Raises:
+        BackendError: the classifier at ``name`` is not an ``nn.Linear`` (names the model).
+    """
+    old = model.get_submodule(name)
+    if not isinstance(old, nn.Linear):
+        raise BackendError(
+            f"--head mlp replaces the classifier Linear, but {model_name!r}'s classifier {name!r} is a "
+            f"{type(old).__name__}; use --head native for it"
+        )
+    parent_name, _, attr = name.rpartition(".")
+    setattr(model.get_submodule(parent_name) if parent_name else model, attr, MlpHead(old.in_features, num_classes))
+
+
+def mlp_head_name(model: nn.Module) -> str | None:
+    """Qualified name of the model's :class:`MlpHead`, ``None`` without one."""
+    return next((name for name, module in model.named_modules() if isinstance(module, MlpHead)), None)
 
 
 class FcnClassifier(nn.Module):
@@ -273,6 +329,8 @@ class TorchBackend(Backend):
         self._l2sp_params: list[tuple[nn.Parameter, torch.Tensor]] = []
         self._head_params: list[nn.Parameter] = []
         self._distillation: Any = None
+        self._planned_lrs: list[float] = []
+        self._clip_grad_norm: float | None = None
 
     # ---- hooks for subclasses -------------------------------------------------------------------------
     @abc.abstractmethod
@@ -331,6 +389,13 @@ class TorchBackend(Backend):
         self.data_config = self.model_data_config(model, spec)
         if options.head == "fcn":
             model = fcn_classifier(model, spec.num_classes, spec.name)
+        elif options.head == "mlp":
+            prefixes = self.classifier_prefixes(model)
+            if len(prefixes) != 1:
+                raise BackendError(
+                    f"--head mlp needs one classifier, but {spec.name!r} has {len(prefixes)}: {', '.join(prefixes)}"
+                )
+            install_mlp_head(model, prefixes[0], spec.num_classes, spec.name)
         self.autocast_dtype = self._autocast_dtype(options.amp)
         model = model.to(self.device)
         if options.channels_last:
@@ -406,8 +471,18 @@ class TorchBackend(Backend):
             self.optimizer = torch.optim.SGD(
                 param_groups, lr=phase.head_lr, momentum=opt.momentum, weight_decay=opt.weight_decay
             )
+        elif opt.name == "adam":
+            self.optimizer = torch.optim.Adam(
+                param_groups, lr=phase.head_lr, eps=ADAM_EPSILON, weight_decay=opt.weight_decay
+            )
+        elif opt.name == "rmsprop":
+            self.optimizer = torch.optim.RMSprop(
+                param_groups, lr=phase.head_lr, alpha=RMSPROP_RHO, eps=ADAM_EPSILON, weight_decay=opt.weight_decay
+            )
         else:
             self.optimizer = torch.optim.AdamW(param_groups, lr=phase.head_lr, weight_decay=opt.weight_decay)
+        self._planned_lrs = [group["lr"] for group in self.optimizer.param_groups]
+        self._clip_grad_norm = opt.clip_grad_norm
         self._eval_bn = self._bn_modules_in_eval(model, phase, stage_of)
         self._install_regularizers(phase, head_params, trainable_backbone)
         self.augment = phase.augment
@@ -417,6 +492,12 @@ class TorchBackend(Backend):
         total = sum(p.numel() for p in model.parameters())
         trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
         return ParamCounts(trainable=trainable, total=total)
+
+    def set_lr_scale(self, factor: float) -> None:
+        if self.optimizer is None:
+            raise RuntimeError("apply_phase() must be called first")
+        for group, planned in zip(self.optimizer.param_groups, self._planned_lrs, strict=True):
+            group["lr"] = planned * factor
 
     def applied_learning_rates(self) -> dict[str, float | None]:
         model = self._require_model()
@@ -537,6 +618,9 @@ class TorchBackend(Backend):
         total = objective if penalty is None else objective + penalty
         self.optimizer.zero_grad(set_to_none=True)
         total.backward()
+        if self._clip_grad_norm is not None:  # one global norm over every trainable parameter (seed 003)
+            params = [p for group in self.optimizer.param_groups for p in group["params"]]
+            nn.utils.clip_grad_norm_(params, self._clip_grad_norm)
         self.optimizer.step()
         self._loss_sum += loss.detach().float()
         self._loss_steps += 1

@@ -12,7 +12,8 @@ Weights (``ModelSpec.weights``):
 - ``"none"``: random init.
 
 Head (``TorchOptions.head``): ``native`` replaces the final Linear; ``fcn`` (VGG models) puts the Keras backend's
-fully-convolutional head on ``features`` (``torch_common.FcnClassifier``).
+fully-convolutional head on ``features`` (``torch_common.FcnClassifier``); ``mlp`` puts seed 002's MLP
+(``torch_common.MlpHead``) in place of the final Linear, on the features it took (VGG: its 4096-d neck output).
 
 When pretrained weights cannot be had, the build fails with a one-line reason unless ``allow_random_init`` is
 set, in which case the results say ``pretrained="none"``.
@@ -44,6 +45,7 @@ from .torch_common import (
     fcn_stage_parameter_names,
     load_backbone_weights,
     load_named_weights,
+    mlp_head_name,
     named_weights_data_config,
     read_state_dict,
 )
@@ -136,11 +138,15 @@ def _first(value: Any) -> int | None:
 
 
 def final_linear_name(model: nn.Module) -> str:
-    """Qualified name of the classifier: the last ``nn.Linear`` registered in ``model``.
+    """Qualified name of the classifier: the last ``nn.Linear`` registered in ``model`` (the ``--head mlp`` head as a
+    whole once it replaced that Linear).
 
     Raises:
         BackendError: the model has no ``nn.Linear`` (e.g. SqueezeNet's convolutional classifier).
     """
+    mlp = mlp_head_name(model)
+    if mlp is not None:
+        return mlp
     names = [name for name, module in model.named_modules() if isinstance(module, nn.Linear)]
     if not names:
         raise BackendError(f"{type(model).__name__} has no final nn.Linear classifier; it is not supported")

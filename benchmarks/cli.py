@@ -19,9 +19,9 @@ from ..backends import REGISTRY, BackendError, OptionsError, backend_entry, get_
 from ..backends.base import WEIGHTS_NAME
 from ..backends.options import options_from_flags
 from ..core.cell_kinds import CellKindError, check_backbones
-from ..core.plan import AUGMENTS, OPTIMIZERS
+from ..core.plan import AUGMENTS, OPTIMIZERS, SCHEDULES, SELECT_BY, SELECT_FROM
 from ..core.strategies import STRATEGIES, get_strategy
-from ..datasets import DEDUP_POLICIES, DatasetError, dataset_usages, parse_dataset_spec
+from ..datasets import DEDUP_POLICIES, GROUP_LEAKAGE_POLICIES, DatasetError, dataset_usages, parse_grouped_spec
 from .running.config import DEFAULT_SUITE, RunOptions, SuiteConfig, format_weights_map, parse_weights_map
 
 EXIT_USAGE = 2
@@ -139,6 +139,51 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--optimizer", default=opts.optimizer, help=f"one of: {', '.join(OPTIMIZERS)}")
     run.add_argument("--lr", type=float, default=None, help="head learning rate (default: the strategy's)")
     run.add_argument("--augment", default=opts.augment, help=f"training augmentation on device: {', '.join(AUGMENTS)}")
+    run.add_argument(
+        "--clip-grad-norm",
+        type=float,
+        default=None,
+        metavar="X",
+        help="clip the global norm of the gradients of all trainable parameters at X before each step (default: none)",
+    )
+    run.add_argument(
+        "--schedule",
+        default=opts.schedule,
+        help=f"learning-rate schedule within each phase: {', '.join(SCHEDULES)} (cosine: linear warm-up of "
+        "--lr-warmup-epochs, then cosine annealing; step: x --step-gamma every --step-every epochs; default: none)",
+    )
+    run.add_argument(
+        "--lr-warmup-epochs", type=int, default=opts.lr_warmup_epochs, help="--schedule cosine: warm-up epochs"
+    )
+    run.add_argument("--step-every", type=int, default=opts.step_every, help="--schedule step: epochs between decays")
+    run.add_argument("--step-gamma", type=float, default=opts.step_gamma, help="--schedule step: factor of each decay")
+    run.add_argument(
+        "--patience",
+        type=int,
+        default=None,
+        help="early stopping: end the last phase after N epochs without a better validation score (--epochs is then "
+        "the maximum; default: every epoch runs)",
+    )
+    run.add_argument(
+        "--select-by",
+        default=opts.select_by,
+        help=f"validation metric that picks the epoch (and the C of logistic probes): {', '.join(SELECT_BY)} "
+        "(default: accuracy)",
+    )
+    run.add_argument(
+        "--tune",
+        action="store_true",
+        help="tune every strategy on validation first, with the same trial budget (its row's search space: learning "
+        "rates per strategy family, weight decay, the logistic probe's C, k-NN's k): trial cells train on train and "
+        "are scored on val by --select-by (on the first seed, in <suite>/tuning/, never reading test); the winner then "
+        "runs on every seed (default: off, the strategies' own settings)",
+    )
+    run.add_argument(
+        "--select-from",
+        default=opts.select_from,
+        help="candidate epochs: all (default: every epoch of every phase) or main (the last phase's: LP-FT's "
+        "fine-tuning, full fine-tuning after its head warm-up)",
+    )
     run.add_argument("--channels-last", action="store_true", help="torch backends: channels-last memory format")
     run.add_argument("--amp", default="", help="mixed precision: bf16 (CPU/GPU) or fp16 (GPU)")
     run.add_argument("--compile", action="store_true", help="torch backends: torch.compile for training")
@@ -151,7 +196,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--head",
         default=None,
-        help="classifier head: native (the model's own; torch default) or fcn (Keras' 1x1-conv head on the trunk's map; VGG models in torch, the only head of keras)",
+        help="classifier head: native (the model's own; torch default), fcn (Keras' 1x1-conv head on the trunk's "
+        "map; VGG models in torch, the keras default) or mlp (seed 002's 512-256-128 MLP with ReLU and dropout 0.5 on "
+        "the pooled features; every torch and keras model)",
     )
     run.add_argument("--max-train-images", type=int, default=None, help="train on a stratified subset of this size")
     run.add_argument(
@@ -177,6 +224,20 @@ def build_parser() -> argparse.ArgumentParser:
         "--dedup",
         default=opts.dedup,
         help="exact duplicate images: drop (default: cross-split copies leave val/test, one copy kept per split, conflicting labels removed), keep (report only), error",
+    )
+    run.add_argument(
+        "--group-by",
+        default=None,
+        metavar="PATTERN|column:NAME",
+        help="patient-level splits: a regular expression whose first group names the patient in each image file's "
+        "path relative to the dataset root (e.g. 'person(\\d+)_'), or column:NAME of a csv: dataset; carved val/test "
+        "take whole patients, and patients in more than one split are counted",
+    )
+    run.add_argument(
+        "--group-leakage",
+        default=opts.group_leakage,
+        help="with --group-by, patients in more than one split: drop (default: their images leave the later split), "
+        "keep (report only), error",
     )
     run.add_argument(
         "--near-duplicates",
@@ -397,7 +458,7 @@ def suite_from_args(args: argparse.Namespace) -> SuiteConfig:
         raise UsageError("--dataset needs at least one dataset spec")
     for spec in datasets:
         try:
-            parse_dataset_spec(spec)
+            parse_grouped_spec(spec, args.group_by)
         except DatasetError as exc:
             raise UsageError(str(exc)) from None
     try:
@@ -418,6 +479,10 @@ def suite_from_args(args: argparse.Namespace) -> SuiteConfig:
         ("augment", args.augment, AUGMENTS),
         ("optimizer", args.optimizer, OPTIMIZERS),
         ("dedup", args.dedup, DEDUP_POLICIES),
+        ("group-leakage", args.group_leakage, GROUP_LEAKAGE_POLICIES),
+        ("schedule", args.schedule, SCHEDULES),
+        ("select-by", args.select_by, SELECT_BY),
+        ("select-from", args.select_from, SELECT_FROM),
     ):
         if value not in valid:
             raise UsageError(
@@ -426,6 +491,12 @@ def suite_from_args(args: argparse.Namespace) -> SuiteConfig:
     weights = _weights_option(args.weights, backends)
     if args.lr is not None and not (args.lr > 0 and math.isfinite(args.lr)):
         raise UsageError(f"--lr must be a positive number, got {args.lr}")
+    if args.tune and args.lr is not None:
+        raise UsageError(f"--lr {args.lr} and --tune: the tuned learning rate replaces --lr; drop one of them")
+    if args.clip_grad_norm is not None and not (args.clip_grad_norm > 0 and math.isfinite(args.clip_grad_norm)):
+        raise UsageError(f"--clip-grad-norm must be a positive number, got {args.clip_grad_norm}")
+    if not (0 < args.step_gamma <= 1):
+        raise UsageError(f"--step-gamma must be in (0, 1], got {args.step_gamma}")
     if args.cell_timeout is not None and not (args.cell_timeout > 0 and math.isfinite(args.cell_timeout)):
         raise UsageError(f"--cell-timeout must be a positive number of seconds, got {args.cell_timeout}")
     default_matrix = (backends, tuple(models), tuple(datasets)) == (
@@ -458,6 +529,17 @@ def suite_from_args(args: argparse.Namespace) -> SuiteConfig:
         infer_pass=not args.no_infer_pass and args.executor != "ray",
         dedup=args.dedup,
         near_duplicates=args.near_duplicates,
+        group_by=args.group_by,
+        group_leakage=args.group_leakage,
+        schedule=args.schedule,
+        lr_warmup_epochs=_positive("lr-warmup-epochs", args.lr_warmup_epochs, 0),
+        step_every=_positive("step-every", args.step_every),
+        step_gamma=args.step_gamma,
+        patience=None if args.patience is None else _positive("patience", args.patience),
+        select_by=args.select_by,
+        select_from=args.select_from,
+        clip_grad_norm=args.clip_grad_norm,
+        tune=args.tune,
         threads=args.threads,
         allocator=args.allocator,
         teacher=_teacher_option(args.teacher, strategies, backends),
@@ -502,6 +584,13 @@ def data_notes(record: dict[str, Any]) -> str:
         action = "dropped" if dups.get("policy") == "drop" else "KEPT"
         notes.append(
             f"{dups.get('cross_split', 0)} cross-split duplicate(s), {dups.get('conflicting_labels', 0)} conflicting label(s) {action}"
+        )
+    groups = record.get("groups") or {}
+    if groups.get("shared_groups"):
+        action = "dropped" if groups.get("policy") == "drop" else "KEPT"
+        notes.append(
+            f"{groups['shared_groups']} patient group(s) in more than one split, "
+            f"{groups.get('leaked_images', 0)} later-split image(s) {action}"
         )
     if record.get("skipped_images"):
         notes.append(f"{record['skipped_images']} unreadable image(s) skipped")
@@ -670,6 +759,7 @@ def command_run(args: argparse.Namespace) -> int:
     from .running.executors import ExecutorError, make_executor
     from .running.results import cell_key, latest_by_cell, load_results
     from .running.runner import RESULTS_FILE, RunInterrupted, run_suite
+    from .running.tuning_run import run_tuned_suite
 
     suite = run_suite_from_args(args)
     try:
@@ -699,7 +789,7 @@ def command_run(args: argparse.Namespace) -> int:
 
     try:
         with progress.listening(console):
-            produced = run_suite(
+            produced = (run_tuned_suite if suite.options.tune else run_suite)(
                 suite,
                 out_dir,
                 timeout_s=args.cell_timeout,

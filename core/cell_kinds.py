@@ -8,6 +8,8 @@ is *how the model is made*:
 * ``feature_head``: frozen backbones give pooled features (cached on disk) and a scikit-learn head is fitted on them
   (``logreg_probe``, ``knn_probe``); with two or more backbones joined by ``+`` their features are concatenated first
   (``fusion``). No gradient step runs, so the training loop is not involved.
+* ``tuning_trial``: one point of a strategy's search space (``--tune``), trained the strategy's way (``trained_kind``)
+  on train and scored on val; its data path has no test split.
 
 A kind row says what the rest of tlbench needs to know without looking at strategy names: how many backbones the
 cell takes, whether the framework runs the whole model at inference (so the suite's inference pass can re-time it
@@ -71,6 +73,14 @@ CELL_KINDS: dict[str, CellKind] = {
             retimed_by_pass=False,
             saves_weights=False,
         ),
+        CellKind(
+            name="tuning_trial",
+            summary="one point of a strategy's search (--tune), trained on train and scored on val; it has no test "
+            "split, is never timed and keeps no weights",
+            trains_network=False,
+            retimed_by_pass=False,
+            saves_weights=False,
+        ),
     )
 }
 
@@ -81,7 +91,13 @@ def backbones_of(model: str) -> list[str]:
 
 
 def kind_name(strategy: Strategy) -> str:
-    """The kind of cell ``strategy`` runs: ``feature_head`` for a scikit-learn head, else ``network``."""
+    """The kind of cell ``strategy`` runs: ``tuning_trial`` for one point of a search, else ``trained_kind``."""
+    return "tuning_trial" if strategy.tuning_trial else trained_kind(strategy)
+
+
+def trained_kind(strategy: Strategy) -> str:
+    """How ``strategy`` trains (also inside a tuning trial): ``feature_head`` for a scikit-learn head, else
+    ``network``."""
     return "network" if strategy.probe_head == "linear" else "feature_head"
 
 

@@ -8,6 +8,7 @@ regularizers), and each backend applies a plan with its own primitive (``require
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import asdict, dataclass, replace
 from typing import Literal
 
@@ -18,6 +19,64 @@ Backbones = Literal["one", "several"]
 
 #: ``last_k_stages`` value meaning "every stage of the model" (``partial_finetune@all``)
 ALL_STAGES = -1
+
+#: trials of every strategy's search (``--tune``): each search space is a grid of exactly this many points, so every
+#: strategy gets the same budget
+TRIAL_BUDGET = 8
+#: the strategy fields a search may set
+TUNABLE = ("head_lr", "weight_decay", "l2sp_alpha", "probe_c", "knn_k")
+#: separates a trial's configuration from its strategy in the trial's name (``full_finetune~head_lr=0.001,...``)
+TRIAL_SEPARATOR = "~"
+
+
+@dataclass(frozen=True)
+class SearchSpace:
+    """A grid over strategy fields (``TUNABLE``): every combination of the axes' values is one trial.
+
+    Attributes:
+        axes: ``(field, values)`` pairs, in the order the grid is walked (the first axis varies slowest).
+    """
+
+    axes: tuple[tuple[str, tuple[float, ...]], ...]
+
+    @property
+    def size(self) -> int:
+        """Number of points (trials)."""
+        size = 1
+        for _, values in self.axes:
+            size *= len(values)
+        return size
+
+    def configs(self) -> list[dict[str, float]]:
+        """Every point, as ``{field: value}``, in grid order."""
+        names = [name for name, _ in self.axes]
+        return [dict(zip(names, point, strict=True)) for point in itertools.product(*(v for _, v in self.axes))]
+
+    def describe(self) -> str:
+        """``head_lr 0.0001, 0.0003, 0.001, 0.003 x weight_decay 0.0001, 0.01 (8 trials)``."""
+        axes = " x ".join(f"{name} {', '.join(f'{v:g}' for v in values)}" for name, values in self.axes)
+        return f"{axes} ({self.size} trials)"
+
+
+#: learning rates searched, per strategy family (4 log-spaced points at least): probes higher, fine-tuning lower,
+#: scratch widest
+PROBE_LRS = (1e-3, 3e-3, 1e-2, 3e-2)
+FINETUNE_LRS = (1e-4, 3e-4, 1e-3, 3e-3)
+SCRATCH_LRS = (3e-5, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1)
+#: weight decays searched where weight decay applies (AdamW's decoupled decay, SGD's L2)
+WEIGHT_DECAYS = (1e-4, 1e-2)
+#: L2-SP strengths searched (L2-SP replaces weight decay)
+L2SP_ALPHAS = (1e-2, 1e-1)
+#: the logistic probe's inverse regularization strengths and the k-NN probe's neighbours searched
+PROBE_CS = (1e-3, 1e-2, 1e-1, 1.0, 1e1, 1e2, 1e3, 1e4)
+KNN_KS = (1, 3, 5, 7, 11, 15, 21, 31)
+
+PROBE_SEARCH = SearchSpace((("head_lr", PROBE_LRS), ("weight_decay", WEIGHT_DECAYS)))
+FINETUNE_SEARCH = SearchSpace((("head_lr", FINETUNE_LRS), ("weight_decay", WEIGHT_DECAYS)))
+SCRATCH_SEARCH = SearchSpace((("head_lr", SCRATCH_LRS),))
+L2SP_SEARCH = SearchSpace((("head_lr", FINETUNE_LRS), ("l2sp_alpha", L2SP_ALPHAS)))
+LOGREG_SEARCH = SearchSpace((("probe_c", PROBE_CS),))
+KNN_SEARCH = SearchSpace((("knn_k", KNN_KS),))
 
 
 @dataclass(frozen=True)
@@ -58,6 +117,12 @@ class Strategy:
         backbones: ``one`` backbone, or ``several`` joined by ``+`` in the model name whose pooled features are
             concatenated (``fusion``; only with a scikit-learn ``probe_head``). ``core.cell_kinds`` checks models
             against it and decides the kind of cell.
+        weight_decay: the optimizer's weight decay (``None``: the run's, 1e-4); set by a search.
+        probe_c: ``logreg``: a fixed C (a search's) instead of the one chosen on val from the default grid.
+        knn_k: ``knn``: neighbours (``None``: 11).
+        search: the search space of ``--tune`` (``TRIAL_BUDGET`` points).
+        tuning_trial: this row is one point of a search (its name ``<strategy>~<field>=<value>,...``): a
+            ``tuning_trial`` cell, trained on train and scored on val, with no test split.
     """
 
     name: str
@@ -80,6 +145,11 @@ class Strategy:
     l2sp_alpha: float = 0.0
     head_l2_beta: float = 0.0
     backbones: Backbones = "one"
+    weight_decay: float | None = None
+    probe_c: float | None = None
+    knn_k: int | None = None
+    search: SearchSpace | None = None
+    tuning_trial: bool = False
 
     def to_dict(self) -> dict:
         """Plain-dict view for results and JSON."""
@@ -96,6 +166,7 @@ STRATEGIES: dict[str, Strategy] = {
             train_backbone="all",
             backbone_lr_scale=1.0,
             head_lr=1e-3,
+            search=SCRATCH_SEARCH,
         ),
         Strategy(
             name="linear_probe",
@@ -105,6 +176,7 @@ STRATEGIES: dict[str, Strategy] = {
             cache_features=True,
             head_lr=1e-2,
             min_epochs=30,
+            search=PROBE_SEARCH,
         ),
         Strategy(
             name="partial_finetune",
@@ -114,6 +186,7 @@ STRATEGIES: dict[str, Strategy] = {
             last_k_stages=2,
             backbone_lr_scale=0.1,
             head_lr=1e-3,
+            search=FINETUNE_SEARCH,
         ),
         Strategy(
             name="full_finetune",
@@ -123,6 +196,7 @@ STRATEGIES: dict[str, Strategy] = {
             backbone_lr_scale=0.1,
             head_lr=1e-3,
             head_warmup_epochs=1,
+            search=FINETUNE_SEARCH,
         ),
         Strategy(
             name="lp_ft",
@@ -133,6 +207,7 @@ STRATEGIES: dict[str, Strategy] = {
             head_lr=1e-3,
             probe_epochs=30,
             probe_lr=1e-2,
+            search=FINETUNE_SEARCH,
         ),
         Strategy(
             name="layer_decay",
@@ -143,6 +218,7 @@ STRATEGIES: dict[str, Strategy] = {
             layer_decay=0.7,
             head_lr=1e-3,
             head_warmup_epochs=1,
+            search=FINETUNE_SEARCH,
         ),
         Strategy(
             name="l2sp",
@@ -155,6 +231,7 @@ STRATEGIES: dict[str, Strategy] = {
             head_warmup_epochs=1,
             l2sp_alpha=0.05,
             head_l2_beta=0.005,
+            search=L2SP_SEARCH,
         ),
         Strategy(
             name="distill",
@@ -167,6 +244,7 @@ STRATEGIES: dict[str, Strategy] = {
             head_warmup_epochs=1,
             distill_temperature=4.0,
             distill_alpha=0.7,
+            search=FINETUNE_SEARCH,
         ),
         Strategy(
             name="logreg_probe",
@@ -175,6 +253,7 @@ STRATEGIES: dict[str, Strategy] = {
             train_backbone="none",
             cache_features=True,
             probe_head="logreg",
+            search=LOGREG_SEARCH,
         ),
         Strategy(
             name="knn_probe",
@@ -183,6 +262,7 @@ STRATEGIES: dict[str, Strategy] = {
             train_backbone="none",
             cache_features=True,
             probe_head="knn",
+            search=KNN_SEARCH,
         ),
         Strategy(
             name="fusion",
@@ -192,6 +272,7 @@ STRATEGIES: dict[str, Strategy] = {
             cache_features=True,
             probe_head="logreg",
             backbones="several",
+            search=LOGREG_SEARCH,
         ),
     )
 }
@@ -205,12 +286,65 @@ def head_only(strategy: Strategy) -> Strategy:
     return replace(strategy, name=f"{strategy.name}:head_warmup", train_backbone="none", last_k_stages=0)
 
 
-def get_strategy(name: str) -> Strategy:
-    """Look up a strategy by name; ``partial_finetune@K`` (K = 1, 2, ... or ``all``) is the frozen-layer sweep.
+def trial_name(strategy: Strategy, config: dict[str, float]) -> str:
+    """The name of the trial of ``strategy`` at ``config``: ``full_finetune~head_lr=0.001,weight_decay=0.0001``."""
+    return strategy.name + TRIAL_SEPARATOR + ",".join(f"{key}={value:g}" for key, value in config.items())
+
+
+def with_config(strategy: Strategy, config: dict[str, float]) -> Strategy:
+    """``strategy`` with the tunable fields of ``config`` set (name and everything else kept).
 
     Raises:
-        KeyError: unknown name or bad ``@K`` (the message lists the valid ones).
+        KeyError: a field that is not tunable.
     """
+    unknown = [key for key in config if key not in TUNABLE]
+    if unknown:
+        raise KeyError(
+            f"strategy {strategy.name!r}: {unknown[0]!r} is not tunable; expected some of: {', '.join(TUNABLE)}"
+        )
+    values = {key: int(value) if key == "knn_k" else float(value) for key, value in config.items()}
+    return replace(strategy, **values)
+
+
+def config_of(strategy: Strategy) -> dict[str, float]:
+    """The values of ``strategy``'s searched fields (its search space's axes)."""
+    if strategy.search is None:
+        return {}
+    return {name: getattr(strategy, name) for name, _ in strategy.search.axes}
+
+
+def _trial(name: str) -> Strategy:
+    """The trial row named ``<strategy>~<field>=<value>,...``: the strategy with those searched values."""
+    base_name, _, text = name.partition(TRIAL_SEPARATOR)
+    base = get_strategy(base_name)
+    axes = dict(base.search.axes) if base.search is not None else {}
+    config: dict[str, float] = {}
+    for item in text.split(","):
+        key, sep, value = item.partition("=")
+        try:
+            number = float(value)
+        except ValueError:
+            number = float("nan")
+        if not sep or key not in axes or number != number:
+            raise KeyError(
+                f"strategy {name!r}: expected {base_name}{TRIAL_SEPARATOR}FIELD=VALUE,... over its search space "
+                f"({', '.join(axes) or 'none'}), got {item!r}"
+            )
+        config[key] = number
+    if set(config) != set(axes):
+        raise KeyError(f"strategy {name!r}: a trial sets every searched field ({', '.join(axes)})")
+    return replace(with_config(base, config), name=name, tuning_trial=True)
+
+
+def get_strategy(name: str) -> Strategy:
+    """Look up a strategy by name; ``partial_finetune@K`` (K = 1, 2, ... or ``all``) is the frozen-layer sweep, and
+    ``<strategy>~<field>=<value>,...`` one trial of a strategy's search (``--tune``).
+
+    Raises:
+        KeyError: unknown name, bad ``@K`` or bad trial (the message lists the valid ones).
+    """
+    if TRIAL_SEPARATOR in name:
+        return _trial(name)
     base, sep, suffix = name.partition("@")
     if sep:
         if base not in SWEEPABLE:

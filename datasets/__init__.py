@@ -13,6 +13,7 @@ from pathlib import Path
 from .base import SPLITS, ArrayDataset, DatasetError, DatasetSource, ResizePolicy, Split
 from .cache import load_or_build
 from .duplicates import DEDUP_POLICIES, apply_dedup, check_dedup_policy
+from .grouping import GROUP_LEAKAGE_POLICIES, apply_group_leakage, check_group_leakage_policy, parse_group_by
 
 #: kind -> (factory "module:function", usage shown by ``tlbench list datasets``)
 DATASETS: dict[str, tuple[str, str]] = {
@@ -41,6 +42,7 @@ DATASETS: dict[str, tuple[str, str]] = {
 __all__ = [
     "DATASETS",
     "DEDUP_POLICIES",
+    "GROUP_LEAKAGE_POLICIES",
     "SPLITS",
     "ArrayDataset",
     "DatasetError",
@@ -50,6 +52,7 @@ __all__ = [
     "dataset_usages",
     "load_dataset",
     "parse_dataset_spec",
+    "parse_grouped_spec",
 ]
 
 
@@ -74,6 +77,18 @@ def parse_dataset_spec(spec: str) -> DatasetSource:
     return factory(spec, argument if sep else None)
 
 
+def parse_grouped_spec(spec: str, group_by: str | None) -> DatasetSource:
+    """``parse_dataset_spec``, then the source's images grouped by ``group_by`` (``--group-by``) when given.
+
+    Raises:
+        DatasetError: a bad spec, a bad grouping, or a source that cannot be grouped (one line each).
+    """
+    source = parse_dataset_spec(spec)
+    if group_by is not None:
+        source.set_grouping(parse_group_by(group_by))
+    return source
+
+
 def load_dataset(
     spec: str,
     policy: ResizePolicy,
@@ -81,6 +96,8 @@ def load_dataset(
     progress: bool = False,
     dedup: str = "drop",
     near_duplicates: bool = False,
+    group_by: str | None = None,
+    group_leakage: str = "drop",
 ) -> ArrayDataset:
     """Load ``spec`` resized with ``policy``, from the on-disk cache when present, then apply ``dedup``.
 
@@ -95,11 +112,20 @@ def load_dataset(
             split and every image with conflicting labels; ``"keep"`` removes nothing; ``"error"`` raises
             when images are shared between splits or labelled twice. Counts go to ``meta["duplicates"]``.
         near_duplicates: also count near-identical cross-split images (``meta["duplicates"]["near_cross_split"]``).
+        group_by: group the images by patient (``tlbench.datasets.grouping``): a regular expression whose first
+            group names the patient in each file's path relative to the dataset root, or ``column:NAME`` for a
+            ``csv:`` dataset; carved val/test splits then take whole groups, and ``meta["groups"]`` counts the
+            groups present in more than one split. ``None``: no grouping.
+        group_leakage: with ``group_by``, what to do with groups in more than one split (after ``dedup``):
+            ``"drop"`` (the later split's images of such a group leave it), ``"keep"`` or ``"error"``.
 
     Raises:
-        DatasetError: a bad spec or ``dedup`` value, a dataset problem, or duplicates under ``dedup="error"``.
+        DatasetError: a bad spec, ``dedup``, ``group_by`` or ``group_leakage`` value, a dataset problem,
+            duplicates under ``dedup="error"`` or a group in two splits under ``group_leakage="error"``.
     """
     check_dedup_policy(dedup)
-    source = parse_dataset_spec(spec)
+    check_group_leakage_policy(group_leakage)
+    source = parse_grouped_spec(spec, group_by)
     dataset = load_or_build(source, policy, Path(cache_dir) if cache_dir else None, progress=progress)
-    return apply_dedup(dataset, dedup, near_duplicates)
+    dataset = apply_dedup(dataset, dedup, near_duplicates)
+    return apply_group_leakage(dataset, group_by, group_leakage) if group_by is not None else dataset

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import abc
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,39 @@ class ResizePolicy:
         return f"s{self.image_size}-c{self.crop_pct:.4f}-{self.interpolation}"
 
 
+#: prefix of a grouping by a CSV column (``--group-by column:patient_id``)
+COLUMN_PREFIX = "column:"
+
+
+@dataclass(frozen=True)
+class GroupBy:
+    """A parsed ``--group-by``: a regular expression on relative paths, or a CSV column.
+
+    Attributes:
+        text: the value as given (recorded, and part of the dataset cache key).
+    """
+
+    text: str
+
+    @property
+    def column(self) -> str | None:
+        """The CSV column of ``column:NAME``, else ``None``."""
+        return self.text[len(COLUMN_PREFIX) :] if self.text.startswith(COLUMN_PREFIX) else None
+
+    @property
+    def pattern(self) -> re.Pattern[str] | None:
+        """The compiled regular expression, ``None`` for a column."""
+        return None if self.column is not None else re.compile(self.text)
+
+    def of_path(self, relative: str) -> str | None:
+        """The group of the file at ``relative`` (path from the dataset root, ``/``-separated), or ``None``."""
+        pattern = self.pattern
+        if pattern is None:
+            raise ValueError(f"--group-by {self.text!r} groups by a column, not by path")
+        match = pattern.search(relative.replace("\\", "/"))
+        return match.group(1) if match is not None and match.group(1) is not None else None
+
+
 @dataclass
 class Split:
     """One split: ``images`` uint8 ``(N, H, W, 3)`` (possibly memory-mapped) and int64 ``labels`` ``(N,)``.
@@ -44,6 +78,8 @@ class Split:
             by file-based sources and used in duplicate reports; array sources leave it ``None``.
         content_hashes: optional ``(N, 16)`` uint8 digests of the cached bytes (set by the cache).
         difference_hashes: optional ``(N, 16)`` uint8 perceptual hashes (set by the cache).
+        groups: optional group of each image (the patient, ``--group-by``; ``None`` for an image without one),
+            set by file-based sources when a grouping was asked for (see ``grouping``).
     """
 
     images: np.ndarray
@@ -51,6 +87,7 @@ class Split:
     names: list[str] | None = None
     content_hashes: np.ndarray | None = None
     difference_hashes: np.ndarray | None = None
+    groups: list[str | None] | None = None
 
     def __len__(self) -> int:
         return int(self.labels.shape[0])
@@ -67,7 +104,8 @@ class ArrayDataset:
         meta: provenance recorded in the results: ``source``, ``gray_to_rgb`` (channels replicated),
             ``carved_splits`` (splits made from train by a seeded stratified split), ``skipped_images``
             (count) and ``skipped_examples`` (first few paths with their reason); ``load_dataset`` adds
-            ``duplicates`` (see ``tlbench.datasets.duplicates``) and ``split_sizes`` (after de-duplication).
+            ``duplicates`` (see ``tlbench.datasets.duplicates``), ``groups`` (with a grouping, see
+            ``tlbench.datasets.grouping``) and ``split_sizes`` (after de-duplication).
     """
 
     name: str
@@ -86,9 +124,24 @@ class DatasetSource(abc.ABC):
 
     #: short name used in cache directory names
     slug: str = "dataset"
+    #: the grouping of images into patients (``--group-by``), part of the cache key; ``None``: no grouping
+    group_by: GroupBy | None = None
 
     def __init__(self, spec: str) -> None:
         self.spec = spec
+
+    def set_grouping(self, group_by: GroupBy) -> None:
+        """Group images by ``group_by`` (carved splits take whole groups; each image's group is kept).
+
+        Only sources of image files can: this default refuses, naming the dataset.
+
+        Raises:
+            DatasetError: the source has no file paths (nor columns) to group by.
+        """
+        raise DatasetError(
+            f"dataset {self.spec!r} has no image file paths to group; --group-by '{group_by.text}' needs a "
+            "folder: or csv: dataset"
+        )
 
     @abc.abstractmethod
     def fingerprint(self) -> str:

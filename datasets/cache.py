@@ -6,7 +6,8 @@ The cache root is the folder the user names (``--cache-dir``, the ``cache_dir`` 
 
 Layout of one entry: ``<root>/datasets/<slug>-<policy>-<key16>/`` with ``<split>_images.npy``,
 ``<split>_labels.npy``, ``<split>_hashes.npy`` (per image: 16-byte content digest, then 16-byte difference
-hash; see ``hashing``), ``names.json`` (relative image names, file-based sources only) and ``meta.json``
+hash; see ``hashing``), ``names.json`` (relative image names, file-based sources only), ``groups.json`` (each
+image's group, sources grouped by ``--group-by`` only: the grouping is part of the key) and ``meta.json``
 (written last, so an entry without it is incomplete and rebuilt). The hashes are computed while the entry is
 written, so warm loads never rehash. Entries are written into a temporary directory and renamed into place,
 so an interrupted build never leaves a half-written entry. Arrays are loaded with ``mmap_mode="r"``: a
@@ -49,8 +50,11 @@ def datasets_dir(cache_dir: Path | str | None = None) -> Path:
 
 
 def cache_key(source: DatasetSource, policy: ResizePolicy) -> str:
-    """Hex digest identifying (source content, resize policy, cache format)."""
+    """Hex digest identifying (source content, resize policy, cache format) and the source's grouping
+    (``--group-by``: it decides how splits are carved; entries without one keep their keys)."""
     text = f"v{CACHE_FORMAT}|{source.fingerprint()}|{policy.key()}"
+    if source.group_by is not None:
+        text += f"|group-by:{source.group_by.text}"
     return hashlib.sha256(text.encode("utf-8", "surrogateescape")).hexdigest()
 
 
@@ -95,6 +99,7 @@ def write_entry(dataset: ArrayDataset, tmp: Path) -> None:
     left in place, not copied. The hashes are computed here, once per entry (see ``hashing``).
     """
     names: dict[str, list[str]] = {}
+    groups: dict[str, list[str | None]] = {}
     for name, split in dataset.splits.items():
         target = images_path(tmp, name)
         if not _is_file_backed_by(split.images, target):  # streamed arrays were flushed by their writer
@@ -104,8 +109,12 @@ def write_entry(dataset: ArrayDataset, tmp: Path) -> None:
         np.save(tmp / f"{name}_hashes.npy", np.concatenate([content, perceptual], axis=1))
         if split.names is not None:
             names[name] = list(split.names)
+        if split.groups is not None:
+            groups[name] = list(split.groups)
     if names:
         (tmp / "names.json").write_text(json.dumps(names))
+    if groups:
+        (tmp / "groups.json").write_text(json.dumps(groups))
     meta = {"name": dataset.name, "class_names": dataset.class_names, "splits": list(dataset.splits), **dataset.meta}
     (tmp / "meta.json").write_text(json.dumps(meta, indent=1, default=str))
 
@@ -141,7 +150,11 @@ def load_cached(directory: Path) -> ArrayDataset | None:
         meta = json.loads(meta_path.read_text())
         names_path = directory / "names.json"
         names = json.loads(names_path.read_text()) if names_path.is_file() else {}
-        splits = {name: _load_split(directory, name, names.get(name)) for name in meta.pop("splits", SPLITS)}
+        groups_path = directory / "groups.json"
+        groups = json.loads(groups_path.read_text()) if groups_path.is_file() else {}
+        splits = {
+            name: _load_split(directory, name, names.get(name), groups.get(name)) for name in meta.pop("splits", SPLITS)
+        }
     except (OSError, ValueError, json.JSONDecodeError):
         return None
     name = meta.pop("name")
@@ -149,20 +162,21 @@ def load_cached(directory: Path) -> ArrayDataset | None:
     return ArrayDataset(name=name, class_names=class_names, splits=splits, meta={**meta, "cache_dir": str(directory)})
 
 
-def _load_split(directory: Path, name: str, names: list[str] | None) -> Split:
+def _load_split(directory: Path, name: str, names: list[str] | None, groups: list[str | None] | None) -> Split:
     images = np.load(directory / f"{name}_images.npy", mmap_mode="r")
     labels = np.load(directory / f"{name}_labels.npy")
     hashes = np.load(directory / f"{name}_hashes.npy")
-    if hashes.shape != (len(labels), CONTENT_HASH_BYTES + DHASH_BYTES) or (
-        names is not None and len(names) != len(labels)
+    if hashes.shape != (len(labels), CONTENT_HASH_BYTES + DHASH_BYTES) or any(
+        values is not None and len(values) != len(labels) for values in (names, groups)
     ):
-        raise ValueError(f"{directory}: {name} hashes or names do not match its labels")
+        raise ValueError(f"{directory}: {name} hashes, names or groups do not match its labels")
     return Split(
         images=images,
         labels=labels,
         names=names,
         content_hashes=hashes[:, :CONTENT_HASH_BYTES],
         difference_hashes=hashes[:, CONTENT_HASH_BYTES:],
+        groups=groups,
     )
 
 

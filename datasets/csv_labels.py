@@ -31,6 +31,7 @@ import numpy as np
 
 from .base import SPLITS, ArrayDataset, DatasetError, DatasetSource, ResizePolicy
 from .folder import SPLIT_ALIASES, carve_splits, is_hidden, is_image_name
+from .grouping import GroupBy, groups_of_paths
 from .imagefiles import MAX_SKIPPED_EXAMPLES, LabelledFiles, check_classes_present, decode_splits, display_path
 from .progress import log
 
@@ -139,6 +140,7 @@ class CsvSource(DatasetSource):
         image_col = _pick_column(header, self.options.get("image"), IMAGE_COLUMNS, "image", path)
         label_col = _pick_column(header, self.options.get("label"), LABEL_COLUMNS, "label", path)
         split_col = self.options.get("split")
+        self.header, self.rows = header, rows
         if split_col is not None and split_col not in header:
             raise DatasetError(
                 f"{path} has no column {split_col!r} (columns: {', '.join(header)}); expected the split column"
@@ -221,6 +223,31 @@ class CsvSource(DatasetSource):
             )
         return f"csv|{digest.hexdigest()}"
 
+    def set_grouping(self, group_by: GroupBy) -> None:
+        """Group the images by a CSV column (``column:NAME``) or by a pattern on their paths relative to IMAGES_DIR.
+
+        Raises:
+            DatasetError: a column the CSV lacks, or a pattern that matches no image path.
+        """
+        column = group_by.column
+        if column is not None and column not in self.header:
+            raise DatasetError(
+                f"{self.csv_path} has no column {column!r} (columns: {', '.join(self.header)}); expected the group "
+                f"column of --group-by {group_by.text}"
+            )
+        if column is None:
+            groups_of_paths(group_by, [display_path(rel) for rel, _, _, _ in self.entries], self.spec)
+        self.group_by = group_by
+
+    def _group(self, rel: str, line: int) -> str | None:
+        """The group of the image at ``rel`` named on CSV ``line`` (``None`` without a grouping or a value)."""
+        group_by = self.group_by
+        if group_by is None:
+            return None
+        if group_by.column is None:
+            return group_by.of_path(display_path(rel))
+        return (self.rows[line - 2].get(group_by.column) or "").strip() or None
+
     def build(self, policy: ResizePolicy, progress: bool = False) -> ArrayDataset:
         return self._build(policy, None, progress)
 
@@ -235,11 +262,15 @@ class CsvSource(DatasetSource):
             if rows:
                 paths = [str(self.images_dir / rel) for rel, _, _ in rows]
                 labels = np.array([index[label] for _, label, _ in rows], dtype=np.int64)
-                files[split] = LabelledFiles(paths, labels, [f"{rel} (line {line})" for rel, _, line in rows])
+                names = [f"{rel} (line {line})" for rel, _, line in rows]
+                groups = [self._group(rel, line) for rel, _, line in rows] if self.group_by is not None else None
+                files[split] = LabelledFiles(paths, labels, names, groups)
         files, carved = carve_splits(files)
         splits, report = decode_splits(files, policy, directory, progress, self.spec)
         check_classes_present(splits, self.class_names, self.spec)
         meta = {"source": f"csv:{self.images_dir}:{self.csv_path}", "carved_splits": ",".join(carved), **report.meta()}
+        if self.group_by is not None:
+            meta["grouped_by"] = self.group_by.text
         missing = [(f"{self.csv_path} line {line}: {name}", "image file not found") for line, name in self.missing]
         meta["skipped_images"] = len(missing) + len(report.skipped)
         meta["missing_images"] = len(missing)

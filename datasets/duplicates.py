@@ -208,6 +208,7 @@ def _drop_rows(split: Split, name: str, drop: np.ndarray, directory: Path | None
         names=[split.names[i] for i in rows] if split.names is not None else None,
         content_hashes=None if split.content_hashes is None else np.asarray(split.content_hashes)[rows],
         difference_hashes=None if split.difference_hashes is None else np.asarray(split.difference_hashes)[rows],
+        groups=[split.groups[i] for i in rows] if split.groups is not None else None,
     )
 
 

@@ -28,6 +28,7 @@ import numpy as np
 from PIL import Image
 
 from .base import SPLITS, ArrayDataset, DatasetError, DatasetSource, ResizePolicy
+from .grouping import GroupBy, groups_of_paths
 from .imagefiles import (
     MAX_SKIPPED_EXAMPLES,
     SPLIT_ALIASES,
@@ -37,7 +38,7 @@ from .imagefiles import (
     display_path,
 )
 from .progress import log
-from .splitting import stratified_indices
+from .splitting import stratified_group_indices, stratified_indices
 
 CARVE_SEED = 0
 VAL_FRACTION = 0.1
@@ -271,7 +272,8 @@ def carve_splits(files: dict[str, LabelledFiles], seed: int = CARVE_SEED) -> tup
     """Complete ``files`` to train/val/test by seeded stratified carving from train.
 
     Test is carved first (``TEST_FRACTION`` of train), then val (``VAL_FRACTION`` of the original train),
-    so the carved sizes do not depend on which splits were present.
+    so the carved sizes do not depend on which splits were present. When train's files carry groups
+    (``--group-by``), whole groups are carved (``stratified_group_indices``): no patient on both sides.
 
     Returns:
         The three splits and the names of the carved ones.
@@ -284,7 +286,10 @@ def carve_splits(files: dict[str, LabelledFiles], seed: int = CARVE_SEED) -> tup
         if split in files:
             continue
         fraction = fractions[split] * total / len(train.paths)
-        kept, taken = stratified_indices(train.labels, fraction, seed)
+        if train.groups is not None:
+            kept, taken = stratified_group_indices(train.labels, train.groups, fraction, seed)
+        else:
+            kept, taken = stratified_indices(train.labels, fraction, seed)
         files[split] = train.subset(taken)
         train = train.subset(kept)
         carved.append(split)
@@ -292,15 +297,18 @@ def carve_splits(files: dict[str, LabelledFiles], seed: int = CARVE_SEED) -> tup
     return {name: files[name] for name in SPLITS}, sorted(carved, key=SPLITS.index)
 
 
-def tree_files(tree: ScannedTree) -> dict[str, LabelledFiles]:
-    """Per split, the file paths in class order with their labels and their paths relative to the root."""
+def tree_files(tree: ScannedTree, group_by: GroupBy | None = None) -> dict[str, LabelledFiles]:
+    """Per split, the file paths in class order with their labels, their paths relative to the root and, with
+    ``group_by``, each file's group (its pattern searched in the relative path)."""
     out = {}
     for split, per_class in tree.files.items():
         paths = [entry.path for entries in per_class for entry in entries]
         labels = np.concatenate(
             [np.full(len(entries), index, dtype=np.int64) for index, entries in enumerate(per_class)]
         )
-        out[split] = LabelledFiles(paths, labels, [os.path.relpath(path, tree.root) for path in paths])
+        relative = [os.path.relpath(path, tree.root) for path in paths]
+        groups = [group_by.of_path(display_path(rel)) for rel in relative] if group_by is not None else None
+        out[split] = LabelledFiles(paths, labels, relative, groups)
     return out
 
 
@@ -331,8 +339,28 @@ class FolderSource(DatasetSource):
         carve = f"seed{CARVE_SEED}-val{VAL_FRACTION}-test{TEST_FRACTION}"
         return f"folder|{tree_fingerprint(self.tree)}|{renames}|{carve}"
 
+    def set_grouping(self, group_by: GroupBy) -> None:
+        """Group the images by a pattern on their paths relative to the root (checked now: it must match one).
+
+        Raises:
+            DatasetError: a ``column:`` grouping (folders have no columns), or a pattern that matches no path.
+        """
+        if group_by.column is not None:
+            raise DatasetError(
+                f"--group-by '{group_by.text}' names a CSV column, but {self.spec!r} is a folder; expected a regular "
+                "expression on the image paths (e.g. 'person(\\d+)_')"
+            )
+        relative = [
+            display_path(os.path.relpath(entry.path, self.root))
+            for per_class in self.tree.files.values()
+            for entries in per_class
+            for entry in entries
+        ]
+        groups_of_paths(group_by, relative, self.spec)
+        self.group_by = group_by
+
     def _split_files(self) -> tuple[dict[str, LabelledFiles], list[str]]:
-        files = tree_files(self.tree)
+        files = tree_files(self.tree, self.group_by)
         files = {self.rename_splits.get(name, name): part for name, part in files.items()}
         return carve_splits(files)
 
@@ -365,6 +393,7 @@ class FolderSource(DatasetSource):
             "split_folders": {self.rename_splits.get(k, k): v for k, v in tree.split_dirs.items()},
             "carved_splits": ",".join(carved),
             "carve_seed": CARVE_SEED if carved else None,
+            **({"grouped_by": self.group_by.text} if self.group_by is not None else {}),
             "ignored_files": len(tree.ignored),
             "hidden_files": tree.hidden,
             **report.meta(),

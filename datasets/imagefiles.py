@@ -61,16 +61,19 @@ def image_name(split: str, relative: str) -> str:
 
 @dataclass(frozen=True)
 class LabelledFiles:
-    """The files of one split, in order, with their int labels and optional names (relative to the root)."""
+    """The files of one split, in order, with their int labels, optional names (relative to the root) and optional
+    groups (``--group-by``: each file's patient, ``None`` for a file without one)."""
 
     paths: list[str]
     labels: np.ndarray
     names: list[str] | None = None
+    groups: list[str | None] | None = None
 
     def subset(self, indices: np.ndarray) -> LabelledFiles:
         """The files at ``indices``, in that order."""
         names = [self.names[i] for i in indices] if self.names is not None else None
-        return LabelledFiles([self.paths[i] for i in indices], self.labels[indices], names)
+        groups = [self.groups[i] for i in indices] if self.groups is not None else None
+        return LabelledFiles([self.paths[i] for i in indices], self.labels[indices], names, groups)
 
 
 @dataclass
@@ -163,7 +166,8 @@ def decode_splits(
         desc: label of the progress reports (e.g. the dataset spec).
 
     Returns:
-        The splits (skipped files removed; ``names`` from ``files`` through ``image_name``) and the report.
+        The splits (skipped files removed; ``names`` from ``files`` through ``image_name``, ``groups`` as given) and
+        the report.
     """
     size = policy.image_size
     report = DecodeReport()
@@ -202,6 +206,8 @@ def decode_splits(
     for name, part in files.items():
         if part.names is not None:
             splits[name].names = [image_name(name, n) for n, keep in zip(part.names, keeps[name], strict=True) if keep]
+        if part.groups is not None:
+            splits[name].groups = [g for g, keep in zip(part.groups, keeps[name], strict=True) if keep]
     if report.skipped:
         log(f"{desc}: skipped {len(report.skipped)} of {total} image files; first ones:")
         for path, reason in report.skipped[:MAX_SKIPPED_EXAMPLES]:

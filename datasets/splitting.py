@@ -48,3 +48,53 @@ def train_subset_rows(train_labels: np.ndarray, limit: int | None, seed: int) ->
         return None
     _, keep = stratified_indices(np.asarray(train_labels), limit / len(train_labels), seed)
     return np.sort(keep)
+
+
+def stratified_group_indices(
+    labels: np.ndarray, groups: list[str | None], fraction: float, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Split ``range(len(labels))`` into (kept, carved) by whole groups, about ``fraction`` carved per label.
+
+    No group has images on both sides. Groups are visited largest first (ties in a seeded random order) and each
+    goes to the carved side when that brings the carved side's per-label counts closer (squared error) to their
+    targets, ``fraction`` of each label's images (at least one for a label with two images or more), so labels are
+    stratified as far as the groups allow. An image whose group is ``None`` stands alone. The kept side always
+    keeps at least one group. Both index arrays are sorted.
+
+    Raises:
+        ValueError: fewer than two groups, or ``fraction`` outside (0, 1).
+    """
+    labels = np.asarray(labels)
+    n = len(labels)
+    if not 0.0 < fraction < 1.0:
+        raise ValueError(f"carve fraction must be in (0, 1), got {fraction}")
+    codes: dict[object, int] = {}
+    member = np.array(
+        [codes.setdefault(("file", i) if g is None else ("group", g), len(codes)) for i, g in enumerate(groups)],
+        dtype=np.int64,
+    )
+    if len(member) != n:
+        raise ValueError(f"{len(member)} groups for {n} labels; expected one group per image")
+    if len(codes) < 2:
+        raise ValueError(f"cannot carve by group: {len(codes)} group(s) among {n} image(s); expected at least 2")
+    classes, label_index = np.unique(labels, return_inverse=True)
+    counts = np.zeros((len(codes), len(classes)), dtype=np.float64)
+    np.add.at(counts, (member, label_index.reshape(-1)), 1.0)
+    totals = counts.sum(axis=0)
+    target = np.where(totals >= 2, np.maximum(fraction * totals, 1.0), fraction * totals)
+    sizes = counts.sum(axis=1)
+    shuffled = np.random.default_rng(seed).permutation(len(codes))
+    order = shuffled[np.argsort(-sizes[shuffled], kind="stable")]
+    carved_counts = np.zeros(len(classes))
+    chosen = np.zeros(len(codes), dtype=bool)
+    for group in order:
+        after = carved_counts + counts[group]
+        if after.sum() < n and ((after - target) ** 2).sum() < ((carved_counts - target) ** 2).sum():
+            carved_counts = after
+            chosen[group] = True
+    if not chosen.any():  # every group alone overshoots: the one closest to the targets
+        errors = ((counts - target) ** 2).sum(axis=1)
+        chosen[int(np.argmin(np.where(sizes < n, errors, np.inf)))] = True
+    carved = np.flatnonzero(chosen[member])
+    kept = np.flatnonzero(~chosen[member])
+    return kept, carved

@@ -291,6 +291,7 @@ def data_checks(frame: pd.DataFrame) -> pd.DataFrame:
             record.get("image_size"),
             json.dumps(sizes, sort_keys=True),
             json.dumps(dups, sort_keys=True),
+            json.dumps(record.get("groups"), sort_keys=True),
         )
         if key in seen:
             continue
@@ -308,7 +309,10 @@ def data_checks(frame: pd.DataFrame) -> pd.DataFrame:
                 "policy": str(dups.get("policy", "")) if dups else "not checked",
             }
         )
-    return pd.DataFrame(rows)
+        groups = record.get("groups") if isinstance(record.get("groups"), dict) else None
+        if groups:  # --group-by: patients in more than one split, and what was done about it
+            rows[-1]["patients in 2+ splits"] = f"{_count(groups, 'shared_groups')} ({groups.get('policy', '')})"
+    return pd.DataFrame(rows).fillna("-")
 
 
 def data_warnings(frame: pd.DataFrame) -> list[str]:
@@ -456,6 +460,7 @@ def build_tables(frame: pd.DataFrame, suite_dir: Path | SuiteSources | None, evi
         evidence: the answer and its evidence (``evidence.build_evidence``), rendered first; optional.
     """
     from .frameworks import agreement_table, speed_table
+    from .tuning_note import tuning_note
 
     summarizer = Summarizer(frame, suite_dir)
     pivots = [(title, summarizer.pivot(pivot_columns(frame, columns))) for title, columns in PIVOTS]
@@ -472,7 +477,7 @@ def build_tables(frame: pd.DataFrame, suite_dir: Path | SuiteSources | None, evi
         ),
         framework_agreement=agreement_table(frame),
         framework_speed=speed_table(frame),
-        notes=tuple(note for note in (inference_note(frame),) if note),
+        notes=tuple(note for note in (inference_note(frame), tuning_note(frame)) if note),
         evidence=evidence,
     )
 

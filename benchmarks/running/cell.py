@@ -37,19 +37,22 @@ from ...core.cell_kinds import cell_kind
 from ...core.strategies import Strategy, get_strategy
 from ...datasets import ArrayDataset, ResizePolicy, Split
 from . import artifacts
-from .cell_data import data_facts, duplicates_line, load_cell_dataset
+from .cell_data import data_facts, duplicates_line, groups_line, load_cell_dataset, without_test
 from .cell_feature_head import run_feature_head_cell
 from .cell_network import run_network_cell
+from .cell_tuning import run_tuning_trial_cell
 from .config import CellConfig, RunOptions
 from .environment import load_probe_file
 from .errors import one_line_error
 from .measures import mfu_columns
 from .results import check_record, empty_record, write_json_atomic
+from .tuning import tuned_strategy
 
 #: the procedure of each kind of cell (``core.cell_kinds.CELL_KINDS``): ``(run, strategy, backend_class) -> None``
 KIND_RUNNERS: dict[str, Callable[[CellRun, Strategy, type[Backend]], None]] = {
     "network": run_network_cell,
     "feature_head": run_feature_head_cell,
+    "tuning_trial": run_tuning_trial_cell,
 }
 
 
@@ -78,6 +81,8 @@ class CellRun:
         self.backend: Backend | None = None
         self._probe_read = False
         self._probe: dict[str, Any] | None = None
+        #: a tuning trial: its data path holds no test split (``load_dataset``)
+        self.trial = False
 
     @property
     def probe(self) -> dict[str, Any] | None:
@@ -112,6 +117,12 @@ class CellRun:
         cell = self.cell
         strategy = get_strategy(cell.strategy)
         kind = cell_kind(strategy, cell.model)
+        self.trial = kind.name == "tuning_trial"
+        if self.options.tune and not self.trial:  # the configuration its trials chose on validation
+            strategy, facts = tuned_strategy(strategy, cell, self.options)
+            self.record["tuning"] = {key: value for key, value in facts.items() if key != "tuning_s"}
+            self.record["tuning_s"] = facts.get("tuning_s")
+            self.log(f"tuned: {facts.get('won')} won of {facts.get('searched')} (val {facts.get('by')})")
         seed_everything(cell.seed)
         backend_class = get_backend_class(cell.backend)  # imports the backend's module (not yet its framework)
         self.record["runtime"] = self._apply_runtime(backend_entry(cell.backend).engine)
@@ -165,10 +176,14 @@ class CellRun:
         dataset, policy = load_cell_dataset(
             backend, self.cell.dataset, model, weights, size, opts, self.log, self.progress
         )
+        if self.trial:  # enforced here, in the one data path: a tuning trial never holds the test split
+            dataset = without_test(dataset)
         if record_data:
             self.record.update(data_facts(dataset))
             if self.record["duplicates"]:
                 self.log(f"duplicates: {duplicates_line(self.record['duplicates'])}")
+            if self.record["groups"]:
+                self.log(f"groups: {groups_line(self.record['groups'])}")
         return dataset, policy
 
     def add_mfu(self, dtype: str) -> None:

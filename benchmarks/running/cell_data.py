@@ -34,9 +34,23 @@ def load_cell_dataset(
     policy = ResizePolicy(data_config.image_size, data_config.crop_pct, data_config.interpolation)
     log(f"dataset {spec} at {policy.key()}")
     dataset = load_dataset(
-        spec, policy, options.cache_dir, progress=progress, dedup=options.dedup, near_duplicates=options.near_duplicates
+        spec,
+        policy,
+        options.cache_dir,
+        progress=progress,
+        dedup=options.dedup,
+        near_duplicates=options.near_duplicates,
+        group_by=options.group_by,
+        group_leakage=options.group_leakage,
     )
     return dataset, policy
+
+
+def without_test(dataset: ArrayDataset) -> ArrayDataset:
+    """``dataset`` without its test split: what a tuning trial may see (it cannot read what it does not hold)."""
+    splits = {name: split for name, split in dataset.splits.items() if name != "test"}
+    meta = {**dataset.meta, "split_sizes": {name: len(split) for name, split in splits.items()}}
+    return ArrayDataset(name=dataset.name, class_names=list(dataset.class_names), splits=splits, meta=meta)
 
 
 def train_rows(dataset: ArrayDataset, limit: int | None, seed: int) -> np.ndarray | None:
@@ -64,10 +78,12 @@ def in_memory(images: np.ndarray, max_fraction_of_ram: float = 0.25) -> np.ndarr
 
 
 def data_facts(dataset: ArrayDataset) -> dict[str, Any]:
-    """The record's columns about the data a cell saw: duplicates, dataset metadata, skipped images, classes."""
+    """The record's columns about the data a cell saw: duplicates, patient groups shared between splits (with
+    ``--group-by``), dataset metadata, skipped images, classes."""
     meta = dict(dataset.meta)
     return {
         "duplicates": meta.pop("duplicates", None),
+        "groups": meta.pop("groups", None),
         "dataset_meta": dataset_meta_for_record(meta),
         "skipped_images": int(dataset.meta.get("skipped_images", 0)),
         "num_classes": dataset.num_classes,
@@ -93,3 +109,10 @@ def duplicates_line(duplicates: dict[str, Any]) -> str:
     keys = ("cross_split", "within_split", "conflicting_labels", "near_cross_split", "dropped")
     counts = " ".join(f"{k}={duplicates.get(k, 0)}" for k in keys if k in duplicates)
     return f"{counts} (policy {duplicates.get('policy')})"
+
+
+def groups_line(groups: dict[str, Any]) -> str:
+    """``shared_groups=170 leaked_images=320 dropped=320 (by person(\\d+)_, policy drop)`` for logs."""
+    keys = ("groups", "shared_groups", "leaked_images", "ungrouped", "dropped")
+    counts = " ".join(f"{k}={groups.get(k, 0)}" for k in keys)
+    return f"{counts} (by {groups.get('by')}, policy {groups.get('policy')})"

@@ -28,8 +28,6 @@ from .measures import count_flops
 from .metrics import classification_metrics
 from .sklearn_heads import run_probe
 
-SPLITS = ("train", "val", "test")
-
 
 @dataclass
 class Backbone:
@@ -43,58 +41,61 @@ class Backbone:
     total_params: int
 
 
+@dataclass
+class FittedHead:
+    """The backbones, their stacked features and labels per split, the fitted probe and its fitting seconds."""
+
+    parts: list[Backbone]
+    stack: dict[str, np.ndarray]
+    labels: dict[str, np.ndarray]
+    result: Any
+    fit_s: float
+
+
+def fit_feature_head(run: CellContext, strategy: Strategy, backend_class: type[Backend]) -> FittedHead:
+    """Extract (or read) the backbones' pooled features of every split the cell's data holds (a tuning trial's has
+    no test split) and fit ``strategy.probe_head`` on train, its setting chosen (or scored) on val."""
+    cell, opts, record = run.cell, run.options, run.record
+    models = backbones_of(cell.model)
+    parts = [_backbone(run, strategy, backend_class, model, first=index == 0) for index, model in enumerate(models)]
+    first = parts[0].dataset
+    names = list(first.splits)
+    for part in parts[1:]:
+        for name in names:
+            if not np.array_equal(part.dataset.splits[name].labels, first.splits[name].labels):
+                raise BackendError(f"fusion: the {name} split of {part.model!r} differs from {parts[0].model!r}'s")
+    keep = train_rows(first, opts.max_train_images, cell.seed)
+    stack = {name: np.concatenate([p.features.splits[name] for p in parts], axis=1) for name in names}
+    labels = {name: np.asarray(first.splits[name].labels) for name in names}
+    if keep is not None:
+        stack["train"], labels["train"] = stack["train"][keep], labels["train"][keep]
+    record["split_sizes"] = {name: len(labels[name]) for name in labels}
+    fit_start = time.perf_counter()
+    result = run_probe(
+        strategy.probe_head,
+        (stack["train"], labels["train"]),
+        (stack["val"], labels["val"]),
+        stack.get("test"),
+        first.num_classes,
+        cell.seed,
+        opts.select_by,
+        c=strategy.probe_c,
+        k=strategy.knn_k,
+    )
+    return FittedHead(parts, stack, labels, result, time.perf_counter() - fit_start)
+
+
 def run_feature_head_cell(run: CellContext, strategy: Strategy, backend_class: type[Backend]) -> None:
     """Extract (or read) the backbones' pooled features, fit ``strategy.probe_head`` on them, test and time it."""
     cell, opts, record = run.cell, run.options, run.record
     models = backbones_of(cell.model)
     with run.timed_window():
-        parts = [_backbone(run, strategy, backend_class, model, first=index == 0) for index, model in enumerate(models)]
-        first = parts[0].dataset
-        for part in parts[1:]:
-            for name in SPLITS:
-                if not np.array_equal(part.dataset.splits[name].labels, first.splits[name].labels):
-                    raise BackendError(f"fusion: the {name} split of {part.model!r} differs from {parts[0].model!r}'s")
-        keep = train_rows(first, opts.max_train_images, cell.seed)
-        stack = {name: np.concatenate([p.features.splits[name] for p in parts], axis=1) for name in SPLITS}
-        labels = {name: np.asarray(first.splits[name].labels) for name in SPLITS}
-        if keep is not None:
-            stack["train"], labels["train"] = stack["train"][keep], labels["train"][keep]
-        record["split_sizes"] = {name: len(labels[name]) for name in labels}
-        fit_start = time.perf_counter()
-        result = run_probe(
-            strategy.probe_head,
-            (stack["train"], labels["train"]),
-            (stack["val"], labels["val"]),
-            stack["test"],
-            first.num_classes,
-            cell.seed,
-        )
-        fit_s = time.perf_counter() - fit_start
-        stats = _time_inference(parts, result.predict, opts)
-    extract_s = sum(p.features.seconds for p in parts)
-    hits = {p.features.hit for p in parts}
-    dim = int(stack["train"].shape[1])
+        fitted = fit_feature_head(run, strategy, backend_class)
+        stats = _time_inference(fitted.parts, fitted.result.predict, opts)
+    parts, labels, result, fit_s = fitted.parts, fitted.labels, fitted.result, fitted.fit_s
+    first = parts[0].dataset
+    record_head(record, fitted, models)
     record.update(latency_columns(stats))
-    record.update(
-        pretrained="+".join(p.info.pretrained for p in parts),
-        dtype=parts[0].info.dtype,
-        backend_facts={p.model: p.info.facts for p in parts} if len(parts) > 1 else (parts[0].info.facts or None),
-        device=parts[0].info.device,
-        plan=f"{result.description}; features {dim}-d from {' + '.join(models)}",
-        epochs=None,
-        best_epoch=None,
-        val_accuracy=result.val_accuracy,
-        train_s=extract_s + fit_s,
-        head_train_s=fit_s,
-        feature_extract_s=extract_s,
-        feature_dim=dim,
-        feature_extract_images_per_s=sum(p.features.images for p in parts) / extract_s if extract_s > 0 else None,
-        feature_cache="hit" if hits == {True} else "miss" if hits == {False} else "partial",
-        feature_cache_read_s=sum(p.features.read_s or 0.0 for p in parts) if True in hits else None,
-        trainable_params=result.trainable_params,
-        total_params=sum(p.total_params for p in parts),
-        time_to_best_s=extract_s + fit_s,
-    )
     run.log(f"{result.description}: val_accuracy={result.val_accuracy:.4f}, fit {fit_s:.2f} s")
     flops = [count_flops(p.backend, run.log) for p in parts]
     record["flops_per_image"] = sum(flops) if all(flops) else None
@@ -113,7 +114,8 @@ def run_feature_head_cell(run: CellContext, strategy: Strategy, backend_class: t
 
 
 def _backbone(run: CellContext, strategy: Strategy, backend_class: type[Backend], model: str, first: bool) -> Backbone:
-    """Build ``model`` frozen (the strategy's one phase applied) and get its pooled features of every split."""
+    """Build ``model`` frozen (the strategy's one phase applied) and get its pooled features of every split of the
+    cell's data."""
     cell, opts, record = run.cell, run.options, run.record
     backend = backend_class(opts.device)
     weights = opts.weights_for(cell.backend)
@@ -143,7 +145,7 @@ def _backbone(run: CellContext, strategy: Strategy, backend_class: type[Backend]
         dataset_entry=dataset_meta_for_record(dataset.meta).get("cache_entry") or cell.dataset,
         spec=cell.dataset,
         policy_key=policy.key(),
-        splits={name: dataset.splits[name].images for name in SPLITS},
+        splits={name: split.images for name, split in dataset.splits.items()},
         pooled=True,
         framework_versions=record["framework_versions"],
         log=run.log,
@@ -167,3 +169,32 @@ def _time_inference(parts: list[Backbone], predict: Any, opts: Any) -> Any:
 
     # a batch is a tuple (one image array per backbone): the images per call are bs, not len(tuple)
     return time_inference(run_batch, sync, batches, opts, batch_size=bs)
+
+
+def record_head(record: dict[str, Any], fitted: FittedHead, models: list[str]) -> None:
+    """The columns of a fitted feature head: provenance, its plan line, validation score, seconds, features."""
+    parts, result, fit_s = fitted.parts, fitted.result, fitted.fit_s
+    extract_s = sum(p.features.seconds for p in parts)
+    hits = {p.features.hit for p in parts}
+    dim = int(fitted.stack["train"].shape[1])
+    record.update(
+        pretrained="+".join(p.info.pretrained for p in parts),
+        dtype=parts[0].info.dtype,
+        backend_facts={p.model: p.info.facts for p in parts} if len(parts) > 1 else (parts[0].info.facts or None),
+        device=parts[0].info.device,
+        plan=f"{result.description}; features {dim}-d from {' + '.join(models)}",
+        epochs=None,
+        best_epoch=None,
+        val_accuracy=result.val_accuracy,
+        train_s=extract_s + fit_s,
+        head_train_s=fit_s,
+        feature_extract_s=extract_s,
+        feature_dim=dim,
+        feature_extract_images_per_s=sum(p.features.images for p in parts) / extract_s if extract_s > 0 else None,
+        feature_cache="hit" if hits == {True} else "miss" if hits == {False} else "partial",
+        feature_cache_read_s=sum(p.features.read_s or 0.0 for p in parts) if True in hits else None,
+        trainable_params=result.trainable_params,
+        total_params=sum(p.total_params for p in parts),
+        time_to_best_s=extract_s + fit_s,
+    )
+    record["selection"] = {"by": result.select_by, "score": result.val_score}

@@ -8,15 +8,18 @@ on cached features all run here.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from ...backends import BackendError, ModelSpec
-from ...backends.base import Backend
+from ...backends.base import Backend, BuildInfo
 from ...backends.inference import FrameworkInference
-from ...core.plan import PlanError, make_plan
+from ...core.plan import PlanError, TrainingPlan, make_plan
 from ...core.strategies import Strategy
+from ...datasets import ArrayDataset, Split
 from .cell_context import CellContext
 from .cell_data import train_rows, train_split
 from .features import backbone_features
@@ -24,11 +27,26 @@ from .inference_timing import latency_columns, time_inference, timing_batches
 from .measures import count_flops, count_train_flops
 from .metrics import classification_metrics
 from .teacher import plan_distills, soft_targets
-from .training import Inputs, predict_in_batches, train_plan
+from .training import Inputs, TrainOutcome, predict_in_batches, train_plan
 
 
-def run_network_cell(run: CellContext, strategy: Strategy, backend_class: type[Backend]) -> None:
-    """Train ``run.cell``'s network with ``strategy``'s plan, test it, time it; fills ``run.record``."""
+@dataclass
+class PreparedNetwork:
+    """A built network, its plan and its data, ready for ``train_prepared`` (shared by the ``network`` kind and by
+    tuning trials, whose dataset has no test split)."""
+
+    backend: Backend
+    info: BuildInfo
+    plan: TrainingPlan
+    dataset: ArrayDataset
+    train: Split
+    val: Split
+    teacher: Any
+    feature_source: Callable[[], Any]
+
+
+def prepare_network(run: CellContext, strategy: Strategy, backend_class: type[Backend]) -> PreparedNetwork:
+    """Load the cell's data, build the model, make the plan (in the record) and the teacher's soft labels."""
     cell, opts, record = run.cell, run.options, run.record
     backend = backend_class(opts.device)
     run.backend = backend
@@ -37,8 +55,8 @@ def run_network_cell(run: CellContext, strategy: Strategy, backend_class: type[B
     dataset, policy = run.load_dataset(backend, cell.model, weights, record_data=True)
     keep = train_rows(dataset, opts.max_train_images, cell.seed)
     train = train_split(dataset, keep)
-    val, test = dataset.splits["val"], dataset.splits["test"]
-    record["split_sizes"] = {"train": len(train), "val": len(val), "test": len(test)}
+    val = dataset.splits["val"]
+    record["split_sizes"] = {"train": len(train), **{n: len(s) for n, s in dataset.splits.items() if n != "train"}}
 
     spec = ModelSpec(
         name=cell.model,
@@ -62,15 +80,16 @@ def run_network_cell(run: CellContext, strategy: Strategy, backend_class: type[B
             strategy,
             backend.stages(),
             epochs=opts.epochs,
-            head_lr=opts.lr,
+            head_lr=None if opts.tune else opts.lr,  # a tuned learning rate is the strategy row's
             optimizer=opts.optimizer,
             augment=opts.augment,
             seed=cell.seed,
+            **opts.plan_options(),
         )
     except PlanError as exc:
         raise BackendError(str(exc)) from None
     record["epochs"] = plan.epochs
-    record["plan"] = plan.describe()
+    record["plan"] = plan.describe() + head_note(info.facts)
     run.log(f"{cell.backend}/{cell.model} {strategy.name}: {plan.describe()}")
 
     record["flops_per_image"] = count_flops(backend, run.log)
@@ -114,36 +133,40 @@ def run_network_cell(run: CellContext, strategy: Strategy, backend_class: type[B
             cached.splits["train"] = cached.splits["train"][keep]
         return cached
 
-    val_labels, test_labels = np.asarray(val.labels), np.asarray(test.labels)
-    with run.timed_window():  # what other processes use of the machine while this cell is timed
-        outcome = train_plan(
-            backend,
-            plan,
-            Inputs(train.images, train.labels),
-            Inputs(val.images, val_labels),
-            opts.batch_size,
-            opts.warmup_steps,
-            run.log,
-            feature_source=feature_source,
-            soft_targets=teacher.probs if teacher is not None else None,
-        )
-        if outcome.main_images_per_s() is not None:  # the main phase's trainability is still applied
-            record["train_flops_per_image"] = count_train_flops(backend, run.log)
-        # training is over: the backend may specialize the model for inference (--infer-compile); the predictions
-        # below then come from the model that is timed
-        record["infer_prepare_s"] = backend.prepare_inference(min(opts.batch_size, len(test)))
-        test_probs = predict_in_batches(backend.predict_proba, test.images, opts.batch_size)
-        engine = FrameworkInference.of(backend)
-        stats = time_inference(engine.run, engine.synchronize, timing_batches(test.images, opts.batch_size), opts)
-    val_probs = predict_in_batches(backend.predict_proba, val.images, opts.batch_size)
-    record.update(latency_columns(stats))
+    return PreparedNetwork(backend, info, plan, dataset, train, val, teacher, feature_source)
+
+
+def train_prepared(run: CellContext, prepared: PreparedNetwork) -> TrainOutcome:
+    """The plan through the one training loop on train (epochs selected on val); the training columns recorded."""
+    opts, record, backend, plan = run.options, run.record, prepared.backend, prepared.plan
+    teacher = prepared.teacher
+    outcome = train_plan(
+        backend,
+        plan,
+        Inputs(prepared.train.images, prepared.train.labels),
+        Inputs(prepared.val.images, np.asarray(prepared.val.labels)),
+        opts.batch_size,
+        opts.warmup_steps,
+        run.log,
+        feature_source=prepared.feature_source,
+        soft_targets=teacher.probs if teacher is not None else None,
+    )
     counts = outcome.counts
     record.update(
-        plan=f"{plan.describe()}; {teacher.note}" if teacher is not None else record["plan"],
+        plan=f"{record['plan']}; {teacher.note}" if teacher is not None else record["plan"],
         trainable_params=counts.trainable if counts else None,
         total_params=counts.total if counts else None,
         val_accuracy=outcome.best_val_accuracy,
         best_epoch=outcome.best_epoch,
+        selection={
+            "by": plan.selection.by,
+            "score": outcome.best_score,
+            "candidates": plan.selection.candidates,
+            "patience": plan.selection.patience,
+            "epochs_run": outcome.epochs_run,
+            "early_stopped": outcome.early_stopped,
+        },
+        probe_best=outcome.probe_best,
         time_to_best_s=outcome.time_to_best_s,
         train_s=outcome.train_s,
         train_images_per_s=outcome.main_images_per_s(),
@@ -156,16 +179,44 @@ def run_network_cell(run: CellContext, strategy: Strategy, backend_class: type[B
         feature_cache=None if outcome.feature_cache_hit is None else ("hit" if outcome.feature_cache_hit else "miss"),
         feature_cache_read_s=outcome.feature_cache_read_s,
     )
+    return outcome
+
+
+def run_network_cell(run: CellContext, strategy: Strategy, backend_class: type[Backend]) -> None:
+    """Train ``run.cell``'s network with ``strategy``'s plan, test it, time it; fills ``run.record``."""
+    opts, record = run.options, run.record
+    prepared = prepare_network(run, strategy, backend_class)
+    backend, val, test = prepared.backend, prepared.val, prepared.dataset.splits["test"]
+    val_labels, test_labels = np.asarray(val.labels), np.asarray(test.labels)
+    with run.timed_window():  # what other processes use of the machine while this cell is timed
+        outcome = train_prepared(run, prepared)
+        if outcome.main_images_per_s() is not None:  # the main phase's trainability is still applied
+            record["train_flops_per_image"] = count_train_flops(backend, run.log)
+        # training is over: the backend may specialize the model for inference (--infer-compile); the predictions
+        # below then come from the model that is timed
+        record["infer_prepare_s"] = backend.prepare_inference(min(opts.batch_size, len(test)))
+        test_probs = predict_in_batches(backend.predict_proba, test.images, opts.batch_size)
+        engine = FrameworkInference.of(backend)
+        stats = time_inference(engine.run, engine.synchronize, timing_batches(test.images, opts.batch_size), opts)
+    val_probs = predict_in_batches(backend.predict_proba, val.images, opts.batch_size)
+    record.update(latency_columns(stats))
     record.update(classification_metrics(test_labels, test_probs))
-    run.add_mfu(info.dtype)
+    run.add_mfu(prepared.info.dtype)
     record["peak_device_mb"] = backend.peak_device_memory_mb()
     run.save_artifacts(
         outcome.curve,
         test,
         test_labels,
         test_probs,
-        dataset.class_names,
+        prepared.dataset.class_names,
         stats.latencies_ms,
         val_probs=val_probs,
         val_labels=val_labels,
     )
+
+
+def head_note(facts: dict[str, Any] | None) -> str:
+    """``; head mlp-512-256-128`` when the backend built a head other than its default one (``--head``), else ``""``
+    (so the plan line of a default cell is what it always was)."""
+    head = (facts or {}).get("head")
+    return f"; head {head}" if isinstance(head, str) and head.startswith("mlp") else ""

@@ -7,8 +7,8 @@ import itertools
 import json
 import os
 import re
-from dataclasses import asdict, dataclass, field, fields
-from typing import TYPE_CHECKING, Any
+from dataclasses import MISSING, asdict, dataclass, field, fields
+from typing import TYPE_CHECKING, Any, ClassVar
 
 if TYPE_CHECKING:  # pragma: no cover
     from ...backends.options import BackendOptions
@@ -99,6 +99,50 @@ class RunOptions:
     cache_dir: str | None = None
     wait_quiet_s: float = 0.0
     infer_pass: bool = True
+    group_by: str | None = None
+    group_leakage: str = "drop"
+    schedule: str = "none"
+    lr_warmup_epochs: int = 1
+    step_every: int = 5
+    step_gamma: float = 0.1
+    patience: int | None = None
+    select_by: str = "accuracy"
+    select_from: str = "all"
+    clip_grad_norm: float | None = None
+    tune: bool = False
+    #: with ``tune``: the configuration each ``backend|model|strategy|dataset`` won on validation (``None``: every
+    #: trial failed), filled by ``tuning_run.run_tuned_suite``; part of the fingerprint (other winners re-run cells)
+    tuned: dict[str, dict[str, float] | None] = field(default_factory=dict)
+    #: with ``tune``: what was searched and how the winner was found, per key (recorded, not fingerprinted)
+    tuning_facts: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    #: options added after results were committed: ``fingerprint`` leaves them out while they hold their default, so
+    #: the cells finished before they existed keep their fingerprint (and resume still counts them)
+    OMITTED_AT_DEFAULT: ClassVar[tuple[str, ...]] = (
+        "group_by",
+        "group_leakage",
+        "schedule",
+        "lr_warmup_epochs",
+        "step_every",
+        "step_gamma",
+        "patience",
+        "select_by",
+        "select_from",
+        "clip_grad_norm",
+        "tune",
+        "tuned",
+    )
+
+    def plan_options(self) -> dict[str, Any]:
+        """The keyword arguments of ``core.plan.make_plan`` these options decide beyond epochs, learning rate,
+        optimizer and augmentation: gradient clipping, the learning-rate schedule and the epoch selection."""
+        from ...core.plan import Schedule, Selection
+
+        return {
+            "clip_grad_norm": self.clip_grad_norm,
+            "schedule": Schedule(self.schedule, self.lr_warmup_epochs, self.step_every, self.step_gamma),
+            "selection": Selection(self.select_by, self.select_from, self.patience),
+        }
 
     def image_size_for(self, backend_class: Any, model: str, weights: str) -> int:
         """The input side of ``model``: ``image_size``, or the model's native size when that is ``None``."""
@@ -135,14 +179,16 @@ class RunOptions:
         """Hash of the options that change ``backend``'s results: the shared ones and that backend's own.
 
         Where the cache lives, the allocator, ``--wait-quiet`` and the inference pass (speed only) and options of
-        other backends do not count, so adding
+        other backends do not count, nor do options of ``OMITTED_AT_DEFAULT`` at their default, so adding
         ``--jit-compile`` for Keras never invalidates finished torch cells. The thread count does: float sums,
         hence bit-exact results, depend on it.
         """
+        defaults = {f.name: f.default_factory() if f.default is MISSING else f.default for f in fields(self)}
         payload = {
             k: v
             for k, v in asdict(self).items()
-            if k not in ("cache_dir", "backend_options", "allocator", "wait_quiet_s", "infer_pass")
+            if k not in ("cache_dir", "backend_options", "allocator", "wait_quiet_s", "infer_pass", "tuning_facts")
+            and not (k in self.OMITTED_AT_DEFAULT and v == defaults[k])
         }
         payload["weights"] = self.weights_for(backend) if backend is not None else self.weights
         if backend is not None:

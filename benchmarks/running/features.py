@@ -3,8 +3,8 @@
 A probe's cost is almost all feature extraction; with the features on disk a second probe (another seed,
 ``logreg_probe`` after ``knn_probe``, a fusion of models already extracted) costs a file read. The key names
 everything the features depend on: backend, model, where its weights came from, the backend's typed options
-(``amp`` changes the numbers), the dataset's cache entry (content + resize policy), the duplicate policy
-(which rows the splits keep), the framework versions and this module's format. Files are plain ``.npy``
+(``amp`` changes the numbers), the dataset's cache entry (content + resize policy), the duplicate policy and the
+patient grouping (which rows the splits keep), the framework versions and this module's format. Files are plain ``.npy``
 arrays (never pickles), written to a temporary directory and renamed, so a crash never leaves half an entry.
 """
 
@@ -215,6 +215,7 @@ def backbone_features(
         dataset=dataset_entry,
         spec=spec,
         dedup=options.dedup,
+        **({"groups": f"{options.group_by}|{options.group_leakage}"} if options.group_by is not None else {}),
         sizes={k: len(v) for k, v in splits.items()},
         versions=framework_versions,
     )

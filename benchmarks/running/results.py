@@ -48,6 +48,13 @@ RESULT_COLUMNS = [
     # how it was trained and measured
     "val_accuracy",
     "best_epoch",
+    # the epoch selection (metric, its score at the kept epoch, candidates, early stopping) and, for a probe phase
+    # followed by fine-tuning (LP-FT), the probe phase's own best epoch
+    "selection",
+    "probe_best",
+    # --tune: what was searched, the budget, what won on val (``tuning``) and the trials' total seconds
+    "tuning",
+    "tuning_s",
     "train_s",
     "train_first_steps_s",
     "phase_images_per_s",
@@ -73,6 +80,7 @@ RESULT_COLUMNS = [
     "split_sizes",
     "skipped_images",
     "duplicates",
+    "groups",
     "dataset_meta",
     # provenance
     "options_hash",

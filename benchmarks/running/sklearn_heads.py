@@ -17,6 +17,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .selection import is_better, val_score
+
 #: the C grid of the logistic-regression probe (1e-4 ... 1e4, one value per decade)
 LOGREG_C_GRID = tuple(10.0**e for e in range(-4, 5))
 #: neighbours of the k-NN probe
@@ -27,7 +29,7 @@ KNN_K = 11
 class ProbeResult:
     """Test probabilities, validation accuracy of the chosen setting and a description of it."""
 
-    test_probs: np.ndarray
+    test_probs: np.ndarray | None  # None when no test features were given (a tuning trial)
     val_accuracy: float
     description: str
     curve: list[dict[str, float]]
@@ -36,6 +38,9 @@ class ProbeResult:
     val_probs: np.ndarray | None = None
     #: parameters the fit learned (logistic regression: coefficients + intercepts; k-NN: none)
     trainable_params: int = 0
+    #: the validation metric of the chosen setting and its value (``--select-by``)
+    select_by: str = "accuracy"
+    val_score: float | None = None
 
 
 def single_blas_thread():
@@ -64,71 +69,96 @@ def _full_probs(model_classes: np.ndarray, probs: np.ndarray, num_classes: int) 
 def logreg_probe(
     train: tuple[np.ndarray, np.ndarray],
     val: tuple[np.ndarray, np.ndarray],
-    test: np.ndarray,
+    test: np.ndarray | None,
     num_classes: int,
     seed: int = 0,
+    select_by: str = "accuracy",
+    c: float | None = None,
 ) -> ProbeResult:
-    """L2 logistic regression on standardized features, C chosen on val (ties: the stronger regularization)."""
+    """L2 logistic regression on standardized features, C chosen on val by ``select_by`` (``selection.val_score``;
+    ties: the stronger regularization), or the given ``c`` (a tuned one); ``test`` ``None``: no test probabilities."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.preprocessing import StandardScaler
 
     scaler = StandardScaler().fit(train[0])
-    x_train, x_val, x_test = (scaler.transform(x) for x in (train[0], val[0], test))
-    best: tuple[float, float, object] | None = None
+    x_train, x_val = scaler.transform(train[0]), scaler.transform(val[0])
+    best: tuple[float, float, float, object] | None = None
     curve = []
-    for c in LOGREG_C_GRID:
-        model = LogisticRegression(C=c, max_iter=2000, random_state=seed)
+    grid = LOGREG_C_GRID if c is None else (c,)
+    for value in grid:
+        model = LogisticRegression(C=value, max_iter=2000, random_state=seed)
         # one BLAS thread: each L-BFGS step is a tiny matmul; BLAS threads spinning between steps made a 96-d fit
         # on 1,000 images take minutes on a loaded 2-core machine (and the framework's threads idle meanwhile)
         with warnings.catch_warnings(), single_blas_thread():
             warnings.simplefilter("ignore")  # ConvergenceWarning at large C is expected; the val score decides
             model.fit(x_train, train[1])
-        val_acc = _accuracy(_full_probs(model.classes_, model.predict_proba(x_val), num_classes), val[1])
-        curve.append({"C": c, "val_accuracy": val_acc})
-        if best is None or val_acc > best[0]:
-            best = (val_acc, c, model)
+        val_probs = _full_probs(model.classes_, model.predict_proba(x_val), num_classes)
+        val_acc = _accuracy(val_probs, val[1])
+        score = val_acc if select_by == "accuracy" else val_score(select_by, val[1], val_probs)
+        curve.append(
+            {"C": value, "val_accuracy": val_acc, **({f"val_{select_by}": score} if select_by != "accuracy" else {})}
+        )
+        if is_better(score, None if best is None else best[0], select_by != "loss"):
+            best = (score, val_acc, value, model)
     assert best is not None
-    val_acc, c, model = best
-    probs = _full_probs(model.classes_, model.predict_proba(x_test), num_classes)  # type: ignore[attr-defined]
+    fixed = c is not None
+    score, val_acc, c, model = best
+    probs = None
+    if test is not None:
+        probs = _full_probs(model.classes_, model.predict_proba(scaler.transform(test)), num_classes)  # type: ignore[attr-defined]
     val_probs = _full_probs(model.classes_, model.predict_proba(x_val), num_classes)  # type: ignore[attr-defined]
 
     def predict(features: np.ndarray) -> np.ndarray:
         with single_blas_thread():
             return _full_probs(model.classes_, model.predict_proba(scaler.transform(features)), num_classes)  # type: ignore[attr-defined]
 
+    by = "" if select_by == "accuracy" else f" {select_by}"
+    chosen = f"chosen on val{by} from {len(LOGREG_C_GRID)} values (1e-4..1e4)" if not fixed else "tuned"
     return ProbeResult(
         probs,
         val_acc,
-        f"logreg probe: C={c:g} chosen on val from {len(LOGREG_C_GRID)} values (1e-4..1e4)",
+        f"logreg probe: C={c:g} {chosen}",
         curve,
         predict,
         val_probs=val_probs,
         trainable_params=int(model.coef_.size + model.intercept_.size),  # type: ignore[attr-defined]
+        select_by=select_by,
+        val_score=score,
     )
 
 
 def knn_probe(
     train: tuple[np.ndarray, np.ndarray],
     val: tuple[np.ndarray, np.ndarray],
-    test: np.ndarray,
+    test: np.ndarray | None,
     num_classes: int,
     k: int = KNN_K,
+    select_by: str = "accuracy",
 ) -> ProbeResult:
-    """Cosine k-NN: probabilities are the class frequencies among the ``k`` nearest train features."""
+    """Cosine k-NN: probabilities are the class frequencies among the ``k`` nearest train features (``test`` ``None``:
+    no test probabilities); scored on val by ``select_by``."""
     from sklearn.neighbors import KNeighborsClassifier
 
     k = min(k, len(train[1]))
     model = KNeighborsClassifier(n_neighbors=k, metric="cosine", algorithm="brute").fit(train[0], train[1])
     val_probs = _full_probs(model.classes_, model.predict_proba(val[0]), num_classes)
-    probs = _full_probs(model.classes_, model.predict_proba(test), num_classes)
+    probs = None if test is None else _full_probs(model.classes_, model.predict_proba(test), num_classes)
     val_acc = _accuracy(val_probs, val[1])
+    score = val_acc if select_by == "accuracy" else val_score(select_by, val[1], val_probs)
 
     def predict(features: np.ndarray) -> np.ndarray:
         with single_blas_thread():
             return _full_probs(model.classes_, model.predict_proba(features), num_classes)
 
     return ProbeResult(
-        probs, val_acc, f"knn probe: k={k}, cosine", [{"k": k, "val_accuracy": val_acc}], predict, val_probs=val_probs
+        probs,
+        val_acc,
+        f"knn probe: k={k}, cosine",
+        [{"k": k, "val_accuracy": val_acc}],
+        predict,
+        val_probs=val_probs,
+        select_by=select_by,
+        val_score=score,
     )
 
 
@@ -136,17 +166,21 @@ def run_probe(
     kind: str,
     train: tuple[np.ndarray, np.ndarray],
     val: tuple[np.ndarray, np.ndarray],
-    test: np.ndarray,
+    test: np.ndarray | None,
     num_classes: int,
     seed: int,
+    select_by: str = "accuracy",
+    c: float | None = None,
+    k: int | None = None,
 ) -> ProbeResult:
-    """Dispatch on the strategy's ``probe_head`` (``logreg`` or ``knn``).
+    """Dispatch on the strategy's ``probe_head`` (``logreg``: C chosen on val by ``select_by`` unless ``c`` is given;
+    ``knn``: ``k`` neighbours, default ``KNN_K``); ``test`` ``None`` (a tuning trial): no test probabilities.
 
     Raises:
         ValueError: another kind.
     """
     if kind == "logreg":
-        return logreg_probe(train, val, test, num_classes, seed)
+        return logreg_probe(train, val, test, num_classes, seed, select_by, c)
     if kind == "knn":
-        return knn_probe(train, val, test, num_classes)
+        return knn_probe(train, val, test, num_classes, KNN_K if k is None else k, select_by)
     raise ValueError(f"unknown probe head {kind!r}; expected logreg or knn")

@@ -1,9 +1,13 @@
 """The one training loop: run a ``TrainingPlan``'s phases on images or cached features, keep the best epoch.
 
 Every strategy goes through ``train_plan``: a probe is a phase on features, two-phase fine-tuning is a
-head-only phase then the main phase, LP-FT is a probe phase then the main phase. Per epoch the loop shuffles
-(seeded), steps, validates, and snapshots the weights when validation accuracy improves; at the end the best
-epoch's weights are restored (the ones tested; never selected on test).
+head-only phase then the main phase, LP-FT is a probe phase then the main phase. Per epoch the loop sets the
+plan's learning-rate schedule (``set_lr_scale``; never called with the default constant rate), shuffles (seeded),
+steps, validates, and snapshots the weights when the plan's selection metric improves on a candidate epoch
+(``selection.Selector``); the last phase stops early when its patience runs out. At the end the best epoch's weights
+are restored (the ones tested; never selected on test). With ``Selection.candidates == "main"`` only the last
+phase's epochs are candidates (LP-FT's fine-tuning; its probe phase is the warm start), and a probe phase followed by
+other phases keeps its own best apart (``probe_best``).
 
 Timing (see docs/columns.md): the clock is read only after ``backend.synchronize()``. In each image
 phase the first ``warmup_steps`` steps are excluded from throughput (allocator warm-up, kernel selection,
@@ -25,7 +29,10 @@ import numpy as np
 from ...backends.base import Backend, ParamCounts
 from ...core.plan import TrainingPlan
 from .progress import training_reporter
+from .selection import Selector, log_loss, val_score
 from .timing import SyncTimer
+
+__all__ = ["Inputs", "TrainOutcome", "batch_slices", "epoch_batches", "log_loss", "predict_in_batches", "train_plan"]
 
 
 @dataclass
@@ -74,6 +81,13 @@ class TrainOutcome:
     #: seconds spent reading cached features (a cache hit), apart from ``feature_extract_s``
     feature_cache_read_s: float | None = None
     counts: ParamCounts | None = None
+    #: the selection metric's value at the best epoch (``best_val_accuracy`` is that epoch's val accuracy)
+    best_score: float | None = None
+    #: epochs that ran (fewer than the plan's when early stopping ended the last phase)
+    epochs_run: int = 0
+    early_stopped: bool = False
+    #: a probe phase followed by other phases (LP-FT): its own best epoch (``Selector.summary``)
+    probe_best: dict[str, Any] | None = None
 
     @property
     def head_train_s(self) -> float | None:
@@ -113,12 +127,6 @@ def epoch_batches(rng: np.random.Generator, n: int, batch_size: int) -> list[np.
     return batches
 
 
-def log_loss(labels: np.ndarray, probs: np.ndarray) -> float:
-    """Mean cross-entropy of ``probs`` at the true labels."""
-    picked = np.clip(probs[np.arange(len(labels)), labels], 1e-12, 1.0)
-    return float(-np.log(picked).mean())
-
-
 def train_plan(
     backend: Backend,
     plan: TrainingPlan,
@@ -156,7 +164,14 @@ def train_plan(
     best_state: Any = None
     elapsed = 0.0
     epoch_number = 0
-    for phase in plan.phases:
+    selection, schedule = plan.selection, plan.schedule
+    selector = Selector(selection)
+    probe_selector = Selector(selection) if len(plan.phases) > 1 and plan.phases[0].name == "probe" else None
+    for phase_index, phase in enumerate(plan.phases):
+        last_phase = phase_index == len(plan.phases) - 1
+        candidates = selection.candidates == "all" or last_phase
+        if last_phase:
+            selector.stale = 0  # the patience counts the last phase's epochs only
         counts = backend.apply_phase(phase)
         outcome.counts = counts
         log(f"{phase.describe()}: {counts.trainable:,}/{counts.total:,} params trainable")
@@ -185,6 +200,9 @@ def train_plan(
         source = features["train"] if phase.inputs == "features" else train.images
         val_source = features["val"] if phase.inputs == "features" else val.images
         for epoch in range(phase.epochs):
+            lr_scale = schedule.factor(epoch, phase.epochs) if schedule.name != "none" else None
+            if lr_scale is not None:
+                backend.set_lr_scale(lr_scale)
             batches = epoch_batches(rng, len(train), batch_size)
             report.epoch_started(epoch + 1, len(batches))
             warm = min(warmup_steps, len(batches)) if (phase.inputs == "images" and epoch == 0) else 0
@@ -217,27 +235,46 @@ def train_plan(
             elapsed += first.seconds + steady.seconds + evaluate.seconds
             epoch_number += 1
             val_accuracy = float((val_probs.argmax(1) == val_labels).mean())
+            val_loss = log_loss(val_labels, val_probs)
+            score = {"accuracy": val_accuracy, "loss": val_loss}.get(selection.by)
+            if score is None:
+                score = val_score(selection.by, val_labels, val_probs)
             entry = {
                 "epoch": epoch_number,
                 "phase": phase.name,
                 "train_loss": train_loss,
                 "val_accuracy": val_accuracy,
-                "val_loss": log_loss(val_labels, val_probs),
+                "val_loss": val_loss,
                 "elapsed_s": elapsed,
             }
+            if selection.by not in entry and f"val_{selection.by}" not in entry:
+                entry[f"val_{selection.by}"] = score
+            if lr_scale is not None:
+                entry["lr_scale"] = lr_scale
             outcome.curve.append(entry)
             report.epoch_ended(timing.images_per_s)
+            outcome.epochs_run = epoch_number
             log(
                 f"epoch {epoch_number} ({phase.name}): train_loss={train_loss:.4f} val_accuracy={val_accuracy:.4f} "
-                f"({elapsed:.1f} s)"
+                + (f"val_{selection.by}={score:.4f} " if selection.by != "accuracy" else "")
+                + f"({elapsed:.1f} s)"
             )
-            if outcome.best_val_accuracy is None or val_accuracy > outcome.best_val_accuracy:
+            if probe_selector is not None and phase.name == "probe":
+                probe_selector.consider(epoch_number, score, val_accuracy)
+            if candidates and selector.consider(epoch_number, score, val_accuracy):
                 outcome.best_val_accuracy, outcome.best_epoch, outcome.time_to_best_s = (
                     val_accuracy,
                     epoch_number,
                     elapsed,
                 )
+                outcome.best_score = score
                 best_state = backend.snapshot()
+            if last_phase and candidates and selector.exhausted() and epoch < phase.epochs - 1:
+                outcome.early_stopped = True
+                log(f"early stop after epoch {epoch_number}: {selector.stale} epoch(s) without a better {selection.by}")
+                break
+    if probe_selector is not None:
+        outcome.probe_best = probe_selector.summary()
     report.finished()
     if best_state is not None:
         backend.restore(best_state)

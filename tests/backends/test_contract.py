@@ -225,3 +225,83 @@ def test_prepare_inference_ends_training_and_keeps_predictions(backend_name):
         b.train_step(x, y)
     with pytest.raises(ValueError, match="batch_size >= 1, got 0"):
         b.prepare_inference(0)
+
+
+def test_lr_scale_scales_every_planned_rate_until_the_next_phase(backend_name):
+    """The schedule acts on the framework's optimizers: rates read back scaled, a zero rate trains nothing."""
+    b = get_backend_class(backend_name)("cpu")
+    b.build(ModelSpec(SMALL_MODEL[backend_name], NUM_CLASSES, 32, weights="none", seed=0))
+    decayed = replace(STRATEGIES["full_finetune"], layer_decay=0.5, backbone_lr_scale=1.0)
+    b.apply_phase(phase(b, decayed, head_lr=1e-2))
+    planned = b.applied_learning_rates()
+    b.set_lr_scale(0.25)
+    scaled = b.applied_learning_rates()
+    assert scaled == {name: pytest.approx(rate * 0.25, rel=1e-6) for name, rate in planned.items()}
+    probe = phase(b, "linear_probe", optimizer="sgd", weight_decay=0.0)
+    b.apply_phase(probe)  # a new phase starts from its planned rates
+    assert b.applied_learning_rates()["head"] == pytest.approx(probe.head_lr)
+    feats, y = b.extract_features(_images(6)[0]), _images(6)[1]
+    before = b.predict_proba(feats, "features")
+    b.set_lr_scale(0.0)
+    b.train_step(feats, y, "features")
+    np.testing.assert_allclose(b.predict_proba(feats, "features"), before, rtol=1e-6, atol=1e-7)
+    b.set_lr_scale(1.0)
+    b.train_step(feats, y, "features")
+    assert not np.allclose(b.predict_proba(feats, "features"), before)
+
+
+def test_the_seeds_optimizers_and_gradient_clipping(backend_name):
+    """Adam, RMSprop, SGD and AdamW each make their own first step; clipping the global gradient norm bounds it."""
+    b = get_backend_class(backend_name)("cpu")
+    b.build(ModelSpec(SMALL_MODEL[backend_name], NUM_CLASSES, 32, weights="none", seed=0))
+    x, y = _images(6)
+    b.apply_phase(phase(b, "linear_probe"))
+    feats = b.extract_features(x)
+    state = b.snapshot()
+    before = b.predict_proba(feats, "features")
+    moved = {}
+    for optimizer in ("adamw", "sgd", "adam", "rmsprop"):
+        b.restore(state)
+        b.apply_phase(phase(b, "linear_probe", optimizer=optimizer))
+        b.train_step(feats, y, "features")
+        moved[optimizer] = b.predict_proba(feats, "features")
+        assert not np.allclose(moved[optimizer], before), optimizer
+    assert not np.allclose(moved["adam"], moved["rmsprop"]) and not np.allclose(moved["sgd"], moved["adam"])
+    changes = {}
+    for clip in (None, 1e-6):
+        b.restore(state)
+        b.apply_phase(phase(b, "linear_probe", optimizer="sgd", weight_decay=0.0, clip_grad_norm=clip))
+        b.train_step(feats, y, "features")
+        changes[clip] = np.abs(b.predict_proba(feats, "features") - before).max()
+    assert changes[None] > 1e-4 and changes[1e-6] < 1e-6  # a step of at most lr x 1e-6 in norm
+
+
+def test_the_mlp_head_is_seed_002s_head_on_every_backend(backend_name, tmp_path):
+    """``--head mlp``: 512 -> 256 -> 128 -> classes on the pooled features, trained as the head (not a stage), saved
+    and rebuilt like any model (the inference pass rebuilds it from the options)."""
+    from tlbench.backends import KerasOptions, TorchOptions
+
+    options = KerasOptions(head="mlp") if backend_name == "keras" else TorchOptions(head="mlp")
+    b = get_backend_class(backend_name)("cpu")
+    info = b.build(ModelSpec(SMALL_MODEL[backend_name], NUM_CLASSES, 32, weights="none", seed=0, options=options))
+    assert info.facts["head"] == "mlp-512-256-128"
+    native = get_backend_class(backend_name)("cpu")
+    native.build(ModelSpec(SMALL_MODEL[backend_name], NUM_CLASSES, 32, weights="none", seed=0))
+    assert b.stages() == native.stages()  # the head's hidden layers are no backbone stage
+    counts = b.apply_phase(phase(b, "linear_probe"))
+    pooled = 512  # resnet18's and vgg16's pooled features
+    mlp_params = pooled * 512 + 512 + 512 * 256 + 256 + 256 * 128 + 128 + 128 * NUM_CLASSES + NUM_CLASSES
+    assert counts.trainable == mlp_params
+    assert b.applied_learning_rates()["head"] == pytest.approx(phase(b, "linear_probe").head_lr)
+    x, y = _images(6)
+    feats = b.extract_features(x)
+    np.testing.assert_allclose(b.predict_proba(feats, "features"), b.predict_proba(x), rtol=1e-4, atol=1e-5)
+    before = b.predict_proba(feats, "features")
+    b.train_step(feats, y, "features")
+    assert not np.allclose(b.predict_proba(feats, "features"), before)
+    path = tmp_path / f"mlp{b.weights_suffix}"
+    b.save_weights(str(path))
+    again = get_backend_class(backend_name)("cpu")
+    again.build(ModelSpec(SMALL_MODEL[backend_name], NUM_CLASSES, 32, weights="none", seed=1, options=options))
+    again.load_weights(str(path))
+    np.testing.assert_allclose(again.predict_proba(x), b.predict_proba(x), rtol=1e-5, atol=1e-6)

@@ -177,10 +177,15 @@ def test_head_option_is_validated():
     check = dict(device="cpu", image_size=32, in_chans=3, gpu_visible=False)
     TorchOptions(head="fcn").validate("timm", **check)
     KerasOptions(head="fcn").validate("keras", **check)
-    with pytest.raises(OptionsError, match=r"^unknown --head 'mlp'; expected one of: native, fcn$"):
-        TorchOptions(head="mlp").validate("timm", **check)
+    with pytest.raises(OptionsError, match=r"^unknown --head 'dense'; expected one of: native, fcn, mlp$"):
+        TorchOptions(head="dense").validate("timm", **check)
+    TorchOptions(head="mlp").validate("timm", **check)
+    KerasOptions(head="mlp").validate("keras", **check)
+    TorchOptions(head="mlp").check_model("torchvision", "resnet18")  # every model takes the MLP head
     with pytest.raises(
-        OptionsError, match=r"^backend 'keras' has only the fully-convolutional head \(--head fcn\), got --head native$"
+        OptionsError,
+        match=r"^backend 'keras' has no native classifier \(its backbones are built without their top\): "
+        r"--head fcn \(default\) or mlp, got --head native$",
     ):
         KerasOptions(head="native").validate("keras", **check)
     TorchOptions(head="fcn").check_model("timm", "vgg16_bn")
@@ -255,7 +260,8 @@ def test_command_line_validates_the_three_framework_run(capsys):
     assert main([*argv, "--head", "native"]) == 2
     assert (
         capsys.readouterr().err
-        == "tlbench: error: backend 'keras' has only the fully-convolutional head (--head fcn), got --head native\n"
+        == "tlbench: error: backend 'keras' has no native classifier (its backbones are built without their top): "
+        "--head fcn (default) or mlp, got --head native\n"
     )
     assert main(["run", "--backends", "timm", "--models", "resnet18", "--weights", "vgg16-hed", "--device", "cpu"]) == 2
     assert (

@@ -4,8 +4,16 @@ from __future__ import annotations
 
 import pytest
 
-from tlbench.core.cell_kinds import CELL_KINDS, CellKindError, backbones_of, cell_kind, check_backbones, kind_name
-from tlbench.core.strategies import STRATEGIES, get_strategy
+from tlbench.core.cell_kinds import (
+    CELL_KINDS,
+    CellKindError,
+    backbones_of,
+    cell_kind,
+    check_backbones,
+    kind_name,
+    trained_kind,
+)
+from tlbench.core.strategies import STRATEGIES, get_strategy, trial_name
 
 
 @pytest.mark.parametrize(
@@ -23,6 +31,8 @@ from tlbench.core.strategies import STRATEGIES, get_strategy
         ("logreg_probe", "feature_head"),
         ("knn_probe", "feature_head"),
         ("fusion", "feature_head"),
+        ("scratch~head_lr=0.001", "tuning_trial"),  # one point of a search (--tune)
+        ("logreg_probe~probe_c=10", "tuning_trial"),
     ],
 )
 def test_every_strategy_has_its_kind(strategy: str, kind: str) -> None:
@@ -31,7 +41,10 @@ def test_every_strategy_has_its_kind(strategy: str, kind: str) -> None:
 
 
 def test_every_row_of_the_table_maps_to_a_registered_kind() -> None:
-    assert {kind_name(row) for row in STRATEGIES.values()} == set(CELL_KINDS)
+    rows = {kind_name(row) for row in STRATEGIES.values()}
+    trials = {kind_name(get_strategy(trial_name(row, row.search.configs()[0]))) for row in STRATEGIES.values()}
+    assert rows | trials == set(CELL_KINDS) and trials == {"tuning_trial"}
+    assert {trained_kind(get_strategy(trial_name(row, row.search.configs()[0]))) for row in STRATEGIES.values()} == rows
 
 
 def test_what_a_kind_says() -> None:

@@ -56,6 +56,8 @@ class FakeBackend(Backend):
         self.b = np.zeros(spec.num_classes)
         self.losses: list[float] = []
         self.phases: list[PhasePlan] = []
+        self.grad_norms: list[float] = []
+        self.lr_scales: list[float] = []  # every set_lr_scale of every phase, in order
         source = (
             "none" if not spec.pretrained else ("fake:init" if spec.weights == "default" else f"fake:{spec.weights}")
         )
@@ -73,8 +75,13 @@ class FakeBackend(Backend):
         self.check_phase(phase)
         self.phases.append(phase)
         self.distillation = phase.distillation
-        self.lr = phase.head_lr * 50
+        self.lr = self.planned_lr = phase.head_lr * 50
+        self.clip = phase.optimizer.clip_grad_norm
         return ParamCounts(trainable=self.w.size + self.b.size, total=self.w.size + self.b.size)
+
+    def set_lr_scale(self, factor: float) -> None:
+        self.lr = self.planned_lr * factor
+        self.lr_scales.append(factor)
 
     def applied_learning_rates(self) -> dict[str, float | None]:
         return {"head": self.lr / 50, "pool": None}
@@ -110,8 +117,13 @@ class FakeBackend(Backend):
             teacher = np.exp(np.log(np.clip(soft_targets, 1e-12, 1)) / t)
             teacher /= teacher.sum(axis=1, keepdims=True)
             grad = (1 - a) * grad + a * t * (student - teacher)  # d/dz of T^2 * KL(teacher_T || student_T)
-        self.w -= self.lr * batch.T @ grad / len(labels)
-        self.b -= self.lr * grad.mean(axis=0)
+        grad_w, grad_b = batch.T @ grad / len(labels), grad.mean(axis=0)
+        norm = float(np.sqrt((grad_w**2).sum() + (grad_b**2).sum()))
+        if self.clip is not None and norm > self.clip:  # one global norm, as torch's clip_grad_norm_
+            grad_w, grad_b = grad_w * self.clip / norm, grad_b * self.clip / norm
+        self.grad_norms.append(min(norm, self.clip) if self.clip is not None else norm)
+        self.w -= self.lr * grad_w
+        self.b -= self.lr * grad_b
 
     def predict_proba(self, batch: np.ndarray, inputs: Inputs = "images") -> np.ndarray:
         features = self.extract_features(batch) if inputs == "images" else batch

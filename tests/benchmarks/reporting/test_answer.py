@@ -304,5 +304,7 @@ def test_a_suite_where_every_cell_failed_says_so(tmp_path, capsys):
     append_result(root / "results.jsonl", {**record, "error": "RuntimeError: out of memory"})
     assert main(["report", str(root)]) == 0
     printed = capsys.readouterr().out
-    assert "\nTHE ANSWER\n\nNo configuration finished (every cell failed): nothing to compare; see the failed" in printed
+    assert (
+        "\nTHE ANSWER\n\nNo configuration finished (every cell failed): nothing to compare; see the failed" in printed
+    )
     assert (root / "summary.md").read_text().split("\n## The answer\n\n")[1].startswith("No configuration finished")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 
@@ -61,6 +62,27 @@ def test_backend_options_are_typed_and_fingerprinted_per_backend():
     keras_only = RunOptions(backend_options={"keras": {"jit_compile": True}})
     assert keras_only.fingerprint("timm") == RunOptions().fingerprint("timm")
     assert keras_only.fingerprint("keras") != RunOptions().fingerprint("keras")
+
+
+RESULTS = Path(__file__).resolve().parents[3] / "results"
+
+
+def test_committed_suites_keep_their_fingerprints():
+    """Options added later (patient grouping, schedules, early stopping, selection, tuning...) leave the fingerprint of
+    a suite that does not use them unchanged: committed cells keep their meaning and resume still counts them."""
+    suites = sorted(RESULTS.glob("*/suite.json"))
+    assert suites, "no committed suite to check"
+    for path in suites:
+        suite = json.loads(path.read_text())
+        options = RunOptions.from_dict(suite["options"])
+        recorded = {r["options_hash"] for r in load_results(path.parent / "results.jsonl")}
+        assert recorded <= {options.fingerprint(b) for b in suite["backends"]}, path.parent.name
+
+
+@pytest.mark.parametrize("change", [{"group_by": "person(\\d+)_"}, {"group_leakage": "keep"}])
+def test_new_options_change_the_fingerprint_only_when_used(change):
+    assert RunOptions(**change).fingerprint("timm") != RunOptions().fingerprint("timm")
+    assert RunOptions.from_dict({**RunOptions().__dict__, **change}) == RunOptions(**change)
 
 
 @pytest.mark.slow  # builds real models
