@@ -22,7 +22,9 @@ from ..core.cell_kinds import CellKindError, check_backbones
 from ..core.plan import AUGMENTS, OPTIMIZERS, SCHEDULES, SELECT_BY, SELECT_FROM
 from ..core.strategies import STRATEGIES, get_strategy
 from ..datasets import DEDUP_POLICIES, GROUP_LEAKAGE_POLICIES, DatasetError, dataset_usages, parse_grouped_spec
+from .running.backend_options import backend_options
 from .running.config import DEFAULT_SUITE, RunOptions, SuiteConfig, format_weights_map, parse_weights_map
+from .running.runtime import runtime_settings
 
 EXIT_USAGE = 2
 DEVICES = ("auto", "cpu", "cuda", "gpu")
@@ -546,7 +548,7 @@ def suite_from_args(args: argparse.Namespace) -> SuiteConfig:
         cache_dir=args.cache_dir,
     )
     try:
-        options.runtime()
+        runtime_settings(options)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     _validate_models(backends, models, options)
@@ -624,7 +626,7 @@ def probe_machine_for(suite: SuiteConfig) -> dict[str, Any] | None:
     from .running.runtime import cell_environment
 
     options = suite.options
-    runtime = options.runtime()
+    runtime = runtime_settings(options)
     device = (
         "cuda"
         if options.device in ("cuda", "gpu")
@@ -666,7 +668,7 @@ def probe_machine_for(suite: SuiteConfig) -> dict[str, Any] | None:
         file=sys.stderr,
     )
     for backend in suite.backends:
-        warning = amp_warning(probe, options.options_for(backend).amp)
+        warning = amp_warning(probe, backend_options(options, backend).amp)
         if warning:
             print(f"tlbench: WARNING: {backend}: {warning}", file=sys.stderr)
     return probe

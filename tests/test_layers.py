@@ -36,6 +36,8 @@ RECORD_MODULES = {
     "tlbench.benchmarks.running.artifacts",
     "tlbench.benchmarks.running.config",
     "tlbench.benchmarks.running.environment",
+    # the typed options a record was run with (explain rebuilds a cell's model with them)
+    "tlbench.benchmarks.running.backend_options",
 }
 
 

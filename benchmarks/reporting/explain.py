@@ -26,6 +26,7 @@ import numpy as np
 
 from ...core.strategies import get_strategy
 from ..running.artifacts import Predictions, cell_dir, find_weights, load_predictions
+from ..running.backend_options import backend_options
 from ..running.config import RunOptions
 from ..running.results import cell_id, latest_by_cell, load_results
 
@@ -155,7 +156,7 @@ def build_backend(
         allow_random_init=options.allow_random_init,
         in_chans=options.in_chans,
         seed=int(record["seed"]),
-        options=options.options_for(record["backend"]),
+        options=backend_options(options, record["backend"]),
     )
     try:
         info = backend.build(spec)

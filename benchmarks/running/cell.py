@@ -37,6 +37,7 @@ from ...core.cell_kinds import cell_kind
 from ...core.strategies import Strategy, get_strategy
 from ...datasets import ArrayDataset, ResizePolicy, Split
 from . import artifacts
+from .backend_options import backend_options
 from .cell_data import data_facts, duplicates_line, groups_line, load_cell_dataset, without_test
 from .cell_feature_head import run_feature_head_cell
 from .cell_network import run_network_cell
@@ -46,6 +47,7 @@ from .environment import load_probe_file
 from .errors import one_line_error
 from .measures import mfu_columns
 from .results import check_record, empty_record, write_json_atomic
+from .runtime import runtime_settings
 from .tuning import tuned_strategy
 
 #: the procedure of each kind of cell (``core.cell_kinds.CELL_KINDS``): ``(run, strategy, backend_class) -> None``
@@ -222,7 +224,7 @@ class CellRun:
         """Thread pools of this process's engine, and the runtime as recorded with the result."""
         from .runtime import apply_framework_threads, runtime_record
 
-        settings = self.options.runtime()
+        settings = runtime_settings(self.options)
         record = runtime_record(settings)
         if engine != "none":
             applied = apply_framework_threads(settings, engine)
@@ -233,7 +235,7 @@ class CellRun:
         if probe is not None:
             from .machine_peak import amp_warning
 
-            warning = amp_warning(probe, self.options.options_for(self.cell.backend).amp)
+            warning = amp_warning(probe, backend_options(self.options, self.cell.backend).amp)
             if warning:
                 record.setdefault("warnings", []).append(warning)
                 self.log(f"WARNING: {warning}")

@@ -20,6 +20,7 @@ from ...core.cell_kinds import backbones_of
 from ...core.plan import make_plan
 from ...core.strategies import Strategy
 from ...datasets import ArrayDataset
+from .backend_options import backend_options
 from .cell_context import CellContext
 from .cell_data import dataset_meta_for_record, train_rows
 from .features import CachedFeatures, backbone_features
@@ -131,7 +132,7 @@ def _backbone(run: CellContext, strategy: Strategy, backend_class: type[Backend]
         allow_random_init=opts.allow_random_init,
         in_chans=opts.in_chans,
         seed=cell.seed,
-        options=opts.options_for(cell.backend),
+        options=backend_options(opts, cell.backend),
     )
     info = backend.build(spec)
     counts = backend.apply_phase(make_plan(strategy, backend.stages(), epochs=1, seed=cell.seed).phases[0])

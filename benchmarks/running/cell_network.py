@@ -20,6 +20,7 @@ from ...backends.inference import FrameworkInference
 from ...core.plan import PlanError, TrainingPlan, make_plan
 from ...core.strategies import Strategy
 from ...datasets import ArrayDataset, Split
+from .backend_options import backend_options
 from .cell_context import CellContext
 from .cell_data import train_rows, train_split
 from .features import backbone_features
@@ -67,7 +68,7 @@ def prepare_network(run: CellContext, strategy: Strategy, backend_class: type[Ba
         allow_random_init=opts.allow_random_init,
         in_chans=opts.in_chans,
         seed=cell.seed,
-        options=opts.options_for(cell.backend),
+        options=backend_options(opts, cell.backend),
     )
     info = backend.build(spec)
     record.update(pretrained=info.pretrained, dtype=info.dtype, backend_facts=info.facts or None)

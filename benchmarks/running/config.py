@@ -1,4 +1,8 @@
-"""Plain dataclasses describing a suite: the matrix and the run options shared by every cell."""
+"""Plain dataclasses describing a suite: the matrix and the run options shared by every cell.
+
+Nothing here imports a backend or the runtime: a backend's typed options are ``backend_options.backend_options``,
+the resolved threads and allocator ``runtime.runtime_settings``.
+"""
 
 from __future__ import annotations
 
@@ -8,11 +12,7 @@ import json
 import os
 import re
 from dataclasses import MISSING, asdict, dataclass, field, fields
-from typing import TYPE_CHECKING, Any, ClassVar
-
-if TYPE_CHECKING:  # pragma: no cover
-    from ...backends.options import BackendOptions
-    from .runtime import RuntimeSettings
+from typing import Any, ClassVar
 
 DEFAULT_SUITE = "default"
 
@@ -158,22 +158,6 @@ class RunOptions:
         """
         mapping = parse_weights_map(self.weights)
         return self.weights if mapping is None else mapping.get(backend, "default")
-
-    def runtime(self) -> RuntimeSettings:
-        """The resolved runtime of every cell process (threads, allocator); see ``running.runtime``.
-
-        Raises:
-            ValueError: bad thread count or an allocator that is not installed (one line).
-        """
-        from .runtime import resolve_runtime
-
-        return resolve_runtime(self.threads, self.allocator)
-
-    def options_for(self, backend: str) -> BackendOptions:
-        """The typed options of ``backend`` (its registry row's options class)."""
-        from ...backends import backend_entry
-
-        return backend_entry(backend).options.from_dict(self.backend_options.get(backend, {}))
 
     def fingerprint(self, backend: str | None = None) -> str:
         """Hash of the options that change ``backend``'s results: the shared ones and that backend's own.

@@ -41,6 +41,7 @@ from .artifacts import cell_dir as artifact_dir
 from .config import CellConfig, RunOptions, SuiteConfig
 from .environment import environment_record, gpu_names
 from .results import empty_record, write_json_atomic
+from .runtime import runtime_settings
 
 #: executor names accepted by ``make_executor`` (and ``tlbench run --executor``)
 EXECUTORS = ("local", "ray")
@@ -292,7 +293,7 @@ class LocalExecutor(Executor):
         from .runtime import available_cores, runtime_record
 
         note = on_message or (lambda line: None)
-        settings = suite.options.runtime()
+        settings = runtime_settings(suite.options)
         self._environment = environment_record(suite.backends, runtime_record(settings))
         gpus = visible_gpus() if self._gpus is None else self._gpus
         device = suite.options.device
@@ -431,7 +432,7 @@ def _node_environment(backends: tuple[str, ...], options: RunOptions) -> dict[st
     """The environment record of the node this runs on (a Ray task)."""
     from .runtime import runtime_record
 
-    return environment_record(backends, runtime_record(options.runtime()))
+    return environment_record(backends, runtime_record(runtime_settings(options)))
 
 
 def _ray_cell_task(
@@ -532,7 +533,7 @@ class RayExecutor(Executor):
                 f"--device {device} with --executor ray: Ray gives each cell one GPU, use --device cuda or auto"
             )
         self.num_gpus = 1 if runs_on_gpu(device, resources.get("GPU", 0) > 0) else 0
-        self.num_cpus = float(suite.options.runtime().threads)
+        self.num_cpus = float(runtime_settings(suite.options).threads)
         nodes = self._nodes()
         if not nodes:
             need = f"{self.num_cpus:g} CPU(s)" + (" and a GPU" if self.num_gpus else "")

@@ -22,6 +22,8 @@ from typing import Any
 
 import numpy as np
 
+from .backend_options import backend_options
+
 #: bump when what is stored changes (2: weights files keyed by content; the extraction seconds kept in meta.json)
 FEATURE_CACHE_FORMAT = 2
 
@@ -209,7 +211,7 @@ def backbone_features(
         pretrained=pretrained,
         weights=weights_identity(weights),
         pooled=pooled,
-        options=options.options_for(backend_name).to_dict(),
+        options=backend_options(options, backend_name).to_dict(),
         in_chans=options.in_chans,
         policy=policy_key,
         dataset=dataset_entry,

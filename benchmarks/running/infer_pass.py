@@ -34,8 +34,10 @@ from typing import Any
 
 from . import artifacts
 from .artifacts import cell_dir as artifact_dir
+from .backend_options import backend_options
 from .config import RunOptions, SuiteConfig
 from .results import spread, write_json_atomic
+from .runtime import runtime_settings
 
 #: round-robin rounds of the pass: each model is timed in this many slots of ``infer_min_time_s / ROUNDS``
 ROUNDS = 10
@@ -119,7 +121,7 @@ def time_group(
     backend_class = get_backend_class(first["backend"])
     engine_name = backend_entry(first["backend"]).engine
     if engine_name != "none":
-        apply_framework_threads(options.runtime(), engine_name)
+        apply_framework_threads(runtime_settings(options), engine_name)
     image_size = int(first["image_size"])
     runners: dict[str, tuple[Callable, Callable]] = {}
     prepare_s: dict[str, float | None] = {}
@@ -138,7 +140,7 @@ def time_group(
             seed=int(record["seed"]),
             artifact=weights,
             in_chans=options.in_chans,
-            options=options.options_for(record["backend"]),
+            options=backend_options(options, record["backend"]),
         )
         engine = FrameworkInference(backend_class, options.device)
         try:
@@ -284,7 +286,7 @@ def run_group(
         str(result_file),
     ]
     try:
-        returncode, _ = launch(command, child_environment(suite.options.runtime()), log_path, append=True)
+        returncode, _ = launch(command, child_environment(runtime_settings(suite.options)), log_path, append=True)
         if result_file.is_file():
             return json.loads(result_file.read_text())
         tail = [ln.strip() for ln in log_path.read_text(errors="replace").splitlines() if ln.strip()][-1:] or [

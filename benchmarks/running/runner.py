@@ -45,6 +45,7 @@ from .results import (
     load_results,
     write_json_atomic,
 )
+from .runtime import runtime_settings
 
 RESULTS_FILE = "results.jsonl"
 #: seconds a cell process group gets to exit after a forwarded SIGINT/SIGTERM before it is killed
@@ -350,7 +351,7 @@ def run_cell_subprocess(
     from .runtime import child_environment
 
     # threads, allocator: before start; the cell reports its training progress (progress.py)
-    child_env = child_environment(suite.options.runtime(), {**(env or {}), **progress.CHILD_ENV})
+    child_env = child_environment(runtime_settings(suite.options), {**(env or {}), **progress.CHILD_ENV})
     progress.publish(progress.Event("started", cell_dir.name))
     start = time.perf_counter()
     command = cell_command(cell, suite, cell_dir, result_file, progress=stream)

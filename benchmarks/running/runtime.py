@@ -311,6 +311,15 @@ def apply_framework_threads(settings: RuntimeSettings, engine: str) -> dict[str,
     return start_engine(name).apply_threads(settings.threads, settings.interop_threads)
 
 
+def runtime_settings(options: Any) -> RuntimeSettings:
+    """The resolved runtime of every cell process of a suite (its ``RunOptions``' threads and allocator).
+
+    Raises:
+        ValueError: bad thread count or an allocator that is not installed (one line).
+    """
+    return resolve_runtime(options.threads, options.allocator)
+
+
 def runtime_record(settings: RuntimeSettings) -> dict[str, Any]:
     """The exact runtime, JSON-friendly, for ``environment.json`` and every result record.
 

@@ -21,6 +21,7 @@ from ...backends.inference import FrameworkInference, TrainedModel
 from ...core.plan import TrainingPlan
 from ...core.strategies import Strategy
 from .artifacts import cell_dir, find_weights
+from .backend_options import backend_options
 from .config import RunOptions
 from .results import latest_by_cell, load_results
 
@@ -150,7 +151,7 @@ def soft_targets(
             seed=int(teacher.record["seed"]),
             artifact=teacher.weights,
             in_chans=options.in_chans,
-            options=options.options_for(backend_name),
+            options=backend_options(options, backend_name),
         )
     )
     images, labels = load_images(backend, model, image_size)

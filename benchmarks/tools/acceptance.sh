@@ -19,7 +19,7 @@ DATA=${TLBENCH_SHARED_DATA:-../shared/data}
 CKPT=.cache/checkpoints
 mkdir -p "$CKPT"
 # the tuned runtime of cell processes (threads, allocator) for the tools that time in their own process
-TUNED_ENV=$($PY -c "from tlbench.benchmarks.running.config import RunOptions; print(' '.join(f'{k}={v}' for k, v in RunOptions().runtime().env.items()))")
+TUNED_ENV=$($PY -c "from tlbench.benchmarks.running.config import RunOptions; from tlbench.benchmarks.running.runtime import runtime_settings; print(' '.join(f'{k}={v}' for k, v in runtime_settings(RunOptions()).env.items()))")
 
 step_default() {  # issue 2: the default suite (what `make bench` runs), each cell waiting up to 60 s for a quiet machine
   rm -rf results/default

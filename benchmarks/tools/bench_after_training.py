@@ -78,7 +78,7 @@ def run_arm(arm: str, args: argparse.Namespace, env: dict[str, str]) -> float:
 def main(argv: list[str] | None = None) -> int:
     """Parse arguments, run the rounds, print (and write) the table."""
     from ..running.config import RunOptions
-    from ..running.runtime import cell_environment
+    from ..running.runtime import cell_environment, runtime_settings
 
     parser = argparse.ArgumentParser(
         prog="python -m tlbench.benchmarks.tools.bench_after_training", description=__doc__.split("\n")[0]
@@ -97,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     if error:
         print(error, file=sys.stderr)
         return EXIT_USAGE
-    runtime = RunOptions().runtime()
+    runtime = runtime_settings(RunOptions())
     args.threads = runtime.threads
     env = cell_environment(runtime, os.environ)
     figures = interleaved_rounds(ARMS, args.rounds, lambda arm: run_arm(arm, args, env))

@@ -33,6 +33,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..running.runtime import runtime_settings
+
 EXIT_USAGE = 2
 #: (backend, model) pairs measured by default
 DEFAULT_PAIRS = (("timm", "tf_efficientnet_lite0"), ("torchvision", "resnet18"), ("keras", "mobilenet_v2"))
@@ -84,7 +86,7 @@ import numpy as np, keras, tensorflow as tf
 backend, model_name, size, batch, steps, repeats, _ = sys.argv[1:8]
 size, batch, steps, repeats = int(size), int(batch), int(steps), int(repeats)
 keras.utils.set_random_seed(0)
-from ...backends.keras_models import model_info
+from tlbench.backends.keras_models import model_info
 info = model_info(model_name)
 app = getattr(keras.applications, info.application)
 preprocess = getattr(keras.applications, info.module).preprocess_input
@@ -203,7 +205,7 @@ def measure(
     from ..running.config import RunOptions
     from ..running.runtime import cell_environment
 
-    env = cell_environment(RunOptions().runtime(), {**os.environ, "PYTHONUNBUFFERED": "1"})
+    env = cell_environment(runtime_settings(RunOptions()), {**os.environ, "PYTHONUNBUFFERED": "1"})
     samples: dict[tuple[str, str], dict[str, list[float]]] = {
         p: {k: [] for k in ("st", "bt", "si", "bi")} for p in pairs
     }
@@ -301,7 +303,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from ..running.config import RunOptions
 
     rows = measure(pairs, args.image_size, args.batch_size, args.steps, args.rounds)  # type: ignore[arg-type]
-    text = format_table(rows, args.image_size, args.batch_size, RunOptions().runtime().threads)
+    text = format_table(rows, args.image_size, args.batch_size, runtime_settings(RunOptions()).threads)
     print(text)
     if args.out is not None:
         args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from tlbench.benchmarks.cli import build_parser, main, suite_from_args
+from tlbench.benchmarks.running.backend_options import backend_options
 
 pytestmark = pytest.mark.slow  # TensorFlow: imported, built and trained
 
@@ -50,13 +51,13 @@ def test_vgg16_is_one_name_for_keras_and_timm(capsys):
     )
     suite = suite_from_args(args)
     assert [(c.backend, c.model) for c in suite.cells()[:5:4]] == [("keras", "vgg16"), ("timm", "vgg16")]
-    assert suite.options.options_for("keras").amp == suite.options.options_for("timm").amp == "bf16"
+    assert backend_options(suite.options, "keras").amp == backend_options(suite.options, "timm").amp == "bf16"
     keras_only = suite_from_args(
         build_parser().parse_args(
             ["run", "--backends", "keras", "--models", "vgg16", "--image-size", "32", "--jit-compile"]
         )
     )
-    assert keras_only.options.options_for("keras").jit_compile is True
+    assert backend_options(keras_only.options, "keras").jit_compile is True
     code, stdout, _ = run_cli(capsys, "list", "models", "--backend", "keras")
     assert code == 0 and stdout == "keras: vgg16, resnet50, mobilenet_v2, efficientnet_b0, densenet121\n"
 

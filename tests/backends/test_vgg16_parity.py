@@ -22,6 +22,7 @@ from tlbench.backends import BackendError, KerasOptions, ModelSpec, OptionsError
 from tlbench.backends.base import WEIGHTS_NAME
 from tlbench.backends.offline_weights import HED_VGG16_TORCH_MEAN, HED_VGG16_TORCH_STD
 from tlbench.backends.options import options_from_flags
+from tlbench.benchmarks.running.backend_options import backend_options
 from tlbench.core.plan import make_plan
 from tlbench.core.strategies import STRATEGIES
 
@@ -245,13 +246,13 @@ def test_command_line_validates_the_three_framework_run(capsys):
     ]
     suite = suite_from_args(build_parser().parse_args([*argv, "--head", "fcn"]))
     assert suite.options.weights == "vgg16-hed"
-    assert {name: suite.options.options_for(name).head for name in suite.backends} == {
+    assert {name: backend_options(suite.options, name).head for name in suite.backends} == {
         "keras": "fcn",
         "torchvision": "fcn",
         "timm": "fcn",
     }
     suite = suite_from_args(build_parser().parse_args(argv))  # no --head: each backend's default
-    assert {name: suite.options.options_for(name).head for name in suite.backends} == {
+    assert {name: backend_options(suite.options, name).head for name in suite.backends} == {
         "keras": "fcn",
         "torchvision": "native",
         "timm": "native",

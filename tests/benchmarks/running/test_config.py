@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from tlbench.benchmarks.cli import build_parser, suite_from_args
+from tlbench.benchmarks.running.backend_options import backend_options
 from tlbench.benchmarks.running.config import RunOptions, SuiteConfig, format_weights_map, parse_weights_map
 from tlbench.benchmarks.running.results import load_results
 from tlbench.benchmarks.running.runner import run_cell_inprocess, run_suite
@@ -55,9 +56,9 @@ def test_backend_options_are_typed_and_fingerprinted_per_backend():
     from tlbench.backends import KerasOptions, TorchOptions
 
     options = RunOptions(backend_options={"timm": {"channels_last": True}, "keras": {"jit_compile": True}})
-    assert options.options_for("timm") == TorchOptions(channels_last=True)
-    assert options.options_for("keras") == KerasOptions(jit_compile=True)
-    assert options.options_for("torchvision") == TorchOptions()
+    assert backend_options(options, "timm") == TorchOptions(channels_last=True)
+    assert backend_options(options, "keras") == KerasOptions(jit_compile=True)
+    assert backend_options(options, "torchvision") == TorchOptions()
     # adding a Keras option never invalidates finished torch cells (and vice versa)
     keras_only = RunOptions(backend_options={"keras": {"jit_compile": True}})
     assert keras_only.fingerprint("timm") == RunOptions().fingerprint("timm")

@@ -9,6 +9,7 @@ from dataclasses import replace
 import pytest
 
 from tlbench.benchmarks.cli import build_parser, main, suite_from_args
+from tlbench.benchmarks.running.backend_options import backend_options
 from tlbench.benchmarks.running.config import RunOptions, SuiteConfig
 from tlbench.benchmarks.running.results import load_results
 from tlbench.benchmarks.running.runner import run_cell_inprocess, run_suite
@@ -129,4 +130,4 @@ def test_the_mlp_head_is_in_the_plan_line_and_reaches_every_backend():
     assert head_note({"head": "native"}) == head_note({"head": "fcn-1x1"}) == head_note(None) == ""
     argv = ["run", "--backends", "timm,keras", "--models", "vgg16", "--image-size", "32", "--head", "mlp"]
     options = suite_from_args(build_parser().parse_args(argv)).options
-    assert options.options_for("timm").head == options.options_for("keras").head == "mlp"
+    assert backend_options(options, "timm").head == backend_options(options, "keras").head == "mlp"
