@@ -99,6 +99,11 @@ class RunOptions:
     cache_dir: str | None = None
     wait_quiet_s: float = 0.0
     infer_pass: bool = True
+    #: deployment runtimes the inference pass exports each cell's model to and times (``running.deploy``)
+    deploy: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "deploy", tuple(self.deploy))  # a list after a JSON round trip
 
     def image_size_for(self, backend_class: Any, model: str, weights: str) -> int:
         """The input side of ``model``: ``image_size``, or the model's native size when that is ``None``."""
@@ -134,7 +139,8 @@ class RunOptions:
     def fingerprint(self, backend: str | None = None) -> str:
         """Hash of the options that change ``backend``'s results: the shared ones and that backend's own.
 
-        Where the cache lives, the allocator, ``--wait-quiet`` and the inference pass (speed only) and options of
+        Where the cache lives, the allocator, ``--wait-quiet``, the inference pass and ``--deploy`` (measured after
+        the cells, from their weights) and options of
         other backends do not count, so adding
         ``--jit-compile`` for Keras never invalidates finished torch cells. The thread count does: float sums,
         hence bit-exact results, depend on it.
@@ -142,7 +148,7 @@ class RunOptions:
         payload = {
             k: v
             for k, v in asdict(self).items()
-            if k not in ("cache_dir", "backend_options", "allocator", "wait_quiet_s", "infer_pass")
+            if k not in ("cache_dir", "backend_options", "allocator", "wait_quiet_s", "infer_pass", "deploy")
         }
         payload["weights"] = self.weights_for(backend) if backend is not None else self.weights
         if backend is not None:
