@@ -4,9 +4,10 @@ A training ``Backend`` builds, trains and saves a model in its framework. Servin
 other runtimes can do too (ONNX Runtime, OpenVINO, a compiled graph), so it has its own contract:
 
 * ``export`` (a classmethod): turn a trained backend into the engine's artifact in a directory (the framework's own
-  weights file for ``FrameworkInference``; an ``.onnx`` file for an ONNX runtime);
-* ``load``: prepare that artifact for inference at a batch size, returning the seconds spent (compilation, graph
-  optimization: recorded apart, never inside a throughput);
+  weights file for ``FrameworkInference``; an ``.onnx`` file for an ONNX runtime; a quantized one, calibrated on
+  the training images it is given, for an INT8 engine);
+* ``load``: prepare that artifact for inference at a batch size (with its own thread pool where the engine keeps
+  one), returning the seconds spent (compilation, graph optimization: recorded apart, never inside a throughput);
 * ``run``: class probabilities for a uint8 NHWC image batch (the same bytes every engine gets);
 * ``synchronize``: wait for queued device work before a clock is read.
 
@@ -14,13 +15,16 @@ other runtimes can do too (ONNX Runtime, OpenVINO, a compiled graph), so it has 
 engine in another process (the suite's inference pass) can rebuild it. ``FrameworkInference`` is the training
 framework itself behind this seam: the architecture rebuilt without pretrained weights, the saved weights loaded,
 ``Backend.prepare_inference`` applied exactly as in the cell. ``INFERENCE_ENGINES`` lists the engines by name;
-adding a runtime is one subclass and one row.
+adding a runtime is one subclass and one row: a ``DeployEngineEntry`` (its class imported lazily, the pip extra
+that installs its runtime), so listing the engines imports no runtime.
 """
 
 from __future__ import annotations
 
 import abc
-from collections.abc import Callable
+import importlib
+import importlib.util
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -60,15 +64,33 @@ class InferenceEngine(abc.ABC):
 
     #: registry name (``INFERENCE_ENGINES``), recorded with every figure the engine measured
     name: ClassVar[str] = ""
+    #: what ``export`` writes; engines with the same kind share one exported file (``onnx``: ONNX Runtime and
+    #: OpenVINO read the same graph)
+    artifact_kind: ClassVar[str] = ""
+    #: whether ``export`` needs training images (post-training quantization calibrates on them)
+    needs_calibration: ClassVar[bool] = False
 
     @classmethod
     @abc.abstractmethod
-    def export(cls, backend: Backend, directory: Path) -> Path:
-        """Write the trained model held by ``backend`` as this engine's artifact under ``directory``; its path."""
+    def export(cls, backend: Backend, directory: Path, calibration: Sequence[np.ndarray] | None = None) -> Path:
+        """Write the trained model held by ``backend`` as this engine's artifact under ``directory``; its path.
+
+        Args:
+            backend: a built backend holding the trained weights.
+            directory: where the artifact goes.
+            calibration: uint8 NHWC batches of training images, for engines that calibrate (``needs_calibration``);
+                the others ignore them.
+        """
 
     @abc.abstractmethod
-    def load(self, trained: TrainedModel, batch_size: int) -> float | None:
+    def load(self, trained: TrainedModel, batch_size: int, threads: int | None = None) -> float | None:
         """Load ``trained.artifact`` and prepare it for batches of ``batch_size``.
+
+        Args:
+            trained: what was trained and where its artifact is.
+            batch_size: the batch size inference runs at.
+            threads: intra-op threads of the engine's own pool (a deployment runtime); ``None``: its default. The
+                training framework ignores it: its threads were set for the process (``apply_framework_threads``).
 
         Returns:
             Seconds spent preparing (compilation, graph optimization), or ``None`` when nothing is prepared.
@@ -97,8 +119,10 @@ class FrameworkInference(InferenceEngine):
         self.device = device
         self.backend: Backend | None = None
 
+    artifact_kind = "framework-weights"
+
     @classmethod
-    def export(cls, backend: Backend, directory: Path) -> Path:
+    def export(cls, backend: Backend, directory: Path, calibration: Sequence[np.ndarray] | None = None) -> Path:
         """The framework's own weights file (``Backend.save_weights``: a state dict, ``.weights.h5``; no pickle)."""
         path = Path(directory) / f"weights{backend.weights_suffix}"
         backend.save_weights(str(path))
@@ -137,7 +161,7 @@ class FrameworkInference(InferenceEngine):
         self.backend = backend
         return backend
 
-    def load(self, trained: TrainedModel, batch_size: int) -> float | None:
+    def load(self, trained: TrainedModel, batch_size: int, threads: int | None = None) -> float | None:
         """Rebuild the trained model and apply ``Backend.prepare_inference`` (``--infer-compile``) as the cell did."""
         return self.rebuild(trained).prepare_inference(batch_size)
 
@@ -153,9 +177,83 @@ class FrameworkInference(InferenceEngine):
         return self.backend
 
 
+@dataclass(frozen=True)
+class DeployEngineEntry:
+    """A deployment runtime's row of ``INFERENCE_ENGINES``: its class is imported only when it is used.
+
+    Calling the row (``entry(backend_class, device)``) makes the engine, like calling an ``InferenceEngine`` class.
+
+    Attributes:
+        name: registry name (``tlbench run --deploy NAME``).
+        target: ``"module:Class"`` of the ``InferenceEngine`` subclass.
+        extra: the pip extra that installs its runtime (``pip install 'tlbench[EXTRA]'``).
+        modules: the modules it imports (checked without importing them by ``missing_module``).
+    """
+
+    name: str
+    target: str
+    extra: str
+    modules: tuple[str, ...]
+
+    def missing_module(self) -> str | None:
+        """The first of ``modules`` that is not installed here, ``None`` when all are."""
+        for module in self.modules:
+            if importlib.util.find_spec(module) is None:
+                return module
+        return None
+
+    def engine_class(self) -> type[InferenceEngine]:
+        """The engine's class (imports its module, not yet its runtime)."""
+        module_name, class_name = self.target.split(":")
+        return getattr(importlib.import_module(module_name), class_name)
+
+    def __call__(self, backend_class: type[Backend], device: str) -> InferenceEngine:
+        missing = self.missing_module()
+        if missing is not None:
+            raise BackendError(self.missing_message(missing))
+        return self.engine_class()(backend_class, device)
+
+    def missing_message(self, module: str) -> str:
+        """One line: the package ``module`` is missing and which extra installs it."""
+        return (
+            f"inference engine {self.name!r} needs the package {module!r}; install it with: "
+            f"pip install 'tlbench[{self.extra}]'"
+        )
+
+
+#: the deployment runtimes (``tlbench run --deploy``): fp32 and post-training INT8 (static, calibrated on training
+#: images) in ONNX Runtime and OpenVINO, all reading the model exported to ONNX with its preprocessing inside
+DEPLOY_ENGINES: dict[str, DeployEngineEntry] = {
+    entry.name: entry
+    for entry in (
+        DeployEngineEntry(
+            "onnxruntime", "tlbench.backends.onnx_inference:OnnxRuntimeInference", "deploy", ("onnx", "onnxruntime")
+        ),
+        DeployEngineEntry(
+            "onnxruntime-int8",
+            "tlbench.backends.onnx_inference:OnnxRuntimeInt8Inference",
+            "deploy",
+            ("onnx", "onnxruntime"),
+        ),
+        DeployEngineEntry(
+            "openvino",
+            "tlbench.backends.openvino_inference:OpenVinoInference",
+            "deploy",
+            ("onnx", "onnxruntime", "openvino"),
+        ),
+        DeployEngineEntry(
+            "openvino-int8",
+            "tlbench.backends.openvino_inference:OpenVinoInt8Inference",
+            "deploy",
+            ("onnx", "onnxruntime", "openvino"),
+        ),
+    )
+}
+
 #: inference engines by name: ``name -> factory(backend_class, device)``
 INFERENCE_ENGINES: dict[str, Callable[[type[Backend], str], InferenceEngine]] = {
     FrameworkInference.name: FrameworkInference,
+    **DEPLOY_ENGINES,
 }
 
 
@@ -164,6 +262,7 @@ def inference_engine(name: str, backend_class: type[Backend], device: str) -> In
 
     Raises:
         KeyError: unknown engine (the message lists the registered ones).
+        BackendError: the engine's runtime is not installed (one line naming the pip extra).
     """
     if name not in INFERENCE_ENGINES:
         raise KeyError(f"unknown inference engine {name!r}; expected one of: {', '.join(INFERENCE_ENGINES)}")

@@ -528,6 +528,29 @@ class KerasBackend(Backend):
 
         self._predict_fn, self._features_fn, self._predict_head_fn = predict, features, predict_head
 
+    def probabilities_function(self) -> Any:
+        """The trained model as a ``tf.function`` on uint8 ``(batch, side, side, 3)`` images → float32
+        probabilities, computed as ``predict_proba`` computes them but without XLA and for the built input side
+        (what an exporter such as ``tf2onnx`` converts: ``onnx_export``).
+
+        Raises:
+            BackendError: no model is built, or it computes in mixed precision (deployment graphs are fp32).
+        """
+        self._require_model()
+        assert self.spec is not None
+        if self._keras.config.dtype_policy().name != "float32" or self.backbone.dtype_policy.name != "float32":
+            raise BackendError("exporting a Keras model trained with --amp is not supported; export fp32 models")
+        tf, backbone, head, preprocess = self._tf, self.backbone, self.head, self._preprocess
+        side = self.spec.image_size
+        signature = [tf.TensorSpec([None, side, side, 3], tf.uint8, name="images")]
+
+        @tf.function(input_signature=signature)
+        def probabilities(images: Any) -> Any:
+            features = backbone(preprocess(tf.cast(images, tf.float32)), training=False)
+            return tf.nn.softmax(tf.cast(head(features, training=False), tf.float32))
+
+        return probabilities
+
     def _make_train_functions(self) -> None:
         tf, backbone, head, preprocess = self._tf, self.backbone, self.head, self._preprocess
         augmenter, loss_sum, groups = self._augmenter, self._loss_sum, list(self._groups)

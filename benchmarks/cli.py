@@ -62,6 +62,36 @@ def _teacher_option(path: str | None, strategies: tuple[str, ...], backends: tup
         raise UsageError(str(exc)) from None
 
 
+def _deploy_option(text: str | None, backends: Sequence[str], infer_pass: bool) -> tuple[str, ...]:
+    """``--deploy``: deployment runtimes that are installed, for backends that export, measured by the pass."""
+    if not text:
+        return ()
+    from ..backends.onnx_export import DEPLOY_EXTRA, EXPORTABLE_ENGINES, exportable, missing_exporter
+    from .running.deploy import DeployError, parse_deploy
+
+    try:
+        engines = parse_deploy(text)
+    except DeployError as exc:
+        raise UsageError(str(exc)) from None
+    if not engines:
+        raise UsageError("--deploy needs at least one engine name")
+    for name in backends:
+        if not exportable(name):
+            raise UsageError(
+                f"--deploy cannot export backend {name!r}: only backends on {' and '.join(EXPORTABLE_ENGINES)} export "
+                "to ONNX"
+            )
+        missing = missing_exporter(name)
+        if missing is not None:
+            raise UsageError(
+                f"--deploy needs the package {missing!r} to export backend {name!r}; install it with: "
+                f"pip install 'tlbench[{DEPLOY_EXTRA}]'"
+            )
+    if not infer_pass:
+        raise UsageError("--deploy is measured by the inference pass; drop --no-infer-pass (and --executor ray)")
+    return engines
+
+
 def _non_negative_seconds(name: str, value: float) -> float:
     if not (math.isfinite(value) and value >= 0):
         raise UsageError(f"--{name} must be a number of seconds >= 0, got {value}")
@@ -220,6 +250,16 @@ def build_parser() -> argparse.ArgumentParser:
         "--no-infer-pass",
         action="store_true",
         help="keep each cell's own inference timing (made in its process right after training) instead of timing again, after the suite, the cells of each model interleaved in one fresh process",
+    )
+    run.add_argument(
+        "--deploy",
+        default=None,
+        metavar="ENGINES",
+        help=(
+            "after training, export each model and time it in these deployment runtimes beside the framework, in "
+            "the inference pass, with its test accuracy: comma-separated, from onnxruntime, onnxruntime-int8, "
+            "openvino, openvino-int8 (pip install 'tlbench[deploy]'; default: none)"
+        ),
     )
     run.add_argument("--infer-repeats", type=int, default=opts.infer_repeats, help="timed inference batches (>= 10)")
     run.add_argument(
@@ -529,6 +569,7 @@ def suite_from_args(args: argparse.Namespace) -> SuiteConfig:
         infer_min_time_s=_non_negative_seconds("min-time", args.min_time),
         wait_quiet_s=_non_negative_seconds("wait-quiet", args.wait_quiet),
         infer_pass=not args.no_infer_pass and args.executor != "ray",
+        deploy=_deploy_option(args.deploy, backends, not args.no_infer_pass and args.executor != "ray"),
         dedup=args.dedup,
         near_duplicates=args.near_duplicates,
         group_by=args.group_by,

@@ -1,8 +1,9 @@
 """Engines as data: per framework, the one place that says how a cell process uses it.
 
-A training backend runs on one engine (the framework that does the arithmetic: torch, TensorFlow). What the rest of
-tlbench needs of an engine without importing it is one ``EngineEntry`` row; what needs the framework lives in the
-engine's own module (``torch_engine.py``, ``tensorflow_engine.py``), imported only when a cell process asks for it.
+A training backend runs on one engine (the framework that does the arithmetic: torch, TensorFlow, JAX). What the
+rest of tlbench needs of an engine without importing it is one ``EngineEntry`` row; what needs the framework lives in
+the engine's own module (``torch_engine.py``, ``tensorflow_engine.py``, ``jax_engine.py``), imported only when a cell
+process asks for it.
 Each module implements the same functions:
 
 * ``import_framework()``: import the framework in a cell process (the backend's module then finds it loaded);
@@ -59,6 +60,7 @@ ENGINES: dict[str, EngineEntry] = {
         EngineEntry(
             "tensorflow", "tlbench.backends.engines.tensorflow_engine", ("tensorflow", "tensorflow-cpu"), "keras"
         ),
+        EngineEntry("jax", "tlbench.backends.engines.jax_engine", ("jax", "jaxlib"), "keras-jax"),
     )
 }
 

@@ -144,6 +144,12 @@ class RunOptions:
             "selection": Selection(self.select_by, self.select_from, self.patience),
         }
 
+    #: deployment runtimes the inference pass exports each cell's model to and times (``running.deploy``)
+    deploy: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "deploy", tuple(self.deploy))  # a list after a JSON round trip
+
     def image_size_for(self, backend_class: Any, model: str, weights: str) -> int:
         """The input side of ``model``: ``image_size``, or the model's native size when that is ``None``."""
         return self.image_size if self.image_size is not None else int(backend_class.native_image_size(model, weights))
@@ -162,8 +168,9 @@ class RunOptions:
     def fingerprint(self, backend: str | None = None) -> str:
         """Hash of the options that change ``backend``'s results: the shared ones and that backend's own.
 
-        Where the cache lives, the allocator, ``--wait-quiet`` and the inference pass (speed only) and options of
-        other backends do not count, nor do options of ``OMITTED_AT_DEFAULT`` at their default, so adding
+        Where the cache lives, the allocator, ``--wait-quiet``, the inference pass and ``--deploy`` (measured after
+        the cells, from their weights) and options of other backends do not count, nor do options of
+        ``OMITTED_AT_DEFAULT`` at their default, so adding
         ``--jit-compile`` for Keras never invalidates finished torch cells. The thread count does: float sums,
         hence bit-exact results, depend on it.
         """
@@ -171,7 +178,8 @@ class RunOptions:
         payload = {
             k: v
             for k, v in asdict(self).items()
-            if k not in ("cache_dir", "backend_options", "allocator", "wait_quiet_s", "infer_pass", "tuning_facts")
+            if k
+            not in ("cache_dir", "backend_options", "allocator", "wait_quiet_s", "infer_pass", "tuning_facts", "deploy")
             and not (k in self.OMITTED_AT_DEFAULT and v == defaults[k])
         }
         payload["weights"] = self.weights_for(backend) if backend is not None else self.weights

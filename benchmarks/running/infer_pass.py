@@ -19,6 +19,9 @@ processes used of the machine during the pass in ``infer_pass["contention"]``.
 The cells save their weights for it (``RunOptions.infer_pass``, on by default; ``tlbench run
 --no-infer-pass`` turns it off); the pass deletes them afterwards unless ``TLBENCH_SAVE_WEIGHTS`` asked to keep
 them. A failing pass leaves the cells' own figures in place and says why in one line.
+
+With ``--deploy`` (``RunOptions.deploy``), each cell's model is also exported to the deployment runtimes named
+there and timed in the same rounds as the framework model (``running.deploy``): the record's ``deploy`` column.
 """
 
 from __future__ import annotations
@@ -32,12 +35,15 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from . import artifacts
 from .artifacts import cell_dir as artifact_dir
 from .backend_options import backend_options
 from .config import RunOptions, SuiteConfig
 from .results import spread, write_json_atomic
 from .runtime import runtime_settings
+from .training import predict_in_batches
 
 #: round-robin rounds of the pass: each model is timed in this many slots of ``infer_min_time_s / ROUNDS``
 ROUNDS = 10
@@ -102,30 +108,57 @@ def time_group(
     Runs in the pass process (or inline, for tests). The records share backend, model, dataset and image size.
 
     Returns:
-        ``{"cells": {cell_id: LatencyStats as a dict + "prepare_s"}, "contention": summary, "rounds", "models"}``.
+        ``{"cells": {cell_id: LatencyStats as a dict + "prepare_s" (+ "deploy": the cell's deploy column)},
+        "contention": summary, "rounds", "models"}``.
 
     Raises:
         InferPassError: a cell's weights or data do not load (one line).
     """
-    from ...backends import BackendError, backend_entry, get_backend_class
-    from ...backends.inference import FrameworkInference, TrainedModel
-    from .cell_data import load_cell_dataset
-    from .contention import describe
-    from .environment import load_probe_file
-    from .inference_timing import timing_batches
+    import tempfile
+
+    from ...backends import backend_entry, get_backend_class
     from .runtime import apply_framework_threads
-    from .timing import measure_interleaved
-    from .watch import watched
 
     first = records[0]
     backend_class = get_backend_class(first["backend"])
     engine_name = backend_entry(first["backend"]).engine
     if engine_name != "none":
         apply_framework_threads(runtime_settings(options), engine_name)
-    image_size = int(first["image_size"])
+    if not options.deploy or artifacts.save_weights_requested():  # exports kept in the cells' directories
+        return _time_records(records, options, out_dir, log, backend_class, None)
+    with tempfile.TemporaryDirectory(prefix="tlbench-deploy-") as scratch:
+        return _time_records(records, options, out_dir, log, backend_class, Path(scratch))
+
+
+def _time_records(
+    records: Sequence[dict[str, Any]],
+    options: RunOptions,
+    out_dir: Path,
+    log: Callable[[str], None],
+    backend_class: Any,
+    scratch: Path | None,
+) -> dict[str, Any]:
+    """``time_group`` once the engine's threads are set; exported models (``--deploy``) go under ``scratch``, or
+    into each cell's directory when ``scratch`` is ``None``."""
+    from functools import partial
+
+    from ...backends import BackendError
+    from ...backends.inference import FrameworkInference, TrainedModel
+    from . import deploy
+    from .cell_data import load_cell_dataset, train_rows
+    from .contention import describe
+    from .environment import load_probe_file
+    from .inference_timing import timing_batches
+    from .timing import measure_interleaved
+    from .watch import watched
+
+    image_size = int(records[0]["image_size"])
+    threads = runtime_settings(options).threads
     runners: dict[str, tuple[Callable, Callable]] = {}
     prepare_s: dict[str, float | None] = {}
-    batches = None
+    frameworks: dict[str, FrameworkInference] = {}
+    deployed: dict[str, list[deploy.DeployedEngine]] = {}
+    batches = dataset = None
     for record in records:
         directory = artifact_dir(out_dir, record)
         name = directory.name
@@ -151,12 +184,33 @@ def time_group(
                     backend, record["dataset"], record["model"], weights_name, image_size, options, log
                 )
                 batches = timing_batches(dataset.splits["test"].images, options.batch_size)
+            if options.deploy:  # exported from the trained weights, before the framework specializes its model
+                train, seed = dataset.splits["train"], int(record["seed"])
+                deployed[name] = deploy.prepare_engines(
+                    options.deploy,
+                    backend,
+                    trained,
+                    deploy.deploy_directory(directory, scratch or directory, keep=scratch is None),
+                    len(batches[0]),
+                    threads,
+                    partial(
+                        deploy.calibration_images,
+                        train.images,
+                        train_rows(dataset, options.max_train_images, seed),
+                        len(batches[0]),
+                    ),
+                    log,
+                )
             prepare_s[name] = backend.prepare_inference(len(batches[0]))
         except BackendError as exc:
             raise InferPassError(f"cell {name}: {' '.join(str(exc).split())}") from None
         runners[name] = (engine.run, engine.synchronize)
+        frameworks[name] = engine
+        for item in deployed.get(name, []):
+            if item.engine is not None:  # timed in the same rounds, on the same batches
+                runners[deploy.runner_name(name, item.name)] = (item.engine.run, item.engine.synchronize)
         log(f"loaded {name} from {weights.name}")
-    assert batches is not None
+    assert batches is not None and dataset is not None
     # the same watch as a cell's timed part: other processes and steal sampled, the speed canary before and after
     with watched(options.infer_min_time_s, (load_probe_file() or {}).get("canary_gflop_per_s")) as contention:
         stats = measure_interleaved(
@@ -168,17 +222,25 @@ def time_group(
             repeats=options.infer_repeats,
         )
     log(f"contention: {describe(contention)}")
-    for name, s in stats.items():
+    for name, s in stats.items():  # the framework models and their deployed engines
         log(
             f"{name}: {s.images_per_s:.1f} img/s (median of {s.repeats} batches of {s.batch_size}, cv "
             f"{s.latency_cv:.2f})"
         )
-    return {
-        "cells": {name: {**asdict(s), "prepare_s": prepare_s[name]} for name, s in stats.items()},
-        "contention": contention,
-        "rounds": ROUNDS,
-        "models": len(runners),
-    }
+    cells = {name: {**asdict(stats[name]), "prepare_s": prepare_s[name]} for name in frameworks}
+    if deployed:  # after the timed rounds: the whole test split through the framework and every engine
+        test = dataset.splits["test"]
+        labels = np.asarray(test.labels)
+        for name, items in deployed.items():
+            framework = predict_in_batches(frameworks[name].run, test.images, len(batches[0]))
+            speeds = {i.name: asdict(stats[deploy.runner_name(name, i.name)]) for i in items if i.engine is not None}
+            figures = deploy.deploy_figures(
+                items, speeds, stats[name].images_per_s, framework, labels, test.images, len(batches[0])
+            )
+            cells[name]["deploy"] = figures
+            for engine_name, figure in figures.items():
+                log(f"{name}@{engine_name}: " + deploy.describe(figure))
+    return {"cells": cells, "contention": contention, "rounds": ROUNDS, "models": len(frameworks)}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -227,6 +289,7 @@ def passed_record(
     peak = (record.get("runtime") or {}).get("peak_flop_per_s")
     flops = record.get("flops_per_image")
     updated["infer_mfu"] = images_per_s * flops / peak if peak and flops else None
+    updated["deploy"] = stats.get("deploy")
     updated["infer_pass"] = {
         "models": outcome["models"],
         "rounds": outcome["rounds"],

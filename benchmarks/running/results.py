@@ -94,6 +94,8 @@ RESULT_COLUMNS = [
     "contention",
     # the suite's inference pass (infer_pass.py): how the infer_* figures were re-timed, the cell's own kept
     "infer_pass",
+    # the pass's deployment runtimes (--deploy): {engine: speed, export/prepare seconds, test metrics, |Δprob|}
+    "deploy",
     # where and beside how many other cells it ran (executors.CellOccupancy)
     "concurrency",
 ]

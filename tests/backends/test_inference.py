@@ -65,7 +65,7 @@ def test_missing_artifact_and_unloaded_engine_are_one_line_errors(fake_backend, 
 
 
 def test_the_registry_and_the_contract() -> None:
-    assert set(INFERENCE_ENGINES) == {"framework"}
+    assert set(INFERENCE_ENGINES) == {"framework", "onnxruntime", "onnxruntime-int8", "openvino", "openvino-int8"}
     with pytest.raises(KeyError, match="'onnx'.*framework"):
         inference_engine("onnx", object, "cpu")  # type: ignore[arg-type]
 

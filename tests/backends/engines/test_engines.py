@@ -43,8 +43,8 @@ def test_every_backend_names_a_registered_engine() -> None:
 
 
 def test_unknown_engine() -> None:
-    with pytest.raises(KeyError, match="'jax'.*torch, tensorflow"):
-        engine_entry("jax")
+    with pytest.raises(KeyError, match="'mxnet'.*torch, tensorflow, jax"):
+        engine_entry("mxnet")
 
 
 def test_a_missing_framework_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -98,3 +98,14 @@ def test_engine_availability_matches_the_import_system() -> None:
     for name, entry in ENGINES.items():
         top = entry.packages[0].replace("-", "_")
         assert engine_available(name) == (importlib.util.find_spec(top) is not None)
+
+
+def test_jax_threads_are_xla_flags_set_before_jax_computes(monkeypatch: pytest.MonkeyPatch) -> None:
+    from tlbench.backends.engines import jax_engine
+
+    assert jax_engine.thread_flags(4, "--xla_dump_to=/tmp/x --xla_cpu_multi_thread_eigen=false") == (
+        "--xla_dump_to=/tmp/x --xla_cpu_multi_thread_eigen=true intra_op_parallelism_threads=4"
+    )
+    assert jax_engine.thread_flags(1) == "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
+    monkeypatch.setenv("XLA_FLAGS", "intra_op_parallelism_threads=3")
+    assert jax_engine.current_threads() == 3

@@ -1,0 +1,182 @@
+"""A trained backend's model as one ONNX graph that takes the shared uint8 NHWC images and returns probabilities.
+
+Every deployment runtime (``onnx_inference``, ``openvino_inference``) reads this graph, so it carries exactly what
+the backend computes at inference, preprocessing included:
+
+* torch backends (``torch`` engine): ``x[..., :1]`` for one input channel, NHWC → NCHW, ``float``,
+  ``(x - 255 * mean) / (255 * std)`` with the model's ``DataConfig`` (what ``TorchBackend.to_input`` does), the
+  model in eval mode, softmax. Exported with the TorchScript-based exporter (``dynamo=False``): on CPU it is the
+  faster and the more robust of torch's two exporters for these convolutional networks, and its graph needs no
+  ``onnxscript`` rewrite;
+* the Keras backend (``tensorflow`` engine): its own ``KerasBackend.probabilities_function`` (cast, the
+  application's ``preprocess_input``, backbone and head with ``training=False``, softmax) converted by ``tf2onnx``.
+
+The graph is fp32 whatever ``--amp`` trained the model in (a deployment graph in reduced precision is an INT8
+engine's job); the batch axis is dynamic, the image side fixed. ONNX itself is imported only to check the file.
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+from .base import Backend, BackendError
+
+#: ONNX opset of the exported graphs (ONNX Runtime >= 1.14 and OpenVINO >= 2023 run it)
+ONNX_OPSET = 17
+#: name of the graph's input: uint8 ``(batch, side, side, channels)``
+INPUT_NAME = "images"
+#: name of the graph's output: float32 ``(batch, num_classes)`` probabilities
+OUTPUT_NAME = "probabilities"
+#: the engines whose backends can be exported (``BackendEntry.engine``) and the modules each exporter needs
+EXPORTER_MODULES = {"torch": ("onnx",), "tensorflow": ("onnx", "tf2onnx")}
+EXPORTABLE_ENGINES = tuple(EXPORTER_MODULES)
+#: the pip extra that installs the exporters and runtimes
+DEPLOY_EXTRA = "deploy"
+
+
+def exportable(backend_name: str) -> bool:
+    """Whether the registered backend ``backend_name`` computes on an engine this module exports (no import)."""
+    from . import backend_entry
+
+    return backend_entry(backend_name).engine in EXPORTABLE_ENGINES
+
+
+def missing_exporter(backend_name: str) -> str | None:
+    """The module the exporter of ``backend_name`` needs and does not find here (no import), ``None`` when none."""
+    import importlib.util
+
+    from . import backend_entry
+
+    for module in EXPORTER_MODULES.get(backend_entry(backend_name).engine, ()):
+        if importlib.util.find_spec(module) is None:
+            return module
+    return None
+
+
+def export_onnx(backend: Backend, path: Path) -> dict[str, Any]:
+    """Write ``backend``'s trained model to ``path`` as an ONNX graph on uint8 images (see the module docstring).
+
+    Returns:
+        Facts about the export: ``exporter``, ``opset``, ``export_s`` (seconds, the check included).
+
+    Raises:
+        BackendError: the backend computes on no exportable engine, or the exporter failed (one line).
+    """
+    from . import REGISTRY
+
+    entry = REGISTRY.get(backend.name)
+    engine = entry.engine if entry is not None else "none"
+    if engine not in EXPORTABLE_ENGINES:
+        raise BackendError(
+            f"backend {backend.name!r} cannot export its model to ONNX (engine {engine!r}); the backends on "
+            f"{' and '.join(EXPORTABLE_ENGINES)} can"
+        )
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    try:
+        exporter = _export_torch(backend, path) if engine == "torch" else _export_keras(backend, path)
+        _check(path)
+    except BackendError:
+        raise
+    except Exception as exc:  # an exporter's failure is one line in the record, never a lost pass
+        first = " ".join(str(exc).split())[:300]
+        raise BackendError(f"ONNX export of {backend.name} failed: {type(exc).__name__}: {first}") from exc
+    return {"exporter": exporter, "opset": ONNX_OPSET, "export_s": time.perf_counter() - start}
+
+
+def _check(path: Path) -> None:
+    import onnx
+
+    model = onnx.load(str(path))
+    onnx.checker.check_model(model)
+    inputs = [i.name for i in model.graph.input]
+    if INPUT_NAME not in inputs:
+        raise BackendError(f"exported graph {path.name} has inputs {inputs}, expected {INPUT_NAME!r}")
+
+
+def _export_torch(backend: Any, path: Path) -> str:
+    import torch
+    from torch import nn
+
+    model, spec, config = backend.model, backend.spec, backend.data_config
+    if model is None or spec is None or config is None:
+        raise BackendError(f"backend {backend.name!r} has no built model to export")
+    gray = spec.in_chans == 1
+    channels = 1 if gray else 3
+
+    class UInt8Classifier(nn.Module):
+        """uint8 NHWC → probabilities: ``TorchBackend.to_input``, the model, softmax."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.model = model
+            shape = (1, channels, 1, 1)
+            self.register_buffer("mean", torch.tensor(config.mean[:channels], dtype=torch.float32).view(shape) * 255.0)
+            self.register_buffer("std", torch.tensor(config.std[:channels], dtype=torch.float32).view(shape) * 255.0)
+
+        def forward(self, images: torch.Tensor) -> torch.Tensor:
+            x = images[..., :1] if gray else images
+            x = (x.permute(0, 3, 1, 2).float() - self.mean) / self.std
+            return torch.softmax(self.model(x).float(), dim=1)
+
+    wrapper = UInt8Classifier().cpu().eval()
+    device = next(model.parameters()).device
+    was_training = model.training
+    example = torch.zeros((2, spec.image_size, spec.image_size, 3), dtype=torch.uint8)
+    try:
+        model.cpu().eval()
+        with warnings.catch_warnings():  # the TorchScript exporter announces its deprecation on every call
+            warnings.simplefilter("ignore")
+            torch.onnx.export(
+                wrapper,
+                (example,),
+                str(path),
+                input_names=[INPUT_NAME],
+                output_names=[OUTPUT_NAME],
+                dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
+                opset_version=ONNX_OPSET,
+                do_constant_folding=True,
+                dynamo=False,
+            )
+    finally:
+        model.to(device)
+        model.train(was_training)
+    return f"torch.onnx (TorchScript) {torch.__version__}"
+
+
+def _export_keras(backend: Any, path: Path) -> str:
+    try:
+        import tf2onnx
+    except ImportError:
+        raise BackendError(
+            "exporting a Keras model to ONNX needs the package 'tf2onnx'; install it with: "
+            f"pip install 'tlbench[{DEPLOY_EXTRA}]'"
+        ) from None
+    function = backend.probabilities_function()
+    tf2onnx.convert.from_function(
+        function, input_signature=function.input_signature, opset=ONNX_OPSET, output_path=str(path)
+    )
+    import onnx
+
+    model = onnx.load(str(path))  # tf2onnx names the tensors after the function's: the runtimes want fixed names
+    _rename(model, model.graph.input[0].name, INPUT_NAME)
+    _rename(model, model.graph.output[0].name, OUTPUT_NAME)
+    onnx.save(model, str(path))
+    return f"tf2onnx {tf2onnx.__version__}"
+
+
+def _rename(model: Any, old: str, new: str) -> None:
+    """Rename the graph tensor ``old`` to ``new`` everywhere it appears."""
+    if old == new:
+        return
+    graph = model.graph
+    for value in [*graph.input, *graph.output]:
+        if value.name == old:
+            value.name = new
+    for node in graph.node:
+        node.input[:] = [new if name == old else name for name in node.input]
+        node.output[:] = [new if name == old else name for name in node.output]
