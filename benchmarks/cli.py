@@ -154,7 +154,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--weights",
         default=opts.weights,
-        help="default (backend's pretrained), none, a local weights file, or a weights name (torchvision: IMAGENET1K_V1...); per backend: keras=FILE,torchvision=FILE (unnamed backends get default)",
+        help="default (backend's pretrained), none, a local weights file, or a weights name (torchvision: "
+        "IMAGENET1K_V1...); per backend: keras=FILE,torchvision=FILE (unnamed backends get default)",
     )
     run.add_argument(
         "--allow-random-init",
@@ -222,7 +223,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--infer-compile",
         action="store_true",
-        help="torch backends: after training, torch.compile the trained model for inference with inductor freezing (weights folded in; compile seconds in infer_prepare_s)",
+        help="torch backends: after training, torch.compile the trained model for inference with inductor freezing "
+        "(weights folded in; compile seconds in infer_prepare_s)",
     )
     run.add_argument("--jit-compile", action="store_true", help="keras backend: XLA jit_compile")
     run.add_argument(
@@ -237,19 +239,22 @@ def build_parser() -> argparse.ArgumentParser:
         "--min-time",
         type=float,
         default=opts.infer_min_time_s,
-        help="inference timing: keep timing batches until at least this many seconds are covered (default: %(default)s)",
+        help="inference timing: keep timing batches until at least this many seconds are covered (default: "
+        "%(default)s)",
     )
     run.add_argument(
         "--wait-quiet",
         type=float,
         default=0.0,
         metavar="SECONDS",
-        help="before each cell, wait up to SECONDS for other processes to use at most 10%% of the cores (the wait is recorded; a cell still disturbed is flagged as usual; default: 0, no wait)",
+        help="before each cell, wait up to SECONDS for other processes to use at most 10%% of the cores (the wait is "
+        "recorded; a cell still disturbed is flagged as usual; default: 0, no wait)",
     )
     run.add_argument(
         "--no-infer-pass",
         action="store_true",
-        help="keep each cell's own inference timing (made in its process right after training) instead of timing again, after the suite, the cells of each model interleaved in one fresh process",
+        help="keep each cell's own inference timing (made in its process right after training) instead of timing "
+        "again, after the suite, the cells of each model interleaved in one fresh process",
     )
     run.add_argument(
         "--deploy",
@@ -265,7 +270,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--dedup",
         default=opts.dedup,
-        help="exact duplicate images: drop (default: cross-split copies leave val/test, one copy kept per split, conflicting labels removed), keep (report only), error",
+        help="exact duplicate images: drop (default: cross-split copies leave val/test, one copy kept per split, "
+        "conflicting labels removed), keep (report only), error",
     )
     run.add_argument(
         "--group-by",
@@ -289,7 +295,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--teacher",
         default=None,
-        help="for --strategies distill: a finished cell directory <suite>/cells/<cell_id> that saved its weights (TLBENCH_SAVE_WEIGHTS=1)",
+        help="for --strategies distill: a finished cell directory <suite>/cells/<cell_id> that saved its weights "
+        "(TLBENCH_SAVE_WEIGHTS=1)",
     )
     run.add_argument(
         "--threads", type=int, default=None, help="intra-op threads of every cell (default: the cores available)"
@@ -297,7 +304,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--allocator",
         default=opts.allocator,
-        help="memory allocator of cell processes: auto (jemalloc/tcmalloc when installed, else glibc with tuned MALLOC_* thresholds), glibc-tuned, jemalloc, tcmalloc, system",
+        help="memory allocator of cell processes: auto (jemalloc/tcmalloc when installed, else glibc with tuned "
+        "MALLOC_* thresholds), glibc-tuned, jemalloc, tcmalloc, system",
     )
     run.add_argument(
         "--cache-dir", default=None, help="dataset cache root (default: $TLBENCH_CACHE or ~/.cache/tlbench)"
@@ -306,12 +314,14 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--reuse-results",
         action="store_true",
-        help="count cells finished in another environment (machine, package versions) as done instead of re-running them",
+        help="count cells finished in another environment (machine, package versions) as done instead of re-running "
+        "them",
     )
     run.add_argument(
         "--no-probe",
         action="store_true",
-        help="skip the machine probe (matmul/conv FLOP/s per dtype, cached per machine): no MFU columns, no --amp speed warning",
+        help="skip the machine probe (matmul/conv FLOP/s per dtype, cached per machine): no MFU columns, no --amp "
+        "speed warning",
     )
     run.add_argument(
         "--executor",
@@ -611,10 +621,11 @@ def cell_summary(record: dict[str, Any]) -> str:
         if record.get("train_images_per_s") is not None:
             train = f"train={record['train_images_per_s']:.1f} img/s"
         elif record.get("feature_cache") == "hit":
-            train = f"features read from the cache in {record.get('feature_extract_s') or 0:.2f} s"
+            train = f"features read from the cache in {record.get('feature_cache_read_s') or 0:.2f} s"
         else:
             train = f"features={record.get('feature_extract_images_per_s') or float('nan'):.1f} img/s"
-        line = f"{name}: accuracy={record['accuracy']:.3f} {train} infer={record['infer_images_per_s']:.1f} img/s wall={record['wall_s']:.1f} s"
+        infer = f"infer={record['infer_images_per_s']:.1f} img/s"
+        line = f"{name}: accuracy={record['accuracy']:.3f} {train} {infer} wall={record['wall_s']:.1f} s"
         return line + data_notes(record)
     return f"{name}: FAILED: {record.get('error')}"
 
@@ -626,7 +637,8 @@ def data_notes(record: dict[str, Any]) -> str:
     if dups.get("cross_split") or dups.get("conflicting_labels"):
         action = "dropped" if dups.get("policy") == "drop" else "KEPT"
         notes.append(
-            f"{dups.get('cross_split', 0)} cross-split duplicate(s), {dups.get('conflicting_labels', 0)} conflicting label(s) {action}"
+            f"{dups.get('cross_split', 0)} cross-split duplicate(s), {dups.get('conflicting_labels', 0)} conflicting "
+            f"label(s) {action}"
         )
     groups = record.get("groups") or {}
     if groups.get("shared_groups"):
@@ -904,10 +916,11 @@ def command_explain(args: argparse.Namespace) -> int:
         raise UsageError(str(exc)) from None
     path = draw_explanation(explanation, args.out or default_output(args.suite_dir, explanation, args.image))
     stages = ", ".join(
-        f"{n} {m.shape[0]}x{m.shape[1]}" for n, m in zip(explanation.stage_names, explanation.stage_maps)
+        f"{n} {m.shape[0]}x{m.shape[1]}" for n, m in zip(explanation.stage_names, explanation.stage_maps, strict=True)
     )
     print(
-        f"tlbench: {explanation.cell} image {args.image} ({explanation.weights_source} weights; stages {stages}) -> {path}"
+        f"tlbench: {explanation.cell} image {args.image} ({explanation.weights_source} weights; stages {stages}) -> "
+        f"{path}"
     )
     return 0
 
