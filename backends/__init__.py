@@ -68,6 +68,23 @@ REGISTRY: dict[str, BackendEntry] = {
             KerasOptions,
             "tensorflow",
         ),
+        # the same Keras model, head, plan and options on the two other engines Keras 3 runs on
+        BackendEntry(
+            "keras-jax",
+            "tlbench.backends.keras_jax_backend:KerasJaxBackend",
+            "keras-jax",
+            ("jax", "jaxlib", "keras"),
+            KerasOptions,
+            "jax",
+        ),
+        BackendEntry(
+            "keras-torch",
+            "tlbench.backends.keras_torch_backend:KerasTorchBackend",
+            "keras-torch",
+            ("torch", "keras"),
+            KerasOptions,
+            "torch",
+        ),
     )
 }
 

@@ -42,7 +42,7 @@ from __future__ import annotations
 import os
 import warnings
 from importlib import metadata
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -85,6 +85,28 @@ def import_tensorflow_keras() -> tuple[Any, Any]:
             f"keras backend needs KERAS_BACKEND=tensorflow, but Keras runs on {keras.backend.backend()!r}"
         )
     return tf, keras
+
+
+def import_keras_on(engine: str, backend: str) -> Any:
+    """Import Keras on ``engine`` (``jax``, ``torch``): Keras reads ``KERAS_BACKEND`` once, when it is first imported,
+    so this sets it then (a cell process imports Keras for one backend only).
+
+    Raises:
+        BackendError: Keras was already loaded on another engine in this process (one line naming both).
+    """
+    import sys
+
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    if "keras" not in sys.modules:
+        os.environ["KERAS_BACKEND"] = engine
+    import keras
+
+    if keras.backend.backend() != engine:
+        raise BackendError(
+            f"backend {backend!r} runs Keras on {engine}, but Keras was already loaded on "
+            f"{keras.backend.backend()!r} in this process (one Keras engine per process; KERAS_BACKEND={engine})"
+        )
+    return keras
 
 
 def configure_device(tf: Any, requested: str) -> str:
@@ -144,10 +166,13 @@ class KerasBackend(Backend):
     name = "keras"
     weights_suffix = ".weights.h5"
 
+    #: the engine under Keras (``KERAS_BACKEND``): subclasses run the same model and plan on JAX or torch
+    keras_engine: ClassVar[str] = "tensorflow"
+
     def __init__(self, device: str = "cpu") -> None:
         super().__init__(device)
-        self._tf, self._keras = import_tensorflow_keras()
-        self.device = configure_device(self._tf, device)
+        self._tf, self._keras = self._import_framework()
+        self.device = self._configure_device(device)
         self.spec: ModelSpec | None = None
         self.info: KerasModelInfo | None = None
         self.backbone: Any = None
@@ -159,7 +184,7 @@ class KerasBackend(Backend):
         self._state_vars: list[Any] = []
         self._total_params = 0
         self._loss_steps = 0
-        self._loss_sum = self._tf.Variable(0.0, dtype=self._tf.float32, trainable=False)
+        self._loss_sum = self._new_loss_sum()
         self._train_fn: Any = None
         self._groups: list[tuple[Any, list[Any]]] = []
         self._planned_lrs: list[float] = []
@@ -175,6 +200,19 @@ class KerasBackend(Backend):
         self._predict_fn: Any = None
         self._features_fn: Any = None
         self._predict_head_fn: Any = None
+
+    # ---- the engine under Keras (subclasses: keras_jax_backend, keras_torch_backend) ------------------------
+    def _import_framework(self) -> tuple[Any, Any]:
+        """``(tensorflow, keras)``: the engine's module where this class uses it directly, and Keras on it."""
+        return import_tensorflow_keras()
+
+    def _configure_device(self, device: str) -> str:
+        """Select ``device`` for the engine and name it (``/CPU:0``, ``/GPU:0`` for TensorFlow)."""
+        return configure_device(self._tf, device)
+
+    def _new_loss_sum(self) -> Any:
+        """The on-device sum of training losses since the last ``pop_train_loss``."""
+        return self._tf.Variable(0.0, dtype=self._tf.float32, trainable=False)
 
     # ---- discovery (no TensorFlow import) ------------------------------------------------------------
     @classmethod
@@ -468,7 +506,7 @@ class KerasBackend(Backend):
             for variable in backbone_vars:
                 key = variable.path
                 if key not in self._anchors:
-                    self._anchors[key] = self._tf.constant(variable.numpy())
+                    self._anchors[key] = self._keras.ops.convert_to_tensor(variable.numpy())
                 self._l2sp.append((variable, self._anchors[key]))
         self._l2sp_alpha, self._head_l2_beta = regs.l2sp_alpha, regs.head_l2_beta
         self._head_l2 = list(head_vars) if regs.head_l2_beta > 0 else []
@@ -664,12 +702,12 @@ class KerasBackend(Backend):
     def predict_proba(self, batch: np.ndarray, inputs: Inputs = "images") -> np.ndarray:
         self._require_model()
         if inputs == "features":
-            return self._predict_head_fn(np.asarray(batch, dtype=np.float32)).numpy()
-        return self._predict_fn(np.ascontiguousarray(batch, dtype=np.uint8)).numpy()
+            return np.asarray(self._predict_head_fn(np.asarray(batch, dtype=np.float32)))
+        return np.asarray(self._predict_fn(np.ascontiguousarray(batch, dtype=np.uint8)))
 
     def extract_features(self, images: np.ndarray, pooled: bool = False) -> np.ndarray:
         self._require_model()
-        feats = self._features_fn(np.ascontiguousarray(images, dtype=np.uint8)).numpy()
+        feats = np.asarray(self._features_fn(np.ascontiguousarray(images, dtype=np.uint8)))
         return feats.mean(axis=(1, 2)) if pooled else feats  # NHWC map -> (N, C)
 
     def pop_train_loss(self) -> float:
@@ -721,10 +759,11 @@ class KerasBackend(Backend):
         return keras.Model(inputs, self.head(self.backbone(inputs)), name=f"tlbench_{self.info.name}")
 
     def flops_per_image(self) -> int | None:
-        from .engines.tensorflow_engine import flops_per_image
+        """Counted over the Keras layers (``flops.keras_flops_per_image``): the same figure on every engine."""
+        from .flops import keras_flops_per_image
 
         self._require_model()
-        return int(flops_per_image(self._combined(), self.spec.image_size, None))
+        return int(keras_flops_per_image(self._combined(), self.spec.image_size, None))
 
     def synchronize(self) -> None:
         """Wait for queued device work: ``sync_devices`` on GPU, and a read-back of the on-device loss sum."""

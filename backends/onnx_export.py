@@ -30,27 +30,44 @@ ONNX_OPSET = 17
 INPUT_NAME = "images"
 #: name of the graph's output: float32 ``(batch, num_classes)`` probabilities
 OUTPUT_NAME = "probabilities"
-#: the engines whose backends can be exported (``BackendEntry.engine``) and the modules each exporter needs
+#: the exporters (torch model zoos on the torch engine; Keras on TensorFlow) and the modules each needs
 EXPORTER_MODULES = {"torch": ("onnx",), "tensorflow": ("onnx", "tf2onnx")}
-EXPORTABLE_ENGINES = tuple(EXPORTER_MODULES)
 #: the pip extra that installs the exporters and runtimes
 DEPLOY_EXTRA = "deploy"
 
 
-def exportable(backend_name: str) -> bool:
-    """Whether the registered backend ``backend_name`` computes on an engine this module exports (no import)."""
-    from . import backend_entry
+def exporter_of(backend_name: str) -> str | None:
+    """The exporter of the registered backend ``backend_name`` (a key of ``EXPORTER_MODULES``), ``None`` when it
+    has none: a torch model zoo (``TorchOptions`` on the torch engine) goes through torch's exporter, Keras on
+    TensorFlow through tf2onnx; Keras on JAX or torch and test doubles have no exporter. Imports no framework."""
+    from . import REGISTRY
+    from .options import TorchOptions
 
-    return backend_entry(backend_name).engine in EXPORTABLE_ENGINES
+    entry = REGISTRY.get(backend_name)
+    if entry is None:
+        return None
+    if entry.engine == "torch" and issubclass(entry.options, TorchOptions):
+        return "torch"
+    return "tensorflow" if entry.engine == "tensorflow" else None
+
+
+def exportable(backend_name: str) -> bool:
+    """Whether the registered backend ``backend_name`` has an exporter (no import)."""
+    return exporter_of(backend_name) is not None
+
+
+def exportable_backends() -> list[str]:
+    """The registered backends that export to ONNX."""
+    from . import REGISTRY
+
+    return [name for name in REGISTRY if exportable(name)]
 
 
 def missing_exporter(backend_name: str) -> str | None:
     """The module the exporter of ``backend_name`` needs and does not find here (no import), ``None`` when none."""
     import importlib.util
 
-    from . import backend_entry
-
-    for module in EXPORTER_MODULES.get(backend_entry(backend_name).engine, ()):
+    for module in EXPORTER_MODULES.get(exporter_of(backend_name) or "", ()):
         if importlib.util.find_spec(module) is None:
             return module
     return None
@@ -63,29 +80,26 @@ def export_onnx(backend: Backend, path: Path) -> dict[str, Any]:
         Facts about the export: ``exporter``, ``opset``, ``export_s`` (seconds, the check included).
 
     Raises:
-        BackendError: the backend computes on no exportable engine, or the exporter failed (one line).
+        BackendError: the backend has no exporter (``exporter_of``), or the exporter failed (one line).
     """
-    from . import REGISTRY
-
-    entry = REGISTRY.get(backend.name)
-    engine = entry.engine if entry is not None else "none"
-    if engine not in EXPORTABLE_ENGINES:
+    exporter = exporter_of(backend.name)
+    if exporter is None:
         raise BackendError(
-            f"backend {backend.name!r} cannot export its model to ONNX (engine {engine!r}); the backends on "
-            f"{' and '.join(EXPORTABLE_ENGINES)} can"
+            f"backend {backend.name!r} cannot export its model to ONNX; these backends can: "
+            f"{', '.join(exportable_backends())}"
         )
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     try:
-        exporter = _export_torch(backend, path) if engine == "torch" else _export_keras(backend, path)
+        used = _export_torch(backend, path) if exporter == "torch" else _export_keras(backend, path)
         _check(path)
     except BackendError:
         raise
     except Exception as exc:  # an exporter's failure is one line in the record, never a lost pass
         first = " ".join(str(exc).split())[:300]
         raise BackendError(f"ONNX export of {backend.name} failed: {type(exc).__name__}: {first}") from exc
-    return {"exporter": exporter, "opset": ONNX_OPSET, "export_s": time.perf_counter() - start}
+    return {"exporter": used, "opset": ONNX_OPSET, "export_s": time.perf_counter() - start}
 
 
 def _check(path: Path) -> None:

@@ -3,7 +3,8 @@
 ``OnnxRuntimeInference`` runs the exported graph (preprocessing inside, uint8 NHWC in, probabilities out) in an
 ``InferenceSession`` with the runtime's recommended CPU settings: every graph optimization (``ORT_ENABLE_ALL``:
 BatchNorm folded, Conv+activation fused, layouts for the CPU's kernels), sequential execution, the cell's
-intra-op threads and one inter-op thread (the training frameworks' setting, so the comparison is same threads).
+intra-op threads and one inter-op thread (the training frameworks' setting, so the comparison is same threads), and
+no spin-waiting of idle threads (ONNX Runtime's setting beside other work: the pass runs models back to back).
 On a CUDA device it takes the TensorRT or CUDA execution provider where the installed ONNX Runtime has one,
 else the CPU one; ``facts`` says which ran.
 
@@ -86,6 +87,9 @@ class OnnxRuntimeInference(InferenceEngine):
         if threads is not None:
             options.intra_op_num_threads = int(threads)
         options.log_severity_level = 3
+        # no spin-waiting after a run: in the pass's interleaved rounds the next model (the framework's) starts at
+        # once, and spinning intra-op threads would take its cores (ONNX Runtime's advice beside other workloads)
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         providers = self._providers(ort.get_available_providers())
         try:
             self.session = ort.InferenceSession(str(artifact), options, providers=providers)
@@ -101,6 +105,7 @@ class OnnxRuntimeInference(InferenceEngine):
             "intra_op_threads": threads,
             "inter_op_threads": 1,
             "graph_optimization": "ORT_ENABLE_ALL",
+            "intra_op_spinning": False,
         }
         return seconds
 

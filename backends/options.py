@@ -181,6 +181,8 @@ class KerasOptions(BackendOptions):
             )
         if self.amp == "fp16":
             raise OptionsError(f"backend {backend!r} takes --amp bf16 only (mixed_bfloat16), got --amp fp16")
+        if self.jit_compile and backend == "keras-torch":
+            raise OptionsError("backend 'keras-torch' has no --jit-compile (its steps run eagerly in torch)")
         if image_size < KERAS_MIN_IMAGE_SIZE:
             raise OptionsError(
                 f"backend {backend!r} needs --image-size >= {KERAS_MIN_IMAGE_SIZE} (five stride-2 stages), "

@@ -66,7 +66,7 @@ def _deploy_option(text: str | None, backends: Sequence[str], infer_pass: bool) 
     """``--deploy``: deployment runtimes that are installed, for backends that export, measured by the pass."""
     if not text:
         return ()
-    from ..backends.onnx_export import DEPLOY_EXTRA, EXPORTABLE_ENGINES, exportable, missing_exporter
+    from ..backends.onnx_export import DEPLOY_EXTRA, exportable, exportable_backends, missing_exporter
     from .running.deploy import DeployError, parse_deploy
 
     try:
@@ -78,8 +78,7 @@ def _deploy_option(text: str | None, backends: Sequence[str], infer_pass: bool) 
     for name in backends:
         if not exportable(name):
             raise UsageError(
-                f"--deploy cannot export backend {name!r}: only backends on {' and '.join(EXPORTABLE_ENGINES)} export "
-                "to ONNX"
+                f"--deploy cannot export backend {name!r} to ONNX; expected some of: {', '.join(exportable_backends())}"
             )
         missing = missing_exporter(name)
         if missing is not None:

@@ -1,8 +1,16 @@
-"""Every registered backend honours the ``Backend`` contract the same way (random init, tiny inputs)."""
+"""Every registered backend honours the ``Backend`` contract the same way (random init, tiny inputs).
+
+Keras runs on one engine per process (``KERAS_BACKEND`` is read once), so this module runs the backends of Keras on
+TensorFlow and torch here, and itself again in a fresh process for each other Keras engine (``keras-jax``,
+``keras-torch``), with ``TLBENCH_CONTRACT_BACKENDS`` naming the backend that process tests.
+"""
 
 from __future__ import annotations
 
 import inspect
+import os
+import subprocess
+import sys
 from dataclasses import replace
 
 import numpy as np
@@ -10,24 +18,66 @@ import pytest
 from plans import phase
 
 from tlbench.backends import REGISTRY, Backend, BackendError, ModelSpec, get_backend_class
+from tlbench.backends.engines import engine_available
 from tlbench.core.plan import make_plan
 from tlbench.core.strategies import STRATEGIES
 
 #: a small model each backend can build offline at 32 px
-SMALL_MODEL = {"timm": "resnet18", "torchvision": "resnet18", "keras": "vgg16"}
+SMALL_MODEL = {
+    "timm": "resnet18",
+    "torchvision": "resnet18",
+    "keras": "vgg16",
+    "keras-jax": "vgg16",
+    "keras-torch": "vgg16",
+}
+#: the backends tested in a process of their own (Keras on another engine than TensorFlow)
+OWN_PROCESS = ("keras-jax", "keras-torch")
+#: names the backends a process runs (the whole module tests the others)
+BACKENDS_ENV = "TLBENCH_CONTRACT_BACKENDS"
 NUM_CLASSES = 3
+IN_THIS_PROCESS = os.environ.get(BACKENDS_ENV, "").split(",") if os.environ.get(BACKENDS_ENV) else None
 
 
 @pytest.fixture(
-    params=[pytest.param(name, marks=pytest.mark.slow) if name == "keras" else name for name in SMALL_MODEL]
+    params=[
+        pytest.param(name, marks=pytest.mark.slow) if name.startswith("keras") else name
+        for name in (IN_THIS_PROCESS or [name for name in SMALL_MODEL if name not in OWN_PROCESS])
+    ]
 )
 def backend_name(request) -> str:
     """Each backend; Keras in the slow tier (importing TensorFlow alone takes seconds)."""
     return request.param
 
 
+def is_keras(backend_name: str) -> bool:
+    return REGISTRY[backend_name].target.startswith("tlbench.backends.keras")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", OWN_PROCESS)
+def test_the_contract_holds_for_keras_on_another_engine(name):
+    """This module's tests for ``name``, in a fresh process (Keras loads on that engine there)."""
+    if IN_THIS_PROCESS is not None:
+        pytest.skip("already in a process of one backend")
+    if not engine_available(REGISTRY[name].engine):
+        pytest.skip(f"{name} not installed")  # CI installs every extra
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-x", __file__, "-k", "not another_engine"],
+        env={**os.environ, BACKENDS_ENV: name},
+        capture_output=True,
+        text=True,
+        timeout=1800,
+        check=False,
+    )
+    summary = proc.stdout.strip().splitlines()[-1] if proc.stdout.strip() else ""
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
+    assert " passed" in summary and "failed" not in summary and "error" not in summary, summary
+
+
 def test_every_registered_backend_is_covered():
     assert set(SMALL_MODEL) == set(REGISTRY) - {"fake"}
+    if IN_THIS_PROCESS is not None:
+        assert set(IN_THIS_PROCESS) <= set(OWN_PROCESS)
 
 
 def test_registry_unknown_name():
@@ -71,7 +121,7 @@ def test_build_transfer_train_predict(backend_name, strategy_name):
     if strategy.train_backbone == "none":
         assert counts.trainable < counts.total / 10
     if strategy.train_backbone == "all":
-        assert counts.trainable == counts.total or backend_name == "keras"  # keras counts BN stats as non-trainable
+        assert counts.trainable == counts.total or is_keras(backend_name)  # keras counts BN stats as non-trainable
     x, y = _images(6)
     if strategy.cache_features:
         feats = b.extract_features(x)
@@ -167,7 +217,7 @@ def test_weights_files_round_trip_in_the_native_safe_format(backend_name, tmp_pa
     path = tmp_path / f"w{b.weights_suffix}"
     b.save_weights(str(path))
     assert path.is_file() and not list(tmp_path.glob("*tmp*"))
-    if backend_name != "keras":
+    if not is_keras(backend_name):
         import torch
 
         torch.load(path, weights_only=True)  # a plain state dict: no code runs on load

@@ -1,19 +1,31 @@
 """keras backend strategies: after training, exactly the intended weights (and BatchNorm statistics) changed.
 
-VGG16 (no BatchNorm, the seeds' model) and MobileNetV2 (BatchNorm in every stage) at 32 px, random init.
+VGG16 (no BatchNorm, the seeds' model) and MobileNetV2 (BatchNorm in every stage) at 32 px, random init. The same
+tests run for Keras on JAX and on torch (``keras-jax``, ``keras-torch``), each in a fresh process (Keras loads on
+one engine per process) named by ``TLBENCH_KERAS_STRATEGIES_BACKEND``.
 """
 
 from __future__ import annotations
+
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 from plans import phase
 
+from tlbench.backends import REGISTRY, get_backend_class
 from tlbench.backends.base import ModelSpec
+from tlbench.backends.engines import engine_available
 from tlbench.backends.keras_backend import KerasBackend
 from tlbench.core.strategies import STRATEGIES, Strategy, head_only
 
 pytestmark = pytest.mark.slow  # TensorFlow: imported, built and trained
+
+#: the Keras backend this process tests (``keras`` unless a process of another engine)
+BACKEND_ENV = "TLBENCH_KERAS_STRATEGIES_BACKEND"
+BACKEND = os.environ.get(BACKEND_ENV, "keras")
 
 SIZE = 32
 X = np.random.default_rng(1).integers(0, 256, (4, SIZE, SIZE, 3), dtype=np.uint8)
@@ -21,7 +33,7 @@ Y = np.array([0, 1, 2, 0])
 
 
 def build(name: str, pretrained: bool = True) -> KerasBackend:
-    backend = KerasBackend("cpu")
+    backend = get_backend_class(BACKEND)("cpu")
     backend.build(ModelSpec(name=name, num_classes=3, image_size=SIZE, weights="none", pretrained=pretrained, seed=0))
     return backend
 
@@ -118,3 +130,25 @@ def test_partial_finetune_freezes_vgg16_blocks_1_to_5_minus_k():
             {layer.name.split("_")[0] for layer in backend.backbone.layers if layer.weights and not layer.trainable}
         )
         assert frozen == [f"block{b}" for b in range(1, 6 - k)]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["keras-jax", "keras-torch"])
+def test_the_strategies_do_the_same_on_another_keras_engine(name):
+    """This module's tests for Keras on ``name``, in a fresh process: the same weights and BatchNorm statistics
+    change, frozen BatchNorm included, and the optimizers restart with each phase."""
+    if BACKEND != "keras":
+        pytest.skip("already in a process of another engine")
+    if not engine_available(REGISTRY[name].engine):
+        pytest.skip(f"{name} not installed")  # CI installs every extra
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-x", __file__, "-k", "not another_keras"],
+        env={**os.environ, BACKEND_ENV: name},
+        capture_output=True,
+        text=True,
+        timeout=1800,
+        check=False,
+    )
+    summary = proc.stdout.strip().splitlines()[-1] if proc.stdout.strip() else ""
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
+    assert " passed" in summary and "failed" not in summary, summary

@@ -113,7 +113,10 @@ def test_a_backend_on_no_exportable_engine_cannot_export(fake_backend, tmp_path)
 
     b = FakeBackend("cpu")
     b.build(ModelSpec("softmax", 3, 8, weights="none", pretrained=False))
-    with pytest.raises(BackendError, match="backend 'fake' cannot export its model to ONNX \\(engine 'none'\\)"):
+    with pytest.raises(
+        BackendError,
+        match=r"^backend 'fake' cannot export its model to ONNX; these backends can: timm, torchvision, keras$",
+    ):
         inference_engine("onnxruntime", FakeBackend, "cpu").export(b, tmp_path)
 
 

@@ -26,7 +26,11 @@ def test_deploy_engines_reach_the_options():
         ),
         (
             ["--deploy", "onnxruntime", "--backends", "fake", "--models", "softmax"],
-            "--deploy cannot export backend 'fake': only backends on torch and tensorflow export to ONNX",
+            "--deploy cannot export backend 'fake' to ONNX; expected some of: timm, torchvision, keras",
+        ),
+        (
+            ["--deploy", "openvino", "--backends", "keras-jax", "--models", "vgg16"],
+            "--deploy cannot export backend 'keras-jax' to ONNX; expected some of: timm, torchvision, keras",
         ),
     ],
 )
