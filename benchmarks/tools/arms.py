@@ -8,6 +8,7 @@ import statistics
 import subprocess
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 
 def run_arm_process(script: str, argv: Sequence[str], env: dict[str, str]) -> float:
@@ -36,6 +37,23 @@ def interleaved_rounds(arms: Sequence[str], rounds: int, measure: Callable[[str]
         done = ", ".join(f"{a} {figures[a][-1]:.0f}" for a in arms)
         print(f"round {index + 1}/{rounds}: {done}", file=sys.stderr, flush=True)
     return figures
+
+
+def arm_table(title: str, command: str, conditions: str, figures: dict[str, list[float]], reference: str) -> str:
+    """The Markdown page of an arm benchmark: title, the command that made it, the conditions, the ratio table."""
+    lines = [f"# {title}", "", f"Command: `{command}`", "", conditions, ""]
+    lines += [
+        f"| arm | inference images/s (median of rounds) | ratio to {reference} | per round |",
+        "|---|---|---|---|",
+    ]
+    return "\n".join(lines + ratio_rows(figures, reference)) + "\n"
+
+
+def emit(text: str, out: Path | None) -> None:
+    """Print the page, and write it to ``out`` when given."""
+    print(text)
+    if out is not None:
+        out.write_text(text)
 
 
 def ratio_rows(figures: dict[str, list[float]], reference: str) -> list[str]:

@@ -25,7 +25,7 @@ import platform
 import sys
 from pathlib import Path
 
-from .arms import interleaved_rounds, ratio_rows, run_arm_process, usage_error
+from .arms import arm_table, emit, interleaved_rounds, run_arm_process, usage_error
 
 EXIT_USAGE = 2
 ARMS = ("fresh", "after_training", "after_training_trim", "after_training_new_model")
@@ -101,26 +101,27 @@ def main(argv: list[str] | None = None) -> int:
     args.threads = runtime.threads
     env = cell_environment(runtime, os.environ)
     figures = interleaved_rounds(ARMS, args.rounds, lambda arm: run_arm(arm, args, env))
-    lines = [
-        f"# Inference right after training vs in a fresh process ({args.model}, {args.image_size} px)",
-        "",
-        f"Command: `python -m tlbench.benchmarks.tools.bench_after_training --rounds {args.rounds} "
+    command = (
+        f"python -m tlbench.benchmarks.tools.bench_after_training --rounds {args.rounds} "
         f"--image-size {args.image_size} --batch-size {args.batch_size} --train-s {args.train_s:g} "
-        f"--infer-s {args.infer_s:g}`",
-        "",
+        f"--infer-s {args.infer_s:g}"
+    )
+    conditions = (
         f"CPU {platform.processor() or platform.machine()}, {runtime.threads} threads, float32, "
         f"batch {args.batch_size}, allocator {runtime.allocator}; each arm a fresh process, arms interleaved per "
         f"round (opening arm rotating), {args.train_s:g} s of training, {args.infer_s:g} s of timed inference "
-        "(median batch latency); nothing else ran.",
-        "",
-        "| arm | inference images/s (median of rounds) | ratio to fresh | per round |",
-        "|---|---|---|---|",
-    ]
-    lines += ratio_rows(figures, "fresh")
-    text = "\n".join(lines) + "\n"
-    print(text)
-    if args.out is not None:
-        args.out.write_text(text)
+        "(median batch latency); nothing else ran."
+    )
+    emit(
+        arm_table(
+            f"Inference right after training vs in a fresh process ({args.model}, {args.image_size} px)",
+            command,
+            conditions,
+            figures,
+            "fresh",
+        ),
+        args.out,
+    )
     return 0
 
 

@@ -24,7 +24,7 @@ import platform
 import sys
 from pathlib import Path
 
-from .arms import interleaved_rounds, ratio_rows, run_arm_process, usage_error
+from .arms import arm_table, emit, interleaved_rounds, run_arm_process, usage_error
 
 EXIT_USAGE = 2
 ARMS = ("unwatched", "watch_process", "watch_in_thread")
@@ -99,24 +99,25 @@ def main(argv: list[str] | None = None) -> int:
     args.threads = runtime.threads
     env = cell_environment(runtime, os.environ)
     figures = interleaved_rounds(ARMS, args.rounds, lambda arm: run_arm(arm, args, env))
-    lines = [
-        f"# What the watch costs the watched work ({args.model}, {args.image_size} px inference)",
-        "",
-        f"Command: `python -m tlbench.benchmarks.tools.bench_watch --rounds {args.rounds} "
-        f"--image-size {args.image_size} --batch-size {args.batch_size} --infer-s {args.infer_s:g}`",
-        "",
+    command = (
+        f"python -m tlbench.benchmarks.tools.bench_watch --rounds {args.rounds} "
+        f"--image-size {args.image_size} --batch-size {args.batch_size} --infer-s {args.infer_s:g}"
+    )
+    conditions = (
         f"CPU {platform.processor() or platform.machine()}, {runtime.threads} threads, float32, "
         f"batch {args.batch_size}, allocator {runtime.allocator}; each arm a fresh process, arms interleaved per "
-        f"round (opening arm rotating), {args.infer_s:g} s of timed inference (median batch latency).",
-        "",
-        "| arm | inference images/s (median of rounds) | ratio to unwatched | per round |",
-        "|---|---|---|---|",
-    ]
-    lines += ratio_rows(figures, "unwatched")
-    text = "\n".join(lines) + "\n"
-    print(text)
-    if args.out is not None:
-        args.out.write_text(text)
+        f"round (opening arm rotating), {args.infer_s:g} s of timed inference (median batch latency)."
+    )
+    emit(
+        arm_table(
+            f"What the watch costs the watched work ({args.model}, {args.image_size} px inference)",
+            command,
+            conditions,
+            figures,
+            "unwatched",
+        ),
+        args.out,
+    )
     return 0
 
 
