@@ -49,7 +49,8 @@ def current_threads() -> int:
 
 def probe_kernel(op: str, dtype: str, device: str, shape: tuple[int, ...]) -> Callable[[], object]:
     """One kernel of the machine probe: ``matmul`` of two ``(n, n)`` or a 3x3 ``conv`` on ``(batch, channels,
-    side, side)`` (NCHW, torch's layout), random inputs (seed 0) in ``dtype`` on ``device``; inference mode.
+    side, side)`` (NCHW, torch's layout), random inputs (seed 0) in ``dtype`` on ``device``. The inputs require no
+    gradient, so no autograd state is recorded; the process's grad mode is left as it is.
 
     Raises:
         RuntimeError, TypeError, NotImplementedError: the dtype is not implemented for the op on this device.
@@ -58,7 +59,6 @@ def probe_kernel(op: str, dtype: str, device: str, shape: tuple[int, ...]) -> Ca
 
     torch_dtype = getattr(torch, dtype)
     generator = torch.Generator().manual_seed(0)
-    torch.set_grad_enabled(False)
     if op == "matmul":
         (n,) = shape
         a = torch.randn(n, n, generator=generator).to(device=device, dtype=torch_dtype)

@@ -136,4 +136,5 @@ def test_keras_suite_from_a_local_weights_file_runs_end_to_end(capsys, tmp_path,
     assert partial["trainable_params"] == blocks45 + head < partial["total_params"] == 14_714_688 + head
     assert probe["accuracy"] > 0.3 and probe["epochs"] == 30  # random-conv VGG16 features of digits beat chance (0.1)
     assert np.isfinite(partial["val_accuracy"])
-    assert "keras" in stdout and "vgg16" in stdout  # the summary table
+    assert "THE ANSWER" in stdout and "partial_finetune" in stdout  # the console's answer and its table
+    assert "keras" in (out / "summary.md").read_text() and "vgg16" in (out / "summary.md").read_text()

@@ -138,4 +138,5 @@ def test_suite_from_a_local_checkpoint_runs_end_to_end(capsys, tmp_path, cache_d
     expected = sum(p.numel() for n, p in model.named_parameters() if n.startswith(("fc.", "layer3.", "layer4.")))
     assert partial["trainable_params"] == expected < partial["total_params"]
     assert probe["accuracy"] > 0.3  # random-conv features of digits: far above chance (0.1)
-    assert "torchvision" in stdout and "resnet18" in stdout  # the summary table
+    assert "THE ANSWER" in stdout  # the console's answer and its table; the full tables in the files
+    assert "torchvision" in (out / "summary.md").read_text() and "resnet18" in (out / "summary.md").read_text()

@@ -109,3 +109,12 @@ def test_jax_threads_are_xla_flags_set_before_jax_computes(monkeypatch: pytest.M
     assert jax_engine.thread_flags(1) == "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
     monkeypatch.setenv("XLA_FLAGS", "intra_op_parallelism_threads=3")
     assert jax_engine.current_threads() == 3
+
+
+def test_the_torch_probe_kernels_leave_the_grad_mode_alone() -> None:
+    torch = pytest.importorskip("torch")
+    from tlbench.backends.engines import torch_engine
+
+    torch_engine.probe_kernel("conv", "float32", "cpu", (1, 4, 8))()
+    torch_engine.probe_kernel("matmul", "float32", "cpu", (8,))()
+    assert torch.is_grad_enabled()  # a later training step in this process still records gradients

@@ -193,8 +193,8 @@ def test_a_machine_without_torch_is_probed_with_tensorflow(tmp_path: Path) -> No
 
 
 def test_an_unknown_engine_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
-    assert probe_mod.main(["--engine", "jax", "--dtypes", "float32"]) == 2
-    assert "invalid engine 'jax'" in capsys.readouterr().err
+    assert probe_mod.main(["--engine", "mxnet", "--dtypes", "float32"]) == 2
+    assert "invalid engine 'mxnet'" in capsys.readouterr().err
 
 
 def test_a_cached_probe_is_measured_again_when_the_canary_has_drifted(tmp_path: Path, monkeypatch) -> None:

@@ -151,8 +151,8 @@ def test_torch_threads_in_a_cell_subprocess() -> None:
 
 
 def test_unknown_framework() -> None:
-    with pytest.raises(ValueError, match="'jax'"):
-        apply_framework_threads(RuntimeSettings(threads=1), "jax")
+    with pytest.raises(ValueError, match="'mxnet'"):
+        apply_framework_threads(RuntimeSettings(threads=1), "mxnet")
 
 
 def test_modules_are_framework_free_at_import() -> None:

@@ -46,8 +46,8 @@ def test_watched_runs_the_sampler_and_canary_in_another_process(monkeypatch) -> 
     monkeypatch.setattr(subprocess, "Popen", popen)
     with watch.watched(0.02, 50.0) as summary:
         assert started and started[0].poll() is None  # sampling while the body runs
-        (child,) = psutil.Process().children()
-        assert child.pid == started[0].pid
+        child = psutil.Process(started[0].pid)
+        assert child.ppid() == psutil.Process().pid
         environ = child.environ()
         assert environ["OMP_NUM_THREADS"] == environ["OPENBLAS_NUM_THREADS"] == "1"
         time.sleep(0.6)
