@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import sys
 from pathlib import Path
 
@@ -79,6 +78,7 @@ def run_arm(arm: str, args: argparse.Namespace, env: dict[str, str]) -> float:
 def main(argv: list[str] | None = None) -> int:
     """Parse arguments, run the rounds, print (and write) the table."""
     from ..running.config import RunOptions
+    from ..running.environment import cpu_model
     from ..running.runtime import cell_environment, runtime_settings
 
     parser = argparse.ArgumentParser(
@@ -104,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
         f"--image-size {args.image_size} --batch-size {args.batch_size} --infer-s {args.infer_s:g}"
     )
     conditions = (
-        f"CPU {platform.processor() or platform.machine()}, {runtime.threads} threads, float32, "
+        f"CPU {cpu_model()}, {runtime.threads} threads, float32, "
         f"batch {args.batch_size}, allocator {runtime.allocator}; each arm a fresh process, arms interleaved per "
         f"round (opening arm rotating), {args.infer_s:g} s of timed inference (median batch latency)."
     )
