@@ -153,8 +153,13 @@ class KerasJaxBackend(KerasBackend):
 
         gradient = jax.value_and_grad(compute, has_aux=True)
 
+        clip_norm = self._clip_grad_norm
+
         def step(values, nt_values, opt_values, x, labels, soft, head_only):
             (_, (loss, nt_new)), grads = gradient(values, nt_values, x, labels, soft, head_only)
+            if clip_norm is not None:  # one global norm over every group's gradients (tf.clip_by_global_norm)
+                norm = ops.sqrt(sum(ops.sum(ops.square(g)) for g in grads))
+                grads = [g * (clip_norm / ops.maximum(norm, clip_norm)) for g in grads]
             new_values, new_opt = list(values), []
             for (optimizer, _), indices, state in zip(groups, group_positions, opt_values, strict=True):
                 updated, state = optimizer.stateless_apply(

@@ -137,6 +137,8 @@ class KerasTorchBackend(KerasBackend):
                 total += beta * sum(ops.sum(ops.square(ops.cast(v.value, "float32"))) for v in head_l2)
             return loss, total
 
+        clip_norm = self._clip_grad_norm
+
         def run(x: Any, labels: Any, soft: Any, head_only: bool) -> None:
             labels, soft = ops.convert_to_tensor(labels), ops.convert_to_tensor(soft)
             if head_only:
@@ -151,6 +153,11 @@ class KerasTorchBackend(KerasBackend):
             total.backward()
             grads = [variable.value.grad for variable in all_vars]
             with torch.no_grad():
+                if clip_norm is not None:  # one global norm over every group's gradients (tf.clip_by_global_norm)
+                    present = [g for g in grads if g is not None]
+                    norm = torch.sqrt(sum((g.float() ** 2).sum() for g in present))
+                    scale = clip_norm / torch.clamp(norm, min=clip_norm)
+                    grads = [None if g is None else g * scale for g in grads]
                 start = 0
                 for optimizer, variables in groups:
                     optimizer.apply(grads[start : start + len(variables)], variables)
