@@ -331,7 +331,7 @@ def test_the_mlp_head_is_seed_002s_head_on_every_backend(backend_name, tmp_path)
     and rebuilt like any model (the inference pass rebuilds it from the options)."""
     from tlbench.backends import KerasOptions, TorchOptions
 
-    options = KerasOptions(head="mlp") if backend_name == "keras" else TorchOptions(head="mlp")
+    options = KerasOptions(head="mlp") if is_keras(backend_name) else TorchOptions(head="mlp")
     b = get_backend_class(backend_name)("cpu")
     info = b.build(ModelSpec(SMALL_MODEL[backend_name], NUM_CLASSES, 32, weights="none", seed=0, options=options))
     assert info.facts["head"] == "mlp-512-256-128"
