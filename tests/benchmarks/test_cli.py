@@ -146,7 +146,9 @@ def test_console_script_usage_error_has_no_traceback():
         [sys.executable, "-m", "tlbench", "run", "--backends", "nope"], capture_output=True, text=True
     )
     assert proc.returncode == 2
-    assert proc.stderr.strip() == "tlbench: error: unknown backend 'nope'; expected one of: timm, torchvision, keras"
+    assert proc.stderr.strip() == (
+        "tlbench: error: unknown backend 'nope'; expected one of: timm, torchvision, keras, keras-jax, keras-torch"
+    )
 
 
 def test_image_size_defaults_to_the_models_native_size_except_for_the_default_suite():
