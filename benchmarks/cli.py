@@ -24,6 +24,7 @@ from ..core.strategies import STRATEGIES, get_strategy
 from ..datasets import DEDUP_POLICIES, GROUP_LEAKAGE_POLICIES, DatasetError, dataset_usages, parse_grouped_spec
 from .running.backend_options import backend_options
 from .running.config import DEFAULT_SUITE, RunOptions, SuiteConfig, format_weights_map, parse_weights_map
+from .running.halving import TUNE_SCHEDULERS
 from .running.runtime import runtime_settings
 
 EXIT_USAGE = 2
@@ -209,6 +210,13 @@ def build_parser() -> argparse.ArgumentParser:
         "rates per strategy family, weight decay, the logistic probe's C, k-NN's k): trial cells train on train and "
         "are scored on val by --select-by (on the first seed, in <suite>/tuning/, never reading test); the winner then "
         "runs on every seed (default: off, the strategies' own settings)",
+    )
+    run.add_argument(
+        "--tune-scheduler",
+        default=opts.tune_scheduler,
+        help="with --tune: halving (default: successive halving, eta 3: the trials of strategies that train a backbone "
+        "run every point for a third of --epochs, the best third again for all of them; probes run every point) or "
+        "grid (every point for every epoch)",
     )
     run.add_argument(
         "--select-from",
@@ -534,6 +542,7 @@ def suite_from_args(args: argparse.Namespace) -> SuiteConfig:
         ("schedule", args.schedule, SCHEDULES),
         ("select-by", args.select_by, SELECT_BY),
         ("select-from", args.select_from, SELECT_FROM),
+        ("tune-scheduler", args.tune_scheduler, TUNE_SCHEDULERS),
     ):
         if value not in valid:
             raise UsageError(
@@ -592,6 +601,7 @@ def suite_from_args(args: argparse.Namespace) -> SuiteConfig:
         select_from=args.select_from,
         clip_grad_norm=args.clip_grad_norm,
         tune=args.tune,
+        tune_scheduler=args.tune_scheduler,
         threads=args.threads,
         allocator=args.allocator,
         teacher=_teacher_option(args.teacher, strategies, backends),

@@ -11,6 +11,20 @@ def _config(config: dict[str, Any] | None) -> str:
     return ", ".join(f"{key}={value:g}" for key, value in (config or {}).items()) or "nothing (every trial failed)"
 
 
+def _spent(tuning: dict[str, Any]) -> str:
+    """``, halving 8 x 5 ep -> 3 x 15 ep: 85 trial-epochs on images (a grid: 120)``: the budget really spent (``""``
+    for records made before it was recorded)."""
+    spent = tuning.get("trial_epochs")
+    if not isinstance(spent, (int, float)):
+        return ""
+    rungs = tuning.get("rungs")
+    if tuning.get("scheduler") == "halving" and rungs:
+        grid = tuning.get("budget", 0) * rungs[-1]["epochs"]
+        steps = " -> ".join(f"{rung['trials']} x {rung['epochs']} ep" for rung in rungs)
+        return f", halving {steps}: {spent:g} trial-epochs on images (a grid: {grid:g})"
+    return f", grid: {spent:g} trial-epochs on images"
+
+
 def tuning_note(frame: pd.DataFrame) -> str:
     """``Tuned on validation ...``: per backend/model/strategy/dataset, the search, the budget, the winner and its
     validation score, and the seconds all trials took (``""`` when no record was tuned)."""
@@ -32,6 +46,7 @@ def tuning_note(frame: pd.DataFrame) -> str:
         parts.append(
             f"{backend}/{model}/{strategy} on {dataset}: {_config(tuning.get('won'))} won (val {tuning.get('by')} "
             f"{shown}; {tuning.get('trials_ok')}/{tuning.get('budget')} trials of {tuning.get('searched')}"
+            + _spent(tuning)
             + (f", {seconds:.0f} s" if isinstance(seconds, (int, float)) else "")
             + ")"
         )
@@ -39,5 +54,6 @@ def tuning_note(frame: pd.DataFrame) -> str:
     return (
         f"Tuned on validation (`--tune`): every strategy got the same budget of trials, trained on train and scored on "
         f"val on seed {first.get('seed')} (never on test); the winner then ran on every seed (`tuning_s`: the trials' "
-        "seconds, apart from the cells' own): " + "; ".join(parts) + "."
+        "seconds, apart from the cells' own; trial-epochs: the epochs over images every trial really ran, a probe's "
+        "epochs over cached features not counted): " + "; ".join(parts) + "."
     )

@@ -165,6 +165,7 @@ def train_prepared(run: CellContext, prepared: PreparedNetwork) -> TrainOutcome:
             "candidates": plan.selection.candidates,
             "patience": plan.selection.patience,
             "epochs_run": outcome.epochs_run,
+            "image_epochs": image_epochs(outcome),
             "early_stopped": outcome.early_stopped,
         },
         probe_best=outcome.probe_best,
@@ -221,3 +222,10 @@ def head_note(facts: dict[str, Any] | None) -> str:
     (so the plan line of a default cell is what it always was)."""
     head = (facts or {}).get("head")
     return f"; head {head}" if isinstance(head, str) and head.startswith("mlp") else ""
+
+
+def image_epochs(outcome: TrainOutcome) -> int:
+    """The epochs of ``outcome`` that ran over images (a probe phase's epochs over cached features excluded): what a
+    tuning trial's budget counts (``tuning.py``)."""
+    on_images = {phase.name for phase in outcome.phases if phase.inputs == "images"}
+    return sum(1 for entry in outcome.curve if entry.get("phase") in on_images)

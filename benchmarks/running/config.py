@@ -110,6 +110,9 @@ class RunOptions:
     select_from: str = "all"
     clip_grad_norm: float | None = None
     tune: bool = False
+    #: with ``tune``: ``halving`` (successive halving of the trials that train a backbone, ``halving.py``) or ``grid``
+    #: (every point for every epoch); not fingerprinted (the winners are)
+    tune_scheduler: str = "halving"
     #: with ``tune``: the configuration each ``backend|model|strategy|dataset`` won on validation (``None``: every
     #: trial failed), filled by ``tuning_run.run_tuned_suite``; part of the fingerprint (other winners re-run cells)
     tuned: dict[str, dict[str, float] | None] = field(default_factory=dict)
@@ -169,8 +172,8 @@ class RunOptions:
         """Hash of the options that change ``backend``'s results: the shared ones and that backend's own.
 
         Where the cache lives, the allocator, ``--wait-quiet``, the inference pass and ``--deploy`` (measured after
-        the cells, from their weights) and options of other backends do not count, nor do options of
-        ``OMITTED_AT_DEFAULT`` at their default, so adding
+        the cells, from their weights), ``--tune-scheduler`` (the winners it found are fingerprinted) and options of
+        other backends do not count, nor do options of ``OMITTED_AT_DEFAULT`` at their default, so adding
         ``--jit-compile`` for Keras never invalidates finished torch cells. The thread count does: float sums,
         hence bit-exact results, depend on it.
         """
@@ -179,7 +182,16 @@ class RunOptions:
             k: v
             for k, v in asdict(self).items()
             if k
-            not in ("cache_dir", "backend_options", "allocator", "wait_quiet_s", "infer_pass", "tuning_facts", "deploy")
+            not in (
+                "cache_dir",
+                "backend_options",
+                "allocator",
+                "wait_quiet_s",
+                "infer_pass",
+                "tuning_facts",
+                "tune_scheduler",
+                "deploy",
+            )
             and not (k in self.OMITTED_AT_DEFAULT and v == defaults[k])
         }
         payload["weights"] = self.weights_for(backend) if backend is not None else self.weights

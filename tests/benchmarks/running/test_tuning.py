@@ -44,7 +44,7 @@ def suite(tmp_path, strategies=("scratch", "logreg_probe"), seeds=(0, 1), **opti
 
 
 def test_a_tuned_suite_tunes_every_strategy_with_the_same_budget_then_runs_the_winner(fake_backend, tmp_path):
-    config = suite(tmp_path)
+    config = suite(tmp_path, tune_scheduler="grid")
     out = tmp_path / "out"
     produced = run_tuned_suite(config, out, cell_runner=run_cell_inprocess)
     trials = load_results(out / TUNING_DIR / "results.jsonl")
