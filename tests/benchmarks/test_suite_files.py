@@ -255,3 +255,19 @@ def test_a_user_dataset_run_leaves_the_default_suite_alone(fake_backend, cache_d
     (record,) = [json.loads(line) for line in (elsewhere / "results.jsonl").read_text().splitlines()]
     assert record["status"] == "ok" and record["dataset"] == f"folder:{images}"
     assert {p: p.read_bytes() for p in default.rglob("*") if p.is_file()} == snapshot
+
+
+@pytest.mark.parametrize("dataset", ["breastmnist", "digits", "chest_xray"])
+def test_the_fair_race_suites_are_twins_that_differ_only_by_tuning(dataset, monkeypatch) -> None:
+    monkeypatch.chdir(ROOT)
+    tuned = suite_from_args(_args(["run", f"suites/tuned_{dataset}.toml"]))
+    untuned = suite_from_args(_args(["run", f"suites/untuned_{dataset}.toml"]))
+    committed = suite_from_args(_args(["run", f"suites/strategies_{dataset}.toml"]))
+    assert replace(tuned, name="x", options=untuned.options) == replace(untuned, name="x")
+    assert (tuned.strategies, tuned.datasets, tuned.seeds) == (committed.strategies, committed.datasets, (0, 1, 2))
+    assert tuned.options == replace(untuned.options, tune=True)  # the same recipe, tuned
+    options = tuned.options
+    assert (options.tune_scheduler, options.epochs, options.schedule, options.patience) == ("halving", 15, "cosine", 5)
+    assert (options.select_by, options.select_from) == ("roc_auc", "main")
+    assert options.max_train_images == committed.options.max_train_images
+    assert options.group_by == (r"person(\d+)_" if dataset == "chest_xray" else None)
