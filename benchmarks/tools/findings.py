@@ -14,6 +14,9 @@ Options of the opening comment (``key=value``, space-separated):
 - ``by``: optional, a matrix column (``backend``, ``dataset``) whose values split every metric column in several;
 - ``rows``: the matrix column naming a row (default ``strategy``).
 
+A block with ``kind=race untuned=DIR tuned=DIR`` instead holds the fair race of an untuned suite and its tuned twin
+(``race.py``): the two side by side and the verdict on each committed conclusion; a suite not run yet is said so.
+
 Each cell is the mean over the latest finished records of the row (one per seed) with the half-width of the 95 %
 Student-t interval (``reporting.stats.t_interval``) when there are several; rows are sorted by the first column,
 best first, and the best value of each quality column is bold. Several suites are read as one set of records.
@@ -34,6 +37,7 @@ from typing import Any
 from ..reporting.stats import t_interval
 from ..reporting.tables import header
 from ..running.results import latest_by_cell, load_results
+from .race import race_page
 
 #: columns where lower is better (never bold for "best"; sorted ascending when first)
 LOWER_IS_BETTER = ("train_s", "time_to_best_s", "wall_s", "infer_latency_ms_p50", "infer_latency_ms_p90", "peak_rss_mb")
@@ -56,13 +60,18 @@ def parse_options(text: str) -> dict[str, Any]:
     Raises:
         FindingsError: an option without ``=``, an unknown one, or no ``suites``/``columns``.
     """
-    options: dict[str, Any] = {"rows": "strategy", "by": None}
+    options: dict[str, Any] = {"rows": "strategy", "by": None, "kind": "table"}
     for item in text.split():
         key, sep, value = item.partition("=")
-        if not sep or key not in ("suites", "columns", "by", "rows"):
-            raise FindingsError(f"findings option {item!r}: expected suites=, columns=, by= or rows=")
+        if not sep or key not in ("suites", "columns", "by", "rows", "kind", "untuned", "tuned"):
+            raise FindingsError(
+                f"findings option {item!r}: expected suites=, columns=, by= or rows= (or kind=race untuned= tuned=)"
+            )
         options[key] = value.split(",") if key in ("suites", "columns") else value
-    for key in ("suites", "columns"):
+    if options["kind"] not in ("table", "race"):
+        raise FindingsError(f"findings option kind={options['kind']!r}: expected kind=table or kind=race")
+    required = ("untuned", "tuned") if options["kind"] == "race" else ("suites", "columns")
+    for key in required:
         if not options.get(key):
             raise FindingsError(f"findings block {text!r} has no {key}=")
     return options
@@ -96,6 +105,8 @@ def render(options: dict[str, Any], root: Path) -> str:
     Raises:
         FindingsError: a suite directory without ``results.jsonl``.
     """
+    if options.get("kind") == "race":
+        return race_page(options["untuned"], options["tuned"], root)
     records = []
     for suite in options["suites"]:
         path = root / suite / "results.jsonl"

@@ -1,0 +1,229 @@
+"""The fair race (issue 22): a tuned suite beside its untuned twin, and whether each committed conclusion survives.
+
+Both suites run the same recipe (epochs, schedule, early stopping, selection metric) and differ only by ``--tune``.
+``race_page(untuned, tuned)`` renders, from their records (never typed):
+
+1. one table per dataset: each strategy's test accuracy and ROC-AUC (mean ± the 95 % Student-t half-width over
+   seeds) untuned and tuned side by side, its rank by mean accuracy in each suite (1 = best), what won its tuning
+   (the configuration, the trial-epochs over images spent) and the tuning's seconds;
+2. one verdict per committed conclusion, with its rule:
+
+   - **LP-FT equals LP**: ``lp_ft`` against ``linear_probe``, paired by seed: ``identical`` (every seed's test
+     accuracy and ROC-AUC equal), else ``within noise`` (the 95 % t interval of the per-seed accuracy differences
+     holds 0), else ``LP-FT better`` / ``LP better``;
+   - **full fine-tuning's rank** ("plain full fine-tuning is never first"): ``full_finetune``'s rank by mean accuracy,
+     and whether the best strategy is within noise of it (paired, the same rule);
+   - **the probe gap** (MedMNIST+: fine-tuning beats probes; committed: it does not appear): the best fine-tuning
+     strategy (pretrained, backbone trained) against the best probe (pretrained, frozen backbone) by mean accuracy,
+     paired by seed: ``gap`` (fine-tuning better beyond noise), ``no gap`` (within noise) or ``probe ahead``.
+
+   A conclusion **survives** when the tuned suite gives the same state as the untuned one, else it is **changed**
+   (``reversed`` when the state flips to its opposite). A suite not run yet is said so, nothing fails.
+
+``python -m tlbench.benchmarks.tools.race results/untuned_breastmnist results/tuned_breastmnist`` prints the page;
+``docs/findings.md`` holds it per dataset as a generated block (``findings.py``, ``kind=race``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from ...core.strategies import get_strategy
+from ..reporting.stats import t_interval
+from ..running.results import latest_by_cell, load_results
+
+EXIT_USAGE = 2
+#: the committed conclusions a race checks, in the order they are reported
+CONCLUSIONS = ("LP-FT equals LP", "full fine-tuning's rank", "the probe gap")
+#: states that are each other's opposite (a change between them is a reversal)
+OPPOSITES = {("LP-FT better", "LP better"), ("gap", "probe ahead"), ("first", "not first")}
+
+
+def load_suite(directory: Path) -> list[dict[str, Any]] | None:
+    """The finished records of a suite directory (latest per cell), ``None`` when it has no ``results.jsonl``."""
+    path = Path(directory) / "results.jsonl"
+    if not path.is_file():
+        return None
+    return [r for r in latest_by_cell(load_results(path)) if r.get("status") == "ok"]
+
+
+def by_seed(records: Sequence[dict[str, Any]], strategy: str, column: str) -> dict[int, float]:
+    """``{seed: value}`` of ``column`` for ``strategy``'s records (finite numbers only)."""
+    found = {}
+    for record in records:
+        value = record.get(column)
+        if record.get("strategy") == strategy and isinstance(value, (int, float)) and math.isfinite(value):
+            found[int(record["seed"])] = float(value)
+    return found
+
+
+def mean_of(records: Sequence[dict[str, Any]], strategy: str, column: str = "accuracy") -> float:
+    """The mean over seeds (``nan`` without a value)."""
+    values = list(by_seed(records, strategy, column).values())
+    return sum(values) / len(values) if values else math.nan
+
+
+def cell(records: Sequence[dict[str, Any]] | None, strategy: str, column: str) -> str:
+    """``0.843 ± 0.010`` (mean ± the 95 % t half-width over seeds), ``0.843`` for one seed, ``–`` for none."""
+    values = list(by_seed(records or [], strategy, column).values())
+    if not values:
+        return "–"
+    interval = t_interval(values)
+    if interval.n < 2:
+        return f"{interval.estimate:.3f}"
+    return f"{interval.estimate:.3f} ± {(interval.high - interval.low) / 2:.3f}"
+
+
+def ranks(records: Sequence[dict[str, Any]], column: str = "accuracy") -> dict[str, int]:
+    """Each strategy's rank by mean ``column`` (1 = best; ties share the better rank)."""
+    means = {s: mean_of(records, s, column) for s in dict.fromkeys(r["strategy"] for r in records)}
+    finite = sorted((m for m in means.values() if not math.isnan(m)), reverse=True)
+    return {s: finite.index(m) + 1 for s, m in means.items() if not math.isnan(m)}
+
+
+def paired(records: Sequence[dict[str, Any]], a: str, b: str, column: str = "accuracy") -> str:
+    """``a`` against ``b`` paired by seed: ``a better``/``b better`` when the 95 % t interval of the per-seed
+    differences excludes 0, ``within noise`` when it holds it, ``one seed`` with a single pair (no interval)."""
+    first, second = by_seed(records, a, column), by_seed(records, b, column)
+    diffs = [first[s] - second[s] for s in sorted(set(first) & set(second))]
+    if not diffs:
+        return "missing"
+    if all(d == 0 for d in diffs):
+        return "within noise"
+    interval = t_interval(diffs)
+    if interval.n < 2:
+        return "one seed"
+    if interval.low > 0:
+        return f"{a} better"
+    if interval.high < 0:
+        return f"{b} better"
+    return "within noise"
+
+
+def lp_ft_state(records: Sequence[dict[str, Any]]) -> str:
+    """``identical``, ``within noise``, ``LP-FT better``, ``LP better``, ``one seed`` or ``missing``."""
+    same = [
+        by_seed(records, "lp_ft", column) == by_seed(records, "linear_probe", column) != {}
+        for column in ("accuracy", "roc_auc")
+    ]
+    if all(same):
+        return "identical"
+    state = paired(records, "lp_ft", "linear_probe")
+    return {"lp_ft better": "LP-FT better", "linear_probe better": "LP better"}.get(state, state)
+
+
+def full_finetune_state(records: Sequence[dict[str, Any]]) -> tuple[str, str]:
+    """(``first``/``not first``/``missing``, a detail: the rank and the best's distance in noise)."""
+    rank = ranks(records)
+    if "full_finetune" not in rank:
+        return "missing", "no full_finetune records"
+    best = min(rank, key=lambda s: (rank[s], s != "full_finetune"))
+    detail = f"rank {rank['full_finetune']} of {len(rank)}"
+    if best != "full_finetune":
+        state = paired(records, best, "full_finetune")
+        how = {"within noise": "within noise of it", f"{best} better": "ahead beyond noise"}.get(state, state)
+        detail += f"; the best, `{best}`: {how}"
+    return ("first" if rank["full_finetune"] == 1 else "not first"), detail
+
+
+def probe_gap_state(records: Sequence[dict[str, Any]]) -> tuple[str, str]:
+    """(``gap``/``no gap``/``probe ahead``/``one seed``/``missing``, a detail: the two strategies compared)."""
+    probes, tuned = [], []
+    for strategy in dict.fromkeys(r["strategy"] for r in records):
+        row = get_strategy(strategy)
+        if row.pretrained:
+            (probes if row.train_backbone == "none" else tuned).append(strategy)
+    if not probes or not tuned:
+        return "missing", "no probe or no fine-tuning records"
+    probe = max(probes, key=lambda s: mean_of(records, s))
+    finetune = max(tuned, key=lambda s: mean_of(records, s))
+    state = paired(records, finetune, probe)
+    named = {f"{finetune} better": "gap", f"{probe} better": "probe ahead", "within noise": "no gap"}
+    gap = mean_of(records, finetune) - mean_of(records, probe)
+    return named.get(state, state), f"best fine-tuning `{finetune}` - best probe `{probe}` = {gap:+.3f}"
+
+
+def verdict(untuned: str, tuned: str) -> str:
+    """``survives`` (same state), ``reversed`` (opposite states) or ``changed``."""
+    if untuned == tuned:
+        return "survives"
+    if (untuned, tuned) in OPPOSITES or (tuned, untuned) in OPPOSITES:
+        return "reversed"
+    return "changed"
+
+
+def _won(records: Sequence[dict[str, Any]], strategy: str) -> tuple[str, str]:
+    """What won ``strategy``'s tuning (and the trial-epochs it spent), and its tuning seconds."""
+    for record in records:
+        tuning = record.get("tuning")
+        if record.get("strategy") == strategy and isinstance(tuning, dict) and "won" in tuning:
+            won = ", ".join(f"{k}={v:g}" for k, v in (tuning.get("won") or {}).items()) or "every trial failed"
+            spent = tuning.get("trial_epochs")
+            won += f" ({spent:g} trial-epochs)" if isinstance(spent, (int, float)) else ""
+            seconds = record.get("tuning_s")
+            return won, f"{seconds:.0f}" if isinstance(seconds, (int, float)) else "–"
+    return "–", "–"
+
+
+def race_page(untuned_dir: str, tuned_dir: str, root: Path = Path(".")) -> str:
+    """The side-by-side table and the verdicts of one untuned/tuned pair of suite directories (relative to
+    ``root``), as Markdown; a missing suite is said so."""
+    untuned, tuned = load_suite(root / untuned_dir), load_suite(root / tuned_dir)
+    missing = [d for d, r in ((untuned_dir, untuned), (tuned_dir, tuned)) if r is None]
+    if untuned is None:
+        return f"Not run yet: `{untuned_dir}` has no results (" + ", ".join(f"`{d}`" for d in missing) + " missing).\n"
+    strategies = list(dict.fromkeys(r["strategy"] for r in untuned + (tuned or [])))
+    rank_u, rank_t = ranks(untuned), ranks(tuned or [])
+    lines = [
+        "| strategy | accuracy untuned | accuracy tuned | ROC-AUC untuned | ROC-AUC tuned | rank untuned | rank tuned "
+        "| won in tuning | tuning (s) |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for strategy in sorted(strategies, key=lambda s: (rank_t.get(s, 99), rank_u.get(s, 99), s)):
+        won, seconds = _won(tuned or [], strategy)
+        lines.append(
+            f"| `{strategy}` | {cell(untuned, strategy, 'accuracy')} | {cell(tuned, strategy, 'accuracy')} | "
+            f"{cell(untuned, strategy, 'roc_auc')} | {cell(tuned, strategy, 'roc_auc')} | "
+            f"{rank_u.get(strategy, '–')} | {rank_t.get(strategy, '–')} | {won} | {seconds} |"
+        )
+    lines.append("")
+    if tuned is None:
+        lines.append(f"Not run yet: `{tuned_dir}` has no results; the verdicts wait for it.")
+        return "\n".join(lines) + "\n"
+    lines += ["| committed conclusion | untuned | tuned | verdict |", "|---|---|---|---|"]
+    states = {
+        "LP-FT equals LP": (lp_ft_state(untuned), lp_ft_state(tuned)),
+        "full fine-tuning's rank": (full_finetune_state(untuned), full_finetune_state(tuned)),
+        "the probe gap": (probe_gap_state(untuned), probe_gap_state(tuned)),
+    }
+    for name in CONCLUSIONS:
+        before, after = states[name]
+        if isinstance(before, tuple):
+            shown = f"{before[0]} ({before[1]})", f"{after[0]} ({after[1]})"
+            before, after = before[0], after[0]
+        else:
+            shown = before, after
+        lines.append(f"| {name} | {shown[0]} | {shown[1]} | **{verdict(before, after)}** |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Print the race page of an untuned and a tuned suite directory."""
+    parser = argparse.ArgumentParser(prog="python -m tlbench.benchmarks.tools.race", description=__doc__.split("\n")[0])
+    parser.add_argument("untuned", help="the untuned suite directory (results/untuned_<dataset>)")
+    parser.add_argument("tuned", help="the tuned suite directory (results/tuned_<dataset>)")
+    args = parser.parse_args(argv)
+    if not Path(args.untuned).is_dir() and not Path(args.tuned).is_dir():
+        print(f"race: error: neither {args.untuned!r} nor {args.tuned!r} is a directory", file=sys.stderr)
+        return EXIT_USAGE
+    print(race_page(args.untuned, args.tuned), end="")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
