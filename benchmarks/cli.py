@@ -219,6 +219,13 @@ def build_parser() -> argparse.ArgumentParser:
         "grid (every point for every epoch)",
     )
     run.add_argument(
+        "--tune-eta",
+        type=int,
+        default=opts.tune_eta,
+        help="with --tune-scheduler halving: each rung keeps the best 1/ETA of its trials, which then train ETA times "
+        "more epochs (default: 3; at least 2)",
+    )
+    run.add_argument(
         "--select-from",
         default=opts.select_from,
         help="candidate epochs: all (default: every epoch of every phase) or main (the last phase's: LP-FT's "
@@ -602,6 +609,7 @@ def suite_from_args(args: argparse.Namespace) -> SuiteConfig:
         clip_grad_norm=args.clip_grad_norm,
         tune=args.tune,
         tune_scheduler=args.tune_scheduler,
+        tune_eta=_positive("tune-eta", args.tune_eta, 2),
         threads=args.threads,
         allocator=args.allocator,
         teacher=_teacher_option(args.teacher, strategies, backends),

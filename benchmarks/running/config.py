@@ -113,6 +113,9 @@ class RunOptions:
     #: with ``tune``: ``halving`` (successive halving of the trials that train a backbone, ``halving.py``) or ``grid``
     #: (every point for every epoch); not fingerprinted (the winners are)
     tune_scheduler: str = "halving"
+    #: with ``tune_scheduler == "halving"``: a rung keeps the best ``1/tune_eta`` of its trials and trains ``tune_eta``
+    #: times fewer epochs than the next (not fingerprinted either)
+    tune_eta: int = 3
     #: with ``tune``: the configuration each ``backend|model|strategy|dataset`` won on validation (``None``: every
     #: trial failed), filled by ``tuning_run.run_tuned_suite``; part of the fingerprint (other winners re-run cells)
     tuned: dict[str, dict[str, float] | None] = field(default_factory=dict)
@@ -172,7 +175,8 @@ class RunOptions:
         """Hash of the options that change ``backend``'s results: the shared ones and that backend's own.
 
         Where the cache lives, the allocator, ``--wait-quiet``, the inference pass and ``--deploy`` (measured after
-        the cells, from their weights), ``--tune-scheduler`` (the winners it found are fingerprinted) and options of
+        the cells, from their weights), ``--tune-scheduler`` and ``--tune-eta`` (the winners
+        they found are fingerprinted) and options of
         other backends do not count, nor do options of ``OMITTED_AT_DEFAULT`` at their default, so adding
         ``--jit-compile`` for Keras never invalidates finished torch cells. The thread count does: float sums,
         hence bit-exact results, depend on it.
@@ -190,6 +194,7 @@ class RunOptions:
                 "infer_pass",
                 "tuning_facts",
                 "tune_scheduler",
+                "tune_eta",
                 "deploy",
             )
             and not (k in self.OMITTED_AT_DEFAULT and v == defaults[k])

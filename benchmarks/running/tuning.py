@@ -95,7 +95,7 @@ def select_winners(
         suite: the tuned suite.
         final: per key, the configurations of the last rung (a halving's survivors); default: every point.
         earlier: per key, what the earlier rungs of a halving spent (``halving.py``: trials, trials_ok, seconds,
-            trial_epochs, rungs, planned_trial_epochs); default: none (a grid).
+            trial_epochs, rungs, planned_trial_epochs, eta); default: none (a grid).
 
     Returns:
         ``tuned`` (key → the winning configuration, ``None`` when no trial succeeded) and ``facts`` (key → what was
@@ -146,6 +146,7 @@ def select_winners(
                         "planned_trial_epochs": space.size * planned_epochs(row, suite.options.epochs)
                         if before is None
                         else before["planned_trial_epochs"],
+                        "eta": None if before is None else before.get("eta"),
                         "rungs": None
                         if before is None
                         else [*before["rungs"], {"trials": ran, "epochs": suite.options.epochs}],

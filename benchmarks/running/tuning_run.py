@@ -3,7 +3,8 @@
 The trials are ordinary suites (``tuning.trial_suite``): resumable, parallel with the same executor, recorded in their
 own ``results.jsonl``. With ``--tune-scheduler grid`` every point runs for the suite's epochs in ``<suite>/tuning/``.
 With ``halving`` (the default) the trials of strategies that train a backbone first run short in
-``<suite>/tuning/rungs/<i>/`` (``halving.rungs``), and only each rung's survivors are re-run for longer; the last rung
+``<suite>/tuning/rungs/<i>/`` (``halving.rungs``, eta ``--tune-eta``), and only each rung's survivors are re-run for
+longer; the last rung
 (full epochs) runs in ``<suite>/tuning/`` beside every point of the probes, and the winner is chosen there. The
 suite's cells then run with the winners in their options (``RunOptions.tuned``, part of their fingerprint: other
 winners re-run them), on every requested seed.
@@ -33,11 +34,12 @@ def halved_strategies(suite: SuiteConfig) -> tuple[str, ...]:
     a backbone on images (``halving.halved``) whose first rung is shorter than the suite's epochs."""
     if suite.options.tune_scheduler != "halving":
         return ()
+    options = suite.options
     return tuple(
         name
         for name in suite.strategies
         if halved(get_strategy(name))
-        and rungs(search_of(get_strategy(name)).size, suite.options.epochs)[0].epochs < suite.options.epochs
+        and rungs(search_of(get_strategy(name)).size, options.epochs, options.tune_eta)[0].epochs < options.epochs
     )
 
 
@@ -92,7 +94,7 @@ def run_tuned_suite(suite: SuiteConfig, out_dir: Path, **run_options: Any) -> li
     earlier: dict[str, dict[str, Any]] = {}
     if shortened:
         points = {key: final[key] for key in _keys(suite, shortened)}
-        plan = {key: rungs(len(configs), epochs) for key, configs in points.items()}
+        plan = {key: rungs(len(configs), epochs, suite.options.tune_eta) for key, configs in points.items()}
         for key, configs in points.items():
             earlier[tuning_key(*key)] = {
                 "trials": len(configs),
@@ -101,6 +103,7 @@ def run_tuned_suite(suite: SuiteConfig, out_dir: Path, **run_options: Any) -> li
                 "trial_epochs": 0,
                 "rungs": [],
                 "planned_trial_epochs": planned_trial_epochs(plan[key]),
+                "eta": suite.options.tune_eta,
             }
         depth = len(next(iter(plan.values())))
         for index in range(depth - 1):

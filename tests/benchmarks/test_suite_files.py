@@ -265,7 +265,7 @@ def test_the_fair_race_suites_are_twins_that_differ_only_by_tuning(dataset, monk
     committed = suite_from_args(_args(["run", f"suites/strategies_{dataset}.toml"]))
     assert replace(tuned, name="x", options=untuned.options) == replace(untuned, name="x")
     assert (tuned.strategies, tuned.datasets, tuned.seeds) == (committed.strategies, committed.datasets, (0, 1, 2))
-    assert tuned.options == replace(untuned.options, tune=True)  # the same recipe, tuned
+    assert tuned.options == replace(untuned.options, tune=True, tune_eta=4)  # the same recipe, tuned
     options = tuned.options
     assert (options.tune_scheduler, options.epochs, options.schedule, options.patience) == ("halving", 15, "cosine", 5)
     assert (options.select_by, options.select_from) == ("roc_auc", "main")

@@ -8,6 +8,7 @@ from dataclasses import replace
 
 import pytest
 
+from tlbench.benchmarks.cli import main
 from tlbench.benchmarks.reporting import report
 from tlbench.benchmarks.running.config import RunOptions, SuiteConfig
 from tlbench.benchmarks.running.halving import (
@@ -32,6 +33,7 @@ def test_rungs_of_eight_trials_and_fifteen_epochs():
     assert planned_trial_epochs(plan) == 8 * 5 + 3 * 15 == 85  # a grid: 8 x 15 = 120
     assert rungs(8, 5) == [Rung(8, 2), Rung(3, 5)]
     assert rungs(8, 27, count=3) == [Rung(8, 3), Rung(3, 9), Rung(1, 27)]
+    assert rungs(8, 15, eta=4) == [Rung(8, 4), Rung(2, 15)] and planned_trial_epochs(rungs(8, 15, eta=4)) == 62
     assert rungs(9, 1) == [Rung(9, 1), Rung(3, 1)]  # no shorter rung: halved_strategies runs it as a grid
     with pytest.raises(ValueError, match="eta >= 2"):
         rungs(8, 15, eta=1)
@@ -144,6 +146,7 @@ def test_a_halved_suite_runs_the_rungs_and_records_the_budget_spent(fake_backend
     assert tuning["won"] == best["tuning"]["trial"] and tuning["scheduler"] == "halving"
     assert tuning["rungs"] == [{"trials": 8, "epochs": 1}, {"trials": 3, "epochs": 3}]
     assert tuning["trial_epochs"] == 8 * 1 + 3 * 3 == tuning["planned_trial_epochs"]  # no early stopping
+    assert tuning["eta"] == 3
     assert finals[("scratch", 1)]["tuning_s"] == pytest.approx(sum(r["wall_s"] for r in first + scratch_last))
     probe = finals[("linear_probe", 0)]["tuning"]
     assert probe["scheduler"] == "grid" and probe["trial_epochs"] == 0 and probe["trials"] == TRIAL_BUDGET
@@ -151,3 +154,15 @@ def test_a_halved_suite_runs_the_rungs_and_records_the_budget_spent(fake_backend
     assert "halving 8 x 1 ep -> 3 x 3 ep: 17 trial-epochs on images (a grid: 24)" in md
     assert "linear_probe on digits" in md and "grid: 0 trial-epochs on images" in md
     assert run_tuned_suite(config, out, cell_runner=run_cell_inprocess) == []  # resumable, rungs included
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--tune-scheduler", "hyperband"], "unknown --tune-scheduler 'hyperband'; expected one of: halving, grid"),
+        (["--tune-eta", "1"], "--tune-eta must be >= 2, got 1"),
+    ],
+)
+def test_bad_scheduler_options_are_one_line_usage_errors(argv, message, capsys):
+    assert main(["run", "--no-probe", "--tune", *argv]) == 2
+    assert message in capsys.readouterr().err
