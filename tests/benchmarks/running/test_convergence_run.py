@@ -42,12 +42,13 @@ def test_default_records_say_how_the_epoch_was_selected(fake_backend, tmp_path):
         "candidates": "all",
         "patience": None,
         "epochs_run": 4,
+        "image_epochs": 4,
         "early_stopped": False,
     }
     assert scratch["probe_best"] is None
     probe = lp_ft["probe_best"]
     assert 1 <= probe["epoch"] <= 30 and probe["by"] == "accuracy" and probe["score"] == probe["val_accuracy"]
-    assert lp_ft["selection"]["epochs_run"] == 34
+    assert lp_ft["selection"]["epochs_run"] == 34 and lp_ft["selection"]["image_epochs"] == 4  # 30 on features
     assert (
         records["logreg_probe"]["plan"].startswith("logreg probe: C=")
         and "chosen on val from 9" in (records["logreg_probe"]["plan"])
