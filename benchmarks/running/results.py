@@ -52,7 +52,8 @@ RESULT_COLUMNS = [
     # followed by fine-tuning (LP-FT), the probe phase's own best epoch
     "selection",
     "probe_best",
-    # --tune: what was searched, the budget, what won on val (``tuning``) and the trials' total seconds
+    # --tune: what was searched, the budget, what won on val, the scheduler and the trial-epochs really spent
+    # (``tuning``) and the trials' total seconds
     "tuning",
     "tuning_s",
     "train_s",
