@@ -641,6 +641,11 @@ def cell_summary(record: dict[str, Any]) -> str:
             train = f"features read from the cache in {record.get('feature_cache_read_s') or 0:.2f} s"
         else:
             train = f"features={record.get('feature_extract_images_per_s') or float('nan'):.1f} img/s"
+        tuning = record.get("tuning") or {}
+        if "trial" in tuning:  # a tuning trial: scored on val, never tested nor timed at inference
+            score = tuning.get("val_score")
+            shown = f"{score:.3f}" if isinstance(score, (int, float)) else "-"
+            return f"{name}: trial val {tuning.get('by')}={shown} {train} wall={record['wall_s']:.1f} s"
         infer = f"infer={record['infer_images_per_s']:.1f} img/s"
         line = f"{name}: accuracy={record['accuracy']:.3f} {train} {infer} wall={record['wall_s']:.1f} s"
         return line + data_notes(record)

@@ -188,3 +188,25 @@ def test_the_inference_pass_is_on_by_default_off_on_request_and_under_ray():
     assert options("--no-infer-pass").infer_pass is False
     # cells measured on Ray nodes are not timed again by the driver (another machine): no weights to save for it
     assert options("--executor", "ray").infer_pass is False
+
+
+def test_the_console_line_of_a_tuning_trial_gives_its_val_score_not_test_nor_inference():
+    from tlbench.benchmarks.cli import cell_summary
+
+    trial = {
+        "backend": "timm",
+        "model": "m",
+        "strategy": "full_finetune~head_lr=0.001,weight_decay=0.0001",
+        "dataset": "d",
+        "seed": 0,
+        "status": "ok",
+        "train_images_per_s": 12.34,
+        "accuracy": None,
+        "infer_images_per_s": None,
+        "wall_s": 40.0,
+        "tuning": {"trial": {"head_lr": 0.001}, "by": "roc_auc", "val_score": 0.91234},
+    }
+    assert cell_summary(trial) == (
+        "timm/m/full_finetune~head_lr=0.001,weight_decay=0.0001/d/s0: trial val roc_auc=0.912 train=12.3 img/s "
+        "wall=40.0 s"
+    )
