@@ -18,7 +18,8 @@ Both suites run the same recipe (epochs, schedule, early stopping, selection met
      paired by seed: ``gap`` (fine-tuning better beyond noise), ``no gap`` (within noise) or ``probe ahead``.
 
    A conclusion **survives** when the tuned suite gives the same state as the untuned one, else it is **changed**
-   (``reversed`` when the state flips to its opposite). A suite not run yet is said so, nothing fails.
+   (``reversed`` when the state flips to its opposite); **undetermined** when a side lacks the strategies or has
+   a single seed (no interval). A suite not run yet is said so, nothing fails.
 
 ``python -m tlbench.benchmarks.tools.race results/untuned_breastmnist results/tuned_breastmnist`` prints the page;
 ``docs/findings.md`` holds it per dataset as a generated block (``findings.py``, ``kind=race``).
@@ -148,8 +149,15 @@ def probe_gap_state(records: Sequence[dict[str, Any]]) -> tuple[str, str]:
     return named.get(state, state), f"best fine-tuning `{finetune}` - best probe `{probe}` = {gap:+.3f}"
 
 
+#: states that say nothing (a strategy not run, a single seed): their verdict is ``undetermined``
+UNDETERMINED = ("missing", "one seed")
+
+
 def verdict(untuned: str, tuned: str) -> str:
-    """``survives`` (same state), ``reversed`` (opposite states) or ``changed``."""
+    """``survives`` (same state), ``reversed`` (opposite states), ``changed``, or ``undetermined`` when either side
+    could not be measured (``UNDETERMINED``)."""
+    if untuned in UNDETERMINED or tuned in UNDETERMINED:
+        return "undetermined"
     if untuned == tuned:
         return "survives"
     if (untuned, tuned) in OPPOSITES or (tuned, untuned) in OPPOSITES:

@@ -80,6 +80,8 @@ def test_the_rules_of_each_conclusion():
     assert verdict("identical", "identical") == "survives" and verdict("not first", "first") == "reversed"
     assert verdict("no gap", "gap") == "changed" and verdict("gap", "probe ahead") == "reversed"
     assert paired(_records({"a": [0.5], "b": [0.4]}), "a", "b") == "one seed"
+    assert verdict("missing", "missing") == verdict("one seed", "one seed") == verdict("gap", "one seed")
+    assert verdict("missing", "identical") == "undetermined"
 
 
 def test_the_page_side_by_side_with_what_won_and_the_verdicts(tmp_path):
