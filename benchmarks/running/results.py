@@ -305,7 +305,10 @@ def other_code_warnings(records: Iterable[dict[str, Any]], shown: int = 4) -> li
     finished by other code): the version of most cells, then each other version with its cells."""
     groups: dict[str, list[str]] = {}
     for record in records:
-        name = "/".join(str(record.get(k)) for k in CELL_KEY[:-1]) + f"/s{record.get('seed')}"
+        tag = subset_tag(record.get("train_size"), record.get("draw"))
+        name = (
+            "/".join(str(record.get(k)) for k in CELL_KEY[:4]) + (f"/{tag}" if tag else "") + f"/s{record.get('seed')}"
+        )
         groups.setdefault(code_label(record.get("code_version")), []).append(name)
     if len(groups) < 2:
         return []
