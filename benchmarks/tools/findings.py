@@ -12,7 +12,11 @@ Options of the opening comment (``key=value``, space-separated):
 - ``suites``: comma-separated suite directories, relative to the repository root (the page's folder's parent);
 - ``columns``: result columns, one table column each (``accuracy``, ``roc_auc``, ``train_s``, ``trainable_params``...);
 - ``by``: optional, a matrix column (``backend``, ``dataset``) whose values split every metric column in several;
-- ``rows``: the matrix column naming a row (default ``strategy``).
+- ``rows``: the matrix column naming a row (default ``strategy``);
+- ``kind=label_efficiency``: a label-efficiency table instead (``--train-sizes`` suites): one row per strategy, one
+  column per train size and column (``accuracy`` when ``columns`` is not given), mean ± 95 % t half-width over
+  draws x seeds (``reporting.label_efficiency``), then the crossover sentence of each dataset; a block whose suites
+  are not committed yet says so and names the command that makes them, instead of failing.
 
 Each cell is the mean over the latest finished records of the row (one per seed) with the half-width of the 95 %
 Student-t interval (``reporting.stats.t_interval``) when there are several; rows are sorted by the first column,
@@ -59,9 +63,13 @@ def parse_options(text: str) -> dict[str, Any]:
     options: dict[str, Any] = {"rows": "strategy", "by": None}
     for item in text.split():
         key, sep, value = item.partition("=")
-        if not sep or key not in ("suites", "columns", "by", "rows"):
-            raise FindingsError(f"findings option {item!r}: expected suites=, columns=, by= or rows=")
+        if not sep or key not in ("suites", "columns", "by", "rows", "kind"):
+            raise FindingsError(f"findings option {item!r}: expected suites=, columns=, by=, rows= or kind=")
         options[key] = value.split(",") if key in ("suites", "columns") else value
+    if options.get("kind", "table") not in ("table", "label_efficiency"):
+        raise FindingsError(f"findings kind {options['kind']!r}: expected table or label_efficiency")
+    if options.get("kind") == "label_efficiency":
+        options.setdefault("columns", ["accuracy"])
     for key in ("suites", "columns"):
         if not options.get(key):
             raise FindingsError(f"findings block {text!r} has no {key}=")
@@ -96,6 +104,8 @@ def render(options: dict[str, Any], root: Path) -> str:
     Raises:
         FindingsError: a suite directory without ``results.jsonl``.
     """
+    if options.get("kind") == "label_efficiency":
+        return render_label_efficiency(options, root)
     records = []
     for suite in options["suites"]:
         path = root / suite / "results.jsonl"
@@ -136,6 +146,56 @@ def render(options: dict[str, Any], root: Path) -> str:
             row.append(f"**{text}**" if best.get(key) is not None and mean(name, key) == best[key] else text)
         lines.append(f"| `{name}` | " + " | ".join(row) + " |")
     return "\n".join(lines) + "\n"
+
+
+def render_label_efficiency(options: dict[str, Any], root: Path) -> str:
+    """A label-efficiency block: strategies x train sizes, then the crossover per dataset (or what to run)."""
+    from ..reporting import label_efficiency as le
+    from ..reporting.tables import results_frame
+
+    missing = [suite for suite in options["suites"] if not (root / suite / "results.jsonl").is_file()]
+    if missing:
+        commands = "; ".join(f"`tlbench run suites/{Path(suite).name}.toml`" for suite in missing)
+        return f"_No committed results yet: {commands}, then regenerate this page._\n"
+    records = []
+    for suite in options["suites"]:
+        records += latest_by_cell(load_results(root / suite / "results.jsonl"))
+    frame = results_frame(records)
+    points = le.curve_points(frame)
+    if points.empty:
+        return "_No finished label-efficiency cell in these suites._\n"
+    lines = []
+    for (dataset, backend, model), group in points.groupby(le.GROUP_KEYS, sort=False):
+        sizes = list(dict.fromkeys(group.sort_values("images", kind="stable")["train_size"]))
+        images = {size: group.loc[group["train_size"] == size, "images"].mean() for size in sizes}
+        columns = [(column, size) for column in options["columns"] for size in sizes]
+        titles = [f"{header(c)} @ {le._size_label(s)} ({images[s]:.0f} img)" for c, s in columns]
+        lines += [f"{_label('dataset', dataset)} ({backend}/{model}):", ""]
+        lines += [f"| {options['rows']} | " + " | ".join(titles) + " |", "|---" * (len(columns) + 1) + "|"]
+        for strategy, rows in group.groupby("strategy", sort=False):
+            cells = []
+            for column, size in columns:
+                at = rows[rows["train_size"] == size]
+                cells.append(_point(at, column))
+            lines.append(f"| `{strategy}` | " + " | ".join(cells) + " |")
+        lines.append("")
+    for crossover in le.crossovers(frame):
+        lines.append(f"- {_label('dataset', crossover.dataset)}: {crossover.sentence()}.")
+    return "\n".join(lines).rstrip("\n") + "\n"
+
+
+def _point(at: Any, column: str) -> str:
+    """One label-efficiency cell: a curve point's mean ± half-width (``curve_points`` columns)."""
+    if at.empty:
+        return "–"
+    row = at.iloc[0]
+    if column in row.index and f"{column}_low" in row.index:
+        mean, low, high = row[column], row[f"{column}_low"], row[f"{column}_high"]
+        if math.isnan(mean):
+            return "–"
+        return f"{mean:.3f}" if math.isnan(low) else f"{mean:.3f} ± {(high - low) / 2:.3f}"
+    value = row.get(column)
+    return "–" if value is None or math.isnan(value) else f"{value:.1f}"
 
 
 def regenerate(text: str, root: Path) -> tuple[str, list[str]]:
