@@ -651,7 +651,8 @@ def suite_from_args(args: argparse.Namespace) -> SuiteConfig:
 
 def cell_summary(record: dict[str, Any]) -> str:
     """One line about a finished cell: its identity and its headline figures or its error."""
-    name = f"{record['backend']}/{record['model']}/{record['strategy']}/{record['dataset']}/s{record['seed']}"
+    subset = f"/{record['train_size']}-d{record['draw']}" if record.get("train_size") is not None else ""
+    name = f"{record['backend']}/{record['model']}/{record['strategy']}/{record['dataset']}{subset}/s{record['seed']}"
     if record.get("status") == "ok":
         if record.get("train_images_per_s") is not None:
             train = f"train={record['train_images_per_s']:.1f} img/s"
