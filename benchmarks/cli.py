@@ -124,6 +124,11 @@ def _train_sizes_option(args: argparse.Namespace) -> tuple[tuple[str, ...], int]
         raise UsageError(
             f"--tune and --train-sizes {args.train_sizes}: the trials would tune on the whole train split; drop one"
         )
+    if args.teacher:
+        raise UsageError(
+            f"--teacher and --train-sizes {args.train_sizes}: the teacher learnt from the whole train split's labels; "
+            "drop one"
+        )
     return sizes, _positive("draws", 1 if args.draws is None else args.draws)
 
 

@@ -124,8 +124,11 @@ def recorded_suite(out_dir: Path) -> SuiteConfig | None:
 def matrix_differences(old: SuiteConfig, new: SuiteConfig) -> list[str]:
     """What differs between two suites' matrices, in words (``datasets ['digits'] -> ['folder:x']``)."""
     before, after = old.matrix(), new.matrix()
+    keys = list(dict.fromkeys([*before, *after]))  # train sizes and draws are in a matrix only when given
     changes = [
-        f"{key} {before[key]} -> {after[key]}" for key in before if key != "options" and before[key] != after[key]
+        f"{key} {before.get(key)} -> {after.get(key)}"
+        for key in keys
+        if key != "options" and before.get(key) != after.get(key)
     ]
     if before["options"] != after["options"] and not changes:
         changes.append("run options (epochs, image size, weights, backend options...)")

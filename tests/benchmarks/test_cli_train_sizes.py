@@ -24,6 +24,7 @@ from tlbench.benchmarks.running.results import cell_id, cell_key, empty_record
         (["--draws", "2"], "--draws 2 needs --train-sizes"),
         (["--train-sizes", "5", "--max-train-images", "50"], "both subset the train split; keep one"),
         (["--train-sizes", "5", "--tune"], "--tune and --train-sizes 5: the trials would tune on the whole"),
+        (["--train-sizes", "5", "--teacher", "x/cells/y"], "--teacher and --train-sizes 5: the teacher learnt"),
     ],
 )
 def test_train_size_errors_are_one_line_exit_2(argv, message, capsys):
@@ -80,3 +81,16 @@ def test_suite_file_takes_sizes_as_strings_or_integers(tmp_path):
     assert (suite.train_sizes, suite.draws) == (("5", "10", "25%"), 3)
     path.write_text('train_sizes = ["5", "0"]\n')
     assert main(["run", str(path)]) == 2
+
+
+def test_matrix_differences_name_train_sizes():
+    from tlbench.benchmarks.suite_files import matrix_differences
+
+    assert matrix_differences(SuiteConfig(), SuiteConfig(train_sizes=("5",), draws=2)) == [
+        "train_sizes None -> ['5']",
+        "draws None -> 2",
+    ]
+    assert matrix_differences(SuiteConfig(train_sizes=("5",)), SuiteConfig()) == [
+        "train_sizes ['5'] -> None",
+        "draws 1 -> None",
+    ]
