@@ -272,7 +272,7 @@ def label_efficiency_plot(frame: pd.DataFrame, path: Path) -> Path | None:
     points = curve_points(frame)
     if points.empty:
         return None
-    from .plots import _palette, _pyplot, _save, short_dataset
+    from .plots import _palette, _plain_log_ticks, _pyplot, _save, short_dataset
 
     plt = _pyplot()
     groups = list(points.groupby(GROUP_KEYS, sort=False))
@@ -297,6 +297,7 @@ def label_efficiency_plot(frame: pd.DataFrame, path: Path) -> Path | None:
                     label=strategy,
                 )
             ax.set_xscale("log")
+            _plain_log_ticks(ax)
             ax.set_xlabel("labelled training images")
             ax.set_ylabel(f"test {metric.replace('_', '-')}")
             ax.set_title(f"{short_dataset(dataset)} ({backend}/{model})")
