@@ -104,6 +104,35 @@ def _positive(name: str, value: int, minimum: int = 1) -> int:
     return value
 
 
+def _train_sizes_option(args: argparse.Namespace) -> tuple[tuple[str, ...], int]:
+    """``--train-sizes`` and ``--draws`` checked (label efficiency): the canonical sizes and the draws."""
+    from ..datasets.subsets import parse_train_sizes
+
+    if args.train_sizes is None:
+        if args.draws is not None:
+            raise UsageError(f"--draws {args.draws} needs --train-sizes (the draws are of the train subsets)")
+        return (), 1
+    try:
+        sizes = parse_train_sizes(args.train_sizes)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    if args.max_train_images is not None:
+        raise UsageError(
+            f"--max-train-images {args.max_train_images} and --train-sizes {args.train_sizes}: both subset the train "
+            "split; keep one"
+        )
+    if args.tune:
+        raise UsageError(
+            f"--tune and --train-sizes {args.train_sizes}: the trials would tune on the whole train split; drop one"
+        )
+    if args.teacher:
+        raise UsageError(
+            f"--teacher and --train-sizes {args.train_sizes}: the teacher learnt from the whole train split's labels; "
+            "drop one"
+        )
+    return sizes, _positive("draws", 1 if args.draws is None else args.draws)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argparse parser of the ``tlbench`` command."""
     defaults = SuiteConfig()
@@ -249,6 +278,15 @@ def build_parser() -> argparse.ArgumentParser:
         "the pooled features; every torch and keras model)",
     )
     run.add_argument("--max-train-images", type=int, default=None, help="train on a stratified subset of this size")
+    run.add_argument(
+        "--train-sizes",
+        default=None,
+        help="label-efficiency curves: train subsets as images per class (5,10,25,50) and/or fractions of each class "
+        "(10%%,25%%,100%%), nested, stratified, group-aware; each size x draw is a cell (val and test stay whole)",
+    )
+    run.add_argument(
+        "--draws", type=int, default=None, help="with --train-sizes: independent draws of the subsets (default 1)"
+    )
     run.add_argument(
         "--min-time",
         type=float,
@@ -533,6 +571,7 @@ def suite_from_args(args: argparse.Namespace) -> SuiteConfig:
         raise UsageError(f"--seeds expects comma-separated integers, got {args.seeds!r}") from None
     if not seeds:
         raise UsageError("--seeds needs at least one integer")
+    train_sizes, draws = _train_sizes_option(args)
     device = args.device.lower()
     if device not in DEVICES and not device.startswith("cuda:"):
         raise UsageError(f"unknown device {args.device!r}; expected one of: {', '.join(DEVICES)}, cuda:N")
@@ -628,12 +667,15 @@ def suite_from_args(args: argparse.Namespace) -> SuiteConfig:
         datasets=tuple(datasets),
         seeds=seeds,
         options=options,
+        train_sizes=train_sizes,
+        draws=draws,
     )
 
 
 def cell_summary(record: dict[str, Any]) -> str:
     """One line about a finished cell: its identity and its headline figures or its error."""
-    name = f"{record['backend']}/{record['model']}/{record['strategy']}/{record['dataset']}/s{record['seed']}"
+    subset = f"/{record['train_size']}-d{record['draw']}" if record.get("train_size") is not None else ""
+    name = f"{record['backend']}/{record['model']}/{record['strategy']}/{record['dataset']}{subset}/s{record['seed']}"
     if record.get("status") == "ok":
         if record.get("train_images_per_s") is not None:
             train = f"train={record['train_images_per_s']:.1f} img/s"

@@ -18,6 +18,7 @@ from typing import Any
 import pandas as pd
 from tabulate import tabulate
 
+from .reporting.label_efficiency import crossovers, whole_train_frame
 from .reporting.tables import (
     ROW_KEYS,
     Summarizer,
@@ -234,11 +235,15 @@ def console_summary(suite_dirs: Path | list[Path], paths: dict[str, Path], width
     if answer:  # the report's answer: its sentences and its one table, fitted to the terminal
         parts += [terminal_answer(answer, width), ""]
     else:
-        lines = fallback_answer(frame, summarizer)
+        whole = whole_train_frame(frame)  # label-efficiency subsets are summed up below, never mixed in
+        lines = fallback_answer(whole, summarizer)
         if lines:
             wrapped = [textwrap.fill(line, width, initial_indent="  ", subsequent_indent="    ") for line in lines]
             parts += ["Answer", *wrapped, ""]
-        parts += [compact_table(frame, summarizer, width), ""]
+        parts += [compact_table(whole, summarizer, width), ""]
+    for crossover in crossovers(frame):
+        line = f"Label efficiency, {crossover.dataset} ({crossover.backend}/{crossover.model}): {crossover.sentence()}"
+        parts += [textwrap.fill(line, width, subsequent_indent="    "), ""]
     warnings = data_warnings(frame) + speed_warnings(frame) + timing_warnings(frame)
     failed = len(frame) - ok
     notes = []

@@ -20,7 +20,7 @@ from .running.config import SuiteConfig, format_weights_map
 #: flags of ``tlbench run`` that describe one invocation, not the suite: never in a suite file
 INVOCATION_KEYS = ("help", "out", "verbose", "no_report", "reuse_results", "suite_file")
 #: keys that take a list (a TOML array, or the flag's comma-separated text)
-LIST_KEYS = ("backends", "models", "strategies", "datasets", "seeds")
+LIST_KEYS = ("backends", "models", "strategies", "datasets", "seeds", "train_sizes")
 #: key aliases (``--dataset`` and ``--datasets`` are one flag)
 ALIASES = {"dataset": "datasets"}
 
@@ -124,8 +124,11 @@ def recorded_suite(out_dir: Path) -> SuiteConfig | None:
 def matrix_differences(old: SuiteConfig, new: SuiteConfig) -> list[str]:
     """What differs between two suites' matrices, in words (``datasets ['digits'] -> ['folder:x']``)."""
     before, after = old.matrix(), new.matrix()
+    keys = list(dict.fromkeys([*before, *after]))  # train sizes and draws are in a matrix only when given
     changes = [
-        f"{key} {before[key]} -> {after[key]}" for key in before if key != "options" and before[key] != after[key]
+        f"{key} {before.get(key)} -> {after.get(key)}"
+        for key in keys
+        if key != "options" and before.get(key) != after.get(key)
     ]
     if before["options"] != after["options"] and not changes:
         changes.append("run options (epochs, image size, weights, backend options...)")

@@ -55,3 +55,33 @@ def test_bad_blocks_are_one_line_usage_errors(tmp_path: Path, capsys) -> None:
     assert main([str(page)]) == 2
     assert "findings option 'colour=red'" in capsys.readouterr().err
     assert main([str(tmp_path / "missing.md")]) == 2
+
+
+def test_a_label_efficiency_block_renders_sizes_and_the_crossover(tmp_path: Path) -> None:
+    accuracy = {("linear_probe", "5"): [0.7, 0.7], ("full_finetune", "5"): [0.6, 0.64]}
+    accuracy |= {("linear_probe", "10"): [0.7, 0.7], ("full_finetune", "10"): [0.8, 0.84]}
+    for (strategy, size), values in accuracy.items():
+        for draw, value in enumerate(values):
+            record = {"backend": "timm", "model": "m", "strategy": strategy, "dataset": "medmnist:/x/breast.npz"}
+            record |= {"seed": 0, "train_size": size, "draw": draw, "train_images": 2 * int(size), "status": "ok"}
+            append_result(tmp_path / "results" / "le" / "results.jsonl", {**record, "accuracy": value, "train_s": 1.0})
+    page = tmp_path / "docs" / "page.md"
+    page.parent.mkdir()
+    block = "<!-- findings: suites=results/le kind=label_efficiency columns=accuracy,train_s -->\n"
+    page.write_text(block + "<!-- /findings -->\n")
+    assert main([str(page), "--write"]) == 0
+    text = page.read_text()
+    assert "| strategy | accuracy @ 5/class (10 img) | accuracy @ 10/class (20 img) |" in text
+    assert "| `full_finetune` | 0.620 ± 0.254 | 0.820 ± 0.254 | 1.0 | 1.0 |" in text  # t(0.975, 1) x 0.02
+    assert "- breast.npz: fine-tuning (full_finetune) overtakes the probes (linear_probe) from 10/class (+0.120" in text
+    assert main([str(page)]) == 0
+    page.write_text(block.replace("results/le", "results/later") + "<!-- /findings -->\n")
+    assert main([str(page), "--write"]) == 0
+    assert "_No committed results yet: `tlbench run suites/later.toml`" in page.read_text()
+
+
+def test_the_readme_label_efficiency_section_matches_the_committed_results() -> None:
+    page = ROOT / "README.md"
+    _, changed = regenerate(page.read_text(), ROOT)
+    assert changed == [], "regenerate with: python -m tlbench.benchmarks.tools.findings README.md --write"
+    assert "kind=label_efficiency" in page.read_text()

@@ -67,7 +67,12 @@ class Explanation:
 
 # ---- choosing the cell and the image --------------------------------------------------------------------
 def _cell_ids(records: list[dict[str, Any]]) -> list[str]:
-    return [cell_id(r["backend"], r["model"], r["strategy"], r["dataset"], int(r["seed"])) for r in records]
+    return [
+        cell_id(
+            r["backend"], r["model"], r["strategy"], r["dataset"], int(r["seed"]), r.get("train_size"), r.get("draw")
+        )
+        for r in records
+    ]
 
 
 def select_record(suite_dir: Path, cell: str | None) -> dict[str, Any]:
@@ -262,7 +267,15 @@ def explain_cell(
     if not 1 <= stages <= 8:
         raise ExplainError(f"--stages {stages} is out of range; expected 1..8")
     record = select_record(suite_dir, cell)
-    name = cell_id(record["backend"], record["model"], record["strategy"], record["dataset"], int(record["seed"]))
+    name = cell_id(
+        record["backend"],
+        record["model"],
+        record["strategy"],
+        record["dataset"],
+        int(record["seed"]),
+        record.get("train_size"),
+        record.get("draw"),
+    )
     preds = load_predictions(suite_dir, record)
     if preds is None:
         raise ExplainError(f"cell {name!r} stored no predictions.npz; expected a cell finished by `tlbench run`")

@@ -197,7 +197,15 @@ def _export(client_class: Any, suite_dir: Path, tracking_uri: str | None, experi
     }
     counts = {"created": 0, "replaced": 0, "unchanged": 0}
     for record in records:
-        identity = cell_id(record["backend"], record["model"], record["strategy"], record["dataset"], record["seed"])
+        identity = cell_id(
+            record["backend"],
+            record["model"],
+            record["strategy"],
+            record["dataset"],
+            record["seed"],
+            record.get("train_size"),
+            record.get("draw"),
+        )
         digest = record_sha256(record)
         previous = existing.get(identity)
         if previous is not None and previous.data.tags.get(SHA_TAG) == digest:

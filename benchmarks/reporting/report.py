@@ -14,6 +14,7 @@ import json
 from collections.abc import Sequence
 from pathlib import Path
 
+from . import label_efficiency
 from .evidence import build_evidence
 from .html_report import render_html
 from .options import ReportOptions
@@ -69,8 +70,10 @@ def write_report(
     out.mkdir(parents=True, exist_ok=True)
     records, sources = load_suites(dirs)
     options = options or ReportOptions()
-    frame = results_frame(records)
+    every = results_frame(records)
+    frame = label_efficiency.whole_train_frame(every)  # label-efficiency subsets have their own sections
     evidence = build_evidence(frame, sources, options, data_warnings)
+    evidence.sections += label_efficiency.sections(every)
     tables = build_tables(frame, sources, evidence)
     images: dict[str, Path] = {}
     if plots:
@@ -78,6 +81,9 @@ def write_report(
 
         images = draw_suite_plots(frame, sources, out / "plots")
         images.update(draw_evidence_plots(evidence, out / "plots"))
+        curves = label_efficiency.label_efficiency_plot(every, out / "plots" / "label_efficiency.png")
+        if curves is not None:
+            images["Label efficiency: accuracy and ROC-AUC against labelled images"] = curves
     relative = {title: path.relative_to(out) for title, path in images.items()}
     name = " + ".join(suite_name_of(d) for d in dirs)
     env_line = " ".join(line for line in map(environment_line, dirs) if line)
@@ -90,7 +96,7 @@ def write_report(
     }
     paths["answer"].write_text(render_answer(evidence))
     paths["md"].write_text(render_markdown(tables, name, env_line, relative))
-    csv_frame(frame).to_csv(paths["csv"], index=False)
+    csv_frame(every).to_csv(paths["csv"], index=False)
     paths["tex"].write_text(render_latex(tables))
     paths["html"].write_text(render_html(tables, name, env_line, images, CI_NOTE))
     if not evidence.clinical_cells.empty:

@@ -37,9 +37,15 @@ def _key(cell_or_record: Any) -> tuple[str, str, str, str, int]:
     return get("backend"), get("model"), get("strategy"), get("dataset"), int(get("seed"))
 
 
+def _subset(cell_or_record: Any) -> tuple[str | None, int | None]:
+    if isinstance(cell_or_record, dict):
+        return cell_or_record.get("train_size"), cell_or_record.get("draw")
+    return getattr(cell_or_record, "train_size", None), getattr(cell_or_record, "draw", None)
+
+
 def cell_dir(suite_dir: Path, cell_or_record: Any) -> Path:
     """The artifact directory of a cell (a ``CellConfig``) or of a result record (a dict): where it is written."""
-    return Path(suite_dir) / "cells" / cell_id(*_key(cell_or_record))
+    return Path(suite_dir) / "cells" / cell_id(*_key(cell_or_record), *_subset(cell_or_record))
 
 
 def existing_cell_dir(suite_dir: Path, cell_or_record: Any) -> Path:

@@ -38,7 +38,7 @@ from ...core.strategies import Strategy, get_strategy
 from ...datasets import ArrayDataset, ResizePolicy, Split
 from . import artifacts
 from .backend_options import backend_options
-from .cell_data import data_facts, duplicates_line, groups_line, load_cell_dataset, without_test
+from .cell_data import data_facts, duplicates_line, groups_line, load_cell_dataset, train_subset, without_test
 from .cell_feature_head import run_feature_head_cell
 from .cell_network import run_network_cell
 from .cell_tuning import run_tuning_trial_cell
@@ -186,6 +186,10 @@ class CellRun:
                 self.log(f"duplicates: {duplicates_line(self.record['duplicates'])}")
             if self.record["groups"]:
                 self.log(f"groups: {groups_line(self.record['groups'])}")
+            if self.cell.train_size is not None:  # the label-efficiency subset the kind's train_rows will take
+                subset = train_subset(dataset, self.cell.train_size, self.cell.draw)
+                self.record.update(train_images=len(subset.rows), train_subset=subset.facts())
+                self.log(subset.note())
         return dataset, policy
 
     def add_mfu(self, dtype: str) -> None:

@@ -13,6 +13,7 @@ import numpy as np
 from ...backends.base import Backend
 from ...datasets import ArrayDataset, ResizePolicy, Split, load_dataset
 from ...datasets.splitting import train_subset_rows
+from ...datasets.subsets import Subset, subset_rows
 from .config import RunOptions
 
 
@@ -53,9 +54,25 @@ def without_test(dataset: ArrayDataset) -> ArrayDataset:
     return ArrayDataset(name=dataset.name, class_names=list(dataset.class_names), splits=splits, meta=meta)
 
 
-def train_rows(dataset: ArrayDataset, limit: int | None, seed: int) -> np.ndarray | None:
-    """Rows of the train split a cell uses (``--max-train-images``): ``None`` for all (``train_subset_rows``)."""
+def train_rows(
+    dataset: ArrayDataset, limit: int | None, seed: int, train_size: str | None = None, draw: int | None = None
+) -> np.ndarray | None:
+    """Rows of the train split a cell uses: ``None`` for all. The one place a cell's train split is subset: a
+    label-efficiency subset (``--train-sizes``: ``train_subset``, independent of ``seed``) or else
+    ``--max-train-images`` (``train_subset_rows``)."""
+    if train_size is not None:
+        subset = train_subset(dataset, train_size, draw)
+        return None if len(subset.rows) == len(dataset.splits["train"]) else subset.rows
     return train_subset_rows(np.asarray(dataset.splits["train"].labels), limit, seed)
+
+
+def train_subset(dataset: ArrayDataset, train_size: str, draw: int | None) -> Subset:
+    """The nested, stratified, group-aware subset ``train_size`` of draw ``draw`` of the train split, seeded by the
+    draw and the dataset's name only (``datasets.subsets``): the same rows for every strategy, backend and seed."""
+    train = dataset.splits["train"]
+    return subset_rows(
+        np.asarray(train.labels), train.groups, train_size, int(draw or 0), dataset.name, list(dataset.class_names)
+    )
 
 
 def train_split(dataset: ArrayDataset, keep: np.ndarray | None) -> Split:

@@ -22,7 +22,7 @@ from ...core.strategies import Strategy
 from ...datasets import ArrayDataset
 from .backend_options import backend_options
 from .cell_context import CellContext
-from .cell_data import dataset_meta_for_record, train_rows
+from .cell_data import dataset_meta_for_record, train_rows, train_subset
 from .features import CachedFeatures, backbone_features
 from .inference_timing import latency_columns, time_inference, timing_slices
 from .measures import count_flops
@@ -65,11 +65,13 @@ def fit_feature_head(run: CellContext, strategy: Strategy, backend_class: type[B
         for name in names:
             if not np.array_equal(part.dataset.splits[name].labels, first.splits[name].labels):
                 raise BackendError(f"fusion: the {name} split of {part.model!r} differs from {parts[0].model!r}'s")
-    keep = train_rows(first, opts.max_train_images, cell.seed)
+    keep = train_rows(first, opts.max_train_images, cell.seed, cell.train_size, cell.draw)
     stack = {name: np.concatenate([p.features.splits[name] for p in parts], axis=1) for name in names}
     labels = {name: np.asarray(first.splits[name].labels) for name in names}
     if keep is not None:
-        stack["train"], labels["train"] = stack["train"][keep], labels["train"][keep]
+        labels["train"] = labels["train"][keep]
+        if cell.train_size is None:  # a label-efficiency subset's features hold its rows only (``_backbone``)
+            stack["train"] = stack["train"][keep]
     record["split_sizes"] = {name: len(labels[name]) for name in labels}
     fit_start = time.perf_counter()
     result = run_probe(
@@ -136,6 +138,13 @@ def _backbone(run: CellContext, strategy: Strategy, backend_class: type[Backend]
     )
     info = backend.build(spec)
     counts = backend.apply_phase(make_plan(strategy, backend.stages(), epochs=1, seed=cell.seed).phases[0])
+    splits = {name: split.images for name, split in dataset.splits.items()}
+    subset_sha = None
+    if cell.train_size is not None:  # a label-efficiency subset: only its rows are extracted (and timed)
+        keep = train_rows(dataset, None, cell.seed, cell.train_size, cell.draw)
+        if keep is not None:
+            splits["train"] = np.asarray(splits["train"][keep])
+            subset_sha = train_subset(dataset, cell.train_size, cell.draw).facts()["rows_sha"]
     features = backbone_features(
         backend,
         backend_name=cell.backend,
@@ -146,10 +155,11 @@ def _backbone(run: CellContext, strategy: Strategy, backend_class: type[Backend]
         dataset_entry=dataset_meta_for_record(dataset.meta).get("cache_entry") or cell.dataset,
         spec=cell.dataset,
         policy_key=policy.key(),
-        splits={name: split.images for name, split in dataset.splits.items()},
+        splits=splits,
         pooled=True,
         framework_versions=record["framework_versions"],
         log=run.log,
+        train_subset=subset_sha,
     )
     return Backbone(model, backend, info, dataset, features, counts.total)
 

@@ -54,7 +54,7 @@ def prepare_network(run: CellContext, strategy: Strategy, backend_class: type[Ba
     weights = opts.weights_for(cell.backend)
     image_size = record["image_size"] = opts.image_size_for(backend_class, cell.model, weights)
     dataset, policy = run.load_dataset(backend, cell.model, weights, record_data=True)
-    keep = train_rows(dataset, opts.max_train_images, cell.seed)
+    keep = train_rows(dataset, opts.max_train_images, cell.seed, cell.train_size, cell.draw)
     train = train_split(dataset, keep)
     val = dataset.splits["val"]
     record["split_sizes"] = {"train": len(train), **{n: len(s) for n, s in dataset.splits.items() if n != "train"}}
@@ -113,8 +113,15 @@ def prepare_network(run: CellContext, strategy: Strategy, backend_class: type[Ba
             run.log,
         )
 
+    subset_sha = (
+        (record.get("train_subset") or {}).get("rows_sha") if keep is not None and cell.train_size is not None else None
+    )
+
     def feature_source() -> Any:
-        splits = {"train": dataset.splits["train"].images, "val": val.images}
+        # a label-efficiency subset extracts its own rows only (its seconds are the subset's); otherwise the whole
+        # split's entry is shared and the kept rows taken from it
+        train_images = train.images if subset_sha is not None else dataset.splits["train"].images
+        splits = {"train": train_images, "val": val.images}
         cached = backbone_features(
             backend,
             backend_name=cell.backend,
@@ -129,8 +136,9 @@ def prepare_network(run: CellContext, strategy: Strategy, backend_class: type[Ba
             pooled=False,
             framework_versions=record["framework_versions"],
             log=run.log,
+            train_subset=subset_sha,
         )
-        if keep is not None:
+        if keep is not None and subset_sha is None:
             cached.splits["train"] = cached.splits["train"][keep]
         return cached
 

@@ -61,6 +61,9 @@ class CellConfig:
     strategy: str
     dataset: str
     seed: int
+    #: label efficiency (``--train-sizes``, ``--draws``): the train subset and its draw; ``None``: the whole split
+    train_size: str | None = None
+    draw: int | None = None
 
 
 @dataclass(frozen=True)
@@ -222,13 +225,25 @@ class SuiteConfig:
     datasets: tuple[str, ...] = ("digits",)
     seeds: tuple[int, ...] = (0,)
     options: RunOptions = field(default_factory=RunOptions)
+    #: label efficiency: train sizes (``"25"`` per class, ``"10%"``) and draws per size; ``()``: the whole split
+    train_sizes: tuple[str, ...] = ()
+    draws: int = 1
+
+    def subsets(self) -> list[tuple[str | None, int | None]]:
+        """The (train size, draw) pairs each cell of the matrix runs with: ``[(None, None)]`` without train sizes;
+        ``100%`` runs draw 0 only (it is the same set in every draw)."""
+        if not self.train_sizes:
+            return [(None, None)]
+        from ...datasets.subsets import draws_of
+
+        return [(size, draw) for size in self.train_sizes for draw in draws_of(size, self.draws)]
 
     def cells(self) -> list[CellConfig]:
-        """All cells, in matrix order (dataset, model, backend, strategy, seed)."""
+        """All cells, in matrix order (dataset, train size, draw, model, backend, strategy, seed)."""
         return [
-            CellConfig(backend=b, model=m, strategy=s, dataset=d, seed=seed)
-            for d, m, b, s, seed in itertools.product(
-                self.datasets, self.models, self.backends, self.strategies, self.seeds
+            CellConfig(backend=b, model=m, strategy=s, dataset=d, seed=seed, train_size=size, draw=draw)
+            for d, (size, draw), m, b, s, seed in itertools.product(
+                self.datasets, self.subsets(), self.models, self.backends, self.strategies, self.seeds
             )
         ]
 
@@ -247,12 +262,15 @@ class SuiteConfig:
             datasets=tuple(data.get("datasets", ())),
             seeds=tuple(int(seed) for seed in data.get("seeds", ())),
             options=RunOptions.from_dict(data.get("options") or {}),
+            train_sizes=tuple(str(size) for size in data.get("train_sizes", ())),
+            draws=int(data.get("draws", 1)),
         )
 
     def matrix(self) -> dict[str, Any]:
         """What makes two runs the same matrix: the cells (backends, models, strategies, datasets, seeds, in any
-        order) and, per backend, the options that change its results (``RunOptions.fingerprint``)."""
-        return {
+        order) and, per backend, the options that change its results (``RunOptions.fingerprint``); train sizes and
+        draws only when given (a matrix without them keeps its hash)."""
+        matrix = {
             "backends": sorted(self.backends),
             "models": sorted(self.models),
             "strategies": sorted(self.strategies),
@@ -260,6 +278,9 @@ class SuiteConfig:
             "seeds": sorted(self.seeds),
             "options": {backend: self.options.fingerprint(backend) for backend in sorted(self.backends)},
         }
+        if self.train_sizes:
+            matrix.update(train_sizes=sorted(self.train_sizes), draws=self.draws)
+        return matrix
 
     def matrix_hash(self) -> str:
         """12 hex digits of ``matrix()``."""

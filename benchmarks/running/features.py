@@ -190,6 +190,7 @@ def backbone_features(
     pooled: bool,
     framework_versions: dict[str, str],
     log: Callable[[str], None],
+    train_subset: str | None = None,
 ) -> CachedFeatures:
     """A cell's frozen-backbone features of ``splits`` through the on-disk cache (``cached_features``).
 
@@ -204,6 +205,9 @@ def backbone_features(
         pooled: globally pooled ``(N, D)`` vectors (scikit-learn heads), else what the backend's head consumes.
         framework_versions: the framework's versions (part of the key).
         log: the cell's log.
+        train_subset: the hash of the train rows when ``splits["train"]`` is a label-efficiency subset
+            (``--train-sizes``): part of the key, so a subset entry holds the subset's rows only and its extraction
+            seconds are the subset's.
     """
     key = feature_key(
         backend=backend_name,
@@ -218,6 +222,7 @@ def backbone_features(
         spec=spec,
         dedup=options.dedup,
         **({"groups": f"{options.group_by}|{options.group_leakage}"} if options.group_by is not None else {}),
+        **({"train_subset": train_subset} if train_subset is not None else {}),
         sizes={k: len(v) for k, v in splits.items()},
         versions=framework_versions,
     )

@@ -196,7 +196,9 @@ def _time_records(
                     partial(
                         deploy.calibration_images,
                         train.images,
-                        train_rows(dataset, options.max_train_images, seed),
+                        train_rows(
+                            dataset, options.max_train_images, seed, record.get("train_size"), record.get("draw")
+                        ),
                         len(batches[0]),
                     ),
                     log,

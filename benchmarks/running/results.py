@@ -83,6 +83,12 @@ RESULT_COLUMNS = [
     "duplicates",
     "groups",
     "dataset_meta",
+    # label efficiency (--train-sizes, --draws): the train subset's size and draw, the images it holds, and its facts
+    # (per-class counts, capped classes, patient groups, a hash of the rows); None for cells on the whole train split
+    "train_size",
+    "draw",
+    "train_images",
+    "train_subset",
     # provenance
     "options_hash",
     # the code that made the record: {"commit": sha, "diff_sha": hash of uncommitted changes or None}
@@ -112,12 +118,18 @@ def spread(values: Iterable[float]) -> float:
 
 
 #: the columns that identify a cell of the matrix
-CELL_KEY = ("backend", "model", "strategy", "dataset", "seed")
+CELL_KEY = ("backend", "model", "strategy", "dataset", "seed", "train_size", "draw")
 
 
 def cell_key(record: dict[str, Any]) -> tuple:
-    """The (backend, model, strategy, dataset, seed) identity of a record."""
+    """The (backend, model, strategy, dataset, seed, train size, draw) identity of a record (the last two ``None``
+    on the whole train split, as in records made before they existed)."""
     return tuple(record.get(k) for k in CELL_KEY)
+
+
+def subset_tag(train_size: str | None, draw: int | None) -> str | None:
+    """``25-d0`` / ``10pct-d1``: the train subset part of a cell id, ``None`` on the whole train split."""
+    return None if train_size is None else f"{str(train_size).replace('%', 'pct')}-d{int(draw or 0)}"
 
 
 #: one part of a cell id kept as it is: filesystem-safe characters, single underscores inside
@@ -138,21 +150,32 @@ def _squash(part: str, limit: int) -> str:
     return f"{safe[:head]}-{safe[-(limit - head - 1) :]}"
 
 
-def cell_id(backend: str, model: str, strategy: str, dataset: str, seed: int) -> str:
+def cell_id(
+    backend: str,
+    model: str,
+    strategy: str,
+    dataset: str,
+    seed: int,
+    train_size: str | None = None,
+    draw: int | None = None,
+) -> str:
     """A filesystem-safe, readable identifier of a cell (its artifact directory's name), one per cell.
 
     A cell whose names are plain (filesystem-safe, no double underscore) keeps ``backend__model__strategy__
     dataset__s<seed>``; any other (a dataset spec with a path, a long name) gets a readable prefix, its parts cut
     to ``PREFIX_PART_MAX`` characters, and 12 hex digits of the hash of the full key, so two cells never share a
-    directory: plain ids end in ``__s<seed>``, hashed ones in ``__<hex>``.
+    directory: plain ids end in ``__s<seed>``, hashed ones in ``__<hex>``. A train subset (``--train-sizes``) adds
+    ``__<size>-d<draw>`` before the seed.
     """
     parts = (backend, model, strategy, dataset)
-    plain = "__".join(parts) + f"__s{seed}"
+    tag = subset_tag(train_size, draw)
+    subset = f"__{tag}" if tag else ""
+    plain = "__".join(parts) + f"{subset}__s{seed}"
     if all(_PLAIN_PART.fullmatch(p) for p in parts) and len(plain) <= PLAIN_ID_MAX:
         return plain
-    digest = hashlib.sha256(json.dumps([*parts, int(seed)]).encode()).hexdigest()[:12]
+    digest = hashlib.sha256(json.dumps([*parts, int(seed), *([tag] if tag else [])]).encode()).hexdigest()[:12]
     prefix = "__".join(_squash(part, limit) for part, limit in zip(parts, PREFIX_PART_MAX, strict=True))
-    return f"{prefix}__s{seed}__{digest}"
+    return f"{prefix}{subset}__s{seed}__{digest}"
 
 
 def legacy_cell_id(backend: str, model: str, strategy: str, dataset: str, seed: int) -> str:
@@ -176,6 +199,8 @@ def empty_record(cell: Any, options: Any) -> dict[str, Any]:
         strategy=cell.strategy,
         dataset=cell.dataset,
         seed=cell.seed,
+        train_size=getattr(cell, "train_size", None),
+        draw=getattr(cell, "draw", None),
         batch_size=options.batch_size,
         image_size=options.image_size,
         epochs=options.epochs,
@@ -281,7 +306,10 @@ def other_code_warnings(records: Iterable[dict[str, Any]], shown: int = 4) -> li
     finished by other code): the version of most cells, then each other version with its cells."""
     groups: dict[str, list[str]] = {}
     for record in records:
-        name = "/".join(str(record.get(k)) for k in CELL_KEY[:-1]) + f"/s{record.get('seed')}"
+        tag = subset_tag(record.get("train_size"), record.get("draw"))
+        name = (
+            "/".join(str(record.get(k)) for k in CELL_KEY[:4]) + (f"/{tag}" if tag else "") + f"/s{record.get('seed')}"
+        )
         groups.setdefault(code_label(record.get("code_version")), []).append(name)
     if len(groups) < 2:
         return []
