@@ -16,6 +16,7 @@ from pathlib import Path
 
 from .evidence import build_evidence
 from .html_report import render_html
+from .incremental import INCREMENTAL_PLOT_TITLE, draw_incremental_plot, incremental_sections, step_frame
 from .options import ReportOptions
 from .plots import draw_suite_plots
 from .sources import load_suites
@@ -71,6 +72,8 @@ def write_report(
     options = options or ReportOptions()
     frame = results_frame(records)
     evidence = build_evidence(frame, sources, options, data_warnings)
+    latest = frame.to_dict("records")  # the latest record per cell
+    evidence.sections += incremental_sections(latest)
     tables = build_tables(frame, sources, evidence)
     images: dict[str, Path] = {}
     if plots:
@@ -78,6 +81,9 @@ def write_report(
 
         images = draw_suite_plots(frame, sources, out / "plots")
         images.update(draw_evidence_plots(evidence, out / "plots"))
+        incremental_plot = draw_incremental_plot(step_frame(latest), out / "plots" / "incremental.png")
+        if incremental_plot is not None:
+            images[INCREMENTAL_PLOT_TITLE] = incremental_plot
     relative = {title: path.relative_to(out) for title, path in images.items()}
     name = " + ".join(suite_name_of(d) for d in dirs)
     env_line = " ".join(line for line in map(environment_line, dirs) if line)
