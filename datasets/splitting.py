@@ -105,9 +105,10 @@ def increment_chunks(labels: np.ndarray, groups: list[str | None] | None, count:
 
     Units are the groups (an image whose group is ``None``, or every image when ``groups`` is ``None``, stands
     alone), visited largest first with ties in a seeded random order; each unit joins the chunk whose per-label
-    counts it brings closest (squared error) to the per-chunk targets, ``1/count`` of each label's images, so every
-    chunk holds about the same share of every label and no group spans two chunks. Step ``k`` of an incremental
-    run trains on chunks ``0..k-1``. The chunks depend only on the labels, the groups, ``count`` and ``seed``.
+    counts it brings closest (squared error) to the per-chunk targets, ``1/count`` of each label's images (ties: the
+    chunk with fewest images), so every chunk holds about the same share of every label and no group spans two
+    chunks. Step ``k`` of an incremental run trains on chunks ``0..k-1``. The chunks depend only on the labels, the
+    groups, ``count`` and ``seed``.
 
     Returns:
         ``count`` sorted, disjoint index arrays covering every row.
@@ -135,7 +136,8 @@ def increment_chunks(labels: np.ndarray, groups: list[str | None] | None, count:
     chunk_of = np.zeros(len(codes), dtype=np.int64)
     for unit in order:
         gain = ((chunk_counts + counts[unit] - target) ** 2).sum(axis=1) - ((chunk_counts - target) ** 2).sum(axis=1)
-        chunk = int(np.argmin(gain))  # ties: the first such chunk
+        tied = np.flatnonzero(np.isclose(gain, gain.min()))
+        chunk = int(tied[np.argmin(chunk_counts[tied].sum(axis=1))])  # ties: the smallest chunk, then the first
         chunk_counts[chunk] += counts[unit]
         chunk_of[unit] = chunk
     rows = chunk_of[member]
