@@ -12,7 +12,11 @@ Options of the opening comment (``key=value``, space-separated):
 - ``suites``: comma-separated suite directories, relative to the repository root (the page's folder's parent);
 - ``columns``: result columns, one table column each (``accuracy``, ``roc_auc``, ``train_s``, ``trainable_params``...);
 - ``by``: optional, a matrix column (``backend``, ``dataset``) whose values split every metric column in several;
-- ``rows``: the matrix column naming a row (default ``strategy``).
+- ``rows``: the matrix column naming a row (default ``strategy``);
+- ``kind=incremental``: instead of ``columns``, the ``--increments`` suites' table (``metric=`` names the test metric,
+  default ``accuracy``): one row per strategy and mode, the metric after each step (labelled images in the title),
+  the cumulative training seconds after the last step, and the final gap to ``retrain`` paired by seed
+  (``reporting.incremental``).
 
 Each cell is the mean over the latest finished records of the row (one per seed) with the half-width of the 95 %
 Student-t interval (``reporting.stats.t_interval``) when there are several; rows are sorted by the first column,
@@ -31,6 +35,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from ..reporting.incremental import gap_text, paired_gaps, step_frame
 from ..reporting.stats import t_interval
 from ..reporting.tables import header
 from ..running.results import latest_by_cell, load_results
@@ -56,13 +61,15 @@ def parse_options(text: str) -> dict[str, Any]:
     Raises:
         FindingsError: an option without ``=``, an unknown one, or no ``suites``/``columns``.
     """
-    options: dict[str, Any] = {"rows": "strategy", "by": None}
+    options: dict[str, Any] = {"rows": "strategy", "by": None, "kind": "table", "metric": "accuracy"}
     for item in text.split():
         key, sep, value = item.partition("=")
-        if not sep or key not in ("suites", "columns", "by", "rows"):
-            raise FindingsError(f"findings option {item!r}: expected suites=, columns=, by= or rows=")
+        if not sep or key not in ("suites", "columns", "by", "rows", "kind", "metric"):
+            raise FindingsError(f"findings option {item!r}: expected suites=, columns=, by=, rows=, kind= or metric=")
         options[key] = value.split(",") if key in ("suites", "columns") else value
-    for key in ("suites", "columns"):
+    if options["kind"] not in ("table", "incremental"):
+        raise FindingsError(f"findings option kind={options['kind']!r}: expected table or incremental")
+    for key in ("suites",) if options["kind"] == "incremental" else ("suites", "columns"):
         if not options.get(key):
             raise FindingsError(f"findings block {text!r} has no {key}=")
     return options
@@ -90,18 +97,52 @@ def _label(by: str, value: Any) -> str:
     return text
 
 
-def render(options: dict[str, Any], root: Path) -> str:
-    """The Markdown table of one block.
-
-    Raises:
-        FindingsError: a suite directory without ``results.jsonl``.
-    """
+def _records(options: dict[str, Any], root: Path) -> list[dict[str, Any]]:
     records = []
     for suite in options["suites"]:
         path = root / suite / "results.jsonl"
         if not path.is_file():
             raise FindingsError(f"findings: {suite}/results.jsonl not found (a committed suite directory expected)")
         records += [r for r in latest_by_cell(load_results(path)) if r.get("status") == "ok"]
+    return records
+
+
+def render_incremental(options: dict[str, Any], root: Path) -> str:
+    """The ``kind=incremental`` table: per strategy and mode, ``metric`` after each step, the cumulative training
+    seconds after the last one, and the final gap to ``retrain`` (mean [95 % t-interval] over seeds)."""
+    metric = options["metric"]
+    steps = step_frame(_records(options, root))
+    if steps.empty:
+        raise FindingsError(f"findings: {','.join(options['suites'])} holds no --increments record")
+    several = steps["dataset"].nunique() > 1
+    counts = steps.groupby("step")["train_images"].mean()
+    titles = [f"{header(metric)} after {round(counts[k])} images" for k in counts.index]
+    lines = ["| strategy | mode | " + " | ".join([*titles, "cumulative training (s)", "final gap to retrain"]) + " |"]
+    lines.append("|---" * (len(titles) + 4) + "|")
+    gaps = {mode: paired_gaps(steps, mode, metric) for mode in ("continue", "shrink_perturb")}
+    for (dataset, strategy), group in steps.groupby(["dataset", "strategy"], sort=False):
+        name = f"`{strategy}`" + (f" ({_label('dataset', dataset)})" if several else "")
+        for mode in dict.fromkeys(group["mode"]):
+            mine = group[group["mode"] == mode]
+            cells = [_format(metric, [float(v) for v in mine[mine["step"] == k][metric]]) for k in counts.index]
+            last = mine[mine["step"] == mine["step"].max()]
+            cells.append(_format("cumulative_train_s", [float(v) for v in last["cumulative_train_s"]]))
+            gap = gaps.get(mode)
+            row = gap[(gap["dataset"] == dataset) & (gap["strategy"] == strategy)] if gap is not None else gap
+            cells.append(gap_text(row.iloc[0], metric) if row is not None and not row.empty else "–")
+            lines.append(f"| {name} | {mode} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def render(options: dict[str, Any], root: Path) -> str:
+    """The Markdown table of one block.
+
+    Raises:
+        FindingsError: a suite directory without ``results.jsonl``.
+    """
+    if options["kind"] == "incremental":
+        return render_incremental(options, root)
+    records = _records(options, root)
     rows_key, by = options["rows"], options["by"]
     splits = list(dict.fromkeys(r.get(by) for r in records)) if by else [None]
     columns = [(c, s) for c in options["columns"] for s in splits]
