@@ -632,7 +632,9 @@ def cell_summary(record: dict[str, Any]) -> str:
             train = f"features={record.get('feature_extract_images_per_s') or float('nan'):.1f} img/s"
         infer = f"infer={record['infer_images_per_s']:.1f} img/s"
         line = f"{name}: accuracy={record['accuracy']:.3f} {train} {infer} wall={record['wall_s']:.1f} s"
-        return line + data_notes(record)
+        from .reporting.incremental import increments_note  # reporting (pandas) only once a cell has finished
+
+        return line + increments_note(record) + data_notes(record)
     return f"{name}: FAILED: {record.get('error')}"
 
 

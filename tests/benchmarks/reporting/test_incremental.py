@@ -114,3 +114,12 @@ def test_the_plot_is_written(tmp_path):
     path = draw_incremental_plot(step_frame(RECORDS), tmp_path / "plots" / "incremental.png")
     assert path is not None and path.stat().st_size > 10_000
     assert draw_incremental_plot(step_frame([]), tmp_path / "none.png") is None
+
+
+def test_the_console_line_gives_each_modes_last_step():
+    from tlbench.benchmarks.reporting.incremental import increments_note
+
+    assert increments_note(record(0)) == (
+        "; after 2 steps: continue 0.700 (10.0 s), retrain 0.800 (16.0 s), shrink_perturb 0.780 (11.0 s)"
+    )
+    assert increments_note({"increments": None}) == ""
