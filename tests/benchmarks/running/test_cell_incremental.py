@@ -137,3 +137,15 @@ def test_options_round_trip_and_fingerprint_only_when_used():
     assert plain.fingerprint("timm") == replace(plain, shrink_perturb=(0.3, 0.0001)).fingerprint("timm")
     assert plain.fingerprint("timm") != incremental.fingerprint("timm")
     assert incremental.fingerprint("timm") != replace(incremental, shrink_perturb=(0.5, 0.01)).fingerprint("timm")
+
+
+def test_a_backend_without_shrink_perturb_refuses_it_in_one_line():
+    from tlbench.backends import Backend, BackendError
+
+    class Plain(FakeBackend):
+        shrink_perturb = Backend.shrink_perturb  # the base class's: not implemented
+
+    backend = Plain("cpu")
+    backend.build(ModelSpec("softmax", 3, 16, seed=0))
+    with pytest.raises(BackendError, match="backend Plain cannot shrink and perturb its weights"):
+        start_step(backend, "shrink_perturb", backend.snapshot(), 0.3, 0.0, 1, [])
