@@ -23,6 +23,7 @@ from __future__ import annotations
 import abc
 import os
 import re
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
@@ -310,6 +311,18 @@ class Backend(abc.ABC):
     @abc.abstractmethod
     def restore(self, state: Any) -> None:
         """Put back a state made by ``snapshot``."""
+
+    def shrink_perturb(self, shrink: float, sigma: float, seed: int, stages: Collection[str]) -> None:
+        """Shrink and perturb the weights in place (Ash & Adams, NeurIPS 2020): ``w <- shrink * w + N(0, sigma^2)``.
+
+        Applies to the head's parameters and to the parameters of the named backbone ``stages`` (those the plan
+        trains); BatchNorm running statistics and other buffers stay as they are. The noise is drawn from ``seed``,
+        so the same call on the same weights gives the same result. ``sigma=0`` scales by exactly ``shrink``.
+
+        Raises:
+            BackendError: the backend does not implement it (``--increment-modes shrink_perturb``).
+        """
+        raise BackendError(f"backend {type(self).__name__} cannot shrink and perturb its weights (shrink_perturb)")
 
     @abc.abstractmethod
     def save_weights(self, path: str) -> None:

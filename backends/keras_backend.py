@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import os
 import warnings
+from collections.abc import Collection
 from importlib import metadata
 from typing import Any, ClassVar
 
@@ -299,6 +300,8 @@ class KerasBackend(Backend):
         self._preprocess = getattr(keras.applications, info.module).preprocess_input
         self._state_vars = list(backbone.weights) + list(head.weights)
         backbone.trainable, head.trainable = True, True
+        #: the parameters (not BatchNorm statistics), read while every layer is trainable (``shrink_perturb``)
+        self._param_ids = {id(v) for v in backbone.trainable_weights + head.trainable_weights}
         self._total_params = sum(int(np.prod(v.shape)) for v in backbone.trainable_weights + head.trainable_weights)
         self.stage_layer_names()  # fails early if a weighted layer belongs to no stage
         self._make_inference_functions()
@@ -726,6 +729,26 @@ class KerasBackend(Backend):
         self._require_model()
         for variable, value in zip(self._state_vars, state, strict=True):
             variable.assign(value)
+
+    def shrink_perturb(self, shrink: float, sigma: float, seed: int, stages: Collection[str]) -> None:
+        """``variable.assign`` of the shrunk and perturbed values (numpy noise from ``seed``), so every Keras
+        engine does the same."""
+        info, backbone = self._require_model()
+        wanted = {index for index, (label, _) in enumerate(info.stages) if label in set(stages)}
+        chosen = list(self.head.weights)
+        for layer in backbone.layers:
+            index = info.stage_of(layer.name)
+            if index in wanted or (index is None and wanted):  # apply_phase trains stage-less layers with any stage
+                chosen.extend(layer.weights)
+        rng = np.random.default_rng(int(seed))
+        for variable in chosen:
+            if id(variable) not in self._param_ids:  # BatchNorm moving statistics stay
+                continue
+            value = np.asarray(variable.numpy())
+            new = value * np.asarray(shrink, dtype=value.dtype)
+            if sigma:
+                new = new + rng.normal(0.0, sigma, size=value.shape).astype(value.dtype)
+            variable.assign(new)
 
     def save_weights(self, path: str) -> None:
         """Write backbone + head weights as one Keras ``.weights.h5`` (HDF5, no pickle), atomically."""

@@ -16,6 +16,7 @@ from __future__ import annotations
 import abc
 import os
 from collections import OrderedDict
+from collections.abc import Collection
 from typing import Any
 
 import numpy as np
@@ -718,6 +719,21 @@ class TorchBackend(Backend):
 
     def restore(self, state: Any) -> None:
         self._require_model().load_state_dict(state)
+        self._drop_frozen()
+
+    @torch.no_grad()
+    def shrink_perturb(self, shrink: float, sigma: float, seed: int, stages: Collection[str]) -> None:
+        model = self._require_model()
+        head_prefixes = self.classifier_prefixes(model)
+        chosen = {name for label, names in self._stages if label in set(stages) for name in names}
+        generator = torch.Generator(device="cpu").manual_seed(int(seed))
+        for name, param in model.named_parameters():  # parameters only: BatchNorm statistics are buffers
+            if not (name in chosen or any(name == p or name.startswith(p + ".") for p in head_prefixes)):
+                continue
+            param.mul_(shrink)
+            if sigma:  # drawn on the CPU from one generator, in parameter order: the same on every device
+                noise = torch.randn(param.shape, generator=generator, dtype=torch.float32) * sigma
+                param.add_(noise.to(device=param.device, dtype=param.dtype))
         self._drop_frozen()
 
     def save_weights(self, path: str) -> None:

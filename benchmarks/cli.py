@@ -22,6 +22,7 @@ from ..core.cell_kinds import CellKindError, check_backbones
 from ..core.plan import AUGMENTS, OPTIMIZERS, SCHEDULES, SELECT_BY, SELECT_FROM
 from ..core.strategies import STRATEGIES, get_strategy
 from ..datasets import DEDUP_POLICIES, GROUP_LEAKAGE_POLICIES, DatasetError, dataset_usages, parse_grouped_spec
+from .increment_options import add_increment_arguments, increment_options
 from .running.backend_options import backend_options
 from .running.config import DEFAULT_SUITE, RunOptions, SuiteConfig, format_weights_map, parse_weights_map
 from .running.halving import TUNE_SCHEDULERS
@@ -278,6 +279,7 @@ def build_parser() -> argparse.ArgumentParser:
         "the pooled features; every torch and keras model)",
     )
     run.add_argument("--max-train-images", type=int, default=None, help="train on a stratified subset of this size")
+    add_increment_arguments(run)
     run.add_argument(
         "--train-sizes",
         default=None,
@@ -614,6 +616,10 @@ def suite_from_args(args: argparse.Namespace) -> SuiteConfig:
         image_size: int | None = _positive("image-size", args.image_size, 16)
     else:  # the default suite keeps its 64 px; any other matrix runs at each model's native pretrained size
         image_size = RunOptions().image_size if default_matrix else None
+    try:
+        increments = increment_options(args, strategies, models)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
     options = RunOptions(
         epochs=_positive("epochs", args.epochs),
         image_size=image_size,
@@ -653,6 +659,7 @@ def suite_from_args(args: argparse.Namespace) -> SuiteConfig:
         allocator=args.allocator,
         teacher=_teacher_option(args.teacher, strategies, backends),
         cache_dir=args.cache_dir,
+        **increments,
     )
     try:
         runtime_settings(options)
@@ -690,7 +697,9 @@ def cell_summary(record: dict[str, Any]) -> str:
             return f"{name}: trial val {tuning.get('by')}={shown} {train} wall={record['wall_s']:.1f} s"
         infer = f"infer={record['infer_images_per_s']:.1f} img/s"
         line = f"{name}: accuracy={record['accuracy']:.3f} {train} {infer} wall={record['wall_s']:.1f} s"
-        return line + data_notes(record)
+        from .reporting.incremental import increments_note  # reporting (pandas) only once a cell has finished
+
+        return line + increments_note(record) + data_notes(record)
     return f"{name}: FAILED: {record.get('error')}"
 
 

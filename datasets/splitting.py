@@ -98,3 +98,51 @@ def stratified_group_indices(
     carved = np.flatnonzero(chosen[member])
     kept = np.flatnonzero(~chosen[member])
     return kept, carved
+
+
+def increment_chunks(labels: np.ndarray, groups: list[str | None] | None, count: int, seed: int) -> list[np.ndarray]:
+    """Cut ``range(len(labels))`` into ``count`` stratified chunks (``--increments``), whole groups per chunk.
+
+    Units are the groups (an image whose group is ``None``, or every image when ``groups`` is ``None``, stands
+    alone), visited largest first with ties in a seeded random order; each unit joins the chunk whose per-label
+    counts it brings closest (squared error) to the per-chunk targets, ``1/count`` of each label's images (ties: the
+    chunk with fewest images), so every chunk holds about the same share of every label and no group spans two
+    chunks. Step ``k`` of an incremental run trains on chunks ``0..k-1``. The chunks depend only on the labels, the
+    groups, ``count`` and ``seed``.
+
+    Returns:
+        ``count`` sorted, disjoint index arrays covering every row.
+
+    Raises:
+        ValueError: ``count`` below 2, or fewer units (images or groups) than ``count``.
+    """
+    labels = np.asarray(labels)
+    n = len(labels)
+    if count < 2:
+        raise ValueError(f"increments must be at least 2, got {count}")
+    keys = [("file", i) if groups is None or groups[i] is None else ("group", groups[i]) for i in range(n)]
+    codes: dict[object, int] = {}
+    member = np.array([codes.setdefault(key, len(codes)) for key in keys], dtype=np.int64)
+    if len(codes) < count:
+        raise ValueError(f"cannot cut {len(codes)} image group(s) into {count} increments; expected at least {count}")
+    classes, label_index = np.unique(labels, return_inverse=True)
+    counts = np.zeros((len(codes), len(classes)), dtype=np.float64)
+    np.add.at(counts, (member, label_index.reshape(-1)), 1.0)
+    target = counts.sum(axis=0) / count
+    sizes = counts.sum(axis=1)
+    shuffled = np.random.default_rng(seed).permutation(len(codes))
+    order = shuffled[np.argsort(-sizes[shuffled], kind="stable")]
+    chunk_counts = np.zeros((count, len(classes)))
+    chunk_of = np.zeros(len(codes), dtype=np.int64)
+    for unit in order:
+        gain = ((chunk_counts + counts[unit] - target) ** 2).sum(axis=1) - ((chunk_counts - target) ** 2).sum(axis=1)
+        tied = np.flatnonzero(np.isclose(gain, gain.min()))
+        chunk = int(tied[np.argmin(chunk_counts[tied].sum(axis=1))])  # ties: the smallest chunk, then the first
+        chunk_counts[chunk] += counts[unit]
+        chunk_of[unit] = chunk
+    rows = chunk_of[member]
+    chunks = [np.flatnonzero(rows == chunk) for chunk in range(count)]
+    empty = [index + 1 for index, chunk in enumerate(chunks) if len(chunk) == 0]
+    if empty:
+        raise ValueError(f"increment chunk(s) {empty} of {count} came out empty; expected fewer increments")
+    return chunks

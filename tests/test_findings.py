@@ -85,3 +85,37 @@ def test_the_readme_label_efficiency_section_matches_the_committed_results() -> 
     _, changed = regenerate(page.read_text(), ROOT)
     assert changed == [], "regenerate with: python -m tlbench.benchmarks.tools.findings README.md --write"
     assert "kind=label_efficiency" in page.read_text()
+def _incremental_suite(root: Path) -> None:
+    finals = {0: {"continue": 0.70, "retrain": 0.80}, 1: {"continue": 0.74, "retrain": 0.78}}
+    for seed, final in finals.items():
+        rows = []
+        for mode, accuracy in final.items():
+            rows.append({"increment_step": 1, "increment_mode": mode, "train_images": 50, "accuracy": 0.6,
+                         "train_s": 5.0, "cumulative_train_s": 5.0})  # fmt: skip
+            rows.append({"increment_step": 2, "increment_mode": mode, "train_images": 100, "accuracy": accuracy,
+                         "train_s": 4.0 if mode == "continue" else 9.0,
+                         "cumulative_train_s": 9.0 if mode == "continue" else 14.0})  # fmt: skip
+        record = {"backend": "timm", "model": "m", "strategy": "full_finetune", "dataset": "d", "seed": seed}
+        append_result(
+            root / "results" / "inc" / "results.jsonl",
+            {**record, "status": "ok", "accuracy": final["continue"], "increments": {"rows": rows}},
+        )
+
+
+def test_an_incremental_table_shows_each_step_the_seconds_and_the_paired_gap(tmp_path: Path) -> None:
+    _incremental_suite(tmp_path)
+    page = tmp_path / "docs" / "page.md"
+    page.parent.mkdir()
+    page.write_text("<!-- findings: suites=results/inc kind=incremental -->\n<!-- /findings -->\n")
+    assert main([str(page), "--write"]) == 0
+    body = page.read_text().splitlines()[1:-1]
+    assert body[0] == (
+        "| strategy | mode | accuracy after 50 images | accuracy after 100 images | cumulative training (s) "
+        "| final gap to retrain |"
+    )
+    # continue - retrain per seed: -0.10, -0.04; mean -0.07, t(0.975, 1) x sd/sqrt(2) = 12.706 x 0.03 = 0.381
+    assert body[2] == (
+        "| `full_finetune` | continue | 0.600 ± 0.000 | 0.720 ± 0.254 | 9.0 ± 0.0 | -0.070 [-0.451, +0.311] (n=2) |"
+    )
+    assert body[3] == "| `full_finetune` | retrain | 0.600 ± 0.000 | 0.790 ± 0.127 | 14.0 ± 0.0 | – |"
+    assert main([str(page)]) == 0

@@ -17,6 +17,7 @@ from pathlib import Path
 from . import label_efficiency
 from .evidence import build_evidence
 from .html_report import render_html
+from .incremental import INCREMENTAL_PLOT_TITLE, draw_incremental_plot, incremental_sections, step_frame
 from .options import ReportOptions
 from .plots import draw_suite_plots
 from .sources import load_suites
@@ -74,6 +75,8 @@ def write_report(
     frame = label_efficiency.whole_train_frame(every)  # label-efficiency subsets have their own sections
     evidence = build_evidence(frame, sources, options, data_warnings)
     evidence.sections += label_efficiency.sections(every)
+    latest = frame.to_dict("records")  # the latest record per cell
+    evidence.sections += incremental_sections(latest)
     tables = build_tables(frame, sources, evidence)
     images: dict[str, Path] = {}
     if plots:
@@ -84,6 +87,9 @@ def write_report(
         curves = label_efficiency.label_efficiency_plot(every, out / "plots" / "label_efficiency.png")
         if curves is not None:
             images["Label efficiency: accuracy and ROC-AUC against labelled images"] = curves
+        incremental_plot = draw_incremental_plot(step_frame(latest), out / "plots" / "incremental.png")
+        if incremental_plot is not None:
+            images[INCREMENTAL_PLOT_TITLE] = incremental_plot
     relative = {title: path.relative_to(out) for title, path in images.items()}
     name = " + ".join(suite_name_of(d) for d in dirs)
     env_line = " ".join(line for line in map(environment_line, dirs) if line)

@@ -40,6 +40,7 @@ from . import artifacts
 from .backend_options import backend_options
 from .cell_data import data_facts, duplicates_line, groups_line, load_cell_dataset, train_subset, without_test
 from .cell_feature_head import run_feature_head_cell
+from .cell_incremental import run_incremental_cell
 from .cell_network import run_network_cell
 from .cell_tuning import run_tuning_trial_cell
 from .config import CellConfig, RunOptions
@@ -55,6 +56,10 @@ KIND_RUNNERS: dict[str, Callable[[CellRun, Strategy, type[Backend]], None]] = {
     "network": run_network_cell,
     "feature_head": run_feature_head_cell,
     "tuning_trial": run_tuning_trial_cell,
+}
+#: the kinds that can run as ``--increments`` steps, and their procedure then (``cell_incremental.py``)
+INCREMENTAL_RUNNERS: dict[str, Callable[[CellRun, Strategy, type[Backend]], None]] = {
+    "network": run_incremental_cell,
 }
 
 
@@ -129,7 +134,10 @@ class CellRun:
         backend_class = get_backend_class(cell.backend)  # imports the backend's module (not yet its framework)
         self.record["runtime"] = self._apply_runtime(backend_entry(cell.backend).engine)
         self.record["framework_versions"] = backend_class.framework_versions()
-        KIND_RUNNERS[kind.name](self, strategy, backend_class)
+        if self.options.increments and kind.name in INCREMENTAL_RUNNERS:
+            INCREMENTAL_RUNNERS[kind.name](self, strategy, backend_class)
+        else:
+            KIND_RUNNERS[kind.name](self, strategy, backend_class)
 
     def _wait_quiet(self) -> dict[str, Any] | None:
         """``--wait-quiet``: wait (up to the option's seconds, outside ``wall_s``) until other processes use at

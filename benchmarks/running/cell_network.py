@@ -44,6 +44,8 @@ class PreparedNetwork:
     val: Split
     teacher: Any
     feature_source: Callable[[], Any]
+    #: the rows of the dataset's train split that ``train`` holds (``None``: all of them; ``--max-train-images``)
+    keep: np.ndarray | None = None
 
 
 def prepare_network(run: CellContext, strategy: Strategy, backend_class: type[Backend]) -> PreparedNetwork:
@@ -142,12 +144,12 @@ def prepare_network(run: CellContext, strategy: Strategy, backend_class: type[Ba
             cached.splits["train"] = cached.splits["train"][keep]
         return cached
 
-    return PreparedNetwork(backend, info, plan, dataset, train, val, teacher, feature_source)
+    return PreparedNetwork(backend, info, plan, dataset, train, val, teacher, feature_source, keep)
 
 
 def train_prepared(run: CellContext, prepared: PreparedNetwork) -> TrainOutcome:
     """The plan through the one training loop on train (epochs selected on val); the training columns recorded."""
-    opts, record, backend, plan = run.options, run.record, prepared.backend, prepared.plan
+    opts, backend, plan = run.options, prepared.backend, prepared.plan
     teacher = prepared.teacher
     outcome = train_plan(
         backend,
@@ -160,6 +162,14 @@ def train_prepared(run: CellContext, prepared: PreparedNetwork) -> TrainOutcome:
         feature_source=prepared.feature_source,
         soft_targets=teacher.probs if teacher is not None else None,
     )
+    record_training(run, prepared, outcome)
+    return outcome
+
+
+def record_training(run: CellContext, prepared: PreparedNetwork, outcome: TrainOutcome) -> None:
+    """The record's training columns from one run of the loop (``train_prepared``; an incremental cell's kept
+    step)."""
+    record, plan, teacher = run.record, prepared.plan, prepared.teacher
     counts = outcome.counts
     record.update(
         plan=f"{record['plan']}; {teacher.note}" if teacher is not None else record["plan"],
@@ -189,25 +199,39 @@ def train_prepared(run: CellContext, prepared: PreparedNetwork) -> TrainOutcome:
         feature_cache=None if outcome.feature_cache_hit is None else ("hit" if outcome.feature_cache_hit else "miss"),
         feature_cache_read_s=outcome.feature_cache_read_s,
     )
-    return outcome
 
 
 def run_network_cell(run: CellContext, strategy: Strategy, backend_class: type[Backend]) -> None:
     """Train ``run.cell``'s network with ``strategy``'s plan, test it, time it; fills ``run.record``."""
-    opts, record = run.options, run.record
     prepared = prepare_network(run, strategy, backend_class)
-    backend, val, test = prepared.backend, prepared.val, prepared.dataset.splits["test"]
-    val_labels, test_labels = np.asarray(val.labels), np.asarray(test.labels)
     with run.timed_window():  # what other processes use of the machine while this cell is timed
         outcome = train_prepared(run, prepared)
-        if outcome.main_images_per_s() is not None:  # the main phase's trainability is still applied
-            record["train_flops_per_image"] = count_train_flops(backend, run.log)
-        # training is over: the backend may specialize the model for inference (--infer-compile); the predictions
-        # below then come from the model that is timed
-        record["infer_prepare_s"] = backend.prepare_inference(min(opts.batch_size, len(test)))
-        test_probs = predict_in_batches(backend.predict_proba, test.images, opts.batch_size)
-        engine = FrameworkInference.of(backend)
-        stats = time_inference(engine.run, engine.synchronize, timing_batches(test.images, opts.batch_size), opts)
+        tested = test_and_time(run, prepared, outcome)
+    finish_network_cell(run, prepared, outcome, tested)
+
+
+def test_and_time(run: CellContext, prepared: PreparedNetwork, outcome: TrainOutcome) -> tuple[np.ndarray, Any]:
+    """The trained model's training FLOPs, test probabilities and inference timing (inside the timed window)."""
+    opts, record, backend, test = run.options, run.record, prepared.backend, prepared.dataset.splits["test"]
+    if outcome.main_images_per_s() is not None:  # the main phase's trainability is still applied
+        record["train_flops_per_image"] = count_train_flops(backend, run.log)
+    # training is over: the backend may specialize the model for inference (--infer-compile); the predictions
+    # below then come from the model that is timed
+    record["infer_prepare_s"] = backend.prepare_inference(min(opts.batch_size, len(test)))
+    test_probs = predict_in_batches(backend.predict_proba, test.images, opts.batch_size)
+    engine = FrameworkInference.of(backend)
+    stats = time_inference(engine.run, engine.synchronize, timing_batches(test.images, opts.batch_size), opts)
+    return test_probs, stats
+
+
+def finish_network_cell(
+    run: CellContext, prepared: PreparedNetwork, outcome: TrainOutcome, tested: tuple[np.ndarray, Any]
+) -> None:
+    """Validation predictions, the test metrics, MFU, peak memory and the artifacts of a trained, timed model."""
+    opts, record, backend = run.options, run.record, prepared.backend
+    test_probs, stats = tested
+    val, test = prepared.val, prepared.dataset.splits["test"]
+    val_labels, test_labels = np.asarray(val.labels), np.asarray(test.labels)
     val_probs = predict_in_batches(backend.predict_proba, val.images, opts.batch_size)
     record.update(latency_columns(stats))
     record.update(classification_metrics(test_labels, test_probs))

@@ -15,6 +15,10 @@ from dataclasses import MISSING, asdict, dataclass, field, fields
 from typing import Any, ClassVar
 
 DEFAULT_SUITE = "default"
+#: how each step after the first of an ``--increments`` run starts (``cell_incremental.py``)
+INCREMENT_MODES = ("continue", "retrain", "shrink_perturb")
+#: shrink-and-perturb's (lambda, sigma) when ``--shrink-perturb`` is not given (Ash & Adams 2020's choice)
+SHRINK_PERTURB = (0.3, 0.0001)
 
 
 #: one ``backend=value`` entry of a per-backend ``--weights`` map
@@ -140,6 +144,9 @@ class RunOptions:
         "clip_grad_norm",
         "tune",
         "tuned",
+        "increments",
+        "increment_modes",
+        "shrink_perturb",
     )
 
     def plan_options(self) -> dict[str, Any]:
@@ -155,9 +162,17 @@ class RunOptions:
 
     #: deployment runtimes the inference pass exports each cell's model to and times (``running.deploy``)
     deploy: tuple[str, ...] = ()
+    #: ``--increments K``: the train split arrives in K chunks, each network cell trains K steps per mode
+    increments: int | None = None
+    #: ``--increment-modes``: how steps 2..K start (``INCREMENT_MODES``)
+    increment_modes: tuple[str, ...] = INCREMENT_MODES
+    #: ``--shrink-perturb LAMBDA,SIGMA``: the ``shrink_perturb`` mode's shrink factor and noise std
+    shrink_perturb: tuple[float, float] = SHRINK_PERTURB
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "deploy", tuple(self.deploy))  # a list after a JSON round trip
+        object.__setattr__(self, "increment_modes", tuple(self.increment_modes))
+        object.__setattr__(self, "shrink_perturb", tuple(self.shrink_perturb))
 
     def image_size_for(self, backend_class: Any, model: str, weights: str) -> int:
         """The input side of ``model``: ``image_size``, or the model's native size when that is ``None``."""

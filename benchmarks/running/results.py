@@ -105,6 +105,9 @@ RESULT_COLUMNS = [
     "deploy",
     # where and beside how many other cells it ran (executors.CellOccupancy)
     "concurrency",
+    # --increments: the chunks, the modes, shrink-and-perturb's lambda and sigma, and one row per step and mode
+    # (test metrics, the step's and the cumulative training seconds); ``None`` otherwise
+    "increments",
 ]
 
 #: a canary below this fraction of the probe's marks the cell's machine as slower than probed

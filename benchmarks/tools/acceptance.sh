@@ -103,7 +103,15 @@ step_distill() {  # strategies issue: a Lite2 teacher (layer_decay, weights kept
   $TL run suites/distill_breastmnist.toml
 }
 
-ALL_STEPS="default after_training overhead memory_format infer_compile cache chest medmnist resnet18 strategies frameworks sweep distill strategies_more"
+step_incremental() {  # issue 23: labels that arrive in 4 chunks, continue vs retrain vs shrink-and-perturb, Lite0
+  # linear probe and full fine-tuning, 3 seeds, 64 px (about 10 + 45 + 50 min on 2 cores)
+  rm -rf results/incremental_breastmnist results/incremental_pneumoniamnist results/incremental_chest_xray
+  $TL run suites/incremental_breastmnist.toml
+  $TL run suites/incremental_pneumoniamnist.toml
+  $TL run suites/incremental_chest_xray.toml
+}
+
+ALL_STEPS="default after_training overhead memory_format infer_compile cache chest medmnist resnet18 strategies frameworks sweep distill strategies_more incremental"
 steps=("$@")
 [ ${#steps[@]} -gt 0 ] || read -r -a steps <<< "$ALL_STEPS"
 for name in "${steps[@]}"; do

@@ -355,3 +355,41 @@ def test_the_mlp_head_is_seed_002s_head_on_every_backend(backend_name, tmp_path)
     again.build(ModelSpec(SMALL_MODEL[backend_name], NUM_CLASSES, 32, weights="none", seed=1, options=options))
     again.load_weights(str(path))
     np.testing.assert_allclose(again.predict_proba(x), b.predict_proba(x), rtol=1e-5, atol=1e-6)
+
+
+def _state_arrays(state) -> list[np.ndarray]:
+    """A snapshot as numpy arrays (a torch state dict's tensors, or Keras' list of arrays)."""
+    values = state.values() if isinstance(state, dict) else state
+    return [np.array(v.cpu().numpy() if hasattr(v, "cpu") else v, copy=True) for v in values]
+
+
+@pytest.mark.slow  # builds a real model
+def test_shrink_perturb_scales_exactly_the_trained_weights_and_restore_undoes_it(backend_name):
+    b = get_backend_class(backend_name)("cpu")
+    b.build(ModelSpec(SMALL_MODEL[backend_name], NUM_CLASSES, 32, weights="none", pretrained=False, seed=0))
+    x, _ = _images(4)
+    state = b.snapshot()
+    before = _state_arrays(state)
+    reference = b.predict_proba(x)
+
+    b.shrink_perturb(0.25, 0.0, seed=1, stages=b.stages())  # sigma 0: exactly lambda * w, statistics untouched
+    after = _state_arrays(b.snapshot())
+    scaled = [not np.array_equal(old, new) for old, new in zip(before, after, strict=True)]
+    for old, new, changed in zip(before, after, scaled, strict=True):
+        if changed:
+            np.testing.assert_allclose(new, 0.25 * old, rtol=1e-6, atol=0)
+    assert sum(scaled) >= len(b.stages())  # every stage's weights, and the head
+    changed_params = sum(old.size for old, change in zip(before, scaled, strict=True) if change)
+    assert changed_params > 0.9 * sum(old.size for old in before if old.dtype.kind == "f" and old.ndim > 1)
+
+    b.restore(state)  # bit-identical logits again
+    np.testing.assert_array_equal(b.predict_proba(x), reference)
+
+    b.shrink_perturb(0.5, 0.01, seed=1, stages=[])  # the head alone (a probe), with noise of std sigma
+    after = _state_arrays(b.snapshot())
+    changed = [(old, new) for old, new in zip(before, after, strict=True) if not np.array_equal(old, new)]
+    assert 1 <= len(changed) <= 6  # the head's kernels and biases only
+    noise = np.concatenate([(new - 0.5 * old).ravel() for old, new in changed])
+    assert noise.size > 100 and abs(noise.std() - 0.01) < 0.002 and abs(noise.mean()) < 0.002
+    b.restore(state)
+    np.testing.assert_array_equal(b.predict_proba(x), reference)

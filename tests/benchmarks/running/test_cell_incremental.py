@@ -1,0 +1,151 @@
+"""``--increments``: each mode's starting weights, the chunks shared by every mode and strategy, and the record of
+an incremental cell (numpy fake backend, in process)."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+from fake_backend import FakeBackend
+
+from tlbench.backends import ModelSpec
+from tlbench.benchmarks.running.cell_incremental import chunk_seed, cumulative_rows, start_step, trained_stages
+from tlbench.benchmarks.running.config import RunOptions, SuiteConfig
+from tlbench.benchmarks.running.results import load_results
+from tlbench.benchmarks.running.runner import run_cell_inprocess, run_suite
+from tlbench.core.plan import make_plan
+from tlbench.core.strategies import get_strategy
+
+
+@pytest.fixture(autouse=True)
+def own_registry(tmp_path, monkeypatch):
+    monkeypatch.setenv("TLBENCH_CELL_REGISTRY", str(tmp_path / "registry"))
+
+
+def built() -> FakeBackend:
+    backend = FakeBackend("cpu")
+    backend.build(ModelSpec("softmax", 3, 16, seed=0))
+    return backend
+
+
+def test_each_mode_starts_from_its_weights():
+    backend = built()
+    pretrained = backend.snapshot()
+    backend.w, backend.b = backend.w + 1.0, backend.b + 2.0  # "the previous step trained"
+    previous = backend.snapshot()
+
+    assert start_step(backend, "continue", pretrained, 0.3, 0.01, 9, []) == "previous"
+    np.testing.assert_array_equal(backend.w, previous[0])  # continue: exactly the previous step's weights
+
+    assert start_step(backend, "retrain", pretrained, 0.3, 0.01, 9, []) == "pretrained"
+    np.testing.assert_array_equal(backend.w, pretrained[0])  # retrain: exactly the built model's
+    np.testing.assert_array_equal(backend.b, pretrained[1])
+
+    backend.restore(previous)
+    start_step(backend, "shrink_perturb", pretrained, 0.3, 0.0, 9, [])
+    np.testing.assert_allclose(backend.w, 0.3 * previous[0], rtol=1e-12)  # sigma 0: lambda * w exactly
+    backend.restore(previous)
+    start_step(backend, "shrink_perturb", pretrained, 0.5, 0.01, 9, [])
+    noise = backend.w - 0.5 * previous[0]
+    expected = np.random.default_rng(9).normal(0.0, 0.01, previous[0].shape)  # the seed's draw
+    np.testing.assert_allclose(noise, expected, atol=1e-12)
+    with pytest.raises(ValueError, match="unknown increment mode 'warm'"):
+        start_step(backend, "warm", pretrained, 0.5, 0.01, 9, [])
+
+
+def test_shrink_perturb_touches_the_stages_the_plan_trains():
+    stages = ["stem", "block1", "block2"]
+    assert trained_stages(make_plan(get_strategy("full_finetune"), stages, epochs=2)) == stages
+    assert trained_stages(make_plan(get_strategy("linear_probe"), stages, epochs=2)) == []  # the head alone
+
+
+def test_chunks_are_seeded_by_the_dataset_and_the_seed_only_and_steps_are_nested():
+    assert chunk_seed("digits", 0) == chunk_seed("digits", 0)
+    assert len({chunk_seed("digits", 0), chunk_seed("digits", 1), chunk_seed("medmnist:b.npz", 0)}) == 3
+    chunks = [np.array([0, 4]), np.array([1, 5]), np.array([2, 3])]
+    steps = [cumulative_rows(chunks, k).tolist() for k in (1, 2, 3)]
+    assert steps == [[0, 4], [0, 1, 4, 5], [0, 1, 2, 3, 4, 5]]
+    assert all(set(a) <= set(b) for a, b in zip(steps, steps[1:], strict=False))
+
+
+def test_an_incremental_suite_records_every_step_of_every_mode(fake_backend, cache_dir: Path, tmp_path: Path):
+    options = RunOptions(
+        epochs=2,
+        image_size=16,
+        batch_size=64,
+        device="cpu",
+        infer_repeats=10,
+        infer_warmup=1,
+        infer_min_time_s=0.0,
+        infer_pass=False,
+        cache_dir=str(cache_dir),
+        max_train_images=300,
+        increments=3,
+    )
+    config = SuiteConfig(
+        name="inc",
+        backends=("fake",),
+        models=("softmax",),
+        strategies=("linear_probe", "scratch"),
+        datasets=("digits",),
+        seeds=(0,),
+        options=options,
+    )
+    run_suite(config, tmp_path / "inc", cell_runner=run_cell_inprocess)
+    records = load_results(tmp_path / "inc" / "results.jsonl")
+    assert [r["status"] for r in records] == ["ok", "ok"]
+    chunk_images = {tuple(r["increments"]["chunk_images"]) for r in records}
+    assert len(chunk_images) == 1  # the same chunks for every strategy of a seed
+    sizes = next(iter(chunk_images))
+    assert sum(sizes) == 300 == records[0]["split_sizes"]["train"]
+    assert max(sizes) - min(sizes) <= 1
+    for record in records:
+        inc = record["increments"]
+        assert (inc["steps"], inc["modes"], inc["shrink"], inc["sigma"]) == (
+            3,
+            list(options.increment_modes),
+            0.3,
+            1e-4,
+        )
+        rows = inc["rows"]
+        assert [(r["increment_mode"], r["increment_step"]) for r in rows] == [
+            (m, k) for m in ("continue", "retrain", "shrink_perturb") for k in (1, 2, 3)
+        ]
+        assert [r["train_images"] for r in rows[:3]] == [sizes[0], sizes[0] + sizes[1], 300]
+        first = [r for r in rows if r["increment_step"] == 1]
+        assert len({(r["accuracy"], r["train_s"]) for r in first}) == 1  # step 1 is shared
+        for mode in inc["modes"]:
+            mine = [r for r in rows if r["increment_mode"] == mode]
+            np.testing.assert_allclose([r["cumulative_train_s"] for r in mine], np.cumsum([r["train_s"] for r in mine]))
+            assert all(0 <= r["accuracy"] <= 1 for r in mine)
+        assert [r["start"] for r in rows if r["increment_mode"] == "retrain"] == ["built", "pretrained", "pretrained"]
+        kept = [r for r in rows if r["increment_mode"] == "continue"][-1]
+        assert record["accuracy"] == pytest.approx(kept["accuracy"])  # the record's model: continue's last step
+        assert record["train_s"] == pytest.approx(kept["train_s"])
+
+
+def test_options_round_trip_and_fingerprint_only_when_used():
+    plain, incremental = RunOptions(), RunOptions(increments=4)
+    assert RunOptions.from_dict(
+        {**incremental.__dict__, "increment_modes": ["continue", "retrain"]}
+    ).increment_modes == (
+        "continue",
+        "retrain",
+    )
+    assert plain.fingerprint("timm") == replace(plain, shrink_perturb=(0.3, 0.0001)).fingerprint("timm")
+    assert plain.fingerprint("timm") != incremental.fingerprint("timm")
+    assert incremental.fingerprint("timm") != replace(incremental, shrink_perturb=(0.5, 0.01)).fingerprint("timm")
+
+
+def test_a_backend_without_shrink_perturb_refuses_it_in_one_line():
+    from tlbench.backends import Backend, BackendError
+
+    class Plain(FakeBackend):
+        shrink_perturb = Backend.shrink_perturb  # the base class's: not implemented
+
+    backend = Plain("cpu")
+    backend.build(ModelSpec("softmax", 3, 16, seed=0))
+    with pytest.raises(BackendError, match="backend Plain cannot shrink and perturb its weights"):
+        start_step(backend, "shrink_perturb", backend.snapshot(), 0.3, 0.0, 1, [])
