@@ -220,8 +220,9 @@ def render_page(
             f"| {_fmt(r.roc_auc_points, '+.2f')} | {_fmt(r.max_abs_prob_diff, '.1e')} |"
         )
     ratios = int8_ratios(rows)
-    lines += ["", "| runtime | INT8 / fp32 images/s | ROC-AUC points lost by INT8 | target (>= 1.5x, <= 1 point) |"]
-    lines += ["|---|---|---|---|"]
+    if ratios:
+        lines += ["", "| runtime | INT8 / fp32 images/s | ROC-AUC points lost by INT8 | target (>= 1.5x, <= 1 point) |"]
+        lines += ["|---|---|---|---|"]
     lines += [
         f"| {r.runtime} | {r.speedup:.2f}x | {r.roc_auc_points_lost:+.2f} | {'met' if r.meets_target else 'not met'} |"
         for r in ratios
