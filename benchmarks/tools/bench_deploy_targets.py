@@ -325,7 +325,38 @@ def measure(args: argparse.Namespace, log: Callable[[str], None]) -> tuple[list[
     flops = backend.flops_per_image()
     probe = load_or_probe(device="cpu", dtypes=("float32",), threads=threads)
     peak = peak_flop_per_s(probe, "float32")
-    scratch = Path(tempfile.mkdtemp(prefix="bench_deploy_targets-"))
+    with tempfile.TemporaryDirectory(prefix="bench_deploy_targets-") as scratch:  # weights and exported graphs
+        rows, conditions = _measure_engines(
+            args, backend, dataset, (train, train_rows), test_images, test_labels, Path(scratch), threads, log
+        )
+    conditions = [
+        f"Model: timm {args.model} ({info.pretrained}), linear probe ({sum(p.epochs for p in plan.phases)} epochs "
+        f"on {len(train_rows)} training images) of {args.dataset}, {dataset.num_classes} classes; {args.image_size} "
+        "px, fp32 unless INT8",
+        f"Threads: {threads} intra-op and 1 inter-op for every engine (torch set_num_threads; ONNX Runtime "
+        f"intra_op_num_threads; OpenVINO INFERENCE_NUM_THREADS); torch reports {applied.get('intra_op_threads')}",
+        f"Peak: the machine probe's fp32 {peak / 1e9:.1f} GFLOP/s (matmul/conv, torch, {threads} threads); "
+        + (f"FLOPs per image {flops / 1e9:.3f} G (multiply-add = 2)" if flops else "no FLOP count"),
+        *conditions,
+    ]
+    return figures_rows(rows, flops, peak), conditions, peak
+
+
+def _measure_engines(
+    args: argparse.Namespace,
+    backend: Any,
+    dataset: Any,
+    train_part: tuple[Any, np.ndarray],
+    test_images: np.ndarray,
+    test_labels: np.ndarray,
+    scratch: Path,
+    threads: int,
+    log: Callable[[str], None],
+) -> tuple[dict[str, dict[str, Any]], list[str]]:
+    """Every engine loaded from the trained ``backend``, timed interleaved, then its test-split figures."""
+    cls = type(backend)
+    train, train_rows = train_part
+    batches = timing_batches(test_images, args.batch_size)
     weights = FrameworkInference.export(backend, scratch)
     engines = parse_engines(args.engines)
     deployed: list[DeployedEngine] = []
@@ -376,25 +407,16 @@ def measure(args: argparse.Namespace, log: Callable[[str], None]) -> tuple[list[
     )
     from ...backends.onnx_quantize import int8_cpu_flags
 
-    epochs = sum(phase.epochs for phase in plan.phases)
     versions = ", ".join(f"{k} {v}" for k, v in cls.framework_versions().items())
     conditions = [
-        f"Model: timm {args.model} ({info.pretrained}), linear probe ({epochs} epochs on {len(train_rows)} "
-        f"training images) of {args.dataset}, {dataset.num_classes} classes; {args.image_size} px, fp32 unless INT8",
         f"Inference: batch {args.batch_size}, {len(batches)} full test batches cycled, {args.rounds} interleaved "
         f"rounds (order rotated), {args.warmup} warm-up calls per engine excluded, >= {args.min_time_s} s timed per "
         "engine; images/s = batch / median of the pooled batch latencies",
-        f"Threads: {threads} intra-op and 1 inter-op for every engine (torch set_num_threads; ONNX Runtime "
-        f"intra_op_num_threads; OpenVINO INFERENCE_NUM_THREADS); torch reports {applied.get('intra_op_threads')}",
-        f"Peak: the machine probe's fp32 {peak / 1e9:.1f} GFLOP/s (matmul/conv, torch, {threads} threads); "
-        f"FLOPs per image {flops / 1e9:.3f} G (multiply-add = 2)"
-        if flops
-        else "Peak: no FLOP count",
         f"Accuracy: whole test split ({len(test_labels)} images), every engine against torch eager; INT8 calibrated "
         f"on training images (INT8 CPU flags: {', '.join(int8_cpu_flags()) or 'none'})",
         f"CPU: {_cpu_model()}; {versions}",
     ]
-    return figures_rows(figures, flops, peak), conditions, peak
+    return figures, conditions
 
 
 def _with_options(trained: TrainedModel, options: TorchOptions) -> TrainedModel:
