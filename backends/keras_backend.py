@@ -569,6 +569,27 @@ class KerasBackend(Backend):
 
         self._predict_fn, self._features_fn, self._predict_head_fn = predict, features, predict_head
 
+    def inference_model(self) -> Any:
+        """The trained model as a Keras model on uint8 ``(batch, side, side, 3)`` images → float32 probabilities
+        (cast, ``preprocess_input``, backbone and head with ``training=False``, softmax: what ``predict_proba``
+        computes), already called once, on the cell's engine: what Keras' own ``model.export`` exports.
+
+        Raises:
+            BackendError: no model is built, or it computes in mixed precision (deployment graphs are fp32).
+        """
+        self._require_model()
+        assert self.spec is not None
+        keras = self._keras
+        if keras.config.dtype_policy().name != "float32" or self.backbone.dtype_policy.name != "float32":
+            raise BackendError("exporting a Keras model trained with --amp is not supported; export fp32 models")
+        ops, side = keras.ops, self.spec.image_size
+        images = keras.Input((side, side, 3), dtype="uint8", name="images")
+        features = self.backbone(self._preprocess(ops.cast(images, "float32")), training=False)
+        probabilities = ops.softmax(ops.cast(self.head(features, training=False), "float32"))
+        model = keras.Model(images, probabilities, name="uint8_classifier")
+        model(ops.convert_to_tensor(np.zeros((1, side, side, 3), dtype=np.uint8)))  # export wants a called model
+        return model
+
     def probabilities_function(self) -> Any:
         """The trained model as a ``tf.function`` on uint8 ``(batch, side, side, 3)`` images → float32
         probabilities, computed as ``predict_proba`` computes them but without XLA and for the built input side

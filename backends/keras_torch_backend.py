@@ -202,5 +202,5 @@ class KerasTorchBackend(KerasBackend):
 
     def probabilities_function(self) -> Any:
         raise BackendError(
-            "backend 'keras-torch' cannot export its model to ONNX (the keras backend on TensorFlow can)"
+            "backend 'keras-torch' has no tf.function; its ONNX export is Keras' own on inference_model()"
         )

@@ -9,7 +9,13 @@ the backend computes at inference, preprocessing included:
   faster and the more robust of torch's two exporters for these convolutional networks, and its graph needs no
   ``onnxscript`` rewrite;
 * the Keras backend (``tensorflow`` engine): its own ``KerasBackend.probabilities_function`` (cast, the
-  application's ``preprocess_input``, backbone and head with ``training=False``, softmax) converted by ``tf2onnx``.
+  application's ``preprocess_input``, backbone and head with ``training=False``, softmax) converted by ``tf2onnx``;
+* Keras on torch (``keras-torch``): the same computation as a Keras model on uint8 images
+  (``KerasBackend.inference_model``) exported by Keras 3's own ``model.export(format="onnx")``, which on the torch
+  engine runs torch's ONNX exporter;
+* Keras on JAX (``keras-jax``) has no exporter here: Keras 3 exports JAX models through ``jax2onnx`` (no other
+  route), and the VGG16 graph it writes (jax2onnx 0.17.1, Keras 3.15) is rejected by ONNX Runtime (``MaxPool:
+  Unsupported pooling size``), so ``--deploy`` refuses it with that reason (``NO_EXPORTER``).
 
 The graph is fp32 whatever ``--amp`` trained the model in (a deployment graph in reduced precision is an INT8
 engine's job); the batch axis is dynamic, the image side fixed. ONNX itself is imported only to check the file.
@@ -30,8 +36,15 @@ ONNX_OPSET = 17
 INPUT_NAME = "images"
 #: name of the graph's output: float32 ``(batch, num_classes)`` probabilities
 OUTPUT_NAME = "probabilities"
-#: the exporters (torch model zoos on the torch engine; Keras on TensorFlow) and the modules each needs
-EXPORTER_MODULES = {"torch": ("onnx",), "tensorflow": ("onnx", "tf2onnx")}
+#: the exporters (torch model zoos on the torch engine; Keras on TensorFlow; Keras on torch) and the modules each needs
+EXPORTER_MODULES = {"torch": ("onnx",), "tensorflow": ("onnx", "tf2onnx"), "keras-torch": ("onnx",)}
+#: why a registered backend has no exporter, where that is known (the refusal's one line)
+NO_EXPORTER = {
+    "keras-jax": (
+        "Keras 3 exports JAX models only through jax2onnx, whose VGG16 graph ONNX Runtime rejects "
+        "(MaxPool: Unsupported pooling size; jax2onnx 0.17.1, Keras 3.15)"
+    ),
+}
 #: the pip extra that installs the exporters and runtimes
 DEPLOY_EXTRA = "deploy"
 
@@ -39,15 +52,18 @@ DEPLOY_EXTRA = "deploy"
 def exporter_of(backend_name: str) -> str | None:
     """The exporter of the registered backend ``backend_name`` (a key of ``EXPORTER_MODULES``), ``None`` when it
     has none: a torch model zoo (``TorchOptions`` on the torch engine) goes through torch's exporter, Keras on
-    TensorFlow through tf2onnx; Keras on JAX or torch and test doubles have no exporter. Imports no framework."""
+    TensorFlow through tf2onnx, Keras on torch through Keras' own export; Keras on JAX (``NO_EXPORTER``) and test
+    doubles have no exporter. Imports no framework."""
     from . import REGISTRY
-    from .options import TorchOptions
+    from .options import KerasOptions, TorchOptions
 
     entry = REGISTRY.get(backend_name)
-    if entry is None:
+    if entry is None or backend_name in NO_EXPORTER:
         return None
     if entry.engine == "torch" and issubclass(entry.options, TorchOptions):
         return "torch"
+    if entry.engine == "torch" and issubclass(entry.options, KerasOptions):
+        return "keras-torch"
     return "tensorflow" if entry.engine == "tensorflow" else None
 
 
@@ -61,6 +77,15 @@ def exportable_backends() -> list[str]:
     from . import REGISTRY
 
     return [name for name in REGISTRY if exportable(name)]
+
+
+def no_exporter_message(backend_name: str) -> str:
+    """One line: ``backend_name`` cannot export to ONNX, why where known, and the backends that can."""
+    reason = f" ({NO_EXPORTER[backend_name]})" if backend_name in NO_EXPORTER else ""
+    return (
+        f"backend {backend_name!r} cannot export its model to ONNX{reason}; these backends can: "
+        f"{', '.join(exportable_backends())}"
+    )
 
 
 def missing_exporter(backend_name: str) -> str | None:
@@ -84,15 +109,13 @@ def export_onnx(backend: Backend, path: Path) -> dict[str, Any]:
     """
     exporter = exporter_of(backend.name)
     if exporter is None:
-        raise BackendError(
-            f"backend {backend.name!r} cannot export its model to ONNX; these backends can: "
-            f"{', '.join(exportable_backends())}"
-        )
+        raise BackendError(no_exporter_message(backend.name))
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     try:
-        used = _export_torch(backend, path) if exporter == "torch" else _export_keras(backend, path)
+        exporters = {"torch": _export_torch, "tensorflow": _export_keras, "keras-torch": _export_keras_model}
+        used = exporters[exporter](backend, path)
         _check(path)
     except BackendError:
         raise
@@ -181,6 +204,24 @@ def _export_keras(backend: Any, path: Path) -> str:
     _rename(model, model.graph.output[0].name, OUTPUT_NAME)
     onnx.save(model, str(path))
     return f"tf2onnx {tf2onnx.__version__}"
+
+
+def _export_keras_model(backend: Any, path: Path) -> str:
+    """Keras 3's own ONNX export of ``KerasBackend.inference_model`` (on the torch engine: torch's exporter)."""
+    import keras
+    import onnx
+
+    model = backend.inference_model()
+    side = backend.spec.image_size
+    spec = keras.InputSpec(shape=(None, side, side, 3), dtype="uint8", name=INPUT_NAME)
+    with warnings.catch_warnings():  # tracer warnings on every shape check of Keras' torch ops
+        warnings.simplefilter("ignore")
+        model.export(str(path), format="onnx", input_signature=[spec], opset_version=ONNX_OPSET, verbose=False)
+    graph = onnx.load(str(path))
+    _rename(graph, graph.graph.input[0].name, INPUT_NAME)
+    _rename(graph, graph.graph.output[0].name, OUTPUT_NAME)
+    onnx.save(graph, str(path))
+    return f"keras {keras.__version__} export (format=onnx, {keras.backend.backend()})"
 
 
 def _rename(model: Any, old: str, new: str) -> None:

@@ -34,6 +34,9 @@ class OpenVinoInference(InferenceEngine):
     artifact_kind = OnnxRuntimeInference.artifact_kind
     #: OpenVINO's device of every run
     ov_device = "CPU"
+    #: OpenVINO's ``PERFORMANCE_HINT``: ``LATENCY`` (one stream over all the threads: the runtime's advice for one
+    #: synchronous request, what the pass times) or ``THROUGHPUT`` (several streams; a benchmark's option)
+    performance_hint = "LATENCY"
 
     def __init__(self, backend_class: type[Backend], device: str) -> None:
         """Args: the backend class that trained the model (unused), the requested device (OpenVINO uses the CPU)."""
@@ -59,7 +62,7 @@ class OpenVinoInference(InferenceEngine):
         if batch_size < 1:
             raise ValueError(f"load needs batch_size >= 1, got {batch_size}")
         start = time.perf_counter()
-        config: dict[str, Any] = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "f32"}
+        config: dict[str, Any] = {"PERFORMANCE_HINT": self.performance_hint, "INFERENCE_PRECISION_HINT": "f32"}
         if threads is not None:
             config["INFERENCE_NUM_THREADS"] = int(threads)
         try:
@@ -78,7 +81,7 @@ class OpenVinoInference(InferenceEngine):
             **read_facts(artifact),
             "runtime": f"openvino {ov.get_version()}",
             "device": self.ov_device,
-            "performance_hint": "LATENCY",
+            "performance_hint": self.performance_hint,
             "inference_precision": _type_name(self.compiled.get_property("INFERENCE_PRECISION_HINT")),
             "intra_op_threads": int(self.compiled.get_property("INFERENCE_NUM_THREADS")),
             "static_batch": self.batch_size,

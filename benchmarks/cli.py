@@ -68,7 +68,7 @@ def _deploy_option(text: str | None, backends: Sequence[str], infer_pass: bool) 
     """``--deploy``: deployment runtimes that are installed, for backends that export, measured by the pass."""
     if not text:
         return ()
-    from ..backends.onnx_export import DEPLOY_EXTRA, exportable, exportable_backends, missing_exporter
+    from ..backends.onnx_export import DEPLOY_EXTRA, NO_EXPORTER, exportable, exportable_backends, missing_exporter
     from .running.deploy import DeployError, parse_deploy
 
     try:
@@ -79,8 +79,10 @@ def _deploy_option(text: str | None, backends: Sequence[str], infer_pass: bool) 
         raise UsageError("--deploy needs at least one engine name")
     for name in backends:
         if not exportable(name):
+            reason = f" ({NO_EXPORTER[name]})" if name in NO_EXPORTER else ""
             raise UsageError(
-                f"--deploy cannot export backend {name!r} to ONNX; expected some of: {', '.join(exportable_backends())}"
+                f"--deploy cannot export backend {name!r} to ONNX{reason}; expected some of: "
+                f"{', '.join(exportable_backends())}"
             )
         missing = missing_exporter(name)
         if missing is not None:

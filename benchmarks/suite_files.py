@@ -20,7 +20,7 @@ from .running.config import SuiteConfig, format_weights_map
 #: flags of ``tlbench run`` that describe one invocation, not the suite: never in a suite file
 INVOCATION_KEYS = ("help", "out", "verbose", "no_report", "reuse_results", "suite_file")
 #: keys that take a list (a TOML array, or the flag's comma-separated text)
-LIST_KEYS = ("backends", "models", "strategies", "datasets", "seeds", "train_sizes", "increment_modes")
+LIST_KEYS = ("backends", "models", "strategies", "datasets", "seeds", "train_sizes", "increment_modes", "deploy")
 #: key aliases (``--dataset`` and ``--datasets`` are one flag)
 ALIASES = {"dataset": "datasets"}
 

@@ -121,7 +121,7 @@ def _half(mean: float, low: float, high: float) -> str:
     return f"{mean:.3f} ± {(high - low) / 2:.3f}"
 
 
-def _size_label(size: str) -> str:
+def size_label(size: str) -> str:
     return size if str(size).endswith("%") else f"{size}/class"
 
 
@@ -134,7 +134,7 @@ def curve_table(points: pd.DataFrame) -> pd.DataFrame:
             "dataset": points["dataset"],
             "backend/model": points["backend"] + "/" + points["model"],
             "strategy": points["strategy"],
-            "train size": points["train_size"].map(_size_label),
+            "train size": points["train_size"].map(size_label),
             "images": points["images"].map(lambda v: "—" if math.isnan(v) else f"{v:.0f}"),
             "n": points["n"],
             "accuracy": [
@@ -182,12 +182,12 @@ class Crossover:
         gap = next(g for g in self.gaps if g.train_size == self.at)
         interval = "" if math.isnan(gap.low) else f" [{gap.low:+.3f}, {gap.high:+.3f}]"
         resolved = (
-            f"; resolved (interval above 0) from {_size_label(self.resolved_at)}"
+            f"; resolved (interval above 0) from {size_label(self.resolved_at)}"
             if self.resolved_at is not None
             else "; not resolved at any size (every interval reaches 0)"
         )
         return (
-            f"fine-tuning ({gap.fine_tuning}) overtakes the probes ({gap.probe}) from {_size_label(self.at)} "
+            f"fine-tuning ({gap.fine_tuning}) overtakes the probes ({gap.probe}) from {size_label(self.at)} "
             f"({gap.mean:+.3f}{interval}, n={gap.n}){resolved}"
         )
 
@@ -253,14 +253,14 @@ def crossover_table(found: list[Crossover]) -> pd.DataFrame:
                 {
                     "dataset": crossover.dataset,
                     "backend/model": f"{crossover.backend}/{crossover.model}",
-                    "train size": _size_label(gap.train_size),
+                    "train size": size_label(gap.train_size),
                     "images": f"{gap.images:.0f}",
                     "best fine-tuning": gap.fine_tuning,
                     "best probe": gap.probe,
                     "accuracy difference": f"{gap.mean:+.3f}{interval}",
                     "n": gap.n,
-                    "from": _size_label(crossover.at) if crossover.at else "no crossover",
-                    "resolved from": _size_label(crossover.resolved_at) if crossover.resolved_at else "—",
+                    "from": size_label(crossover.at) if crossover.at else "no crossover",
+                    "resolved from": size_label(crossover.resolved_at) if crossover.resolved_at else "—",
                 }
             )
     return pd.DataFrame(rows)

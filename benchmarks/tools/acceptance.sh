@@ -89,10 +89,20 @@ step_sweep() {  # strategies issue: the frozen-layer sweep (accuracy vs trainabl
   $TL run suites/fusion_breastmnist.toml
 }
 
-step_frameworks() {  # same-weights issue: vgg16-hed trunk + FCN head in Keras, torchvision and timm, 3 seeds (about 45 min)
+step_frameworks() {  # issues 23-24: vgg16-hed trunk + FCN head on five engines (Keras on TF/JAX/torch, torchvision, timm), 3 seeds
   rm -rf results/frameworks_vgg16_breastmnist results/frameworks_vgg16_chest_xray
   $TL run suites/frameworks_vgg16_breastmnist.toml
   $TL run suites/frameworks_vgg16_chest_xray.toml
+}
+
+step_deploy() {  # issue 24: the Lite0 chest X-ray probe exported to ONNX Runtime and OpenVINO, fp32 and INT8 (about 10 min)
+  rm -rf results/deploy_chest_xray
+  $TL run suites/deploy_chest_xray.toml
+}
+
+step_deploy_targets() {  # issue 24: speed targets of every inference engine on one trained Lite0, 224 px (about 15 min)
+  env $TUNED_ENV $PY -m tlbench.benchmarks.tools.bench_deploy_targets --dataset "folder:$DATA/chest_xray_pneumonia" \
+    --out results/bench_deploy_targets.md
 }
 
 step_distill() {  # strategies issue: a Lite2 teacher (layer_decay, weights kept in .cache/teachers, never committed)
@@ -111,7 +121,7 @@ step_incremental() {  # issue 23: labels that arrive in 4 chunks, continue vs re
   $TL run suites/incremental_chest_xray.toml
 }
 
-ALL_STEPS="default after_training overhead memory_format infer_compile cache chest medmnist resnet18 strategies frameworks sweep distill strategies_more incremental"
+ALL_STEPS="default after_training overhead memory_format infer_compile cache chest medmnist resnet18 strategies frameworks deploy deploy_targets sweep distill strategies_more incremental"
 steps=("$@")
 [ ${#steps[@]} -gt 0 ] || read -r -a steps <<< "$ALL_STEPS"
 for name in "${steps[@]}"; do

@@ -115,7 +115,8 @@ def test_a_backend_on_no_exportable_engine_cannot_export(fake_backend, tmp_path)
     b.build(ModelSpec("softmax", 3, 8, weights="none", pretrained=False))
     with pytest.raises(
         BackendError,
-        match=r"^backend 'fake' cannot export its model to ONNX; these backends can: timm, torchvision, keras$",
+        match=r"^backend 'fake' cannot export its model to ONNX; these backends can: timm, torchvision, keras, "
+        r"keras-torch$",
     ):
         inference_engine("onnxruntime", FakeBackend, "cpu").export(b, tmp_path)
 
@@ -191,3 +192,57 @@ def test_a_keras_model_exports_through_tf2onnx(tmp_path):
     engine, _, _ = loaded("onnxruntime", b, tmp_path, batch=5)
     np.testing.assert_allclose(engine.run(x), reference, rtol=0, atol=1e-4)
     assert engine.facts["exporter"].startswith("tf2onnx")
+
+
+#: Keras loads on one engine per process: the keras-torch export runs in a fresh one
+KERAS_TORCH_EXPORT = """
+import json, sys, tempfile
+from pathlib import Path
+import numpy as np
+from tlbench.backends import ModelSpec, get_backend_class
+from tlbench.backends.inference import TrainedModel, inference_engine
+
+b = get_backend_class("keras-torch")("cpu")
+b.build(ModelSpec("vgg16", 3, 32, weights="none", pretrained=False, seed=0))
+last = [layer for layer in b.head.layers if getattr(layer, "kernel", None) is not None][-1]
+last.kernel.assign(np.asarray(last.kernel.numpy()) * 1e4)  # sharpen: probabilities far from uniform
+x = np.random.default_rng(5).integers(0, 256, (5, 32, 32, 3), dtype=np.uint8)
+reference = b.predict_proba(x)
+engine = inference_engine("onnxruntime", type(b), "cpu")
+directory = Path(tempfile.mkdtemp())
+artifact = engine.export(b, directory)
+engine.load(TrainedModel("keras-torch", "vgg16", 3, 32, 0, artifact), 5)
+got = engine.run(x)
+print(json.dumps({"max_diff": float(np.abs(got - reference).max()), "max_prob": float(reference.max()),
+                  "exporter": engine.facts["exporter"], "shape": list(got.shape)}))
+"""
+
+
+@pytest.mark.slow
+def test_a_keras_torch_model_exports_through_keras_own_export():
+    import json
+    import subprocess
+    import sys
+
+    from tlbench.backends import REGISTRY
+    from tlbench.backends.engines import engine_available
+
+    if not engine_available(REGISTRY["keras-torch"].engine):
+        pytest.skip("keras-torch not installed")  # CI installs every extra
+    proc = subprocess.run(
+        [sys.executable, "-c", KERAS_TORCH_EXPORT], capture_output=True, text=True, timeout=900, check=False
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    figures = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert figures["shape"] == [5, 3] and figures["max_prob"] > 0.6
+    assert figures["max_diff"] < 1e-4  # the exported graph computes what Keras on torch computes
+    assert figures["exporter"].startswith("keras ") and "torch" in figures["exporter"]
+
+
+def test_keras_on_jax_is_refused_with_its_reason(tmp_path):
+    from tlbench.backends.onnx_export import exportable, no_exporter_message
+
+    assert not exportable("keras-jax") and exportable("keras-torch")
+    assert no_exporter_message("keras-jax").startswith(
+        "backend 'keras-jax' cannot export its model to ONNX (Keras 3 exports JAX models only through jax2onnx, "
+    )

@@ -26,11 +26,12 @@ def test_deploy_engines_reach_the_options():
         ),
         (
             ["--deploy", "onnxruntime", "--backends", "fake", "--models", "softmax"],
-            "--deploy cannot export backend 'fake' to ONNX; expected some of: timm, torchvision, keras",
+            "--deploy cannot export backend 'fake' to ONNX; expected some of: timm, torchvision, keras, keras-torch",
         ),
         (
             ["--deploy", "openvino", "--backends", "keras-jax", "--models", "vgg16"],
-            "--deploy cannot export backend 'keras-jax' to ONNX; expected some of: timm, torchvision, keras",
+            "--deploy cannot export backend 'keras-jax' to ONNX (Keras 3 exports JAX models only through jax2onnx, "
+            "whose VGG16 graph ONNX Runtime rejects",
         ),
     ],
 )

@@ -134,7 +134,10 @@ def test_every_committed_results_folder_is_made_by_its_suite_file(name: str) -> 
     recorded = json.loads((ROOT / "results" / name / "suite.json").read_text())
     options = RunOptions.from_dict(recorded["options"])
     assert args.suite == name
-    assert cli._csv(args.backends) == recorded["backends"]
+    # a suite file may name engines its committed folder has not measured yet (an evidence run pending: the README's
+    # "Which framework" says "not measured yet" for them), never drop one, and the rest of the matrix is the folder's
+    pending = [b for b in cli._csv(args.backends) if b not in recorded["backends"]]
+    assert [b for b in cli._csv(args.backends) if b not in pending] == recorded["backends"]
     assert cli._csv(args.models) == recorded["models"]
     assert cli._csv(args.strategies) == recorded["strategies"]
     assert cli._csv(args.datasets) == recorded["datasets"]
