@@ -273,4 +273,5 @@ def test_the_fair_race_suites_are_twins_that_differ_only_by_tuning(dataset, monk
     assert (options.tune_scheduler, options.epochs, options.schedule, options.patience) == ("halving", 15, "cosine", 5)
     assert (options.select_by, options.select_from) == ("roc_auc", "main")
     assert options.max_train_images == committed.options.max_train_images
-    assert options.group_by == (r"person(\d+)_" if dataset == "chest_xray" else None)
+    patients = r"((?:person|NORMAL2-IM-|IM-)\d+)[_-]"  # pneumonia person<N>_, normal IM-<N>- and NORMAL2-IM-<N>-
+    assert options.group_by == (patients if dataset == "chest_xray" else None)
