@@ -40,6 +40,29 @@ def fake_backend(monkeypatch: pytest.MonkeyPatch) -> str:
 
 
 @pytest.fixture
+def quick_watch(monkeypatch: pytest.MonkeyPatch) -> dict:
+    """In-process cells of this test are not watched: ``watch.watched`` (a Python process started around every
+    timed part, ~0.5 s each, two per cell) becomes a stub that records why. For tests of what a suite does with its
+    cells, not of the watch (``test_watch.py`` and the pass tests keep the real one). Returns the stub's summary."""
+    import contextlib
+
+    from tlbench.benchmarks.running import watch
+
+    summary = {"watch_error": "not watched: a test's quick_watch"}
+
+    @contextlib.contextmanager
+    def stub(canary_max_s: float, canary_reference_gflop_per_s: float | None):
+        found: dict = {}
+        try:
+            yield found
+        finally:
+            found.update(summary)
+
+    monkeypatch.setattr(watch, "watched", stub)
+    return summary
+
+
+@pytest.fixture
 def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A per-session dataset cache (digits resized once per size for all tests)."""
     return tmp_path_factory.getbasetemp().parent / "tlbench-test-cache"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import sys
 from pathlib import Path
 
@@ -26,10 +27,11 @@ def store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
     return f"sqlite:///{tmp_path / 'mlflow.db'}"
 
 
-@pytest.fixture
-def suite(tmp_path: Path) -> Path:
-    """The report tests' fake suite with its options, an environment and written reports."""
-    root = make_suite(tmp_path / "suite")
+@pytest.fixture(scope="module")
+def written_suite(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The report tests' fake suite with its options, an environment and written reports (plots included: made
+    once for the module, each test gets a copy)."""
+    root = make_suite(tmp_path_factory.mktemp("mlflow") / "suite")
     options = {"epochs": 2, "optimizer": "adamw", "lr": None, "backend_options": {"timm": {"amp": "bf16"}}}
     (root / "suite.json").write_text(json.dumps({"name": "golden", "options": options}))
     environment = {"cpu": "Test CPU", "cpu_count": 2, "gpus": [], "python": "3.11.7", "packages": {"numpy": "2.4"}}
@@ -38,6 +40,12 @@ def suite(tmp_path: Path) -> Path:
     )
     write_report(root)
     return root
+
+
+@pytest.fixture
+def suite(written_suite: Path, tmp_path: Path) -> Path:
+    """A copy of ``written_suite`` this test may change."""
+    return Path(shutil.copytree(written_suite, tmp_path / "suite"))
 
 
 def cell_runs(client: MlflowClient, experiment: str) -> dict[str, object]:
