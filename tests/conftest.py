@@ -2,9 +2,9 @@
 order).
 
 The fast tier (``make test-fast`` = ``pytest -m "not slow"``, for the inner loop) leaves out every test marked
-``slow``: those that train real models or measure the machine carry the mark themselves; those that read the
-offline data in ``../shared`` (the ``shared_data`` fixture) or start Ray (``ray_cluster``) get it here.
-"""
+``slow``: those that train real models, start a framework in a fresh process or Chromium, or measure the machine
+carry the mark themselves; those that read the offline data in ``../shared`` (the ``shared_data`` fixture) or start
+Ray (``ray_cluster``) get it here. In-process suites of the fast tier run unwatched (``quick_watch``)."""
 
 from __future__ import annotations
 

@@ -190,7 +190,8 @@ def test_wait_until_quiet_counts_a_busy_loop_outside_the_tree_but_not_inside() -
         time.sleep(0.5)
         window = tracker.sample()
         busy_cores = (_cpu_s(busy.pid) - before) / 0.5
-    assert busy_cores >= 0.25, f"the busy loop hardly ran ({busy_cores:.2f} cores): machine overloaded"
+    # however much a loaded machine let it run, what it ran is the tree's own
+    assert busy_cores > 0.02, f"the busy loop did not run ({busy_cores:.2f} cores)"
     assert window.own_cores >= 0.8 * busy_cores
 
 
