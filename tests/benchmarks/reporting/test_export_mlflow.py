@@ -18,13 +18,20 @@ from tlbench.benchmarks.running.results import append_result, latest_by_cell, lo
 CELL = "timm__m__linear_probe__digits__s0"
 
 
+@pytest.fixture(scope="module")
+def store_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One SQLite store for the module (creating its schema takes seconds); each test exports to experiments of
+    its own, so none sees another's runs."""
+    return tmp_path_factory.mktemp("mlflow-store")
+
+
 @pytest.fixture
-def store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
-    """A fresh SQLite store; MLflow's artifacts (./mlruns) land in tmp_path; no telemetry from the tests."""
-    monkeypatch.chdir(tmp_path)
+def store(store_dir: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    """The module's SQLite store; MLflow's artifacts (./mlruns) land beside it; no telemetry from the tests."""
+    monkeypatch.chdir(store_dir)
     monkeypatch.setenv("MLFLOW_DISABLE_TELEMETRY", "true")
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    return f"sqlite:///{tmp_path / 'mlflow.db'}"
+    return f"sqlite:///{store_dir / 'mlflow.db'}"
 
 
 @pytest.fixture(scope="module")
