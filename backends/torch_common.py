@@ -14,6 +14,7 @@ This module imports torch at import time; it is only ever imported through the l
 from __future__ import annotations
 
 import abc
+import itertools
 import os
 from collections import OrderedDict
 from collections.abc import Collection
@@ -37,6 +38,38 @@ from .options import (
 from .torch_files import read_state_dict  # noqa: F401  (re-exported for the torch backends)
 
 _BN_TYPES = (nn.modules.batchnorm._BatchNorm,)
+
+#: the ``torch.compile`` backend of ``--infer-compile`` (inductor with freezing; tests put a counting one here)
+INFER_COMPILE_BACKEND: Any = "inductor"
+_OWN_GRAPHS = itertools.count()
+
+
+def compile_own_graph(model: nn.Module, *, backend: Any = "inductor", dynamic: bool = False) -> Any:
+    """``model`` compiled through a forward function whose code object is this model's alone.
+
+    Dynamo keeps compiled graphs on the code object it traced, behind guards: two models of one class (or one model
+    compiled for training with ``--compile`` and again frozen for inference) share ``forward``'s code object, so a
+    compile of one could reuse, or evict, the graph of the other, and ``torch._dynamo.reset()`` discards every
+    model's graphs in the process. A fresh code object per call gives each compiled model a cache of its own: the
+    inference pass compiles its models one after the other and times them interleaved, none recompiling.
+
+    Args:
+        model: the module to compile (in the mode it is to run in).
+        backend: the ``torch.compile`` backend.
+        dynamic: as ``torch.compile``'s (``False``: one static shape).
+
+    Returns:
+        A callable ``inputs -> model(inputs)`` compiled on its first call.
+    """
+    import types
+
+    def forward(inputs: torch.Tensor) -> torch.Tensor:
+        return model(inputs)
+
+    name = f"own_graph_{next(_OWN_GRAPHS)}"
+    code = forward.__code__.replace(co_name=name)  # a new code object: the key of dynamo's cache
+    own = types.FunctionType(code, forward.__globals__, name, forward.__defaults__, forward.__closure__)
+    return torch.compile(own, backend=backend, dynamic=dynamic)
 
 
 # ---- the fully-convolutional head (``--head fcn``), the Keras backend's head in torch ---------------------------
@@ -670,15 +703,15 @@ class TorchBackend(Backend):
             return None
         import time
 
-        import torch._dynamo
         import torch._inductor.config as inductor_config
 
         assert self.spec is not None
         start = time.perf_counter()
-        torch._dynamo.reset()  # a training-time compile (--compile) must not be reused for the frozen graph
         model.eval()
         inductor_config.freezing = True  # read when the graph compiles (below); training is over in this process
-        self._infer_forward = torch.compile(model, dynamic=False)
+        # a graph of this model's own: neither a training-time compile (--compile) of it is reused nor the graphs of
+        # the models compiled before it in this process (the inference pass) discarded
+        self._infer_forward = compile_own_graph(model, backend=INFER_COMPILE_BACKEND, dynamic=False)
         self._infer_batch = int(batch_size)
         side, chans = self.spec.image_size, 3
         with torch.inference_mode():

@@ -2,9 +2,9 @@
 order).
 
 The fast tier (``make test-fast`` = ``pytest -m "not slow"``, for the inner loop) leaves out every test marked
-``slow``: those that train real models or measure the machine carry the mark themselves; those that read the
-offline data in ``../shared`` (the ``shared_data`` fixture) or start Ray (``ray_cluster``) get it here.
-"""
+``slow``: those that train real models, start a framework in a fresh process or Chromium, or measure the machine
+carry the mark themselves; those that read the offline data in ``../shared`` (the ``shared_data`` fixture) or start
+Ray (``ray_cluster``) get it here. In-process suites of the fast tier run unwatched (``quick_watch``)."""
 
 from __future__ import annotations
 
@@ -37,6 +37,29 @@ def fake_backend(monkeypatch: pytest.MonkeyPatch) -> str:
         backends.REGISTRY, "fake", backends.BackendEntry("fake", "fake_backend:FakeBackend", "fake", ())
     )
     return "fake"
+
+
+@pytest.fixture
+def quick_watch(monkeypatch: pytest.MonkeyPatch) -> dict:
+    """In-process cells of this test are not watched: ``watch.watched`` (a Python process started around every
+    timed part, ~0.5 s each, two per cell) becomes a stub that records why. For tests of what a suite does with its
+    cells, not of the watch (``test_watch.py`` and the pass tests keep the real one). Returns the stub's summary."""
+    import contextlib
+
+    from tlbench.benchmarks.running import watch
+
+    summary = {"watch_error": "not watched: a test's quick_watch"}
+
+    @contextlib.contextmanager
+    def stub(canary_max_s: float, canary_reference_gflop_per_s: float | None):
+        found: dict = {}
+        try:
+            yield found
+        finally:
+            found.update(summary)
+
+    monkeypatch.setattr(watch, "watched", stub)
+    return summary
 
 
 @pytest.fixture

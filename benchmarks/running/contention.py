@@ -26,6 +26,7 @@ import shutil
 import subprocess
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -452,7 +453,14 @@ def describe(summary: dict[str, Any]) -> str:
 
 
 def wait_until_quiet(
-    threshold: float = DEFAULT_THRESHOLD, timeout_s: float = 300.0, poll_s: float = 2.0, root_pid: int | None = None
+    threshold: float = DEFAULT_THRESHOLD,
+    timeout_s: float = 300.0,
+    poll_s: float = 2.0,
+    root_pid: int | None = None,
+    *,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
+    tracker: Any = None,
 ) -> bool:
     """Block until other processes use at most ``threshold`` of the machine's cores over one ``poll_s`` window,
     and the hypervisor steals at most as much (the same rule that marks a cell ``disturbed``).
@@ -462,20 +470,24 @@ def wait_until_quiet(
         timeout_s: give up after this many seconds.
         poll_s: length of each measurement window.
         root_pid: the tree not counted as other (default: this process).
+        clock, sleep: the time source and the wait (tests pass a fake clock that ``sleep`` advances).
+        tracker: what measures each window (``start()``, then ``sample()`` giving ``other_cores`` and
+            ``steal_cores``); default: the machine's processes against the ``root_pid`` tree.
 
     Returns:
         ``True`` as soon as one window is quiet, ``False`` when ``timeout_s`` passed without one.
     """
     cores = psutil.cpu_count(logical=True) or 1
-    tracker = _CpuTracker(root_pid if root_pid is not None else psutil.Process().pid)
+    if tracker is None:
+        tracker = _CpuTracker(root_pid if root_pid is not None else psutil.Process().pid)
     tracker.start()
-    deadline = time.monotonic() + timeout_s
+    deadline = clock() + timeout_s
     while True:
-        remaining = deadline - time.monotonic()
-        time.sleep(max(0.01, min(poll_s, remaining)))
+        remaining = deadline - clock()
+        sleep(max(0.01, min(poll_s, remaining)))
         interval = tracker.sample()
         # quiet = neither other processes nor the hypervisor (steal: other guests on our cores) above threshold
         if interval.other_cores / cores <= threshold and interval.steal_cores / cores <= threshold:
             return True
-        if time.monotonic() >= deadline:
+        if clock() >= deadline:
             return False

@@ -40,7 +40,7 @@ from typing import Any
 from .artifacts import cell_dir as artifact_dir
 from .config import CellConfig, RunOptions, SuiteConfig
 from .environment import environment_record, gpu_names
-from .results import empty_record, write_json_atomic
+from .results import cell_key, empty_record, write_json_atomic
 from .runtime import runtime_settings
 
 #: executor names accepted by ``make_executor`` (and ``tlbench run --executor``)
@@ -51,6 +51,9 @@ REGISTRY_ENV = "TLBENCH_CELL_REGISTRY"
 FORWARDED_PREFIX = "TLBENCH_"
 
 CellRunner = Callable[..., dict[str, Any]]
+#: ``launch(command, env, log_path, append=True) -> (returncode, timed_out)``: starts an inference-pass process
+#: (``runner.run_module_subprocess``; ``None``: the pass runs in the calling process)
+Launcher = Callable[..., tuple[int, bool]]
 
 
 class ExecutorError(ValueError):
@@ -101,6 +104,21 @@ class Executor:
     ) -> Iterator[CellOutcome]:
         """Run ``cells`` and yield each outcome as it finishes (each cell exactly once)."""
         raise NotImplementedError
+
+    def infer_pass(
+        self,
+        records: Sequence[dict[str, Any]],
+        suite: SuiteConfig,
+        out_dir: Path,
+        *,
+        launch: Launcher | None,
+        on_message: Callable[[str], None] | None = None,
+    ) -> list[dict[str, Any]]:
+        """The inference pass (``infer_pass.run_infer_pass``) over ``records``, the latest records of the suite's
+        cells, where this executor's cells ran; returns the re-timed records. Here: on this machine."""
+        from .infer_pass import run_infer_pass
+
+        return run_infer_pass(records, suite, out_dir, launch=launch, on_message=on_message)
 
     def cancel(self, signum: int) -> None:
         """Stop every running cell (forwarding ``signum``); called on an interruption, before ``close``."""
@@ -450,8 +468,7 @@ def _ray_cell_task(
     import ray
 
     node_id = ray.get_runtime_context().get_node_id()
-    marker = Path(out_dir) / driver["marker"]
-    in_place = ship == "never" or (ship == "auto" and (node_id == driver["node_id"] or marker.is_file()))
+    in_place = _sees_suite_dir(out_dir, driver, ship, node_id)
     suite_dir = Path(out_dir) if in_place else Path(tempfile.mkdtemp(prefix="tlbench-ray-"))
     try:
         environment = _node_environment(suite.backends, suite.options)
@@ -479,6 +496,65 @@ def _ray_cell_task(
             "pid": os.getpid(),
         }
     finally:
+        if not in_place:
+            shutil.rmtree(suite_dir, ignore_errors=True)
+
+
+def _sees_suite_dir(out_dir: str, driver: dict[str, str], ship: str, node_id: str) -> bool:
+    """Whether a task on ``node_id`` works in the driver's suite directory itself: the driver's node, or a node that
+    sees the driver's marker file there (a shared filesystem); ``ship`` (``always``/``never``) overrides."""
+    return ship == "never" or (
+        ship == "auto" and (node_id == driver["node_id"] or (Path(out_dir) / driver["marker"]).is_file())
+    )
+
+
+def _ray_infer_pass_task(
+    records: list[dict[str, Any]],
+    suite: SuiteConfig,
+    out_dir: str,
+    driver: dict[str, str],
+    env: dict[str, str],
+    launch: Launcher | None,
+    ship: str,
+    files_box: list[Any],
+) -> dict[str, Any]:
+    """The inference pass of one node's cells as a Ray task on that node (``RayExecutor.infer_pass``).
+
+    In the suite directory itself when this node sees it; otherwise the cells' directories (weights included) come
+    in ``files_box`` (one Ray object, fetched only then), the pass runs in a scratch suite directory and the cells'
+    directories go back (their weights deleted by the completed pass, their latencies re-written) with its log.
+    """
+    import ray
+
+    from .infer_pass import LOG_FILE, run_infer_pass
+
+    node_id = ray.get_runtime_context().get_node_id()
+    in_place = _sees_suite_dir(out_dir, driver, ship, node_id)
+    suite_dir = Path(out_dir) if in_place else Path(tempfile.mkdtemp(prefix="tlbench-ray-pass-"))
+    saved = {key: os.environ.get(key) for key in env}
+    os.environ.update(env)  # the driver's TLBENCH_* settings (backends, kept weights), for this task only
+    try:
+        if not in_place:
+            shipped_in = ray.get(files_box[0])
+            for record in records:
+                directory = artifact_dir(suite_dir, record)
+                unpack_cell_dir(directory, shipped_in[directory.name])
+        messages: list[str] = []
+        updated = run_infer_pass(records, suite, suite_dir, launch=launch, on_message=messages.append)
+        log = suite_dir / LOG_FILE
+        shipped = None
+        if not in_place:
+            shipped = {
+                "cells": {r_dir.name: pack_cell_dir(r_dir) for r_dir in (artifact_dir(suite_dir, r) for r in records)},
+                "log": log.read_text(errors="replace") if log.is_file() else "",
+            }
+        return {"records": updated, "messages": messages, "artifacts": shipped, "host": socket.gethostname()}
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
         if not in_place:
             shutil.rmtree(suite_dir, ignore_errors=True)
 
@@ -518,6 +594,7 @@ class RayExecutor(Executor):
         self._environments: list[dict[str, Any]] | None = None
         self.num_cpus = 1.0
         self.num_gpus = 0
+        self._node_of: dict[tuple, str] = {}  # cell key -> the Ray node its cell ran on (this run's cells)
 
     def start(self, suite: SuiteConfig, out_dir: Path, on_message: Callable[[str], None] | None = None) -> None:
         ray = _import_ray()
@@ -622,7 +699,84 @@ class RayExecutor(Executor):
                     continue
                 if result["artifacts"] is not None:
                     unpack_cell_dir(artifact_dir(out_dir, cell), result["artifacts"])
+                self._node_of[cell_key(result["record"])] = result["node_id"]
                 yield CellOutcome(cell, result["record"], result["environment"])
+
+    def _pass_node(self, record: dict[str, Any], nodes: Mapping[str, str]) -> str | None:
+        """The alive node whose cell made ``record``: the one this run's task ran on, else the one of the record's
+        host (a resumed cell); ``None`` when neither is alive (any node then times it)."""
+        node = self._node_of.get(cell_key(record))
+        if node in nodes.values():
+            return node
+        return nodes.get((record.get("concurrency") or {}).get("host") or "")
+
+    def infer_pass(self, records, suite, out_dir, *, launch, on_message=None) -> list[dict[str, Any]]:
+        """The inference pass per node group, on the nodes: the cells that ran on one node are timed again by one
+        Ray task pinned there (the same ``run_infer_pass`` as a local run, so each model's cells interleaved in one
+        fresh process of that node). The task works in the suite directory when its node sees it (the driver's
+        node, a shared filesystem), else it gets the cells' directories with their weights and sends them back."""
+        import ray
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+        from .infer_pass import LOG_FILE, pass_groups
+
+        say = on_message or (lambda line: None)
+        out_dir = Path(out_dir)
+        timed = {cell_key(r) for group in pass_groups(records, out_dir) for r in group}
+        if not timed:
+            return []
+        nodes = {n.get("NodeManagerHostname", ""): n["NodeID"] for n in self._nodes()}
+        by_node: dict[str | None, list[dict[str, Any]]] = {}
+        for record in records:
+            if cell_key(record) in timed:
+                by_node.setdefault(self._pass_node(record, nodes), []).append(record)
+        task = ray.remote(_ray_infer_pass_task)
+        env = {k: v for k, v in os.environ.items() if k.startswith(FORWARDED_PREFIX)}
+        target = str(out_dir.resolve())
+        by_ref: dict[Any, list[dict[str, Any]]] = {}
+        for node, group in by_node.items():
+            files_box = []
+            # the cells' directories, fetched by the task only where the suite directory is not seen
+            if self.ship_artifacts == "always" or (self.ship_artifacts == "auto" and node != self._driver["node_id"]):
+                files_box = [
+                    ray.put({artifact_dir(out_dir, r).name: pack_cell_dir(artifact_dir(out_dir, r)) for r in group})
+                ]
+            placement = (
+                {"scheduling_strategy": NodeAffinitySchedulingStrategy(node, soft=False)} if node is not None else {}
+            )
+            ref = task.options(
+                num_cpus=self.num_cpus,
+                num_gpus=self.num_gpus,
+                max_retries=self.max_retries,
+                retry_exceptions=False,
+                **placement,
+            ).remote(group, suite, target, self._driver, env, launch, self.ship_artifacts, files_box)
+            by_ref[ref] = group
+        updated: list[dict[str, Any]] = []
+        self._pending = list(by_ref)
+        while self._pending:
+            ready, self._pending = ray.wait(self._pending, num_returns=1, timeout=1.0)  # a timeout: signals get in
+            for ref in ready:
+                try:
+                    result = ray.get(ref)
+                except ray.exceptions.RayError as exc:  # the cells keep their figures and their weights
+                    message = " ".join(str(exc).split())
+                    say(
+                        f"inference pass of {len(by_ref[ref])} cell(s) on a Ray node failed, the cells keep their own "
+                        f"figures and their weights for the next run: {type(exc).__name__}: {message}"[:500]
+                    )
+                    continue
+                shipped = result["artifacts"]
+                if shipped is not None:
+                    for record in by_ref[ref]:
+                        directory = artifact_dir(out_dir, record)
+                        unpack_cell_dir(directory, shipped["cells"][directory.name])
+                    with open(out_dir / LOG_FILE, "a") as log:
+                        log.write(shipped["log"])
+                for message in result["messages"]:
+                    say(f"{message} [Ray node {result['host']}]")
+                updated += result["records"]
+        return updated
 
     def cancel(self, signum: int) -> None:
         import ray

@@ -512,16 +512,17 @@ def _infer_pass(
     results_path: Path,
     inline: bool,
     on_message: Callable[[str], None] | None,
+    executor: Executor,
 ) -> None:
     """The inference pass (``infer_pass``) over the latest records of every cell of the suite whose weights are
-    still in the directory: this run's cells and those an interrupted earlier run left, timed together. Each
-    re-timed cell gets a new record, appended (and put in ``produced`` in place of this run's record)."""
-    from .infer_pass import run_infer_pass
-
+    still in the directory: this run's cells and those an interrupted earlier run left, timed together, where the
+    executor ran them (``Executor.infer_pass``: here, or per node on a Ray cluster). Each re-timed cell gets a new
+    record, appended (and put in ``produced`` in place of this run's record)."""
     wanted = {cell_key(asdict(cell)) for cell in suite.cells()}
     latest = [r for r in latest_by_cell(load_results(results_path)) if cell_key(r) in wanted]
     launch = None if inline else run_module_subprocess
-    updated = {cell_key(r): r for r in run_infer_pass(latest, suite, out_dir, launch=launch, on_message=on_message)}
+    timed = executor.infer_pass(latest, suite, out_dir, launch=launch, on_message=on_message)
+    updated = {cell_key(r): r for r in timed}
     for fresh in updated.values():
         append_result(results_path, fresh)
     for position, record in enumerate(produced):
@@ -544,7 +545,7 @@ def run_suite(
 
     Cells already finished (``ok``) with the same run options, in an environment where cells run now, are
     skipped: re-running a suite resumes it, whatever the executor. A failing cell is recorded with
-    ``status="failed"`` and its error; the others go on. With ``suite.options.infer_pass`` (on a local executor)
+    ``status="failed"`` and its error; the others go on. With ``suite.options.infer_pass`` (on a Ray cluster: per node)
     the cells of each model are then timed again, interleaved in one fresh process (``infer_pass``), and each
     gets a second record with those inference figures. This function is the only writer of the results
     file: each record is appended exactly once, as soon as its cell finishes, with the ``environment_id`` of
@@ -631,14 +632,9 @@ def run_suite(
                 if not _HELD[0]:  # other finished records still on their way (parallel cells) come first
                     _check_interrupted()
             _check_interrupted()
-            if suite.options.infer_pass and executor.name == "local":
-                _infer_pass(
-                    produced, suite, out_dir, results_path, getattr(cell_runner, "in_process", False), on_message
-                )
-            elif suite.options.infer_pass:  # cells measured on other nodes are not timed again here
-                from .infer_pass import discard_weights
-
-                discard_weights(produced, out_dir)
+            if suite.options.infer_pass:
+                inline = getattr(cell_runner, "in_process", False)
+                _infer_pass(produced, suite, out_dir, results_path, inline, on_message, executor)
         except KeyboardInterrupt as exc:  # RunInterrupted included: stop what still runs, keep what is appended
             # (a library may turn our exception into a plain KeyboardInterrupt: Ray's wait does; the handler noted
             # the signal)

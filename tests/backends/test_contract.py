@@ -326,6 +326,7 @@ def test_the_seeds_optimizers_and_gradient_clipping(backend_name):
     assert changes[None] > 1e-4 and changes[1e-6] < 1e-6  # a step of at most lr x 1e-6 in norm
 
 
+@pytest.mark.slow  # builds three real models and trains a head
 def test_the_mlp_head_is_seed_002s_head_on_every_backend(backend_name, tmp_path):
     """``--head mlp``: 512 -> 256 -> 128 -> classes on the pooled features, trained as the head (not a stage), saved
     and rebuilt like any model (the inference pass rebuilds it from the options)."""

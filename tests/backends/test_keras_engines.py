@@ -68,6 +68,7 @@ def tensorflow() -> dict:
     return {**check("keras"), "torchvision_logits": logits}
 
 
+@pytest.mark.slow  # builds VGG16 in torchvision and in Keras on TensorFlow
 def test_keras_on_tensorflow_is_the_reference(tensorflow):
     """The in-process figures the other engines are compared with agree with torchvision themselves."""
     assert tensorflow["logits"].shape == (2, NUM_CLASSES) and np.abs(tensorflow["logits"]).max() > 1e-2
@@ -110,6 +111,7 @@ except BackendError as exc:
 """
 
 
+@pytest.mark.slow  # starts Keras on TensorFlow in a fresh process
 def test_keras_loaded_on_another_engine_is_a_one_line_error():
     if not engine_available("jax"):
         pytest.skip("keras-jax not installed")

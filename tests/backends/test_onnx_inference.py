@@ -80,6 +80,7 @@ def test_a_gray_model_takes_the_first_channel_as_the_framework_does(tmp_path):
     np.testing.assert_allclose(engine.run(x), gray.predict_proba(x), rtol=0, atol=1e-4)
 
 
+@pytest.mark.slow  # ONNX Runtime and OpenVINO calibrate and quantize the graph (seconds each)
 @pytest.mark.parametrize("name", ["onnxruntime-int8", "openvino-int8"])
 def test_int8_engines_run_the_calibrated_quantized_graph(resnet, tmp_path, name):
     x = images(16, seed=2)

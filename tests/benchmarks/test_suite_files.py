@@ -15,6 +15,9 @@ from tlbench.benchmarks.running.config import RunOptions, SuiteConfig
 from tlbench.benchmarks.running.results import cell_id
 from tlbench.benchmarks.suite_files import matrix_dir_name, recorded_suite
 
+#: in-process cells here are not watched (a process per timed part): what is tested is the suite, not the watch
+pytestmark = pytest.mark.usefixtures("quick_watch")
+
 ROOT = Path(__file__).resolve().parents[2]
 
 

@@ -78,6 +78,7 @@ print(json.dumps({
 """
 
 
+@pytest.mark.slow  # starts each framework in a fresh process and runs its probe kernels
 @pytest.mark.parametrize("name", list(ENGINES))
 def test_an_installed_engine_sets_threads_and_runs_probe_kernels(name: str) -> None:
     if not engine_available(name):

@@ -18,6 +18,9 @@ from tlbench.benchmarks.reporting.report import write_report
 from tlbench.benchmarks.running.metrics import classification_metrics
 from tlbench.benchmarks.running.results import append_result, cell_id
 
+#: in-process cells here are not watched (a process per timed part): what is tested is the suite, not the watch
+pytestmark = pytest.mark.usefixtures("quick_watch")
+
 N = 100
 LABELS = np.arange(N) % 2  # 50 NORMAL (0), 50 PNEUMONIA (1)
 

@@ -18,6 +18,9 @@ from tlbench.benchmarks.running.config import RunOptions, SuiteConfig
 from tlbench.benchmarks.running.results import append_result, cell_id
 from tlbench.benchmarks.running.runner import run_cell_inprocess, run_suite
 
+#: in-process cells here are not watched (a process per timed part): what is tested is the suite, not the watch
+pytestmark = pytest.mark.usefixtures("quick_watch")
+
 SMALL_MODEL = "mobilenetv3_small_050"
 SIZE = 32
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import sys
 from pathlib import Path
 
@@ -17,19 +18,27 @@ from tlbench.benchmarks.running.results import append_result, latest_by_cell, lo
 CELL = "timm__m__linear_probe__digits__s0"
 
 
+@pytest.fixture(scope="module")
+def store_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One SQLite store for the module (creating its schema takes seconds); each test exports to experiments of
+    its own, so none sees another's runs."""
+    return tmp_path_factory.mktemp("mlflow-store")
+
+
 @pytest.fixture
-def store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
-    """A fresh SQLite store; MLflow's artifacts (./mlruns) land in tmp_path; no telemetry from the tests."""
-    monkeypatch.chdir(tmp_path)
+def store(store_dir: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    """The module's SQLite store; MLflow's artifacts (./mlruns) land beside it; no telemetry from the tests."""
+    monkeypatch.chdir(store_dir)
     monkeypatch.setenv("MLFLOW_DISABLE_TELEMETRY", "true")
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    return f"sqlite:///{tmp_path / 'mlflow.db'}"
+    return f"sqlite:///{store_dir / 'mlflow.db'}"
 
 
-@pytest.fixture
-def suite(tmp_path: Path) -> Path:
-    """The report tests' fake suite with its options, an environment and written reports."""
-    root = make_suite(tmp_path / "suite")
+@pytest.fixture(scope="module")
+def written_suite(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The report tests' fake suite with its options, an environment and written reports (plots included: made
+    once for the module, each test gets a copy)."""
+    root = make_suite(tmp_path_factory.mktemp("mlflow") / "suite")
     options = {"epochs": 2, "optimizer": "adamw", "lr": None, "backend_options": {"timm": {"amp": "bf16"}}}
     (root / "suite.json").write_text(json.dumps({"name": "golden", "options": options}))
     environment = {"cpu": "Test CPU", "cpu_count": 2, "gpus": [], "python": "3.11.7", "packages": {"numpy": "2.4"}}
@@ -38,6 +47,12 @@ def suite(tmp_path: Path) -> Path:
     )
     write_report(root)
     return root
+
+
+@pytest.fixture
+def suite(written_suite: Path, tmp_path: Path) -> Path:
+    """A copy of ``written_suite`` this test may change."""
+    return Path(shutil.copytree(written_suite, tmp_path / "suite"))
 
 
 def cell_runs(client: MlflowClient, experiment: str) -> dict[str, object]:

@@ -14,6 +14,9 @@ from tlbench.benchmarks.running.config import RunOptions, SuiteConfig, format_we
 from tlbench.benchmarks.running.results import load_results
 from tlbench.benchmarks.running.runner import run_cell_inprocess, run_suite
 
+#: in-process cells here are not watched (a process per timed part): what is tested is the suite, not the watch
+pytestmark = pytest.mark.usefixtures("quick_watch")
+
 
 @pytest.mark.parametrize(
     ("text", "expected"),

@@ -7,11 +7,13 @@ absolute figures.
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from types import SimpleNamespace
 
 import psutil
 import pytest
@@ -131,14 +133,66 @@ def test_parse_pmon() -> None:
     assert parse_pmon(text) == [(12345, 45.0), (777, 0.0)]
 
 
-def test_wait_until_quiet() -> None:
+class _ScriptedWindows:
+    """A tracker whose windows are given: ``(other_cores, steal_cores)`` per ``sample()``."""
+
+    def __init__(self, windows: list[tuple[float, float]]) -> None:
+        self.windows, self.samples = list(windows), 0
+
+    def start(self) -> None:
+        pass
+
+    def sample(self) -> SimpleNamespace:
+        other, steal = self.windows[min(self.samples, len(self.windows) - 1)]
+        self.samples += 1
+        return SimpleNamespace(other_cores=other, steal_cores=steal)
+
+
+class _FakeClock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.now += seconds
+
+
+@pytest.mark.parametrize(
+    ("windows", "quiet", "samples", "waited_s"),
+    [
+        ([(1.0, 0.0)], False, 4, 1.0),  # busy in every window: gives up at the timeout (4 windows of 0.25 s)
+        ([(1.0, 0.0), (1.0, 0.0), (0.1, 0.0)], True, 3, 0.75),  # the third window is quiet: returns at once
+        ([(0.0, 1.0)], False, 4, 1.0),  # steal (other guests on our cores) counts like a busy neighbour
+        ([(0.2, 0.2)], True, 1, 0.25),  # 0.2 of 2 cores = 10 %: at the threshold is quiet
+    ],
+)
+def test_wait_until_quiet_returns_at_the_first_quiet_window_or_the_timeout(
+    monkeypatch, windows, quiet, samples, waited_s
+) -> None:
+    monkeypatch.setattr(contention.psutil, "cpu_count", lambda logical=True: 2)
+    clock, tracker = _FakeClock(), _ScriptedWindows(windows)
+    result = wait_until_quiet(
+        threshold=0.10, timeout_s=1.0, poll_s=0.25, clock=clock, sleep=clock.sleep, tracker=tracker
+    )
+    assert result is quiet and tracker.samples == samples and clock.now - 100.0 == pytest.approx(waited_s)
+
+
+def test_wait_until_quiet_counts_a_busy_loop_outside_the_tree_but_not_inside() -> None:
     with _processes(BUSY.format(seconds=3), "import time; time.sleep(4)") as (busy, sleeper):
-        start = time.monotonic()
         # a busy loop outside the sleeper's tree: never below 10 % of the cores -> times out
         assert wait_until_quiet(threshold=0.10, timeout_s=0.6, poll_s=0.3, root_pid=sleeper.pid) is False
-        assert time.monotonic() - start < 2.0
-        # the same loop inside this process' tree is not contention; 101 % is never exceeded by the rest
-        assert wait_until_quiet(threshold=1.01, timeout_s=1.0, poll_s=0.1) is True
+        # the same loop is this process' child: measured against this tree, it is the tree's own, not other
+        tracker = contention._CpuTracker(os.getpid())
+        tracker.start()
+        before = _cpu_s(busy.pid)
+        time.sleep(0.5)
+        window = tracker.sample()
+        busy_cores = (_cpu_s(busy.pid) - before) / 0.5
+    # however much a loaded machine let it run, what it ran is the tree's own
+    assert busy_cores > 0.02, f"the busy loop did not run ({busy_cores:.2f} cores)"
+    assert window.own_cores >= 0.8 * busy_cores
 
 
 def test_hypervisor_steal_above_the_threshold_is_disturbance(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -238,7 +238,11 @@ def test_ray_and_local_give_the_same_cells_once_and_resume_each_other(ray_cluste
     local = run_suite(cfg, local_dir, executor=LocalExecutor(2))
     messages = []
     remote = run_suite(cfg, ray_dir, executor=RayExecutor(ship_artifacts="always"), on_message=messages.append)
-    assert messages == ["Ray: 1 node(s) can run cells (1 CPU(s) per cell)"]
+    assert messages[0] == "Ray: 1 node(s) can run cells (1 CPU(s) per cell)"
+    # one pass for the model's cells, on their node (the line names it); the pass's log came back with the cells
+    (line,) = messages[1:]
+    assert line.startswith("inference pass: 4 cells of fake/softmax/digits interleaved") and "[Ray node " in line
+    assert "loaded fake__" in (ray_dir / "infer_pass.log").read_text()
     for records, folder, executor in ((local, local_dir, "local"), (remote, ray_dir, "ray")):
         assert len(records) == 4 and all(r["status"] == "ok" for r in records), [r["error"] for r in records]
         lines = load_results(folder / "results.jsonl")
@@ -246,10 +250,10 @@ def test_ray_and_local_give_the_same_cells_once_and_resume_each_other(ray_cluste
         assert (
             sorted(map(cell_key, stored)) == sorted(map(cell_key, records)) and len({cell_key(r) for r in stored}) == 4
         )
-        # the inference pass re-times the cells of one model on this machine only: a second record per cell
-        # locally; cells measured by Ray workers are not re-timed by the driver, and their saved weights are gone
-        assert len(lines) == (8 if executor == "local" else 4)
-        assert all((r["infer_pass"] is not None) == (executor == "local") for r in stored)
+        # the inference pass re-times each cell (a second record per cell) where it ran: here, or by a Ray task on
+        # the cells' node (their directories shipped there and back: ship_artifacts="always"); weights gone after
+        assert len(lines) == 8
+        assert all(r["infer_pass"] is not None and r["infer_pass"]["models"] == 4 for r in stored)
         assert not list(folder.glob("cells/*/weights*"))
         assert {r["concurrency"]["executor"] for r in stored} == {executor}
         assert {r["concurrency"]["device"] for r in stored} == {"cpu"}
@@ -264,7 +268,7 @@ def test_ray_and_local_give_the_same_cells_once_and_resume_each_other(ray_cluste
     assert local[0]["environment_id"] == remote[0]["environment_id"]
     assert run_suite(cfg, local_dir, executor=RayExecutor()) == []
     assert run_suite(cfg, ray_dir, executor=LocalExecutor()) == []
-    assert len(load_results(ray_dir / "results.jsonl")) == 4
+    assert len(load_results(ray_dir / "results.jsonl")) == 8  # nothing run, nothing re-timed
 
 
 def _kill_the_worker_of(out: Path, model: str, killed: list, stop: threading.Event) -> None:
@@ -300,8 +304,10 @@ def test_a_ray_worker_killed_mid_cell_is_retried_and_recorded_once(ray_cluster, 
         not psutil.pid_exists(cell_pid) or psutil.Process(cell_pid).status() == psutil.STATUS_ZOMBIE
     )  # died with its worker
     assert record["status"] == "ok", record["error"]
-    (stored,) = load_results(out / "results.jsonl")
-    assert stored["status"] == "ok" and stored["concurrency"]["executor"] == "ray"
+    # recorded once (then once more by the inference pass on the node: the same cell, re-timed)
+    stored, passed = load_results(out / "results.jsonl")
+    assert stored["status"] == "ok" and stored["concurrency"]["executor"] == "ray" and stored["infer_pass"] is None
+    assert cell_key(passed) == cell_key(stored) and passed["infer_pass"]["in_cell"]
     assert "dataset digits" in (out / "cells" / "fake__nap__scratch__digits__s0" / "log.txt").read_text()
 
 
@@ -348,3 +354,16 @@ def test_sigterm_during_a_ray_run_stops_its_cells_and_keeps_the_records(ray_clus
         time.sleep(0.05)
     assert not cell.is_running() or cell.status() == psutil.STATUS_ZOMBIE, "the cell outlived its cancelled Ray task"
     assert not list(out.glob(".tlbench-driver-*"))
+
+
+def test_the_ray_pass_times_a_cell_on_the_node_that_ran_it():
+    """This run's cells go to the node their task ran on; a resumed cell to its record's host; else any node."""
+    executor = RayExecutor()
+    ran_here = {"backend": "fake", "model": "softmax", "strategy": "scratch", "dataset": "digits", "seed": 0}
+    resumed = {**ran_here, "seed": 1, "concurrency": {"host": "gpu-2"}}
+    orphan = {**ran_here, "seed": 2, "concurrency": {"host": "gone"}}
+    executor._node_of[cell_key(ran_here)] = "node-a"
+    nodes = {"gpu-1": "node-a", "gpu-2": "node-b"}
+    assert [executor._pass_node(r, nodes) for r in (ran_here, resumed, orphan)] == ["node-a", "node-b", None]
+    executor._node_of[cell_key(ran_here)] = "node-dead"  # its node left the cluster: no host either -> any node
+    assert executor._pass_node(ran_here, nodes) is None

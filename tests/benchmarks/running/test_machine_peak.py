@@ -176,6 +176,7 @@ def test_the_probe_runs_any_engines_kernels(monkeypatch: pytest.MonkeyPatch) -> 
     assert missing == {"flop_per_s": None, "error": "bfloat16 matmul not implemented"}
 
 
+@pytest.mark.slow  # starts TensorFlow in a fresh process and measures the machine with it
 def test_a_machine_without_torch_is_probed_with_tensorflow(tmp_path: Path) -> None:
     """``--engine tensorflow``: the probe does not need torch to be the cells' engine."""
     import subprocess

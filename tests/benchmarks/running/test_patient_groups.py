@@ -14,6 +14,9 @@ from tlbench.benchmarks.running.config import RunOptions, SuiteConfig
 from tlbench.benchmarks.running.results import load_results
 from tlbench.benchmarks.running.runner import completed_cells, run_cell_inprocess, run_suite
 
+#: in-process cells here are not watched (a process per timed part): what is tested is the suite, not the watch
+pytestmark = pytest.mark.usefixtures("quick_watch")
+
 FAST = RunOptions(
     epochs=1, image_size=16, batch_size=64, device="cpu", infer_repeats=10, infer_warmup=1, infer_min_time_s=0.0
 )

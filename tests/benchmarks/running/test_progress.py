@@ -13,6 +13,9 @@ from tlbench.benchmarks.running.config import RunOptions, SuiteConfig
 from tlbench.benchmarks.running.progress import Event, Progress, TrainingReporter, forward_line, parse_line
 from tlbench.benchmarks.running.runner import run_cell_inprocess, run_suite
 
+#: in-process cells here are not watched (a process per timed part): what is tested is the suite, not the watch
+pytestmark = pytest.mark.usefixtures("quick_watch")
+
 
 class Clock:
     def __init__(self) -> None:

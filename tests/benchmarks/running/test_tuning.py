@@ -26,6 +26,9 @@ from tlbench.benchmarks.running.tuning_run import run_tuned_suite
 from tlbench.core.strategies import STRATEGIES, TRIAL_BUDGET, get_strategy, trial_name
 from tlbench.datasets import Split
 
+#: in-process cells here are not watched (a process per timed part): what is tested is the suite, not the watch
+pytestmark = pytest.mark.usefixtures("quick_watch")
+
 FAST = RunOptions(
     epochs=2, image_size=16, batch_size=64, device="cpu", infer_repeats=10, infer_warmup=1, infer_min_time_s=0.0
 )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from tlbench.benchmarks.tools import bench_watch
 from tlbench.benchmarks.tools.bench_watch import ARMS, main
 
 
@@ -17,7 +18,10 @@ def test_one_tiny_round_times_every_arm(tmp_path, capsys):
     rows = [line for line in text.splitlines() if line.startswith(tuple(f"| {arm} " for arm in ARMS))]
     assert [row.split(" | ")[0].strip("| ") for row in rows] == list(ARMS)
     assert rows[0].split(" | ")[2] == "1.000"  # unwatched against itself
-    assert all(float(row.split(" | ")[1]) > 0 for row in rows)
+    base = float(rows[0].split(" | ")[1])
+    for row in rows:  # each ratio is the arm's images/s over the unwatched arm's, as written
+        images_per_s, ratio = float(row.split(" | ")[1]), float(row.split(" | ")[2])
+        assert images_per_s > 0 and ratio == pytest.approx(images_per_s / base, rel=0.02)  # images/s rounded
     assert "--infer-s 0.2" in text and "batch 4" in text
 
 
@@ -56,3 +60,20 @@ def test_rounds_rotate_the_opener_and_the_table_holds_medians_and_ratios(monkeyp
     assert "| unwatched | 102 | 1.000 | 100, 104, 102 |" in out
     assert "| watch_process | 100 | 0.980 | 101, 99, 100 |" in out  # median 100 / median 102
     assert "| watch_in_thread | 90 | 0.882 | 90, 90, 90 |" in out
+
+
+def test_the_ratio_is_each_arms_median_over_the_unwatched_median(tmp_path, monkeypatch):
+    """Scripted figures per arm (no process runs): the table's claim, a ratio to the unwatched arm, is computed from
+    the medians over rounds; a watch that cost 1 % reads 0.990."""
+    figures = {
+        "unwatched": iter([100.0, 120.0, 110.0]),
+        "watch_process": iter([99.0, 108.9, 118.8]),  # median 108.9 = 0.99 x 110
+        "watch_in_thread": iter([55.0, 60.0, 50.0]),
+    }
+    monkeypatch.setattr(bench_watch, "run_arm", lambda arm, args, env: next(figures[arm]))
+    out = tmp_path / "table.md"
+    assert main(["--rounds", "3", "--out", str(out)]) == 0
+    rows = {line.split(" | ")[0].strip("| "): line.split(" | ") for line in out.read_text().splitlines()[-3:]}
+    assert rows["unwatched"][1:3] == ["110", "1.000"]
+    assert rows["watch_process"][1:3] == ["109", "0.990"]
+    assert rows["watch_in_thread"][1:3] == ["55", "0.500"]

@@ -17,6 +17,7 @@ from tlbench.benchmarks.tools.render_report import VIEWPORT, main, render_report
 ANSWER_SECTION = "The answer"
 
 
+@pytest.mark.slow  # a real headless Chromium (seconds per page)
 def test_the_report_renders_with_its_answer_and_plots_visible(tmp_path: Path) -> None:
     suite = make_suite(tmp_path / "suite")
     paths = write_report(suite)
@@ -49,6 +50,7 @@ BROKEN = """<!DOCTYPE html><html><head><title>broken</title></head><body>
 """
 
 
+@pytest.mark.slow  # a real headless Chromium
 def test_the_checks_catch_console_errors_failed_loads_and_hidden_sections(tmp_path: Path) -> None:
     page = tmp_path / "broken.html"
     page.write_text(BROKEN)
@@ -61,13 +63,19 @@ def test_the_checks_catch_console_errors_failed_loads_and_hidden_sections(tmp_pa
     assert "the first section ('Answer') is not on the first screen" in result.problems
 
 
-def test_command_line_exit_codes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.mark.slow  # a real headless Chromium, twice
+def test_command_line_exit_codes_of_a_rendered_page(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     suite = make_suite(tmp_path / "suite")
     html = write_report(suite, plots=False)["html"]
     assert main([str(html), "--screenshot", str(tmp_path / "a.png"), "--section", ANSWER_SECTION]) == 0
     assert '"problems": []' in capsys.readouterr().out
     assert main([str(html), "--screenshot", str(tmp_path / "b.png"), "--section", "No such heading"]) == 1
     assert "section 'No such heading' not rendered" in capsys.readouterr().out
+
+
+def test_command_line_usage_errors_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    html = tmp_path / "report.html"
+    html.write_text("<html><body><h2>The answer</h2></body></html>")
     assert main([str(html), "--browser", str(tmp_path / "no-chromium")]) == 2
     assert capsys.readouterr().err.strip() == (
         f"render_report: error: browser {str(tmp_path / 'no-chromium')!r} is not an executable; expected a Chromium "
