@@ -27,6 +27,9 @@ is, and each kind takes its own options (``KINDS``):
 - ``framework``: ``frameworks`` (suite folders), optional ``deploy`` (one suite folder) and ``reference`` (an engine,
   default ``torchvision``): the README's "Which framework" section (``which_framework.py``).
 
+Figures quoted in sentences are generated too, by inline ``<!-- value: ... -->FIGURE<!-- /value -->`` comments
+(``findings_values.py``), and checked the same way.
+
 A suite folder that holds no results yet but whose suite file (``suites/<name>.toml``) exists reads "not measured
 yet" with the command that makes it; one with neither is an error in the page.
 
@@ -57,6 +60,7 @@ from .findings_cells import (
     split_label,
     suite_records,
 )
+from .findings_values import regenerate_values
 from .race import race_page
 from .which_framework import render_which_framework
 
@@ -245,7 +249,7 @@ def render(options: dict[str, Any], root: Path) -> str:
 
 
 def regenerate(text: str, root: Path) -> tuple[str, list[str]]:
-    """The page with every block re-rendered, and the opening comments of the blocks that changed."""
+    """The page with every block and quoted figure re-rendered, and the options of those that changed."""
     changed: list[str] = []
 
     def replace(match: re.Match[str]) -> str:
@@ -254,7 +258,9 @@ def regenerate(text: str, root: Path) -> tuple[str, list[str]]:
             changed.append(match.group("options"))
         return match.group(1) + body + match.group(4)
 
-    return BLOCK.sub(replace, text), changed
+    text = BLOCK.sub(replace, text)
+    text, figures = regenerate_values(text, root)
+    return text, changed + figures
 
 
 def main(argv: list[str] | None = None) -> int:
