@@ -74,8 +74,8 @@ def test_grouped_subsets_take_whole_patients(fake_backend, tmp_path):
 
 
 @pytest.mark.slow
-def test_a_tiny_real_label_efficiency_run(tmp_path, cache_dir):
-    out = tmp_path / "suite"
+def test_a_tiny_real_label_efficiency_run(tmp_path):
+    out, cache_dir = tmp_path / "suite", tmp_path / "cache"  # a cache of its own: the feature cache starts empty
     argv = [sys.executable, "-m", "tlbench", "run", "--out", str(out), "--strategies", "logreg_probe,full_finetune"]
     argv += ["--train-sizes", "3,6", "--image-size", "32", "--epochs", "1", "--min-time", "0", "--no-infer-pass"]
     argv += ["--cache-dir", str(cache_dir), "--device", "cpu"]
