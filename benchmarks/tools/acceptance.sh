@@ -121,7 +121,28 @@ step_incremental() {  # issue 23: labels that arrive in 4 chunks, continue vs re
   $TL run suites/incremental_chest_xray.toml
 }
 
-ALL_STEPS="default after_training overhead memory_format infer_compile cache chest medmnist resnet18 strategies frameworks deploy deploy_targets sweep distill strategies_more incremental"
+step_label_efficiency() {  # issue 23: with N labels, which strategy: Lite0 probes and fine-tunings on nested stratified
+  # subsets, 3 seeds, 64 px (BreastMNIST about 35 min, PneumoniaMNIST about 50, chest X-ray grouped about 60)
+  rm -rf results/label_efficiency_breastmnist results/label_efficiency_pneumoniamnist results/label_efficiency_chest_xray
+  $TL run suites/label_efficiency_breastmnist.toml
+  $TL run suites/label_efficiency_pneumoniamnist.toml
+  $TL run suites/label_efficiency_chest_xray.toml
+}
+
+step_race() {  # issue 22: the fair race, each dataset untuned then tuned (same recipe, --tune), 3 seeds, 64 px
+  # (about 24 + 61 min on BreastMNIST, 22 + 57 on digits, 21 + 55 on the chest X-ray folder grouped by patient);
+  # bench_tuning_cost times the BreastMNIST pair in fresh processes and writes the cost ratio
+  rm -rf results/untuned_breastmnist results/tuned_breastmnist results/untuned_digits results/tuned_digits \
+    results/untuned_chest_xray results/tuned_chest_xray
+  $PY -m tlbench.benchmarks.tools.bench_tuning_cost --work-dir results/_cost --out results/bench_tuning_cost.md
+  mv results/_cost/untuned results/untuned_breastmnist && mv results/_cost/tuned results/tuned_breastmnist && rmdir results/_cost
+  for name in digits chest_xray; do
+    $TL run "suites/untuned_$name.toml"
+    $TL run "suites/tuned_$name.toml"
+  done
+}
+
+ALL_STEPS="default after_training overhead memory_format infer_compile cache chest medmnist resnet18 strategies frameworks deploy deploy_targets sweep distill strategies_more incremental label_efficiency race"
 steps=("$@")
 [ ${#steps[@]} -gt 0 ] || read -r -a steps <<< "$ALL_STEPS"
 for name in "${steps[@]}"; do
