@@ -37,6 +37,7 @@ from typing import Any
 from ...core.strategies import get_strategy
 from ..reporting.stats import t_interval
 from ..running.results import latest_by_cell, load_results
+from .findings_cells import format_cell
 
 EXIT_USAGE = 2
 #: the committed conclusions a race checks, in the order they are reported
@@ -71,13 +72,7 @@ def mean_of(records: Sequence[dict[str, Any]], strategy: str, column: str = "acc
 
 def cell(records: Sequence[dict[str, Any]] | None, strategy: str, column: str) -> str:
     """``0.843 ± 0.010`` (mean ± the 95 % t half-width over seeds), ``0.843`` for one seed, ``–`` for none."""
-    values = list(by_seed(records or [], strategy, column).values())
-    if not values:
-        return "–"
-    interval = t_interval(values)
-    if interval.n < 2:
-        return f"{interval.estimate:.3f}"
-    return f"{interval.estimate:.3f} ± {(interval.high - interval.low) / 2:.3f}"
+    return format_cell(column, list(by_seed(records or [], strategy, column).values()))
 
 
 def ranks(records: Sequence[dict[str, Any]], column: str = "accuracy") -> dict[str, int]:
