@@ -40,6 +40,7 @@ from typing import Any
 from .artifacts import cell_dir as artifact_dir
 from .config import CellConfig, RunOptions, SuiteConfig
 from .environment import environment_record, gpu_names
+from .infer_pass import Launcher
 from .results import cell_key, empty_record, write_json_atomic
 from .runtime import runtime_settings
 
@@ -51,9 +52,6 @@ REGISTRY_ENV = "TLBENCH_CELL_REGISTRY"
 FORWARDED_PREFIX = "TLBENCH_"
 
 CellRunner = Callable[..., dict[str, Any]]
-#: ``launch(command, env, log_path, append=True) -> (returncode, timed_out)``: starts an inference-pass process
-#: (``runner.run_module_subprocess``; ``None``: the pass runs in the calling process)
-Launcher = Callable[..., tuple[int, bool]]
 
 
 class ExecutorError(ValueError):

@@ -31,6 +31,14 @@ def suite_name(suite: str) -> str:
     return suite.rstrip("/").rsplit("/", 1)[-1]
 
 
+def finished_records(directory: Path) -> list[dict[str, Any]] | None:
+    """The finished records of a suite directory (latest per cell), ``None`` when it has no ``results.jsonl``."""
+    path = Path(directory) / "results.jsonl"
+    if not path.is_file():
+        return None
+    return [r for r in latest_by_cell(load_results(path)) if r.get("status") == "ok"]
+
+
 def suite_records(root: Path, suite: str) -> list[dict[str, Any]] | None:
     """The latest finished records of the suite folder ``suite`` (relative to ``root``).
 
@@ -40,9 +48,9 @@ def suite_records(root: Path, suite: str) -> list[dict[str, Any]] | None:
     Raises:
         FindingsError: neither the folder's results nor its suite file exist.
     """
-    path = root / suite / "results.jsonl"
-    if path.is_file():
-        return [r for r in latest_by_cell(load_results(path)) if r.get("status") == "ok"]
+    found = finished_records(root / suite)
+    if found is not None:
+        return found
     if (root / "suites" / f"{suite_name(suite)}.toml").is_file():
         return None
     raise FindingsError(

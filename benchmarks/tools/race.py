@@ -36,22 +36,13 @@ from typing import Any
 
 from ...core.strategies import get_strategy
 from ..reporting.stats import t_interval
-from ..running.results import latest_by_cell, load_results
-from .findings_cells import format_cell
+from .findings_cells import finished_records, format_cell
 
 EXIT_USAGE = 2
 #: the committed conclusions a race checks, in the order they are reported
 CONCLUSIONS = ("LP-FT equals LP", "full fine-tuning's rank", "the probe gap")
 #: states that are each other's opposite (a change between them is a reversal)
 OPPOSITES = {("LP-FT better", "LP better"), ("gap", "probe ahead"), ("first", "not first")}
-
-
-def load_suite(directory: Path) -> list[dict[str, Any]] | None:
-    """The finished records of a suite directory (latest per cell), ``None`` when it has no ``results.jsonl``."""
-    path = Path(directory) / "results.jsonl"
-    if not path.is_file():
-        return None
-    return [r for r in latest_by_cell(load_results(path)) if r.get("status") == "ok"]
 
 
 def by_seed(records: Sequence[dict[str, Any]], strategy: str, column: str) -> dict[int, float]:
@@ -176,7 +167,7 @@ def _won(records: Sequence[dict[str, Any]], strategy: str) -> tuple[str, str]:
 def race_page(untuned_dir: str, tuned_dir: str, root: Path = Path(".")) -> str:
     """The side-by-side table and the verdicts of one untuned/tuned pair of suite directories (relative to
     ``root``), as Markdown; a missing suite is said so."""
-    untuned, tuned = load_suite(root / untuned_dir), load_suite(root / tuned_dir)
+    untuned, tuned = finished_records(root / untuned_dir), finished_records(root / tuned_dir)
     missing = [d for d, r in ((untuned_dir, untuned), (tuned_dir, tuned)) if r is None]
     if untuned is None:
         return f"Not run yet: `{untuned_dir}` has no results (" + ", ".join(f"`{d}`" for d in missing) + " missing).\n"
