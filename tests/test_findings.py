@@ -17,6 +17,14 @@ def test_the_findings_page_matches_the_committed_results() -> None:
     assert page.read_text().count("<!-- findings: ") >= 5
 
 
+def test_the_methodology_page_quotes_the_benchmark_tables_it_names() -> None:
+    """Every speed figure of docs/methodology.md is read from a committed results/bench_*.md or suite."""
+    page = ROOT / "docs" / "methodology.md"
+    _, changed = regenerate(page.read_text(), ROOT)
+    assert changed == [], "regenerate with: python -m tlbench.benchmarks.tools.findings docs/methodology.md --write"
+    assert page.read_text().count("<!-- bench: ") >= 10
+
+
 def _suite(root: Path, accuracies: dict[str, list[float]]) -> None:
     for strategy, values in accuracies.items():
         for seed, accuracy in enumerate(values):

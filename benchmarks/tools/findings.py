@@ -28,7 +28,8 @@ is, and each kind takes its own options (``KINDS``):
   default ``torchvision``): the README's "Which framework" section (``which_framework.py``).
 
 Figures quoted in sentences are generated too, by inline ``<!-- value: ... -->FIGURE<!-- /value -->`` comments
-(``findings_values.py``), and checked the same way.
+(``findings_values.py``), and checked the same way; figures of the benchmark tools' tables (``results/bench_*.md``)
+by ``<!-- bench: ... -->FIGURE<!-- /bench -->`` (``findings_bench.py``).
 
 A suite folder that holds no results yet but whose suite file (``suites/<name>.toml``) exists reads "not measured
 yet" with the command that makes it; one with neither is an error in the page.
@@ -51,6 +52,7 @@ from typing import Any
 from ..reporting import label_efficiency as le
 from ..reporting.incremental import gap_text, paired_gaps, step_frame
 from ..reporting.tables import header, results_frame
+from .findings_bench import regenerate_bench
 from .findings_cells import (
     LOWER_IS_BETTER,
     QUALITY_COLUMNS,
@@ -260,7 +262,8 @@ def regenerate(text: str, root: Path) -> tuple[str, list[str]]:
 
     text = BLOCK.sub(replace, text)
     text, figures = regenerate_values(text, root)
-    return text, changed + figures
+    text, quoted = regenerate_bench(text, root)
+    return text, changed + figures + quoted
 
 
 def main(argv: list[str] | None = None) -> int:
