@@ -25,7 +25,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from .findings_cells import FindingsError
+from .findings_cells import FindingsError, inline_options
 
 BENCH = re.compile(r"<!-- bench: (?P<options>[^>]*?) -->(?P<body>[^<\n]*)<!-- /bench -->", re.S)
 STATS = ("cell", "min", "max")
@@ -45,15 +45,8 @@ def parse_bench_options(text: str) -> dict[str, Any]:
     Raises:
         FindingsError: an item without ``=``, a missing ``file``/``column``, an unknown ``stat`` or ``part``.
     """
-    options: dict[str, Any] = {"stat": "cell", "part": "text", "filters": {}}
-    for item in text.split():
-        key, sep, value = item.partition("=")
-        if not sep or not value:
-            raise FindingsError(f"bench option {item!r}: expected key=value")
-        if key in RESERVED:
-            options[key] = value
-        else:
-            options["filters"][key] = value.split(",")
+    own, filters = inline_options(text, "bench", RESERVED)
+    options: dict[str, Any] = {"stat": "cell", "part": "text", **own, "filters": filters}
     for key in ("file", "column"):
         if not options.get(key):
             raise FindingsError(f"bench {text!r} has no {key}=")

@@ -26,6 +26,30 @@ class FindingsError(ValueError):
     """A bad block (unknown option, a suite folder that is neither committed nor named by a suite file): one line."""
 
 
+def inline_options(
+    text: str, what: str, reserved: tuple[str, ...], lists: tuple[str, ...] = ()
+) -> tuple[dict[str, Any], dict[str, list[str]]]:
+    """The ``key=value`` items of an inline comment (``value``, ``bench``): its own options, then the record filters.
+
+    ``reserved`` keys are options (those in ``lists`` split at commas); any other key filters the records or rows
+    (comma-separated values: any of them).
+
+    Raises:
+        FindingsError: an item without ``=`` or without a value.
+    """
+    options: dict[str, Any] = {}
+    filters: dict[str, list[str]] = {}
+    for item in text.split():
+        key, sep, value = item.partition("=")
+        if not sep or not value:
+            raise FindingsError(f"{what} option {item!r}: expected key=value")
+        if key in reserved:
+            options[key] = value.split(",") if key in lists else value
+        else:
+            filters[key] = value.split(",")
+    return options, filters
+
+
 def suite_name(suite: str) -> str:
     """``results/strategies_breastmnist`` → ``strategies_breastmnist`` (its suite file's stem)."""
     return suite.rstrip("/").rsplit("/", 1)[-1]

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from ..reporting.stats import t_interval
-from .findings_cells import FindingsError, suite_records
+from .findings_cells import FindingsError, inline_options, suite_records
 
 VALUE = re.compile(r"<!-- value: (?P<options>[^>]*?) -->(?P<body>[^<\n]*)<!-- /value -->")
 STATS = ("mean", "min", "max", "sd", "halfwidth", "n")
@@ -39,15 +39,9 @@ def parse_value_options(text: str) -> dict[str, Any]:
     Raises:
         FindingsError: an item without ``=``, a missing ``suites``/``column``, an unknown ``stat`` or ``of``.
     """
-    options: dict[str, Any] = {"stat": "mean", "over": None, "of": None, "digits": None, "scale": "1", "filters": {}}
-    for item in text.split():
-        key, sep, value = item.partition("=")
-        if not sep or not value:
-            raise FindingsError(f"value option {item!r}: expected key=value")
-        if key in RESERVED:
-            options[key] = value.split(",") if key == "suites" else value
-        else:
-            options["filters"][key] = value.split(",")
+    own, filters = inline_options(text, "value", RESERVED, lists=("suites",))
+    options: dict[str, Any] = {"stat": "mean", "over": None, "of": None, "digits": None, "scale": "1"}
+    options.update(own, filters=filters)
     for key in ("suites", "column"):
         if not options.get(key):
             raise FindingsError(f"value {text!r} has no {key}=")
