@@ -111,16 +111,16 @@ def run_arm(arm: str, args: argparse.Namespace, env: dict[str, str]) -> dict[str
 
 
 def available_arms() -> tuple[str, ...]:
-    """The arms whose engine is installed here (``probe`` and ``torch`` always: torch is a core dependency of the
-    watch's benchmarks)."""
+    """The arms whose engine is installed here (``probe`` and ``torch`` always: torch is the watch benchmarks'
+    engine)."""
+    import importlib.util
+
     from ...backends.engines import engine_available
 
-    keep = []
-    for arm in ARMS:
-        engine = KERAS_ENGINES.get(arm)
-        if engine is None or engine_available(engine) and engine_available("keras"):
-            keep.append(arm)
-    return tuple(keep)
+    keras_here = importlib.util.find_spec("keras") is not None
+    return tuple(
+        arm for arm in ARMS if arm not in KERAS_ENGINES or (keras_here and engine_available(KERAS_ENGINES[arm]))
+    )
 
 
 def canary_table(command: str, conditions: str, rows: dict[str, list[dict[str, float]]]) -> str:
