@@ -332,6 +332,11 @@ def data_warnings(frame: pd.DataFrame) -> list[str]:
     return lines
 
 
+#: cores busy beside a low speed canary from which a slow cell's warning names them (the canary then competed with
+#: a process, rather than reading a slower host)
+COMPANY_CORES = 0.1
+
+
 def speed_warnings(frame: pd.DataFrame) -> list[str]:
     """Cells whose speed must not be trusted: measured while other processes (or hypervisor steal) used the
     machine (the cell's ``contention`` sample), while the machine ran slower than probed (its speed canary), or
@@ -344,7 +349,9 @@ def speed_warnings(frame: pd.DataFrame) -> list[str]:
         # the cell's own timed part, then the suite's inference pass that re-timed it
         for where, watch in (("", contention), ("its inference pass: ", _pass_info(record).get("contention") or {})):
             if watch.get("slower_than_probed"):
-                slow.append(f"{name} ({where}{100 * float(watch.get('canary_ratio_to_probe') or 0):.0f}%)")
+                company = max(watch.get("canary_company_cpu_cores") or [0.0])
+                beside = f", {company:.2f} cores busy beside the canary" if company >= COMPANY_CORES else ""
+                slow.append(f"{name} ({where}{100 * float(watch.get('canary_ratio_to_probe') or 0):.0f}%{beside})")
             if watch.get("disturbed"):
                 why = f"{100 * float(watch.get('other_cpu_fraction_mean') or 0):.0f}% of the cores"
                 steal = float(watch.get("steal_cpu_fraction_mean") or 0)

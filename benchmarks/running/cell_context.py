@@ -7,6 +7,7 @@ imports them: the procedure of a kind is written against the shared steps, never
 from __future__ import annotations
 
 import contextlib
+from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
@@ -25,6 +26,8 @@ class CellContext(Protocol):
     record: dict[str, Any]
     #: the trained framework model whose weights the cell keeps (``None`` for scikit-learn heads)
     backend: Backend | None
+    #: the cell's artifact directory (its id is the directory's name)
+    cell_dir: Path
 
     def log(self, message: str) -> None:
         """One line to the cell's log."""

@@ -4,6 +4,7 @@ through ``load_cell_dataset``."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Callable
 from typing import Any
@@ -64,6 +65,14 @@ def train_rows(
         subset = train_subset(dataset, train_size, draw)
         return None if len(subset.rows) == len(dataset.splits["train"]) else subset.rows
     return train_subset_rows(np.asarray(dataset.splits["train"].labels), limit, seed)
+
+
+def rows_key(keep: np.ndarray | None) -> str | None:
+    """The hash of the train rows a cell keeps (``None``: all of them), as the ``rows_sha`` of a label-efficiency
+    subset's facts: what a feature-cache entry of those rows only is keyed by."""
+    if keep is None:
+        return None
+    return hashlib.sha256(np.asarray(keep, dtype=np.int64).tobytes()).hexdigest()[:12]
 
 
 def train_subset(dataset: ArrayDataset, train_size: str, draw: int | None) -> Subset:

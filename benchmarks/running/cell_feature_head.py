@@ -22,7 +22,7 @@ from ...core.strategies import Strategy
 from ...datasets import ArrayDataset
 from .backend_options import backend_options
 from .cell_context import CellContext
-from .cell_data import dataset_meta_for_record, train_rows, train_subset
+from .cell_data import dataset_meta_for_record, rows_key, train_rows
 from .features import CachedFeatures, backbone_features
 from .inference_timing import latency_columns, time_inference, timing_slices
 from .measures import count_flops
@@ -68,10 +68,8 @@ def fit_feature_head(run: CellContext, strategy: Strategy, backend_class: type[B
     keep = train_rows(first, opts.max_train_images, cell.seed, cell.train_size, cell.draw)
     stack = {name: np.concatenate([p.features.splits[name] for p in parts], axis=1) for name in names}
     labels = {name: np.asarray(first.splits[name].labels) for name in names}
-    if keep is not None:
+    if keep is not None:  # the features hold the kept rows only (``_backbone``)
         labels["train"] = labels["train"][keep]
-        if cell.train_size is None:  # a label-efficiency subset's features hold its rows only (``_backbone``)
-            stack["train"] = stack["train"][keep]
     record["split_sizes"] = {name: len(labels[name]) for name in labels}
     fit_start = time.perf_counter()
     result = run_probe(
@@ -139,12 +137,11 @@ def _backbone(run: CellContext, strategy: Strategy, backend_class: type[Backend]
     info = backend.build(spec)
     counts = backend.apply_phase(make_plan(strategy, backend.stages(), epochs=1, seed=cell.seed).phases[0])
     splits = {name: split.images for name, split in dataset.splits.items()}
-    subset_sha = None
-    if cell.train_size is not None:  # a label-efficiency subset: only its rows are extracted (and timed)
-        keep = train_rows(dataset, None, cell.seed, cell.train_size, cell.draw)
-        if keep is not None:
-            splits["train"] = np.asarray(splits["train"][keep])
-            subset_sha = train_subset(dataset, cell.train_size, cell.draw).facts()["rows_sha"]
+    # the cell's own train rows only (a label-efficiency subset, or --max-train-images): their extraction is what the
+    # cell is charged, and the entry is keyed by the rows
+    keep = train_rows(dataset, opts.max_train_images, cell.seed, cell.train_size, cell.draw)
+    if keep is not None:
+        splits["train"] = np.asarray(splits["train"][keep])
     features = backbone_features(
         backend,
         backend_name=cell.backend,
@@ -159,7 +156,7 @@ def _backbone(run: CellContext, strategy: Strategy, backend_class: type[Backend]
         pooled=True,
         framework_versions=record["framework_versions"],
         log=run.log,
-        train_subset=subset_sha,
+        train_subset=rows_key(keep),
     )
     return Backbone(model, backend, info, dataset, features, counts.total)
 
@@ -182,10 +179,17 @@ def _time_inference(parts: list[Backbone], predict: Any, opts: Any) -> Any:
     return time_inference(run_batch, sync, batches, opts, batch_size=bs)
 
 
+#: the splits a feature head is fit (train) and selected (val) on: their extraction is its training cost
+TRAINING_SPLITS = ("train", "val")
+
+
 def record_head(record: dict[str, Any], fitted: FittedHead, models: list[str]) -> None:
     """The columns of a fitted feature head: provenance, its plan line, validation score, seconds, features."""
     parts, result, fit_s = fitted.parts, fitted.result, fitted.fit_s
-    extract_s = sum(p.features.seconds for p in parts)
+    # training is charged the extraction of the splits the head is fit and selected on; the test split's features
+    # belong to testing, as for every other strategy
+    fit_splits = TRAINING_SPLITS
+    extract_s = sum(p.features.seconds_of(fit_splits) for p in parts)
     hits = {p.features.hit for p in parts}
     dim = int(fitted.stack["train"].shape[1])
     record.update(
@@ -201,7 +205,9 @@ def record_head(record: dict[str, Any], fitted: FittedHead, models: list[str]) -
         head_train_s=fit_s,
         feature_extract_s=extract_s,
         feature_dim=dim,
-        feature_extract_images_per_s=sum(p.features.images for p in parts) / extract_s if extract_s > 0 else None,
+        feature_extract_images_per_s=(
+            sum(p.features.images_of(fit_splits) for p in parts) / extract_s if extract_s > 0 else None
+        ),
         feature_cache="hit" if hits == {True} else "miss" if hits == {False} else "partial",
         feature_cache_read_s=sum(p.features.read_s or 0.0 for p in parts) if True in hits else None,
         trainable_params=result.trainable_params,

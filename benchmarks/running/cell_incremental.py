@@ -18,6 +18,10 @@ current backbone (never the cell's feature cache: a backbone fine-tuned in an ea
 stale), and counted in the step's training seconds. The record's own columns describe the final model of the first
 mode listed (``--increment-modes``; ``continue`` by default), which is also the model timed and saved; the
 ``increments`` column holds every step of every mode.
+
+After each step its weights and figures are saved in the cell directory (``increment_progress.StepStore``): a cell
+interrupted at step ``k`` of a mode starts again at step ``k + 1`` when re-run with the same options and code
+(``increments.resumed_after`` says so).
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ from ...core.strategies import Strategy
 from ...datasets.splitting import increment_chunks
 from .cell_context import CellContext
 from .cell_network import PreparedNetwork, finish_network_cell, prepare_network, record_training, test_and_time
+from .increment_progress import StepStore, outcome_from_json, progress_key
 from .metrics import classification_metrics
 from .training import Inputs, TrainOutcome, predict_in_batches, train_plan
 
@@ -123,41 +128,71 @@ def run_incremental_cell(run: CellContext, strategy: Strategy, backend_class: ty
         "shrink": shrink if "shrink_perturb" in modes else None,
         "sigma": sigma if "shrink_perturb" in modes else None,
         "shrink_perturb_stages": stages if "shrink_perturb" in modes else None,
+        "resumed_after": None,
         "rows": [],
     }
     rows_of: list[dict[str, Any]] = record["increments"]["rows"]
     test = prepared.dataset.splits["test"]
     train_step = step_trainer(run, prepared, test)
 
+    store = StepStore(run.cell_dir, step_key(run), backend.weights_suffix)
+    saved = store.load()
     with run.timed_window():
         pretrained = backend.snapshot()
-        first_outcome, first_metrics = train_step(cumulative_rows(chunks, 1))
+        if "first" in saved:
+            backend.load_weights(store.weights("first"))
+            first_outcome, first_metrics = outcome_from_json(saved["first"]["outcome"]), saved["first"]["metrics"]
+            record["increments"]["resumed_after"] = {"mode": None, "step": 1}
+            run.log(f"increments: resuming from the steps saved in {store.directory}")
+        else:
+            first_outcome, first_metrics = train_step(cumulative_rows(chunks, 1))
+            store.save(backend, "first", 1, [], first_outcome, first_metrics)
         after_first = backend.snapshot()
+        rows_of.extend(store.latest_rows())
+        trained_here = "first" not in saved
         kept: tuple[Any, TrainOutcome] | None = None
         for mode_index, mode in enumerate(modes):
-            backend.restore(after_first)
-            cumulative = first_outcome.train_s
-            row = {**step_row(1, mode, len(chunks[0]), first_outcome, first_metrics, cumulative), "start": "built"}
-            rows_of.append(row)
-            run.log(step_line(row, steps))
-            outcome = first_outcome
-            for step in range(2, steps + 1):
+            done = saved.get(mode)
+            if done is not None:  # resumed: this mode's latest saved step
+                backend.load_weights(store.weights(mode))
+                outcome, done_step = outcome_from_json(done["outcome"]), int(done["step"])
+                cumulative = float(done["rows"][-1]["cumulative_train_s"])
+                record["increments"]["resumed_after"] = {"mode": mode, "step": done_step}
+            else:
+                backend.restore(after_first)
+                outcome, done_step, cumulative = first_outcome, 1, first_outcome.train_s
+                row = {**step_row(1, mode, len(chunks[0]), first_outcome, first_metrics, cumulative), "start": "built"}
+                rows_of.append(row)
+                run.log(step_line(row, steps))
+            for step in range(done_step + 1, steps + 1):
                 seed = chunk_seed(cell.dataset, cell.seed) + step
                 start = start_step(backend, mode, pretrained, shrink, sigma, seed, stages)
                 rows = cumulative_rows(chunks, step)
                 outcome, metrics = train_step(rows)
+                trained_here = True
                 cumulative += outcome.train_s
                 row = {**step_row(step, mode, len(rows), outcome, metrics, cumulative), "start": start}
                 rows_of.append(row)
                 run.log(step_line(row, steps))
+                store.save(backend, mode, step, rows_of, outcome)
             if mode_index == 0:
                 kept = (backend.snapshot() if len(modes) > 1 else None, outcome)
         assert kept is not None
         if kept[0] is not None:
             backend.restore(kept[0])  # the record's model: the first mode's last step
+        if not trained_here:  # every step was saved: apply the trainability the loop leaves (training FLOPs)
+            backend.apply_phase(prepared.plan.phases[-1])
         record_training(run, prepared, kept[1])
         tested = test_and_time(run, prepared, kept[1])
     finish_network_cell(run, prepared, kept[1], tested)
+    store.clear()
+
+
+def step_key(run: CellContext) -> str:
+    """The key saved steps must match (``increment_progress.progress_key``): this cell, its options, this code."""
+    from .environment import code_version
+
+    return progress_key(run.cell_dir.name, run.options.fingerprint(run.cell.backend), code_version())
 
 
 def step_trainer(

@@ -22,7 +22,7 @@ from ...core.strategies import Strategy
 from ...datasets import ArrayDataset, Split
 from .backend_options import backend_options
 from .cell_context import CellContext
-from .cell_data import train_rows, train_split
+from .cell_data import rows_key, train_rows, train_split
 from .features import backbone_features
 from .inference_timing import latency_columns, time_inference, timing_batches
 from .measures import count_flops, count_train_flops
@@ -115,15 +115,10 @@ def prepare_network(run: CellContext, strategy: Strategy, backend_class: type[Ba
             run.log,
         )
 
-    subset_sha = (
-        (record.get("train_subset") or {}).get("rows_sha") if keep is not None and cell.train_size is not None else None
-    )
-
     def feature_source() -> Any:
-        # a label-efficiency subset extracts its own rows only (its seconds are the subset's); otherwise the whole
-        # split's entry is shared and the kept rows taken from it
-        train_images = train.images if subset_sha is not None else dataset.splits["train"].images
-        splits = {"train": train_images, "val": val.images}
+        # the cell's own train rows only (a label-efficiency subset, or --max-train-images): their extraction is what
+        # the cell is charged, and the entry, keyed by the rows, is shared by every strategy using the same rows
+        splits = {"train": train.images, "val": val.images}
         cached = backbone_features(
             backend,
             backend_name=cell.backend,
@@ -138,10 +133,8 @@ def prepare_network(run: CellContext, strategy: Strategy, backend_class: type[Ba
             pooled=False,
             framework_versions=record["framework_versions"],
             log=run.log,
-            train_subset=subset_sha,
+            train_subset=rows_key(keep),
         )
-        if keep is not None and subset_sha is None:
-            cached.splits["train"] = cached.splits["train"][keep]
         return cached
 
     return PreparedNetwork(backend, info, plan, dataset, train, val, teacher, feature_source, keep)

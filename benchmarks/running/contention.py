@@ -444,6 +444,9 @@ def describe(summary: dict[str, Any]) -> str:
         line += f", {100 * summary['steal_cpu_fraction_mean']:.0f}% stolen by the hypervisor"
     if summary.get("canary_ratio_to_probe") is not None:
         line += f"; speed canary at {100 * summary['canary_ratio_to_probe']:.0f}% of the probe's"
+        company = summary.get("canary_company_cpu_cores")
+        if company:
+            line += f" ({max(company):.2f} cores busy beside it)"
     if top:
         line += f"; top: {top}"
     flags = ("DISTURBED: " if summary.get("disturbed") else "") + (

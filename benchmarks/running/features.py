@@ -15,8 +15,8 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Collection
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -67,6 +67,8 @@ class CachedFeatures:
             extraction took when it was made (``meta.json``), so a probe's cost never becomes a file read.
         images: images extracted.
         read_s: on a hit, the seconds spent reading the entry (``None`` on a miss).
+        split_seconds: the extraction seconds of each split (an entry made before they were recorded: ``seconds``
+            shared in proportion to the splits' images).
     """
 
     splits: dict[str, np.ndarray]
@@ -74,11 +76,23 @@ class CachedFeatures:
     seconds: float
     images: int
     read_s: float | None = None
+    split_seconds: dict[str, float] = field(default_factory=dict)
 
     @property
     def images_per_s(self) -> float | None:
         """Images/s of the extraction."""
         return self.images / self.seconds if self.seconds > 0 else None
+
+    def seconds_of(self, names: Collection[str]) -> float:
+        """The extraction seconds of the splits ``names`` (what a cell is charged for its training splits)."""
+        if all(name in self.split_seconds for name in names):
+            return sum(self.split_seconds[name] for name in names)
+        share = sum(len(self.splits[name]) for name in names) / self.images if self.images else 0.0
+        return self.seconds * share
+
+    def images_of(self, names: Collection[str]) -> int:
+        """Images of the splits ``names``."""
+        return sum(len(self.splits[name]) for name in names)
 
 
 class FeatureCache:
@@ -161,18 +175,26 @@ def cached_features(
     if loaded is not None:
         assert cache is not None
         read_s = time.perf_counter() - start
-        extract_s = cache.meta(key).get("extract_s")
+        entry = cache.meta(key)
+        extract_s = entry.get("extract_s")
         if isinstance(extract_s, (int, float)) and extract_s > 0:
-            return CachedFeatures(loaded, True, float(extract_s), total, read_s=read_s)
+            by_split = entry.get("extract_s_by_split")
+            split_seconds = {k: float(v) for k, v in by_split.items()} if isinstance(by_split, dict) else {}
+            return CachedFeatures(loaded, True, float(extract_s), total, read_s=read_s, split_seconds=split_seconds)
         # an entry without its extraction seconds: extract again, so the cost reported is real
-    sync()
-    start = time.perf_counter()
-    features = {split: predict_in_batches(extract, array, batch_size) for split, array in images.items()}
-    sync()
-    seconds = time.perf_counter() - start
+    features: dict[str, np.ndarray] = {}
+    split_seconds: dict[str, float] = {}
+    for split, array in images.items():
+        sync()
+        start = time.perf_counter()
+        features[split] = predict_in_batches(extract, array, batch_size)
+        sync()
+        split_seconds[split] = time.perf_counter() - start
+    seconds = sum(split_seconds.values())
     if cache is not None:
-        cache.save(key, features, {**(meta or {}), "extract_s": seconds, "images": total})
-    return CachedFeatures(features, False, seconds, total)
+        facts = {"extract_s": seconds, "extract_s_by_split": split_seconds, "images": total}
+        cache.save(key, features, {**(meta or {}), **facts})
+    return CachedFeatures(features, False, seconds, total, split_seconds=split_seconds)
 
 
 def backbone_features(
@@ -205,9 +227,9 @@ def backbone_features(
         pooled: globally pooled ``(N, D)`` vectors (scikit-learn heads), else what the backend's head consumes.
         framework_versions: the framework's versions (part of the key).
         log: the cell's log.
-        train_subset: the hash of the train rows when ``splits["train"]`` is a label-efficiency subset
-            (``--train-sizes``): part of the key, so a subset entry holds the subset's rows only and its extraction
-            seconds are the subset's.
+        train_subset: the hash of the train rows (``cell_data.rows_key``) when ``splits["train"]`` holds only the
+            cell's rows (a ``--train-sizes`` subset, or ``--max-train-images``): part of the key, so the entry holds
+            those rows only and its extraction seconds are theirs (a cell is never charged for rows it does not use).
     """
     key = feature_key(
         backend=backend_name,

@@ -6,7 +6,8 @@ the cores, and a multi-threaded BLAS left spinning after the canary slows the fr
 ``sklearn_heads.single_blas_thread``). So ``watched`` starts ``python -m tlbench.benchmarks.running.watch``: one
 thread, BLAS limited to one thread, which
 
-1. times the speed canary (``canary.canary_gflop_per_s``) while the measured process waits,
+1. times the speed canary (``canary.canary_with_company``: its GFLOP/s, and the cores the rest of the machine kept
+   busy meanwhile) while the measured process waits,
 2. says ``ready`` and samples (``contention.ContentionSampler`` without threads) until told to stop, counting its own
    subtree (with any ``nvidia-smi`` it runs) apart from both the measured tree and the other processes,
 3. times the canary again and prints the summary as one JSON line.
@@ -137,12 +138,12 @@ def main(argv: list[str] | None = None) -> int:
 
     from threadpoolctl import threadpool_limits
 
-    from .canary import canary_gflop_per_s, canary_summary
+    from .canary import canary_summary, canary_with_company
     from .contention import DEFAULT_GPU_INTERVAL_S, DEFAULT_INTERVAL_S, ContentionSampler
 
     interval_s = args.interval_s or DEFAULT_INTERVAL_S
     with threadpool_limits(limits=1):
-        before = canary_gflop_per_s(args.canary_s)
+        before, company_before = canary_with_company(args.canary_s)
         sampler = ContentionSampler(
             interval_s=interval_s, root_pid=args.root_pid, gpu=args.gpu, exclude_pid=os.getpid()
         )
@@ -158,8 +159,13 @@ def main(argv: list[str] | None = None) -> int:
             if gpu and time.monotonic() >= next_gpu:
                 gpu, next_gpu = sampler.sample_gpu(), time.monotonic() + DEFAULT_GPU_INTERVAL_S
         sampler.sample_cpu()
-        after = canary_gflop_per_s(args.canary_s)
-    print(json.dumps({**sampler.summary(), **canary_summary(before, after, args.reference)}), flush=True)
+        after, company_after = canary_with_company(args.canary_s)
+    print(
+        json.dumps(
+            {**sampler.summary(), **canary_summary(before, after, args.reference, (company_before, company_after))}
+        ),
+        flush=True,
+    )
     return 0
 
 

@@ -54,6 +54,10 @@ step_resnet18() {  # issues 4 and 6: a digits-trained resnet18 as the transfer s
   $TL run suites/resnet18_breastmnist.toml
 }
 
+step_canary() {  # issue 21: the speed canary around each training engine's timed part vs the probe's canary
+  $PY -m tlbench.benchmarks.tools.bench_canary --rounds 5 --train-s 4 --out results/bench_canary.md
+}
+
 step_overhead() {  # speed issue: suite cell vs a bare hand-written loop per backend (224 px, float32, CPU)
   $PY -m tlbench.benchmarks.tools.bench_overhead --rounds 2 --image-size 224 --batch-size 16 --steps 6 \
     --out results/bench_overhead.md
@@ -142,7 +146,7 @@ step_race() {  # issue 22: the fair race, each dataset untuned then tuned (same 
   done
 }
 
-ALL_STEPS="default after_training overhead memory_format infer_compile cache chest medmnist resnet18 strategies frameworks deploy deploy_targets sweep distill strategies_more incremental label_efficiency race"
+ALL_STEPS="default after_training canary overhead memory_format infer_compile cache chest medmnist resnet18 strategies frameworks deploy deploy_targets sweep distill strategies_more incremental label_efficiency race"
 steps=("$@")
 [ ${#steps[@]} -gt 0 ] || read -r -a steps <<< "$ALL_STEPS"
 for name in "${steps[@]}"; do

@@ -277,3 +277,9 @@ def test_speed_warnings_name_disturbed_cells_and_hypervisor_steal():
     assert "timm/m/scratch/s1 (45% of the cores)" in line
     assert "timm/m/scratch/s2 (2% of the cores, 12% stolen by the hypervisor)" in line
     assert "/s0" not in line
+    # a canary that competed with a busy process says so; one alone on the machine (company below 0.1) does not
+    slow["contention"]["canary_company_cpu_cores"] = [0.02, 0.64]
+    quiet = record(4, 0.0, 0.0, False)
+    quiet["contention"].update(canary_ratio_to_probe=0.7, slower_than_probed=True, canary_company_cpu_cores=[0.05, 0.0])
+    (canary,) = speed_warnings(results_frame([slow, quiet]))
+    assert "timm/m/scratch/s3 (60%, 0.64 cores busy beside the canary), timm/m/scratch/s4 (70%)." in canary

@@ -3,6 +3,7 @@ an incremental cell (numpy fake backend, in process)."""
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 from pathlib import Path
 
@@ -149,3 +150,116 @@ def test_a_backend_without_shrink_perturb_refuses_it_in_one_line():
     backend.build(ModelSpec("softmax", 3, 16, seed=0))
     with pytest.raises(BackendError, match="backend Plain cannot shrink and perturb its weights"):
         start_step(backend, "shrink_perturb", backend.snapshot(), 0.3, 0.0, 1, [])
+
+
+def _incremental_suite(cache_dir: Path) -> SuiteConfig:
+    options = RunOptions(
+        epochs=2,
+        image_size=16,
+        batch_size=64,
+        device="cpu",
+        infer_repeats=10,
+        infer_warmup=1,
+        infer_min_time_s=0.0,
+        infer_pass=False,
+        cache_dir=str(cache_dir),
+        max_train_images=240,
+        increments=3,
+    )
+    return SuiteConfig(
+        name="inc",
+        backends=("fake",),
+        models=("softmax",),
+        strategies=("scratch",),
+        datasets=("digits",),
+        seeds=(0,),
+        options=options,
+    )
+
+
+def test_an_interrupted_incremental_cell_resumes_at_its_next_step(fake_backend, cache_dir: Path, tmp_path, monkeypatch):
+    """The 5th of 7 trainings fails (retrain's step 3): the re-run trains only the 3 missing steps, and its rows
+    are those of an uninterrupted run; the saved steps are removed once the record is written."""
+    from tlbench.benchmarks.running import cell_incremental
+    from tlbench.benchmarks.running.increment_progress import PROGRESS_DIR, PROGRESS_FILE
+
+    config = _incremental_suite(cache_dir)
+    run_suite(config, tmp_path / "whole", cell_runner=run_cell_inprocess)
+    (whole,) = load_results(tmp_path / "whole" / "results.jsonl")
+    assert whole["status"] == "ok" and whole["increments"]["resumed_after"] is None
+
+    trainings: list[int] = []
+    real_trainer = cell_incremental.step_trainer
+
+    def trainer(run, prepared, test):
+        train = real_trainer(run, prepared, test)
+
+        def counted(rows):
+            trainings.append(len(rows))
+            if len(trainings) == 5:
+                raise RuntimeError("the machine went down during the 5th training")
+            return train(rows)
+
+        return counted
+
+    monkeypatch.setattr(cell_incremental, "step_trainer", trainer)
+    run_suite(config, tmp_path / "cut", cell_runner=run_cell_inprocess)
+    (failed,) = load_results(tmp_path / "cut" / "results.jsonl")
+    assert failed["status"] == "failed" and "5th training" in failed["error"]
+    (cell_dir,) = (tmp_path / "cut" / "cells").iterdir()
+    saved = json.loads((cell_dir / PROGRESS_DIR / PROGRESS_FILE).read_text())["steps"]
+    assert {name: step["step"] for name, step in saved.items()} == {"first": 1, "continue": 3, "retrain": 2}
+
+    before = len(trainings)
+    run_suite(config, tmp_path / "cut", cell_runner=run_cell_inprocess)
+    resumed = load_results(tmp_path / "cut" / "results.jsonl")[-1]
+    assert resumed["status"] == "ok"
+    assert trainings[before:] == [240, 160, 240]  # retrain step 3, shrink_perturb steps 2 and 3: nothing else
+    assert resumed["increments"]["resumed_after"] == {"mode": "retrain", "step": 2}
+
+    def same(rows):
+        return [(r["increment_mode"], r["increment_step"], r["train_images"], r["start"], r["accuracy"]) for r in rows]
+
+    assert same(resumed["increments"]["rows"]) == same(whole["increments"]["rows"])
+    assert resumed["accuracy"] == whole["accuracy"]  # the record's model: continue's last step, loaded from its file
+    steps = resumed["increments"]["rows"]
+    for mode in ("continue", "retrain", "shrink_perturb"):  # cumulative seconds carry on across the interruption
+        mine = [r for r in steps if r["increment_mode"] == mode]
+        np.testing.assert_allclose([r["cumulative_train_s"] for r in mine], np.cumsum([r["train_s"] for r in mine]))
+    assert not (cell_dir / PROGRESS_DIR).exists()
+
+
+def test_saved_steps_of_other_options_or_code_are_never_resumed(tmp_path):
+    from tlbench.benchmarks.running.increment_progress import StepStore, outcome_from_json, progress_key
+    from tlbench.benchmarks.running.training import PhaseTiming, TrainOutcome
+
+    backend = built()
+    outcome = TrainOutcome(
+        curve=[{"epoch": 1, "val_accuracy": 0.5}],
+        phases=[PhaseTiming("main", "images", 2, 51, steady_images=64, steady_s=0.5)],
+        best_epoch=1,
+        best_val_accuracy=0.5,
+        train_s=0.75,
+    )
+    key = progress_key("cell-1", "options-a", {"commit": "abc", "dirty": False, "diff_sha": None})
+    store = StepStore(tmp_path, key, backend.weights_suffix)
+    store.save(backend, "first", 1, [], outcome, {"accuracy": 0.5})
+    store.save(backend, "continue", 2, [{"increment_step": 2}], outcome)
+    again = StepStore(tmp_path, key, backend.weights_suffix)
+    loaded = again.load()
+    assert set(loaded) == {"first", "continue"} and loaded["first"]["metrics"] == {"accuracy": 0.5}
+    assert outcome_from_json(loaded["continue"]["outcome"]) == outcome  # phases and counts rebuilt as dataclasses
+    assert again.latest_rows() == [{"increment_step": 2}]
+    fresh = built()
+    fresh.w = fresh.w * 0
+    fresh.load_weights(again.weights("continue"))
+    np.testing.assert_array_equal(fresh.w, backend.w)
+
+    for other in (
+        progress_key("cell-1", "options-b", {"commit": "abc", "dirty": False, "diff_sha": None}),
+        progress_key("cell-1", "options-a", {"commit": "abd", "dirty": False, "diff_sha": None}),
+        progress_key("cell-2", "options-a", {"commit": "abc", "dirty": False, "diff_sha": None}),
+    ):
+        assert other != key
+    assert StepStore(tmp_path, progress_key("cell-1", "options-b", None), backend.weights_suffix).load() == {}
+    assert not (tmp_path / "increments").exists()  # another key's steps are removed, not left to grow

@@ -68,3 +68,30 @@ def test_an_entry_without_its_extraction_seconds_is_extracted_again(tmp_path: Pa
     again = cached_features(cache, "old", images, extract, batch_size=8, sync=lambda: None)
     assert not again.hit and calls == [3] and float(again.splits["train"][0, 0]) == 2.0
     assert cache.meta("old")["extract_s"] == again.seconds
+
+
+def test_each_splits_extraction_is_timed_so_a_cell_is_charged_its_training_splits_only(
+    tmp_path: Path, monkeypatch
+) -> None:
+    """Injected clock, 0.5 s per image: train 6, val 2, test 4 images; a feature head is charged train + val."""
+    import time
+
+    clock = Clock()
+    monkeypatch.setattr(time, "perf_counter", clock)
+    images = {name: np.zeros((n, 2, 2, 3), np.uint8) for name, n in (("train", 6), ("val", 2), ("test", 4))}
+
+    def extract(batch: np.ndarray) -> np.ndarray:
+        clock.now += 0.5 * len(batch)
+        return np.ones((len(batch), 4), np.float32)
+
+    cache = FeatureCache(tmp_path)
+    miss = cached_features(cache, "k", images, extract, batch_size=4, sync=lambda: None)
+    assert miss.split_seconds == {"train": 3.0, "val": 1.0, "test": 2.0} and miss.seconds == 6.0
+    assert miss.seconds_of(("train", "val")) == 4.0 and miss.images_of(("train", "val")) == 8
+    assert cache.meta("k")["extract_s_by_split"] == {"train": 3.0, "val": 1.0, "test": 2.0}
+    hit = cached_features(cache, "k", images, extract, batch_size=4, sync=lambda: None)
+    assert hit.hit and hit.seconds_of(("train", "val")) == 4.0  # the entry's own per-split seconds
+    # an entry made before per-split seconds: its total shared in proportion to the images
+    cache.save("older", miss.splits, {"extract_s": 6.0, "images": 12})
+    older = cached_features(cache, "older", images, extract, batch_size=4, sync=lambda: None)
+    assert older.hit and older.split_seconds == {} and older.seconds_of(("train", "val")) == 4.0

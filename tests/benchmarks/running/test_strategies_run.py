@@ -138,3 +138,32 @@ def test_distill_trains_on_a_teacher_cells_soft_labels(fake_backend, tmp_path, m
     assert parse("--strategies", "distill", "--teacher", str(teacher)).options.teacher.endswith(
         "fake__softmax__linear_probe__digits__s0"
     )
+
+
+def test_probes_with_max_train_images_extract_and_are_charged_their_own_rows_only(fake_backend, quick_watch, tmp_path):
+    """--max-train-images 100: each seed's probes extract their 100 train rows (and val), never the whole split, and
+    a feature head's training seconds are its train + val extraction (its test features belong to testing)."""
+    import json
+
+    cache = tmp_path / "cache"
+    records = run(cache, tmp_path / "m", ("linear_probe", "logreg_probe"), seeds=(0, 1), max_train_images=100)
+    assert all(r["status"] == "ok" for r in records.values()), [r["error"] for r in records.values()]
+    sizes = records[("linear_probe", 0)]["split_sizes"]
+    assert sizes["train"] == 100 and sizes["test"] > 0
+    entries = [json.loads(path.read_text()) for path in (cache / "features").glob("*/meta.json")]
+    # per seed (its own rows): the SGD probe's unpooled entry (train, val) and the logistic probe's pooled one
+    heads = [e for e in entries if "test" in e["extract_s_by_split"]]
+    networks = [e for e in entries if "test" not in e["extract_s_by_split"]]
+    assert len(heads) == len(networks) == 2
+    assert {e["images"] for e in networks} == {100 + sizes["val"]}
+    assert {e["images"] for e in heads} == {100 + sizes["val"] + sizes["test"]}
+    for record in records.values():
+        assert record["feature_cache"] == "miss"  # seeds keep different rows: no entry is shared between them
+        assert record["feature_extract_images_per_s"] == pytest.approx(
+            (100 + sizes["val"]) / record["feature_extract_s"]
+        )
+    charged = {round(e["extract_s_by_split"]["train"] + e["extract_s_by_split"]["val"], 9) for e in heads}
+    for seed in (0, 1):
+        logreg = records[("logreg_probe", seed)]
+        assert round(logreg["feature_extract_s"], 9) in charged
+        assert logreg["train_s"] == pytest.approx(logreg["feature_extract_s"] + logreg["head_train_s"])

@@ -54,6 +54,8 @@ def test_watched_runs_the_sampler_and_canary_in_another_process(monkeypatch) -> 
     assert started[0].returncode == 0
     assert summary["samples"] >= 1 and len(summary["canary_gflop_per_s"]) == 2
     assert summary["canary_ratio_to_probe"] is not None and "watch_cpu_cores_mean" in summary
+    company = summary["canary_company_cpu_cores"]  # the cores busy beside each canary (the measured one sleeps)
+    assert len(company) == 2 and all(0.0 <= cores <= psutil.cpu_count() for cores in company)
     assert started[0].pid not in [p["pid"] for p in summary["top_other_processes"]]
 
 
