@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -18,6 +19,14 @@ try:  # torch first: loading TensorFlow before torch in one process is unsupport
     import torch  # noqa: F401
 except ImportError:  # pragma: no cover - CI installs every extra
     pass
+
+# XLA programs compiled once per machine: the Keras-on-JAX tests build the same small models many times, here and in
+# the fresh processes of the other Keras engines (which inherit this environment); JAX's persistent cache, keyed by
+# the program, the compile options and the jaxlib version, turns each repeat into a file read. Tests only: a suite's
+# cells measure their first steps (compilation included) without it.
+os.environ.setdefault(
+    "JAX_COMPILATION_CACHE_DIR", str(Path(tempfile.gettempdir()) / f"tlbench-tests-jax-cache-{os.getuid()}")
+)
 
 SUPPORT = Path(__file__).parent / "support"
 if str(SUPPORT) not in sys.path:  # shared test helpers (report_suite, plans, fake_backend) import by name

@@ -85,7 +85,8 @@ if "watch_error" in summary:
     raise SystemExit(summary["watch_error"])
 before, after = summary["canary_gflop_per_s"]
 print(json.dumps({"canary_gflop_per_s": min(before, after), "before": before, "after": after, "steps": steps,
-                  "measured_cpu_cores": summary.get("measured_cpu_cores_mean")}))
+                  "measured_cpu_cores": summary.get("own_cpu_cores_mean"),
+                  "company_cpu_cores": max(summary.get("canary_company_cpu_cores") or [0.0])}))
 """
 
 
@@ -134,8 +135,9 @@ def canary_table(command: str, conditions: str, rows: dict[str, list[dict[str, f
         conditions,
         "",
         "| arm | canary GFLOP/s (median of rounds) | ratio to probe | below the flag's "
-        f"{SLOW_RATIO:.0%} | measured process CPU cores (median) | per round |",
-        "|---|---|---|---|---|---|",
+        f"{SLOW_RATIO:.0%} | measured process CPU cores (median) | cores busy beside the canary (median) | "
+        "per round |",
+        "|---|---|---|---|---|---|---|",
     ]
     for arm, values in rows.items():
         canaries = [row["canary_gflop_per_s"] for row in values]
@@ -143,9 +145,12 @@ def canary_table(command: str, conditions: str, rows: dict[str, list[dict[str, f
         below = sum(value / probe < SLOW_RATIO for value in canaries)
         cores = [row["measured_cpu_cores"] for row in values if row.get("measured_cpu_cores") is not None]
         cores_text = f"{statistics.median(cores):.2f}" if cores else "–"
+        company = [row["company_cpu_cores"] for row in values if row.get("company_cpu_cores") is not None]
+        company_text = f"{statistics.median(company):.2f}" if company else "–"
         per_round = ", ".join(f"{value:.0f}" for value in canaries)
         lines.append(
-            f"| {arm} | {median:.0f} | {median / probe:.3f} | {below} of {len(canaries)} | {cores_text} | {per_round} |"
+            f"| {arm} | {median:.0f} | {median / probe:.3f} | {below} of {len(canaries)} | {cores_text} | "
+            f"{company_text} | {per_round} |"
         )
     return "\n".join(lines) + "\n"
 

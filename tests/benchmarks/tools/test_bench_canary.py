@@ -19,7 +19,8 @@ def test_one_tiny_round_watches_every_installed_engine(tmp_path, capsys, monkeyp
     assert rows["probe"][2] == "1.000"
     canary = float(rows["torch"][1])
     assert canary > 0 and float(rows["torch"][2]) == pytest.approx(canary / float(rows["probe"][1]), rel=0.02)
-    assert 0.0 <= float(rows["torch"][4]) <= 64  # the measured process's cores while watched
+    assert 0.0 < float(rows["torch"][4]) <= 64  # the measured process's cores while watched (it trained)
+    assert 0.0 <= float(rows["torch"][5]) <= 64  # the cores busy beside the canary
     assert "--train-s 0.3" in text
 
 
@@ -39,7 +40,7 @@ def test_rounds_rotate_and_the_table_holds_medians_ratios_and_flags(monkeypatch,
         return (
             {"canary_gflop_per_s": value}
             if arm == "probe"
-            else {"canary_gflop_per_s": value, "measured_cpu_cores": 1.9}
+            else {"canary_gflop_per_s": value, "measured_cpu_cores": 1.9, "company_cpu_cores": 0.02}
         )
 
     monkeypatch.setattr(bench_canary, "available_arms", lambda: tuple(scripted))
@@ -47,9 +48,9 @@ def test_rounds_rotate_and_the_table_holds_medians_ratios_and_flags(monkeypatch,
     assert main(["--rounds", "3"]) == 0
     assert calls[0::3] == ["probe", "torch", "keras"]  # the opening arm rotates
     out = capsys.readouterr().out
-    assert "| probe | 102 | 1.000 | 0 of 3 | – | 100, 104, 102 |" in out
-    assert "| torch | 99 | 0.971 | 1 of 3 | 1.90 | 99, 70, 101 |" in out  # 70 / 102 < 0.8
-    assert "| keras | 65 | 0.637 | 3 of 3 | 1.90 | 60, 65, 70 |" in out
+    assert "| probe | 102 | 1.000 | 0 of 3 | – | – | 100, 104, 102 |" in out
+    assert "| torch | 99 | 0.971 | 1 of 3 | 1.90 | 0.02 | 99, 70, 101 |" in out  # 70 / 102 < 0.8
+    assert "| keras | 65 | 0.637 | 3 of 3 | 1.90 | 0.02 | 60, 65, 70 |" in out
 
 
 def test_arms_without_their_engine_are_left_out(monkeypatch):
