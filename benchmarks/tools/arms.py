@@ -4,11 +4,13 @@ medians, ratios to a reference arm, and the one-line usage errors of their argum
 from __future__ import annotations
 
 import json
+import os
 import statistics
 import subprocess
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 
 def run_arm_process(script: str, argv: Sequence[str], env: dict[str, str]) -> float:
@@ -65,6 +67,16 @@ def ratio_rows(figures: dict[str, list[float]], reference: str) -> list[str]:
         per_round = ", ".join(f"{v:.0f}" for v in values)
         rows.append(f"| {arm} | {median:.0f} | {median / base:.3f} | {per_round} |")
     return rows
+
+
+def arm_runtime() -> tuple[Any, dict[str, str]]:
+    """The suite's tuned runtime (threads, allocator: ``runtime.runtime_settings`` of the default options) and the
+    environment each arm's fresh process gets from it."""
+    from ..running.config import RunOptions
+    from ..running.runtime import cell_environment, runtime_settings
+
+    runtime = runtime_settings(RunOptions())
+    return runtime, cell_environment(runtime, os.environ)
 
 
 def usage_error(

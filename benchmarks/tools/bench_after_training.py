@@ -20,12 +20,11 @@ median over rounds and its ratio to ``fresh``. Run it on a quiet machine::
 from __future__ import annotations
 
 import argparse
-import os
 import platform
 import sys
 from pathlib import Path
 
-from .arms import arm_table, emit, interleaved_rounds, run_arm_process, usage_error
+from .arms import arm_runtime, arm_table, emit, interleaved_rounds, run_arm_process, usage_error
 
 EXIT_USAGE = 2
 ARMS = ("fresh", "after_training", "after_training_trim", "after_training_new_model")
@@ -77,8 +76,6 @@ def run_arm(arm: str, args: argparse.Namespace, env: dict[str, str]) -> float:
 
 def main(argv: list[str] | None = None) -> int:
     """Parse arguments, run the rounds, print (and write) the table."""
-    from ..running.config import RunOptions
-    from ..running.runtime import cell_environment, runtime_settings
 
     parser = argparse.ArgumentParser(
         prog="python -m tlbench.benchmarks.tools.bench_after_training", description=__doc__.split("\n")[0]
@@ -97,9 +94,8 @@ def main(argv: list[str] | None = None) -> int:
     if error:
         print(error, file=sys.stderr)
         return EXIT_USAGE
-    runtime = runtime_settings(RunOptions())
+    runtime, env = arm_runtime()
     args.threads = runtime.threads
-    env = cell_environment(runtime, os.environ)
     figures = interleaved_rounds(ARMS, args.rounds, lambda arm: run_arm(arm, args, env))
     command = (
         f"python -m tlbench.benchmarks.tools.bench_after_training --rounds {args.rounds} "

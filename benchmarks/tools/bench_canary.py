@@ -21,14 +21,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import subprocess
 import sys
 from pathlib import Path
 
 from ..running.results import SLOW_RATIO
-from .arms import interleaved_rounds, usage_error
+from .arms import arm_runtime, interleaved_rounds, usage_error
 
 EXIT_USAGE = 2
 #: the arms: the probe's canary, then each training engine watched (Keras arms are skipped when not installed)
@@ -157,9 +156,7 @@ def canary_table(command: str, conditions: str, rows: dict[str, list[dict[str, f
 
 def main(argv: list[str] | None = None) -> int:
     """Parse arguments, run the rounds, print (and write) the table."""
-    from ..running.config import RunOptions
     from ..running.environment import cpu_model
-    from ..running.runtime import cell_environment, runtime_settings
 
     parser = argparse.ArgumentParser(
         prog="python -m tlbench.benchmarks.tools.bench_canary", description=__doc__.split("\n")[0]
@@ -172,9 +169,8 @@ def main(argv: list[str] | None = None) -> int:
     if error:
         print(error, file=sys.stderr)
         return EXIT_USAGE
-    runtime = runtime_settings(RunOptions())
+    runtime, env = arm_runtime()
     args.threads = runtime.threads
-    env = cell_environment(runtime, os.environ)
     arms = available_arms()
     rows: dict[str, list[dict[str, float]]] = {arm: [] for arm in arms}
 

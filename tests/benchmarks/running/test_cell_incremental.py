@@ -71,7 +71,8 @@ def test_chunks_are_seeded_by_the_dataset_and_the_seed_only_and_steps_are_nested
     assert all(set(a) <= set(b) for a, b in zip(steps, steps[1:], strict=False))
 
 
-def test_an_incremental_suite_records_every_step_of_every_mode(fake_backend, cache_dir: Path, tmp_path: Path):
+def _incremental_suite(cache_dir: Path, strategies=("scratch",), max_train_images: int = 240) -> SuiteConfig:
+    """A 3-step incremental suite of the numpy fake backend on digits, one seed."""
     options = RunOptions(
         epochs=2,
         image_size=16,
@@ -82,18 +83,23 @@ def test_an_incremental_suite_records_every_step_of_every_mode(fake_backend, cac
         infer_min_time_s=0.0,
         infer_pass=False,
         cache_dir=str(cache_dir),
-        max_train_images=300,
+        max_train_images=max_train_images,
         increments=3,
     )
-    config = SuiteConfig(
+    return SuiteConfig(
         name="inc",
         backends=("fake",),
         models=("softmax",),
-        strategies=("linear_probe", "scratch"),
+        strategies=strategies,
         datasets=("digits",),
         seeds=(0,),
         options=options,
     )
+
+
+def test_an_incremental_suite_records_every_step_of_every_mode(fake_backend, cache_dir: Path, tmp_path: Path):
+    config = _incremental_suite(cache_dir, ("linear_probe", "scratch"), max_train_images=300)
+    options = config.options
     run_suite(config, tmp_path / "inc", cell_runner=run_cell_inprocess)
     records = load_results(tmp_path / "inc" / "results.jsonl")
     assert [r["status"] for r in records] == ["ok", "ok"]
@@ -150,31 +156,6 @@ def test_a_backend_without_shrink_perturb_refuses_it_in_one_line():
     backend.build(ModelSpec("softmax", 3, 16, seed=0))
     with pytest.raises(BackendError, match="backend Plain cannot shrink and perturb its weights"):
         start_step(backend, "shrink_perturb", backend.snapshot(), 0.3, 0.0, 1, [])
-
-
-def _incremental_suite(cache_dir: Path) -> SuiteConfig:
-    options = RunOptions(
-        epochs=2,
-        image_size=16,
-        batch_size=64,
-        device="cpu",
-        infer_repeats=10,
-        infer_warmup=1,
-        infer_min_time_s=0.0,
-        infer_pass=False,
-        cache_dir=str(cache_dir),
-        max_train_images=240,
-        increments=3,
-    )
-    return SuiteConfig(
-        name="inc",
-        backends=("fake",),
-        models=("softmax",),
-        strategies=("scratch",),
-        datasets=("digits",),
-        seeds=(0,),
-        options=options,
-    )
 
 
 def test_an_interrupted_incremental_cell_resumes_at_its_next_step(fake_backend, cache_dir: Path, tmp_path, monkeypatch):
