@@ -54,6 +54,11 @@ step_resnet18() {  # issues 4 and 6: a digits-trained resnet18 as the transfer s
   $TL run suites/resnet18_breastmnist.toml
 }
 
+step_watch() {  # issue 21: what the watch process costs the watched work (unwatched vs watched vs the old in-thread watch)
+  $PY -m tlbench.benchmarks.tools.bench_watch --rounds 5 --image-size 64 --batch-size 32 --infer-s 6 \
+    --out results/bench_watch.md
+}
+
 step_canary() {  # issue 21: the speed canary around each training engine's timed part vs the probe's canary
   $PY -m tlbench.benchmarks.tools.bench_canary --rounds 5 --train-s 4 --out results/bench_canary.md
 }
@@ -146,7 +151,7 @@ step_race() {  # issue 22: the fair race, each dataset untuned then tuned (same 
   done
 }
 
-ALL_STEPS="default after_training canary overhead memory_format infer_compile cache chest medmnist resnet18 strategies frameworks deploy deploy_targets sweep distill strategies_more incremental label_efficiency race"
+ALL_STEPS="default after_training watch canary overhead memory_format infer_compile cache chest medmnist resnet18 strategies frameworks deploy deploy_targets sweep distill strategies_more incremental label_efficiency race"
 steps=("$@")
 [ ${#steps[@]} -gt 0 ] || read -r -a steps <<< "$ALL_STEPS"
 for name in "${steps[@]}"; do
