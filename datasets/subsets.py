@@ -107,6 +107,12 @@ def class_units(labels: np.ndarray, groups: list[str | None] | None, key: str, d
     return units
 
 
+def rows_sha(rows: np.ndarray) -> str:
+    """12 hex digits of a hash of train row indices: equal hashes, the same images (a subset's ``rows_sha``, and the
+    key of a feature-cache entry holding those rows only)."""
+    return hashlib.sha256(np.asarray(rows, dtype=np.int64).tobytes()).hexdigest()[:12]
+
+
 @dataclass(frozen=True)
 class Subset:
     """The train rows a (size, draw) keeps and what the record says about them."""
@@ -129,7 +135,7 @@ class Subset:
             "per_class": self.per_class,
             "capped": self.capped,
             "groups": self.groups,
-            "rows_sha": hashlib.sha256(np.asarray(self.rows, dtype=np.int64).tobytes()).hexdigest()[:12],
+            "rows_sha": rows_sha(self.rows),
         }
 
     def note(self) -> str:

@@ -4,7 +4,6 @@ through ``load_cell_dataset``."""
 
 from __future__ import annotations
 
-import hashlib
 import os
 from collections.abc import Callable
 from typing import Any
@@ -14,7 +13,7 @@ import numpy as np
 from ...backends.base import Backend
 from ...datasets import ArrayDataset, ResizePolicy, Split, load_dataset
 from ...datasets.splitting import train_subset_rows
-from ...datasets.subsets import Subset, subset_rows
+from ...datasets.subsets import Subset, rows_sha, subset_rows
 from .config import RunOptions
 
 
@@ -70,9 +69,7 @@ def train_rows(
 def rows_key(keep: np.ndarray | None) -> str | None:
     """The hash of the train rows a cell keeps (``None``: all of them), as the ``rows_sha`` of a label-efficiency
     subset's facts: what a feature-cache entry of those rows only is keyed by."""
-    if keep is None:
-        return None
-    return hashlib.sha256(np.asarray(keep, dtype=np.int64).tobytes()).hexdigest()[:12]
+    return None if keep is None else rows_sha(keep)
 
 
 def train_subset(dataset: ArrayDataset, train_size: str, draw: int | None) -> Subset:

@@ -188,8 +188,7 @@ def record_head(record: dict[str, Any], fitted: FittedHead, models: list[str]) -
     parts, result, fit_s = fitted.parts, fitted.result, fitted.fit_s
     # training is charged the extraction of the splits the head is fit and selected on; the test split's features
     # belong to testing, as for every other strategy
-    fit_splits = TRAINING_SPLITS
-    extract_s = sum(p.features.seconds_of(fit_splits) for p in parts)
+    extract_s = sum(p.features.seconds_of(TRAINING_SPLITS) for p in parts)
     hits = {p.features.hit for p in parts}
     dim = int(fitted.stack["train"].shape[1])
     record.update(
@@ -206,7 +205,7 @@ def record_head(record: dict[str, Any], fitted: FittedHead, models: list[str]) -
         feature_extract_s=extract_s,
         feature_dim=dim,
         feature_extract_images_per_s=(
-            sum(p.features.images_of(fit_splits) for p in parts) / extract_s if extract_s > 0 else None
+            sum(p.features.images_of(TRAINING_SPLITS) for p in parts) / extract_s if extract_s > 0 else None
         ),
         feature_cache="hit" if hits == {True} else "miss" if hits == {False} else "partial",
         feature_cache_read_s=sum(p.features.read_s or 0.0 for p in parts) if True in hits else None,

@@ -148,7 +148,7 @@ def run_incremental_cell(run: CellContext, strategy: Strategy, backend_class: ty
             first_outcome, first_metrics = train_step(cumulative_rows(chunks, 1))
             store.save(backend, "first", 1, [], first_outcome, first_metrics)
         after_first = backend.snapshot()
-        rows_of.extend(store.latest_rows())
+        rows_of.extend(store.rows)
         trained_here = "first" not in saved
         kept: tuple[Any, TrainOutcome] | None = None
         for mode_index, mode in enumerate(modes):
@@ -156,7 +156,7 @@ def run_incremental_cell(run: CellContext, strategy: Strategy, backend_class: ty
             if done is not None:  # resumed: this mode's latest saved step
                 backend.load_weights(store.weights(mode))
                 outcome, done_step = outcome_from_json(done["outcome"]), int(done["step"])
-                cumulative = float(done["rows"][-1]["cumulative_train_s"])
+                cumulative = float(done["row"]["cumulative_train_s"])
                 record["increments"]["resumed_after"] = {"mode": mode, "step": done_step}
             else:
                 backend.restore(after_first)

@@ -118,8 +118,7 @@ def prepare_network(run: CellContext, strategy: Strategy, backend_class: type[Ba
     def feature_source() -> Any:
         # the cell's own train rows only (a label-efficiency subset, or --max-train-images): their extraction is what
         # the cell is charged, and the entry, keyed by the rows, is shared by every strategy using the same rows
-        splits = {"train": train.images, "val": val.images}
-        cached = backbone_features(
+        return backbone_features(
             backend,
             backend_name=cell.backend,
             model=cell.model,
@@ -129,13 +128,12 @@ def prepare_network(run: CellContext, strategy: Strategy, backend_class: type[Ba
             dataset_entry=record["dataset_meta"].get("cache_entry") or cell.dataset,
             spec=cell.dataset,
             policy_key=policy.key(),
-            splits=splits,
+            splits={"train": train.images, "val": val.images},
             pooled=False,
             framework_versions=record["framework_versions"],
             log=run.log,
             train_subset=rows_key(keep),
         )
-        return cached
 
     return PreparedNetwork(backend, info, plan, dataset, train, val, teacher, feature_source, keep)
 

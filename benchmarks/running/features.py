@@ -87,7 +87,7 @@ class CachedFeatures:
         """The extraction seconds of the splits ``names`` (what a cell is charged for its training splits)."""
         if all(name in self.split_seconds for name in names):
             return sum(self.split_seconds[name] for name in names)
-        share = sum(len(self.splits[name]) for name in names) / self.images if self.images else 0.0
+        share = self.images_of(names) / self.images if self.images else 0.0
         return self.seconds * share
 
     def images_of(self, names: Collection[str]) -> int:

@@ -75,10 +75,13 @@ class StepStore:
         self.key = key
         self.suffix = suffix
         self.steps: dict[str, dict[str, Any]] = {}
+        #: the ``increments`` rows written so far (every mode), as of the latest save
+        self.rows: list[dict[str, Any]] = []
 
     def load(self) -> dict[str, dict[str, Any]]:
-        """The saved steps of this key (``{name: {"step", "rows", "outcome", "weights"}}``); saved steps of another
-        key, format or unreadable are removed, and nothing is resumed."""
+        """The saved steps of this key (``{name: {"step", "row", "outcome", "metrics", "weights"}}``; ``row``: the
+        step's own ``increments`` row, ``None`` for ``first``), ``rows`` set to the rows saved last; saved steps of
+        another key, format or unreadable are removed, and nothing is resumed."""
         index = self.directory / PROGRESS_FILE
         try:
             data = json.loads(index.read_text())
@@ -89,12 +92,13 @@ class StepStore:
             and data.get("format") == PROGRESS_FORMAT
             and data.get("key") == self.key
             and isinstance(data.get("steps"), dict)
+            and isinstance(data.get("rows"), list)
             and all((self.directory / step.get("weights", "")).is_file() for step in data["steps"].values())
         )
         if not valid:
             self.clear()
             return {}
-        self.steps = data["steps"]
+        self.steps, self.rows = data["steps"], data["rows"]
         return dict(self.steps)
 
     def save(
@@ -106,25 +110,24 @@ class StepStore:
         outcome: TrainOutcome,
         metrics: dict[str, float] | None = None,
     ) -> None:
-        """Save the weights ``backend`` holds as step ``step`` of ``name``, with the ``increments`` rows so far, the
-        step's outcome and (step 1) its test metrics; the index is replaced atomically after the weights."""
+        """Save the weights ``backend`` holds as step ``step`` of ``name`` (its own row: the last of ``rows``, the
+        ``increments`` rows so far), with the step's outcome and (step 1) its test metrics; the index is replaced
+        atomically after the weights."""
         self.directory.mkdir(parents=True, exist_ok=True)
         weights = f"{name}{self.suffix}"
         backend.save_weights(str(self.directory / weights))
         self.steps[name] = {
             "step": step,
-            "rows": [dict(row) for row in rows],
+            "row": dict(rows[-1]) if rows else None,
             "outcome": outcome_to_json(outcome),
             "metrics": metrics,
             "weights": weights,
         }
         tmp = self.directory / f".{PROGRESS_FILE}.tmp"
-        tmp.write_text(json.dumps({"format": PROGRESS_FORMAT, "key": self.key, "steps": self.steps}))
+        self.rows = [dict(row) for row in rows]
+        index = {"format": PROGRESS_FORMAT, "key": self.key, "steps": self.steps, "rows": self.rows}
+        tmp.write_text(json.dumps(index))
         os.replace(tmp, self.directory / PROGRESS_FILE)
-
-    def latest_rows(self) -> list[dict[str, Any]]:
-        """The ``increments`` rows of the latest save (the one holding the most rows)."""
-        return max((step["rows"] for step in self.steps.values()), key=len, default=[])
 
     def weights(self, name: str) -> str:
         """The path of step ``name``'s weights file (for ``Backend.load_weights``)."""
@@ -133,4 +136,4 @@ class StepStore:
     def clear(self) -> None:
         """Remove every saved step (the cell finished, or the saved steps belong to other options or code)."""
         shutil.rmtree(self.directory, ignore_errors=True)
-        self.steps = {}
+        self.steps, self.rows = {}, []

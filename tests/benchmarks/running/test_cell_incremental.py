@@ -230,7 +230,8 @@ def test_saved_steps_of_other_options_or_code_are_never_resumed(tmp_path):
     loaded = again.load()
     assert set(loaded) == {"first", "continue"} and loaded["first"]["metrics"] == {"accuracy": 0.5}
     assert outcome_from_json(loaded["continue"]["outcome"]) == outcome  # phases and counts rebuilt as dataclasses
-    assert again.latest_rows() == [{"increment_step": 2}]
+    assert again.rows == [{"increment_step": 2}] and loaded["continue"]["row"] == {"increment_step": 2}
+    assert loaded["first"]["row"] is None
     fresh = built()
     fresh.w = fresh.w * 0
     fresh.load_weights(again.weights("continue"))
