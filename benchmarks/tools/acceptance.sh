@@ -63,6 +63,10 @@ step_canary() {  # issue 21: the speed canary around each training engine's time
   $PY -m tlbench.benchmarks.tools.bench_canary --rounds 5 --train-s 4 --out results/bench_canary.md
 }
 
+step_group_leakage() {  # issue 22: patients in two splits of the chest X-ray folder, carved per image vs by patient
+  $PY -m tlbench.benchmarks.tools.bench_group_leakage --out results/bench_group_leakage.md
+}
+
 step_overhead() {  # speed issue: suite cell vs a bare hand-written loop per backend (224 px, float32, CPU)
   $PY -m tlbench.benchmarks.tools.bench_overhead --rounds 2 --image-size 224 --batch-size 16 --steps 6 \
     --out results/bench_overhead.md
@@ -144,6 +148,7 @@ step_race() {  # issue 22: the fair race, each dataset untuned then tuned (same 
   rm -rf results/untuned_breastmnist results/tuned_breastmnist results/untuned_digits results/tuned_digits \
     results/untuned_chest_xray results/tuned_chest_xray
   $PY -m tlbench.benchmarks.tools.bench_tuning_cost --work-dir results/_cost --out results/bench_tuning_cost.md
+  rm -rf results/_cost/untuned/cache results/_cost/tuned/cache  # each arm's own decoded images and features
   mv results/_cost/untuned results/untuned_breastmnist && mv results/_cost/tuned results/tuned_breastmnist && rmdir results/_cost
   for name in digits chest_xray; do
     $TL run "suites/untuned_$name.toml"
@@ -151,7 +156,7 @@ step_race() {  # issue 22: the fair race, each dataset untuned then tuned (same 
   done
 }
 
-ALL_STEPS="default after_training watch canary overhead memory_format infer_compile cache chest medmnist resnet18 strategies frameworks deploy deploy_targets sweep distill strategies_more incremental label_efficiency race"
+ALL_STEPS="default after_training watch canary group_leakage overhead memory_format infer_compile cache chest medmnist resnet18 strategies frameworks deploy deploy_targets sweep distill strategies_more incremental label_efficiency race"
 steps=("$@")
 [ ${#steps[@]} -gt 0 ] || read -r -a steps <<< "$ALL_STEPS"
 for name in "${steps[@]}"; do

@@ -24,6 +24,8 @@ is, and each kind takes its own options (``KINDS``):
   ``retrain`` paired by seed (``reporting.incremental``).
 - ``race``: ``untuned`` and ``tuned`` suite folders: the fair race's two sides and the verdict on each committed
   conclusion (``race.py``).
+- ``race_verdicts``: ``datasets`` (names ``<d>`` of ``results/untuned_<d>`` and ``results/tuned_<d>``): the most
+  accurate strategy and each conclusion's verdict, one column per dataset (``race.py``).
 - ``framework``: ``frameworks`` (suite folders), optional ``deploy`` (one suite folder) and ``reference`` (an engine,
   default ``torchvision``): the README's "Which framework" section (``which_framework.py``).
 
@@ -63,14 +65,14 @@ from .findings_cells import (
     suite_records,
 )
 from .findings_values import regenerate_values
-from .race import race_page
+from .race import race_page, race_verdicts
 from .which_framework import render_which_framework
 
 BLOCK = re.compile(r"(<!-- findings: (?P<options>[^>]*?) -->\n)(?P<body>.*?)(<!-- /findings -->)", re.S)
 EXIT_DIFFERS = 1
 EXIT_USAGE = 2
 #: options holding comma-separated lists
-LIST_OPTIONS = ("suites", "columns", "frameworks")
+LIST_OPTIONS = ("suites", "columns", "frameworks", "datasets")
 
 __all__ = ["KINDS", "FindingsError", "main", "parse_options", "regenerate", "render"]
 
@@ -216,6 +218,7 @@ KINDS: dict[str, Kind] = {
     "label_efficiency": Kind(("suites",), {"columns": ["accuracy"], "rows": "strategy"}, render_label_efficiency),
     "incremental": Kind(("suites",), {"metric": "accuracy"}, render_incremental),
     "race": Kind(("untuned", "tuned"), {}, lambda o, root: race_page(o["untuned"], o["tuned"], root)),
+    "race_verdicts": Kind(("datasets",), {}, lambda o, root: race_verdicts(o["datasets"], root)),
     "framework": Kind(("frameworks",), {"deploy": None, "reference": "torchvision"}, render_which_framework),
 }
 

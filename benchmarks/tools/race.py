@@ -22,7 +22,8 @@ Both suites run the same recipe (epochs, schedule, early stopping, selection met
    a single seed (no interval). A suite not run yet is said so, nothing fails.
 
 ``python -m tlbench.benchmarks.tools.race results/untuned_breastmnist results/tuned_breastmnist`` prints the page;
-``docs/findings.md`` holds it per dataset as a generated block (``findings.py``, ``kind=race``).
+``docs/findings.md`` holds it per dataset as a generated block (``findings.py``, ``kind=race``), and the README the
+verdicts of every dataset in one table (``race_verdicts``, ``kind=race_verdicts``).
 """
 
 from __future__ import annotations
@@ -190,19 +191,56 @@ def race_page(untuned_dir: str, tuned_dir: str, root: Path = Path(".")) -> str:
         lines.append(f"Not run yet: `{tuned_dir}` has no results; the verdicts wait for it.")
         return "\n".join(lines) + "\n"
     lines += ["| committed conclusion | untuned | tuned | verdict |", "|---|---|---|---|"]
-    states = {
-        "LP-FT equals LP": (lp_ft_state(untuned), lp_ft_state(tuned)),
+    for name, (before, after) in conclusion_states(untuned, tuned).items():
+        shown = [state + (f" ({detail})" if detail else "") for state, detail in (before, after)]
+        lines.append(f"| {name} | {shown[0]} | {shown[1]} | **{verdict(before[0], after[0])}** |")
+    return "\n".join(lines) + "\n"
+
+
+def conclusion_states(
+    untuned: Sequence[dict[str, Any]], tuned: Sequence[dict[str, Any]]
+) -> dict[str, tuple[tuple[str, str], tuple[str, str]]]:
+    """Each committed conclusion (``CONCLUSIONS``' order): its (state, detail) untuned and tuned; the detail is
+    ``""`` where the state says it all."""
+    return {
+        "LP-FT equals LP": ((lp_ft_state(untuned), ""), (lp_ft_state(tuned), "")),
         "full fine-tuning's rank": (full_finetune_state(untuned), full_finetune_state(tuned)),
         "the probe gap": (probe_gap_state(untuned), probe_gap_state(tuned)),
     }
-    for name in CONCLUSIONS:
-        before, after = states[name]
-        if isinstance(before, tuple):
-            shown = f"{before[0]} ({before[1]})", f"{after[0]} ({after[1]})"
-            before, after = before[0], after[0]
-        else:
-            shown = before, after
-        lines.append(f"| {name} | {shown[0]} | {shown[1]} | **{verdict(before, after)}** |")
+
+
+def most_accurate(records: Sequence[dict[str, Any]]) -> str | None:
+    """The strategy of best mean accuracy (the first by name among equals), ``None`` without one."""
+    rank = ranks(records)
+    return min(rank, key=lambda s: (rank[s], s)) if rank else None
+
+
+def race_verdicts(datasets: Sequence[str], root: Path = Path(".")) -> str:
+    """The README's summary of the race: one column per dataset (``results/untuned_<dataset>`` against
+    ``results/tuned_<dataset>``), one row for the most accurate strategy untuned → tuned and one per committed
+    conclusion with its verdict (``**survives** (state)``, else ``**verdict**: untuned state → tuned state``);
+    datasets not run yet are named below with their suite files."""
+    rows: dict[str, list[str]] = {"most accurate (untuned → tuned)": [], **{name: [] for name in CONCLUSIONS}}
+    waiting = []
+    for dataset in datasets:
+        untuned = finished_records(root / "results" / f"untuned_{dataset}")
+        tuned = finished_records(root / "results" / f"tuned_{dataset}")
+        if untuned is None or tuned is None:
+            waiting.append(dataset)
+            for cells in rows.values():
+                cells.append("not run yet")
+            continue
+        before, after = most_accurate(untuned), most_accurate(tuned)
+        accuracy = cell(tuned, after, "accuracy") if after else "–"
+        rows["most accurate (untuned → tuned)"].append(f"`{before}` → `{after}` ({accuracy})")
+        for name, ((state_u, _), (state_t, _)) in conclusion_states(untuned, tuned).items():
+            said = verdict(state_u, state_t)
+            rows[name].append(f"**{said}** ({state_u})" if said == "survives" else f"**{said}**: {state_u} → {state_t}")
+    lines = ["| | " + " | ".join(datasets) + " |", "|---" * (len(datasets) + 1) + "|"]
+    lines += [f"| {name} | " + " | ".join(cells) + " |" for name, cells in rows.items()]
+    if waiting:
+        suites = ", ".join(f"`suites/untuned_{d}.toml` + `suites/tuned_{d}.toml`" for d in waiting)
+        lines += ["", f"Not run yet: {suites} (`tlbench run` each)."]
     return "\n".join(lines) + "\n"
 
 

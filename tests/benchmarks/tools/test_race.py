@@ -13,7 +13,9 @@ from tlbench.benchmarks.tools.race import (
     main,
     paired,
     probe_gap_state,
+    most_accurate,
     race_page,
+    race_verdicts,
     ranks,
     verdict,
 )
@@ -134,3 +136,35 @@ def test_a_race_block_of_the_findings_page_is_generated_and_checked(tmp_path, ca
     assert findings.main([str(page), "--write"]) == 0 and "**reversed**" in page.read_text()
     page.write_text("<!-- findings: kind=race untuned=results/u -->\n<!-- /findings -->\n")
     assert findings.main([str(page)]) == 2 and "has no tuned=" in capsys.readouterr().err
+
+
+def test_the_readme_summary_has_a_column_per_dataset_and_names_those_not_run(tmp_path):
+    _suite(tmp_path, "results/untuned_x", _records(UNTUNED))
+    _suite(tmp_path, "results/tuned_x", _records(TUNED))
+    _suite(tmp_path, "results/untuned_y", _records(UNTUNED))  # its tuned twin has not run
+    assert most_accurate(_records(UNTUNED)) == "partial_finetune" and most_accurate([]) is None
+    assert most_accurate(_records({"b": [0.8], "a": [0.8]})) == "a"  # ties: the first by name
+    table = race_verdicts(["x", "y"], tmp_path)
+    assert table.splitlines() == [
+        "| | x | y |",
+        "|---|---|---|",
+        "| most accurate (untuned → tuned) | `partial_finetune` → `full_finetune` (0.890 ± 0.025) | not run yet |",
+        "| LP-FT equals LP | **changed**: identical → LP-FT better | not run yet |",
+        "| full fine-tuning's rank | **reversed**: not first → first | not run yet |",
+        "| the probe gap | **changed**: no gap → gap | not run yet |",
+        "",
+        "Not run yet: `suites/untuned_y.toml` + `suites/tuned_y.toml` (`tlbench run` each).",
+    ]
+    _suite(tmp_path, "results/untuned_z", _records(UNTUNED))
+    _suite(tmp_path, "results/tuned_z", _records(UNTUNED))  # tuning changed nothing: every conclusion survives
+    assert race_verdicts(["z"], tmp_path).splitlines()[2:] == [
+        "| most accurate (untuned → tuned) | `partial_finetune` → `partial_finetune` (0.833 ± 0.038) |",
+        "| LP-FT equals LP | **survives** (identical) |",
+        "| full fine-tuning's rank | **survives** (not first) |",
+        "| the probe gap | **survives** (no gap) |",
+    ]
+    page = tmp_path / "README.md"
+    (tmp_path / "pyproject.toml").write_text("")
+    page.write_text("<!-- findings: kind=race_verdicts datasets=x,y -->\n<!-- /findings -->\n")
+    assert findings.main([str(page)]) == 1 and findings.main([str(page), "--write"]) == 0
+    assert table in page.read_text() and findings.main([str(page)]) == 0
