@@ -147,7 +147,8 @@ step_race() {  # issue 22: the fair race, each dataset untuned then tuned (same 
   # bench_tuning_cost times the BreastMNIST pair in fresh processes and writes the cost ratio
   rm -rf results/untuned_breastmnist results/tuned_breastmnist results/untuned_digits results/tuned_digits \
     results/untuned_chest_xray results/tuned_chest_xray
-  $PY -m tlbench.benchmarks.tools.bench_tuning_cost --work-dir results/_cost --out results/bench_tuning_cost.md
+  $PY -m tlbench.benchmarks.tools.bench_tuning_cost --untuned suites/untuned_breastmnist.toml \
+    --tuned suites/tuned_breastmnist.toml --work-dir results/_cost --out results/bench_tuning_cost.md
   rm -rf results/_cost/untuned/cache results/_cost/tuned/cache  # each arm's own decoded images and features
   mv results/_cost/untuned results/untuned_breastmnist && mv results/_cost/tuned results/tuned_breastmnist && rmdir results/_cost
   for name in digits chest_xray; do

@@ -99,8 +99,8 @@ def _share(count: int, total: int) -> str:
 def leakage_table(arms: dict[str, SplitLeakage]) -> str:
     """One row per arm: patients shared per pair of splits, and val/test images with a patient in an earlier split."""
     lines = [
-        "| carved | patients train/val | patients train/test | patients val/test "
-        "| val images with a patient in train | test images with a patient in train or val | images without a patient |",
+        "| carved | patients train/val | patients train/test | patients val/test | val images with a patient in train "
+        "| test images with a patient in train or val | images without a patient |",
         "|---|---|---|---|---|---|---|",
     ]
     for arm, counts in arms.items():

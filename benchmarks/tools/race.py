@@ -37,7 +37,7 @@ from typing import Any
 
 from ...core.strategies import get_strategy
 from ..reporting.stats import t_interval
-from .findings_cells import finished_records, format_cell
+from .findings_cells import FindingsError, finished_records, format_cell
 
 EXIT_USAGE = 2
 #: the committed conclusions a race checks, in the order they are reported
@@ -219,12 +219,22 @@ def race_verdicts(datasets: Sequence[str], root: Path = Path(".")) -> str:
     """The README's summary of the race: one column per dataset (``results/untuned_<dataset>`` against
     ``results/tuned_<dataset>``), one row for the most accurate strategy untuned → tuned and one per committed
     conclusion with its verdict (``**survives** (state)``, else ``**verdict**: untuned state → tuned state``);
-    datasets not run yet are named below with their suite files."""
+    datasets not run yet are named below with their suite files.
+
+    Raises:
+        FindingsError: a dataset whose race suite has neither results nor a suite file (a typo).
+    """
     rows: dict[str, list[str]] = {"most accurate (untuned → tuned)": [], **{name: [] for name in CONCLUSIONS}}
     waiting = []
     for dataset in datasets:
         untuned = finished_records(root / "results" / f"untuned_{dataset}")
         tuned = finished_records(root / "results" / f"tuned_{dataset}")
+        for arm, records in (("untuned", untuned), ("tuned", tuned)):
+            if records is None and not (root / "suites" / f"{arm}_{dataset}.toml").is_file():
+                raise FindingsError(
+                    f"race_verdicts: results/{arm}_{dataset} has no results and no suites/{arm}_{dataset}.toml "
+                    f"makes it; expected datasets named like the race's suite files"
+                )
         if untuned is None or tuned is None:
             waiting.append(dataset)
             for cells in rows.values():

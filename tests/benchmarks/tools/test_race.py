@@ -5,15 +5,18 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from tlbench.benchmarks.running.results import append_result
 from tlbench.benchmarks.tools import findings
+from tlbench.benchmarks.tools.findings_cells import FindingsError
 from tlbench.benchmarks.tools.race import (
     full_finetune_state,
     lp_ft_state,
     main,
+    most_accurate,
     paired,
     probe_gap_state,
-    most_accurate,
     race_page,
     race_verdicts,
     ranks,
@@ -141,7 +144,9 @@ def test_a_race_block_of_the_findings_page_is_generated_and_checked(tmp_path, ca
 def test_the_readme_summary_has_a_column_per_dataset_and_names_those_not_run(tmp_path):
     _suite(tmp_path, "results/untuned_x", _records(UNTUNED))
     _suite(tmp_path, "results/tuned_x", _records(TUNED))
-    _suite(tmp_path, "results/untuned_y", _records(UNTUNED))  # its tuned twin has not run
+    _suite(tmp_path, "results/untuned_y", _records(UNTUNED))  # its tuned twin has not run, its file exists
+    (tmp_path / "suites").mkdir()
+    (tmp_path / "suites" / "tuned_y.toml").write_text("")
     assert most_accurate(_records(UNTUNED)) == "partial_finetune" and most_accurate([]) is None
     assert most_accurate(_records({"b": [0.8], "a": [0.8]})) == "a"  # ties: the first by name
     table = race_verdicts(["x", "y"], tmp_path)
@@ -163,6 +168,8 @@ def test_the_readme_summary_has_a_column_per_dataset_and_names_those_not_run(tmp
         "| full fine-tuning's rank | **survives** (not first) |",
         "| the probe gap | **survives** (no gap) |",
     ]
+    with pytest.raises(FindingsError, match="results/untuned_w has no results and no suites/untuned_w.toml"):
+        race_verdicts(["x", "w"], tmp_path)  # a typo is an error, not "not run yet" forever
     page = tmp_path / "README.md"
     (tmp_path / "pyproject.toml").write_text("")
     page.write_text("<!-- findings: kind=race_verdicts datasets=x,y -->\n<!-- /findings -->\n")
