@@ -22,10 +22,11 @@ is, and each kind takes its own options (``KINDS``):
 - ``incremental``: ``suites`` of ``--increments`` runs, ``metric`` (default ``accuracy``): one row per strategy and
   mode, the metric after each step, the cumulative training seconds after the last one, and the final gap to
   ``retrain`` paired by seed (``reporting.incremental``).
-- ``race``: ``untuned`` and ``tuned`` suite folders: the fair race's two sides and the verdict on each committed
-  conclusion (``race.py``).
-- ``race_verdicts``: ``datasets`` (names ``<d>`` of ``results/untuned_<d>`` and ``results/tuned_<d>``): the most
-  accurate strategy and each conclusion's verdict, one column per dataset (``race.py``).
+- ``race``: ``untuned`` and ``tuned`` suite folders, optional ``committed`` (the folder the committed conclusions
+  came from): the fair race's sides and the verdict on each committed conclusion (``race.py``).
+- ``race_verdicts``: ``datasets`` (names ``<d>`` of ``results/untuned_<d>`` and ``results/tuned_<d>``), optional
+  ``committed`` (a prefix: ``results/<committed>_<d>``): the most accurate strategy and each conclusion's verdict,
+  one column per dataset (``race.py``).
 - ``framework``: ``frameworks`` (suite folders), optional ``deploy`` (one suite folder) and ``reference`` (an engine,
   default ``torchvision``): the README's "Which framework" section (``which_framework.py``).
 
@@ -217,8 +218,14 @@ KINDS: dict[str, Kind] = {
     "table": Kind(("suites", "columns"), {"by": None, "rows": "strategy"}, render_table),
     "label_efficiency": Kind(("suites",), {"columns": ["accuracy"], "rows": "strategy"}, render_label_efficiency),
     "incremental": Kind(("suites",), {"metric": "accuracy"}, render_incremental),
-    "race": Kind(("untuned", "tuned"), {}, lambda o, root: race_page(o["untuned"], o["tuned"], root)),
-    "race_verdicts": Kind(("datasets",), {}, lambda o, root: race_verdicts(o["datasets"], root)),
+    "race": Kind(
+        ("untuned", "tuned"),
+        {"committed": None},
+        lambda o, root: race_page(o["untuned"], o["tuned"], root, o["committed"]),
+    ),
+    "race_verdicts": Kind(
+        ("datasets",), {"committed": None}, lambda o, root: race_verdicts(o["datasets"], root, o["committed"])
+    ),
     "framework": Kind(("frameworks",), {"deploy": None, "reference": "torchvision"}, render_which_framework),
 }
 

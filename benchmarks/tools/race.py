@@ -17,9 +17,12 @@ Both suites run the same recipe (epochs, schedule, early stopping, selection met
      strategy (pretrained, backbone trained) against the best probe (pretrained, frozen backbone) by mean accuracy,
      paired by seed: ``gap`` (fine-tuning better beyond noise), ``no gap`` (within noise) or ``probe ahead``.
 
-   A conclusion **survives** when the tuned suite gives the same state as the untuned one, else it is **changed**
-   (``reversed`` when the state flips to its opposite); **undetermined** when a side lacks the strategies or has
-   a single seed (no interval). A suite not run yet is said so, nothing fails.
+   A conclusion **survives** when the tuned suite gives the same state as the suite it was committed from (given as
+   ``committed``: one fixed recipe, e.g. ``results/strategies_breastmnist``; else the untuned suite), else it is
+   **changed** (``reversed`` when the state flips to its opposite), and with all three suites the verdict says
+   what moved it: **by the recipe** (training to convergence with its selection rule: the untuned suite already
+   differs and tuning keeps that), **by tuning**, or **by both**; **undetermined** when a side lacks the strategies
+   or has a single seed (no interval). A suite not run yet is said so, nothing fails.
 
 ``python -m tlbench.benchmarks.tools.race results/untuned_breastmnist results/tuned_breastmnist`` prints the page;
 ``docs/findings.md`` holds it per dataset as a generated block (``findings.py``, ``kind=race``), and the README the
@@ -165,48 +168,68 @@ def _won(records: Sequence[dict[str, Any]], strategy: str) -> tuple[str, str]:
     return "–", "–"
 
 
-def race_page(untuned_dir: str, tuned_dir: str, root: Path = Path(".")) -> str:
+def race_page(untuned_dir: str, tuned_dir: str, root: Path = Path("."), committed_dir: str | None = None) -> str:
     """The side-by-side table and the verdicts of one untuned/tuned pair of suite directories (relative to
-    ``root``), as Markdown; a missing suite is said so."""
+    ``root``), as Markdown; a missing suite is said so.
+
+    With ``committed_dir`` (the suite the committed conclusions came from: one fixed recipe, e.g.
+    ``results/strategies_breastmnist``), its accuracy and rank come first, each conclusion's state there too, and
+    the verdict compares it with the tuned suite's (``why_changed`` says whether the recipe or the tuning moved it).
+    """
     untuned, tuned = finished_records(root / untuned_dir), finished_records(root / tuned_dir)
+    committed = finished_records(root / committed_dir) if committed_dir else None
+    if committed_dir and committed is None:
+        raise FindingsError(f"race: committed={committed_dir} has no results.jsonl; expected a committed suite folder")
     missing = [d for d, r in ((untuned_dir, untuned), (tuned_dir, tuned)) if r is None]
     if untuned is None:
         return f"Not run yet: `{untuned_dir}` has no results (" + ", ".join(f"`{d}`" for d in missing) + " missing).\n"
-    strategies = list(dict.fromkeys(r["strategy"] for r in untuned + (tuned or [])))
-    rank_u, rank_t = ranks(untuned), ranks(tuned or [])
-    lines = [
-        "| strategy | accuracy untuned | accuracy tuned | ROC-AUC untuned | ROC-AUC tuned | rank untuned | rank tuned "
-        "| won in tuning | tuning (s) |",
-        "|---|---|---|---|---|---|---|---|---|",
-    ]
-    for strategy in sorted(strategies, key=lambda s: (rank_t.get(s, 99), rank_u.get(s, 99), s)):
-        won, seconds = _won(tuned or [], strategy)
-        lines.append(
-            f"| `{strategy}` | {cell(untuned, strategy, 'accuracy')} | {cell(tuned, strategy, 'accuracy')} | "
-            f"{cell(untuned, strategy, 'roc_auc')} | {cell(tuned, strategy, 'roc_auc')} | "
-            f"{rank_u.get(strategy, '–')} | {rank_t.get(strategy, '–')} | {won} | {seconds} |"
-        )
+    sides = {"untuned": untuned, "tuned": tuned or []}
+    if committed is not None:
+        sides = {"committed": committed, **sides}
+    rank = {side: ranks(records) for side, records in sides.items()}
+    strategies = list(dict.fromkeys(r["strategy"] for records in sides.values() for r in records))
+    headers = [f"accuracy {side}" for side in sides] + ["ROC-AUC untuned", "ROC-AUC tuned"]
+    headers += [f"rank {side}" for side in sides] + ["won in tuning", "tuning (s)"]
+    lines = ["| strategy | " + " | ".join(headers) + " |", "|---" * (len(headers) + 1) + "|"]
+    for strategy in sorted(strategies, key=lambda s: (rank["tuned"].get(s, 99), rank["untuned"].get(s, 99), s)):
+        cells = [cell(records, strategy, "accuracy") for records in sides.values()]
+        cells += [cell(untuned, strategy, "roc_auc"), cell(tuned, strategy, "roc_auc")]
+        cells += [str(rank[side].get(strategy, "–")) for side in sides]
+        cells += list(_won(tuned or [], strategy))
+        lines.append(f"| `{strategy}` | " + " | ".join(cells) + " |")
     lines.append("")
     if tuned is None:
         lines.append(f"Not run yet: `{tuned_dir}` has no results; the verdicts wait for it.")
         return "\n".join(lines) + "\n"
-    lines += ["| committed conclusion | untuned | tuned | verdict |", "|---|---|---|---|"]
-    for name, (before, after) in conclusion_states(untuned, tuned).items():
-        shown = [state + (f" ({detail})" if detail else "") for state, detail in (before, after)]
-        lines.append(f"| {name} | {shown[0]} | {shown[1]} | **{verdict(before[0], after[0])}** |")
+    states = {side: conclusion_states(records) for side, records in sides.items()}
+    lines += ["| committed conclusion | " + " | ".join(sides) + " | verdict |", "|---" * (len(sides) + 2) + "|"]
+    for name in CONCLUSIONS:
+        path = [states[side][name][0] for side in sides]
+        shown = [state + (f" ({detail})" if detail else "") for state, detail in (states[side][name] for side in sides)]
+        said = verdict(path[0], path[-1])
+        why = why_changed(path) if said != "survives" and len(path) == 3 else ""
+        lines.append(f"| {name} | " + " | ".join(shown) + f" | **{said}**{why} |")
     return "\n".join(lines) + "\n"
 
 
-def conclusion_states(
-    untuned: Sequence[dict[str, Any]], tuned: Sequence[dict[str, Any]]
-) -> dict[str, tuple[tuple[str, str], tuple[str, str]]]:
-    """Each committed conclusion (``CONCLUSIONS``' order): its (state, detail) untuned and tuned; the detail is
-    ``""`` where the state says it all."""
+def conclusion_states(records: Sequence[dict[str, Any]]) -> dict[str, tuple[str, str]]:
+    """Each committed conclusion's (state, detail) in one suite's records; the detail is ``""`` where the state says
+    it all."""
     return {
-        "LP-FT equals LP": ((lp_ft_state(untuned), ""), (lp_ft_state(tuned), "")),
-        "full fine-tuning's rank": (full_finetune_state(untuned), full_finetune_state(tuned)),
-        "the probe gap": (probe_gap_state(untuned), probe_gap_state(tuned)),
+        "LP-FT equals LP": (lp_ft_state(records), ""),
+        "full fine-tuning's rank": full_finetune_state(records),
+        "the probe gap": probe_gap_state(records),
     }
+
+
+def why_changed(path: Sequence[str]) -> str:
+    """For a (committed, untuned, tuned) path of states whose ends differ: what moved the conclusion, `` by the
+    recipe`` (training to convergence and its selection rule: the untuned suite already differs, tuning keeps it),
+    `` by tuning`` (the untuned suite agrees with the committed one) or `` by both``."""
+    committed, untuned, tuned = path
+    if untuned == tuned:
+        return " by the recipe"
+    return " by tuning" if untuned == committed else " by both"
 
 
 def most_accurate(records: Sequence[dict[str, Any]]) -> str | None:
@@ -215,11 +238,13 @@ def most_accurate(records: Sequence[dict[str, Any]]) -> str | None:
     return min(rank, key=lambda s: (rank[s], s)) if rank else None
 
 
-def race_verdicts(datasets: Sequence[str], root: Path = Path(".")) -> str:
+def race_verdicts(datasets: Sequence[str], root: Path = Path("."), committed: str | None = None) -> str:
     """The README's summary of the race: one column per dataset (``results/untuned_<dataset>`` against
     ``results/tuned_<dataset>``), one row for the most accurate strategy untuned → tuned and one per committed
-    conclusion with its verdict (``**survives** (state)``, else ``**verdict**: untuned state → tuned state``);
-    datasets not run yet are named below with their suite files.
+    conclusion with its verdict: ``**survives** (state)`` when every suite gives the same state, else
+    ``**verdict**: state → state`` along the suites (with ``committed``, a prefix such as ``strategies``, the
+    committed suite ``results/<committed>_<dataset>`` comes first, where it exists, and the verdict compares it with
+    the tuned suite, saying what moved it: ``why_changed``); datasets not run yet are named with their suite files.
 
     Raises:
         FindingsError: a dataset whose race suite has neither results nor a suite file (a typo).
@@ -243,14 +268,24 @@ def race_verdicts(datasets: Sequence[str], root: Path = Path(".")) -> str:
         before, after = most_accurate(untuned), most_accurate(tuned)
         accuracy = cell(tuned, after, "accuracy") if after else "–"
         rows["most accurate (untuned → tuned)"].append(f"`{before}` → `{after}` ({accuracy})")
-        for name, ((state_u, _), (state_t, _)) in conclusion_states(untuned, tuned).items():
-            said = verdict(state_u, state_t)
-            rows[name].append(f"**{said}** ({state_u})" if said == "survives" else f"**{said}**: {state_u} → {state_t}")
+        suites = [untuned, tuned]
+        reference = finished_records(root / "results" / f"{committed}_{dataset}") if committed else None
+        if reference is not None:
+            suites.insert(0, reference)
+        states = [conclusion_states(records) for records in suites]
+        for name in CONCLUSIONS:
+            path = [state[name][0] for state in states]
+            said = verdict(path[0], path[-1])
+            if said == "survives" and len(set(path)) == 1:
+                rows[name].append(f"**survives** ({path[0]})")
+            else:
+                why = why_changed(path) if said != "survives" and len(path) == 3 else ""
+                rows[name].append(f"**{said}**{why}: " + " → ".join(path))
     lines = ["| | " + " | ".join(datasets) + " |", "|---" * (len(datasets) + 1) + "|"]
     lines += [f"| {name} | " + " | ".join(cells) + " |" for name, cells in rows.items()]
     if waiting:
-        suites = ", ".join(f"`suites/untuned_{d}.toml` + `suites/tuned_{d}.toml`" for d in waiting)
-        lines += ["", f"Not run yet: {suites} (`tlbench run` each)."]
+        suites_text = ", ".join(f"`suites/untuned_{d}.toml` + `suites/tuned_{d}.toml`" for d in waiting)
+        lines += ["", f"Not run yet: {suites_text} (`tlbench run` each)."]
     return "\n".join(lines) + "\n"
 
 
@@ -259,11 +294,18 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tlbench.benchmarks.tools.race", description=__doc__.split("\n")[0])
     parser.add_argument("untuned", help="the untuned suite directory (results/untuned_<dataset>)")
     parser.add_argument("tuned", help="the tuned suite directory (results/tuned_<dataset>)")
+    parser.add_argument(
+        "--committed", default=None, help="the suite the committed conclusions came from (results/strategies_<dataset>)"
+    )
     args = parser.parse_args(argv)
     if not Path(args.untuned).is_dir() and not Path(args.tuned).is_dir():
         print(f"race: error: neither {args.untuned!r} nor {args.tuned!r} is a directory", file=sys.stderr)
         return EXIT_USAGE
-    print(race_page(args.untuned, args.tuned), end="")
+    try:
+        print(race_page(args.untuned, args.tuned, committed_dir=args.committed), end="")
+    except FindingsError as exc:
+        print(f"race: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     return 0
 
 

@@ -78,7 +78,7 @@ def test_a_tiny_real_label_efficiency_run(tmp_path):
     out, cache_dir = tmp_path / "suite", tmp_path / "cache"  # a cache of its own: the feature cache starts empty
     argv = [sys.executable, "-m", "tlbench", "run", "--out", str(out), "--strategies", "logreg_probe,full_finetune"]
     argv += ["--train-sizes", "3,6", "--image-size", "32", "--epochs", "1", "--min-time", "0", "--no-infer-pass"]
-    argv += ["--cache-dir", str(cache_dir), "--device", "cpu"]
+    argv += ["--cache-dir", str(cache_dir), "--device", "cpu", "--no-probe"]  # the probe is end_to_end's to test
     proc = subprocess.run(argv, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-2000:]
     records = load_results(out / "results.jsonl")

@@ -21,6 +21,7 @@ from tlbench.benchmarks.tools.race import (
     race_verdicts,
     ranks,
     verdict,
+    why_changed,
 )
 
 
@@ -175,3 +176,42 @@ def test_the_readme_summary_has_a_column_per_dataset_and_names_those_not_run(tmp
     page.write_text("<!-- findings: kind=race_verdicts datasets=x,y -->\n<!-- /findings -->\n")
     assert findings.main([str(page)]) == 1 and findings.main([str(page), "--write"]) == 0
     assert table in page.read_text() and findings.main([str(page)]) == 0
+
+
+#: the fixed recipe the conclusions were committed from (LP-FT bit-identical to LP) and a converged untuned suite
+#: where LP-FT leaves the probe by noise only
+COMMITTED = UNTUNED
+CONVERGED = {**UNTUNED, "lp_ft": [0.81, 0.82, 0.80]}
+
+
+def test_with_the_committed_suite_the_verdict_compares_it_with_the_tuned_one_and_says_what_moved_it(tmp_path):
+    _suite(tmp_path, "results/strategies_x", _records(COMMITTED))
+    _suite(tmp_path, "results/untuned_x", _records(CONVERGED))
+    _suite(tmp_path, "results/tuned_x", _records(TUNED))
+    page = race_page("results/untuned_x", "results/tuned_x", tmp_path, "results/strategies_x")
+    lines = page.splitlines()
+    assert lines[0].startswith("| strategy | accuracy committed | accuracy untuned | accuracy tuned | ROC-AUC untuned |")
+    assert "| rank committed | rank untuned | rank tuned | won in tuning | tuning (s) |" in lines[0]
+    assert "| committed conclusion | committed | untuned | tuned | verdict |" in page
+    assert "| LP-FT equals LP | identical | within noise | LP-FT better | **changed** by both |" in page
+    assert "first (rank 1 of 5) | **reversed** by tuning |" in page
+    assert why_changed(["identical", "within noise", "within noise"]) == " by the recipe"
+    assert why_changed(["no gap", "no gap", "gap"]) == " by tuning"
+    with pytest.raises(FindingsError, match="committed=results/strategies_typo has no results.jsonl"):
+        race_page("results/untuned_x", "results/tuned_x", tmp_path, "results/strategies_typo")
+
+    _suite(tmp_path, "results/untuned_y", _records(CONVERGED))
+    _suite(tmp_path, "results/tuned_y", _records(CONVERGED))  # tuning changed nothing, the recipe did
+    table = race_verdicts(["y"], tmp_path, committed="strategies")  # y has no strategies_ suite: two-way
+    assert "| LP-FT equals LP | **survives** (within noise) |" in table
+    _suite(tmp_path, "results/strategies_y", _records(COMMITTED))
+    assert race_verdicts(["y"], tmp_path, committed="strategies").splitlines()[3:] == [
+        "| LP-FT equals LP | **changed** by the recipe: identical → within noise → within noise |",
+        "| full fine-tuning's rank | **survives** (not first) |",
+        "| the probe gap | **survives** (no gap) |",
+    ]
+    page_file = tmp_path / "docs" / "page.md"
+    page_file.parent.mkdir()
+    block = "<!-- findings: kind=race untuned=results/untuned_x tuned=results/tuned_x committed=results/strategies_x -->"
+    page_file.write_text(block + "\n<!-- /findings -->\n")
+    assert findings.main([str(page_file), "--write"]) == 0 and "**reversed** by tuning" in page_file.read_text()
