@@ -190,7 +190,7 @@ def test_with_the_committed_suite_the_verdict_compares_it_with_the_tuned_one_and
     _suite(tmp_path, "results/tuned_x", _records(TUNED))
     page = race_page("results/untuned_x", "results/tuned_x", tmp_path, "results/strategies_x")
     lines = page.splitlines()
-    assert lines[0].startswith("| strategy | accuracy committed | accuracy untuned | accuracy tuned | ROC-AUC untuned |")
+    assert lines[0].startswith("| strategy | accuracy committed | accuracy untuned | accuracy tuned | ROC-AUC untuned")
     assert "| rank committed | rank untuned | rank tuned | won in tuning | tuning (s) |" in lines[0]
     assert "| committed conclusion | committed | untuned | tuned | verdict |" in page
     assert "| LP-FT equals LP | identical | within noise | LP-FT better | **changed** by both |" in page
@@ -212,6 +212,6 @@ def test_with_the_committed_suite_the_verdict_compares_it_with_the_tuned_one_and
     ]
     page_file = tmp_path / "docs" / "page.md"
     page_file.parent.mkdir()
-    block = "<!-- findings: kind=race untuned=results/untuned_x tuned=results/tuned_x committed=results/strategies_x -->"
-    page_file.write_text(block + "\n<!-- /findings -->\n")
+    block = "kind=race untuned=results/untuned_x tuned=results/tuned_x committed=results/strategies_x"
+    page_file.write_text(f"<!-- findings: {block} -->\n<!-- /findings -->\n")
     assert findings.main([str(page_file), "--write"]) == 0 and "**reversed** by tuning" in page_file.read_text()
