@@ -206,9 +206,7 @@ def race_page(untuned_dir: str, tuned_dir: str, root: Path = Path("."), committe
     for name in CONCLUSIONS:
         path = [states[side][name][0] for side in sides]
         shown = [state + (f" ({detail})" if detail else "") for state, detail in (states[side][name] for side in sides)]
-        said = verdict(path[0], path[-1])
-        why = why_changed(path) if said != "survives" and len(path) == 3 else ""
-        lines.append(f"| {name} | " + " | ".join(shown) + f" | **{said}**{why} |")
+        lines.append(f"| {name} | " + " | ".join(shown) + f" | {judgement(path)} |")
     return "\n".join(lines) + "\n"
 
 
@@ -230,6 +228,13 @@ def why_changed(path: Sequence[str]) -> str:
     if untuned == tuned:
         return " by the recipe"
     return " by tuning" if untuned == committed else " by both"
+
+
+def judgement(path: Sequence[str]) -> str:
+    """The verdict on a conclusion from its states along the suites (committed or untuned first, tuned last), bold,
+    with what moved it when all three suites are there (``why_changed``)."""
+    said = verdict(path[0], path[-1])
+    return f"**{said}**" + (why_changed(path) if said != "survives" and len(path) == 3 else "")
 
 
 def most_accurate(records: Sequence[dict[str, Any]]) -> str | None:
@@ -275,12 +280,9 @@ def race_verdicts(datasets: Sequence[str], root: Path = Path("."), committed: st
         states = [conclusion_states(records) for records in suites]
         for name in CONCLUSIONS:
             path = [state[name][0] for state in states]
-            said = verdict(path[0], path[-1])
-            if said == "survives" and len(set(path)) == 1:
-                rows[name].append(f"**survives** ({path[0]})")
-            else:
-                why = why_changed(path) if said != "survives" and len(path) == 3 else ""
-                rows[name].append(f"**{said}**{why}: " + " → ".join(path))
+            said = judgement(path)
+            same = said == "**survives**" and len(set(path)) == 1
+            rows[name].append(f"**survives** ({path[0]})" if same else f"{said}: " + " → ".join(path))
     lines = ["| | " + " | ".join(datasets) + " |", "|---" * (len(datasets) + 1) + "|"]
     lines += [f"| {name} | " + " | ".join(cells) + " |" for name, cells in rows.items()]
     if waiting:
