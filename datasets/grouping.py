@@ -120,11 +120,16 @@ def _split_groups(dataset: ArrayDataset, name: str) -> list[str | None]:
 
 def scan_groups(dataset: ArrayDataset) -> GroupScan:
     """Count the groups of each split and those present in more than one, in split order (train, val, test)."""
-    order = split_order(dataset)
+    return scan_split_groups({name: _split_groups(dataset, name) for name in split_order(dataset)})
+
+
+def scan_split_groups(groups_by_split: dict[str, list[str | None]]) -> GroupScan:
+    """``scan_groups`` over each split's image groups (``None``: an image without one), in the dict's order."""
+    order = list(groups_by_split)
     members: dict[str, dict[str, int]] = {}  # group -> split -> images
     ungrouped = 0
     for name in order:
-        for group in _split_groups(dataset, name):
+        for group in groups_by_split[name]:
             if group is None:
                 ungrouped += 1
             else:
@@ -138,7 +143,7 @@ def scan_groups(dataset: ArrayDataset) -> GroupScan:
     leaked = {}
     seen: set[str] = set()
     for name in order:
-        groups = _split_groups(dataset, name)
+        groups = groups_by_split[name]
         leaked[name] = np.array([group is not None and group in seen for group in groups], dtype=bool)
         seen.update(group for group in groups if group is not None)
     examples = [
@@ -146,7 +151,7 @@ def scan_groups(dataset: ArrayDataset) -> GroupScan:
         for group, counts in list(shared.items())[:MAX_EXAMPLES]
     ]
     return GroupScan(
-        per_split={name: len({g for g in _split_groups(dataset, name) if g is not None}) for name in order},
+        per_split={name: len({g for g in groups_by_split[name] if g is not None}) for name in order},
         groups=len(members),
         shared_groups=len(shared),
         shared_by_pair=pairs,

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from ...datasets import DatasetError
 from ...datasets.folder import CARVE_SEED, carve_splits, scan_tree, tree_files
-from ...datasets.grouping import groups_of_paths, parse_group_by
+from ...datasets.grouping import groups_of_paths, parse_group_by, scan_split_groups
 from ...datasets.imagefiles import LabelledFiles, display_path
 
 EXIT_USAGE = 2
@@ -64,31 +64,22 @@ def carved_files(folder: Path, group_by: str, by_patient: bool) -> dict[str, Lab
     groups_of_paths(grouping, [display_path(name) for name in relative], f"folder:{folder}")
     if by_patient:
         return carve_splits(files, CARVE_SEED)[0]
+    pairs = (zip(part.names or [], part.groups or [], strict=True) for part in files.values())
+    group_of = {name: group for pairs_of_split in pairs for name, group in pairs_of_split}
     carved = carve_splits({name: replace(part, groups=None) for name, part in files.items()}, CARVE_SEED)[0]
-    return {
-        name: replace(part, groups=[grouping.of_path(display_path(rel)) for rel in part.names or []])
-        for name, part in carved.items()
-    }
+    return {name: replace(part, groups=[group_of[rel] for rel in part.names or []]) for name, part in carved.items()}
 
 
 def count_leakage(files: dict[str, LabelledFiles]) -> SplitLeakage:
-    """Patients per split, shared by each pair, and later-split images whose patient is in an earlier split."""
-    patients = {name: {g for g in files[name].groups or [] if g is not None} for name in SPLITS}
-    shared = {
-        f"{first}/{second}": len(patients[first] & patients[second])
-        for i, first in enumerate(SPLITS)
-        for second in SPLITS[i + 1 :]
-    }
-    siblings, earlier = {}, set(patients["train"])
-    for name in SPLITS[1:]:
-        siblings[name] = sum(1 for g in files[name].groups or [] if g is not None and g in earlier)
-        earlier |= patients[name]
+    """Patients per split, shared by each pair, and later-split images whose patient is in an earlier split (the
+    data checks' ``scan_split_groups``)."""
+    scan = scan_split_groups({name: list(files[name].groups or [None] * len(files[name].paths)) for name in SPLITS})
     return SplitLeakage(
         images={name: len(files[name].paths) for name in SPLITS},
-        patients={name: len(patients[name]) for name in SPLITS},
-        shared_patients=shared,
-        images_with_sibling=siblings,
-        ungrouped_images=sum(1 for name in SPLITS for g in files[name].groups or [] if g is None),
+        patients=scan.per_split,
+        shared_patients=scan.shared_by_pair,
+        images_with_sibling={name: int(scan.leaked[name].sum()) for name in SPLITS[1:]},
+        ungrouped_images=scan.ungrouped,
     )
 
 
