@@ -323,9 +323,16 @@ def test_sigterm_during_a_ray_run_stops_its_cells_and_keeps_the_records(ray_clus
     out = (tmp_path / "s").resolve()
     cfg = suite(cache_dir, models=("softmax", "slow"), strategies=("scratch",), seeds=(0,))
     cells: list[psutil.Process] = []
+    seen: dict[str, float] = {}  # what the sender saw and when (s after it started), for the failure message
+    # both cells must run at once: wait until the previous tests' tasks have handed back both CPUs
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and ray.available_resources().get("CPU", 0) < 2:
+        time.sleep(0.1)
+    assert ray.available_resources().get("CPU", 0) >= 2, ray.available_resources()
 
     def terminate_when_slow_runs() -> None:
-        deadline = time.monotonic() + 60
+        started = time.monotonic()
+        deadline = started + 180  # Ray workers start slowly on a loaded machine; the signal waits for both events
         while time.monotonic() < deadline and not cells:
             for proc in psutil.process_iter(["cmdline"]):
                 command = " ".join(proc.info["cmdline"] or [])
@@ -335,9 +342,11 @@ def test_sigterm_during_a_ray_run_stops_its_cells_and_keeps_the_records(ray_clus
                     and str(out) in command
                 ):
                     cells.append(proc)
+                    seen["slow cell running"] = time.monotonic() - started
             time.sleep(0.05)
-        while time.monotonic() < deadline and not (out / "results.jsonl").is_file():
+        while time.monotonic() < deadline and not load_results(out / "results.jsonl"):
             time.sleep(0.05)
+        seen["signal sent"] = time.monotonic() - started
         os.kill(os.getpid(), signal.SIGTERM)  # to this process, the driver
 
     sender = threading.Thread(target=terminate_when_slow_runs, daemon=True)
@@ -346,7 +355,9 @@ def test_sigterm_during_a_ray_run_stops_its_cells_and_keeps_the_records(ray_clus
         run_suite(cfg, out, executor=RayExecutor())
     sender.join()
     assert caught.value.signum == signal.SIGTERM and caught.value.exit_code == 143
-    (record,) = load_results(out / "results.jsonl")  # the finished cell stays; the stopped one is not a result
+    records = load_results(out / "results.jsonl")
+    assert len(records) == 1, f"sender saw {seen}; records: {[(r['model'], r['status']) for r in records]}"
+    (record,) = records  # the finished cell stays; the stopped one is not a result
     assert record["model"] == "softmax" and record["status"] == "ok", record["error"]
     (cell,) = cells
     deadline = time.monotonic() + 3
