@@ -10,18 +10,23 @@ hash; see ``hashing``), ``names.json`` (relative image names, file-based sources
 image's group, sources grouped by ``--group-by`` only: the grouping is part of the key) and ``meta.json``
 (written last, so an entry without it is incomplete and rebuilt). The hashes are computed while the entry is
 written, so warm loads never rehash. Entries are written into a temporary directory and renamed into place,
-so an interrupted build never leaves a half-written entry. Arrays are loaded with ``mmap_mode="r"``: a
+so an interrupted build never leaves a half-written entry; a build holds a lock (``<root>/locks/<entry>.lock``), so
+two processes asking for the same missing entry at once (cells of ``--parallel 2``) build it once: the second waits
+and reads the first's entry, and a finished entry is never replaced while another process reads it. Arrays are loaded with ``mmap_mode="r"``: a
 dataset larger than RAM still works. ``views/`` may later hold row subsets written by ``kept_rows`` (e.g.
 a split without its duplicates); the entry itself never depends on such a policy.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -33,6 +38,8 @@ from .hashing import CONTENT_HASH_BYTES, DHASH_BYTES, image_hashes
 CACHE_FORMAT = 3
 #: sub-folder of the cache root holding the dataset entries
 DATASETS_SUBDIR = "datasets"
+#: sub-folder of the cache root holding one lock file per entry being built
+LOCKS_SUBDIR = "locks"
 #: images copied per step when writing a row subset
 _COPY_CHUNK = 256
 
@@ -125,9 +132,42 @@ def _staging_dir(directory: Path) -> Path:
 
 
 def _commit(tmp: Path, directory: Path) -> None:
-    if directory.exists():
-        shutil.rmtree(directory)
+    """Rename the staged entry ``tmp`` into place. An incomplete entry there is replaced; a complete one (another
+    process committed the same entry first: same source, same bytes) is kept, and ``tmp`` removed, so no reader of
+    a finished entry ever sees it deleted under it."""
+    try:
+        os.replace(tmp, directory)  # onto a missing or empty directory
+        return
+    except OSError:
+        if not directory.is_dir():
+            raise
+    if load_cached(directory) is not None:
+        shutil.rmtree(tmp, ignore_errors=True)
+        return
+    shutil.rmtree(directory)
     os.replace(tmp, directory)
+
+
+@contextlib.contextmanager
+def build_lock(directory: Path) -> Iterator[None]:
+    """Hold the exclusive lock of building the entry ``directory`` (``<root>/locks/<entry>.lock``, ``flock``).
+
+    Another process (or thread) building the same entry waits here. Where the lock file cannot be created (a
+    read-only cache root), builds go unlocked: the commit alone still never replaces a complete entry.
+    """
+    locks = directory.parent.parent / LOCKS_SUBDIR
+    try:
+        locks.mkdir(parents=True, exist_ok=True)
+        handle = open(locks / f"{directory.name}.lock", "a")  # noqa: SIM115 - closed below, after the unlock
+    except OSError:
+        yield
+        return
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        yield
+    finally:
+        fcntl.flock(handle, fcntl.LOCK_UN)
+        handle.close()
 
 
 def save_dataset(dataset: ArrayDataset, directory: Path) -> None:
@@ -239,15 +279,20 @@ def load_or_build(
     if cached is not None:
         cached.meta["cache_hit"] = True
         return cached
-    tmp = _staging_dir(directory)
-    try:
-        dataset = source.build_to(policy, tmp, progress=progress)
-        write_entry(dataset, tmp)
-        del dataset  # release the memory maps before the rename
-        _commit(tmp, directory)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    with build_lock(directory):
+        cached = load_cached(directory)  # built by another process while this one waited for the lock
+        if cached is not None:
+            cached.meta["cache_hit"] = True
+            return cached
+        tmp = _staging_dir(directory)
+        try:
+            dataset = source.build_to(policy, tmp, progress=progress)
+            write_entry(dataset, tmp)
+            del dataset  # release the memory maps before the rename
+            _commit(tmp, directory)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
     loaded = load_cached(directory)
     assert loaded is not None, f"cache entry {directory} unreadable right after writing it"
     loaded.meta["cache_hit"] = False

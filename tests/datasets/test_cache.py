@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -116,3 +118,55 @@ def test_entry_with_missing_hashes_is_rebuilt(tmp_path: Path) -> None:
     (entry / "val_hashes.npy").unlink()
     assert load_cached(entry) is None
     assert load_or_build(source, ResizePolicy(8), tmp_path).meta["cache_hit"] is False and source.calls == 2
+
+
+class SlowSource(StreamingSource):
+    """A ``StreamingSource`` whose build takes long enough for a second caller to arrive meanwhile."""
+
+    def build_to(self, policy: ResizePolicy, directory: Path, progress: bool = False) -> ArrayDataset:
+        time.sleep(0.3)
+        return super().build_to(policy, directory, progress)
+
+
+def test_two_callers_of_a_missing_entry_build_it_once_and_both_read_it(tmp_path: Path) -> None:
+    """Cells of ``--parallel 2`` asking for one cold entry: the second waits for the first's build (the lock is a
+    ``flock`` on its own open file, so two threads contend as two processes do), and nobody deletes an entry
+    another one reads."""
+    source = SlowSource()
+    start = threading.Barrier(2)
+    results: list[ArrayDataset] = []
+
+    def load() -> None:
+        start.wait()
+        results.append(load_or_build(source, ResizePolicy(8), tmp_path))
+
+    threads = [threading.Thread(target=load) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert source.calls == 1
+    assert sorted(r.meta["cache_hit"] for r in results) == [False, True]
+    for dataset in results:
+        assert dataset.splits["test"].images[:, 0, 0, 0].tolist() == [20, 21, 22, 23]
+    assert [p.name for p in (tmp_path / "locks").iterdir()] == [Path(results[0].meta["cache_dir"]).name + ".lock"]
+    assert not [p for p in (tmp_path / "datasets").iterdir() if p.name.startswith(".")]  # no staging left
+
+
+def test_a_commit_keeps_a_complete_entry_another_process_wrote_first(tmp_path: Path) -> None:
+    from tlbench.datasets.cache import _commit, _staging_dir, write_entry
+
+    first = load_or_build(StreamingSource(), ResizePolicy(8), tmp_path)
+    entry = Path(first.meta["cache_dir"])
+    written = (entry / "meta.json").stat().st_mtime_ns
+    late = _staging_dir(entry)  # a process that missed the lock (a read-only lock folder) and finished second
+    write_entry(StreamingSource().build_to(ResizePolicy(8), late), late)
+    _commit(late, entry)
+    assert not late.exists() and (entry / "meta.json").stat().st_mtime_ns == written  # the first entry stays
+    assert first.splits["train"].images[:, 0, 0, 0].tolist() == [0, 1, 2, 3]  # its reader still reads it
+
+    (entry / "meta.json").unlink()  # an incomplete entry is replaced
+    again = _staging_dir(entry)
+    write_entry(StreamingSource().build_to(ResizePolicy(8), again), again)
+    _commit(again, entry)
+    assert not again.exists() and load_cached(entry) is not None
