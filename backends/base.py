@@ -312,12 +312,22 @@ class Backend(abc.ABC):
     def restore(self, state: Any) -> None:
         """Put back a state made by ``snapshot``."""
 
-    def shrink_perturb(self, shrink: float, sigma: float, seed: int, stages: Collection[str]) -> None:
+    def shrink_perturb(
+        self, shrink: float, sigma: float, seed: int, stages: Collection[str], toward: Any | None = None
+    ) -> None:
         """Shrink and perturb the weights in place (Ash & Adams, NeurIPS 2020): ``w <- shrink * w + N(0, sigma^2)``.
 
         Applies to the head's parameters and to the parameters of the named backbone ``stages`` (those the plan
         trains); BatchNorm running statistics and other buffers stay as they are. The noise is drawn from ``seed``,
         so the same call on the same weights gives the same result. ``sigma=0`` scales by exactly ``shrink``.
+
+        Args:
+            shrink: lambda, in (0, 1].
+            sigma: the noise's standard deviation (0: none).
+            seed: seeds the noise.
+            stages: the backbone stages shrunk with the head.
+            toward: a ``snapshot()`` of this model to shrink toward instead of zero (the pretrained weights):
+                ``w <- w0 + shrink * (w - w0) + N(0, sigma^2)``; ``None`` shrinks toward zero.
 
         Raises:
             BackendError: the backend does not implement it (``--increment-modes shrink_perturb``).

@@ -751,9 +751,11 @@ class KerasBackend(Backend):
         for variable, value in zip(self._state_vars, state, strict=True):
             variable.assign(value)
 
-    def shrink_perturb(self, shrink: float, sigma: float, seed: int, stages: Collection[str]) -> None:
+    def shrink_perturb(
+        self, shrink: float, sigma: float, seed: int, stages: Collection[str], toward: Any | None = None
+    ) -> None:
         """``variable.assign`` of the shrunk and perturbed values (numpy noise from ``seed``), so every Keras
-        engine does the same."""
+        engine does the same; ``toward`` is a ``snapshot()`` (one array per state variable, in order)."""
         info, backbone = self._require_model()
         wanted = {index for index, (label, _) in enumerate(info.stages) if label in set(stages)}
         chosen = list(self.head.weights)
@@ -761,12 +763,19 @@ class KerasBackend(Backend):
             index = info.stage_of(layer.name)
             if index in wanted or (index is None and wanted):  # apply_phase trains stage-less layers with any stage
                 chosen.extend(layer.weights)
+        anchors = {}
+        if toward is not None:
+            anchors = {id(v): value for v, value in zip(self._state_vars, toward, strict=True)}
         rng = np.random.default_rng(int(seed))
         for variable in chosen:
             if id(variable) not in self._param_ids:  # BatchNorm moving statistics stay
                 continue
             value = np.asarray(variable.numpy())
-            new = value * np.asarray(shrink, dtype=value.dtype)
+            if toward is None:
+                new = value * np.asarray(shrink, dtype=value.dtype)
+            else:  # w0 + shrink * (w - w0)
+                anchor = np.asarray(anchors[id(variable)], dtype=value.dtype)
+                new = anchor + (value - anchor) * np.asarray(shrink, dtype=value.dtype)
             if sigma:
                 new = new + rng.normal(0.0, sigma, size=value.shape).astype(value.dtype)
             variable.assign(new)

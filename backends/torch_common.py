@@ -755,7 +755,9 @@ class TorchBackend(Backend):
         self._drop_frozen()
 
     @torch.no_grad()
-    def shrink_perturb(self, shrink: float, sigma: float, seed: int, stages: Collection[str]) -> None:
+    def shrink_perturb(
+        self, shrink: float, sigma: float, seed: int, stages: Collection[str], toward: Any | None = None
+    ) -> None:
         model = self._require_model()
         head_prefixes = self.classifier_prefixes(model)
         chosen = {name for label, names in self._stages if label in set(stages) for name in names}
@@ -763,7 +765,11 @@ class TorchBackend(Backend):
         for name, param in model.named_parameters():  # parameters only: BatchNorm statistics are buffers
             if not (name in chosen or any(name == p or name.startswith(p + ".") for p in head_prefixes)):
                 continue
-            param.mul_(shrink)
+            if toward is None:
+                param.mul_(shrink)
+            else:  # w0 + shrink * (w - w0), w0 from the snapshot (a state dict: same names)
+                anchor = toward[name].to(device=param.device, dtype=param.dtype)
+                param.sub_(anchor).mul_(shrink).add_(anchor)
             if sigma:  # drawn on the CPU from one generator, in parameter order: the same on every device
                 noise = torch.randn(param.shape, generator=generator, dtype=torch.float32) * sigma
                 param.add_(noise.to(device=param.device, dtype=param.dtype))

@@ -9,7 +9,7 @@ from typing import Any
 
 from ..core.cell_kinds import cell_kind
 from ..core.strategies import get_strategy
-from .running.config import INCREMENT_MODES, SHRINK_PERTURB
+from .running.config import DEFAULT_INCREMENT_MODES, INCREMENT_MODES, SHRINK_MODES, SHRINK_PERTURB
 
 
 def add_increment_arguments(run: argparse.ArgumentParser) -> None:
@@ -27,14 +27,16 @@ def add_increment_arguments(run: argparse.ArgumentParser) -> None:
         default=None,
         metavar="MODES",
         help="with --increments, how steps 2..K start: comma-separated from continue (the previous step's weights), "
-        "retrain (the pretrained weights), shrink_perturb (the previous weights shrunk and perturbed; Ash & Adams "
-        f"2020) (default: {','.join(INCREMENT_MODES)})",
+        "retrain (the pretrained weights), shrink_perturb (the previous weights shrunk toward zero and perturbed; "
+        "Ash & Adams 2020), shrink_pretrained (the previous weights shrunk toward the pretrained ones and perturbed) "
+        f"(default: {','.join(DEFAULT_INCREMENT_MODES)})",
     )
     run.add_argument(
         "--shrink-perturb",
         default=None,
         metavar="LAMBDA,SIGMA",
-        help="with --increment-modes shrink_perturb: w <- LAMBDA * w + N(0, SIGMA^2) on the trained parameters "
+        help="with --increment-modes shrink_perturb: w <- LAMBDA * w + N(0, SIGMA^2) on the trained parameters; "
+        "shrink_pretrained: w <- w0 + LAMBDA * (w - w0) + N(0, SIGMA^2), w0 the pretrained weights "
         f"(default: {SHRINK_PERTURB[0]:g},{SHRINK_PERTURB[1]:g})",
     )
 
@@ -52,7 +54,7 @@ def increment_options(args: argparse.Namespace, strategies: tuple[str, ...], mod
         return {}
     if args.increments < 2:
         raise ValueError(f"--increments must be >= 2 (chunks of the train split), got {args.increments}")
-    modes = tuple(INCREMENT_MODES)
+    modes = tuple(DEFAULT_INCREMENT_MODES)
     if args.increment_modes is not None:
         modes = tuple(m.strip() for m in args.increment_modes.split(",") if m.strip())
         unknown = [m for m in modes if m not in INCREMENT_MODES]
@@ -63,8 +65,10 @@ def increment_options(args: argparse.Namespace, strategies: tuple[str, ...], mod
             )
     shrink_perturb = tuple(SHRINK_PERTURB)
     if args.shrink_perturb is not None:
-        if "shrink_perturb" not in modes:
-            raise ValueError(f"--shrink-perturb {args.shrink_perturb!r} needs shrink_perturb in --increment-modes")
+        if not set(SHRINK_MODES) & set(modes):
+            raise ValueError(
+                f"--shrink-perturb {args.shrink_perturb!r} needs {' or '.join(SHRINK_MODES)} in --increment-modes"
+            )
         shrink_perturb = _lambda_sigma(args.shrink_perturb)
     for name in strategies:
         for model in models:

@@ -16,6 +16,7 @@ from typing import Any
 
 import pandas as pd
 
+from ..running.config import INCREMENT_MODES
 from .evidence import Section
 from .stats import t_interval
 from .tables import format_value, summarize_values
@@ -29,14 +30,16 @@ INCREMENTAL_NOTE = (
     "Data-incremental scenario (`--increments K`): the train split arrives in K stratified chunks (patient-whole "
     "with `--group-by`), the same for every mode and strategy of a seed; step k trains on chunks 1..k. `continue` "
     "starts each step from the previous step's weights, `retrain` from the pretrained weights, `shrink_perturb` "
-    "from the previous weights shrunk by lambda and perturbed by N(0, sigma^2) (Ash & Adams 2020). Values: mean ± "
+    "from the previous weights shrunk by lambda and perturbed by N(0, sigma^2) (Ash & Adams 2020), "
+    "`shrink_pretrained` from the previous weights shrunk toward the pretrained ones, w0 + lambda (w - w0), and "
+    "perturbed. Values: mean ± "
     "half-width of the 95 % t-interval over seeds (n); cumulative seconds add every step's training seconds of that "
     "mode (step 1 is shared)."
 )
 INCREMENTAL_PLOT_TITLE = "Incremental data: test metric and cumulative training seconds after each step"
 GAP_NOTE = (
-    "Final gap after the last step, paired by seed: `continue - retrain` (negative: continuing is worse) and "
-    "`shrink_perturb - retrain`, mean [95 % t-interval] (n seeds); seconds saved: cumulative training seconds of "
+    "Final gap after the last step, paired by seed: each warm start minus `retrain` (`continue - retrain` "
+    "negative: continuing is worse), mean [95 % t-interval] (n seeds); seconds saved: cumulative training seconds of "
     "retrain minus those of the mode."
 )
 
@@ -66,9 +69,14 @@ def step_frame(records: Iterable[dict[str, Any]]) -> pd.DataFrame:
 
 
 def _mode_order(modes: Iterable[str]) -> list[str]:
-    known = ("continue", "retrain", "shrink_perturb")
+    known = INCREMENT_MODES
     present = list(dict.fromkeys(modes))
     return [m for m in known if m in present] + [m for m in present if m not in known]
+
+
+def warm_start_modes(modes: Iterable[str]) -> list[str]:
+    """The modes of ``modes`` compared with ``retrain`` (all but ``retrain``), in the known order."""
+    return [mode for mode in _mode_order(modes) if mode != "retrain"]
 
 
 def step_table(steps: pd.DataFrame, metric: str = "accuracy") -> pd.DataFrame:
@@ -137,9 +145,10 @@ def gap_text(row: pd.Series, metric: str) -> str:
 
 
 def gap_table(steps: pd.DataFrame, metric: str = "accuracy") -> pd.DataFrame:
-    """Per configuration: the final gaps of ``continue`` and ``shrink_perturb`` against ``retrain`` (text cells)."""
+    """Per configuration: the final gap of each warm start (every mode but ``retrain``) against ``retrain``
+    (text cells)."""
     parts = []
-    for mode in ("continue", "shrink_perturb"):
+    for mode in warm_start_modes(steps["mode"] if not steps.empty else ()):
         gaps = paired_gaps(steps, mode, metric)
         if gaps.empty:
             continue

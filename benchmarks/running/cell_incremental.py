@@ -10,7 +10,11 @@ this module only chooses each step's training rows and starting weights:
 - ``continue``: step ``k`` starts from step ``k-1``'s trained weights (head and backbone);
 - ``retrain``: step ``k`` starts from the built model again;
 - ``shrink_perturb``: step ``k`` starts from step ``k-1``'s weights shrunk by lambda and perturbed by N(0, sigma^2)
-  (``Backend.shrink_perturb``, on the parameters the plan trains: the head alone for a probe).
+  (``Backend.shrink_perturb``, on the parameters the plan trains: the head alone for a probe);
+- ``shrink_pretrained``: the same, shrunk toward the built model's weights instead of zero,
+  ``w0 + lambda * (w - w0)``: lambda 0 is ``retrain`` (plus noise), 1 is ``continue``. Ash & Adams shrink toward
+  zero, the mean of a random initialization; a pretrained backbone's own initialization is its pretrained weights,
+  which shrinking toward zero destroys (every BatchNorm scale and shift shrinks with them).
 
 Each step gets a fresh optimizer (the plan's phases), its epochs selected on the whole validation split, and is
 tested on the whole test split. Features of probe phases are extracted at every step from the step's rows with the
@@ -37,6 +41,7 @@ from ...core.plan import TrainingPlan
 from ...core.strategies import Strategy
 from ...datasets.splitting import increment_chunks
 from .cell_context import CellContext
+from .config import SHRINK_MODES
 from .cell_network import PreparedNetwork, finish_network_cell, prepare_network, record_training, test_and_time
 from .increment_progress import StepStore, outcome_from_json, progress_key
 from .metrics import classification_metrics
@@ -70,7 +75,8 @@ def start_step(
     """Put ``backend`` at the starting weights of a step after the first in ``mode``; returns what it started from.
 
     ``continue`` keeps the weights the previous step left; ``retrain`` restores ``pretrained`` (the built model's
-    snapshot); ``shrink_perturb`` shrinks and perturbs the previous step's weights with ``seed``.
+    snapshot); ``shrink_perturb`` shrinks the previous step's weights toward zero and perturbs them with ``seed``,
+    ``shrink_pretrained`` toward ``pretrained``.
     """
     if mode == "retrain":
         backend.restore(pretrained)
@@ -78,6 +84,9 @@ def start_step(
     if mode == "shrink_perturb":
         backend.shrink_perturb(shrink, sigma, seed, stages)
         return f"previous x {shrink:g} + N(0, {sigma:g}^2)"
+    if mode == "shrink_pretrained":
+        backend.shrink_perturb(shrink, sigma, seed, stages, toward=pretrained)
+        return f"pretrained + {shrink:g} x (previous - pretrained) + N(0, {sigma:g}^2)"
     if mode == "continue":
         return "previous"
     raise ValueError(f"unknown increment mode {mode!r}")
@@ -121,13 +130,14 @@ def run_incremental_cell(run: CellContext, strategy: Strategy, backend_class: ty
     except ValueError as exc:
         raise ValueError(f"--increments {steps}: {exc}") from None
     stages = trained_stages(prepared.plan)
+    shrinks = bool(set(SHRINK_MODES) & set(modes))
     record["increments"] = {
         "steps": steps,
         "modes": list(modes),
         "chunk_images": [int(len(c)) for c in chunks],
-        "shrink": shrink if "shrink_perturb" in modes else None,
-        "sigma": sigma if "shrink_perturb" in modes else None,
-        "shrink_perturb_stages": stages if "shrink_perturb" in modes else None,
+        "shrink": shrink if shrinks else None,
+        "sigma": sigma if shrinks else None,
+        "shrink_perturb_stages": stages if shrinks else None,
         "resumed_after": None,
         "rows": [],
     }

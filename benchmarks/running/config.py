@@ -15,8 +15,12 @@ from dataclasses import MISSING, asdict, dataclass, field, fields
 from typing import Any, ClassVar
 
 DEFAULT_SUITE = "default"
-#: how each step after the first of an ``--increments`` run starts (``cell_incremental.py``)
-INCREMENT_MODES = ("continue", "retrain", "shrink_perturb")
+#: how each step after the first of an ``--increments`` run can start (``cell_incremental.py``)
+INCREMENT_MODES = ("continue", "retrain", "shrink_perturb", "shrink_pretrained")
+#: the modes ``--increments`` runs when ``--increment-modes`` is not given (Ash & Adams 2020's three)
+DEFAULT_INCREMENT_MODES = ("continue", "retrain", "shrink_perturb")
+#: the modes that shrink and perturb the previous step's weights (both take ``--shrink-perturb LAMBDA,SIGMA``)
+SHRINK_MODES = ("shrink_perturb", "shrink_pretrained")
 #: shrink-and-perturb's (lambda, sigma) when ``--shrink-perturb`` is not given (Ash & Adams 2020's choice)
 SHRINK_PERTURB = (0.3, 0.0001)
 
@@ -164,9 +168,9 @@ class RunOptions:
     deploy: tuple[str, ...] = ()
     #: ``--increments K``: the train split arrives in K chunks, each network cell trains K steps per mode
     increments: int | None = None
-    #: ``--increment-modes``: how steps 2..K start (``INCREMENT_MODES``)
-    increment_modes: tuple[str, ...] = INCREMENT_MODES
-    #: ``--shrink-perturb LAMBDA,SIGMA``: the ``shrink_perturb`` mode's shrink factor and noise std
+    #: ``--increment-modes``: how steps 2..K start (some of ``INCREMENT_MODES``)
+    increment_modes: tuple[str, ...] = DEFAULT_INCREMENT_MODES
+    #: ``--shrink-perturb LAMBDA,SIGMA``: the shrink factor and noise std of ``SHRINK_MODES``
     shrink_perturb: tuple[float, float] = SHRINK_PERTURB
 
     def __post_init__(self) -> None:

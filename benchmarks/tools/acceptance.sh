@@ -127,7 +127,8 @@ step_distill() {  # strategies issue: a Lite2 teacher (layer_decay, weights kept
 }
 
 step_incremental() {  # issue 23: labels that arrive in 4 chunks, continue vs retrain vs shrink-and-perturb, Lite0
-  # linear probe and full fine-tuning, 3 seeds, 64 px (about 10 + 45 + 50 min on 2 cores)
+  # linear probe and full fine-tuning, 3 seeds, 64 px (about 10 + 45 + 50 min on 2 cores; BreastMNIST shrinks toward
+  # zero as Ash & Adams do, PneumoniaMNIST and the chest folder toward the pretrained weights)
   rm -rf results/incremental_breastmnist results/incremental_pneumoniamnist results/incremental_chest_xray
   $TL run suites/incremental_breastmnist.toml
   $TL run suites/incremental_pneumoniamnist.toml

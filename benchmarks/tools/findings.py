@@ -53,7 +53,7 @@ from pathlib import Path
 from typing import Any
 
 from ..reporting import label_efficiency as le
-from ..reporting.incremental import gap_text, paired_gaps, step_frame
+from ..reporting.incremental import gap_text, paired_gaps, step_frame, warm_start_modes
 from ..reporting.tables import header, results_frame
 from .findings_bench import regenerate_bench
 from .findings_cells import (
@@ -184,7 +184,7 @@ def render_incremental(options: dict[str, Any], root: Path) -> str:
     titles = [f"{header(metric)} after {round(counts[k])} images" for k in counts.index]
     lines = ["| strategy | mode | " + " | ".join([*titles, "cumulative training (s)", "final gap to retrain"]) + " |"]
     lines.append("|---" * (len(titles) + 4) + "|")
-    gaps = {mode: paired_gaps(steps, mode, metric) for mode in ("continue", "shrink_perturb")}
+    gaps = {mode: paired_gaps(steps, mode, metric) for mode in warm_start_modes(steps["mode"])}
     for (dataset, strategy), group in steps.groupby(["dataset", "strategy"], sort=False):
         name = f"`{strategy}`" + (f" ({split_label('dataset', dataset)})" if several else "")
         for mode in dict.fromkeys(group["mode"]):

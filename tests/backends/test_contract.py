@@ -394,3 +394,18 @@ def test_shrink_perturb_scales_exactly_the_trained_weights_and_restore_undoes_it
     assert noise.size > 100 and abs(noise.std() - 0.01) < 0.002 and abs(noise.mean()) < 0.002
     b.restore(state)
     np.testing.assert_array_equal(b.predict_proba(x), reference)
+
+    # toward a snapshot instead of zero (shrink_pretrained): w0 + lambda (w - w0), the same parameters
+    b.shrink_perturb(0.5, 0.0, seed=1, stages=b.stages())
+    halved = b.snapshot()
+    b.restore(state)
+    b.shrink_perturb(0.25, 0.0, seed=1, stages=b.stages(), toward=halved)  # 0.5 w + 0.25 (w - 0.5 w) = 0.625 w
+    toward = _state_arrays(b.snapshot())
+    for old, new, changed in zip(before, toward, scaled, strict=True):
+        if changed:
+            np.testing.assert_allclose(new, 0.625 * old, rtol=1e-5, atol=1e-7)
+        else:
+            np.testing.assert_array_equal(new, old)  # BatchNorm statistics and the untrained stay
+    b.restore(state)
+    b.shrink_perturb(1.0, 0.0, seed=1, stages=b.stages(), toward=halved)  # lambda 1: unchanged
+    np.testing.assert_array_equal(b.predict_proba(x), reference)

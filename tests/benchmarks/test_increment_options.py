@@ -16,7 +16,7 @@ from tlbench.benchmarks.cli import build_parser, main, suite_from_args
         (
             ["--increments", "3", "--increment-modes", "continue,warm"],
             "--increment-modes 'continue,warm' is not a list of distinct modes; expected some of: continue, retrain, "
-            "shrink_perturb",
+            "shrink_perturb, shrink_pretrained",
         ),
         (
             ["--increments", "3", "--increment-modes", "retrain,retrain"],
@@ -24,7 +24,7 @@ from tlbench.benchmarks.cli import build_parser, main, suite_from_args
         ),
         (
             ["--increments", "3", "--increment-modes", "continue,retrain", "--shrink-perturb", "0.3,0.1"],
-            "--shrink-perturb '0.3,0.1' needs shrink_perturb in --increment-modes",
+            "--shrink-perturb '0.3,0.1' needs shrink_perturb or shrink_pretrained in --increment-modes",
         ),
         (["--increments", "3", "--shrink-perturb", "0.3"], "--shrink-perturb expects LAMBDA,SIGMA (e.g. 0.3,0.0001)"),
         (["--increments", "3", "--shrink-perturb", "0,0.1"], "--shrink-perturb needs 0 < LAMBDA <= 1 and SIGMA >= 0"),
@@ -59,3 +59,20 @@ def test_the_flags_become_run_options():
         "--increments", "2", "--increment-modes", "shrink_perturb, continue", "--shrink-perturb", "0.5,0"
     )
     assert (chosen.increment_modes, chosen.shrink_perturb) == (("shrink_perturb", "continue"), (0.5, 0.0))
+    toward_pretrained = options_of(
+        "--increments", "2", "--increment-modes", "retrain,shrink_pretrained", "--shrink-perturb", "0.7,0.001"
+    )
+    assert (toward_pretrained.increment_modes, toward_pretrained.shrink_perturb) == (
+        ("retrain", "shrink_pretrained"),
+        (0.7, 0.001),
+    )
+
+
+def test_the_default_modes_keep_the_fingerprint_of_cells_run_before_shrink_pretrained():
+    """Adding a mode to the known ones must not change what the default runs, nor finished cells' fingerprints."""
+    assert options_of("--increments", "4").fingerprint("timm") == options_of(
+        "--increments", "4", "--increment-modes", "continue,retrain,shrink_perturb"
+    ).fingerprint("timm")
+    assert options_of("--increments", "4").fingerprint("timm") != options_of(
+        "--increments", "4", "--increment-modes", "continue,retrain,shrink_pretrained"
+    ).fingerprint("timm")

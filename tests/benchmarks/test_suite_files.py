@@ -11,7 +11,7 @@ import pytest
 from tlbench.benchmarks import cli
 from tlbench.benchmarks.cli import apply_suite_file, build_parser, main, suite_from_args
 from tlbench.benchmarks.running import runner
-from tlbench.benchmarks.running.config import RunOptions, SuiteConfig
+from tlbench.benchmarks.running.config import DEFAULT_INCREMENT_MODES, SHRINK_PERTURB, RunOptions, SuiteConfig
 from tlbench.benchmarks.running.results import cell_id
 from tlbench.benchmarks.suite_files import matrix_dir_name, recorded_suite
 
@@ -148,6 +148,11 @@ def test_every_committed_results_folder_is_made_by_its_suite_file(name: str) -> 
     assert (args.epochs, args.image_size, args.batch_size) == (options.epochs, options.image_size, options.batch_size)
     assert (args.max_train_images, args.weights) == (options.max_train_images, options.weights)
     assert (args.lr, args.optimizer, args.augment) == (options.lr, options.optimizer, options.augment)
+    if options.increments is not None:  # the incremental scenario's modes and shrink are what the folder ran
+        assert args.increments == options.increments
+        modes = tuple(cli._csv(args.increment_modes)) if args.increment_modes else DEFAULT_INCREMENT_MODES
+        shrink = tuple(float(v) for v in args.shrink_perturb.split(",")) if args.shrink_perturb else SHRINK_PERTURB
+        assert (modes, shrink) == (options.increment_modes, options.shrink_perturb)
     # --wait-quiet shapes speed only, not the matrix: `make bench` (a bare `tlbench run`) re-makes results/default
     # in a clone without it, and the folder is still this file's
     backends = tuple(recorded["backends"])  # typed per-backend options, built from the flags as `run` builds them

@@ -140,10 +140,11 @@ class FakeBackend(Backend):
     def restore(self, state: Any) -> None:
         self.w, self.b = state[0].copy(), state[1].copy()
 
-    def shrink_perturb(self, shrink: float, sigma: float, seed: int, stages) -> None:
+    def shrink_perturb(self, shrink: float, sigma: float, seed: int, stages, toward: Any | None = None) -> None:
         rng = np.random.default_rng(seed)  # the head is the only parameter ("pool" has none)
-        self.w = shrink * self.w + rng.normal(0.0, sigma, self.w.shape)
-        self.b = shrink * self.b + rng.normal(0.0, sigma, self.b.shape)
+        w0, b0 = toward if toward is not None else (0.0, 0.0)
+        self.w = w0 + shrink * (self.w - w0) + rng.normal(0.0, sigma, self.w.shape)
+        self.b = b0 + shrink * (self.b - b0) + rng.normal(0.0, sigma, self.b.shape)
 
     def save_weights(self, path: str) -> None:
         with open(path, "w") as handle:

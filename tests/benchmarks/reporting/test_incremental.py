@@ -123,3 +123,34 @@ def test_the_console_line_gives_each_modes_last_step():
         "; after 2 steps: continue 0.700 (10.0 s), retrain 0.800 (16.0 s), shrink_perturb 0.780 (11.0 s)"
     )
     assert increments_note({"increments": None}) == ""
+
+
+def test_every_warm_start_gets_a_gap_to_retrain_in_the_known_order():
+    """``shrink_pretrained`` (listed before ``continue`` here) gets its own gap columns, after ``continue``'s."""
+    records = []
+    for seed, final in ((0, 0.81), (1, 0.80), (2, 0.82)):
+        rec = record(seed)
+        rows = rec["increments"]["rows"]
+        pretrained = [
+            {**row, "increment_mode": "shrink_pretrained"} for row in rows if row["increment_mode"] == "retrain"
+        ]
+        pretrained[-1] = {**pretrained[-1], "accuracy": final, "train_s": 7.0, "cumulative_train_s": 13.0}
+        rec["increments"]["rows"] = pretrained + rows
+        records.append(rec)
+    steps = step_frame(records)
+    table = gap_table(steps)
+    assert list(table.columns[4:]) == [
+        "continue - retrain accuracy",
+        "continue seconds saved (s)",
+        "shrink_perturb - retrain accuracy",
+        "shrink_perturb seconds saved (s)",
+        "shrink_pretrained - retrain accuracy",
+        "shrink_pretrained seconds saved (s)",
+    ]
+    gaps = [0.81 - 0.80, 0.80 - 0.78, 0.82 - 0.79]
+    low, high = sps.t.interval(0.95, 2, loc=sum(gaps) / 3, scale=sps.sem(gaps))
+    assert table.loc[0, "shrink_pretrained - retrain accuracy"] == f"+0.020 [{low:+.3f}, {high:+.3f}] (n=3)"
+    assert table.loc[0, "shrink_pretrained seconds saved (s)"] == "3.0"  # 16.0 - 13.0
+    assert [c for c in step_table(steps).columns if c.endswith(" accuracy")] == [
+        f"{m} accuracy" for m in ("continue", "retrain", "shrink_perturb", "shrink_pretrained")
+    ]

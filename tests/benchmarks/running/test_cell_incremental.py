@@ -52,6 +52,18 @@ def test_each_mode_starts_from_its_weights():
     noise = backend.w - 0.5 * previous[0]
     expected = np.random.default_rng(9).normal(0.0, 0.01, previous[0].shape)  # the seed's draw
     np.testing.assert_allclose(noise, expected, atol=1e-12)
+
+    backend.restore(previous)  # toward the pretrained weights: w0 + lambda (w - w0), sigma 0 exactly
+    start = start_step(backend, "shrink_pretrained", pretrained, 0.3, 0.0, 9, [])
+    assert start == "pretrained + 0.3 x (previous - pretrained) + N(0, 0^2)"
+    np.testing.assert_allclose(backend.w, pretrained[0] + 0.3 * (previous[0] - pretrained[0]), rtol=1e-12)
+    np.testing.assert_allclose(backend.b, pretrained[1] + 0.3, rtol=1e-12)  # the trained +2.0 kept at 30 %
+    backend.restore(previous)
+    start_step(backend, "shrink_pretrained", pretrained, 1.0, 0.0, 9, [])  # lambda 1: continue
+    np.testing.assert_array_equal(backend.w, previous[0])
+    backend.restore(previous)
+    start_step(backend, "shrink_pretrained", pretrained, 0.5, 0.01, 9, [])  # the same seeded noise as shrink_perturb
+    np.testing.assert_allclose(backend.w - 0.5 * (previous[0] + pretrained[0]), expected, atol=1e-12)
     with pytest.raises(ValueError, match="unknown increment mode 'warm'"):
         start_step(backend, "warm", pretrained, 0.5, 0.01, 9, [])
 
@@ -131,6 +143,24 @@ def test_an_incremental_suite_records_every_step_of_every_mode(fake_backend, cac
         kept = [r for r in rows if r["increment_mode"] == "continue"][-1]
         assert record["accuracy"] == pytest.approx(kept["accuracy"])  # the record's model: continue's last step
         assert record["train_s"] == pytest.approx(kept["train_s"])
+
+
+def test_shrink_pretrained_is_recorded_with_its_start(fake_backend, cache_dir: Path, tmp_path: Path):
+    config = _incremental_suite(cache_dir, ("linear_probe",), max_train_images=240)
+    options = replace(config.options, increment_modes=("retrain", "shrink_pretrained"), shrink_perturb=(0.5, 0.0))
+    run_suite(replace(config, options=options), tmp_path / "inc", cell_runner=run_cell_inprocess)
+    (record,) = load_results(tmp_path / "inc" / "results.jsonl")
+    inc = record["increments"]
+    assert (inc["modes"], inc["shrink"], inc["sigma"], inc["shrink_perturb_stages"]) == (
+        ["retrain", "shrink_pretrained"],
+        0.5,
+        0.0,
+        [],  # a probe: the head alone
+    )
+    starts = [r["start"] for r in inc["rows"] if r["increment_mode"] == "shrink_pretrained"]
+    assert starts == ["built"] + ["pretrained + 0.5 x (previous - pretrained) + N(0, 0^2)"] * 2
+    retrain = [r for r in inc["rows"] if r["increment_mode"] == "retrain"]
+    assert record["accuracy"] == pytest.approx(retrain[-1]["accuracy"])  # the first mode listed is the record's
 
 
 def test_options_round_trip_and_fingerprint_only_when_used():
