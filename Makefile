@@ -26,15 +26,11 @@ $(STAMP): pyproject.toml
 bench: setup
 	$(BIN)/tlbench run $(ARGS)
 
-# the tests run in TEST_WORKERS processes (pytest-xdist), whole files per process (a module's fixtures, such as its
-# Ray cluster, start once); TEST_WORKERS=0 runs them in this process (a debugger, -x at the first failure)
-TEST_WORKERS ?= 2
-
 test: setup
-	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 test-fast: setup
-	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile -m "not slow" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
 
 # ruff lint + format check (configured in pyproject.toml); CI runs it before the tests
 lint: setup
