@@ -12,9 +12,9 @@ image's group, sources grouped by ``--group-by`` only: the grouping is part of t
 written, so warm loads never rehash. Entries are written into a temporary directory and renamed into place,
 so an interrupted build never leaves a half-written entry; a build holds a lock (``<root>/locks/<entry>.lock``), so
 two processes asking for the same missing entry at once (cells of ``--parallel 2``) build it once: the second waits
-and reads the first's entry, and a finished entry is never replaced while another process reads it. Arrays are loaded with ``mmap_mode="r"``: a
-dataset larger than RAM still works. ``views/`` may later hold row subsets written by ``kept_rows`` (e.g.
-a split without its duplicates); the entry itself never depends on such a policy.
+and reads the first's entry, and a finished entry is never replaced while another process reads it. Arrays are
+loaded with ``mmap_mode="r"``: a dataset larger than RAM still works. ``views/`` may later hold row subsets
+written by ``kept_rows`` (e.g. a split without its duplicates); the entry itself never depends on such a policy.
 """
 
 from __future__ import annotations

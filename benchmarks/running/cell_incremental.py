@@ -41,8 +41,8 @@ from ...core.plan import TrainingPlan
 from ...core.strategies import Strategy
 from ...datasets.splitting import increment_chunks
 from .cell_context import CellContext
-from .config import SHRINK_MODES
 from .cell_network import PreparedNetwork, finish_network_cell, prepare_network, record_training, test_and_time
+from .config import SHRINK_MODES
 from .increment_progress import StepStore, outcome_from_json, progress_key
 from .metrics import classification_metrics
 from .training import Inputs, TrainOutcome, predict_in_batches, train_plan

@@ -57,7 +57,7 @@ def test_each_mode_starts_from_its_weights():
     start = start_step(backend, "shrink_pretrained", pretrained, 0.3, 0.0, 9, [])
     assert start == "pretrained + 0.3 x (previous - pretrained) + N(0, 0^2)"
     np.testing.assert_allclose(backend.w, pretrained[0] + 0.3 * (previous[0] - pretrained[0]), rtol=1e-12)
-    np.testing.assert_allclose(backend.b, pretrained[1] + 0.3, rtol=1e-12)  # the trained +2.0 kept at 30 %
+    np.testing.assert_allclose(backend.b, pretrained[1] + 0.3 * 2.0, rtol=1e-12)  # the trained +2.0 kept at 30 %
     backend.restore(previous)
     start_step(backend, "shrink_pretrained", pretrained, 1.0, 0.0, 9, [])  # lambda 1: continue
     np.testing.assert_array_equal(backend.w, previous[0])
