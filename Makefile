@@ -26,11 +26,12 @@ $(STAMP): pyproject.toml
 bench: setup
 	$(BIN)/tlbench run $(ARGS)
 
+# --durations: the slowest tests named at the end, so a slower suite says where its time went
 test: setup
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest --durations=15 $(PYTEST_ARGS)
 
 test-fast: setup
-	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -m "not slow" --durations=10 $(PYTEST_ARGS)
 
 # ruff lint + format check (configured in pyproject.toml); CI runs it before the tests
 lint: setup

@@ -94,7 +94,7 @@ def test_the_readme_label_efficiency_section_matches_the_committed_results() -> 
     page = ROOT / "README.md"
     _, changed = regenerate(page.read_text(), ROOT)
     assert changed == [], "regenerate with: python -m tlbench.benchmarks.tools.findings README.md --write"
-    assert "kind=label_efficiency" in page.read_text()
+    assert "kind=labels_verdicts datasets=breastmnist,pneumoniamnist,chest_xray" in page.read_text()
 
 
 def _incremental_suite(root: Path) -> None:
@@ -224,4 +224,4 @@ def test_each_kind_takes_only_its_own_options(tmp_path: Path, capsys) -> None:
     page.write_text("<!-- findings: kind=pie suites=results/a -->\n<!-- /findings -->\n")
     assert main([str(page)]) == 2
     err = capsys.readouterr().err
-    assert "kind='pie': expected one of table, label_efficiency, incremental, race, race_verdicts, framework" in err
+    assert "kind='pie': expected one of table, label_efficiency, incremental, race, race_verdicts, labels_verdicts, framework" in err

@@ -27,6 +27,10 @@ is, and each kind takes its own options (``KINDS``):
 - ``race_verdicts``: ``datasets`` (names ``<d>`` of ``results/untuned_<d>`` and ``results/tuned_<d>``), optional
   ``committed`` (a prefix: ``results/<committed>_<d>``): the most accurate strategy and each conclusion's verdict,
   one column per dataset (``race.py``).
+- ``labels_verdicts``: ``datasets`` (names ``<d>`` of ``results/label_efficiency_<d>`` and
+  ``results/incremental_<d>``): the most accurate strategy with the fewest labels and on the whole split, where
+  fine-tuning overtakes the probes, and each warm start's final gap to retraining, one column per dataset
+  (``findings_labels.py``).
 - ``framework``: ``frameworks`` (suite folders), optional ``deploy`` (one suite folder) and ``reference`` (an engine,
   default ``torchvision``): the README's "Which framework" section (``which_framework.py``).
 
@@ -65,6 +69,7 @@ from .findings_cells import (
     split_label,
     suite_records,
 )
+from .findings_labels import labels_verdicts
 from .findings_values import regenerate_values
 from .race import race_page, race_verdicts
 from .which_framework import render_which_framework
@@ -226,6 +231,7 @@ KINDS: dict[str, Kind] = {
     "race_verdicts": Kind(
         ("datasets",), {"committed": None}, lambda o, root: race_verdicts(o["datasets"], root, o["committed"])
     ),
+    "labels_verdicts": Kind(("datasets",), {}, lambda o, root: labels_verdicts(o["datasets"], root)),
     "framework": Kind(("frameworks",), {"deploy": None, "reference": "torchvision"}, render_which_framework),
 }
 
