@@ -84,7 +84,8 @@ def test_every_command_shown_parses(page: str, args: list[str]) -> None:
 
 def test_the_commands_are_found_and_a_wrong_one_would_fail() -> None:
     readme = shown_commands(README)
-    assert ["export", "mlflow", "results/default", "--tracking-uri", "sqlite:///mlflow.db"] in readme
+    guide = shown_commands(ROOT / "docs" / "user-guide.md")
+    assert ["export", "mlflow", "results/default", "--tracking-uri", "sqlite:///mlflow.db"] in guide
     assert ["run", "--dataset", "folder:/data/chest_xray"] in readme
     assert ["run", "--seeds", "0,1"] in readme  # make bench ARGS="..."
     vgg16 = "run --backends keras,torchvision,timm --models vgg16 --weights vgg16-hed --head fcn --image-size 32"

@@ -224,4 +224,5 @@ def test_each_kind_takes_only_its_own_options(tmp_path: Path, capsys) -> None:
     page.write_text("<!-- findings: kind=pie suites=results/a -->\n<!-- /findings -->\n")
     assert main([str(page)]) == 2
     err = capsys.readouterr().err
-    assert "kind='pie': expected one of table, label_efficiency, incremental, race, race_verdicts, labels_verdicts, framework" in err
+    kinds = "table, label_efficiency, incremental, race, race_verdicts, labels_verdicts, framework"
+    assert f"kind='pie': expected one of {kinds}" in err

@@ -33,7 +33,7 @@ from ..running.config import SHRINK_MODES
 from .findings_cells import FindingsError, finished_records
 
 #: the README's words for each shrink-and-perturb mode (``--increment-modes``)
-SHRINK_WORDS = {"shrink_perturb": "toward 0", "shrink_pretrained": "toward the pretrained weights"}
+SHRINK_WORDS = {"shrink_perturb": "to 0", "shrink_pretrained": "to pretrained"}
 FEWEST = "most accurate with the fewest labels"
 WHOLE = "most accurate on the whole split"
 CROSSOVER = "fine-tuning overtakes the probes"
@@ -99,8 +99,7 @@ def _gap_text(row: pd.Series) -> str:
 def warm_start_cells(records: list[dict[str, Any]]) -> dict[tuple[str, str], str]:
     """Per (strategy, ``continue`` or ``shrink``): the final accuracy gap of that warm start to ``retrain``.
 
-    Several shrink modes in one suite share the cell, each named (``toward 0: ...; toward the pretrained weights:
-    ...``); one alone is named after its gap.
+    Several shrink modes in one suite share the cell; each is named after its gap (``(to 0)``, ``(to pretrained)``).
     """
     steps = step_frame(records)
     cells: dict[tuple[str, str], list[str]] = {}
@@ -119,7 +118,7 @@ def warm_start_cells(records: list[dict[str, Any]]) -> dict[tuple[str, str], str
 
 def _warm_start_row(strategy: str, family: str) -> str:
     name = "continue" if family == "continue" else "shrink-and-perturb" if family == "shrink" else family
-    return f"new labels, `{strategy}`: {name} − retrain"
+    return f"`{strategy}`: {name} − retrain"
 
 
 def labels_verdicts(datasets: Sequence[str], root: Path = Path(".")) -> str:

@@ -13,7 +13,6 @@ from tlbench.backends import REGISTRY
 from tlbench.backends.engines import engine_available
 from tlbench.benchmarks.running.results import load_results
 
-
 RANDOM_INIT = ["--weights", "none", "--allow-random-init"]
 
 

@@ -72,11 +72,11 @@ def test_one_column_per_dataset_answers_both_questions(tmp_path: Path) -> None:
     assert lines[2] == "| most accurate with the fewest labels | `linear_probe` 0.710 ± 0.127 (5/class) | – |"
     assert lines[3] == "| most accurate on the whole split | `full_finetune` 0.870 ± 0.254 (100%) | – |"
     assert lines[4] == "| fine-tuning overtakes the probes | from 100% (+0.070 [-0.184, +0.324]), not resolved | – |"
-    # continue - retrain: -0.10, -0.04; toward 0: -0.30, -0.29; toward the pretrained weights: +0.01, +0.05
-    assert lines[5] == "| new labels, `full_finetune`: continue − retrain | -0.070 [-0.451, +0.311] level | – |"
+    # continue - retrain: -0.10, -0.04; to 0: -0.30, -0.29; to pretrained: +0.01, +0.05
+    assert lines[5] == "| `full_finetune`: continue − retrain | -0.070 [-0.451, +0.311] level | – |"
     assert lines[6] == (
-        "| new labels, `full_finetune`: shrink-and-perturb − retrain | -0.295 [-0.359, -0.231] worse (toward 0); "
-        "+0.030 [-0.224, +0.284] level (toward the pretrained weights) | – |"
+        "| `full_finetune`: shrink-and-perturb − retrain | -0.295 [-0.359, -0.231] worse (to 0); "
+        "+0.030 [-0.224, +0.284] level (to pretrained) | – |"
     )
     assert lines[7:] == [
         "",
@@ -90,7 +90,8 @@ def test_a_resolved_crossover_and_a_probe_that_stays_ahead_are_said(tmp_path: Pa
     _incremental(tmp_path, "ahead", {"continue": [0.9, 0.9], "retrain": [0.8, 0.79]})
     _incremental(tmp_path, "level", {"continue": [0.8, 0.8], "retrain": [0.8, 0.8]})
     table = labels_verdicts(["ahead", "level"], tmp_path)
-    assert "| fine-tuning overtakes the probes | from 5/class (+0.105 [+0.041, +0.169]), resolved from 5/class " in table
+    crossover = "| fine-tuning overtakes the probes | from 5/class (+0.105 [+0.041, +0.169]), resolved from 5/class "
+    assert crossover in table
     assert "| no: the probe is ahead or level at 5/class |" in table
     assert "continue − retrain | +0.105 [+0.041, +0.169] better | +0.000 [+0.000, +0.000] level |" in table
     assert "Not run yet" not in table
