@@ -1,6 +1,7 @@
 # The two commands of the README, both idempotent on a fresh clone:
 #   make bench      set up .venv (once) and run the default suite: prints the table, writes results/default/
-#   make test       set up .venv (once) and run the test suite (all of it: what CI runs)
+#   make test       set up .venv (once) and Chromium (once, for the report-rendering tests), run the test suite
+#                   (all of it: what CI runs)
 #   make lint       ruff lint + format check (CI runs it too)
 # and the inner loop of development:
 #   make test-fast  the fast tier: no model training, no Ray, no ../shared data (pytest -m "not slow")
@@ -26,8 +27,10 @@ $(STAMP): pyproject.toml
 bench: setup
 	$(BIN)/tlbench run $(ARGS)
 
-# --durations: the slowest tests named at the end, so a slower suite says where its time went
+# --durations: the slowest tests named at the end, so a slower suite says where its time went; Chromium (for the
+# report-rendering tests) is installed once from Debian when missing, or the command says how
 test: setup
+	bash .ci/install-chromium || true
 	$(BIN)/python -m pytest --durations=15 $(PYTEST_ARGS)
 
 test-fast: setup
