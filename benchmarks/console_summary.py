@@ -18,7 +18,7 @@ from typing import Any
 import pandas as pd
 from tabulate import tabulate
 
-from .reporting.label_efficiency import crossovers, whole_train_frame
+from .reporting.label_efficiency import all_crossovers, whole_train_frame
 from .reporting.tables import (
     ROW_KEYS,
     Summarizer,
@@ -241,7 +241,7 @@ def console_summary(suite_dirs: Path | list[Path], paths: dict[str, Path], width
             wrapped = [textwrap.fill(line, width, initial_indent="  ", subsequent_indent="    ") for line in lines]
             parts += ["Answer", *wrapped, ""]
         parts += [compact_table(whole, summarizer, width), ""]
-    for crossover in crossovers(frame):
+    for crossover in all_crossovers(frame):
         line = f"Label efficiency, {crossover.dataset} ({crossover.backend}/{crossover.model}): {crossover.sentence()}"
         parts += [textwrap.fill(line, width, subsequent_indent="    "), ""]
     warnings = data_warnings(frame) + speed_warnings(frame) + timing_warnings(frame)

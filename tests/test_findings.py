@@ -81,7 +81,10 @@ def test_a_label_efficiency_block_renders_sizes_and_the_crossover(tmp_path: Path
     text = page.read_text()
     assert "| strategy | accuracy @ 5/class (10 img) | accuracy @ 10/class (20 img) |" in text
     assert "| `full_finetune` | 0.620 ± 0.254 | 0.820 ± 0.254 | 1.0 | 1.0 |" in text  # t(0.975, 1) x 0.02
-    assert "- breast.npz: fine-tuning (full_finetune) overtakes the probes (linear_probe) from 10/class (+0.120" in text
+    crossover = (
+        "- breast.npz: fine-tuning (full_finetune) overtakes the probes (linear_probe) in accuracy from 10/class"
+    )
+    assert f"{crossover} (+0.120" in text
     assert main([str(page)]) == 0
     (tmp_path / "suites").mkdir()
     (tmp_path / "suites" / "later.toml").write_text('strategies = ["linear_probe"]\n')
@@ -149,7 +152,10 @@ def _engine_cell(root: Path, suite: str, backend: str, seed: int, **figures) -> 
 
 
 def test_engines_are_paired_cell_by_cell_and_deploy_paths_report_their_cost(tmp_path: Path) -> None:
+    import pytest
+
     from tlbench.benchmarks.tools.findings import parse_options, render
+    from tlbench.benchmarks.tools.findings_cells import FindingsError
 
     (tmp_path / "suites").mkdir()
     (tmp_path / "suites" / "fw.toml").write_text('backends = ["torchvision", "keras", "keras-jax"]\n')
@@ -183,6 +189,14 @@ def test_engines_are_paired_cell_by_cell_and_deploy_paths_report_their_cost(tmp_
     assert "`results/missing/`: not measured yet (`tlbench run suites/missing.toml`)." in lines
     assert "| `onnxruntime` | 1 | 2.00x | -0.10 (n=1) | +0.00 (n=1) | 3.0 |" in lines
     assert "| `openvino` | 1 | failed: cannot load | | | |" in lines
+    # the deployment table alone (kind=deploy) is the framework block's last part, word for word
+    alone = render(parse_options("kind=deploy deploy=results/dep"), tmp_path)
+    assert alone.startswith("Deployment paths on `results/dep/`") and text.endswith("\n\n" + alone)
+    assert render(parse_options("kind=deploy deploy=results/missing"), tmp_path) == (
+        "`results/missing/`: not measured yet (`tlbench run suites/missing.toml`).\n"
+    )
+    with pytest.raises(FindingsError, match="has no deploy="):
+        parse_options("kind=deploy")
 
 
 def test_missing_suites_say_not_measured_yet_and_a_stale_readme_fails(tmp_path: Path, capsys) -> None:

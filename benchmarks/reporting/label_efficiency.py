@@ -1,11 +1,12 @@
 """Label-efficiency curves (``--train-sizes``, ``--draws``): test accuracy and ROC-AUC against labelled training
-images per strategy, training seconds beside them, and the crossover where fine-tuning overtakes the probes.
+images per strategy, training seconds beside them, and the crossover where fine-tuning overtakes the probes (in
+accuracy, and in ROC-AUC where the cells have it).
 
 Each point is the mean over the draws x seeds of a (dataset, backend, model, strategy, train size) with its 95 %
 Student-t interval over those draw x seed values (a draw changes the images, a seed the training; both are
 independent repeats of the point). The crossover compares, at each size, the best fine-tuning strategy (the
 strategy row's ``train_backbone`` is not ``none``) with the best probe (``none``), the best being the highest mean
-accuracy at that size; their difference is paired on (draw, seed), which share the very same images, and gets its
+of the metric at that size; their difference is paired on (draw, seed), which share the very same images, and gets its
 own 95 % t-interval. The crossover is the smallest size from which fine-tuning's mean difference stays above zero at
 every larger size run; the interval tells whether that is resolved.
 """
@@ -27,6 +28,8 @@ CURVE_KEYS = ["dataset", "backend", "model", "strategy"]
 #: what the crossover is computed within: one backbone on one dataset through one backend
 GROUP_KEYS = ["dataset", "backend", "model"]
 METRICS = ("accuracy", "roc_auc")
+#: how a metric is named in sentences and tables
+METRIC_WORDS = {"accuracy": "accuracy", "roc_auc": "ROC-AUC"}
 
 INTERVAL_NOTE = (
     "Label efficiency: each point is the mean over draws x seeds (a draw is another nested, stratified subset of the "
@@ -36,10 +39,11 @@ INTERVAL_NOTE = (
 )
 CROSSOVER_NOTE = (
     "Crossover: at each size, the best fine-tuning strategy (backbone trained) minus the best probe (frozen backbone) "
-    "by mean test accuracy, the difference paired on (draw, seed) — the same images — with its 95 % t-interval. "
-    "`from` is the smallest size from which fine-tuning's mean is ahead at every larger size; `resolved from` the "
-    "smallest from which the interval's lower bound stays above 0. The best of each family is picked on test means "
-    "at that size, so a small positive difference is optimistic."
+    "by the mean of the metric (test accuracy, and test ROC-AUC where the cells have it), the difference paired on "
+    "(draw, seed) — the same images — with its 95 % t-interval. `from` is the smallest size from which fine-tuning's "
+    "mean is ahead at every larger size; `resolved from` the smallest from which the interval's lower bound stays "
+    "above 0; the probe is *ahead beyond noise* where the interval's upper bound is below 0. The best of each family "
+    "is picked on test means at that size, so a small positive difference is optimistic."
 )
 
 
@@ -125,6 +129,16 @@ def size_label(size: str) -> str:
     return size if str(size).endswith("%") else f"{size}/class"
 
 
+def sizes_label(sizes: list[str]) -> str:
+    """``5–50/class`` for a run of sizes (first to last), ``25/class`` for one, ``10%–50%`` across fractions."""
+    if len(sizes) == 1:
+        return size_label(sizes[0])
+    first, last = str(sizes[0]), str(sizes[-1])
+    if not first.endswith("%") and not last.endswith("%"):
+        return f"{first}–{last}/class"
+    return f"{size_label(first)}–{size_label(last)}"
+
+
 def curve_table(points: pd.DataFrame) -> pd.DataFrame:
     """The report's table of ``curve_points``: one row per strategy and size, formatted."""
     if points.empty:
@@ -172,13 +186,41 @@ class Crossover:
     at: str | None
     #: the smallest size from which the gap's interval lies above 0 at every larger size
     resolved_at: str | None
+    #: the test metric compared (``METRICS``)
+    metric: str = "accuracy"
+
+    @property
+    def probe_ahead(self) -> list[list[str]]:
+        """The runs of consecutive sizes at which the best probe leads beyond noise (the gap's interval below 0)."""
+        runs: list[list[str]] = []
+        previous = False
+        for gap in self.gaps:
+            ahead = not math.isnan(gap.high) and gap.high < 0
+            if ahead:
+                if previous:
+                    runs[-1].append(gap.train_size)
+                else:
+                    runs.append([gap.train_size])
+            previous = ahead
+        return runs
+
+    def probe_ahead_text(self) -> str:
+        """``probe ahead beyond noise at 5–50/class`` (every run of sizes), or ``""`` when at none."""
+        runs = self.probe_ahead
+        return f"probe ahead beyond noise at {', '.join(sizes_label(run) for run in runs)}" if runs else ""
 
     def sentence(self) -> str:
-        """``fine-tuning overtakes the probes from 25/class (+0.031 [0.004, 0.058], n=6)`` or the absence."""
+        """``fine-tuning (x) overtakes the probes (y) in accuracy from 25/class (+0.031 [0.004, 0.058], n=6)...`` or
+        the absence."""
+        words = METRIC_WORDS.get(self.metric, self.metric)
         if not self.gaps:
-            return "no size has both a fine-tuning strategy and a probe"
+            return f"no size has both a fine-tuning strategy and a probe with {words}"
+        ahead = f"; {self.probe_ahead_text()}" if self.probe_ahead else ""
         if self.at is None:
-            return "no crossover within the sizes run (the best probe is ahead or level at the largest size)"
+            return (
+                f"no crossover in {words} within the sizes run (the best probe is ahead or level at the largest "
+                f"size){ahead}"
+            )
         gap = next(g for g in self.gaps if g.train_size == self.at)
         interval = "" if math.isnan(gap.low) else f" [{gap.low:+.3f}, {gap.high:+.3f}]"
         resolved = (
@@ -187,24 +229,20 @@ class Crossover:
             else "; not resolved at any size (every interval reaches 0)"
         )
         return (
-            f"fine-tuning ({gap.fine_tuning}) overtakes the probes ({gap.probe}) from {size_label(self.at)} "
-            f"({gap.mean:+.3f}{interval}, n={gap.n}){resolved}"
+            f"fine-tuning ({gap.fine_tuning}) overtakes the probes ({gap.probe}) in {words} from {size_label(self.at)} "
+            f"({gap.mean:+.3f}{interval}, n={gap.n}){resolved}{ahead}"
         )
 
 
-def _best(points: pd.DataFrame, fine_tuning: bool) -> str | None:
-    family = points[points["fine_tuning"] == fine_tuning].dropna(subset=["accuracy"])
-    return (
-        None
-        if family.empty
-        else str(family.sort_values("accuracy", ascending=False, kind="stable").iloc[0]["strategy"])
-    )
+def _best(points: pd.DataFrame, fine_tuning: bool, metric: str) -> str | None:
+    family = points[points["fine_tuning"] == fine_tuning].dropna(subset=[metric])
+    return None if family.empty else str(family.sort_values(metric, ascending=False, kind="stable").iloc[0]["strategy"])
 
 
-def _paired(group: pd.DataFrame, size: str, first: str, second: str) -> pd.Series:
+def _paired(group: pd.DataFrame, size: str, first: str, second: str, metric: str) -> pd.Series:
     at = group[group["train_size"] == size]
-    a = at[at["strategy"] == first].set_index(["draw", "seed"])["accuracy"]
-    b = at[at["strategy"] == second].set_index(["draw", "seed"])["accuracy"]
+    a = at[at["strategy"] == first].set_index(["draw", "seed"])[metric]
+    b = at[at["strategy"] == second].set_index(["draw", "seed"])[metric]
     both = a.index.intersection(b.index)
     return (pd.to_numeric(a[both]) - pd.to_numeric(b[both])).dropna()
 
@@ -219,28 +257,39 @@ def _from(gaps: list[SizeGap], ahead: Any) -> str | None:
     return at
 
 
-def crossovers(frame: pd.DataFrame) -> list[Crossover]:
-    """The crossover of each dataset x backend x model whose label-efficiency cells hold both a fine-tuning
-    strategy and a probe."""
+def crossovers(frame: pd.DataFrame, metric: str = "accuracy") -> list[Crossover]:
+    """The crossover in ``metric`` of each dataset x backend x model whose label-efficiency cells hold both a
+    fine-tuning strategy and a probe with that metric.
+
+    Raises:
+        ValueError: ``metric`` is not one of ``METRICS``.
+    """
+    if metric not in METRICS:
+        raise ValueError(f"crossover metric must be one of {', '.join(METRICS)}; got {metric!r}")
     ok = subset_frame(frame)
     points = curve_points(frame)
     found = []
-    if points.empty:
+    if points.empty or ok.get(metric, pd.Series(dtype=float)).isna().all():
         return found
     for key, group in points.groupby(GROUP_KEYS, sort=False):
         cells = ok[(ok[GROUP_KEYS] == pd.Series(dict(zip(GROUP_KEYS, key, strict=True)))).all(axis=1)]
         gaps = []
         for size, at in group.groupby("train_size", sort=False):
-            fine, probe = _best(at, True), _best(at, False)
+            fine, probe = _best(at, True, metric), _best(at, False, metric)
             if fine is None or probe is None:
                 continue
-            mean, low, high, n = _interval(_paired(cells, size, fine, probe))
+            mean, low, high, n = _interval(_paired(cells, size, fine, probe, metric))
             if n:
                 gaps.append(SizeGap(str(size), float(at["images"].mean()), fine, probe, mean, low, high, n))
         at_size = _from(gaps, lambda g: g.mean > 0)
         resolved = _from(gaps, lambda g: not math.isnan(g.low) and g.low > 0)
-        found.append(Crossover(*map(str, key), gaps, at_size, resolved))
+        found.append(Crossover(*map(str, key), gaps, at_size, resolved, metric))
     return found
+
+
+def all_crossovers(frame: pd.DataFrame) -> list[Crossover]:
+    """The crossovers of every metric in ``METRICS`` that the label-efficiency cells hold, metric by metric."""
+    return [crossover for metric in METRICS for crossover in crossovers(frame, metric)]
 
 
 def crossover_table(found: list[Crossover]) -> pd.DataFrame:
@@ -253,11 +302,12 @@ def crossover_table(found: list[Crossover]) -> pd.DataFrame:
                 {
                     "dataset": crossover.dataset,
                     "backend/model": f"{crossover.backend}/{crossover.model}",
+                    "metric": METRIC_WORDS.get(crossover.metric, crossover.metric),
                     "train size": size_label(gap.train_size),
                     "images": f"{gap.images:.0f}",
                     "best fine-tuning": gap.fine_tuning,
                     "best probe": gap.probe,
-                    "accuracy difference": f"{gap.mean:+.3f}{interval}",
+                    "difference": f"{gap.mean:+.3f}{interval}",
                     "n": gap.n,
                     "from": size_label(crossover.at) if crossover.at else "no crossover",
                     "resolved from": size_label(crossover.resolved_at) if crossover.resolved_at else "—",
@@ -316,7 +366,7 @@ def sections(frame: pd.DataFrame) -> list[Any]:
     points = curve_points(frame)
     if points.empty:
         return []
-    found = crossovers(frame)
+    found = all_crossovers(frame)
     out = [
         Section("Label efficiency — accuracy and ROC-AUC against labelled images", curve_table(points), INTERVAL_NOTE)
     ]

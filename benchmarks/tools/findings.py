@@ -29,10 +29,12 @@ is, and each kind takes its own options (``KINDS``):
   one column per dataset (``race.py``).
 - ``labels_verdicts``: ``datasets`` (names ``<d>`` of ``results/label_efficiency_<d>`` and
   ``results/incremental_<d>``): the most accurate strategy with the fewest labels and on the whole split, where
-  fine-tuning overtakes the probes, and each warm start's final gap to retraining, one column per dataset
-  (``findings_labels.py``).
+  fine-tuning overtakes the probes (in accuracy and in ROC-AUC), and each warm start's final gap to retraining, one
+  column per dataset (``findings_labels.py``).
 - ``framework``: ``frameworks`` (suite folders), optional ``deploy`` (one suite folder) and ``reference`` (an engine,
   default ``torchvision``): the README's "Which framework" section (``which_framework.py``).
+- ``deploy``: ``deploy`` (one suite folder run with ``--deploy``): its deployment table alone, each runtime's speed
+  ratio to its framework, ROC-AUC and accuracy change and export seconds (``which_framework.py``).
 
 Figures quoted in sentences are generated too, by inline ``<!-- value: ... -->FIGURE<!-- /value -->`` comments
 (``findings_values.py``), and checked the same way; figures of the benchmark tools' tables (``results/bench_*.md``)
@@ -72,7 +74,7 @@ from .findings_cells import (
 from .findings_labels import labels_verdicts
 from .findings_values import regenerate_values
 from .race import race_page, race_verdicts
-from .which_framework import render_which_framework
+from .which_framework import render_deploy, render_which_framework
 
 BLOCK = re.compile(r"(<!-- findings: (?P<options>[^>]*?) -->\n)(?P<body>.*?)(<!-- /findings -->)", re.S)
 EXIT_DIFFERS = 1
@@ -155,7 +157,7 @@ def render_label_efficiency(options: dict[str, Any], root: Path) -> str:
             cells = [_point(rows[rows["train_size"] == size], column) for column, size in columns]
             lines.append(f"| `{strategy}` | " + " | ".join(cells) + " |")
         lines.append("")
-    for crossover in le.crossovers(results_frame(records)):
+    for crossover in le.all_crossovers(results_frame(records)):
         lines.append(f"- {split_label('dataset', crossover.dataset)}: {crossover.sentence()}.")
     if missing:
         lines += ["", *missing]
@@ -233,6 +235,7 @@ KINDS: dict[str, Kind] = {
     ),
     "labels_verdicts": Kind(("datasets",), {}, lambda o, root: labels_verdicts(o["datasets"], root)),
     "framework": Kind(("frameworks",), {"deploy": None, "reference": "torchvision"}, render_which_framework),
+    "deploy": Kind(("deploy",), {}, render_deploy),
 }
 
 

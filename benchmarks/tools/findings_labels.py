@@ -6,9 +6,10 @@ and the incremental suite ``results/incremental_<d>`` and renders one column per
 - **most accurate with the fewest labels** / **on the whole split**: the strategy of highest mean test accuracy at the
   smallest and at the largest train size, with its mean ± 95 % t half-width over draws × seeds
   (``reporting.label_efficiency.curve_points``);
-- **fine-tuning overtakes the probes**: the crossover (``reporting.label_efficiency.crossovers``): the size from which
-  the best fine-tuning leads the best probe at every larger size, its paired gap there, and whether an interval
-  resolves it;
+- **fine-tuning overtakes the probes**, in accuracy and in ROC-AUC: the crossover
+  (``reporting.label_efficiency.crossovers``): the size from which the best fine-tuning leads the best probe at every
+  larger size, its paired gap there, whether an interval resolves it, and the sizes at which the probe leads beyond
+  noise;
 - one row per strategy of the incremental suites and warm start (``continue``, and shrink-and-perturb whichever way
   it shrank): its final test accuracy minus ``retrain``'s, paired by seed (``reporting.incremental.paired_gaps``),
   ``level`` when the interval holds 0.
@@ -36,7 +37,8 @@ from .findings_cells import FindingsError, finished_records
 SHRINK_WORDS = {"shrink_perturb": "to 0", "shrink_pretrained": "to pretrained"}
 FEWEST = "most accurate with the fewest labels"
 WHOLE = "most accurate on the whole split"
-CROSSOVER = "fine-tuning overtakes the probes"
+#: one row per crossover metric (``reporting.label_efficiency.METRICS``)
+CROSSOVER = {metric: f"fine-tuning overtakes the probes in {words}" for metric, words in le.METRIC_WORDS.items()}
 
 
 def _records(root: Path, prefix: str, dataset: str) -> list[dict[str, Any]] | None:
@@ -70,21 +72,23 @@ def _most_accurate(points: pd.DataFrame, smallest: bool) -> str:
 
 
 def crossover_text(crossover: le.Crossover) -> str:
-    """``from 100% (+0.022 [-0.027, +0.070]), not resolved``, ``no crossover up to 100%`` or why none was read.
+    """``from 100% (+0.022 [-0.027, +0.070]), not resolved``, ``no: the probe is ahead or level at 100%`` or why none
+    was read, then ``; probe ahead beyond noise at 5–50/class`` where it is.
 
     Args:
         crossover: one dataset's crossover (``reporting.label_efficiency.crossovers``).
     """
     if not crossover.gaps:
         return "no size has both a fine-tuning and a probe"
+    ahead = f"; {crossover.probe_ahead_text()}" if crossover.probe_ahead else ""
     if crossover.at is None:
-        return f"no: the probe is ahead or level at {le.size_label(crossover.gaps[-1].train_size)}"
+        return f"no: the probe is ahead or level at {le.size_label(crossover.gaps[-1].train_size)}{ahead}"
     gap = next(g for g in crossover.gaps if g.train_size == crossover.at)
     interval = "" if math.isnan(gap.low) else f" [{gap.low:+.3f}, {gap.high:+.3f}]"
     resolved = (
         f"resolved from {le.size_label(crossover.resolved_at)}" if crossover.resolved_at is not None else "not resolved"
     )
-    return f"from {le.size_label(crossover.at)} ({gap.mean:+.3f}{interval}), {resolved}"
+    return f"from {le.size_label(crossover.at)} ({gap.mean:+.3f}{interval}), {resolved}{ahead}"
 
 
 def _gap_text(row: pd.Series) -> str:
@@ -145,16 +149,16 @@ def labels_verdicts(datasets: Sequence[str], root: Path = Path(".")) -> str:
             if not points.empty:
                 cells[FEWEST] = _most_accurate(points, smallest=True)
                 cells[WHOLE] = _most_accurate(points, smallest=False)
-            found = le.crossovers(frame)
-            if found:
-                cells[CROSSOVER] = "; ".join(crossover_text(c) for c in found)
+            for crossover in le.all_crossovers(frame):
+                row = CROSSOVER[crossover.metric]
+                cells[row] = "; ".join(filter(None, [cells.get(row), crossover_text(crossover)]))
         if increments is None:
             waiting.append(f"`suites/incremental_{dataset}.toml`")
         else:
             for (strategy, family), text in warm_start_cells(increments).items():
                 cells[_warm_start_row(strategy, family)] = text
         columns.append(cells)
-    names = [FEWEST, WHOLE, CROSSOVER]
+    names = [FEWEST, WHOLE, *(row for row in CROSSOVER.values() if any(row in cells for cells in columns))]
     for cells in columns:
         names += [name for name in cells if name not in names]
     lines = ["| | " + " | ".join(datasets) + " |", "|---" * (len(datasets) + 1) + "|"]

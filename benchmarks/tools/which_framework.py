@@ -132,16 +132,25 @@ def render_which_framework(options: dict[str, Any], root: Path) -> str:
             *([""] + lines if lines else []),
         ]
     if options.get("deploy"):
-        found = suite_records(root, options["deploy"])
-        with_deploy = [r for r in found or [] if r.get("deploy")]
-        lines.append("")
-        if not with_deploy:
-            lines.append(not_measured(options["deploy"]))
-        else:
-            lines += [
-                f"Deployment paths on `{options['deploy']}/` (the trained model exported, timed in the same rounds "
-                "as its framework; its test-split metrics minus the framework's):",
-                "",
-                *deploy_rows(with_deploy),
-            ]
+        lines += ["", render_deploy(options, root)]
     return "\n".join(lines).strip("\n") + "\n"
+
+
+def render_deploy(options: dict[str, Any], root: Path) -> str:
+    """The deployment table alone (``kind=deploy``, and the end of ``kind=framework`` given ``deploy=``).
+
+    Args:
+        options: ``deploy``: the suite folder whose cells ran the deployment runtimes (``--deploy``).
+        root: the repository root the folder is relative to.
+    """
+    found = suite_records(root, options["deploy"])
+    with_deploy = [r for r in found or [] if r.get("deploy")]
+    if not with_deploy:
+        return not_measured(options["deploy"]) + "\n"
+    lines = [
+        f"Deployment paths on `{options['deploy']}/` (the trained model exported, timed in the same rounds as its "
+        "framework; its test-split metrics minus the framework's):",
+        "",
+        *deploy_rows(with_deploy),
+    ]
+    return "\n".join(lines) + "\n"

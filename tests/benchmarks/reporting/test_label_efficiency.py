@@ -26,10 +26,13 @@ ACCURACY = {
 }
 
 
-def _records(accuracy=ACCURACY, extra=()):
+def _records(accuracy=ACCURACY, extra=(), roc_auc=None):
+    """One record per (strategy, size) of ``accuracy`` and (draw, seed) of PAIRS; ROC-AUC is accuracy + 0.1 unless
+    ``roc_auc`` gives it per (strategy, size) (``None`` values: no ROC-AUC recorded)."""
     records = []
     for (strategy, size), values in accuracy.items():
-        for (draw, seed), value in zip(PAIRS, values, strict=True):
+        aucs = roc_auc[strategy, size] if roc_auc is not None else [v + 0.1 for v in values]
+        for (draw, seed), value, auc in zip(PAIRS, values, aucs, strict=True):
             records.append(
                 {
                     "backend": "timm",
@@ -42,7 +45,7 @@ def _records(accuracy=ACCURACY, extra=()):
                     "train_images": 2 * int(size),
                     "status": "ok",
                     "accuracy": value,
-                    "roc_auc": value + 0.1,
+                    "roc_auc": auc,
                     "train_s": float(size) * (10 if strategy == "full_finetune" else 1),
                 }
             )
@@ -75,10 +78,12 @@ def test_crossover_is_paired_and_needs_every_larger_size():
     assert (big.mean, big.low, big.high) == pytest.approx((0.10, 0.10 - half, 0.10 + half))
     assert ten.low < 0 < ten.high
     assert (found.at, found.resolved_at) == ("10", "25")
-    assert "overtakes the probes (linear_probe) from 10/class (+0.010" in found.sentence()
+    assert found.metric == "accuracy"
+    assert "overtakes the probes (linear_probe) in accuracy from 10/class (+0.010" in found.sentence()
     assert "resolved (interval above 0) from 25/class" in found.sentence()
     table = le.crossover_table([found])
-    assert list(table["from"]) == ["10/class"] * 3 and table.iloc[2]["accuracy difference"].startswith("+0.100 [")
+    assert list(table["from"]) == ["10/class"] * 3 and table.iloc[2]["difference"].startswith("+0.100 [")
+    assert set(table["metric"]) == {"accuracy"}
 
 
 def test_no_crossover_when_the_probe_leads_at_the_largest_size():
@@ -86,7 +91,32 @@ def test_no_crossover_when_the_probe_leads_at_the_largest_size():
     (found,) = le.crossovers(_records(behind))
     assert found.gaps[-1].mean == pytest.approx(-0.05)
     assert found.at is None and found.resolved_at is None
-    assert found.sentence().startswith("no crossover within the sizes run")
+    assert found.sentence().startswith("no crossover in accuracy within the sizes run")
+
+
+def test_the_roc_auc_crossover_is_its_own_ranking_and_pairing():
+    # ROC-AUC ranks the probes the other way round (logreg ahead) and fine-tuning stays behind it at 25/class
+    auc = {key: [v + 0.1 for v in values] for key, values in ACCURACY.items()}
+    auc["logreg_probe", "25"] = [0.95, 0.96, 0.97, 0.96]
+    found = le.all_crossovers(_records(roc_auc=auc))
+    assert [c.metric for c in found] == ["accuracy", "roc_auc"]
+    accuracy, roc = found
+    assert accuracy.at == "10" and accuracy.gaps[-1].probe == "linear_probe"
+    assert roc.gaps[-1].probe == "logreg_probe"
+    assert roc.gaps[-1].mean == pytest.approx(0.98 - 0.96)  # full_finetune 0.88 + 0.1 against logreg's mean 0.96
+    roc_behind = {**auc, ("logreg_probe", "25"): [0.99] * 4}
+    roc = le.crossovers(_records(roc_auc=roc_behind), "roc_auc")[0]
+    assert roc.at is None and roc.sentence().startswith("no crossover in ROC-AUC within the sizes run")
+    table = le.crossover_table(le.all_crossovers(_records(roc_auc=roc_behind)))
+    assert list(table["metric"]) == ["accuracy"] * 3 + ["ROC-AUC"] * 3
+    assert list(table["from"]) == ["10/class"] * 3 + ["no crossover"] * 3
+
+
+def test_no_roc_auc_crossover_without_roc_auc_and_a_wrong_metric_is_named():
+    none = {key: [None] * 4 for key in ACCURACY}
+    assert [c.metric for c in le.all_crossovers(_records(roc_auc=none))] == ["accuracy"]
+    with pytest.raises(ValueError, match="got 'f1'"):
+        le.crossovers(_records(), "f1")
 
 
 def test_whole_train_frame_keeps_subsets_out_of_the_other_tables():

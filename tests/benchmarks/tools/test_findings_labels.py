@@ -12,15 +12,19 @@ from tlbench.benchmarks.tools.findings_cells import FindingsError
 from tlbench.benchmarks.tools.findings_labels import labels_verdicts
 
 
-def _label_efficiency(root: Path, dataset: str, accuracy: dict[tuple[str, str], list[float]]) -> None:
-    """One record per draw of each (strategy, size); size "5" holds 10 images, "100%" 50."""
+def _label_efficiency(
+    root: Path, dataset: str, accuracy: dict[tuple[str, str], list[float]], roc_auc: dict | None = None
+) -> None:
+    """One record per draw of each (strategy, size); size "5" holds 10 images, "100%" 50; ROC-AUC only where
+    ``roc_auc`` gives it (same keys as ``accuracy``)."""
     for (strategy, size), values in accuracy.items():
         for draw, value in enumerate(values):
             record = {"backend": "timm", "model": "m", "strategy": strategy, "dataset": "medmnist:/x/breast.npz"}
             images = 50 if size.endswith("%") else 2 * int(size)
             record |= {"seed": 0, "train_size": size, "draw": draw, "train_images": images, "status": "ok"}
             path = root / "results" / f"label_efficiency_{dataset}" / "results.jsonl"
-            append_result(path, {**record, "accuracy": value, "train_s": 1.0})
+            auc = {"roc_auc": roc_auc[strategy, size][draw]} if roc_auc else {}
+            append_result(path, {**record, "accuracy": value, "train_s": 1.0, **auc})
 
 
 def _incremental(root: Path, dataset: str, finals: dict[str, list[float]]) -> None:
@@ -71,7 +75,11 @@ def test_one_column_per_dataset_answers_both_questions(tmp_path: Path) -> None:
     # t(0.975, 1) = 12.706: two draws 0.02 apart give ± 0.127; paired gaps +0.05, +0.09 at 100 % give +0.070 ± 0.254
     assert lines[2] == "| most accurate with the fewest labels | `linear_probe` 0.710 ± 0.127 (5/class) | – |"
     assert lines[3] == "| most accurate on the whole split | `full_finetune` 0.870 ± 0.254 (100%) | – |"
-    assert lines[4] == "| fine-tuning overtakes the probes | from 100% (+0.070 [-0.184, +0.324]), not resolved | – |"
+    # no ROC-AUC recorded: no ROC-AUC row; at 5/class the probe leads by 0.10 on both draws (no spread)
+    assert lines[4] == (
+        "| fine-tuning overtakes the probes in accuracy | from 100% (+0.070 [-0.184, +0.324]), not resolved; "
+        "probe ahead beyond noise at 5/class | – |"
+    )
     # continue - retrain: -0.10, -0.04; to 0: -0.30, -0.29; to pretrained: +0.01, +0.05
     assert lines[5] == "| `full_finetune`: continue − retrain | -0.070 [-0.451, +0.311] level | – |"
     assert lines[6] == (
@@ -86,13 +94,20 @@ def test_one_column_per_dataset_answers_both_questions(tmp_path: Path) -> None:
 
 def test_a_resolved_crossover_and_a_probe_that_stays_ahead_are_said(tmp_path: Path) -> None:
     _label_efficiency(tmp_path, "ahead", {("linear_probe", "5"): [0.7, 0.7], ("full_finetune", "5"): [0.8, 0.81]})
-    _label_efficiency(tmp_path, "level", {("linear_probe", "5"): [0.7, 0.7], ("full_finetune", "5"): [0.6, 0.7]})
+    behind = {("linear_probe", "5"): [0.7, 0.7], ("full_finetune", "5"): [0.6, 0.7]}
+    # ROC-AUC ranks the other way on "level": the probe ahead by 0.20 and 0.18 at 5/class, beyond noise
+    auc = {("linear_probe", "5"): [0.9, 0.9], ("full_finetune", "5"): [0.7, 0.72]}
+    _label_efficiency(tmp_path, "level", behind, auc)
     _incremental(tmp_path, "ahead", {"continue": [0.9, 0.9], "retrain": [0.8, 0.79]})
     _incremental(tmp_path, "level", {"continue": [0.8, 0.8], "retrain": [0.8, 0.8]})
     table = labels_verdicts(["ahead", "level"], tmp_path)
-    crossover = "| fine-tuning overtakes the probes | from 5/class (+0.105 [+0.041, +0.169]), resolved from 5/class "
-    assert crossover in table
-    assert "| no: the probe is ahead or level at 5/class |" in table
+    crossover = (
+        "| fine-tuning overtakes the probes in accuracy | from 5/class (+0.105 [+0.041, +0.169]), resolved from "
+    )
+    assert crossover + "5/class | no: the probe is ahead or level at 5/class |" in table
+    # gaps -0.20, -0.18: 12.706 x sd 0.0141 / sqrt(2) = 0.127 around -0.19, so [-0.317, -0.063] lies below 0
+    roc = "| fine-tuning overtakes the probes in ROC-AUC | – | no: the probe is ahead or level at 5/class; "
+    assert roc + "probe ahead beyond noise at 5/class |" in table
     assert "continue − retrain | +0.105 [+0.041, +0.169] better | +0.000 [+0.000, +0.000] level |" in table
     assert "Not run yet" not in table
 
