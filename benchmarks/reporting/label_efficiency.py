@@ -15,12 +15,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from itertools import groupby
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
 from ...core.strategies import get_strategy
+from .comparisons import METRIC_TITLES
 from .stats import t_interval
 
 #: what identifies a curve (one line of the plot)
@@ -28,8 +30,6 @@ CURVE_KEYS = ["dataset", "backend", "model", "strategy"]
 #: what the crossover is computed within: one backbone on one dataset through one backend
 GROUP_KEYS = ["dataset", "backend", "model"]
 METRICS = ("accuracy", "roc_auc")
-#: how a metric is named in sentences and tables
-METRIC_WORDS = {"accuracy": "accuracy", "roc_auc": "ROC-AUC"}
 
 INTERVAL_NOTE = (
     "Label efficiency: each point is the mean over draws x seeds (a draw is another nested, stratified subset of the "
@@ -192,17 +192,8 @@ class Crossover:
     @property
     def probe_ahead(self) -> list[list[str]]:
         """The runs of consecutive sizes at which the best probe leads beyond noise (the gap's interval below 0)."""
-        runs: list[list[str]] = []
-        previous = False
-        for gap in self.gaps:
-            ahead = not math.isnan(gap.high) and gap.high < 0
-            if ahead:
-                if previous:
-                    runs[-1].append(gap.train_size)
-                else:
-                    runs.append([gap.train_size])
-            previous = ahead
-        return runs
+        runs = groupby(self.gaps, key=lambda gap: not math.isnan(gap.high) and gap.high < 0)
+        return [[gap.train_size for gap in run] for ahead, run in runs if ahead]
 
     def probe_ahead_text(self) -> str:
         """``probe ahead beyond noise at 5–50/class`` (every run of sizes), or ``""`` when at none."""
@@ -212,10 +203,10 @@ class Crossover:
     def sentence(self) -> str:
         """``fine-tuning (x) overtakes the probes (y) in accuracy from 25/class (+0.031 [0.004, 0.058], n=6)...`` or
         the absence."""
-        words = METRIC_WORDS.get(self.metric, self.metric)
+        words = METRIC_TITLES.get(self.metric, self.metric)
         if not self.gaps:
             return f"no size has both a fine-tuning strategy and a probe with {words}"
-        ahead = f"; {self.probe_ahead_text()}" if self.probe_ahead else ""
+        ahead = f"; {text}" if (text := self.probe_ahead_text()) else ""
         if self.at is None:
             return (
                 f"no crossover in {words} within the sizes run (the best probe is ahead or level at the largest "
@@ -266,9 +257,18 @@ def crossovers(frame: pd.DataFrame, metric: str = "accuracy") -> list[Crossover]
     """
     if metric not in METRICS:
         raise ValueError(f"crossover metric must be one of {', '.join(METRICS)}; got {metric!r}")
-    ok = subset_frame(frame)
-    points = curve_points(frame)
-    found = []
+    return _crossovers(subset_frame(frame), curve_points(frame), metric)
+
+
+def all_crossovers(frame: pd.DataFrame) -> list[Crossover]:
+    """The crossovers of every metric in ``METRICS`` that the label-efficiency cells hold, metric by metric."""
+    ok, points = subset_frame(frame), curve_points(frame)
+    return [crossover for metric in METRICS for crossover in _crossovers(ok, points, metric)]
+
+
+def _crossovers(ok: pd.DataFrame, points: pd.DataFrame, metric: str) -> list[Crossover]:
+    """``crossovers`` over the finished subset cells ``ok`` and their ``curve_points``."""
+    found: list[Crossover] = []
     if points.empty or ok.get(metric, pd.Series(dtype=float)).isna().all():
         return found
     for key, group in points.groupby(GROUP_KEYS, sort=False):
@@ -287,11 +287,6 @@ def crossovers(frame: pd.DataFrame, metric: str = "accuracy") -> list[Crossover]
     return found
 
 
-def all_crossovers(frame: pd.DataFrame) -> list[Crossover]:
-    """The crossovers of every metric in ``METRICS`` that the label-efficiency cells hold, metric by metric."""
-    return [crossover for metric in METRICS for crossover in crossovers(frame, metric)]
-
-
 def crossover_table(found: list[Crossover]) -> pd.DataFrame:
     """One row per dataset x backend x model and size: the two best strategies and their paired difference."""
     rows = []
@@ -302,7 +297,7 @@ def crossover_table(found: list[Crossover]) -> pd.DataFrame:
                 {
                     "dataset": crossover.dataset,
                     "backend/model": f"{crossover.backend}/{crossover.model}",
-                    "metric": METRIC_WORDS.get(crossover.metric, crossover.metric),
+                    "metric": METRIC_TITLES.get(crossover.metric, crossover.metric),
                     "train size": size_label(gap.train_size),
                     "images": f"{gap.images:.0f}",
                     "best fine-tuning": gap.fine_tuning,

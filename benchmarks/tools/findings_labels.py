@@ -28,6 +28,7 @@ from typing import Any
 import pandas as pd
 
 from ..reporting import label_efficiency as le
+from ..reporting.comparisons import METRIC_TITLES
 from ..reporting.incremental import paired_gaps, step_frame, warm_start_modes
 from ..reporting.tables import results_frame
 from ..running.config import SHRINK_MODES
@@ -38,7 +39,7 @@ SHRINK_WORDS = {"shrink_perturb": "to 0", "shrink_pretrained": "to pretrained"}
 FEWEST = "most accurate with the fewest labels"
 WHOLE = "most accurate on the whole split"
 #: one row per crossover metric (``reporting.label_efficiency.METRICS``)
-CROSSOVER = {metric: f"fine-tuning overtakes the probes in {words}" for metric, words in le.METRIC_WORDS.items()}
+CROSSOVER = {metric: f"fine-tuning overtakes the probes in {METRIC_TITLES[metric]}" for metric in le.METRICS}
 
 
 def _records(root: Path, prefix: str, dataset: str) -> list[dict[str, Any]] | None:
@@ -80,7 +81,7 @@ def crossover_text(crossover: le.Crossover) -> str:
     """
     if not crossover.gaps:
         return "no size has both a fine-tuning and a probe"
-    ahead = f"; {crossover.probe_ahead_text()}" if crossover.probe_ahead else ""
+    ahead = f"; {text}" if (text := crossover.probe_ahead_text()) else ""
     if crossover.at is None:
         return f"no: the probe is ahead or level at {le.size_label(crossover.gaps[-1].train_size)}{ahead}"
     gap = next(g for g in crossover.gaps if g.train_size == crossover.at)
